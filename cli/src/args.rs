@@ -1,0 +1,276 @@
+//! The command line (SPEC §5), declared with clap.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// weir: a workflow orchestrator for data teams.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Configuration file (default: ./weir.toml when present).
+    #[arg(long, global = true, env = "WEIR_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Scheduler, worker and web server in one process (embedded SQLite by default).
+    Standalone,
+    /// Runs the scheduler.
+    Scheduler,
+    /// Runs a worker.
+    Worker {
+        /// Queues to take tasks from (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// Task instances run at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+    },
+    /// Runs the web server.
+    Web,
+    /// Metadata database commands.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// DAG commands.
+    #[command(subcommand)]
+    Dags(DagsCommand),
+    /// Creates a manual run.
+    Trigger(TriggerArgs),
+    /// Creates runs for the intervals of a date range.
+    Backfill(BackfillArgs),
+    /// Task commands.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Run commands.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Resets task instances of a run so the scheduler runs them again.
+    Clear(ClearArgs),
+    /// Prints a task's log.
+    Logs(LogsArgs),
+    /// Web users and API tokens.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Applies the metadata schema migrations.
+    Migrate,
+    /// Deletes old runs with their task instances and logs.
+    Cleanup {
+        /// Age of the oldest run kept, e.g. `30d`.
+        #[arg(long)]
+        older_than: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DagsCommand {
+    /// Lists DAGs and import errors.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks DAG files; prints each problem as FILE:LINE:COL: message; exits 2 if any is invalid.
+    Validate {
+        /// Files or folders (default: the configured dags folder).
+        paths: Vec<PathBuf>,
+    },
+    /// Shows a DAG's tasks and graph.
+    Show {
+        /// DAG id.
+        dag: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+        format: ShowFormat,
+    },
+    /// Pauses a DAG: no new scheduled runs.
+    Pause {
+        /// DAG id.
+        dag: String,
+    },
+    /// Unpauses a DAG.
+    Unpause {
+        /// DAG id.
+        dag: String,
+    },
+    /// Prints the JSON Schema of the DAG format (for editors).
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ShowFormat {
+    /// Readable levels view.
+    Text,
+    /// Graphviz.
+    Dot,
+    /// JSON.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TriggerArgs {
+    /// DAG id.
+    pub(crate) dag: String,
+    /// Parameter override `key=value` (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub(crate) params: Vec<String>,
+    /// Logical date (in the DAG's time zone; default: now).
+    #[arg(long)]
+    pub(crate) logical_date: Option<String>,
+    /// Rerun when a run with this logical date exists.
+    #[arg(long)]
+    pub(crate) rerun: bool,
+    /// Waits for the run to finish; exits 1 if it failed.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// DAG id.
+    pub(crate) dag: String,
+    /// First day (inclusive, in the DAG's time zone).
+    #[arg(long)]
+    pub(crate) from: NaiveDate,
+    /// Last day (inclusive).
+    #[arg(long)]
+    pub(crate) to: NaiveDate,
+    /// Reruns runs of the range that failed.
+    #[arg(long, conflicts_with = "rerun_all")]
+    pub(crate) rerun_failed: bool,
+    /// Reruns every run of the range.
+    #[arg(long)]
+    pub(crate) rerun_all: bool,
+    /// Runs of the backfill active at once.
+    #[arg(long)]
+    pub(crate) max_active_runs: Option<u32>,
+    /// Lists the intervals without creating runs.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Waits for the runs to finish.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// Runs one task locally; writes no state.
+    Test {
+        /// DAG id.
+        dag: String,
+        /// Task id.
+        task: String,
+        /// Logical date (default: today).
+        #[arg(long)]
+        date: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Lists runs.
+    List {
+        /// Only this DAG's runs.
+        dag: Option<String>,
+        /// Only runs in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one run with its task instances.
+    Show {
+        /// Run id.
+        run: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClearArgs {
+    /// DAG id.
+    pub(crate) dag: String,
+    /// Run id.
+    #[arg(long)]
+    pub(crate) run: String,
+    /// Only this task (default: all).
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Also the task's downstream tasks.
+    #[arg(long)]
+    pub(crate) downstream: bool,
+    /// Only failed task instances.
+    #[arg(long)]
+    pub(crate) failed_only: bool,
+    /// Also forgets incremental load cursors.
+    #[arg(long)]
+    pub(crate) reset_state: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Run id.
+    pub(crate) run: String,
+    /// Task id.
+    pub(crate) task: String,
+    /// Try number (default: the latest).
+    #[arg(long = "try")]
+    pub(crate) try_number: Option<u32>,
+    /// Keeps printing as the log grows.
+    #[arg(long)]
+    pub(crate) follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Creates a user.
+    Create {
+        /// User name.
+        name: String,
+        /// Role.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Reads the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lists users.
+    List,
+    /// Deletes a user.
+    Delete {
+        /// User name.
+        name: String,
+    },
+    /// Mints an API token (printed once).
+    Token {
+        /// User name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Role {
+    /// Reads.
+    Viewer,
+    /// Triggers, clears, pauses, backfills.
+    Operator,
+    /// Manages users.
+    Admin,
+}

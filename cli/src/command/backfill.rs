@@ -1,0 +1,47 @@
+//! `weir backfill --dry-run`: the data intervals a backfill would create runs for.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use chrono::SecondsFormat;
+use serde::Serialize;
+
+use super::EXIT_OK;
+use crate::args::BackfillArgs;
+use crate::config::Config;
+use crate::dag_folder::{find_dag, load_dag_files};
+
+/// One interval of `weir backfill --dry-run --json` (SPEC §5).
+#[derive(Serialize)]
+struct IntervalRow {
+    logical_date: String,
+    data_interval_start: String,
+    data_interval_end: String,
+}
+
+/// Lists the intervals whose logical date falls on `--from..=--to` (DAG time zone).
+pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
+    let files = load_dag_files(std::slice::from_ref(&config.dags_folder), Some(&config.known()))?;
+    let (_, dag) = find_dag(&files, &args.dag)?;
+    let intervals = match dag.plan_backfill(args.from, args.to) {
+        Ok(i) => i,
+        Err(e) => bail!("{e}"),
+    };
+    let utc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let rows: Vec<IntervalRow> = intervals
+            .iter()
+            .map(|i| IntervalRow { logical_date: utc(i.start), data_interval_start: utc(i.start), data_interval_end: utc(i.end) })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(EXIT_OK);
+    }
+    let tz = dag.timezone;
+    let local = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+    writeln!(out, "{} interval(s) of `{}` ({}), logical dates {} to {}:", intervals.len(), dag.id(), tz.name(), args.from, args.to)?;
+    for i in &intervals {
+        writeln!(out, "  {}  [{} .. {})", utc(i.start), local(i.start), local(i.end))?;
+    }
+    Ok(EXIT_OK)
+}

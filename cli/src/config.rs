@@ -1,0 +1,243 @@
+//! `weir.toml` (SPEC §4): read from `--config` or the working directory, then overridden by
+//! `WEIR_*` environment variables. `${VAR}` in a value is replaced from the environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    pub(crate) database_url: String,
+    pub(crate) dags_folder: PathBuf,
+    pub(crate) web: WebConfig,
+    pub(crate) worker: WorkerConfig,
+    pub(crate) scheduler: SchedulerConfig,
+    pub(crate) retention: RetentionConfig,
+    pub(crate) pools: BTreeMap<String, u32>,
+    pub(crate) connections: BTreeMap<String, ConnectionConfig>,
+    pub(crate) notifiers: BTreeMap<String, NotifierConfig>,
+    pub(crate) smtp: Option<SmtpConfig>,
+    /// Environment variables templates may read as `env.NAME`.
+    pub(crate) template_env: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://.weir/weir.db".to_owned(),
+            dags_folder: PathBuf::from("dags"),
+            web: WebConfig::default(),
+            worker: WorkerConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            retention: RetentionConfig::default(),
+            pools: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            notifiers: BTreeMap::new(),
+            smtp: None,
+            template_env: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WebConfig {
+    pub(crate) bind: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig { bind: "127.0.0.1:8080".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WorkerConfig {
+    pub(crate) concurrency: u32,
+    pub(crate) queues: Vec<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { concurrency: 8, queues: vec!["default".to_owned()] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SchedulerConfig {
+    pub(crate) heartbeat_timeout: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { heartbeat_timeout: "30s".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RetentionConfig {
+    pub(crate) keep_runs: String,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { keep_runs: "90d".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConnectionConfig {
+    pub(crate) url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+#[expect(dead_code, reason = "validated now; read by the notifiers of the data-steps milestone")]
+pub(crate) enum NotifierConfig {
+    Email { to: Vec<String> },
+    Webhook { url: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "validated now; read by the email notifier of the data-steps milestone")]
+pub(crate) struct SmtpConfig {
+    pub(crate) host: String,
+    #[serde(default = "default_smtp_port")]
+    pub(crate) port: u16,
+    #[serde(default)]
+    pub(crate) tls: SmtpTls,
+    pub(crate) from: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SmtpTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+impl Config {
+    /// Loads the configuration: `path` (which must exist), else `./weir.toml` when present,
+    /// else the defaults; then applies the environment.
+    pub(crate) fn load(path: Option<&Path>) -> Result<Config> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let (text, origin) = match path {
+            Some(p) => (std::fs::read_to_string(p).with_context(|| format!("reading configuration {}", p.display()))?, p.to_path_buf()),
+            None if Path::new("weir.toml").exists() => (std::fs::read_to_string("weir.toml").context("reading weir.toml")?, PathBuf::from("weir.toml")),
+            None => (String::new(), PathBuf::from("weir.toml")),
+        };
+        Config::parse(&text, &origin, &env)
+    }
+
+    /// Parses configuration text and applies `env` (`WEIR_*` overrides and `${VAR}` expansion).
+    pub(crate) fn parse(text: &str, origin: &Path, env: &BTreeMap<String, String>) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
+        if let Some(v) = env.get("WEIR_DATABASE_URL") {
+            config.database_url = v.clone();
+        }
+        if let Some(v) = env.get("WEIR_DAGS_FOLDER") {
+            config.dags_folder = PathBuf::from(v);
+        }
+        if let Some(v) = env.get("WEIR_WEB_BIND") {
+            config.web.bind = v.clone();
+        }
+        if let Some(v) = env.get("WEIR_WORKER_CONCURRENCY") {
+            config.worker.concurrency = v.parse().with_context(|| format!("WEIR_WORKER_CONCURRENCY={v} is not a number"))?;
+        }
+        for (key, value) in env {
+            if let Some(name) = key.strip_prefix("WEIR_CONN_") {
+                config.connections.insert(name.to_lowercase(), ConnectionConfig { url: value.clone() });
+            }
+        }
+        for (name, conn) in &mut config.connections {
+            conn.url = expand(&conn.url, env).with_context(|| format!("{}: connection `{name}`", origin.display()))?;
+        }
+        if let Some(smtp) = &mut config.smtp {
+            if let Some(p) = &smtp.password {
+                smtp.password = Some(expand(p, env).with_context(|| format!("{}: smtp password", origin.display()))?);
+            }
+        }
+        if config.worker.concurrency == 0 {
+            bail!("{}: worker.concurrency must be at least 1", origin.display());
+        }
+        Ok(config)
+    }
+
+    /// The names DAG files may refer to, for validation warnings.
+    pub(crate) fn known(&self) -> weir_model::Known {
+        weir_model::Known {
+            conns: self.connections.keys().cloned().collect(),
+            pools: self.pools.keys().cloned().collect(),
+            notifiers: self.notifiers.keys().cloned().collect(),
+        }
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value; a missing variable is an error naming it.
+fn expand(text: &str, env: &BTreeMap<String, String>) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { bail!("unclosed `${{` in a value") };
+        let name = &after[..end];
+        let Some(value) = env.get(name) else { bail!("environment variable `{name}` is not set") };
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("", Path::new("weir.toml"), &env(&[])).expect("defaults");
+        assert_eq!(c.database_url, "sqlite://.weir/weir.db");
+        assert_eq!(c.dags_folder, PathBuf::from("dags"));
+        assert_eq!(c.worker.concurrency, 8);
+    }
+
+    #[test]
+    fn variables_are_expanded_and_env_overrides_win() {
+        let text = "[connections.warehouse]\nurl = \"postgres://etl:${PW}@db/wh\"\n";
+        let c = Config::parse(text, Path::new("weir.toml"), &env(&[("PW", "s3cret"), ("WEIR_CONN_LEGACY", "mysql://x"), ("WEIR_DATABASE_URL", "postgres://p")]))
+            .expect("parse");
+        assert_eq!(c.connections["warehouse"].url, "postgres://etl:s3cret@db/wh");
+        assert_eq!(c.connections["legacy"].url, "mysql://x");
+        assert_eq!(c.database_url, "postgres://p");
+    }
+
+    #[test]
+    fn a_missing_variable_and_an_unknown_key_are_errors() {
+        let err = Config::parse("[connections.w]\nurl = \"${NOPE}\"\n", Path::new("weir.toml"), &env(&[])).expect_err("missing var");
+        assert!(format!("{err:#}").contains("NOPE"), "{err:#}");
+        let err = Config::parse("databse_url = \"x\"\n", Path::new("weir.toml"), &env(&[])).expect_err("typo");
+        assert!(format!("{err:#}").contains("databse_url"), "{err:#}");
+    }
+}

@@ -1,0 +1,94 @@
+//! Reading DAG files from disk: a folder (recursively, `*.yaml`/`*.yml`) or single files.
+//!
+//! For now the CLI reads the folder itself; with the engine, the scheduler owns this and the
+//! CLI reads DAGs from the database.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use weir_model::{Dag, Diagnostic, Known, Parsed, parse_dag};
+
+/// One DAG file and what parsing it found.
+#[derive(Debug)]
+pub(crate) struct DagFile {
+    /// The path as given or found (used in messages).
+    pub(crate) path: PathBuf,
+    /// The DAG (when valid) and its problems.
+    pub(crate) parsed: Parsed,
+}
+
+impl DagFile {
+    pub(crate) fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Reads and validates every DAG file under `paths`, in path order. A DAG id defined twice is
+/// an error in every file after the first.
+///
+/// # Errors
+/// A path that does not exist or a folder that cannot be read.
+pub(crate) fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<DagFile>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
+                let entry = entry.with_context(|| format!("reading folder {}", path.display()))?;
+                if entry.file_type().is_file() && is_dag_file(entry.path()) {
+                    files.push(entry.into_path());
+                }
+            }
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            bail!("{}: no such file or folder", path.display());
+        }
+    }
+    let mut out: Vec<DagFile> = files.into_iter().map(|path| read_one(path, known)).collect();
+    let mut first_seen: HashMap<String, PathBuf> = HashMap::new();
+    for file in &mut out {
+        let Some(id) = file.parsed.dag.as_ref().map(|d| d.id().to_owned()) else { continue };
+        match first_seen.get(&id) {
+            Some(first) => {
+                let loc = file.parsed.id_loc;
+                file.parsed.diagnostics.push(Diagnostic::error(loc, format!("DAG id `{id}` is already used by {}", first.display())));
+                file.parsed.dag = None;
+            }
+            None => {
+                first_seen.insert(id, file.path.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_dag_file(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
+    let parsed = match std::fs::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_dag(&text, known),
+            Err(_) => Parsed::failed(Diagnostic::error(None, "the file is not UTF-8 text")),
+        },
+        Err(e) => Parsed::failed(Diagnostic::error(None, format!("cannot read the file: {e}"))),
+    };
+    DagFile { path, parsed }
+}
+
+/// Finds the DAG with id `dag_id` among valid files.
+///
+/// # Errors
+/// No valid DAG has that id (with the closest id, and a note when a broken file may hold it).
+pub(crate) fn find_dag<'a>(files: &'a [DagFile], dag_id: &str) -> Result<(&'a DagFile, &'a Dag)> {
+    if let Some(found) = files.iter().find_map(|f| f.parsed.dag.as_ref().filter(|d| d.id() == dag_id).map(|d| (f, d))) {
+        return Ok(found);
+    }
+    let ids = files.iter().filter_map(|f| f.parsed.dag.as_ref()).map(|d| d.id());
+    let hint = weir_model::suggest::did_you_mean(dag_id, ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+    let broken = files.iter().filter(|f| f.parsed.dag.is_none()).count();
+    let note = if broken > 0 { format!("; {broken} DAG file(s) have errors (see `weir dags validate`)") } else { String::new() };
+    bail!("no DAG `{dag_id}`{hint}{note}")
+}

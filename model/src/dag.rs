@@ -1,0 +1,743 @@
+//! Parsing and validating a DAG file into a [`Dag`]: the typed tasks with their defaults
+//! applied, on a petgraph, with every problem of the file reported in one pass.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+use petgraph::graph::NodeIndex;
+use petgraph::stable_graph::StableDiGraph;
+use petgraph::visit::EdgeRef;
+use serde::de::DeserializeOwned;
+
+use crate::diagnostic::{Diagnostic, Loc, Severity, tidy};
+use crate::duration::Duration;
+use crate::schedule::{DataInterval, Schedule};
+use crate::spec::{
+    Check, DagSpec, ExportStep, Foreach, HttpStep, LoadMode, LoadStep, MigrateStep, NoopStep, ShellStep, SqlStep, Step, TaskCommon,
+    TaskSpec, ValidateStep, WaitForStep,
+};
+use crate::suggest::did_you_mean;
+use crate::template::TemplateChecker;
+use crate::trigger::TriggerRule;
+use crate::yaml::{Node, Sink, Value, backticked, decode, struct_fields};
+
+/// The longest DAG or task id.
+pub const MAX_ID_LEN: usize = 100;
+
+/// Names the configuration defines, for warnings about references it lacks.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// Connection names.
+    pub conns: BTreeSet<String>,
+    /// Pool names.
+    pub pools: BTreeSet<String>,
+    /// Notifier names.
+    pub notifiers: BTreeSet<String>,
+}
+
+/// The outcome of parsing one file: the DAG when it is valid, and every problem found.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Present when there is no error (warnings allowed).
+    pub dag: Option<Dag>,
+    /// Errors and warnings, sorted by place.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Where the DAG's `id` is written, for problems found across files (duplicate ids).
+    pub id_loc: Option<Loc>,
+}
+
+impl Parsed {
+    /// A file that could not be parsed at all.
+    pub fn failed(diagnostic: Diagnostic) -> Parsed {
+        Parsed { dag: None, diagnostics: vec![diagnostic], id_loc: None }
+    }
+
+    /// Whether any problem is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Retry settings of a task, defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries after the first failure.
+    pub retries: u32,
+    /// Wait before the first retry.
+    pub delay: Duration,
+    /// Factor applied to the delay at each further retry.
+    pub backoff: f64,
+    /// Cap on the delay.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before try `next_try` (2 for the first retry): `delay * backoff^(next_try - 2)`,
+    /// capped by `max_delay`.
+    pub fn delay_before(&self, next_try: u32) -> std::time::Duration {
+        let exponent = i32::try_from(next_try.saturating_sub(2)).unwrap_or(i32::MAX);
+        let secs = self.delay.as_secs_f64() * self.backoff.powi(exponent);
+        let capped = secs.min(self.max_delay.as_secs_f64());
+        std::time::Duration::try_from_secs_f64(capped).unwrap_or(self.max_delay.0)
+    }
+}
+
+/// A validated task: its step and every common field resolved against `defaults`.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Task id, unique in the DAG.
+    pub id: String,
+    /// Upstream task ids, as written.
+    pub depends_on: Vec<String>,
+    /// When it may run.
+    pub trigger_rule: TriggerRule,
+    /// Template deciding whether it runs.
+    pub when: Option<String>,
+    /// Mapping over items.
+    pub foreach: Option<Foreach>,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Per-try time limit.
+    pub timeout: Option<Duration>,
+    /// Worker queue.
+    pub queue: String,
+    /// Pool.
+    pub pool: Option<String>,
+    /// Priority: higher first.
+    pub priority: i32,
+    /// Notifiers on final failure.
+    pub on_failure: Vec<String>,
+    /// Notifiers on retry.
+    pub on_retry: Vec<String>,
+    /// What it does.
+    pub step: Step,
+}
+
+/// A validated DAG: tasks with defaults applied, on a graph whose edges run upstream → downstream.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    /// The file as written (what a DAG version stores).
+    pub spec: DagSpec,
+    /// Time zone of the schedule and dates.
+    pub timezone: Tz,
+    /// First logical date.
+    pub start_date: Option<DateTime<Utc>>,
+    /// Last logical date (inclusive).
+    pub end_date: Option<DateTime<Utc>>,
+    /// Tasks in file order.
+    pub tasks: IndexMap<String, Task>,
+    /// Task ids as nodes; an edge `a → b` means b depends on a.
+    pub graph: StableDiGraph<String, ()>,
+    nodes: HashMap<String, NodeIndex>,
+}
+
+const DEFAULT_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(300);
+/// Airflow caps retry delays at a day; so does weir unless told otherwise.
+const DEFAULT_MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+impl Dag {
+    /// The DAG's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The schedule, if any.
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.spec.schedule.as_ref()
+    }
+
+    /// The graph node of a task.
+    pub fn node(&self, task_id: &str) -> Option<NodeIndex> {
+        self.nodes.get(task_id).copied()
+    }
+
+    /// Tasks grouped by depth: level 0 has no upstream, level n depends on level n-1 at most.
+    pub fn levels(&self) -> Vec<Vec<&str>> {
+        let mut level_of: HashMap<&str, usize> = HashMap::new();
+        let order = petgraph::algo::toposort(&self.graph, None).unwrap_or_default();
+        for ix in order {
+            let id = self.graph[ix].as_str();
+            let level = self
+                .graph
+                .edges_directed(ix, petgraph::Direction::Incoming)
+                .filter_map(|e| level_of.get(self.graph[e.source()].as_str()).map(|l| l + 1))
+                .max()
+                .unwrap_or(0);
+            level_of.insert(id, level);
+        }
+        let depth = level_of.values().max().map_or(0, |m| m + 1);
+        let mut levels = vec![Vec::new(); depth];
+        for id in self.tasks.keys() {
+            if let Some(l) = level_of.get(id.as_str()) {
+                levels[*l].push(id.as_str());
+            }
+        }
+        levels
+    }
+
+    /// The data intervals whose logical date falls on the days `from..=to` (in the DAG's time
+    /// zone), within `start_date..=end_date`.
+    ///
+    /// # Errors
+    /// No schedule, `to` before `from`, or too many intervals.
+    pub fn plan_backfill(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<DataInterval>, String> {
+        let Some(schedule) = self.schedule() else {
+            return Err(format!("DAG `{}` has no schedule, so it has no intervals to backfill; use `weir trigger --logical-date`", self.id()));
+        };
+        if to < from {
+            return Err(format!("--to {to} is before --from {from}"));
+        }
+        let begin = crate::schedule::start_of_day(self.timezone, from);
+        let end = crate::schedule::start_of_day(self.timezone, to.succ_opt().unwrap_or(to));
+        schedule.plan_intervals(self.timezone, begin, end, self.start_date, self.end_date)
+    }
+
+    /// Rebuilds a DAG from a stored spec (no file, so no places in messages).
+    ///
+    /// # Errors
+    /// The spec's problems.
+    pub fn from_spec(spec: DagSpec) -> Result<Dag, Vec<Diagnostic>> {
+        let mut diagnostics = Vec::new();
+        check_spec(&spec, None, None, &mut diagnostics);
+        if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+            return Err(diagnostics);
+        }
+        build(spec).ok_or(diagnostics)
+    }
+}
+
+/// Parses and validates one DAG file's text.
+pub fn parse_dag(text: &str, known: Option<&Known>) -> Parsed {
+    let mut diagnostics = Vec::new();
+    let mut id_loc = None;
+    let dag = parse_inner(text, known, &mut diagnostics, &mut id_loc);
+    tidy(&mut diagnostics);
+    let dag = if diagnostics.iter().any(|d| d.severity == Severity::Error) { None } else { dag };
+    Parsed { dag, diagnostics, id_loc }
+}
+
+fn parse_inner(text: &str, known: Option<&Known>, out: &mut Vec<Diagnostic>, id_loc: &mut Option<Loc>) -> Option<Dag> {
+    let root = match Node::parse(text) {
+        Ok(root) => root,
+        Err(d) => {
+            out.push(d);
+            return None;
+        }
+    };
+    let Value::Map(entries) = &root.value else {
+        out.push(Diagnostic::error(Some(root.loc), format!("a DAG file is a mapping with `id` and `tasks`, found {}", root.type_name())));
+        return None;
+    };
+    *id_loc = root.get("id").map(|n| n.loc);
+    let sink = Sink::default();
+    let tasks_node = root.get("tasks");
+    if tasks_node.is_none() {
+        sink.push(Diagnostic::error(Some(root.loc), "missing required key `tasks`"));
+    }
+
+    // The header: every key but `tasks`, which is decoded task by task below.
+    let mut header_entries: Vec<(Node, Node)> = entries.iter().filter(|(k, _)| k.as_str() != Some("tasks")).cloned().collect();
+    header_entries.push((str_node("tasks", root.loc), Node { loc: root.loc, value: Value::Map(Vec::new()) }));
+    let header = Node { loc: root.loc, value: Value::Map(header_entries) };
+    let spec: Option<DagSpec> = decode(&header, &[], "", &sink);
+
+    let mut tasks = IndexMap::new();
+    let mut task_nodes = HashMap::new();
+    match tasks_node.map(|n| (n, &n.value)) {
+        Some((_, Value::Map(task_entries))) => {
+            if task_entries.is_empty() {
+                sink.push(Diagnostic::error(tasks_node.map(|n| n.loc), "`tasks` is empty: a DAG needs at least one task"));
+            }
+            for (key, value) in task_entries {
+                let Some(id) = key.as_str() else {
+                    sink.push(Diagnostic::error(Some(key.loc), format!("task ids are strings, found {}", key.type_name())));
+                    continue;
+                };
+                task_nodes.insert(id.to_owned(), (key, value));
+                if let Some(task) = decode_task(id, value, &sink) {
+                    tasks.insert(id.to_owned(), task);
+                }
+            }
+        }
+        Some((n, _)) => sink.push(Diagnostic::error(Some(n.loc), format!("`tasks` is a mapping of task id to task, found {}", n.type_name()))),
+        None => {}
+    }
+    out.extend(sink.into_inner());
+
+    check_templates(&task_nodes, out);
+    let mut spec = spec?;
+    let all_decoded = tasks.len() == task_nodes.len();
+    spec.tasks = tasks;
+    let places = Places { root: &root, tasks: &task_nodes };
+    check_spec(&spec, Some(&places), known, out);
+    if !all_decoded || out.iter().any(|d| d.severity == Severity::Error) {
+        return None;
+    }
+    build(spec)
+}
+
+fn str_node(s: &str, loc: Loc) -> Node {
+    Node { loc, value: Value::Str(s.to_owned()) }
+}
+
+/// Decodes one task: `kind` picks the step type, the common fields and the kind's own are
+/// decoded separately, and a key that belongs to neither is reported once.
+fn decode_task(id: &str, node: &Node, sink: &Sink) -> Option<TaskSpec> {
+    let context = format!("task `{id}`");
+    let Value::Map(entries) = &node.value else {
+        sink.push(Diagnostic::error(Some(node.loc), format!("{context}: a task is a mapping with `kind` and its fields, found {}", node.type_name())));
+        return None;
+    };
+    let Some(kind_node) = node.get("kind") else {
+        sink.push(Diagnostic::error(Some(node.loc), format!("{context}: missing required key `kind` (one of {})", backticked(&Step::KINDS))));
+        return None;
+    };
+    let Some(kind) = kind_node.as_str() else {
+        sink.push(Diagnostic::error(Some(kind_node.loc), format!("{context}: `kind` is one of {}", backticked(&Step::KINDS))));
+        return None;
+    };
+    if !Step::KINDS.contains(&kind) {
+        let hint = did_you_mean(kind, Step::KINDS).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+        sink.push(Diagnostic::error(Some(kind_node.loc), format!("{context}: unknown kind `{kind}`{hint}; expected one of {}", backticked(&Step::KINDS))));
+        return None;
+    }
+    let common_fields = struct_fields::<TaskCommon>();
+    let (common_entries, step_entries): (Vec<_>, Vec<_>) =
+        entries.iter().filter(|(k, _)| k.as_str() != Some("kind")).cloned().partition(|(k, _)| k.as_str().is_some_and(|k| common_fields.contains(&k)));
+    let common_node = Node { loc: node.loc, value: Value::Map(common_entries) };
+    let step_node = Node { loc: node.loc, value: Value::Map(step_entries) };
+    let common: Option<TaskCommon> = decode(&common_node, &[], &context, sink);
+    let mut also_valid: Vec<&str> = common_fields.to_vec();
+    also_valid.push("kind");
+    let step = decode_step(kind, &step_node, &also_valid, &context, sink);
+    Some(TaskSpec { common: common?, step: step? })
+}
+
+/// Decodes the kind's own fields. `also_valid` (the common keys and `kind`) were split off
+/// before; they only serve as suggestions for a mistyped key.
+fn decode_step(kind: &str, node: &Node, also_valid: &[&str], context: &str, sink: &Sink) -> Option<Step> {
+    fn one<T: DeserializeOwned>(node: &Node, also_valid: &[&str], context: &str, sink: &Sink, wrap: fn(T) -> Step) -> Option<Step> {
+        decode::<T>(node, also_valid, context, sink).map(wrap)
+    }
+    match kind {
+        "noop" => one::<NoopStep>(node, also_valid, context, sink, Step::Noop),
+        "shell" => one::<ShellStep>(node, also_valid, context, sink, Step::Shell),
+        "sql" => one::<SqlStep>(node, also_valid, context, sink, Step::Sql),
+        "migrate" => one::<MigrateStep>(node, also_valid, context, sink, Step::Migrate),
+        "load" => one::<LoadStep>(node, also_valid, context, sink, Step::Load),
+        "validate" => one::<ValidateStep>(node, also_valid, context, sink, Step::Validate),
+        "export" => one::<ExportStep>(node, also_valid, context, sink, Step::Export),
+        "http" => one::<HttpStep>(node, also_valid, context, sink, Step::Http),
+        "wait_for" => one::<WaitForStep>(node, also_valid, context, sink, Step::WaitFor),
+        _ => None,
+    }
+}
+
+/// Where things are in the file, for checks that run on the decoded spec.
+struct Places<'a> {
+    root: &'a Node,
+    tasks: &'a HashMap<String, (&'a Node, &'a Node)>,
+}
+
+impl Places<'_> {
+    fn key(&self, key: &str) -> Option<Loc> {
+        self.root.get(key).map(|n| n.loc)
+    }
+    fn task(&self, id: &str) -> Option<Loc> {
+        self.tasks.get(id).map(|(k, _)| k.loc)
+    }
+    fn task_key(&self, id: &str, key: &str) -> Option<Loc> {
+        self.tasks.get(id).and_then(|(_, v)| v.get(key)).map(|n| n.loc).or_else(|| self.task(id))
+    }
+    fn dependency(&self, id: &str, dep: &str) -> Option<Loc> {
+        let node = self.tasks.get(id).and_then(|(_, v)| v.get("depends_on"));
+        match node.map(|n| &n.value) {
+            Some(Value::Seq(items)) => items.iter().find(|n| n.as_str() == Some(dep)).map(|n| n.loc),
+            _ => node.map(|n| n.loc),
+        }
+        .or_else(|| self.task(id))
+    }
+}
+
+fn check_spec(spec: &DagSpec, places: Option<&Places<'_>>, known: Option<&Known>, out: &mut Vec<Diagnostic>) {
+    let key = |k: &str| places.and_then(|p| p.key(k));
+    let task_loc = |id: &str| places.and_then(|p| p.task(id));
+    let task_key = |id: &str, k: &str| places.and_then(|p| p.task_key(id, k));
+
+    if let Err(e) = check_id(&spec.id) {
+        out.push(Diagnostic::error(key("id"), format!("DAG id {e}")));
+    }
+    let tz = spec.timezone.map_or(Tz::UTC, |t| t.0);
+    if spec.schedule.is_some() && spec.start_date.is_none() {
+        out.push(Diagnostic::error(key("schedule"), "a scheduled DAG needs a `start_date` (the first logical date)"));
+    }
+    if let (Some(start), Some(end)) = (spec.start_date, spec.end_date) {
+        if end.resolve(tz) < start.resolve(tz) {
+            out.push(Diagnostic::error(key("end_date"), format!("`end_date` {end} is before `start_date` {start}")));
+        }
+    }
+    for (name, value) in [("max_active_runs", spec.max_active_runs), ("max_active_tasks", spec.max_active_tasks)] {
+        if value == 0 {
+            out.push(Diagnostic::error(key(name), format!("`{name}` must be at least 1")));
+        }
+    }
+    if let Some(b) = spec.defaults.retry_backoff {
+        check_backoff(b, places.and_then(|p| p.root.get("defaults")).and_then(|d| d.get("retry_backoff")).map(|n| n.loc), "defaults", out);
+    }
+    for name in spec.params.keys() {
+        if !is_identifier(name) {
+            out.push(Diagnostic::error(key("params"), format!("param `{name}` must be a plain name ([A-Za-z_][A-Za-z0-9_]*) to be usable as `params.{name}`")));
+        }
+    }
+
+    let ids: Vec<&str> = spec.tasks.keys().map(String::as_str).collect();
+    for (id, task) in &spec.tasks {
+        if let Err(e) = check_task_id(id) {
+            out.push(Diagnostic::error(task_loc(id), format!("task id {e}")));
+        }
+        let mut seen = HashSet::new();
+        for dep in &task.common.depends_on {
+            let loc = places.and_then(|p| p.dependency(id, dep));
+            if dep == id {
+                out.push(Diagnostic::error(loc, format!("task `{id}` depends on itself")));
+            } else if !spec.tasks.contains_key(dep) {
+                let hint = did_you_mean(dep, ids.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                out.push(Diagnostic::error(loc, format!("task `{id}` depends on `{dep}`, which is not a task of this DAG{hint}")));
+            } else if !seen.insert(dep) {
+                out.push(Diagnostic::warning(loc, format!("task `{id}` lists `{dep}` twice in `depends_on`")));
+            }
+        }
+        if let Some(b) = task.common.retry_backoff {
+            check_backoff(b, task_key(id, "retry_backoff"), &format!("task `{id}`"), out);
+        }
+        check_step(id, &task.step, &|k| task_key(id, k), out);
+        if let Some(known) = known {
+            check_references(id, task, known, &|k| task_key(id, k), out);
+        }
+    }
+    if let Some(known) = known {
+        check_default_references(spec, known, places, out);
+        for (field, names) in [("on_failure", &spec.on_failure), ("on_success", &spec.on_success)] {
+            for n in names.iter().filter(|n| !known.notifiers.contains(*n)) {
+                out.push(Diagnostic::warning(key(field), format!("notifier `{n}` is not in the configuration (it will fail at run time)")));
+            }
+        }
+    }
+    check_cycles(spec, places, out);
+}
+
+fn check_backoff(value: f64, loc: Option<Loc>, context: &str, out: &mut Vec<Diagnostic>) {
+    if !value.is_finite() || value < 1.0 {
+        out.push(Diagnostic::error(loc, format!("{context}: `retry_backoff` must be a number >= 1 (1 keeps the delay constant), found {value}")));
+    }
+}
+
+fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut Vec<Diagnostic>) {
+    let mut err = |k: &str, msg: String| out.push(Diagnostic::error(at(k), format!("task `{id}`: {msg}")));
+    match step {
+        Step::Sql(s) => match (s.sql.is_empty(), &s.file) {
+            (true, None) => err("kind", "a `sql` task needs `sql` (a statement or a list) or `file`".into()),
+            (false, Some(_)) => err("file", "give either `sql` or `file`, not both".into()),
+            _ => {}
+        },
+        Step::Shell(s) if s.run.trim().is_empty() => err("run", "`run` is empty".into()),
+        Step::Load(l) => check_load(l, &mut err),
+        Step::Validate(v) => {
+            if v.checks.is_empty() {
+                err("checks", "`checks` is empty".into());
+            }
+            for check in &v.checks {
+                let conn = match check {
+                    Check::RowCount(c) => Some(&c.conn),
+                    Check::NotNull(c) | Check::Unique(c) => Some(&c.conn),
+                    Check::AcceptedValues(c) => Some(&c.conn),
+                    Check::Range(c) => Some(&c.conn),
+                    Check::Freshness(c) => Some(&c.conn),
+                    Check::Sql(c) => Some(&c.conn),
+                    Check::CompareCount(_) | Check::CompareChecksum(_) => None,
+                };
+                if conn.is_some_and(|c| c.is_none()) && v.conn.is_none() {
+                    err("checks", format!("check `{}` names no `conn` and the task has none", check.name()));
+                }
+                let sides = match check {
+                    Check::CompareCount(c) => vec![&c.source, &c.target],
+                    Check::CompareChecksum(c) => vec![&c.source, &c.target],
+                    _ => vec![],
+                };
+                for side in sides {
+                    if side.table.is_some() == side.query.is_some() {
+                        err("checks", format!("check `{}`: each side needs exactly one of `table` or `query`", check.name()));
+                    }
+                }
+                if let Check::CompareChecksum(c) = check {
+                    if c.key.is_empty() {
+                        err("checks", "check `compare_checksum` needs `key` columns".into());
+                    }
+                }
+            }
+        }
+        Step::Export(e) if e.table.is_some() == e.query.is_some() => err("kind", "an `export` task needs exactly one of `table` or `query`".into()),
+        Step::WaitFor(w) => {
+            let count = [w.file.is_some(), w.sql.is_some(), w.http.is_some()].iter().filter(|b| **b).count();
+            if count != 1 {
+                err("kind", "a `wait_for` task needs exactly one of `file`, `sql` or `http`".into());
+            }
+            if w.sql.is_some() && w.conn.is_none() {
+                err("sql", "`wait_for` with `sql` needs `conn`".into());
+            }
+            if w.interval.0.is_zero() {
+                err("interval", "`interval` must be more than 0s".into());
+            }
+        }
+        Step::Http(h) if h.json.is_some() && h.body.is_some() => err("body", "give either `json` or `body`, not both".into()),
+        Step::Http(h) => {
+            if let Some(bad) = h.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+                err("expect_status", format!("{bad} is not an HTTP status code (100-599)"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
+    let s = &l.source;
+    let origins = [s.file.is_some(), s.http.is_some(), s.conn.is_some()].iter().filter(|b| **b).count();
+    if origins != 1 {
+        err("source", "`source` needs exactly one of `file`, `http` or `conn`".into());
+    }
+    if s.conn.is_some() && s.query.is_some() == s.table.is_some() {
+        err("source", "a `conn` source needs exactly one of `query` or `table`".into());
+    }
+    if s.conn.is_none() && (s.query.is_some() || s.table.is_some()) {
+        err("source", "`query` and `table` go with `conn`".into());
+    }
+    if !(1..=100_000).contains(&l.batch_size) {
+        err("batch_size", format!("`batch_size` must be 1..=100000, found {}", l.batch_size));
+    }
+    if l.mode == LoadMode::Upsert && l.key.is_empty() {
+        err("mode", "`mode: upsert` needs `key` (the columns that identify a row)".into());
+    }
+    if l.mode != LoadMode::Upsert && !l.key.is_empty() {
+        err("key", "`key` is only used with `mode: upsert`".into());
+    }
+    if let Some(columns) = &l.columns {
+        for k in &l.key {
+            if !columns.contains_key(k) {
+                let hint = did_you_mean(k, columns.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                err("key", format!("key column `{k}` is not in `columns`{hint}"));
+            }
+        }
+        if let Some(inc) = &l.incremental {
+            if !columns.contains_key(&inc.cursor) {
+                err("incremental", format!("cursor column `{}` is not in `columns`", inc.cursor));
+            }
+        }
+    }
+    if let Some(crate::spec::RejectLimit::Percent(p)) = l.rejects.as_ref().and_then(|r| r.max.as_ref()) {
+        let ok = p.strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).is_some_and(|n| (0.0..=100.0).contains(&n));
+        if !ok {
+            err("rejects", format!("`max: {p}` must be a count or a percentage like \"5%\""));
+        }
+    }
+}
+
+fn check_references(id: &str, task: &TaskSpec, known: &Known, at: &dyn Fn(&str) -> Option<Loc>, out: &mut Vec<Diagnostic>) {
+    let mut warn = |k: &str, msg: String| out.push(Diagnostic::warning(at(k), format!("task `{id}`: {msg} (it will fail at run time)")));
+    for conn in step_conns(&task.step) {
+        if !known.conns.contains(conn) && !crate::template::is_template(conn) {
+            warn("conn", format!("connection `{conn}` is not in the configuration"));
+        }
+    }
+    if let Some(pool) = task.common.pool.as_ref().filter(|p| !known.pools.contains(*p)) {
+        warn("pool", format!("pool `{pool}` is not in the configuration"));
+    }
+    for (field, names) in [("on_failure", &task.common.on_failure), ("on_retry", &task.common.on_retry)] {
+        for name in names.iter().flatten().filter(|n| !known.notifiers.contains(*n)) {
+            warn(field, format!("notifier `{name}` is not in the configuration"));
+        }
+    }
+}
+
+/// Warns once about names in `defaults` that the configuration lacks.
+fn check_default_references(spec: &DagSpec, known: &Known, places: Option<&Places<'_>>, out: &mut Vec<Diagnostic>) {
+    let at = |k: &str| places.and_then(|p| p.root.get("defaults")).and_then(|d| d.get(k)).map(|n| n.loc);
+    let mut warn = |k: &str, msg: String| out.push(Diagnostic::warning(at(k), format!("defaults: {msg} (it will fail at run time)")));
+    if let Some(pool) = spec.defaults.pool.as_ref().filter(|p| !known.pools.contains(*p)) {
+        warn("pool", format!("pool `{pool}` is not in the configuration"));
+    }
+    for (field, names) in [("on_failure", &spec.defaults.on_failure), ("on_retry", &spec.defaults.on_retry)] {
+        for name in names.iter().flatten().filter(|n| !known.notifiers.contains(*n)) {
+            warn(field, format!("notifier `{name}` is not in the configuration"));
+        }
+    }
+}
+
+/// Every connection a step names.
+pub fn step_conns(step: &Step) -> Vec<&String> {
+    let mut conns = Vec::new();
+    match step {
+        Step::Sql(s) => conns.push(&s.conn),
+        Step::Migrate(m) => conns.push(&m.conn),
+        Step::Load(l) => {
+            conns.push(&l.target.conn);
+            conns.extend(l.source.conn.as_ref());
+        }
+        Step::Export(e) => conns.push(&e.conn),
+        Step::WaitFor(w) => conns.extend(w.conn.as_ref()),
+        Step::Validate(v) => {
+            conns.extend(v.conn.as_ref());
+            for c in &v.checks {
+                match c {
+                    Check::RowCount(c) => conns.extend(c.conn.as_ref()),
+                    Check::NotNull(c) | Check::Unique(c) => conns.extend(c.conn.as_ref()),
+                    Check::AcceptedValues(c) => conns.extend(c.conn.as_ref()),
+                    Check::Range(c) => conns.extend(c.conn.as_ref()),
+                    Check::Freshness(c) => conns.extend(c.conn.as_ref()),
+                    Check::Sql(c) => conns.extend(c.conn.as_ref()),
+                    Check::CompareCount(c) => conns.extend([&c.source.conn, &c.target.conn]),
+                    Check::CompareChecksum(c) => conns.extend([&c.source.conn, &c.target.conn]),
+                }
+            }
+        }
+        Step::Noop(_) | Step::Shell(_) | Step::Http(_) => {}
+    }
+    conns
+}
+
+/// Reports each cycle once, naming its tasks in dependency order (`a -> b -> c -> a`).
+fn check_cycles(spec: &DagSpec, places: Option<&Places<'_>>, out: &mut Vec<Diagnostic>) {
+    let (graph, nodes) = graph_of(spec);
+    for component in petgraph::algo::tarjan_scc(&graph) {
+        if component.len() < 2 {
+            continue;
+        }
+        let members: HashSet<NodeIndex> = component.iter().copied().collect();
+        // Start from the member written first in the file, for a stable message.
+        let Some(start) = spec.tasks.keys().filter_map(|id| nodes.get(id)).copied().find(|ix| members.contains(ix)) else { continue };
+        let path = cycle_through(&graph, &members, start);
+        let names: Vec<&str> = path.iter().map(|ix| graph[*ix].as_str()).collect();
+        let loc = places.and_then(|p| p.task_key(names[0], "depends_on"));
+        out.push(Diagnostic::error(loc, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0])));
+    }
+}
+
+/// A shortest path from `start` back to itself inside one strongly connected component.
+fn cycle_through(graph: &StableDiGraph<String, ()>, members: &HashSet<NodeIndex>, start: NodeIndex) -> Vec<NodeIndex> {
+    let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(ix) = queue.pop_front() {
+        for next in graph.neighbors(ix) {
+            if next == start {
+                let mut path = vec![ix];
+                let mut cur = ix;
+                while let Some(p) = parent.get(&cur) {
+                    path.push(*p);
+                    cur = *p;
+                }
+                path.reverse();
+                return path;
+            }
+            if members.contains(&next) && !parent.contains_key(&next) && next != start {
+                parent.insert(next, ix);
+                queue.push_back(next);
+            }
+        }
+    }
+    vec![start]
+}
+
+fn graph_of(spec: &DagSpec) -> (StableDiGraph<String, ()>, HashMap<String, NodeIndex>) {
+    let mut graph = StableDiGraph::with_capacity(spec.tasks.len(), spec.tasks.len());
+    let mut nodes = HashMap::with_capacity(spec.tasks.len());
+    for id in spec.tasks.keys() {
+        nodes.insert(id.clone(), graph.add_node(id.clone()));
+    }
+    for (id, task) in &spec.tasks {
+        let mut seen = HashSet::new();
+        for dep in task.common.depends_on.iter().filter(|d| *d != id && seen.insert(*d)) {
+            if let (Some(a), Some(b)) = (nodes.get(dep), nodes.get(id)) {
+                graph.add_edge(*a, *b, ());
+            }
+        }
+    }
+    (graph, nodes)
+}
+
+fn check_templates(tasks: &HashMap<String, (&Node, &Node)>, out: &mut Vec<Diagnostic>) {
+    let mut checker = TemplateChecker::default();
+    let mut ids: Vec<&String> = tasks.keys().collect();
+    ids.sort();
+    for id in ids {
+        let (_, node) = tasks[id];
+        node.for_each_str(&mut |n, text| {
+            if let Err(e) = checker.check(text) {
+                let inside = if text.contains('\n') { format!(" (line {}, column {} of the template)", e.line, e.col) } else { String::new() };
+                out.push(Diagnostic::error(Some(n.loc), format!("task `{id}`: template does not parse{inside}: {}", e.message)));
+            }
+        });
+    }
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty() && id.len() <= MAX_ID_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid { Ok(()) } else { Err(format!("`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `_`, `.` and `-`")) }
+}
+
+fn check_task_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty() && id.len() <= MAX_ID_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `_` and `-` (no dots: templates read `tasks.<id>.outputs`)"))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn build(spec: DagSpec) -> Option<Dag> {
+    let timezone = spec.timezone.map_or(Tz::UTC, |t| t.0);
+    let d = &spec.defaults;
+    let mut tasks = IndexMap::with_capacity(spec.tasks.len());
+    for (id, t) in &spec.tasks {
+        let c = &t.common;
+        let task = Task {
+            id: id.clone(),
+            depends_on: c.depends_on.clone(),
+            trigger_rule: c.trigger_rule.or(d.trigger_rule).unwrap_or_default(),
+            when: c.when.as_ref().map(|w| w.0.clone()),
+            foreach: c.foreach.clone(),
+            retry: RetryPolicy {
+                retries: c.retries.or(d.retries).unwrap_or(0),
+                delay: c.retry_delay.or(d.retry_delay).unwrap_or(Duration(DEFAULT_RETRY_DELAY)),
+                backoff: c.retry_backoff.or(d.retry_backoff).unwrap_or(1.0),
+                max_delay: c.max_retry_delay.or(d.max_retry_delay).unwrap_or(Duration(DEFAULT_MAX_RETRY_DELAY)),
+            },
+            timeout: c.timeout.or(d.timeout),
+            queue: c.queue.clone().or_else(|| d.queue.clone()).unwrap_or_else(|| "default".to_owned()),
+            pool: c.pool.clone().or_else(|| d.pool.clone()),
+            priority: c.priority.or(d.priority).unwrap_or(0),
+            on_failure: c.on_failure.clone().or_else(|| d.on_failure.clone()).unwrap_or_default(),
+            on_retry: c.on_retry.clone().or_else(|| d.on_retry.clone()).unwrap_or_default(),
+            step: t.step.clone(),
+        };
+        tasks.insert(id.clone(), task);
+    }
+    let (graph, nodes) = graph_of(&spec);
+    if petgraph::algo::toposort(&graph, None).is_err() {
+        return None;
+    }
+    Some(Dag {
+        start_date: spec.start_date.map(|s| s.resolve(timezone)),
+        end_date: spec.end_date.map(|s| s.resolve(timezone)),
+        timezone,
+        tasks,
+        graph,
+        nodes,
+        spec,
+    })
+}
