@@ -51,7 +51,9 @@ pub(crate) struct WebConfig {
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { bind: "127.0.0.1:8080".to_owned() }
+        WebConfig {
+            bind: "127.0.0.1:8080".to_owned(),
+        }
     }
 }
 
@@ -64,7 +66,10 @@ pub(crate) struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { concurrency: 8, queues: vec!["default".to_owned()] }
+        WorkerConfig {
+            concurrency: 8,
+            queues: vec!["default".to_owned()],
+        }
     }
 }
 
@@ -76,7 +81,9 @@ pub(crate) struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { heartbeat_timeout: "30s".to_owned() }
+        SchedulerConfig {
+            heartbeat_timeout: "30s".to_owned(),
+        }
     }
 }
 
@@ -88,7 +95,9 @@ pub(crate) struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { keep_runs: "90d".to_owned() }
+        RetentionConfig {
+            keep_runs: "90d".to_owned(),
+        }
     }
 }
 
@@ -100,7 +109,10 @@ pub(crate) struct ConnectionConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-#[expect(dead_code, reason = "validated now; read by the notifiers of the data-steps milestone")]
+#[expect(
+    dead_code,
+    reason = "validated now; read by the notifiers of the data-steps milestone"
+)]
 pub(crate) enum NotifierConfig {
     Email { to: Vec<String> },
     Webhook { url: String },
@@ -108,7 +120,10 @@ pub(crate) enum NotifierConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "validated now; read by the email notifier of the data-steps milestone")]
+#[expect(
+    dead_code,
+    reason = "validated now; read by the email notifier of the data-steps milestone"
+)]
 pub(crate) struct SmtpConfig {
     pub(crate) host: String,
     #[serde(default = "default_smtp_port")]
@@ -139,16 +154,28 @@ impl Config {
     pub(crate) fn load(path: Option<&Path>) -> Result<Config> {
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let (text, origin) = match path {
-            Some(p) => (std::fs::read_to_string(p).with_context(|| format!("reading configuration {}", p.display()))?, p.to_path_buf()),
-            None if Path::new("weir.toml").exists() => (std::fs::read_to_string("weir.toml").context("reading weir.toml")?, PathBuf::from("weir.toml")),
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading configuration {}", p.display()))?,
+                p.to_path_buf(),
+            ),
+            None if Path::new("weir.toml").exists() => (
+                std::fs::read_to_string("weir.toml").context("reading weir.toml")?,
+                PathBuf::from("weir.toml"),
+            ),
             None => (String::new(), PathBuf::from("weir.toml")),
         };
         Config::parse(&text, &origin, &env)
     }
 
     /// Parses configuration text and applies `env` (`WEIR_*` overrides and `${VAR}` expansion).
-    pub(crate) fn parse(text: &str, origin: &Path, env: &BTreeMap<String, String>) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
+    pub(crate) fn parse(
+        text: &str,
+        origin: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
         if let Some(v) = env.get("WEIR_DATABASE_URL") {
             config.database_url = v.clone();
         }
@@ -159,23 +186,34 @@ impl Config {
             config.web.bind = v.clone();
         }
         if let Some(v) = env.get("WEIR_WORKER_CONCURRENCY") {
-            config.worker.concurrency = v.parse().with_context(|| format!("WEIR_WORKER_CONCURRENCY={v} is not a number"))?;
+            config.worker.concurrency = v
+                .parse()
+                .with_context(|| format!("WEIR_WORKER_CONCURRENCY={v} is not a number"))?;
         }
         for (key, value) in env {
             if let Some(name) = key.strip_prefix("WEIR_CONN_") {
-                config.connections.insert(name.to_lowercase(), ConnectionConfig { url: value.clone() });
+                config
+                    .connections
+                    .insert(name.to_lowercase(), ConnectionConfig { url: value.clone() });
             }
         }
         for (name, conn) in &mut config.connections {
-            conn.url = expand(&conn.url, env).with_context(|| format!("{}: connection `{name}`", origin.display()))?;
+            conn.url = expand(&conn.url, env)
+                .with_context(|| format!("{}: connection `{name}`", origin.display()))?;
         }
         if let Some(smtp) = &mut config.smtp {
             if let Some(p) = &smtp.password {
-                smtp.password = Some(expand(p, env).with_context(|| format!("{}: smtp password", origin.display()))?);
+                smtp.password = Some(
+                    expand(p, env)
+                        .with_context(|| format!("{}: smtp password", origin.display()))?,
+                );
             }
         }
         if config.worker.concurrency == 0 {
-            bail!("{}: worker.concurrency must be at least 1", origin.display());
+            bail!(
+                "{}: worker.concurrency must be at least 1",
+                origin.display()
+            );
         }
         Ok(config)
     }
@@ -197,9 +235,13 @@ fn expand(text: &str, env: &BTreeMap<String, String>) -> Result<String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else { bail!("unclosed `${{` in a value") };
+        let Some(end) = after.find('}') else {
+            bail!("unclosed `${{` in a value")
+        };
         let name = &after[..end];
-        let Some(value) = env.get(name) else { bail!("environment variable `{name}` is not set") };
+        let Some(value) = env.get(name) else {
+            bail!("environment variable `{name}` is not set")
+        };
         out.push_str(value);
         rest = &after[end + 1..];
     }
@@ -212,7 +254,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -226,18 +271,35 @@ mod tests {
     #[test]
     fn variables_are_expanded_and_env_overrides_win() {
         let text = "[connections.warehouse]\nurl = \"postgres://etl:${PW}@db/wh\"\n";
-        let c = Config::parse(text, Path::new("weir.toml"), &env(&[("PW", "s3cret"), ("WEIR_CONN_LEGACY", "mysql://x"), ("WEIR_DATABASE_URL", "postgres://p")]))
-            .expect("parse");
-        assert_eq!(c.connections["warehouse"].url, "postgres://etl:s3cret@db/wh");
+        let c = Config::parse(
+            text,
+            Path::new("weir.toml"),
+            &env(&[
+                ("PW", "s3cret"),
+                ("WEIR_CONN_LEGACY", "mysql://x"),
+                ("WEIR_DATABASE_URL", "postgres://p"),
+            ]),
+        )
+        .expect("parse");
+        assert_eq!(
+            c.connections["warehouse"].url,
+            "postgres://etl:s3cret@db/wh"
+        );
         assert_eq!(c.connections["legacy"].url, "mysql://x");
         assert_eq!(c.database_url, "postgres://p");
     }
 
     #[test]
     fn a_missing_variable_and_an_unknown_key_are_errors() {
-        let err = Config::parse("[connections.w]\nurl = \"${NOPE}\"\n", Path::new("weir.toml"), &env(&[])).expect_err("missing var");
+        let err = Config::parse(
+            "[connections.w]\nurl = \"${NOPE}\"\n",
+            Path::new("weir.toml"),
+            &env(&[]),
+        )
+        .expect_err("missing var");
         assert!(format!("{err:#}").contains("NOPE"), "{err:#}");
-        let err = Config::parse("databse_url = \"x\"\n", Path::new("weir.toml"), &env(&[])).expect_err("typo");
+        let err = Config::parse("databse_url = \"x\"\n", Path::new("weir.toml"), &env(&[]))
+            .expect_err("typo");
         assert!(format!("{err:#}").contains("databse_url"), "{err:#}");
     }
 }

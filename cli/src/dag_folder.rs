@@ -45,14 +45,22 @@ pub(crate) fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result
             bail!("{}: no such file or folder", path.display());
         }
     }
-    let mut out: Vec<DagFile> = files.into_iter().map(|path| read_one(path, known)).collect();
+    let mut out: Vec<DagFile> = files
+        .into_iter()
+        .map(|path| read_one(path, known))
+        .collect();
     let mut first_seen: HashMap<String, PathBuf> = HashMap::new();
     for file in &mut out {
-        let Some(id) = file.parsed.dag.as_ref().map(|d| d.id().to_owned()) else { continue };
+        let Some(id) = file.parsed.dag.as_ref().map(|d| d.id().to_owned()) else {
+            continue;
+        };
         match first_seen.get(&id) {
             Some(first) => {
                 let loc = file.parsed.id_loc;
-                file.parsed.diagnostics.push(Diagnostic::error(loc, format!("DAG id `{id}` is already used by {}", first.display())));
+                file.parsed.diagnostics.push(Diagnostic::error(
+                    loc,
+                    format!("DAG id `{id}` is already used by {}", first.display()),
+                ));
                 file.parsed.dag = None;
             }
             None => {
@@ -64,7 +72,10 @@ pub(crate) fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result
 }
 
 fn is_dag_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
@@ -73,7 +84,10 @@ fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
             Ok(text) => parse_dag(&text, known),
             Err(_) => Parsed::failed(Diagnostic::error(None, "the file is not UTF-8 text")),
         },
-        Err(e) => Parsed::failed(Diagnostic::error(None, format!("cannot read the file: {e}"))),
+        Err(e) => Parsed::failed(Diagnostic::error(
+            None,
+            format!("cannot read the file: {e}"),
+        )),
     };
     DagFile { path, parsed }
 }
@@ -83,12 +97,27 @@ fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
 /// # Errors
 /// No valid DAG has that id (with the closest id, and a note when a broken file may hold it).
 pub(crate) fn find_dag<'a>(files: &'a [DagFile], dag_id: &str) -> Result<(&'a DagFile, &'a Dag)> {
-    if let Some(found) = files.iter().find_map(|f| f.parsed.dag.as_ref().filter(|d| d.id() == dag_id).map(|d| (f, d))) {
+    if let Some(found) = files.iter().find_map(|f| {
+        f.parsed
+            .dag
+            .as_ref()
+            .filter(|d| d.id() == dag_id)
+            .map(|d| (f, d))
+    }) {
         return Ok(found);
     }
-    let ids = files.iter().filter_map(|f| f.parsed.dag.as_ref()).map(|d| d.id());
-    let hint = weir_model::suggest::did_you_mean(dag_id, ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+    let ids = files
+        .iter()
+        .filter_map(|f| f.parsed.dag.as_ref())
+        .map(|d| d.id());
+    let hint = weir_model::suggest::did_you_mean(dag_id, ids)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
     let broken = files.iter().filter(|f| f.parsed.dag.is_none()).count();
-    let note = if broken > 0 { format!("; {broken} DAG file(s) have errors (see `weir dags validate`)") } else { String::new() };
+    let note = if broken > 0 {
+        format!("; {broken} DAG file(s) have errors (see `weir dags validate`)")
+    } else {
+        String::new()
+    };
     bail!("no DAG `{dag_id}`{hint}{note}")
 }

@@ -15,8 +15,8 @@ use crate::diagnostic::{Diagnostic, Loc, Severity, tidy};
 use crate::duration::Duration;
 use crate::schedule::{DataInterval, Schedule};
 use crate::spec::{
-    Check, DagSpec, ExportStep, Foreach, HttpStep, LoadMode, LoadStep, MigrateStep, NoopStep, ShellStep, SqlStep, Step, TaskCommon,
-    TaskSpec, ValidateStep, WaitForStep,
+    Check, DagSpec, ExportStep, Foreach, HttpStep, LoadMode, LoadStep, MigrateStep, NoopStep,
+    ShellStep, SqlStep, Step, TaskCommon, TaskSpec, ValidateStep, WaitForStep,
 };
 use crate::suggest::did_you_mean;
 use crate::template::TemplateChecker;
@@ -51,12 +51,18 @@ pub struct Parsed {
 impl Parsed {
     /// A file that could not be parsed at all.
     pub fn failed(diagnostic: Diagnostic) -> Parsed {
-        Parsed { dag: None, diagnostics: vec![diagnostic], id_loc: None }
+        Parsed {
+            dag: None,
+            diagnostics: vec![diagnostic],
+            id_loc: None,
+        }
     }
 
     /// Whether any problem is an error.
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 }
 
@@ -124,7 +130,7 @@ pub struct Dag {
     pub timezone: Tz,
     /// First logical date.
     pub start_date: Option<DateTime<Utc>>,
-    /// Last logical date (inclusive).
+    /// Last logical date (inclusive; a date-only `end_date` covers its whole day).
     pub end_date: Option<DateTime<Utc>>,
     /// Tasks in file order.
     pub tasks: IndexMap<String, Task>,
@@ -182,9 +188,16 @@ impl Dag {
     ///
     /// # Errors
     /// No schedule, `to` before `from`, or too many intervals.
-    pub fn plan_backfill(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<DataInterval>, String> {
+    pub fn plan_backfill(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<DataInterval>, String> {
         let Some(schedule) = self.schedule() else {
-            return Err(format!("DAG `{}` has no schedule, so it has no intervals to backfill; use `weir trigger --logical-date`", self.id()));
+            return Err(format!(
+                "DAG `{}` has no schedule, so it has no intervals to backfill; use `weir trigger --logical-date`",
+                self.id()
+            ));
         };
         if to < from {
             return Err(format!("--to {to} is before --from {from}"));
@@ -214,11 +227,24 @@ pub fn parse_dag(text: &str, known: Option<&Known>) -> Parsed {
     let mut id_loc = None;
     let dag = parse_inner(text, known, &mut diagnostics, &mut id_loc);
     tidy(&mut diagnostics);
-    let dag = if diagnostics.iter().any(|d| d.severity == Severity::Error) { None } else { dag };
-    Parsed { dag, diagnostics, id_loc }
+    let dag = if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        None
+    } else {
+        dag
+    };
+    Parsed {
+        dag,
+        diagnostics,
+        id_loc,
+    }
 }
 
-fn parse_inner(text: &str, known: Option<&Known>, out: &mut Vec<Diagnostic>, id_loc: &mut Option<Loc>) -> Option<Dag> {
+fn parse_inner(
+    text: &str,
+    known: Option<&Known>,
+    out: &mut Vec<Diagnostic>,
+    id_loc: &mut Option<Loc>,
+) -> Option<Dag> {
     let root = match Node::parse(text) {
         Ok(root) => root,
         Err(d) => {
@@ -226,21 +252,53 @@ fn parse_inner(text: &str, known: Option<&Known>, out: &mut Vec<Diagnostic>, id_
             return None;
         }
     };
-    let Value::Map(entries) = &root.value else {
-        out.push(Diagnostic::error(Some(root.loc), format!("a DAG file is a mapping with `id` and `tasks`, found {}", root.type_name())));
-        return None;
+    let entries = match &root.value {
+        Value::Map(entries) => entries,
+        Value::Null => {
+            out.push(Diagnostic::error(
+                Some(Loc { line: 1, col: 1 }),
+                "the file has no content: a DAG needs at least `id` and `tasks`",
+            ));
+            return None;
+        }
+        _ => {
+            out.push(Diagnostic::error(
+                Some(root.loc),
+                format!(
+                    "a DAG file is a mapping with `id` and `tasks`, found {}",
+                    root.type_name()
+                ),
+            ));
+            return None;
+        }
     };
     *id_loc = root.get("id").map(|n| n.loc);
     let sink = Sink::default();
     let tasks_node = root.get("tasks");
     if tasks_node.is_none() {
-        sink.push(Diagnostic::error(Some(root.loc), "missing required key `tasks`"));
+        sink.push(Diagnostic::error(
+            Some(root.loc),
+            "missing required key `tasks`",
+        ));
     }
 
     // The header: every key but `tasks`, which is decoded task by task below.
-    let mut header_entries: Vec<(Node, Node)> = entries.iter().filter(|(k, _)| k.as_str() != Some("tasks")).cloned().collect();
-    header_entries.push((str_node("tasks", root.loc), Node { loc: root.loc, value: Value::Map(Vec::new()) }));
-    let header = Node { loc: root.loc, value: Value::Map(header_entries) };
+    let mut header_entries: Vec<(Node, Node)> = entries
+        .iter()
+        .filter(|(k, _)| k.as_str() != Some("tasks"))
+        .cloned()
+        .collect();
+    header_entries.push((
+        str_node("tasks", root.loc),
+        Node {
+            loc: root.loc,
+            value: Value::Map(Vec::new()),
+        },
+    ));
+    let header = Node {
+        loc: root.loc,
+        value: Value::Map(header_entries),
+    };
     let spec: Option<DagSpec> = decode(&header, &[], "", &sink);
 
     let mut tasks = IndexMap::new();
@@ -248,11 +306,17 @@ fn parse_inner(text: &str, known: Option<&Known>, out: &mut Vec<Diagnostic>, id_
     match tasks_node.map(|n| (n, &n.value)) {
         Some((_, Value::Map(task_entries))) => {
             if task_entries.is_empty() {
-                sink.push(Diagnostic::error(tasks_node.map(|n| n.loc), "`tasks` is empty: a DAG needs at least one task"));
+                sink.push(Diagnostic::error(
+                    tasks_node.map(|n| n.loc),
+                    "`tasks` is empty: a DAG needs at least one task",
+                ));
             }
             for (key, value) in task_entries {
                 let Some(id) = key.as_str() else {
-                    sink.push(Diagnostic::error(Some(key.loc), format!("task ids are strings, found {}", key.type_name())));
+                    sink.push(Diagnostic::error(
+                        Some(key.loc),
+                        format!("task ids are strings, found {}", key.type_name()),
+                    ));
                     continue;
                 };
                 task_nodes.insert(id.to_owned(), (key, value));
@@ -261,16 +325,25 @@ fn parse_inner(text: &str, known: Option<&Known>, out: &mut Vec<Diagnostic>, id_
                 }
             }
         }
-        Some((n, _)) => sink.push(Diagnostic::error(Some(n.loc), format!("`tasks` is a mapping of task id to task, found {}", n.type_name()))),
+        Some((n, _)) => sink.push(Diagnostic::error(
+            Some(n.loc),
+            format!(
+                "`tasks` is a mapping of task id to task, found {}",
+                n.type_name()
+            ),
+        )),
         None => {}
     }
     out.extend(sink.into_inner());
 
-    check_templates(&task_nodes, out);
+    check_templates(text, &task_nodes, out);
     let mut spec = spec?;
     let all_decoded = tasks.len() == task_nodes.len();
     spec.tasks = tasks;
-    let places = Places { root: &root, tasks: &task_nodes };
+    let places = Places {
+        root: &root,
+        tasks: &task_nodes,
+    };
     check_spec(&spec, Some(&places), known, out);
     if !all_decoded || out.iter().any(|d| d.severity == Severity::Error) {
         return None;
@@ -279,7 +352,10 @@ fn parse_inner(text: &str, known: Option<&Known>, out: &mut Vec<Diagnostic>, id_
 }
 
 fn str_node(s: &str, loc: Loc) -> Node {
-    Node { loc, value: Value::Str(s.to_owned()) }
+    Node {
+        loc,
+        value: Value::Str(s.to_owned()),
+    }
 }
 
 /// Decodes one task: `kind` picks the step type, the common fields and the kind's own are
@@ -287,38 +363,85 @@ fn str_node(s: &str, loc: Loc) -> Node {
 fn decode_task(id: &str, node: &Node, sink: &Sink) -> Option<TaskSpec> {
     let context = format!("task `{id}`");
     let Value::Map(entries) = &node.value else {
-        sink.push(Diagnostic::error(Some(node.loc), format!("{context}: a task is a mapping with `kind` and its fields, found {}", node.type_name())));
+        sink.push(Diagnostic::error(
+            Some(node.loc),
+            format!(
+                "{context}: a task is a mapping with `kind` and its fields, found {}",
+                node.type_name()
+            ),
+        ));
         return None;
     };
     let Some(kind_node) = node.get("kind") else {
-        sink.push(Diagnostic::error(Some(node.loc), format!("{context}: missing required key `kind` (one of {})", backticked(&Step::KINDS))));
+        sink.push(Diagnostic::error(
+            Some(node.loc),
+            format!(
+                "{context}: missing required key `kind` (one of {})",
+                backticked(&Step::KINDS)
+            ),
+        ));
         return None;
     };
     let Some(kind) = kind_node.as_str() else {
-        sink.push(Diagnostic::error(Some(kind_node.loc), format!("{context}: `kind` is one of {}", backticked(&Step::KINDS))));
+        sink.push(Diagnostic::error(
+            Some(kind_node.loc),
+            format!("{context}: `kind` is one of {}", backticked(&Step::KINDS)),
+        ));
         return None;
     };
     if !Step::KINDS.contains(&kind) {
-        let hint = did_you_mean(kind, Step::KINDS).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-        sink.push(Diagnostic::error(Some(kind_node.loc), format!("{context}: unknown kind `{kind}`{hint}; expected one of {}", backticked(&Step::KINDS))));
+        let hint = did_you_mean(kind, Step::KINDS)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        sink.push(Diagnostic::error(
+            Some(kind_node.loc),
+            format!(
+                "{context}: unknown kind `{kind}`{hint}; expected one of {}",
+                backticked(&Step::KINDS)
+            ),
+        ));
         return None;
     }
     let common_fields = struct_fields::<TaskCommon>();
-    let (common_entries, step_entries): (Vec<_>, Vec<_>) =
-        entries.iter().filter(|(k, _)| k.as_str() != Some("kind")).cloned().partition(|(k, _)| k.as_str().is_some_and(|k| common_fields.contains(&k)));
-    let common_node = Node { loc: node.loc, value: Value::Map(common_entries) };
-    let step_node = Node { loc: node.loc, value: Value::Map(step_entries) };
+    let (common_entries, step_entries): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .filter(|(k, _)| k.as_str() != Some("kind"))
+        .cloned()
+        .partition(|(k, _)| k.as_str().is_some_and(|k| common_fields.contains(&k)));
+    let common_node = Node {
+        loc: node.loc,
+        value: Value::Map(common_entries),
+    };
+    let step_node = Node {
+        loc: node.loc,
+        value: Value::Map(step_entries),
+    };
     let common: Option<TaskCommon> = decode(&common_node, &[], &context, sink);
     let mut also_valid: Vec<&str> = common_fields.to_vec();
     also_valid.push("kind");
     let step = decode_step(kind, &step_node, &also_valid, &context, sink);
-    Some(TaskSpec { common: common?, step: step? })
+    Some(TaskSpec {
+        common: common?,
+        step: step?,
+    })
 }
 
 /// Decodes the kind's own fields. `also_valid` (the common keys and `kind`) were split off
 /// before; they only serve as suggestions for a mistyped key.
-fn decode_step(kind: &str, node: &Node, also_valid: &[&str], context: &str, sink: &Sink) -> Option<Step> {
-    fn one<T: DeserializeOwned>(node: &Node, also_valid: &[&str], context: &str, sink: &Sink, wrap: fn(T) -> Step) -> Option<Step> {
+fn decode_step(
+    kind: &str,
+    node: &Node,
+    also_valid: &[&str],
+    context: &str,
+    sink: &Sink,
+) -> Option<Step> {
+    fn one<T: DeserializeOwned>(
+        node: &Node,
+        also_valid: &[&str],
+        context: &str,
+        sink: &Sink,
+        wrap: fn(T) -> Step,
+    ) -> Option<Step> {
         decode::<T>(node, also_valid, context, sink).map(wrap)
     }
     match kind {
@@ -349,19 +472,31 @@ impl Places<'_> {
         self.tasks.get(id).map(|(k, _)| k.loc)
     }
     fn task_key(&self, id: &str, key: &str) -> Option<Loc> {
-        self.tasks.get(id).and_then(|(_, v)| v.get(key)).map(|n| n.loc).or_else(|| self.task(id))
+        self.tasks
+            .get(id)
+            .and_then(|(_, v)| v.get(key))
+            .map(|n| n.loc)
+            .or_else(|| self.task(id))
     }
     fn dependency(&self, id: &str, dep: &str) -> Option<Loc> {
         let node = self.tasks.get(id).and_then(|(_, v)| v.get("depends_on"));
         match node.map(|n| &n.value) {
-            Some(Value::Seq(items)) => items.iter().find(|n| n.as_str() == Some(dep)).map(|n| n.loc),
+            Some(Value::Seq(items)) => items
+                .iter()
+                .find(|n| n.as_str() == Some(dep))
+                .map(|n| n.loc),
             _ => node.map(|n| n.loc),
         }
         .or_else(|| self.task(id))
     }
 }
 
-fn check_spec(spec: &DagSpec, places: Option<&Places<'_>>, known: Option<&Known>, out: &mut Vec<Diagnostic>) {
+fn check_spec(
+    spec: &DagSpec,
+    places: Option<&Places<'_>>,
+    known: Option<&Known>,
+    out: &mut Vec<Diagnostic>,
+) {
     let key = |k: &str| places.and_then(|p| p.key(k));
     let task_loc = |id: &str| places.and_then(|p| p.task(id));
     let task_key = |id: &str, k: &str| places.and_then(|p| p.task_key(id, k));
@@ -370,21 +505,43 @@ fn check_spec(spec: &DagSpec, places: Option<&Places<'_>>, known: Option<&Known>
         out.push(Diagnostic::error(key("id"), format!("DAG id {e}")));
     }
     let tz = spec.timezone.map_or(Tz::UTC, |t| t.0);
-    if spec.schedule.is_some() && spec.start_date.is_none() {
-        out.push(Diagnostic::error(key("schedule"), "a scheduled DAG needs a `start_date` (the first logical date)"));
+    // A `start_date` that failed to decode was reported already: no second message for it.
+    let start_written = places.is_some_and(|p| p.root.get("start_date").is_some());
+    if spec.schedule.is_some() && spec.start_date.is_none() && !start_written {
+        out.push(Diagnostic::error(
+            key("schedule"),
+            "a scheduled DAG needs a `start_date` (the first logical date)",
+        ));
     }
     if let (Some(start), Some(end)) = (spec.start_date, spec.end_date) {
         if end.resolve(tz) < start.resolve(tz) {
-            out.push(Diagnostic::error(key("end_date"), format!("`end_date` {end} is before `start_date` {start}")));
+            out.push(Diagnostic::error(
+                key("end_date"),
+                format!("`end_date` {end} is before `start_date` {start}"),
+            ));
         }
     }
-    for (name, value) in [("max_active_runs", spec.max_active_runs), ("max_active_tasks", spec.max_active_tasks)] {
+    for (name, value) in [
+        ("max_active_runs", spec.max_active_runs),
+        ("max_active_tasks", spec.max_active_tasks),
+    ] {
         if value == 0 {
-            out.push(Diagnostic::error(key(name), format!("`{name}` must be at least 1")));
+            out.push(Diagnostic::error(
+                key(name),
+                format!("`{name}` must be at least 1"),
+            ));
         }
     }
     if let Some(b) = spec.defaults.retry_backoff {
-        check_backoff(b, places.and_then(|p| p.root.get("defaults")).and_then(|d| d.get("retry_backoff")).map(|n| n.loc), "defaults", out);
+        check_backoff(
+            b,
+            places
+                .and_then(|p| p.root.get("defaults"))
+                .and_then(|d| d.get("retry_backoff"))
+                .map(|n| n.loc),
+            "defaults",
+            out,
+        );
     }
     for name in spec.params.keys() {
         if !is_identifier(name) {
@@ -401,16 +558,34 @@ fn check_spec(spec: &DagSpec, places: Option<&Places<'_>>, known: Option<&Known>
         for dep in &task.common.depends_on {
             let loc = places.and_then(|p| p.dependency(id, dep));
             if dep == id {
-                out.push(Diagnostic::error(loc, format!("task `{id}` depends on itself")));
+                out.push(Diagnostic::error(
+                    loc,
+                    format!("task `{id}` depends on itself"),
+                ));
             } else if !spec.tasks.contains_key(dep) {
-                let hint = did_you_mean(dep, ids.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                out.push(Diagnostic::error(loc, format!("task `{id}` depends on `{dep}`, which is not a task of this DAG{hint}")));
+                let hint = did_you_mean(dep, ids.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                out.push(Diagnostic::error(
+                    loc,
+                    format!(
+                        "task `{id}` depends on `{dep}`, which is not a task of this DAG{hint}"
+                    ),
+                ));
             } else if !seen.insert(dep) {
-                out.push(Diagnostic::warning(loc, format!("task `{id}` lists `{dep}` twice in `depends_on`")));
+                out.push(Diagnostic::warning(
+                    loc,
+                    format!("task `{id}` lists `{dep}` twice in `depends_on`"),
+                ));
             }
         }
         if let Some(b) = task.common.retry_backoff {
-            check_backoff(b, task_key(id, "retry_backoff"), &format!("task `{id}`"), out);
+            check_backoff(
+                b,
+                task_key(id, "retry_backoff"),
+                &format!("task `{id}`"),
+                out,
+            );
         }
         check_step(id, &task.step, &|k| task_key(id, k), out);
         if let Some(known) = known {
@@ -419,9 +594,17 @@ fn check_spec(spec: &DagSpec, places: Option<&Places<'_>>, known: Option<&Known>
     }
     if let Some(known) = known {
         check_default_references(spec, known, places, out);
-        for (field, names) in [("on_failure", &spec.on_failure), ("on_success", &spec.on_success)] {
+        for (field, names) in [
+            ("on_failure", &spec.on_failure),
+            ("on_success", &spec.on_success),
+        ] {
             for n in names.iter().filter(|n| !known.notifiers.contains(*n)) {
-                out.push(Diagnostic::warning(key(field), format!("notifier `{n}` is not in the configuration (it will fail at run time)")));
+                out.push(Diagnostic::warning(
+                    key(field),
+                    format!(
+                        "notifier `{n}` is not in the configuration (it will fail at run time)"
+                    ),
+                ));
             }
         }
     }
@@ -435,10 +618,14 @@ fn check_backoff(value: f64, loc: Option<Loc>, context: &str, out: &mut Vec<Diag
 }
 
 fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut Vec<Diagnostic>) {
-    let mut err = |k: &str, msg: String| out.push(Diagnostic::error(at(k), format!("task `{id}`: {msg}")));
+    let mut err =
+        |k: &str, msg: String| out.push(Diagnostic::error(at(k), format!("task `{id}`: {msg}")));
     match step {
         Step::Sql(s) => match (s.sql.is_empty(), &s.file) {
-            (true, None) => err("kind", "a `sql` task needs `sql` (a statement or a list) or `file`".into()),
+            (true, None) => err(
+                "kind",
+                "a `sql` task needs `sql` (a statement or a list) or `file`".into(),
+            ),
             (false, Some(_)) => err("file", "give either `sql` or `file`, not both".into()),
             _ => {}
         },
@@ -459,7 +646,13 @@ fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut
                     Check::CompareCount(_) | Check::CompareChecksum(_) => None,
                 };
                 if conn.is_some_and(|c| c.is_none()) && v.conn.is_none() {
-                    err("checks", format!("check `{}` names no `conn` and the task has none", check.name()));
+                    err(
+                        "checks",
+                        format!(
+                            "check `{}` names no `conn` and the task has none",
+                            check.name()
+                        ),
+                    );
                 }
                 let sides = match check {
                     Check::CompareCount(c) => vec![&c.source, &c.target],
@@ -468,21 +661,39 @@ fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut
                 };
                 for side in sides {
                     if side.table.is_some() == side.query.is_some() {
-                        err("checks", format!("check `{}`: each side needs exactly one of `table` or `query`", check.name()));
+                        err(
+                            "checks",
+                            format!(
+                                "check `{}`: each side needs exactly one of `table` or `query`",
+                                check.name()
+                            ),
+                        );
                     }
                 }
                 if let Check::CompareChecksum(c) = check {
                     if c.key.is_empty() {
-                        err("checks", "check `compare_checksum` needs `key` columns".into());
+                        err(
+                            "checks",
+                            "check `compare_checksum` needs `key` columns".into(),
+                        );
                     }
                 }
             }
         }
-        Step::Export(e) if e.table.is_some() == e.query.is_some() => err("kind", "an `export` task needs exactly one of `table` or `query`".into()),
+        Step::Export(e) if e.table.is_some() == e.query.is_some() => err(
+            "kind",
+            "an `export` task needs exactly one of `table` or `query`".into(),
+        ),
         Step::WaitFor(w) => {
-            let count = [w.file.is_some(), w.sql.is_some(), w.http.is_some()].iter().filter(|b| **b).count();
+            let count = [w.file.is_some(), w.sql.is_some(), w.http.is_some()]
+                .iter()
+                .filter(|b| **b)
+                .count();
             if count != 1 {
-                err("kind", "a `wait_for` task needs exactly one of `file`, `sql` or `http`".into());
+                err(
+                    "kind",
+                    "a `wait_for` task needs exactly one of `file`, `sql` or `http`".into(),
+                );
             }
             if w.sql.is_some() && w.conn.is_none() {
                 err("sql", "`wait_for` with `sql` needs `conn`".into());
@@ -491,10 +702,15 @@ fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut
                 err("interval", "`interval` must be more than 0s".into());
             }
         }
-        Step::Http(h) if h.json.is_some() && h.body.is_some() => err("body", "give either `json` or `body`, not both".into()),
+        Step::Http(h) if h.json.is_some() && h.body.is_some() => {
+            err("body", "give either `json` or `body`, not both".into())
+        }
         Step::Http(h) => {
             if let Some(bad) = h.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
-                err("expect_status", format!("{bad} is not an HTTP status code (100-599)"));
+                err(
+                    "expect_status",
+                    format!("{bad} is not an HTTP status code (100-599)"),
+                );
             }
         }
         _ => {}
@@ -503,21 +719,36 @@ fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut
 
 fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
     let s = &l.source;
-    let origins = [s.file.is_some(), s.http.is_some(), s.conn.is_some()].iter().filter(|b| **b).count();
+    let origins = [s.file.is_some(), s.http.is_some(), s.conn.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if origins != 1 {
-        err("source", "`source` needs exactly one of `file`, `http` or `conn`".into());
+        err(
+            "source",
+            "`source` needs exactly one of `file`, `http` or `conn`".into(),
+        );
     }
     if s.conn.is_some() && s.query.is_some() == s.table.is_some() {
-        err("source", "a `conn` source needs exactly one of `query` or `table`".into());
+        err(
+            "source",
+            "a `conn` source needs exactly one of `query` or `table`".into(),
+        );
     }
     if s.conn.is_none() && (s.query.is_some() || s.table.is_some()) {
         err("source", "`query` and `table` go with `conn`".into());
     }
     if !(1..=100_000).contains(&l.batch_size) {
-        err("batch_size", format!("`batch_size` must be 1..=100000, found {}", l.batch_size));
+        err(
+            "batch_size",
+            format!("`batch_size` must be 1..=100000, found {}", l.batch_size),
+        );
     }
     if l.mode == LoadMode::Upsert && l.key.is_empty() {
-        err("mode", "`mode: upsert` needs `key` (the columns that identify a row)".into());
+        err(
+            "mode",
+            "`mode: upsert` needs `key` (the columns that identify a row)".into(),
+        );
     }
     if l.mode != LoadMode::Upsert && !l.key.is_empty() {
         err("key", "`key` is only used with `mode: upsert`".into());
@@ -525,51 +756,123 @@ fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
     if let Some(columns) = &l.columns {
         for k in &l.key {
             if !columns.contains_key(k) {
-                let hint = did_you_mean(k, columns.keys().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                let hint = did_you_mean(k, columns.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
                 err("key", format!("key column `{k}` is not in `columns`{hint}"));
             }
         }
         if let Some(inc) = &l.incremental {
             if !columns.contains_key(&inc.cursor) {
-                err("incremental", format!("cursor column `{}` is not in `columns`", inc.cursor));
+                err(
+                    "incremental",
+                    format!("cursor column `{}` is not in `columns`", inc.cursor),
+                );
             }
         }
     }
-    if let Some(crate::spec::RejectLimit::Percent(p)) = l.rejects.as_ref().and_then(|r| r.max.as_ref()) {
-        let ok = p.strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).is_some_and(|n| (0.0..=100.0).contains(&n));
+    if let Some(crate::spec::RejectLimit::Percent(p)) =
+        l.rejects.as_ref().and_then(|r| r.max.as_ref())
+    {
+        let ok = p
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .is_some_and(|n| (0.0..=100.0).contains(&n));
         if !ok {
-            err("rejects", format!("`max: {p}` must be a count or a percentage like \"5%\""));
+            err(
+                "rejects",
+                format!("`max: {p}` must be a count or a percentage like \"5%\""),
+            );
         }
     }
 }
 
-fn check_references(id: &str, task: &TaskSpec, known: &Known, at: &dyn Fn(&str) -> Option<Loc>, out: &mut Vec<Diagnostic>) {
-    let mut warn = |k: &str, msg: String| out.push(Diagnostic::warning(at(k), format!("task `{id}`: {msg} (it will fail at run time)")));
+fn check_references(
+    id: &str,
+    task: &TaskSpec,
+    known: &Known,
+    at: &dyn Fn(&str) -> Option<Loc>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut warn = |k: &str, msg: String| {
+        out.push(Diagnostic::warning(
+            at(k),
+            format!("task `{id}`: {msg} (it will fail at run time)"),
+        ))
+    };
     for conn in step_conns(&task.step) {
         if !known.conns.contains(conn) && !crate::template::is_template(conn) {
-            warn("conn", format!("connection `{conn}` is not in the configuration"));
+            warn(
+                "conn",
+                format!("connection `{conn}` is not in the configuration"),
+            );
         }
     }
-    if let Some(pool) = task.common.pool.as_ref().filter(|p| !known.pools.contains(*p)) {
+    if let Some(pool) = task
+        .common
+        .pool
+        .as_ref()
+        .filter(|p| !known.pools.contains(*p))
+    {
         warn("pool", format!("pool `{pool}` is not in the configuration"));
     }
-    for (field, names) in [("on_failure", &task.common.on_failure), ("on_retry", &task.common.on_retry)] {
-        for name in names.iter().flatten().filter(|n| !known.notifiers.contains(*n)) {
-            warn(field, format!("notifier `{name}` is not in the configuration"));
+    for (field, names) in [
+        ("on_failure", &task.common.on_failure),
+        ("on_retry", &task.common.on_retry),
+    ] {
+        for name in names
+            .iter()
+            .flatten()
+            .filter(|n| !known.notifiers.contains(*n))
+        {
+            warn(
+                field,
+                format!("notifier `{name}` is not in the configuration"),
+            );
         }
     }
 }
 
 /// Warns once about names in `defaults` that the configuration lacks.
-fn check_default_references(spec: &DagSpec, known: &Known, places: Option<&Places<'_>>, out: &mut Vec<Diagnostic>) {
-    let at = |k: &str| places.and_then(|p| p.root.get("defaults")).and_then(|d| d.get(k)).map(|n| n.loc);
-    let mut warn = |k: &str, msg: String| out.push(Diagnostic::warning(at(k), format!("defaults: {msg} (it will fail at run time)")));
-    if let Some(pool) = spec.defaults.pool.as_ref().filter(|p| !known.pools.contains(*p)) {
+fn check_default_references(
+    spec: &DagSpec,
+    known: &Known,
+    places: Option<&Places<'_>>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let at = |k: &str| {
+        places
+            .and_then(|p| p.root.get("defaults"))
+            .and_then(|d| d.get(k))
+            .map(|n| n.loc)
+    };
+    let mut warn = |k: &str, msg: String| {
+        out.push(Diagnostic::warning(
+            at(k),
+            format!("defaults: {msg} (it will fail at run time)"),
+        ))
+    };
+    if let Some(pool) = spec
+        .defaults
+        .pool
+        .as_ref()
+        .filter(|p| !known.pools.contains(*p))
+    {
         warn("pool", format!("pool `{pool}` is not in the configuration"));
     }
-    for (field, names) in [("on_failure", &spec.defaults.on_failure), ("on_retry", &spec.defaults.on_retry)] {
-        for name in names.iter().flatten().filter(|n| !known.notifiers.contains(*n)) {
-            warn(field, format!("notifier `{name}` is not in the configuration"));
+    for (field, names) in [
+        ("on_failure", &spec.defaults.on_failure),
+        ("on_retry", &spec.defaults.on_retry),
+    ] {
+        for name in names
+            .iter()
+            .flatten()
+            .filter(|n| !known.notifiers.contains(*n))
+        {
+            warn(
+                field,
+                format!("notifier `{name}` is not in the configuration"),
+            );
         }
     }
 }
@@ -615,16 +918,31 @@ fn check_cycles(spec: &DagSpec, places: Option<&Places<'_>>, out: &mut Vec<Diagn
         }
         let members: HashSet<NodeIndex> = component.iter().copied().collect();
         // Start from the member written first in the file, for a stable message.
-        let Some(start) = spec.tasks.keys().filter_map(|id| nodes.get(id)).copied().find(|ix| members.contains(ix)) else { continue };
+        let Some(start) = spec
+            .tasks
+            .keys()
+            .filter_map(|id| nodes.get(id))
+            .copied()
+            .find(|ix| members.contains(ix))
+        else {
+            continue;
+        };
         let path = cycle_through(&graph, &members, start);
         let names: Vec<&str> = path.iter().map(|ix| graph[*ix].as_str()).collect();
         let loc = places.and_then(|p| p.task_key(names[0], "depends_on"));
-        out.push(Diagnostic::error(loc, format!("dependency cycle: {} -> {}", names.join(" -> "), names[0])));
+        out.push(Diagnostic::error(
+            loc,
+            format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+        ));
     }
 }
 
 /// A shortest path from `start` back to itself inside one strongly connected component.
-fn cycle_through(graph: &StableDiGraph<String, ()>, members: &HashSet<NodeIndex>, start: NodeIndex) -> Vec<NodeIndex> {
+fn cycle_through(
+    graph: &StableDiGraph<String, ()>,
+    members: &HashSet<NodeIndex>,
+    start: NodeIndex,
+) -> Vec<NodeIndex> {
     let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(ix) = queue.pop_front() {
@@ -656,7 +974,12 @@ fn graph_of(spec: &DagSpec) -> (StableDiGraph<String, ()>, HashMap<String, NodeI
     }
     for (id, task) in &spec.tasks {
         let mut seen = HashSet::new();
-        for dep in task.common.depends_on.iter().filter(|d| *d != id && seen.insert(*d)) {
+        for dep in task
+            .common
+            .depends_on
+            .iter()
+            .filter(|d| *d != id && seen.insert(*d))
+        {
             if let (Some(a), Some(b)) = (nodes.get(dep), nodes.get(id)) {
                 graph.add_edge(*a, *b, ());
             }
@@ -665,7 +988,14 @@ fn graph_of(spec: &DagSpec) -> (StableDiGraph<String, ()>, HashMap<String, NodeI
     (graph, nodes)
 }
 
-fn check_templates(tasks: &HashMap<String, (&Node, &Node)>, out: &mut Vec<Diagnostic>) {
+/// Parses every string of every task as a template; reports the place of a syntax error in the
+/// file where it can be worked out (single-line scalars and block scalars), else the string's.
+fn check_templates(
+    source: &str,
+    tasks: &HashMap<String, (&Node, &Node)>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let lines: Vec<&str> = source.lines().collect();
     let mut checker = TemplateChecker::default();
     let mut ids: Vec<&String> = tasks.keys().collect();
     ids.sort();
@@ -673,30 +1003,93 @@ fn check_templates(tasks: &HashMap<String, (&Node, &Node)>, out: &mut Vec<Diagno
         let (_, node) = tasks[id];
         node.for_each_str(&mut |n, text| {
             if let Err(e) = checker.check(text) {
-                let inside = if text.contains('\n') { format!(" (line {}, column {} of the template)", e.line, e.col) } else { String::new() };
-                out.push(Diagnostic::error(Some(n.loc), format!("task `{id}`: template does not parse{inside}: {}", e.message)));
+                let loc = template_error_place(&lines, n.loc, text, e.line, e.col);
+                out.push(Diagnostic::error(
+                    Some(loc),
+                    format!("task `{id}`: template does not parse: {}", e.message),
+                ));
             }
         });
     }
 }
 
-fn check_id(id: &str) -> Result<(), String> {
-    let valid = !id.is_empty() && id.len() <= MAX_ID_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if valid { Ok(()) } else { Err(format!("`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `_`, `.` and `-`")) }
+fn template_error_place(lines: &[&str], at: Loc, text: &str, line: usize, col: usize) -> Loc {
+    let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let index = (at.line as usize).saturating_sub(1);
+    let previous = index
+        .checked_sub(1)
+        .and_then(|i| lines.get(i))
+        .map_or("", |l| l.trim_end());
+    let block_header =
+        previous.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '+');
+    if block_header.ends_with('|') || block_header.ends_with('>') {
+        // Block scalar: serde-saphyr places it at its first content line; every template line
+        // is one file line, at the same indentation. An error past the end points at the end.
+        let template_lines: Vec<&str> = text.lines().collect();
+        let count = template_lines.len().max(1);
+        if line > count {
+            let last = template_lines.last().map_or(0, |l| l.len());
+            return Loc {
+                line: to_u32(index + count),
+                col: to_u32(at.col as usize + last),
+            };
+        }
+        return Loc {
+            line: to_u32(index + line),
+            col: to_u32(at.col as usize + col.saturating_sub(1)),
+        };
+    }
+    let Some(source_line) = lines.get(index) else {
+        return at;
+    };
+    if text.contains('\n') {
+        return at;
+    }
+    let start = (at.col as usize).saturating_sub(1).min(source_line.len());
+    let quoted = source_line[start..].starts_with(['"', '\'']);
+    let col = at.col as usize + usize::from(quoted) + col.saturating_sub(1).min(text.len());
+    Loc {
+        line: at.line,
+        col: to_u32(col),
+    }
 }
 
-fn check_task_id(id: &str) -> Result<(), String> {
-    let valid = !id.is_empty() && id.len() <= MAX_ID_LEN && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+fn check_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if valid {
         Ok(())
     } else {
-        Err(format!("`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `_` and `-` (no dots: templates read `tasks.<id>.outputs`)"))
+        Err(format!(
+            "`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `_`, `.` and `-`"
+        ))
+    }
+}
+
+fn check_task_id(id: &str) -> Result<(), String> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, `_` and `-` (no dots: templates read `tasks.<id>.outputs`)"
+        ))
     }
 }
 
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn build(spec: DagSpec) -> Option<Dag> {
@@ -713,16 +1106,34 @@ fn build(spec: DagSpec) -> Option<Dag> {
             foreach: c.foreach.clone(),
             retry: RetryPolicy {
                 retries: c.retries.or(d.retries).unwrap_or(0),
-                delay: c.retry_delay.or(d.retry_delay).unwrap_or(Duration(DEFAULT_RETRY_DELAY)),
+                delay: c
+                    .retry_delay
+                    .or(d.retry_delay)
+                    .unwrap_or(Duration(DEFAULT_RETRY_DELAY)),
                 backoff: c.retry_backoff.or(d.retry_backoff).unwrap_or(1.0),
-                max_delay: c.max_retry_delay.or(d.max_retry_delay).unwrap_or(Duration(DEFAULT_MAX_RETRY_DELAY)),
+                max_delay: c
+                    .max_retry_delay
+                    .or(d.max_retry_delay)
+                    .unwrap_or(Duration(DEFAULT_MAX_RETRY_DELAY)),
             },
             timeout: c.timeout.or(d.timeout),
-            queue: c.queue.clone().or_else(|| d.queue.clone()).unwrap_or_else(|| "default".to_owned()),
+            queue: c
+                .queue
+                .clone()
+                .or_else(|| d.queue.clone())
+                .unwrap_or_else(|| "default".to_owned()),
             pool: c.pool.clone().or_else(|| d.pool.clone()),
             priority: c.priority.or(d.priority).unwrap_or(0),
-            on_failure: c.on_failure.clone().or_else(|| d.on_failure.clone()).unwrap_or_default(),
-            on_retry: c.on_retry.clone().or_else(|| d.on_retry.clone()).unwrap_or_default(),
+            on_failure: c
+                .on_failure
+                .clone()
+                .or_else(|| d.on_failure.clone())
+                .unwrap_or_default(),
+            on_retry: c
+                .on_retry
+                .clone()
+                .or_else(|| d.on_retry.clone())
+                .unwrap_or_default(),
             step: t.step.clone(),
         };
         tasks.insert(id.clone(), task);
@@ -733,7 +1144,7 @@ fn build(spec: DagSpec) -> Option<Dag> {
     }
     Some(Dag {
         start_date: spec.start_date.map(|s| s.resolve(timezone)),
-        end_date: spec.end_date.map(|s| s.resolve(timezone)),
+        end_date: spec.end_date.map(|s| s.resolve_end(timezone)),
         timezone,
         tasks,
         graph,

@@ -32,12 +32,19 @@ pub fn parse_date(text: &str) -> Result<DateSpec, String> {
     if let Ok(i) = DateTime::parse_from_rfc3339(t) {
         return Ok(DateSpec::Instant(i));
     }
-    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+    for format in [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(t, format) {
             return Ok(DateSpec::Local(n));
         }
     }
-    Err(format!("`{t}` is not a date: write `2024-01-31`, `2024-01-31T06:00:00` (in the DAG's timezone) or `2024-01-31T06:00:00Z`"))
+    Err(format!(
+        "`{t}` is not a date: write `2024-01-31`, `2024-01-31T06:00:00` (in the DAG's timezone) or `2024-01-31T06:00:00Z`"
+    ))
 }
 
 impl DateSpec {
@@ -47,6 +54,22 @@ impl DateSpec {
             DateSpec::Date(d) => crate::schedule::start_of_day(tz, *d),
             DateSpec::Local(n) => crate::schedule::localize(tz, *n),
             DateSpec::Instant(i) => i.with_timezone(&Utc),
+        }
+    }
+}
+
+impl DateSpec {
+    /// The last instant this stands for as an inclusive upper bound (`end_date`): a plain date
+    /// covers its whole day, so `end_date: 2021-12-31` keeps the runs of December 31st.
+    pub fn resolve_end(&self, tz: Tz) -> DateTime<Utc> {
+        match self {
+            DateSpec::Date(d) => match d.succ_opt() {
+                Some(next) => {
+                    crate::schedule::start_of_day(tz, next) - chrono::Duration::microseconds(1)
+                }
+                None => DateTime::<Utc>::MAX_UTC,
+            },
+            other => other.resolve(tz),
         }
     }
 }
@@ -92,14 +115,23 @@ mod tests {
 
     #[test]
     fn a_plain_date_is_midnight_in_the_dag_zone() {
-        let d = parse_date("2024-07-01").map(|d| d.resolve(chrono_tz::America::New_York).to_rfc3339());
+        let d =
+            parse_date("2024-07-01").map(|d| d.resolve(chrono_tz::America::New_York).to_rfc3339());
         assert_eq!(d.as_deref(), Ok("2024-07-01T04:00:00+00:00"));
     }
 
     #[test]
     fn an_offset_wins_over_the_dag_zone() {
-        let d = parse_date("2024-07-01T06:00:00+02:00").map(|d| d.resolve(chrono_tz::America::New_York).to_rfc3339());
+        let d = parse_date("2024-07-01T06:00:00+02:00")
+            .map(|d| d.resolve(chrono_tz::America::New_York).to_rfc3339());
         assert_eq!(d.as_deref(), Ok("2024-07-01T04:00:00+00:00"));
+    }
+
+    #[test]
+    fn a_plain_end_date_covers_its_whole_day() {
+        let end = parse_date("2024-07-01")
+            .map(|d| d.resolve_end(chrono_tz::America::New_York).to_rfc3339());
+        assert_eq!(end.as_deref(), Ok("2024-07-02T03:59:59.999999+00:00"));
     }
 
     #[test]

@@ -14,7 +14,10 @@ pub struct Loc {
 impl Loc {
     /// A place from serde-saphyr's 64-bit line and column.
     pub fn new(line: u64, col: u64) -> Loc {
-        Loc { line: u32::try_from(line).unwrap_or(u32::MAX), col: u32::try_from(col).unwrap_or(u32::MAX) }
+        Loc {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: u32::try_from(col).unwrap_or(u32::MAX),
+        }
     }
 }
 
@@ -41,12 +44,20 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `loc`.
     pub fn error(loc: Option<Loc>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { loc, severity: Severity::Error, message: message.into() }
+        Diagnostic {
+            loc,
+            severity: Severity::Error,
+            message: message.into(),
+        }
     }
 
     /// A warning at `loc`.
     pub fn warning(loc: Option<Loc>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { loc, severity: Severity::Warning, message: message.into() }
+        Diagnostic {
+            loc,
+            severity: Severity::Warning,
+            message: message.into(),
+        }
     }
 
     /// The problem as `FILE:LINE:COL: message` (warnings say so).
@@ -75,6 +86,7 @@ impl fmt::Display for DisplayIn<'_> {
 
 /// Sorts problems by place (those without one first) and drops repeats.
 pub(crate) fn tidy(diagnostics: &mut Vec<Diagnostic>) {
-    diagnostics.sort_by(|a, b| (a.loc, a.severity, &a.message).cmp(&(b.loc, b.severity, &b.message)));
+    diagnostics
+        .sort_by(|a, b| (a.loc, a.severity, &a.message).cmp(&(b.loc, b.severity, &b.message)));
     diagnostics.dedup();
 }

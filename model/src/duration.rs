@@ -11,7 +11,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 pub struct Duration(pub std::time::Duration);
 
 /// Units in the order they must appear, with their length in milliseconds.
-const UNITS: [(&str, u64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+const UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
 
 impl Duration {
     /// Seconds, as a float.
@@ -30,7 +36,11 @@ impl Duration {
 /// # Errors
 /// A message saying what a duration looks like.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("`{text}` is not a duration: write a number with a unit, like `30s`, `10m`, `1h30m`, `2d` or `500ms`");
+    let bad = || {
+        format!(
+            "`{text}` is not a duration: write a number with a unit, like `30s`, `10m`, `1h30m`, `2d` or `500ms`"
+        )
+    };
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(bad());
@@ -44,14 +54,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let position = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
         if position < next_unit {
-            return Err(format!("`{text}`: units must go from largest to smallest, each once (d, h, m, s, ms)"));
+            return Err(format!(
+                "`{text}`: units must go from largest to smallest, each once (d, h, m, s, ms)"
+            ));
         }
         next_unit = position + 1;
-        total = number.checked_mul(UNITS[position].1).and_then(|ms| total.checked_add(ms)).ok_or_else(|| format!("`{text}` is too long a duration"))?;
+        total = number
+            .checked_mul(UNITS[position].1)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| format!("`{text}` is too long a duration"))?;
         rest = &rest[unit_len..];
     }
     Ok(Duration(std::time::Duration::from_millis(total)))
@@ -91,10 +108,14 @@ impl<'de> Deserialize<'de> for Duration {
                 parse_duration(v).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                Err(E::custom(format!("`{v}` has no unit: durations are strings like `{v}s` or `{v}m`")))
+                Err(E::custom(format!(
+                    "`{v}` has no unit: durations are strings like `{v}s` or `{v}m`"
+                )))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-                Err(E::custom(format!("`{v}` has no unit: durations are strings like `{v}s` or `{v}m`")))
+                Err(E::custom(format!(
+                    "`{v}` has no unit: durations are strings like `{v}s` or `{v}m`"
+                )))
             }
         }
         d.deserialize_any(V)
@@ -119,7 +140,9 @@ mod tests {
     use super::parse_duration;
 
     fn secs(text: &str) -> u64 {
-        parse_duration(text).map(|d| d.0.as_secs()).unwrap_or(u64::MAX)
+        parse_duration(text)
+            .map(|d| d.0.as_secs())
+            .unwrap_or(u64::MAX)
     }
 
     #[test]
@@ -133,16 +156,32 @@ mod tests {
 
     #[test]
     fn bad_durations_are_rejected_with_a_hint() {
-        for bad in ["", "10", "m", "1x", "1m1h", "1h1h", "-5s", "1.5h", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "1x",
+            "1m1h",
+            "1h1h",
+            "-5s",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
             let err = parse_duration(bad).expect_err(bad);
-            assert!(err.contains(bad.trim()) || err.contains("largest"), "{bad}: {err}");
+            assert!(
+                err.contains(bad.trim()) || err.contains("largest"),
+                "{bad}: {err}"
+            );
         }
     }
 
     #[test]
     fn display_round_trips() {
         for text in ["30s", "1h30m", "2d", "1d2h3m4s5ms", "0s"] {
-            assert_eq!(parse_duration(text).map(|d| d.to_string()).as_deref(), Ok(text));
+            assert_eq!(
+                parse_duration(text).map(|d| d.to_string()).as_deref(),
+                Ok(text)
+            );
         }
     }
 }

@@ -65,7 +65,9 @@ const ALIASES: [(&str, &str); 5] = [
 ];
 
 /// Names accepted after `@`.
-pub const ALIAS_NAMES: [&str; 6] = ["@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@once"];
+pub const ALIAS_NAMES: [&str; 6] = [
+    "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@once",
+];
 
 /// Parses a schedule: a 5-field cron expression, an `@alias`, or `@once`.
 ///
@@ -80,8 +82,13 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
         match ALIASES.iter().find(|(alias, _)| *alias == trimmed) {
             Some((_, expr)) => *expr,
             None => {
-                let hint = crate::suggest::did_you_mean(trimmed, ALIAS_NAMES).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                return Err(format!("unknown schedule alias `{trimmed}`{hint}; use one of {}", crate::yaml::backticked(&ALIAS_NAMES)));
+                let hint = crate::suggest::did_you_mean(trimmed, ALIAS_NAMES)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "unknown schedule alias `{trimmed}`{hint}; use one of {}",
+                    crate::yaml::backticked(&ALIAS_NAMES)
+                ));
             }
         }
     } else {
@@ -99,15 +106,30 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     if let Some(problem) = check_fields(&fields) {
         return Err(format!("`{trimmed}`: {problem}"));
     }
-    let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
-    let cron = parser.parse(expanded).map_err(|e| format!("`{trimmed}` is not a valid cron expression: {e}"))?;
+    let parser = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build();
+    let cron = parser
+        .parse(expanded)
+        .map_err(|e| format!("`{trimmed}` is not a valid cron expression: {e}"))?;
     let fixed = is_fixed(&cron);
-    Ok(Schedule::Cron(CronSchedule { expr: trimmed.to_owned(), cron, fixed }))
+    Ok(Schedule::Cron(CronSchedule {
+        expr: trimmed.to_owned(),
+        cron,
+        fixed,
+    }))
 }
 
 /// Checks each field's numbers against its range, so the message can name the field.
 fn check_fields(fields: &[&str]) -> Option<String> {
-    const NAMES: [(&str, u32, u32); 5] = [("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7)];
+    const NAMES: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
     for (field, (name, min, max)) in fields.iter().zip(NAMES) {
         for part in field.split([',', '-', '/']) {
             let part = part.trim_end_matches(['L', 'W', 'l', 'w']);
@@ -115,7 +137,9 @@ fn check_fields(fields: &[&str]) -> Option<String> {
             if let Ok(n) = number.parse::<u32>() {
                 let is_step = field.contains('/') && field.split('/').nth(1) == Some(part);
                 if !is_step && (n < min || n > max) {
-                    return Some(format!("{n} is out of range for the {name} field ({min}-{max})"));
+                    return Some(format!(
+                        "{n} is out of range for the {name} field ({min}-{max})"
+                    ));
                 }
             }
         }
@@ -126,9 +150,15 @@ fn check_fields(fields: &[&str]) -> Option<String> {
 /// Airflow's `_is_schedule_fixed`: the first two ticks after a reference instant share hour and
 /// minute. (Airflow peeks from "now"; a fixed reference keeps weir deterministic.)
 fn is_fixed(cron: &Cron) -> bool {
-    let reference = NaiveDate::from_ymd_opt(2001, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).unwrap_or_default();
-    let Ok(a) = cron.find_next_occurrence(&reference, false) else { return false };
-    let Ok(b) = cron.find_next_occurrence(&a, false) else { return false };
+    let reference = NaiveDate::from_ymd_opt(2001, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default();
+    let Ok(a) = cron.find_next_occurrence(&reference, false) else {
+        return false;
+    };
+    let Ok(b) = cron.find_next_occurrence(&a, false) else {
+        return false;
+    };
     use chrono::Timelike;
     a.hour() == b.hour() && a.minute() == b.minute()
 }
@@ -142,7 +172,11 @@ pub fn localize(tz: Tz, naive: NaiveDateTime) -> DateTime<Utc> {
         chrono::LocalResult::Ambiguous(_, later) => later.with_timezone(&Utc),
         chrono::LocalResult::None => {
             let before = naive - chrono::Duration::hours(24);
-            let offset = tz.offset_from_local_datetime(&before).earliest().map(|o| o.fix()).unwrap_or_else(|| Utc.fix());
+            let offset = tz
+                .offset_from_local_datetime(&before)
+                .earliest()
+                .map(|o| o.fix())
+                .unwrap_or_else(|| Utc.fix());
             (naive - chrono::Duration::seconds(i64::from(offset.local_minus_utc()))).and_utc()
         }
     }
@@ -192,16 +226,22 @@ impl Schedule {
         let from = start_date.map_or(from, |s| from.max(s));
         let last_allowed = end_date.map_or(to, |e| to.min(e + chrono::Duration::microseconds(1)));
         match self {
-            Schedule::Once => {
-                Ok(start_date.filter(|s| *s >= from && *s < last_allowed).map(|s| DataInterval { start: s, end: s }).into_iter().collect())
-            }
+            Schedule::Once => Ok(start_date
+                .filter(|s| *s >= from && *s < last_allowed)
+                .map(|s| DataInterval { start: s, end: s })
+                .into_iter()
+                .collect()),
             Schedule::Cron(cron) => {
                 let mut out = Vec::new();
                 let mut tick = cron.align_to_next(tz, from);
                 while let Some(start) = tick.filter(|t| *t < last_allowed) {
-                    let Some(end) = cron.next_after(tz, start) else { break };
+                    let Some(end) = cron.next_after(tz, start) else {
+                        break;
+                    };
                     if out.len() == MAX_INTERVALS {
-                        return Err(format!("more than {MAX_INTERVALS} intervals in that range: choose a shorter one"));
+                        return Err(format!(
+                            "more than {MAX_INTERVALS} intervals in that range: choose a shorter one"
+                        ));
                     }
                     out.push(DataInterval { start, end });
                     tick = Some(end);
@@ -259,7 +299,9 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
     }
 
     #[test]
@@ -282,7 +324,9 @@ mod tests {
 
     #[test]
     fn spring_forward_moves_a_fixed_tick_out_of_the_gap() {
-        let Ok(Schedule::Cron(c)) = parse_schedule("30 2 * * *") else { panic!("parse") };
+        let Ok(Schedule::Cron(c)) = parse_schedule("30 2 * * *") else {
+            panic!("parse")
+        };
         let next = c.next_after(chrono_tz::America::New_York, utc("2024-03-10T05:00:00Z"));
         assert_eq!(next, Some(utc("2024-03-10T07:30:00Z")));
     }
@@ -290,7 +334,13 @@ mod tests {
     #[test]
     fn once_plans_one_interval_at_the_start_date() {
         let start = utc("2024-01-05T00:00:00Z");
-        let plan = Schedule::Once.plan_intervals(Tz::UTC, utc("2024-01-01T00:00:00Z"), utc("2024-02-01T00:00:00Z"), Some(start), None);
+        let plan = Schedule::Once.plan_intervals(
+            Tz::UTC,
+            utc("2024-01-01T00:00:00Z"),
+            utc("2024-02-01T00:00:00Z"),
+            Some(start),
+            None,
+        );
         assert_eq!(plan, Ok(vec![DataInterval { start, end: start }]));
     }
 }

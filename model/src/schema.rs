@@ -7,7 +7,9 @@ use crate::spec::{DagSpec, TaskCommon};
 
 /// The JSON Schema (draft 2020-12) of a DAG file, for editors (yaml-language-server).
 pub fn dag_schema() -> Value {
-    let schema = schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<DagSpec>();
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<DagSpec>();
     let mut value = schema.to_value();
     close_tasks(&mut value);
     value
@@ -18,20 +20,33 @@ pub fn dag_schema() -> Value {
 /// properties and `additionalProperties: false`: editors then flag typos the way weir does.
 fn close_tasks(root: &mut Value) {
     let common = crate::yaml::struct_fields::<TaskCommon>();
-    let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) else { return };
-    let Some(task) = defs.get("TaskSpec").cloned() else { return };
+    let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(task) = defs.get("TaskSpec").cloned() else {
+        return;
+    };
     let common_props: Map<String, Value> = task
         .get("properties")
         .and_then(Value::as_object)
-        .map(|p| p.iter().filter(|(k, _)| common.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|p| {
+            p.iter()
+                .filter(|(k, _)| common.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
-    let Some(variants) = task.get("oneOf").and_then(Value::as_array) else { return };
+    let Some(variants) = task.get("oneOf").and_then(Value::as_array) else {
+        return;
+    };
     let closed: Vec<Value> = variants
         .iter()
         .map(|variant| {
             let mut variant = variant.clone();
             if let Some(obj) = variant.as_object_mut() {
-                let props = obj.entry("properties").or_insert_with(|| Value::Object(Map::new()));
+                let props = obj
+                    .entry("properties")
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if let Some(props) = props.as_object_mut() {
                     for (k, v) in &common_props {
                         props.entry(k.clone()).or_insert_with(|| v.clone());
@@ -46,7 +61,10 @@ fn close_tasks(root: &mut Value) {
     let mut new_task = Map::new();
     new_task.insert("description".into(), description);
     new_task.insert("type".into(), Value::String("object".into()));
-    new_task.insert("required".into(), Value::Array(vec![Value::String("kind".into())]));
+    new_task.insert(
+        "required".into(),
+        Value::Array(vec![Value::String("kind".into())]),
+    );
     new_task.insert("oneOf".into(), Value::Array(closed));
     defs.insert("TaskSpec".into(), Value::Object(new_task));
 }

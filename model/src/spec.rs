@@ -128,7 +128,11 @@ pub struct TaskCommon {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Tasks that must finish first (a task id or a list of them).
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     #[schemars(schema_with = "crate::schema::one_or_many_strings")]
     pub depends_on: Vec<String>,
     /// When the task may run, from its upstream states (default `all_success`).
@@ -208,7 +212,9 @@ pub enum Step {
 
 impl Step {
     /// Every kind's name, as written after `kind:`.
-    pub const KINDS: [&'static str; 9] = ["noop", "shell", "sql", "migrate", "load", "validate", "export", "http", "wait_for"];
+    pub const KINDS: [&'static str; 9] = [
+        "noop", "shell", "sql", "migrate", "load", "validate", "export", "http", "wait_for",
+    ];
 
     /// This step's kind name.
     pub fn kind(&self) -> &'static str {
@@ -249,7 +255,11 @@ pub struct SqlStep {
     /// Connection name.
     pub conn: String,
     /// One statement or a list, run in one transaction.
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     #[schemars(schema_with = "crate::schema::one_or_many_strings")]
     pub sql: Vec<String>,
     /// A `.sql` file instead of `sql` (relative to the DAG file).

@@ -3,18 +3,28 @@
 /// The candidate closest to `typed`, if it is close enough to be a plausible typo.
 ///
 /// Closeness is the Damerau–Levenshtein distance (a swap of two letters counts once); a
-/// candidate qualifies within a third of the longer name's length (at least 1), and a
-/// candidate that differs only in case always does.
-pub fn did_you_mean<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// candidate qualifies within a third of the longer name's length (at least 1) and when not
+/// every letter of the shorter name would change; one that differs only in case always does.
+pub fn did_you_mean<'a>(
+    typed: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = typed.to_lowercase();
     candidates
         .into_iter()
         .filter(|c| *c != typed)
         .map(|c| {
-            let distance = if c.to_lowercase() == lower { 0 } else { strsim::damerau_levenshtein(&lower, &c.to_lowercase()) };
+            let distance = if c.to_lowercase() == lower {
+                0
+            } else {
+                strsim::damerau_levenshtein(&lower, &c.to_lowercase())
+            };
             (distance, c)
         })
-        .filter(|(distance, c)| *distance <= (typed.chars().count().max(c.chars().count()) / 3).max(1))
+        .filter(|(distance, c)| {
+            let (a, b) = (typed.chars().count(), c.chars().count());
+            *distance <= (a.max(b) / 3).max(1) && *distance < a.min(b)
+        })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
 }
@@ -25,8 +35,14 @@ mod tests {
 
     #[test]
     fn a_swapped_pair_of_letters_is_found() {
-        assert_eq!(did_you_mean("depnds_on", ["depends_on", "description"]), Some("depends_on"));
-        assert_eq!(did_you_mean("retires", ["retries", "timeout"]), Some("retries"));
+        assert_eq!(
+            did_you_mean("depnds_on", ["depends_on", "description"]),
+            Some("depends_on")
+        );
+        assert_eq!(
+            did_you_mean("retires", ["retries", "timeout"]),
+            Some("retries")
+        );
     }
 
     #[test]
@@ -35,7 +51,15 @@ mod tests {
     }
 
     #[test]
+    fn one_letter_names_are_not_suggested_for_other_one_letter_names() {
+        assert_eq!(did_you_mean("x", ["a", "b"]), None);
+    }
+
+    #[test]
     fn case_only_differences_are_suggested() {
-        assert_eq!(did_you_mean("All_Success", ["all_success", "all_failed"]), Some("all_success"));
+        assert_eq!(
+            did_you_mean("All_Success", ["all_success", "all_failed"]),
+            Some("all_success")
+        );
     }
 }

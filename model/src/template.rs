@@ -40,7 +40,11 @@ impl TemplateChecker {
                     line: report.span().start_line,
                     col: report.span().start_col + 1,
                 },
-                _ => TemplateError { message: e.to_string(), line: 1, col: 1 },
+                _ => TemplateError {
+                    message: e.to_string(),
+                    line: 1,
+                    col: 1,
+                },
             }),
         }
     }
@@ -52,7 +56,9 @@ mod tests {
 
     #[test]
     fn an_unclosed_expression_is_reported_with_its_place() {
-        let err = TemplateChecker::default().check("echo {{ ds").expect_err("unclosed");
+        let err = TemplateChecker::default()
+            .check("echo {{ ds")
+            .expect_err("unclosed");
         assert_eq!(err.line, 1);
         assert!(!err.message.is_empty());
     }
@@ -61,7 +67,13 @@ mod tests {
     fn plain_text_and_good_templates_pass() {
         let mut checker = TemplateChecker::default();
         assert_eq!(checker.check("echo hello"), Ok(()));
-        assert_eq!(checker.check("echo {{ ds }} {{ params.x | default(value=1) }}"), Ok(()));
-        assert_eq!(checker.check("{% if params.full %}full{% else %}delta{% endif %}"), Ok(()));
+        assert_eq!(
+            checker.check("echo {{ ds }} {{ params.x | default(value=1) }}"),
+            Ok(())
+        );
+        assert_eq!(
+            checker.check("{% if params.full %}full{% else %}delta{% endif %}"),
+            Ok(())
+        );
     }
 }

@@ -17,8 +17,12 @@ pub struct TzName(pub Tz);
 pub fn parse_timezone(text: &str) -> Result<Tz, String> {
     text.parse::<Tz>().map_err(|_| {
         let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-        let hint = crate::suggest::did_you_mean(text, names).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-        format!("unknown time zone `{text}`{hint}: use an IANA name such as `UTC` or `America/New_York`")
+        let hint = crate::suggest::did_you_mean(text, names)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        format!(
+            "unknown time zone `{text}`{hint}: use an IANA name such as `UTC` or `America/New_York`"
+        )
     })
 }
 

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn as_str_matches_the_serde_name() {
         for rule in TriggerRule::ALL {
-            assert_eq!(serde_json::to_value(rule).ok(), Some(serde_json::Value::String(rule.as_str().to_owned())));
+            assert_eq!(
+                serde_json::to_value(rule).ok(),
+                Some(serde_json::Value::String(rule.as_str().to_owned()))
+            );
         }
     }
 }

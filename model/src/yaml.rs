@@ -56,19 +56,28 @@ impl Node {
     /// A syntax error, a duplicate key or an empty document, with its place when known.
     pub fn parse(text: &str) -> Result<Node, Diagnostic> {
         if text.trim().is_empty() {
-            return Err(Diagnostic::error(Some(Loc::new(1, 1)), "the file is empty: a DAG needs at least `id` and `tasks`"));
+            return Err(Diagnostic::error(
+                Some(Loc::new(1, 1)),
+                "the file is empty: a DAG needs at least `id` and `tasks`",
+            ));
         }
         serde_saphyr::from_str::<Node>(text).map_err(|e| {
-            let loc = e.location().map(|l| Loc::new(l.line(), l.column())).filter(|l| l.line > 0);
+            let loc = e
+                .location()
+                .map(|l| Loc::new(l.line(), l.column()))
+                .filter(|l| l.line > 0);
             let message = e.without_snippet().to_string();
-            Diagnostic::error(loc, format!("YAML syntax: {}", first_line(&message)))
+            Diagnostic::error(loc, syntax_message(first_line(&message)))
         })
     }
 
     /// The entry of a mapping node under `key`.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -105,15 +114,37 @@ impl Node {
     }
 }
 
+/// serde-saphyr's message without its own place (we print ours) and its configuration hints.
+fn syntax_message(raw: &str) -> String {
+    let without_place = match raw.rfind(" at line ") {
+        Some(i) if raw[i..].contains(", column ") => &raw[..i],
+        _ => raw,
+    };
+    if let Some(rest) = without_place.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!(
+            "duplicate key `{key}`: a key (and so a task id) may appear only once in a mapping"
+        );
+    }
+    format!("YAML syntax: {without_place}")
+}
+
 fn first_line(message: &str) -> &str {
-    message.lines().find(|l| !l.trim().is_empty()).unwrap_or(message).trim()
+    message
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(message)
+        .trim()
 }
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spanned = serde_saphyr::Spanned::<Value>::deserialize(d)?;
         let at = spanned.referenced;
-        Ok(Node { loc: Loc::new(at.line(), at.column()), value: spanned.value })
+        Ok(Node {
+            loc: Loc::new(at.line(), at.column()),
+            value: spanned.value,
+        })
     }
 }
 
@@ -150,10 +181,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(i64::try_from(v).map_or(Value::UInt(v), Value::Int))
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
-        i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer out of range"))
+        i64::try_from(v)
+            .map(Value::Int)
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
-        u64::try_from(v).map(|v| self.visit_u64::<E>(v).unwrap_or(Value::UInt(v))).map_err(|_| E::custom("integer out of range"))
+        u64::try_from(v)
+            .map(|v| self.visit_u64::<E>(v).unwrap_or(Value::UInt(v)))
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -199,14 +234,30 @@ impl Sink {
 ///
 /// `extra_keys` are keys of the root mapping that someone else decodes: they are neither
 /// reported as unknown nor passed to `T`, but they are offered as suggestions.
-pub(crate) fn decode<T: DeserializeOwned>(node: &Node, extra_keys: &[&str], context: &str, sink: &Sink) -> Option<T> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    node: &Node,
+    extra_keys: &[&str],
+    context: &str,
+    sink: &Sink,
+) -> Option<T> {
     let mut dropped: Vec<String> = Vec::new();
     loop {
-        let de = NodeDe { node, sink, context, root: Some(Root { dropped: &dropped, extra_keys }) };
+        let de = NodeDe {
+            node,
+            sink,
+            context,
+            root: Some(Root {
+                dropped: &dropped,
+                extra_keys,
+            }),
+        };
         match T::deserialize(de) {
             Ok(v) => return Some(v),
             Err(e) => {
-                let missing_dropped = e.missing.as_deref().is_some_and(|m| dropped.iter().any(|d| d == m));
+                let missing_dropped = e
+                    .missing
+                    .as_deref()
+                    .is_some_and(|m| dropped.iter().any(|d| d == m));
                 if !missing_dropped {
                     sink.push(e.to_diagnostic(context));
                 }
@@ -240,7 +291,12 @@ pub(crate) fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
         fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
             Err(Found(&[]))
         }
-        fn deserialize_struct<V: Visitor<'de>>(self, _: &'static str, fields: &'static [&'static str], _: V) -> Result<V::Value, Found> {
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Found> {
             Err(Found(fields))
         }
         serde::forward_to_deserialize_any! {
@@ -307,12 +363,38 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<M: fmt::Display>(msg: M) -> Self {
-        DeError { loc: None, path: Vec::new(), message: msg.to_string(), missing: None }
+        DeError {
+            loc: None,
+            path: Vec::new(),
+            message: msg.to_string(),
+            missing: None,
+        }
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let hint = did_you_mean(variant, expected.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-        Self::custom(format_args!("unknown value `{variant}`{hint}; expected one of {}", backticked(expected)))
+        let hint = did_you_mean(variant, expected.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        Self::custom(format_args!(
+            "unknown value `{variant}`{hint}; expected one of {}",
+            backticked(expected)
+        ))
+    }
+
+    fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "expected {}, found {}",
+            plain_expected(&exp.to_string()),
+            plain_unexpected(&unexp)
+        ))
+    }
+
+    fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
+        Self::custom(format_args!(
+            "expected {}, found {}",
+            plain_expected(&exp.to_string()),
+            plain_unexpected(&unexp)
+        ))
     }
 
     fn missing_field(field: &'static str) -> Self {
@@ -322,8 +404,40 @@ impl de::Error for DeError {
     }
 }
 
+/// serde names Rust types (`u32`); DAG authors read YAML.
+fn plain_expected(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        "a map" => "a mapping".to_owned(),
+        "a character" => "a single character".to_owned(),
+        other if other.starts_with("struct ") => "a mapping".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn plain_unexpected(unexp: &de::Unexpected<'_>) -> String {
+    match unexp {
+        de::Unexpected::Str(s) => format!("the string \"{s}\""),
+        de::Unexpected::Signed(i) => format!("{i}"),
+        de::Unexpected::Unsigned(u) => format!("{u}"),
+        de::Unexpected::Float(f) => format!("{f}"),
+        de::Unexpected::Bool(b) => format!("`{b}`"),
+        de::Unexpected::Seq => "a list".to_owned(),
+        de::Unexpected::Map => "a mapping".to_owned(),
+        de::Unexpected::Unit => "nothing (null)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 pub(crate) fn backticked(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Clone, Copy)]
@@ -344,7 +458,12 @@ struct NodeDe<'a> {
 
 impl<'a> NodeDe<'a> {
     fn child(&self, node: &'a Node) -> NodeDe<'a> {
-        NodeDe { node, sink: self.sink, context: self.context, root: None }
+        NodeDe {
+            node,
+            sink: self.sink,
+            context: self.context,
+            root: None,
+        }
     }
 }
 
@@ -360,10 +479,18 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
             Value::UInt(u) => visitor.visit_u64(*u),
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_str(s),
-            Value::Seq(items) => visitor.visit_seq(SeqDe { de: &self, items: items.iter(), index: 0 }),
+            Value::Seq(items) => visitor.visit_seq(SeqDe {
+                de: &self,
+                items: items.iter(),
+                index: 0,
+            }),
             Value::Map(entries) => {
                 let entries: Vec<&(Node, Node)> = entries.iter().collect();
-                visitor.visit_map(MapDe { de: &self, entries: entries.into_iter(), pending: None })
+                visitor.visit_map(MapDe {
+                    de: &self,
+                    entries: entries.into_iter(),
+                    pending: None,
+                })
             }
         };
         result.map_err(|e| e.at(loc))
@@ -376,7 +503,11 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
         }
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -384,10 +515,20 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
         visitor.visit_unit()
     }
 
-    fn deserialize_struct<V: Visitor<'de>>(self, name: &'static str, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         let loc = self.node.loc;
         let Value::Map(entries) = &self.node.value else {
-            return Err(<DeError as de::Error>::custom(format_args!("expected a mapping with keys {}, found {}", backticked(fields), self.node.type_name())).at(loc));
+            return Err(<DeError as de::Error>::custom(format_args!(
+                "expected a mapping with keys {}, found {}",
+                backticked(fields),
+                self.node.type_name()
+            ))
+            .at(loc));
         };
         let root = self.root;
         let mut kept = Vec::with_capacity(entries.len());
@@ -405,27 +546,57 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
             }
             let extra = root.map(|r| r.extra_keys).unwrap_or(&[]);
             let candidates = fields.iter().chain(extra.iter()).copied();
-            let hint = did_you_mean(key, candidates).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-            let what = if name.is_empty() { String::new() } else { format!(" in {name}") };
-            let message = format!("unknown key `{}`{what}{hint}", display_key(k));
-            let message = if self.context.is_empty() { message } else { format!("{}: {message}", self.context) };
-            self.sink.push(Diagnostic::error(Some(k.loc).filter(|l| l.line > 0), message));
+            let hint = did_you_mean(key, candidates)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            let message = format!("unknown key `{}`{hint}", display_key(k));
+            let message = if self.context.is_empty() {
+                message
+            } else {
+                format!("{}: {message}", self.context)
+            };
+            self.sink.push(Diagnostic::error(
+                Some(k.loc).filter(|l| l.line > 0),
+                message,
+            ));
         }
-        visitor.visit_map(MapDe { de: &self, entries: kept.into_iter(), pending: None }).map_err(|e| e.at(loc))
+        visitor
+            .visit_map(MapDe {
+                de: &self,
+                entries: kept.into_iter(),
+                pending: None,
+            })
+            .map_err(|e| e.at(loc))
     }
 
-    fn deserialize_enum<V: Visitor<'de>>(self, _: &'static str, variants: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         let loc = self.node.loc;
         match &self.node.value {
-            Value::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()).map_err(|e: DeError| e.at(loc)),
+            Value::Str(s) => visitor
+                .visit_enum(s.as_str().into_deserializer())
+                .map_err(|e: DeError| e.at(loc)),
             Value::Map(entries) if entries.len() == 1 => {
                 let (k, v) = &entries[0];
                 let key = k.as_str().unwrap_or("");
                 visitor
-                    .visit_enum(EnumDe { key, key_loc: k.loc, value: self.child(v) })
+                    .visit_enum(EnumDe {
+                        key,
+                        key_loc: k.loc,
+                        value: self.child(v),
+                    })
                     .map_err(|e| e.at(k.loc).under(key.to_owned()))
             }
-            _ => Err(<DeError as de::Error>::custom(format_args!("expected one of {}, found {}", backticked(variants), self.node.type_name())).at(loc)),
+            _ => Err(<DeError as de::Error>::custom(format_args!(
+                "expected one of {}, found {}",
+                backticked(variants),
+                self.node.type_name()
+            ))
+            .at(loc)),
         }
     }
 
@@ -453,11 +624,18 @@ struct SeqDe<'a, 'b> {
 impl<'de, 'a, 'b> de::SeqAccess<'de> for SeqDe<'a, 'b> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
-        let Some(node) = self.items.next() else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(node) = self.items.next() else {
+            return Ok(None);
+        };
         let index = self.index;
         self.index += 1;
-        seed.deserialize(self.de.child(node)).map(Some).map_err(|e| e.at(node.loc).under(format!("[{index}]")))
+        seed.deserialize(self.de.child(node))
+            .map(Some)
+            .map_err(|e| e.at(node.loc).under(format!("[{index}]")))
     }
 }
 
@@ -470,18 +648,28 @@ struct MapDe<'a, 'b> {
 impl<'de, 'a, 'b> de::MapAccess<'de> for MapDe<'a, 'b> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some(entry) = self.entries.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some(entry) = self.entries.next() else {
+            return Ok(None);
+        };
         self.pending = Some(entry);
         let key = &entry.0;
-        seed.deserialize(self.de.child(key)).map(Some).map_err(|e| e.at(key.loc).under(display_key(key)))
+        seed.deserialize(self.de.child(key))
+            .map(Some)
+            .map_err(|e| e.at(key.loc).under(display_key(key)))
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let Some((key, value)) = self.pending.take() else {
-            return Err(<DeError as de::Error>::custom("a value was asked for before its key"));
+            return Err(<DeError as de::Error>::custom(
+                "a value was asked for before its key",
+            ));
         };
-        seed.deserialize(self.de.child(value)).map_err(|e| e.at(value.loc).under(display_key(key)))
+        seed.deserialize(self.de.child(value))
+            .map_err(|e| e.at(value.loc).under(display_key(key)))
     }
 }
 
@@ -495,7 +683,10 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
     type Error = DeError;
     type Variant = NodeDe<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
         let key_de: de::value::StrDeserializer<'_, DeError> = self.key.into_deserializer();
         let v = seed.deserialize(key_de).map_err(|e| e.at(self.key_loc))?;
         Ok((v, self.value))
@@ -520,7 +711,11 @@ impl<'de, 'a> de::VariantAccess<'de> for NodeDe<'a> {
         self.deserialize_any(visitor)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_struct("", fields, visitor)
     }
 }

@@ -21,7 +21,10 @@ struct IntervalRow {
 
 /// Lists the intervals whose logical date falls on `--from..=--to` (DAG time zone).
 pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
-    let files = load_dag_files(std::slice::from_ref(&config.dags_folder), Some(&config.known()))?;
+    let files = load_dag_files(
+        std::slice::from_ref(&config.dags_folder),
+        Some(&config.known()),
+    )?;
     let (_, dag) = find_dag(&files, &args.dag)?;
     let intervals = match dag.plan_backfill(args.from, args.to) {
         Ok(i) => i,
@@ -32,16 +35,36 @@ pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
     if args.json {
         let rows: Vec<IntervalRow> = intervals
             .iter()
-            .map(|i| IntervalRow { logical_date: utc(i.start), data_interval_start: utc(i.start), data_interval_end: utc(i.end) })
+            .map(|i| IntervalRow {
+                logical_date: utc(i.start),
+                data_interval_start: utc(i.start),
+                data_interval_end: utc(i.end),
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(EXIT_OK);
     }
     let tz = dag.timezone;
-    let local = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
-    writeln!(out, "{} interval(s) of `{}` ({}), logical dates {} to {}:", intervals.len(), dag.id(), tz.name(), args.from, args.to)?;
+    let local = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+    };
+    writeln!(
+        out,
+        "{} interval(s) of `{}` ({}), logical dates {} to {}:",
+        intervals.len(),
+        dag.id(),
+        tz.name(),
+        args.from,
+        args.to
+    )?;
     for i in &intervals {
-        writeln!(out, "  {}  [{} .. {})", utc(i.start), local(i.start), local(i.end))?;
+        writeln!(
+            out,
+            "  {}  [{} .. {})",
+            utc(i.start),
+            local(i.start),
+            local(i.end)
+        )?;
     }
     Ok(EXIT_OK)
 }

@@ -15,7 +15,11 @@ use crate::dag_folder::{DagFile, find_dag, load_dag_files};
 /// Prints every problem of every file as `FILE:LINE:COL: message`; exit 2 when any file has
 /// an error.
 pub(crate) fn validate(config: &Config, paths: &[PathBuf]) -> Result<u8> {
-    let paths = if paths.is_empty() { vec![config.dags_folder.clone()] } else { paths.to_vec() };
+    let paths = if paths.is_empty() {
+        vec![config.dags_folder.clone()]
+    } else {
+        paths.to_vec()
+    };
     let files = load_dag_files(&paths, Some(&config.known()))?;
     let mut out = std::io::stdout().lock();
     let (mut errors, mut warnings, mut invalid) = (0, 0, 0);
@@ -33,7 +37,11 @@ pub(crate) fn validate(config: &Config, paths: &[PathBuf]) -> Result<u8> {
         }
     }
     out.flush()?;
-    eprintln!("{} file(s) checked: {} valid, {invalid} invalid ({errors} error(s), {warnings} warning(s))", files.len(), files.len() - invalid);
+    eprintln!(
+        "{} file(s) checked: {} valid, {invalid} invalid ({errors} error(s), {warnings} warning(s))",
+        files.len(),
+        files.len() - invalid
+    );
     Ok(if invalid > 0 { EXIT_USAGE } else { EXIT_OK })
 }
 
@@ -62,9 +70,21 @@ fn rows(files: &[DagFile]) -> Vec<DagRow> {
             },
             None => {
                 let name = f.display();
-                let errors: Vec<String> =
-                    f.parsed.diagnostics.iter().filter(|d| d.severity == Severity::Error).map(|d| d.display(&name).to_string()).collect();
-                DagRow { dag_id: None, schedule: None, timezone: None, paused: None, file: name, import_error: Some(errors.join("\n")) }
+                let errors: Vec<String> = f
+                    .parsed
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(|d| d.display(&name).to_string())
+                    .collect();
+                DagRow {
+                    dag_id: None,
+                    schedule: None,
+                    timezone: None,
+                    paused: None,
+                    file: name,
+                    import_error: Some(errors.join("\n")),
+                }
             }
         })
         .collect()
@@ -72,15 +92,28 @@ fn rows(files: &[DagFile]) -> Vec<DagRow> {
 
 /// Lists the DAGs of the dags folder and the files that failed to import.
 pub(crate) fn list(config: &Config, json: bool) -> Result<u8> {
-    let files = load_dag_files(std::slice::from_ref(&config.dags_folder), Some(&config.known()))?;
+    let files = load_dag_files(
+        std::slice::from_ref(&config.dags_folder),
+        Some(&config.known()),
+    )?;
     let rows = rows(&files);
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(EXIT_OK);
     }
-    let width = rows.iter().filter_map(|r| r.dag_id.as_ref()).map(String::len).max().unwrap_or(6).max(6);
-    writeln!(out, "{:<width$}  {:<16}  {:<20}  {:<6}  FILE", "DAG ID", "SCHEDULE", "TIMEZONE", "PAUSED")?;
+    let width = rows
+        .iter()
+        .filter_map(|r| r.dag_id.as_ref())
+        .map(String::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    writeln!(
+        out,
+        "{:<width$}  {:<16}  {:<20}  {:<6}  FILE",
+        "DAG ID", "SCHEDULE", "TIMEZONE", "PAUSED"
+    )?;
     for r in rows.iter().filter(|r| r.dag_id.is_some()) {
         writeln!(
             out,
@@ -104,7 +137,10 @@ pub(crate) fn list(config: &Config, json: bool) -> Result<u8> {
 
 /// Shows one DAG as a levels view, Graphviz dot or JSON.
 pub(crate) fn show(config: &Config, dag_id: &str, format: ShowFormat) -> Result<u8> {
-    let files = load_dag_files(std::slice::from_ref(&config.dags_folder), Some(&config.known()))?;
+    let files = load_dag_files(
+        std::slice::from_ref(&config.dags_folder),
+        Some(&config.known()),
+    )?;
     let (file, dag) = find_dag(&files, dag_id)?;
     let text = match format {
         ShowFormat::Text => show_text(dag, &file.display()),
@@ -123,14 +159,32 @@ pub(crate) fn show(config: &Config, dag_id: &str, format: ShowFormat) -> Result<
 
 fn show_text(dag: &Dag, file: &str) -> String {
     let mut s = String::new();
-    let title = dag.spec.description.as_deref().map(|d| format!(" — {d}")).unwrap_or_default();
+    let title = dag
+        .spec
+        .description
+        .as_deref()
+        .map(|d| format!(" — {d}"))
+        .unwrap_or_default();
     s.push_str(&format!("{}{title}\n", dag.id()));
     s.push_str(&format!("  file:      {file}\n"));
-    let schedule = dag.schedule().map_or_else(|| "none (manual and backfill only)".to_owned(), |sch| sch.to_string());
-    s.push_str(&format!("  schedule:  {schedule}  ({})\n", dag.timezone.name()));
+    let schedule = dag.schedule().map_or_else(
+        || "none (manual and backfill only)".to_owned(),
+        |sch| sch.to_string(),
+    );
+    s.push_str(&format!(
+        "  schedule:  {schedule}  ({})\n",
+        dag.timezone.name()
+    ));
     if let Some(start) = &dag.spec.start_date {
-        let end = dag.spec.end_date.map(|e| format!(" to {e}")).unwrap_or_default();
-        s.push_str(&format!("  dates:     from {start}{end}, catchup {}\n", if dag.spec.catchup { "on" } else { "off" }));
+        let end = dag
+            .spec
+            .end_date
+            .map(|e| format!(" to {e}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  dates:     from {start}{end}, catchup {}\n",
+            if dag.spec.catchup { "on" } else { "off" }
+        ));
     }
     if !dag.spec.tags.is_empty() {
         s.push_str(&format!("  tags:      {}\n", dag.spec.tags.join(", ")));
@@ -164,9 +218,17 @@ fn show_text(dag: &Dag, file: &str) -> String {
 fn show_dot(dag: &Dag) -> String {
     let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let quote = |s: &str| format!("\"{}\"", escape(s));
-    let mut s = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", quote(dag.id()));
+    let mut s = format!(
+        "digraph {} {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+        quote(dag.id())
+    );
     for (id, task) in &dag.tasks {
-        s.push_str(&format!("  {} [label=\"{}\\n({})\"];\n", quote(id), escape(id), task.step.kind()));
+        s.push_str(&format!(
+            "  {} [label=\"{}\\n({})\"];\n",
+            quote(id),
+            escape(id),
+            task.step.kind()
+        ));
     }
     for (id, task) in &dag.tasks {
         for dep in &task.depends_on {
@@ -180,6 +242,10 @@ fn show_dot(dag: &Dag) -> String {
 /// Prints the JSON Schema of the DAG format.
 pub(crate) fn schema() -> Result<u8> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(&weir_model::schema::dag_schema())?)?;
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&weir_model::schema::dag_schema())?
+    )?;
     Ok(EXIT_OK)
 }

@@ -49,6 +49,8 @@ fn not_built(command: &Command) -> u8 {
         Command::Users(_) => "users",
         _ => "this command",
     };
-    eprintln!("weir {name}: not built yet. It needs the state store, scheduler and workers, which are the next milestone; see the README's status section.");
+    eprintln!(
+        "weir {name}: not built yet. It needs the state store, scheduler and workers, which are the next milestone; see the README's status section."
+    );
     EXIT_USAGE
 }
