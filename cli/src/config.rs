@@ -201,13 +201,12 @@ impl Config {
             conn.url = expand(&conn.url, env)
                 .with_context(|| format!("{}: connection `{name}`", origin.display()))?;
         }
-        if let Some(smtp) = &mut config.smtp {
-            if let Some(p) = &smtp.password {
-                smtp.password = Some(
-                    expand(p, env)
-                        .with_context(|| format!("{}: smtp password", origin.display()))?,
-                );
-            }
+        if let Some(smtp) = &mut config.smtp
+            && let Some(p) = &smtp.password
+        {
+            smtp.password = Some(
+                expand(p, env).with_context(|| format!("{}: smtp password", origin.display()))?,
+            );
         }
         if config.worker.concurrency == 0 {
             bail!(

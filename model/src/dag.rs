@@ -513,13 +513,13 @@ fn check_spec(
             "a scheduled DAG needs a `start_date` (the first logical date)",
         ));
     }
-    if let (Some(start), Some(end)) = (spec.start_date, spec.end_date) {
-        if end.resolve(tz) < start.resolve(tz) {
-            out.push(Diagnostic::error(
-                key("end_date"),
-                format!("`end_date` {end} is before `start_date` {start}"),
-            ));
-        }
+    if let (Some(start), Some(end)) = (spec.start_date, spec.end_date)
+        && end.resolve(tz) < start.resolve(tz)
+    {
+        out.push(Diagnostic::error(
+            key("end_date"),
+            format!("`end_date` {end} is before `start_date` {start}"),
+        ));
     }
     for (name, value) in [
         ("max_active_runs", spec.max_active_runs),
@@ -670,13 +670,13 @@ fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut
                         );
                     }
                 }
-                if let Check::CompareChecksum(c) = check {
-                    if c.key.is_empty() {
-                        err(
-                            "checks",
-                            "check `compare_checksum` needs `key` columns".into(),
-                        );
-                    }
+                if let Check::CompareChecksum(c) = check
+                    && c.key.is_empty()
+                {
+                    err(
+                        "checks",
+                        "check `compare_checksum` needs `key` columns".into(),
+                    );
                 }
             }
         }
@@ -762,13 +762,13 @@ fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
                 err("key", format!("key column `{k}` is not in `columns`{hint}"));
             }
         }
-        if let Some(inc) = &l.incremental {
-            if !columns.contains_key(&inc.cursor) {
-                err(
-                    "incremental",
-                    format!("cursor column `{}` is not in `columns`", inc.cursor),
-                );
-            }
+        if let Some(inc) = &l.incremental
+            && !columns.contains_key(&inc.cursor)
+        {
+            err(
+                "incremental",
+                format!("cursor column `{}` is not in `columns`", inc.cursor),
+            );
         }
     }
     if let Some(crate::spec::RejectLimit::Percent(p)) =

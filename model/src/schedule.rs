@@ -31,8 +31,8 @@ pub const MAX_INTERVALS: usize = 100_000;
 /// When a DAG runs by itself.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    /// A 5-field cron expression or an alias of one.
-    Cron(CronSchedule),
+    /// A 5-field cron expression or an alias of one (boxed: a parsed cron is large).
+    Cron(Box<CronSchedule>),
     /// `@once`: one run, at `start_date`.
     Once,
 }
@@ -114,11 +114,11 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
         .parse(expanded)
         .map_err(|e| format!("`{trimmed}` is not a valid cron expression: {e}"))?;
     let fixed = is_fixed(&cron);
-    Ok(Schedule::Cron(CronSchedule {
+    Ok(Schedule::Cron(Box::new(CronSchedule {
         expr: trimmed.to_owned(),
         cron,
         fixed,
-    }))
+    })))
 }
 
 /// Checks each field's numbers against its range, so the message can name the field.

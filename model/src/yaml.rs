@@ -535,10 +535,10 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
         for entry in entries {
             let (k, _) = entry;
             let key = k.as_str().unwrap_or("");
-            if let Some(root) = root {
-                if root.extra_keys.contains(&key) || root.dropped.iter().any(|d| d == key) {
-                    continue;
-                }
+            if let Some(root) = root
+                && (root.extra_keys.contains(&key) || root.dropped.iter().any(|d| d == key))
+            {
+                continue;
             }
             if fields.contains(&key) {
                 kept.push(entry);

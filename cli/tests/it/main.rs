@@ -1,0 +1,307 @@
+//! The `weir` binary, run as a user runs it: arguments in, exit code and output out.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `weir` in `dir` with no `WEIR_*` variables from the caller's environment.
+fn weir_in(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(args).current_dir(dir);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WEIR_")) {
+        cmd.env_remove(key);
+    }
+    cmd.output().expect("run weir")
+}
+
+fn weir(args: &[&str]) -> Output {
+    weir_in(&repo(), args)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn the_example_dags_validate_cleanly_with_the_repository_config() {
+    let o = weir(&["dags", "validate", "dags"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "", "no error and no warning expected");
+}
+
+#[test]
+fn broken_fixtures_exit_2_with_a_file_line_col_message_each() {
+    let o = weir(&["dags", "validate", "model/tests/data/invalid"]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    let fixtures = std::fs::read_dir(repo().join("model/tests/data/invalid"))
+        .expect("fixtures")
+        .count();
+    let mut files_seen = std::collections::BTreeSet::new();
+    for line in out.lines() {
+        let mut parts = line.splitn(4, ':');
+        let (file, l, c) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        assert!(
+            file.starts_with("model/tests/data/invalid/") && file.ends_with(".yaml"),
+            "{line}"
+        );
+        assert!(
+            l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(),
+            "no LINE:COL in: {line}"
+        );
+        files_seen.insert(file.to_owned());
+    }
+    assert_eq!(
+        files_seen.len(),
+        fixtures,
+        "every broken file is reported:\n{out}"
+    );
+}
+
+#[test]
+fn a_broken_file_does_not_hide_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/good.yaml"),
+        "id: good\ntasks:\n  a: {kind: noop}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("dags/bad.yaml"),
+        "id: bad\ntasks:\n  a: {kind: nop}\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("dags/also_bad.yml"), "id: [\n").expect("write");
+    let o = weir_in(dir.path(), &["dags", "validate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(
+        out.contains("dags/bad.yaml:3:13: task `a`: unknown kind `nop`"),
+        "{out}"
+    );
+    assert!(out.contains("dags/also_bad.yml:"), "{out}");
+    assert!(
+        stderr(&o).contains("3 file(s) checked: 1 valid, 2 invalid"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = weir_in(dir.path(), &["dags", "list", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    let good = rows
+        .iter()
+        .find(|r| r["dag_id"] == "good")
+        .expect("good is listed");
+    assert_eq!(good["import_error"], serde_json::Value::Null);
+    assert_eq!(good["timezone"], "UTC");
+    let broken: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["import_error"].is_string())
+        .collect();
+    assert_eq!(broken.len(), 2);
+    assert!(broken.iter().any(|r| {
+        r["import_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown kind `nop`"))
+    }));
+}
+
+#[test]
+fn a_dag_id_used_twice_is_an_error_in_the_second_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "id: same\ntasks:\n  a: {kind: noop}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "tasks:\n  a: {kind: noop}\nid: same\n",
+    )
+    .expect("write");
+    let o = weir_in(dir.path(), &["dags", "validate", "."]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stdout(&o).contains("./b.yaml:3:5: DAG id `same` is already used by ./a.yaml"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn dags_list_json_has_the_documented_shape() {
+    let o = weir(&["dags", "list", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let covid = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["dag_id"] == "covid_daily"))
+        .expect("covid_daily listed");
+    for key in [
+        "dag_id",
+        "schedule",
+        "timezone",
+        "paused",
+        "file",
+        "import_error",
+    ] {
+        assert!(covid.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(covid["schedule"], "0 6 * * *");
+    assert_eq!(covid["timezone"], "America/New_York");
+    assert_eq!(covid["file"], "dags/covid_daily.yaml");
+}
+
+#[test]
+fn backfill_dry_run_lists_intervals_across_a_dst_change() {
+    let o = weir(&[
+        "backfill",
+        "covid_daily",
+        "--from",
+        "2021-03-13",
+        "--to",
+        "2021-03-15",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    // 06:00 in New York: 11:00Z before DST starts on 2021-03-14, 10:00Z after.
+    let expected = serde_json::json!([
+        {"logical_date": "2021-03-13T11:00:00Z", "data_interval_start": "2021-03-13T11:00:00Z", "data_interval_end": "2021-03-14T10:00:00Z"},
+        {"logical_date": "2021-03-14T10:00:00Z", "data_interval_start": "2021-03-14T10:00:00Z", "data_interval_end": "2021-03-15T10:00:00Z"},
+        {"logical_date": "2021-03-15T10:00:00Z", "data_interval_start": "2021-03-15T10:00:00Z", "data_interval_end": "2021-03-16T10:00:00Z"},
+    ]);
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn backfill_of_an_unknown_dag_suggests_the_closest_id() {
+    let o = weir(&[
+        "backfill",
+        "covid_dayly",
+        "--from",
+        "2021-03-13",
+        "--to",
+        "2021-03-15",
+        "--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no DAG `covid_dayly` (did you mean `covid_daily`?)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn show_prints_levels_dot_and_json() {
+    let o = weir(&["dags", "show", "hr_migration"]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = stdout(&o);
+    let level_of = |task: &str| {
+        text.lines()
+            .take_while(|l| !l.trim_start().starts_with(task))
+            .filter(|l| l.starts_with("level "))
+            .count()
+    };
+    assert!(
+        level_of("schema ") < level_of("load_jobs ") && level_of("load_jobs ") < level_of("check "),
+        "{text}"
+    );
+
+    let o = weir(&["dags", "show", "hello_shell", "--format", "dot"]);
+    assert!(
+        stdout(&o).contains("\"prepare\" -> \"greet\";"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = weir(&["dags", "show", "hello_shell", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["levels"][0], serde_json::json!(["prepare"]));
+    assert_eq!(v["spec"]["tasks"]["greet"]["kind"], "shell");
+}
+
+#[test]
+fn the_schema_is_json_and_lists_the_top_level_keys() {
+    let o = weir(&["dags", "schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(
+        v["$schema"]
+            .as_str()
+            .is_some_and(|s| s.contains("json-schema.org"))
+    );
+    for key in [
+        "id",
+        "schedule",
+        "timezone",
+        "start_date",
+        "tasks",
+        "defaults",
+        "params",
+    ] {
+        assert!(v["properties"].get(key).is_some(), "schema lacks `{key}`");
+    }
+    let committed =
+        std::fs::read_to_string(repo().join("docs/dag.schema.json")).expect("docs/dag.schema.json");
+    assert_eq!(
+        committed.trim_end(),
+        stdout(&o).trim_end(),
+        "docs/dag.schema.json is stale: regenerate with `weir dags schema > docs/dag.schema.json`"
+    );
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_exit_2() {
+    for args in [
+        vec!["trigger", "hello_shell"],
+        vec!["scheduler"],
+        vec!["runs", "list"],
+        vec![
+            "backfill",
+            "hello_shell",
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-02",
+        ],
+    ] {
+        let o = weir(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&o).contains("not built yet"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn a_bad_config_names_the_file_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("weir.toml"), "dags_foldr = \"x\"\n").expect("write");
+    let o = weir_in(dir.path(), &["dags", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("weir.toml") && stderr(&o).contains("dags_foldr"),
+        "{}",
+        stderr(&o)
+    );
+}
