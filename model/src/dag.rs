@@ -21,7 +21,7 @@ use crate::spec::{
 use crate::suggest::did_you_mean;
 use crate::template::TemplateChecker;
 use crate::trigger::TriggerRule;
-use crate::yaml::{Node, Sink, Value, backticked, decode, struct_fields};
+use crate::yaml::{Node, Sink, Unknown, Value, backticked, decode, struct_fields};
 
 /// The longest DAG or task id.
 pub const MAX_ID_LEN: usize = 100;
@@ -246,14 +246,17 @@ fn parse_inner(
     id_loc: &mut Option<Loc>,
 ) -> Option<Dag> {
     let root = match Node::parse(text) {
-        Ok(root) => root,
+        Ok((root, problems)) => {
+            out.extend(problems);
+            root
+        }
         Err(d) => {
             out.push(d);
             return None;
         }
     };
-    let entries = match &root.value {
-        Value::Map(entries) => entries,
+    match &root.value {
+        Value::Map(_) => {}
         Value::Null => {
             out.push(Diagnostic::error(
                 Some(Loc { line: 1, col: 1 }),
@@ -283,23 +286,7 @@ fn parse_inner(
     }
 
     // The header: every key but `tasks`, which is decoded task by task below.
-    let mut header_entries: Vec<(Node, Node)> = entries
-        .iter()
-        .filter(|(k, _)| k.as_str() != Some("tasks"))
-        .cloned()
-        .collect();
-    header_entries.push((
-        str_node("tasks", root.loc),
-        Node {
-            loc: root.loc,
-            value: Value::Map(Vec::new()),
-        },
-    ));
-    let header = Node {
-        loc: root.loc,
-        value: Value::Map(header_entries),
-    };
-    let spec: Option<DagSpec> = decode(&header, &[], "", &sink);
+    let spec: Option<DagSpec> = decode(&root, &["tasks"], Unknown::Report, "", &sink);
 
     let mut tasks = IndexMap::new();
     let mut task_nodes = HashMap::new();
@@ -351,18 +338,11 @@ fn parse_inner(
     build(spec)
 }
 
-fn str_node(s: &str, loc: Loc) -> Node {
-    Node {
-        loc,
-        value: Value::Str(s.to_owned()),
-    }
-}
-
 /// Decodes one task: `kind` picks the step type, the common fields and the kind's own are
 /// decoded separately, and a key that belongs to neither is reported once.
 fn decode_task(id: &str, node: &Node, sink: &Sink) -> Option<TaskSpec> {
     let context = format!("task `{id}`");
-    let Value::Map(entries) = &node.value else {
+    let Value::Map(_) = &node.value else {
         sink.push(Diagnostic::error(
             Some(node.loc),
             format!(
@@ -372,6 +352,8 @@ fn decode_task(id: &str, node: &Node, sink: &Sink) -> Option<TaskSpec> {
         ));
         return None;
     };
+    // Common fields first, so a task with a bad `kind` still has them checked.
+    let common: Option<TaskCommon> = decode(node, &[], Unknown::Ignore, &context, sink);
     let Some(kind_node) = node.get("kind") else {
         sink.push(Diagnostic::error(
             Some(node.loc),
@@ -402,24 +384,9 @@ fn decode_task(id: &str, node: &Node, sink: &Sink) -> Option<TaskSpec> {
         ));
         return None;
     }
-    let common_fields = struct_fields::<TaskCommon>();
-    let (common_entries, step_entries): (Vec<_>, Vec<_>) = entries
-        .iter()
-        .filter(|(k, _)| k.as_str() != Some("kind"))
-        .cloned()
-        .partition(|(k, _)| k.as_str().is_some_and(|k| common_fields.contains(&k)));
-    let common_node = Node {
-        loc: node.loc,
-        value: Value::Map(common_entries),
-    };
-    let step_node = Node {
-        loc: node.loc,
-        value: Value::Map(step_entries),
-    };
-    let common: Option<TaskCommon> = decode(&common_node, &[], &context, sink);
-    let mut also_valid: Vec<&str> = common_fields.to_vec();
-    also_valid.push("kind");
-    let step = decode_step(kind, &step_node, &also_valid, &context, sink);
+    let mut others: Vec<&str> = struct_fields::<TaskCommon>().to_vec();
+    others.push("kind");
+    let step = decode_step(kind, node, &others, &context, sink);
     Some(TaskSpec {
         common: common?,
         step: step?,
@@ -442,7 +409,7 @@ fn decode_step(
         sink: &Sink,
         wrap: fn(T) -> Step,
     ) -> Option<Step> {
-        decode::<T>(node, also_valid, context, sink).map(wrap)
+        decode::<T>(node, also_valid, Unknown::Report, context, sink).map(wrap)
     }
     match kind {
         "noop" => one::<NoopStep>(node, also_valid, context, sink, Step::Noop),

@@ -33,6 +33,7 @@ pub mod text;
 pub mod timezone;
 pub mod trigger;
 pub mod yaml;
+mod yaml_tree;
 
 pub use dag::{Dag, Known, Parsed, RetryPolicy, Task, parse_dag};
 pub use diagnostic::{Diagnostic, Loc, Severity};

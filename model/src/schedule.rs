@@ -113,7 +113,11 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     let cron = parser
         .parse(expanded)
         .map_err(|e| format!("`{trimmed}` is not a valid cron expression: {e}"))?;
-    let fixed = is_fixed(&cron);
+    let Some(fixed) = is_fixed(&cron) else {
+        return Err(format!(
+            "`{trimmed}` never fires: no date matches it (e.g. February 30th)"
+        ));
+    };
     Ok(Schedule::Cron(Box::new(CronSchedule {
         expr: trimmed.to_owned(),
         cron,
@@ -121,8 +125,25 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
     })))
 }
 
-/// Checks each field's numbers against its range, so the message can name the field.
+/// Checks each field's characters, list items and numbers, so the message can name the field.
+/// (croner also accepts extensions such as `+` that can make a pattern match nothing.)
 fn check_fields(fields: &[&str]) -> Option<String> {
+    const FIELD_NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+    for (field, name) in fields.iter().zip(FIELD_NAMES) {
+        if let Some(bad) = field.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '#' | '?'))
+        }) {
+            return Some(format!("`{bad}` is not allowed in the {name} field"));
+        }
+        if field.split(',').any(str::is_empty) {
+            return Some(format!("the {name} field has an empty item in its list"));
+        }
+    }
+    check_ranges(fields)
+}
+
+/// Checks each field's numbers against its range.
+fn check_ranges(fields: &[&str]) -> Option<String> {
     const NAMES: [(&str, u32, u32); 5] = [
         ("minute", 0, 59),
         ("hour", 0, 23),
@@ -148,19 +169,18 @@ fn check_fields(fields: &[&str]) -> Option<String> {
 }
 
 /// Airflow's `_is_schedule_fixed`: the first two ticks after a reference instant share hour and
-/// minute. (Airflow peeks from "now"; a fixed reference keeps weir deterministic.)
-fn is_fixed(cron: &Cron) -> bool {
+/// minute. (Airflow peeks from "now"; a fixed reference keeps weir deterministic.) `None` when
+/// the schedule never fires.
+fn is_fixed(cron: &Cron) -> Option<bool> {
     let reference = NaiveDate::from_ymd_opt(2001, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .unwrap_or_default();
-    let Ok(a) = cron.find_next_occurrence(&reference, false) else {
-        return false;
-    };
+    let a = cron.find_next_occurrence(&reference, false).ok()?;
     let Ok(b) = cron.find_next_occurrence(&a, false) else {
-        return false;
+        return Some(true);
     };
     use chrono::Timelike;
-    a.hour() == b.hour() && a.minute() == b.minute()
+    Some(a.hour() == b.hour() && a.minute() == b.minute())
 }
 
 /// The instant a wall-clock time in `tz` stands for: the later one when the clock repeats it
@@ -314,6 +334,19 @@ mod tests {
     fn an_out_of_range_hour_names_the_field() {
         let err = parse_schedule("0 24 * * *").expect_err("hour 24");
         assert!(err.contains("hour field"), "{err}");
+    }
+
+    #[test]
+    fn patterns_that_match_nothing_are_refused() {
+        for (expr, says) in [
+            ("0 0 30 2 *", "never fires"),
+            (", 5 4 * *", "empty item"),
+            ("0 0 L * +", "`+` is not allowed in the day-of-week field"),
+        ] {
+            let err = parse_schedule(expr).expect_err(expr);
+            assert!(err.contains(says), "{expr}: {err}");
+        }
+        assert!(parse_schedule("0 0 29 2 *").is_ok(), "leap days do come");
     }
 
     #[test]

@@ -11,6 +11,12 @@ pub fn dag_schema() -> Value {
         .into_generator()
         .into_root_schema_for::<DagSpec>();
     let mut value = schema.to_value();
+    // `tasks` has a serde default only because it is decoded task by task; a file needs it.
+    if let Some(required) = value.get_mut("required").and_then(Value::as_array_mut)
+        && !required.iter().any(|r| r == "tasks")
+    {
+        required.push(Value::String("tasks".into()));
+    }
     close_tasks(&mut value);
     value
 }

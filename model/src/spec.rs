@@ -63,7 +63,8 @@ pub struct DagSpec {
     /// Notifiers told once when a run succeeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_success: Vec<String>,
-    /// The tasks, by id.
+    /// The tasks, by id (required in a file; decoded task by task, so defaulted here).
+    #[serde(default)]
     pub tasks: IndexMap<String, TaskSpec>,
 }
 

@@ -17,10 +17,12 @@ pub struct TemplateError {
     pub col: usize,
 }
 
-/// Parses templates to find syntax errors; one checker serves a whole DAG file.
+/// Parses templates to find syntax errors; one checker serves a whole DAG file and parses
+/// each distinct template once (tasks of a file often share them).
 #[derive(Default)]
 pub struct TemplateChecker {
     tera: tera::Tera,
+    passed: std::collections::HashSet<String>,
 }
 
 impl TemplateChecker {
@@ -29,11 +31,14 @@ impl TemplateChecker {
     /// # Errors
     /// The first syntax error, with its place inside the template.
     pub fn check(&mut self, text: &str) -> Result<(), TemplateError> {
-        if !is_template(text) {
+        if !is_template(text) || self.passed.contains(text) {
             return Ok(());
         }
         match self.tera.add_raw_template("check", text) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.passed.insert(text.to_owned());
+                Ok(())
+            }
             Err(e) => Err(match e.kind() {
                 tera::ErrorKind::SyntaxError(report) => TemplateError {
                     message: report.message().to_owned(),

@@ -13,8 +13,8 @@
 use std::cell::RefCell;
 use std::fmt;
 
+use serde::Deserializer;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
-use serde::{Deserialize, Deserializer};
 
 use crate::diagnostic::{Diagnostic, Loc};
 use crate::suggest::did_you_mean;
@@ -52,23 +52,19 @@ pub enum Value {
 impl Node {
     /// Parses YAML text into a located tree.
     ///
+    /// Returns the tree and the problems that did not stop parsing (duplicate keys: the first
+    /// occurrence is kept).
+    ///
     /// # Errors
-    /// A syntax error, a duplicate key or an empty document, with its place when known.
-    pub fn parse(text: &str) -> Result<Node, Diagnostic> {
+    /// A syntax error, an unsupported tag, more than one document or an empty file, with its place.
+    pub fn parse(text: &str) -> Result<(Node, Vec<Diagnostic>), Diagnostic> {
         if text.trim().is_empty() {
             return Err(Diagnostic::error(
                 Some(Loc::new(1, 1)),
                 "the file is empty: a DAG needs at least `id` and `tasks`",
             ));
         }
-        serde_saphyr::from_str::<Node>(text).map_err(|e| {
-            let loc = e
-                .location()
-                .map(|l| Loc::new(l.line(), l.column()))
-                .filter(|l| l.line > 0);
-            let message = e.without_snippet().to_string();
-            Diagnostic::error(loc, syntax_message(first_line(&message)))
-        })
+        crate::yaml_tree::build(text)
     }
 
     /// The entry of a mapping node under `key`.
@@ -114,108 +110,6 @@ impl Node {
     }
 }
 
-/// serde-saphyr's message without its own place (we print ours) and its configuration hints.
-fn syntax_message(raw: &str) -> String {
-    let without_place = match raw.rfind(" at line ") {
-        Some(i) if raw[i..].contains(", column ") => &raw[..i],
-        _ => raw,
-    };
-    if let Some(rest) = without_place.strip_prefix("duplicate mapping key: ") {
-        let key = rest.split(',').next().unwrap_or(rest).trim();
-        return format!(
-            "duplicate key `{key}`: a key (and so a task id) may appear only once in a mapping"
-        );
-    }
-    format!("YAML syntax: {without_place}")
-}
-
-fn first_line(message: &str) -> &str {
-    message
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(message)
-        .trim()
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let spanned = serde_saphyr::Spanned::<Value>::deserialize(d)?;
-        let at = spanned.referenced;
-        Ok(Node {
-            loc: Loc::new(at.line(), at.column()),
-            value: spanned.value,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Value {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
-    }
-}
-
-struct ValueVisitor;
-
-impl<'de> Visitor<'de> for ValueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map_or(Value::UInt(v), Value::Int))
-    }
-    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
-        i64::try_from(v)
-            .map(Value::Int)
-            .map_err(|_| E::custom("integer out of range"))
-    }
-    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
-        u64::try_from(v)
-            .map(|v| self.visit_u64::<E>(v).unwrap_or(Value::UInt(v)))
-            .map_err(|_| E::custom("integer out of range"))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Str(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Str(v))
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(n) = seq.next_element::<Node>()? {
-            items.push(n);
-        }
-        Ok(Value::Seq(items))
-    }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(k) = map.next_key::<Node>()? {
-            let v = map.next_value::<Node>()?;
-            entries.push((k, v));
-        }
-        Ok(Value::Map(entries))
-    }
-}
-
 /// Problems found while decoding that did not stop it (unknown keys).
 #[derive(Debug, Default)]
 pub(crate) struct Sink(RefCell<Vec<Diagnostic>>);
@@ -233,10 +127,12 @@ impl Sink {
 /// `context`). Returns `None` when `T` could not be built at all.
 ///
 /// `extra_keys` are keys of the root mapping that someone else decodes: they are neither
-/// reported as unknown nor passed to `T`, but they are offered as suggestions.
+/// reported as unknown nor passed to `T`, but they are offered as suggestions. With
+/// [`Unknown::Ignore`], every root key `T` does not know is left to someone else.
 pub(crate) fn decode<T: DeserializeOwned>(
     node: &Node,
     extra_keys: &[&str],
+    unknown: Unknown,
     context: &str,
     sink: &Sink,
 ) -> Option<T> {
@@ -249,6 +145,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
             root: Some(Root {
                 dropped: &dropped,
                 extra_keys,
+                unknown,
             }),
         };
         match T::deserialize(de) {
@@ -440,10 +337,20 @@ pub(crate) fn backticked(names: &[&str]) -> String {
         .join(", ")
 }
 
+/// What [`decode`] does with root keys the target type does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unknown {
+    /// Reports each as an error, with the closest valid name.
+    Report,
+    /// Skips them: another type decodes them from the same mapping.
+    Ignore,
+}
+
 #[derive(Clone, Copy)]
 struct Root<'a> {
     dropped: &'a [String],
     extra_keys: &'a [&'a str],
+    unknown: Unknown,
 }
 
 /// A serde `Deserializer` over one [`Node`].
@@ -542,6 +449,9 @@ impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
             }
             if fields.contains(&key) {
                 kept.push(entry);
+                continue;
+            }
+            if root.is_some_and(|r| r.unknown == Unknown::Ignore) {
                 continue;
             }
             let extra = root.map(|r| r.extra_keys).unwrap_or(&[]);
