@@ -70,6 +70,35 @@ fn broken_fixtures_exit_2_with_a_file_line_col_message_each() {
 }
 
 #[test]
+fn each_broken_fixture_alone_exits_2_and_names_its_place() {
+    let dir = repo().join("model/tests/data/invalid");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    fixtures.sort();
+    for path in fixtures {
+        let rel = format!(
+            "model/tests/data/invalid/{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("")
+        );
+        let o = weir(&["dags", "validate", &rel]);
+        assert_eq!(o.status.code(), Some(2), "{rel}");
+        let first = stdout(&o).lines().next().unwrap_or("").to_owned();
+        let mut parts = first.splitn(4, ':');
+        assert_eq!(parts.next(), Some(rel.as_str()), "{first}");
+        assert!(
+            parts.next().is_some_and(|l| l.parse::<u32>().is_ok()),
+            "{rel}: no line in `{first}`"
+        );
+        assert!(
+            parts.next().is_some_and(|c| c.parse::<u32>().is_ok()),
+            "{rel}: no column in `{first}`"
+        );
+    }
+}
+
+#[test]
 fn a_broken_file_does_not_hide_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
