@@ -213,11 +213,11 @@ impl Dag {
     /// The spec's problems.
     pub fn from_spec(spec: DagSpec) -> Result<Dag, Vec<Diagnostic>> {
         let mut diagnostics = Vec::new();
-        check_spec(&spec, None, None, &mut diagnostics);
+        let graph = check_spec(&spec, None, None, &mut diagnostics);
         if diagnostics.iter().any(|d| d.severity == Severity::Error) {
             return Err(diagnostics);
         }
-        build(spec).ok_or(diagnostics)
+        Ok(build(spec, graph))
     }
 }
 
@@ -331,11 +331,11 @@ fn parse_inner(
         root: &root,
         tasks: &task_nodes,
     };
-    check_spec(&spec, Some(&places), known, out);
+    let graph = check_spec(&spec, Some(&places), known, out);
     if !all_decoded || out.iter().any(|d| d.severity == Severity::Error) {
         return None;
     }
-    build(spec)
+    Some(build(spec, graph))
 }
 
 /// Decodes one task: `kind` picks the step type, the common fields and the kind's own are
@@ -463,7 +463,7 @@ fn check_spec(
     places: Option<&Places<'_>>,
     known: Option<&Known>,
     out: &mut Vec<Diagnostic>,
-) {
+) -> TaskGraph {
     let key = |k: &str| places.and_then(|p| p.key(k));
     let task_loc = |id: &str| places.and_then(|p| p.task(id));
     let task_key = |id: &str, k: &str| places.and_then(|p| p.task_key(id, k));
@@ -575,7 +575,9 @@ fn check_spec(
             }
         }
     }
-    check_cycles(spec, places, out);
+    let graph = graph_of(spec);
+    check_cycles(spec, &graph, places, out);
+    graph
 }
 
 fn check_backoff(value: f64, loc: Option<Loc>, context: &str, out: &mut Vec<Diagnostic>) {
@@ -877,8 +879,12 @@ pub fn step_conns(step: &Step) -> Vec<&String> {
 }
 
 /// Reports each cycle once, naming its tasks in dependency order (`a -> b -> c -> a`).
-fn check_cycles(spec: &DagSpec, places: Option<&Places<'_>>, out: &mut Vec<Diagnostic>) {
-    let (graph, nodes) = graph_of(spec);
+fn check_cycles(
+    spec: &DagSpec,
+    (graph, nodes): &TaskGraph,
+    places: Option<&Places<'_>>,
+    out: &mut Vec<Diagnostic>,
+) {
     for component in petgraph::algo::tarjan_scc(&graph) {
         if component.len() < 2 {
             continue;
@@ -894,7 +900,7 @@ fn check_cycles(spec: &DagSpec, places: Option<&Places<'_>>, out: &mut Vec<Diagn
         else {
             continue;
         };
-        let path = cycle_through(&graph, &members, start);
+        let path = cycle_through(graph, &members, start);
         let names: Vec<&str> = path.iter().map(|ix| graph[*ix].as_str()).collect();
         let loc = places.and_then(|p| p.task_key(names[0], "depends_on"));
         out.push(Diagnostic::error(
@@ -933,7 +939,10 @@ fn cycle_through(
     vec![start]
 }
 
-fn graph_of(spec: &DagSpec) -> (StableDiGraph<String, ()>, HashMap<String, NodeIndex>) {
+/// The tasks as graph nodes (edges upstream → downstream) and each task's node.
+type TaskGraph = (StableDiGraph<String, ()>, HashMap<String, NodeIndex>);
+
+fn graph_of(spec: &DagSpec) -> TaskGraph {
     let mut graph = StableDiGraph::with_capacity(spec.tasks.len(), spec.tasks.len());
     let mut nodes = HashMap::with_capacity(spec.tasks.len());
     for id in spec.tasks.keys() {
@@ -1059,7 +1068,8 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn build(spec: DagSpec) -> Option<Dag> {
+/// Applies defaults; called only on a spec without errors (so without cycles).
+fn build(spec: DagSpec, (graph, nodes): TaskGraph) -> Dag {
     let timezone = spec.timezone.map_or(Tz::UTC, |t| t.0);
     let d = &spec.defaults;
     let mut tasks = IndexMap::with_capacity(spec.tasks.len());
@@ -1105,11 +1115,7 @@ fn build(spec: DagSpec) -> Option<Dag> {
         };
         tasks.insert(id.clone(), task);
     }
-    let (graph, nodes) = graph_of(&spec);
-    if petgraph::algo::toposort(&graph, None).is_err() {
-        return None;
-    }
-    Some(Dag {
+    Dag {
         start_date: spec.start_date.map(|s| s.resolve(timezone)),
         end_date: spec.end_date.map(|s| s.resolve_end(timezone)),
         timezone,
@@ -1117,5 +1123,5 @@ fn build(spec: DagSpec) -> Option<Dag> {
         graph,
         nodes,
         spec,
-    })
+    }
 }
