@@ -1,0 +1,250 @@
+//! DAG versions, the DAG table (paused flag, latest good version) and import errors.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use weir_model::DagSpec;
+
+use crate::db::{BeginWrite, with_pool};
+use crate::{Result, Store, StoreError};
+
+/// A DAG as the store knows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DagRow {
+    /// DAG id.
+    pub dag_id: String,
+    /// The file it was read from.
+    pub file: String,
+    /// Whether scheduled runs are held back.
+    pub paused: bool,
+    /// The latest good version.
+    pub version_id: i64,
+    /// Schedule as written.
+    pub schedule: Option<String>,
+    /// IANA zone.
+    pub timezone: String,
+    /// When the version last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored DAG version.
+#[derive(Debug, Clone)]
+pub struct DagVersion {
+    /// Version id (runs pin it).
+    pub id: i64,
+    /// DAG id.
+    pub dag_id: String,
+    /// Content hash of the canonical JSON.
+    pub hash: String,
+    /// The spec.
+    pub spec: DagSpec,
+}
+
+/// A file that did not import.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ImportErrorRow {
+    /// File path.
+    pub file: String,
+    /// DAG id, when it could be read.
+    pub dag_id: Option<String>,
+    /// Every problem, one per line, `FILE:LINE:COL: message`.
+    pub message: String,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    id: i64,
+    dag_id: String,
+    hash: String,
+    spec: String,
+}
+
+impl TryFrom<VersionRow> for DagVersion {
+    type Error = StoreError;
+    fn try_from(r: VersionRow) -> Result<DagVersion> {
+        Ok(DagVersion {
+            id: r.id,
+            dag_id: r.dag_id,
+            hash: r.hash,
+            spec: serde_json::from_str(&r.spec)?,
+        })
+    }
+}
+
+/// The hash a spec is stored under: sha256 of its JSON (formatting-only edits of the YAML
+/// file therefore do not create versions).
+pub(crate) fn spec_hash(json: &str) -> String {
+    let digest = Sha256::digest(json.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// Records a valid DAG read from `file`: stores a new version when the spec changed,
+    /// points the DAG at it, and clears the file's import error. A DAG seen for the first time
+    /// takes `paused` from its spec; later its paused flag is the user's (pause/unpause).
+    /// Returns the version id.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn sync_dag(&self, file: &str, spec: &DagSpec, now: DateTime<Utc>) -> Result<i64> {
+        let json = serde_json::to_string(spec)?;
+        let hash = spec_hash(&json);
+        let schedule = spec.schedule.as_ref().map(|s| s.as_str().to_owned());
+        let timezone = spec.timezone.map_or("UTC", |t| t.0.name()).to_owned();
+        let version_id: i64 = with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO weir_dag_versions (dag_id, hash, spec, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (dag_id, hash) DO NOTHING",
+            )
+            .bind(&spec.id)
+            .bind(&hash)
+            .bind(&json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let version_id: i64 = sqlx::query_scalar(
+                "SELECT id FROM weir_dag_versions WHERE dag_id = $1 AND hash = $2",
+            )
+            .bind(&spec.id)
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO weir_dags (dag_id, file, paused, version_id, schedule, timezone, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (dag_id) DO UPDATE SET file = $2, version_id = $4, schedule = $5, timezone = $6,
+                     updated_at = CASE WHEN weir_dags.version_id = $4 THEN weir_dags.updated_at ELSE $7 END",
+            )
+            .bind(&spec.id)
+            .bind(file)
+            .bind(spec.paused)
+            .bind(version_id)
+            .bind(&schedule)
+            .bind(&timezone)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM weir_import_errors WHERE file = $1")
+                .bind(file)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            version_id
+        });
+        Ok(version_id)
+    }
+
+    /// Records that `file` failed to import; the DAG it held (if known) keeps its last good
+    /// version.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn record_import_error(
+        &self,
+        file: &str,
+        dag_id: Option<&str>,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO weir_import_errors (file, dag_id, message, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (file) DO UPDATE SET dag_id = $2, message = $3, at = $4",
+            )
+            .bind(file)
+            .bind(dag_id)
+            .bind(message)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets the import error of a file that is gone.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn clear_import_error(&self, file: &str) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM weir_import_errors WHERE file = $1")
+                .bind(file)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Every DAG, by id.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_dags(&self) -> Result<Vec<DagRow>> {
+        const SQL: &str = "SELECT dag_id, file, paused, version_id, schedule, timezone, updated_at FROM weir_dags ORDER BY dag_id";
+        Ok(with_pool!(self, |pool| sqlx::query_as::<_, DagRow>(SQL)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    /// One DAG.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such DAG.
+    pub async fn dag(&self, dag_id: &str) -> Result<DagRow> {
+        const SQL: &str = "SELECT dag_id, file, paused, version_id, schedule, timezone, updated_at FROM weir_dags WHERE dag_id = $1";
+        let row = with_pool!(self, |pool| sqlx::query_as::<_, DagRow>(SQL)
+            .bind(dag_id)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("DAG `{dag_id}`")))
+    }
+
+    /// Import errors, by file.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn import_errors(&self) -> Result<Vec<ImportErrorRow>> {
+        const SQL: &str = "SELECT file, dag_id, message, at FROM weir_import_errors ORDER BY file";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as::<_, ImportErrorRow>(SQL)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Pauses or unpauses a DAG. Returns whether it changed.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such DAG.
+    pub async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<bool> {
+        self.dag(dag_id).await?;
+        let changed = with_pool!(self, |pool| {
+            sqlx::query("UPDATE weir_dags SET paused = $2 WHERE dag_id = $1 AND paused <> $2")
+                .bind(dag_id)
+                .bind(paused)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if changed > 0 {
+            self.wake_scheduler().await;
+        }
+        Ok(changed > 0)
+    }
+
+    /// A stored version.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], or a spec that does not read back.
+    pub async fn dag_version(&self, version_id: i64) -> Result<DagVersion> {
+        const SQL: &str = "SELECT id, dag_id, hash, spec FROM weir_dag_versions WHERE id = $1";
+        let row = with_pool!(self, |pool| sqlx::query_as::<_, VersionRow>(SQL)
+            .bind(version_id)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| StoreError::NotFound(format!("DAG version {version_id}")))?
+            .try_into()
+    }
+}

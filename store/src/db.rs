@@ -1,0 +1,293 @@
+//! Connecting to the metadata database, migrating it, and dispatching on the backend.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::Notify;
+
+use crate::{Result, StoreError};
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded, one process.
+    Sqlite,
+    /// Shared by many processes and hosts.
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool; the body is written once and compiled
+/// for each backend, so every query must be valid on both (or branch on [`Backend`]).
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Begins a write transaction. SQLite's default deferred transaction fails at once with
+/// `database is locked` when it upgrades to a write while another connection writes; an
+/// immediate one waits for the lock (busy timeout) instead.
+pub(crate) trait BeginWrite {
+    type Database: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+/// Wake-up hints between the scheduler and the workers of this process.
+#[derive(Debug, Default)]
+pub(crate) struct Wakeups {
+    pub(crate) scheduler: Notify,
+    pub(crate) workers: Notify,
+}
+
+/// Postgres notification channels.
+const SCHEDULER_CHANNEL: &str = "weir_scheduler";
+const WORKER_CHANNEL: &str = "weir_workers";
+
+/// The state store. Cheap to clone; clones share the pool and the wake-ups.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+    url: Arc<str>,
+    wakeups: Arc<Wakeups>,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`), creating a SQLite file and its
+    /// folder when missing, and applies the migrations.
+    ///
+    /// # Errors
+    /// An unsupported URL, an unreachable database, or a failed migration.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let store = Store::connect_without_migrating(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (for `weir db migrate` to report on).
+    ///
+    /// # Errors
+    /// An unsupported URL or an unreachable database.
+    pub async fn connect_without_migrating(url: &str) -> Result<Store> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                // A worker that cannot reach the database for this long fails its step loudly.
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            Db::Postgres(pool)
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = std::path::Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Config(format!("creating {}: {e}", parent.display()))
+                })?;
+            }
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                // Another process (the CLI next to `standalone`) may hold the write lock briefly.
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            Db::Sqlite(pool)
+        } else {
+            return Err(StoreError::Config(format!(
+                "database_url `{}` is neither sqlite://PATH nor postgres://...",
+                redact(url)
+            )));
+        };
+        Ok(Store {
+            db,
+            url: Arc::from(url),
+            wakeups: Arc::default(),
+        })
+    }
+
+    /// Applies the embedded migrations of this backend.
+    ///
+    /// # Errors
+    /// A migration that fails, or a database that has migrations this binary does not know.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                // Two processes starting at once must not both migrate: serialize on a lock.
+                let mut conn = pool.acquire().await?;
+                sqlx::query("SELECT pg_advisory_lock(7377001)")
+                    .execute(&mut *conn)
+                    .await?;
+                let result = sqlx::migrate!("../migrations/postgres")
+                    .run(&mut *conn)
+                    .await;
+                sqlx::query("SELECT pg_advisory_unlock(7377001)")
+                    .execute(&mut *conn)
+                    .await?;
+                result?;
+            }
+            Db::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Postgres(_) => Backend::Postgres,
+            Db::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The URL with its password hidden, for messages.
+    pub fn display_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Tells schedulers that something changed (a task finished, a run was created).
+    pub async fn wake_scheduler(&self) {
+        self.wakeups.scheduler.notify_one();
+        self.pg_notify(SCHEDULER_CHANNEL).await;
+    }
+
+    /// Tells workers that task instances were queued.
+    pub async fn wake_workers(&self) {
+        self.wakeups.workers.notify_waiters();
+        self.wakeups.workers.notify_one();
+        self.pg_notify(WORKER_CHANNEL).await;
+    }
+
+    async fn pg_notify(&self, channel: &str) {
+        if let Db::Postgres(pool) = &self.db {
+            // A lost notification only delays work until the next timer tick.
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(channel)
+                .execute(pool)
+                .await
+            {
+                tracing::debug!(error = %e, "pg_notify failed");
+            }
+        }
+    }
+
+    /// Waits until a scheduler wake-up arrives.
+    pub async fn scheduler_woken(&self) {
+        self.wakeups.scheduler.notified().await;
+    }
+
+    /// Waits until a worker wake-up arrives.
+    pub async fn workers_woken(&self) {
+        self.wakeups.workers.notified().await;
+    }
+
+    /// With Postgres, forwards `NOTIFY`s from other processes to this process's wake-ups until
+    /// the returned task is aborted; reconnects after errors. A no-op with SQLite.
+    pub fn listen(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let Db::Postgres(pool) = &self.db else {
+            return None;
+        };
+        let pool = pool.clone();
+        let wakeups = Arc::clone(&self.wakeups);
+        Some(tokio::spawn(async move {
+            loop {
+                match listen_once(&pool, &wakeups).await {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(error = %e, "LISTEN connection lost; reconnecting"),
+                }
+                // Everyone re-reads the database after a gap in notifications.
+                wakeups.scheduler.notify_one();
+                wakeups.workers.notify_one();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await);
+    }
+}
+
+async fn listen_once(pool: &PgPool, wakeups: &Wakeups) -> Result<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([SCHEDULER_CHANNEL, WORKER_CHANNEL])
+        .await?;
+    loop {
+        let n = listener.recv().await?;
+        match n.channel() {
+            SCHEDULER_CHANNEL => wakeups.scheduler.notify_one(),
+            _ => {
+                wakeups.workers.notify_waiters();
+                wakeups.workers.notify_one();
+            }
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{}{user}:***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            redact("postgres://etl:s3cret@db:5432/w"),
+            "postgres://etl:***@db:5432/w"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(redact("sqlite://.weir/weir.db"), "sqlite://.weir/weir.db");
+    }
+}

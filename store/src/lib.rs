@@ -1,0 +1,42 @@
+//! weir-store: the state store. Everything weir knows for sure lives here: DAG versions, runs,
+//! task instances with their leases, logs, workers.
+//!
+//! Where it sits: above weir-model, below the scheduler, the workers, the web server and the
+//! CLI, which meet only in these rows. One API over two backends: SQLite (embedded, one
+//! process) and Postgres (any number of schedulers and workers on any number of hosts). All
+//! SQL of weir is in this crate, as plain strings with bound parameters; most statements are
+//! the same text on both backends (both take `$1` placeholders), the claim differs.
+//!
+//! Wake-ups: a state change that someone else waits for calls [`Store::wake_scheduler`] or
+//! [`Store::wake_workers`]. In one process that is an in-memory notification; with Postgres it
+//! is also a `NOTIFY`, which [`Store::listen`] turns back into local notifications on every
+//! host. Wake-ups are hints: every loop also re-reads the database on a timer.
+//!
+//! # Layout
+//! - [`error`]: the error type; sqlx errors are mapped there only.
+//! - `db`: connecting, migrating, the backend dispatch.
+//! - `dag`: DAG versions, paused flags, import errors.
+//! - `run`: runs and the creation of their task instances.
+//! - `task`: task-instance transitions: queueing, claiming (leases), heartbeats, completion,
+//!   reaping, clearing.
+//! - `log`: task log lines.
+//! - `worker`: worker registrations.
+
+mod dag;
+mod db;
+pub mod error;
+mod log;
+mod run;
+mod task;
+mod worker;
+
+pub use dag::{DagRow, DagVersion, ImportErrorRow};
+pub use db::{Backend, Store, redact};
+pub use error::StoreError;
+pub use log::LogLine;
+pub use run::{NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
+pub use task::{ClaimedTask, Completion, TaskInstanceRow};
+pub use worker::WorkerRow;
+
+/// Result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,319 @@
+//! DAG runs: created with all their task instances in one transaction, idempotently on
+//! `(dag_id, logical_date)`, for cron ticks, catchup, backfill and manual triggers alike.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use weir_model::{RunState, RunType};
+
+use crate::db::{BeginWrite, with_pool};
+use crate::{Result, Store, StoreError};
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// DAG id.
+    pub dag_id: String,
+    /// The DAG version the run pins.
+    pub version_id: i64,
+    /// Why it exists.
+    pub run_type: RunType,
+    /// Its logical date (`ds`): the data interval's start for scheduled and backfill runs.
+    pub logical_date: DateTime<Utc>,
+    /// Data interval start.
+    pub data_interval_start: DateTime<Utc>,
+    /// Data interval end.
+    pub data_interval_end: DateTime<Utc>,
+    /// Params with overrides applied (a JSON object).
+    pub params: serde_json::Value,
+    /// The task instances to create with it.
+    pub tasks: Vec<NewTaskInstance>,
+}
+
+/// A task instance created with its run.
+#[derive(Debug, Clone)]
+pub struct NewTaskInstance {
+    /// Task id.
+    pub task_id: String,
+    /// `retries + 1`.
+    pub max_tries: i32,
+    /// Worker queue.
+    pub queue: String,
+    /// Pool.
+    pub pool: Option<String>,
+    /// Priority.
+    pub priority: i32,
+}
+
+/// A stored run.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    /// Run id: `<dag_id>__<logical date>`.
+    pub run_id: String,
+    /// DAG id.
+    pub dag_id: String,
+    /// Pinned DAG version.
+    pub version_id: i64,
+    /// Why it exists.
+    pub run_type: RunType,
+    /// State.
+    pub state: RunState,
+    /// Logical date.
+    pub logical_date: DateTime<Utc>,
+    /// Data interval start.
+    pub data_interval_start: DateTime<Utc>,
+    /// Data interval end.
+    pub data_interval_end: DateTime<Utc>,
+    /// Params (a JSON object).
+    pub params: serde_json::Value,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Went running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawRun {
+    run_id: String,
+    dag_id: String,
+    version_id: i64,
+    run_type: String,
+    state: String,
+    logical_date: DateTime<Utc>,
+    data_interval_start: DateTime<Utc>,
+    data_interval_end: DateTime<Utc>,
+    params: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<RawRun> for RunRow {
+    type Error = StoreError;
+    fn try_from(r: RawRun) -> Result<RunRow> {
+        Ok(RunRow {
+            run_type: RunType::parse(&r.run_type)
+                .ok_or_else(|| StoreError::Corrupt(format!("run type `{}`", r.run_type)))?,
+            state: RunState::parse(&r.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("run state `{}`", r.state)))?,
+            params: serde_json::from_str(&r.params)?,
+            run_id: r.run_id,
+            dag_id: r.dag_id,
+            version_id: r.version_id,
+            logical_date: r.logical_date,
+            data_interval_start: r.data_interval_start,
+            data_interval_end: r.data_interval_end,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        })
+    }
+}
+
+const RUN_COLUMNS: &str = "run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start, \
+     data_interval_end, params, created_at, started_at, ended_at";
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this DAG's.
+    pub dag_id: Option<String>,
+    /// Only in this state.
+    pub state: Option<RunState>,
+    /// At most this many, newest logical date first.
+    pub limit: i64,
+}
+
+/// The id of a DAG's run at a logical date: readable, and unique because `(dag_id,
+/// logical_date)` is.
+pub fn run_id_for(dag_id: &str, logical_date: DateTime<Utc>) -> String {
+    format!(
+        "{dag_id}__{}",
+        logical_date.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    )
+}
+
+impl Store {
+    /// Creates a run with its task instances (all `scheduled`), unless the DAG already has a
+    /// run at that logical date: then nothing changes and `None` is returned.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn create_run(&self, new: &NewRun, now: DateTime<Utc>) -> Result<Option<RunRow>> {
+        let run_id = run_id_for(&new.dag_id, new.logical_date);
+        let params = serde_json::to_string(&new.params)?;
+        let created = with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO weir_runs (run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start,
+                     data_interval_end, params, created_at)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&run_id)
+            .bind(&new.dag_id)
+            .bind(new.version_id)
+            .bind(new.run_type.as_str())
+            .bind(new.logical_date)
+            .bind(new.data_interval_start)
+            .bind(new.data_interval_end)
+            .bind(&params)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                for t in &new.tasks {
+                    sqlx::query(
+                        "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, state, max_tries, queue, pool, priority)
+                         VALUES ($1, $2, $3, -1, 'scheduled', $4, $5, $6, $7)",
+                    )
+                    .bind(&run_id)
+                    .bind(&new.dag_id)
+                    .bind(&t.task_id)
+                    .bind(t.max_tries)
+                    .bind(&t.queue)
+                    .bind(&t.pool)
+                    .bind(t.priority)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            inserted == 1
+        });
+        if !created {
+            return Ok(None);
+        }
+        self.wake_scheduler().await;
+        self.run(&run_id).await.map(Some)
+    }
+
+    /// One run.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such run.
+    pub async fn run(&self, run_id: &str) -> Result<RunRow> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM weir_runs WHERE run_id = $1");
+        let row = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawRun>(sqlx::AssertSqlSafe(sql))
+                .bind(run_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::NotFound(format!("run `{run_id}`")))?
+            .try_into()
+    }
+
+    /// The run of a DAG at a logical date, if any.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn run_at(
+        &self,
+        dag_id: &str,
+        logical_date: DateTime<Utc>,
+    ) -> Result<Option<RunRow>> {
+        match self.run(&run_id_for(dag_id, logical_date)).await {
+            Ok(r) => Ok(Some(r)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs matching `filter`, newest logical date first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM weir_runs
+             WHERE ($1 IS NULL OR dag_id = $1) AND ($2 IS NULL OR state = $2)
+             ORDER BY logical_date DESC, run_id LIMIT $3"
+        );
+        let limit = if filter.limit > 0 { filter.limit } else { 100 };
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawRun>(sqlx::AssertSqlSafe(sql))
+                .bind(filter.dag_id.as_deref())
+                .bind(filter.state.map(RunState::as_str))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(RunRow::try_from).collect()
+    }
+
+    /// Unfinished runs (queued or running), oldest logical date first: the scheduler's work.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM weir_runs WHERE state IN ('queued', 'running') ORDER BY logical_date, run_id"
+        );
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, RawRun>(
+            sqlx::AssertSqlSafe(sql)
+        )
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(RunRow::try_from).collect()
+    }
+
+    /// The latest logical date of a DAG's scheduled runs (where cron scheduling resumes).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn last_scheduled_logical_date(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>> {
+        const SQL: &str =
+            "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
+        Ok(with_pool!(self, |pool| sqlx::query_scalar::<
+            _,
+            Option<DateTime<Utc>>,
+        >(SQL)
+        .bind(dag_id)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Moves a run from `from` to `to` (setting `started_at` or `ended_at` as fits). Returns
+    /// false when the run was no longer in `from` (someone else moved it).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_run_state(
+        &self,
+        run_id: &str,
+        from: RunState,
+        to: RunState,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let changed = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE weir_runs SET state = $3,
+                     started_at = CASE WHEN $3 = 'running' AND started_at IS NULL THEN $4 ELSE started_at END,
+                     ended_at = CASE WHEN $3 IN ('success', 'failed', 'cancelled') THEN $4 ELSE NULL END
+                 WHERE run_id = $1 AND state = $2",
+            )
+            .bind(run_id)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// Number of running runs per DAG (for `max_active_runs`).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn running_run_count(&self, dag_id: &str) -> Result<i64> {
+        const SQL: &str = "SELECT COUNT(*) FROM weir_runs WHERE dag_id = $1 AND state = 'running'";
+        Ok(with_pool!(self, |pool| sqlx::query_scalar::<_, i64>(SQL)
+            .bind(dag_id)
+            .fetch_one(pool)
+            .await?))
+    }
+}

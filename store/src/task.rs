@@ -1,0 +1,556 @@
+//! Task-instance transitions.
+//!
+//! Claims are leases, not long transactions: one conditional `UPDATE` marks instances
+//! `running` with a worker id and a lease expiry; heartbeats extend the leases; the scheduler
+//! reaps expired ones. Every later transition of a worker is guarded by
+//! `state = 'running' AND worker_id = $w AND try_number = $t`, and zero rows affected means the
+//! lease was lost: the worker must stop, because the instance may already run elsewhere.
+
+use chrono::{DateTime, Utc};
+use weir_model::TaskState;
+
+use crate::db::{BeginWrite, Db, with_pool};
+use crate::{Result, Store, StoreError};
+
+/// A stored task instance.
+#[derive(Debug, Clone)]
+pub struct TaskInstanceRow {
+    /// Row id.
+    pub id: i64,
+    /// Run id.
+    pub run_id: String,
+    /// DAG id.
+    pub dag_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// -1 unless it is one instance of a `foreach` task.
+    pub map_index: i32,
+    /// This instance's `foreach` item.
+    pub map_item: Option<serde_json::Value>,
+    /// State.
+    pub state: TaskState,
+    /// The try running or last run (0 before the first).
+    pub try_number: i32,
+    /// `retries + 1` (raised by a clear).
+    pub max_tries: i32,
+    /// Worker queue.
+    pub queue: String,
+    /// Pool.
+    pub pool: Option<String>,
+    /// Priority.
+    pub priority: i32,
+    /// When an `up_for_retry` instance may be queued again.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When it was last queued.
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When its last try started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its last try ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The worker running (or that last ran) it.
+    pub worker_id: Option<String>,
+    /// Lease expiry while running.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Outputs of the last successful try (a JSON object).
+    pub outputs: Option<serde_json::Value>,
+    /// Why the last try failed.
+    pub error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawTask {
+    id: i64,
+    run_id: String,
+    dag_id: String,
+    task_id: String,
+    map_index: i32,
+    map_item: Option<String>,
+    state: String,
+    try_number: i32,
+    max_tries: i32,
+    queue: String,
+    pool: Option<String>,
+    priority: i32,
+    due_at: Option<DateTime<Utc>>,
+    queued_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    worker_id: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    outputs: Option<String>,
+    error: Option<String>,
+}
+
+impl TryFrom<RawTask> for TaskInstanceRow {
+    type Error = StoreError;
+    fn try_from(r: RawTask) -> Result<TaskInstanceRow> {
+        let json = |s: Option<String>| s.map(|s| serde_json::from_str(&s)).transpose();
+        Ok(TaskInstanceRow {
+            state: TaskState::parse(&r.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("task state `{}`", r.state)))?,
+            map_item: json(r.map_item)?,
+            outputs: json(r.outputs)?,
+            id: r.id,
+            run_id: r.run_id,
+            dag_id: r.dag_id,
+            task_id: r.task_id,
+            map_index: r.map_index,
+            try_number: r.try_number,
+            max_tries: r.max_tries,
+            queue: r.queue,
+            pool: r.pool,
+            priority: r.priority,
+            due_at: r.due_at,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            worker_id: r.worker_id,
+            lease_expires_at: r.lease_expires_at,
+            error: r.error,
+        })
+    }
+}
+
+const TASK_COLUMNS: &str = "id, run_id, dag_id, task_id, map_index, map_item, state, try_number, max_tries, queue, pool, \
+     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error";
+
+/// A claimed task instance: the row as it is now `running` under the caller's lease.
+pub type ClaimedTask = TaskInstanceRow;
+
+/// How a worker's try ended.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Task instance.
+    pub ti_id: i64,
+    /// The worker that holds the lease.
+    pub worker_id: String,
+    /// The try that ran.
+    pub try_number: i32,
+    /// `success`, `failed` or `up_for_retry`.
+    pub state: TaskState,
+    /// Outputs (a JSON object) on success.
+    pub outputs: Option<serde_json::Value>,
+    /// The failure, on failure.
+    pub error: Option<String>,
+    /// When an `up_for_retry` instance may run again.
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// The task instances of a run, by task id and map index.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstanceRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE run_id = $1 ORDER BY task_id, map_index"
+        );
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
+    /// One task instance.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such instance.
+    pub async fn task_instance(&self, ti_id: i64) -> Result<TaskInstanceRow> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE id = $1");
+        let row = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                .bind(ti_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::NotFound(format!("task instance {ti_id}")))?
+            .try_into()
+    }
+
+    /// Moves instances from one state to another, each only if it is still in `from`
+    /// (scheduler decisions: scheduled → queued / skipped / upstream_failed, up_for_retry →
+    /// queued). Returns how many moved. Wakes the workers when some were queued.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn transition_tasks(
+        &self,
+        ids: &[i64],
+        from: TaskState,
+        to: TaskState,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for id in ids {
+                moved += sqlx::query(
+                    "UPDATE weir_task_instances SET state = $3,
+                         queued_at = CASE WHEN $3 = 'queued' THEN $4 ELSE queued_at END,
+                         ended_at = CASE WHEN $3 IN ('skipped', 'upstream_failed', 'removed', 'success', 'failed') THEN $4 ELSE ended_at END,
+                         due_at = NULL
+                     WHERE id = $1 AND state = $2",
+                )
+                .bind(id)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+        });
+        if to == TaskState::Queued && moved > 0 {
+            self.wake_workers().await;
+        }
+        Ok(moved)
+    }
+
+    /// Replaces the unexpanded instance (map index -1) of a `foreach` task by one `scheduled`
+    /// instance per item. With no items, the task is `skipped` instead. Returns false if the
+    /// task was expanded already.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn expand_mapped(
+        &self,
+        placeholder: &TaskInstanceRow,
+        items: &[serde_json::Value],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let items_json: Vec<String> = items
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let gone = if items_json.is_empty() {
+                sqlx::query(
+                    "UPDATE weir_task_instances SET state = 'skipped', ended_at = $2 WHERE id = $1 AND state = 'scheduled' AND map_index = -1",
+                )
+                .bind(placeholder.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            } else {
+                sqlx::query("DELETE FROM weir_task_instances WHERE id = $1 AND state = 'scheduled' AND map_index = -1")
+                    .bind(placeholder.id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            };
+            if gone == 0 {
+                return Ok(false);
+            }
+            for (index, item) in items_json.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, map_item, state, max_tries, queue, pool, priority)
+                     VALUES ($1, $2, $3, $4, $5, 'scheduled', $6, $7, $8, $9)",
+                )
+                .bind(&placeholder.run_id)
+                .bind(&placeholder.dag_id)
+                .bind(&placeholder.task_id)
+                .bind(i32::try_from(index).unwrap_or(i32::MAX))
+                .bind(item)
+                .bind(placeholder.max_tries)
+                .bind(&placeholder.queue)
+                .bind(&placeholder.pool)
+                .bind(placeholder.priority)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Counts of `queued` and `running` instances per pool (pool usage is derived from states,
+    /// never kept in a counter that could leak).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn pool_usage(&self) -> Result<Vec<(String, i64)>> {
+        const SQL: &str = "SELECT pool, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') AND pool IS NOT NULL GROUP BY pool";
+        Ok(with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
+            SQL
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Counts of `queued` and `running` instances per DAG (for `max_active_tasks`).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn dag_task_usage(&self) -> Result<Vec<(String, i64)>> {
+        const SQL: &str = "SELECT dag_id, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') GROUP BY dag_id";
+        Ok(with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
+            SQL
+        )
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Claims up to `limit` queued instances of `queues` for `worker_id`, best priority first,
+    /// starting their next try under a lease that expires at `lease_until`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn claim_tasks(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedTask>> {
+        if limit <= 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = match &self.db {
+            // One statement: the subquery locks the chosen rows and skips rows another worker's
+            // claim has locked, so two workers never take the same instance and never wait on
+            // each other; the outer UPDATE's `state = 'queued'` re-check makes the claim safe
+            // even under READ COMMITTED re-evaluation.
+            Db::Postgres(pool) => {
+                let sql = format!(
+                    "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
+                     WHERE state = 'queued' AND id IN (
+                         SELECT id FROM weir_task_instances
+                         WHERE state = 'queued' AND queue = ANY($4)
+                         ORDER BY priority DESC, id
+                         LIMIT $5
+                         FOR UPDATE SKIP LOCKED)
+                     RETURNING {TASK_COLUMNS}"
+                );
+                sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(queues)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            // SQLite has one writer at a time (BEGIN IMMEDIATE), so the statement alone is atomic.
+            Db::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
+                     WHERE state = 'queued' AND id IN (
+                         SELECT id FROM weir_task_instances
+                         WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($4))
+                         ORDER BY priority DESC, id
+                         LIMIT $5)
+                     RETURNING {TASK_COLUMNS}"
+                );
+                let mut tx = pool.begin_write().await?;
+                let rows = sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(serde_json::to_string(queues)?)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
+            }
+        };
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
+    /// Ends a try, if the worker still holds the lease.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the instance is no longer running under this worker and
+    /// try (it was reaped, cleared or cancelled); database failures.
+    pub async fn complete_task(&self, c: &Completion, now: DateTime<Utc>) -> Result<()> {
+        let outputs = c.outputs.as_ref().map(serde_json::to_string).transpose()?;
+        let changed = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
+                     due_at = $8, lease_expires_at = NULL
+                 WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
+            )
+            .bind(c.ti_id)
+            .bind(&c.worker_id)
+            .bind(c.try_number)
+            .bind(c.state.as_str())
+            .bind(now)
+            .bind(&outputs)
+            .bind(&c.error)
+            .bind(c.due_at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if changed == 0 {
+            return Err(StoreError::LeaseLost(c.ti_id));
+        }
+        self.wake_scheduler().await;
+        Ok(())
+    }
+
+    /// Extends the leases of the worker's running instances to `lease_until` and returns the
+    /// ids it still holds: a try whose id is missing was taken away (reaped, cleared) and must
+    /// be stopped.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn heartbeat(
+        &self,
+        worker_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<i64>> {
+        let held = with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("UPDATE weir_workers SET heartbeat_at = $2 WHERE worker_id = $1")
+                .bind(worker_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let held: Vec<i64> = sqlx::query_scalar(
+                "UPDATE weir_task_instances SET lease_expires_at = $2 WHERE worker_id = $1 AND state = 'running' RETURNING id",
+            )
+            .bind(worker_id)
+            .bind(lease_until)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            held
+        });
+        Ok(held)
+    }
+
+    /// Running instances whose lease expired before `now`: their worker is presumed dead.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE state = 'running' AND lease_expires_at < $1 ORDER BY id"
+        );
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
+    /// Fails the try of an instance whose lease expired (`to` is `up_for_retry` with `due_at`,
+    /// or `failed`), only if it is still that try, running, with an expired lease. Returns
+    /// whether it changed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn reap_expired(
+        &self,
+        ti: &TaskInstanceRow,
+        to: TaskState,
+        due_at: Option<DateTime<Utc>>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let changed = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE weir_task_instances SET state = $3, due_at = $4, error = $5, ended_at = $6, lease_expires_at = NULL
+                 WHERE id = $1 AND try_number = $2 AND state = 'running' AND lease_expires_at < $6",
+            )
+            .bind(ti.id)
+            .bind(ti.try_number)
+            .bind(to.as_str())
+            .bind(due_at)
+            .bind(error)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// `up_for_retry` instances whose due time has come.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn due_retries(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE state = 'up_for_retry' AND due_at <= $1 ORDER BY due_at, id"
+        );
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
+    /// The earliest due time of `up_for_retry` instances (when the scheduler must look again).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn next_retry_due(&self) -> Result<Option<DateTime<Utc>>> {
+        const SQL: &str =
+            "SELECT MIN(due_at) FROM weir_task_instances WHERE state = 'up_for_retry'";
+        Ok(with_pool!(self, |pool| sqlx::query_scalar::<
+            _,
+            Option<DateTime<Utc>>,
+        >(SQL)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Resets instances so the scheduler runs them again: each goes back to `scheduled` with
+    /// `max_tries` raised to allow a full set of tries (`extra_tries` each); a finished run
+    /// goes back to `queued`. Running instances are reset too: their worker loses its lease
+    /// and stops them at its next heartbeat. Returns how many instances were reset.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn clear_tasks(&self, run_id: &str, items: &[(i64, i32)]) -> Result<u64> {
+        let mut cleared = 0;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for (id, extra_tries) in items {
+                cleared += sqlx::query(
+                    "UPDATE weir_task_instances SET state = 'scheduled', max_tries = try_number + $3, due_at = NULL,
+                         queued_at = NULL, started_at = NULL, ended_at = NULL, lease_expires_at = NULL, error = NULL, outputs = NULL
+                     WHERE id = $1 AND run_id = $2",
+                )
+                .bind(id)
+                .bind(run_id)
+                .bind(extra_tries)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if cleared > 0 {
+                sqlx::query(
+                    "UPDATE weir_runs SET state = 'queued', ended_at = NULL WHERE run_id = $1 AND state IN ('success', 'failed', 'cancelled')",
+                )
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        if cleared > 0 {
+            self.wake_scheduler().await;
+        }
+        Ok(cleared)
+    }
+}

@@ -1,0 +1,431 @@
+//! The store's behaviour, on SQLite and Postgres with the same test bodies.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use weir_model::{RunState, RunType, TaskState};
+use weir_store::{Completion, NewRun, NewTaskInstance, Store, StoreError};
+use weir_testkit::{both_backends, dag};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+const DAG: &str = "id: d\ntasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_on: a}\n";
+
+async fn version(store: &Store) -> i64 {
+    store
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, t("2024-01-01T00:00:00Z"))
+        .await
+        .expect("sync")
+}
+
+fn new_run(version_id: i64, logical: &str, tasks: usize) -> NewRun {
+    NewRun {
+        dag_id: "d".into(),
+        version_id,
+        run_type: RunType::Manual,
+        logical_date: t(logical),
+        data_interval_start: t(logical),
+        data_interval_end: t(logical),
+        params: serde_json::json!({"x": 1}),
+        tasks: (0..tasks)
+            .map(|i| NewTaskInstance {
+                task_id: format!("t{i:02}"),
+                max_tries: 2,
+                queue: "default".into(),
+                pool: None,
+                priority: 0,
+            })
+            .collect(),
+    }
+}
+
+both_backends!(a_run_is_created_once_per_logical_date, |db| {
+    let v = version(&db.store).await;
+    let now = t("2024-01-02T00:00:00Z");
+    let first = db
+        .store
+        .create_run(&new_run(v, "2024-01-01T00:00:00Z", 3), now)
+        .await
+        .expect("create");
+    let run = first.expect("created");
+    assert_eq!(run.run_id, "d__2024-01-01T00:00:00Z");
+    assert_eq!(run.state, RunState::Queued);
+    assert_eq!(run.params, serde_json::json!({"x": 1}));
+    let again = db
+        .store
+        .create_run(&new_run(v, "2024-01-01T00:00:00Z", 3), now)
+        .await
+        .expect("create again");
+    assert!(
+        again.is_none(),
+        "a second run for the same logical date must not be created"
+    );
+    let tis = db.store.task_instances(&run.run_id).await.expect("tis");
+    assert_eq!(tis.len(), 3, "task instances are created once");
+    assert!(
+        tis.iter()
+            .all(|ti| ti.state == TaskState::Scheduled && ti.map_index == -1)
+    );
+});
+
+both_backends!(dag_versions_follow_content_and_pause_is_the_users, |db| {
+    let now = t("2024-01-01T00:00:00Z");
+    let a = db
+        .store
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, now)
+        .await
+        .expect("sync");
+    let same = db
+        .store
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, now)
+        .await
+        .expect("sync again");
+    assert_eq!(a, same, "unchanged content, same version");
+    assert!(db.store.set_paused("d", true).await.expect("pause"));
+    let changed = dag("id: d\ntasks:\n  a: {kind: noop}\n");
+    let b = db
+        .store
+        .sync_dag("dags/d.yaml", &changed.spec, now)
+        .await
+        .expect("sync changed");
+    assert_ne!(a, b);
+    let row = db.store.dag("d").await.expect("dag");
+    assert_eq!(row.version_id, b);
+    assert!(row.paused, "a new version keeps the user's pause");
+    let stored = db.store.dag_version(a).await.expect("old version");
+    assert_eq!(
+        stored.spec.tasks.len(),
+        2,
+        "the old version is still there for runs that pin it"
+    );
+    assert!(matches!(
+        db.store.set_paused("nope", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+});
+
+both_backends!(concurrent_claims_never_take_the_same_instance, |db| {
+    let v = version(&db.store).await;
+    let now = t("2024-01-02T00:00:00Z");
+    let run = db
+        .store
+        .create_run(&new_run(v, "2024-01-01T00:00:00Z", 40), now)
+        .await
+        .expect("create")
+        .expect("new");
+    let ids: Vec<i64> = db
+        .store
+        .task_instances(&run.run_id)
+        .await
+        .expect("tis")
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(
+        db.store
+            .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+            .await
+            .expect("queue"),
+        40
+    );
+    let queues = vec!["default".to_owned()];
+    let claimers = (0..4).map(|w| {
+        let store = db.store.clone();
+        let queues = queues.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_tasks(
+                        &format!("w{w}"),
+                        &queues,
+                        3,
+                        now,
+                        now + Duration::seconds(30),
+                    )
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|t| (t.id, t.try_number)));
+            }
+            mine
+        })
+    });
+    let mut seen = HashSet::new();
+    for c in claimers {
+        for (id, try_number) in c.await.expect("join") {
+            assert_eq!(try_number, 1);
+            assert!(seen.insert(id), "instance {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 40, "every instance was claimed");
+});
+
+both_backends!(
+    a_lost_lease_refuses_completion_and_heartbeats_drop_it,
+    |db| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let run = db
+            .store
+            .create_run(&new_run(v, "2024-01-01T00:00:00Z", 1), now)
+            .await
+            .expect("create")
+            .expect("new");
+        let ti = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .remove(0);
+        db.store
+            .transition_tasks(&[ti.id], TaskState::Scheduled, TaskState::Queued, now)
+            .await
+            .expect("queue");
+        db.store
+            .register_worker("w1", "host", &["default".into()], 1, now)
+            .await
+            .expect("register");
+        let claimed = db
+            .store
+            .claim_tasks(
+                "w1",
+                &["default".into()],
+                1,
+                now,
+                now + Duration::seconds(30),
+            )
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            db.store
+                .heartbeat("w1", now, now + Duration::seconds(30))
+                .await
+                .expect("hb"),
+            vec![ti.id]
+        );
+
+        // The lease expires; the scheduler reaps the try and schedules a retry.
+        let later = now + Duration::seconds(60);
+        let expired = db.store.expired_leases(later).await.expect("expired");
+        assert_eq!(expired.len(), 1);
+        assert!(
+            db.store
+                .reap_expired(
+                    &expired[0],
+                    TaskState::UpForRetry,
+                    Some(later),
+                    "worker lost",
+                    later
+                )
+                .await
+                .expect("reap")
+        );
+        assert!(
+            !db.store
+                .reap_expired(
+                    &expired[0],
+                    TaskState::UpForRetry,
+                    Some(later),
+                    "again",
+                    later
+                )
+                .await
+                .expect("reap twice")
+        );
+
+        // The old worker comes back: it no longer holds the instance and cannot complete it.
+        assert!(
+            db.store
+                .heartbeat("w1", later, later + Duration::seconds(30))
+                .await
+                .expect("hb")
+                .is_empty()
+        );
+        let done = Completion {
+            ti_id: ti.id,
+            worker_id: "w1".into(),
+            try_number: 1,
+            state: TaskState::Success,
+            outputs: None,
+            error: None,
+            due_at: None,
+        };
+        assert!(
+            matches!(db.store.complete_task(&done, later).await, Err(StoreError::LeaseLost(id)) if id == ti.id)
+        );
+        let row = db.store.task_instance(ti.id).await.expect("row");
+        assert_eq!(row.state, TaskState::UpForRetry);
+        assert_eq!(row.error.as_deref(), Some("worker lost"));
+    }
+);
+
+both_backends!(
+    a_completed_try_keeps_its_outputs_and_a_clear_reopens_the_run,
+    |db| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let run = db
+            .store
+            .create_run(&new_run(v, "2024-01-01T00:00:00Z", 1), now)
+            .await
+            .expect("create")
+            .expect("new");
+        let ti = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .remove(0);
+        db.store
+            .transition_tasks(&[ti.id], TaskState::Scheduled, TaskState::Queued, now)
+            .await
+            .expect("queue");
+        db.store
+            .claim_tasks(
+                "w1",
+                &["default".into()],
+                1,
+                now,
+                now + Duration::seconds(30),
+            )
+            .await
+            .expect("claim");
+        let done = Completion {
+            ti_id: ti.id,
+            worker_id: "w1".into(),
+            try_number: 1,
+            state: TaskState::Success,
+            outputs: Some(serde_json::json!({"rows": "42"})),
+            error: None,
+            due_at: None,
+        };
+        db.store.complete_task(&done, now).await.expect("complete");
+        assert_eq!(
+            db.store.task_instance(ti.id).await.expect("row").outputs,
+            Some(serde_json::json!({"rows": "42"}))
+        );
+        assert!(
+            db.store
+                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, now)
+                .await
+                .expect("start")
+        );
+        assert!(
+            db.store
+                .set_run_state(&run.run_id, RunState::Running, RunState::Success, now)
+                .await
+                .expect("finish")
+        );
+        assert!(
+            !db.store
+                .set_run_state(&run.run_id, RunState::Running, RunState::Failed, now)
+                .await
+                .expect("stale"),
+            "guarded by the old state"
+        );
+
+        assert_eq!(
+            db.store
+                .clear_tasks(&run.run_id, &[(ti.id, 2)])
+                .await
+                .expect("clear"),
+            1
+        );
+        let row = db.store.task_instance(ti.id).await.expect("row");
+        assert_eq!(
+            (row.state, row.try_number, row.max_tries),
+            (TaskState::Scheduled, 1, 3)
+        );
+        assert_eq!(
+            db.store.run(&run.run_id).await.expect("run").state,
+            RunState::Queued
+        );
+    }
+);
+
+both_backends!(logs_are_read_in_order_after_an_id, |db| {
+    let v = version(&db.store).await;
+    let now = t("2024-01-02T00:00:00Z");
+    let run = db
+        .store
+        .create_run(&new_run(v, "2024-01-01T00:00:00Z", 1), now)
+        .await
+        .expect("create")
+        .expect("new");
+    let ti = db
+        .store
+        .task_instances(&run.run_id)
+        .await
+        .expect("tis")
+        .remove(0);
+    let lines: Vec<(&str, String, DateTime<Utc>)> = (0..5)
+        .map(|i| ("stdout", format!("line {i}"), now))
+        .collect();
+    db.store
+        .append_logs(ti.id, 1, &lines)
+        .await
+        .expect("append");
+    db.store
+        .append_logs(ti.id, 2, &[("stderr", "other try".into(), now)])
+        .await
+        .expect("append");
+    let first = db.store.logs(ti.id, 1, 0, 3).await.expect("read");
+    assert_eq!(
+        first.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["line 0", "line 1", "line 2"]
+    );
+    let rest = db
+        .store
+        .logs(ti.id, 1, first[2].id, 100)
+        .await
+        .expect("read rest");
+    assert_eq!(
+        rest.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["line 3", "line 4"]
+    );
+});
+
+both_backends!(foreach_expansion_happens_once, |db| {
+    let v = version(&db.store).await;
+    let now = t("2024-01-02T00:00:00Z");
+    let run = db
+        .store
+        .create_run(&new_run(v, "2024-01-01T00:00:00Z", 1), now)
+        .await
+        .expect("create")
+        .expect("new");
+    let placeholder = db
+        .store
+        .task_instances(&run.run_id)
+        .await
+        .expect("tis")
+        .remove(0);
+    let items = [serde_json::json!("a"), serde_json::json!({"b": 2})];
+    assert!(
+        db.store
+            .expand_mapped(&placeholder, &items, now)
+            .await
+            .expect("expand")
+    );
+    assert!(
+        !db.store
+            .expand_mapped(&placeholder, &items, now)
+            .await
+            .expect("expand twice")
+    );
+    let tis = db.store.task_instances(&run.run_id).await.expect("tis");
+    assert_eq!(
+        tis.iter()
+            .map(|t| (t.map_index, t.map_item.clone()))
+            .collect::<Vec<_>>(),
+        [(0, Some(items[0].clone())), (1, Some(items[1].clone()))]
+    );
+});
