@@ -20,6 +20,7 @@
 //! - [`diagnostic`], [`suggest`]: problems with places, and "did you mean".
 
 pub mod dag;
+pub mod clock;
 pub mod date;
 pub mod diagnostic;
 pub mod duration;

@@ -71,6 +71,156 @@ fn tojson(value: Value, _: Kwargs, _: &State<'_>) -> TeraResult<String> {
     serde_json::to_string(&value).map_err(|e| tera::Error::message(format!("tojson: {e}")))
 }
 
+/// What a task's templates can read (SPEC §2), for one try.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RenderContext {
+    /// DAG id.
+    pub dag_id: String,
+    /// Run id.
+    pub run_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// The try about to run (from 1).
+    pub try_number: i32,
+    /// `YYYY-MM-DD` of the logical date, in UTC.
+    pub ds: String,
+    /// `YYYYMMDD`.
+    pub ds_nodash: String,
+    /// The logical date, RFC 3339.
+    pub ts: String,
+    /// Same as `ts`.
+    pub logical_date: String,
+    /// RFC 3339.
+    pub data_interval_start: String,
+    /// RFC 3339.
+    pub data_interval_end: String,
+    /// The run's params.
+    pub params: serde_json::Value,
+    /// This instance's `foreach` item (null otherwise).
+    pub item: serde_json::Value,
+    /// `tasks.<id>.outputs.<key>` of upstream tasks in the run.
+    pub tasks: serde_json::Map<String, serde_json::Value>,
+    /// Allowed environment variables.
+    pub env: serde_json::Map<String, serde_json::Value>,
+}
+
+impl RenderContext {
+    /// The context of a run at `logical_date` with its interval.
+    pub fn for_run(
+        dag_id: &str,
+        run_id: &str,
+        logical_date: chrono::DateTime<chrono::Utc>,
+        interval: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+        params: serde_json::Value,
+    ) -> RenderContext {
+        let rfc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        RenderContext {
+            dag_id: dag_id.to_owned(),
+            run_id: run_id.to_owned(),
+            ds: logical_date.format("%Y-%m-%d").to_string(),
+            ds_nodash: logical_date.format("%Y%m%d").to_string(),
+            ts: rfc(logical_date),
+            logical_date: rfc(logical_date),
+            data_interval_start: rfc(interval.0),
+            data_interval_end: rfc(interval.1),
+            params,
+            ..RenderContext::default()
+        }
+    }
+
+    /// Records an upstream task's outputs (`tasks.<id>.outputs`).
+    pub fn add_outputs(&mut self, task_id: &str, outputs: serde_json::Value) {
+        let mut entry = serde_json::Map::new();
+        entry.insert("outputs".to_owned(), outputs);
+        self.tasks.insert(task_id.to_owned(), serde_json::Value::Object(entry));
+    }
+}
+
+/// Renders templates of one try with one environment.
+pub struct Renderer {
+    tera: tera::Tera,
+    context: tera::Context,
+}
+
+impl Renderer {
+    /// A renderer for `context`.
+    ///
+    /// # Errors
+    /// A context that does not serialize (never with JSON values).
+    pub fn new(context: &RenderContext) -> Result<Renderer, String> {
+        let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
+        Ok(Renderer { tera: environment(), context })
+    }
+
+    /// Renders one template; plain text comes back as is.
+    ///
+    /// # Errors
+    /// The template's error, with tera's location inside the template.
+    pub fn render(&self, text: &str) -> Result<String, String> {
+        if !is_template(text) {
+            return Ok(text.to_owned());
+        }
+        self.tera.render_str(text, &self.context, false).map_err(|e| render_error(&e))
+    }
+
+    /// Renders every string inside a JSON value (a step's fields), in place.
+    ///
+    /// # Errors
+    /// The first template that fails, with the field's path.
+    pub fn render_value(&self, value: &mut serde_json::Value, path: &str) -> Result<(), String> {
+        match value {
+            serde_json::Value::String(s) => {
+                *s = self.render(s).map_err(|e| format!("`{path}`: {e}"))?;
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.render_value(item, &format!("{path}[{i}]"))?;
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    self.render_value(v, &child)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn render_error(e: &tera::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a rendered `when` means "skip": empty, `false`, `0`, `no`, `none` (any case).
+pub fn is_falsy(rendered: &str) -> bool {
+    matches!(rendered.trim().to_ascii_lowercase().as_str(), "" | "false" | "0" | "no" | "none")
+}
+
+/// Parses a rendered `foreach` template: a JSON list, or one item per non-empty line.
+///
+/// # Errors
+/// A JSON value that is not a list.
+pub fn parse_items(rendered: &str) -> Result<Vec<serde_json::Value>, String> {
+    let trimmed = rendered.trim();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        return match serde_json::from_str::<serde_json::Value>(trimmed) {
+            Ok(serde_json::Value::Array(items)) => Ok(items),
+            Ok(other) => Err(format!("`foreach` must render a list, got {other}")),
+            Err(e) => Err(format!("`foreach` rendered `{trimmed}`, which is not a JSON list: {e}")),
+        };
+    }
+    Ok(trimmed.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| serde_json::Value::String(l.to_owned())).collect())
+}
+
 /// Parses templates to find syntax errors; one checker serves a whole DAG file and parses
 /// each distinct template once (tasks of a file often share them).
 pub struct TemplateChecker {
@@ -175,6 +325,27 @@ mod tests {
             .expect_err("unknown filter");
         assert!(err.message.contains("json_encod"), "{}", err.message);
         assert!(!err.message.contains('\n'), "one line: {}", err.message);
+    }
+
+    #[test]
+    fn a_try_renders_with_the_spec_context() {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default();
+        let mut ctx = super::RenderContext::for_run(
+            "d",
+            "d__x",
+            t("2024-03-01T06:00:00Z"),
+            (t("2024-03-01T06:00:00Z"), t("2024-03-02T06:00:00Z")),
+            serde_json::json!({"n": 3}),
+        );
+        ctx.add_outputs("up", serde_json::json!({"rows": "42"}));
+        ctx.item = serde_json::json!("t1");
+        let r = super::Renderer::new(&ctx).expect("renderer");
+        let out = r.render("{{ ds }} {{ ds_nodash }} {{ params.n + 1 }} {{ tasks.up.outputs.rows }} {{ item }} {{ data_interval_end }}");
+        assert_eq!(out.as_deref(), Ok("2024-03-01 20240301 4 42 t1 2024-03-02T06:00:00Z"));
+        assert!(r.render("{{ nope.x }}").is_err());
+        assert!(super::is_falsy(" No ") && super::is_falsy("") && !super::is_falsy("yes"));
+        assert_eq!(super::parse_items("[1, \"a\"]"), Ok(vec![serde_json::json!(1), serde_json::json!("a")]));
+        assert_eq!(super::parse_items("a\nb\n"), Ok(vec![serde_json::json!("a"), serde_json::json!("b")]));
     }
 
     #[test]

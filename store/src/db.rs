@@ -67,6 +67,26 @@ pub(crate) struct Wakeups {
     pub(crate) workers: Notify,
 }
 
+/// The advisory lock key of the active scheduler.
+const LEADER_LOCK: i64 = 7_377_002;
+
+/// Proof of being the active scheduler; dropping it gives the role up.
+#[derive(Debug)]
+pub struct Leadership {
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl Leadership {
+    /// Whether the role is still held (the lock's connection is alive).
+    pub async fn still_held(&mut self) -> bool {
+        use sqlx::Connection;
+        match &mut self.conn {
+            None => true,
+            Some(conn) => conn.ping().await.is_ok(),
+        }
+    }
+}
+
 /// Postgres notification channels.
 const SCHEDULER_CHANNEL: &str = "weir_scheduler";
 const WORKER_CHANNEL: &str = "weir_workers";
@@ -233,6 +253,24 @@ impl Store {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }))
+    }
+
+    /// Tries to become the active scheduler. With Postgres, one session-level advisory lock
+    /// held on its own connection decides: the holder is the leader until that connection
+    /// closes (its process died or lost the database), then a standby's next try wins. With
+    /// SQLite (one process) the caller always leads.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn try_lead(&self) -> Result<Option<Leadership>> {
+        match &self.db {
+            Db::Sqlite(_) => Ok(Some(Leadership { conn: None })),
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut *conn).await?;
+                Ok(won.then(|| Leadership { conn: Some(conn.detach()) }))
+            }
+        }
     }
 
     /// Closes the pool.

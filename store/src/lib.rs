@@ -31,7 +31,7 @@ mod task;
 mod worker;
 
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
-pub use db::{Backend, Store, redact};
+pub use db::{Backend, Leadership, Store, redact};
 pub use error::StoreError;
 pub use log::LogLine;
 pub use run::{NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};

@@ -213,6 +213,24 @@ impl Store {
         Ok(moved)
     }
 
+    /// Fails a `scheduled` instance before it ran (a `when` or `foreach` template that does not
+    /// render, a pool the configuration lacks). Returns whether it changed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn fail_scheduled(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<bool> {
+        let changed = with_pool!(self, |pool| {
+            sqlx::query("UPDATE weir_task_instances SET state = 'failed', error = $2, ended_at = $3 WHERE id = $1 AND state = 'scheduled'")
+                .bind(id)
+                .bind(error)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
     /// Replaces the unexpanded instance (map index -1) of a `foreach` task by one `scheduled`
     /// instance per item. With no items, the task is `skipped` instead. Returns false if the
     /// task was expanded already.

@@ -1,25 +1,25 @@
-//! Reading DAG files from disk: a folder (recursively, `*.yaml`/`*.yml`) or single files.
-//!
-//! For now the CLI reads the folder itself; with the engine, the scheduler owns this and the
-//! CLI reads DAGs from the database.
+//! Reading DAG files from disk: a folder (recursively, `*.yaml`/`*.yml`) or single files, and
+//! a scanner that re-parses only files whose size or modification time changed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use std::time::SystemTime;
+
+use crate::error::{Result, SchedulerError};
 use weir_model::{Dag, Diagnostic, Known, Parsed, parse_dag};
 
 /// One DAG file and what parsing it found.
 #[derive(Debug)]
-pub(crate) struct DagFile {
+pub struct DagFile {
     /// The path as given or found (used in messages).
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// The DAG (when valid) and its problems.
-    pub(crate) parsed: Parsed,
+    pub parsed: Parsed,
 }
 
 impl DagFile {
-    pub(crate) fn display(&self) -> String {
+    pub fn display(&self) -> String {
         self.path.display().to_string()
     }
 }
@@ -29,12 +29,12 @@ impl DagFile {
 ///
 /// # Errors
 /// A path that does not exist or a folder that cannot be read.
-pub(crate) fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<DagFile>> {
+pub fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<DagFile>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
             for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
-                let entry = entry.with_context(|| format!("reading folder {}", path.display()))?;
+                let entry = entry.map_err(|e| SchedulerError::Folder(format!("reading folder {}: {e}", path.display())))?;
                 if entry.file_type().is_file() && is_dag_file(entry.path()) {
                     files.push(entry.into_path());
                 }
@@ -42,7 +42,7 @@ pub(crate) fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            bail!("{}: no such file or folder", path.display());
+            return Err(SchedulerError::Folder(format!("{}: no such file or folder", path.display())));
         }
     }
     let mut out = read_all(files, known);
@@ -109,6 +109,50 @@ fn is_dag_file(path: &Path) -> bool {
     )
 }
 
+/// Scans a DAG folder repeatedly; keeps each file's size and modification time so that an
+/// unchanged folder costs one `stat` per file. The cache is only a hint: a restarted scheduler
+/// re-reads everything and the store ignores versions it already has.
+#[derive(Debug, Default)]
+pub struct FolderScanner {
+    seen: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+}
+
+/// What changed in the folder since the last scan.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Files new or changed since the last scan, parsed.
+    pub changed: Vec<DagFile>,
+    /// Files gone since the last scan.
+    pub removed: Vec<PathBuf>,
+}
+
+impl FolderScanner {
+    /// Scans `folder`: parses new and changed files.
+    ///
+    /// # Errors
+    /// A folder that cannot be read.
+    pub fn scan(&mut self, folder: &Path, known: Option<&Known>) -> Result<Scan> {
+        let mut current = HashMap::new();
+        if folder.is_dir() {
+            for entry in walkdir::WalkDir::new(folder).sort_by_file_name() {
+                let entry = entry.map_err(|e| SchedulerError::Folder(format!("reading folder {}: {e}", folder.display())))?;
+                if entry.file_type().is_file() && is_dag_file(entry.path()) {
+                    let meta = entry.metadata().map_err(|e| SchedulerError::Folder(format!("reading {}: {e}", entry.path().display())))?;
+                    current.insert(entry.into_path(), (meta.len(), meta.modified().ok()));
+                }
+            }
+        } else {
+            return Err(SchedulerError::Folder(format!("dags folder {} does not exist", folder.display())));
+        }
+        let mut changed_paths: Vec<PathBuf> = current.iter().filter(|(p, m)| self.seen.get(*p) != Some(m)).map(|(p, _)| p.clone()).collect();
+        changed_paths.sort();
+        let mut removed: Vec<PathBuf> = self.seen.keys().filter(|p| !current.contains_key(*p)).cloned().collect();
+        removed.sort();
+        self.seen = current;
+        Ok(Scan { changed: read_all(changed_paths, known), removed })
+    }
+}
+
 fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
     let parsed = match std::fs::read(&path) {
         Ok(bytes) => match String::from_utf8(bytes) {
@@ -127,7 +171,7 @@ fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
 ///
 /// # Errors
 /// No valid DAG has that id (with the closest id, and a note when a broken file may hold it).
-pub(crate) fn find_dag<'a>(files: &'a [DagFile], dag_id: &str) -> Result<(&'a DagFile, &'a Dag)> {
+pub fn find_dag<'a>(files: &'a [DagFile], dag_id: &str) -> Result<(&'a DagFile, &'a Dag)> {
     if let Some(found) = files.iter().find_map(|f| {
         f.parsed
             .dag
@@ -150,5 +194,5 @@ pub(crate) fn find_dag<'a>(files: &'a [DagFile], dag_id: &str) -> Result<(&'a Da
     } else {
         String::new()
     };
-    bail!("no DAG `{dag_id}`{hint}{note}")
+    Err(SchedulerError::NotFound(format!("no DAG `{dag_id}`{hint}{note}")))
 }

@@ -1,0 +1,26 @@
+//! The scheduler's error type.
+
+use weir_store::StoreError;
+
+/// What went wrong, by what a caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The dags folder could not be read.
+    #[error("{0}")]
+    Folder(String),
+    /// A DAG, run or task that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that cannot be carried out (bad params, no schedule, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A stored DAG version that no longer validates.
+    #[error("DAG version {0} is invalid: {1}")]
+    InvalidVersion(i64, String),
+}
+
+/// Result of scheduler operations.
+pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;

@@ -1,0 +1,472 @@
+//! The scheduler: one pass ([`Scheduler::run_once`]) reads the dags folder, creates due runs,
+//! advances active runs (trigger rules, `when`, `foreach`, limits), re-queues due retries,
+//! reaps expired leases and finishes runs. [`run`] repeats passes, woken by the store's
+//! notifications (a task finished, a run was created) and by timers, and keeps one scheduler
+//! active per database.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use weir_model::clock::Clock;
+use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
+use weir_model::{Dag, Known, RunState, RunType, Schedule, TaskState};
+use weir_store::{RunRow, Store, StoreError, TaskInstanceRow};
+
+use crate::error::{Result, SchedulerError};
+use crate::evaluate::plan_run;
+use crate::folder::FolderScanner;
+use crate::plan::{due_intervals, new_run};
+
+/// What the scheduler needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Where DAG files are.
+    pub dags_folder: PathBuf,
+    /// A worker silent this long is presumed dead.
+    pub heartbeat_timeout: Duration,
+    /// Pool sizes.
+    pub pools: BTreeMap<String, u32>,
+    /// Names the configuration defines (for validation warnings).
+    pub known: Known,
+    /// Environment variables templates may read as `env.NAME`, with their values.
+    pub template_env: BTreeMap<String, String>,
+    /// How often the folder is scanned and cron schedules are checked.
+    pub scan_interval: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Runs created from cron schedules.
+    pub runs_created: usize,
+    /// Task instances queued.
+    pub queued: usize,
+    /// Runs finished.
+    pub runs_finished: usize,
+    /// Leases reaped.
+    pub reaped: usize,
+    /// When the next pass is needed at the latest (a retry or cron interval coming due).
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Current `queued + running` counts, kept during a pass so limits hold within it.
+#[derive(Debug, Default)]
+struct Usage {
+    by_dag: HashMap<String, i64>,
+    by_pool: HashMap<String, i64>,
+}
+
+/// The scheduler's state between passes: caches only (the folder scan and parsed DAG
+/// versions); the truth is in the store.
+pub struct Scheduler {
+    store: Store,
+    cfg: SchedulerConfig,
+    clock: Arc<dyn Clock>,
+    scanner: FolderScanner,
+    versions: HashMap<i64, Arc<Dag>>,
+    next_scan: Option<DateTime<Utc>>,
+}
+
+impl Scheduler {
+    /// A scheduler over `store`.
+    pub fn new(store: Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>) -> Scheduler {
+        Scheduler { store, cfg, clock, scanner: FolderScanner::default(), versions: HashMap::new(), next_scan: None }
+    }
+
+    /// One full pass: folder, cron, runs, retries, leases.
+    ///
+    /// # Errors
+    /// Store failures (the pass can be retried).
+    pub async fn run_once(&mut self) -> Result<Pass> {
+        self.pass(true).await
+    }
+
+    async fn pass(&mut self, full: bool) -> Result<Pass> {
+        let now = self.clock.now();
+        let mut pass = Pass::default();
+        let scan_due = self.next_scan.is_none_or(|t| now >= t);
+        if full || scan_due {
+            self.sync_folder(now).await?;
+            self.create_scheduled_runs(now, &mut pass).await?;
+            self.next_scan = Some(now + chrono::Duration::from_std(self.cfg.scan_interval).unwrap_or(chrono::Duration::seconds(2)));
+        }
+        self.reap_expired(now, &mut pass).await?;
+        let mut usage = self.usage().await?;
+        self.requeue_due_retries(now, &mut usage, &mut pass).await?;
+        let active = self.store.active_runs().await?;
+        self.start_queued_runs(&active, now).await?;
+        for run in self.store.active_runs().await?.into_iter().filter(|r| r.state == RunState::Running) {
+            self.advance_run(&run, now, &mut usage, &mut pass).await?;
+        }
+        let retry_due = self.store.next_retry_due().await?;
+        pass.next_due = [pass.next_due, retry_due, self.next_scan].into_iter().flatten().min();
+        Ok(pass)
+    }
+
+    async fn sync_folder(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let scan = self.scanner.scan(&self.cfg.dags_folder, Some(&self.cfg.known))?;
+        for file in scan.changed {
+            let name = file.display();
+            match &file.parsed.dag {
+                Some(dag) => {
+                    // One DAG id, one file: a second file with the same id is an import error.
+                    match self.store.dag(dag.id()).await {
+                        Ok(existing) if existing.file != name && std::path::Path::new(&existing.file).exists() => {
+                            let message = format!("{name}: DAG id `{}` is already used by {}", dag.id(), existing.file);
+                            self.store.record_import_error(&name, Some(dag.id()), &message, now).await?;
+                            continue;
+                        }
+                        Ok(_) | Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    let version = self.store.sync_dag(&name, &dag.spec, now).await?;
+                    tracing::debug!(dag_id = dag.id(), version, file = %name, "DAG synced");
+                }
+                None => {
+                    let message: Vec<String> = file
+                        .parsed
+                        .diagnostics
+                        .iter()
+                        .filter(|d| d.severity == weir_model::Severity::Error)
+                        .map(|d| d.display(&name).to_string())
+                        .collect();
+                    tracing::warn!(file = %name, problems = message.len(), "DAG file does not import; its last good version stays scheduled");
+                    self.store.record_import_error(&name, None, &message.join("\n"), now).await?;
+                }
+            }
+        }
+        for gone in scan.removed {
+            self.store.clear_import_error(&gone.display().to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// The DAG of a stored version (parsed once, then cached: versions never change).
+    async fn dag_version(&mut self, version_id: i64) -> Result<Arc<Dag>> {
+        if let Some(dag) = self.versions.get(&version_id) {
+            return Ok(Arc::clone(dag));
+        }
+        let version = self.store.dag_version(version_id).await?;
+        let dag = Dag::from_spec(version.spec).map_err(|problems| {
+            SchedulerError::InvalidVersion(version_id, problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; "))
+        })?;
+        let dag = Arc::new(dag);
+        self.versions.insert(version_id, Arc::clone(&dag));
+        Ok(dag)
+    }
+
+    async fn create_scheduled_runs(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
+        for row in self.store.list_dags().await? {
+            if row.paused || row.schedule.is_none() {
+                continue;
+            }
+            let dag = self.dag_version(row.version_id).await?;
+            let last = self.store.last_scheduled_logical_date(dag.id()).await?;
+            let due = due_intervals(&dag, last, now);
+            for interval in &due {
+                let new = new_run(&dag, row.version_id, RunType::Scheduled, *interval, &serde_json::Map::new())?;
+                if let Some(run) = self.store.create_run(&new, now).await? {
+                    tracing::info!(dag_id = dag.id(), run_id = %run.run_id, logical_date = %run.logical_date, "scheduled run created");
+                    pass.runs_created += 1;
+                }
+            }
+            // Wake up when the next interval ends.
+            let latest = due.last().map(|i| i.start).or(last);
+            if let (Some(Schedule::Cron(cron)), Some(latest)) = (dag.schedule(), latest) {
+                let next_end = cron.next_after(dag.timezone, latest).and_then(|s| cron.next_after(dag.timezone, s));
+                pass.next_due = [pass.next_due, next_end].into_iter().flatten().min();
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_queued_runs(&mut self, active: &[RunRow], now: DateTime<Utc>) -> Result<()> {
+        let mut running: HashMap<&str, u32> = HashMap::new();
+        for run in active.iter().filter(|r| r.state == RunState::Running) {
+            *running.entry(run.dag_id.as_str()).or_default() += 1;
+        }
+        for run in active.iter().filter(|r| r.state == RunState::Queued) {
+            let dag = self.dag_version(run.version_id).await?;
+            let count = running.entry(run.dag_id.as_str()).or_default();
+            if *count < dag.spec.max_active_runs && self.store.set_run_state(&run.run_id, RunState::Queued, RunState::Running, now).await? {
+                *count += 1;
+                tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, "run started");
+            }
+        }
+        Ok(())
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        Ok(Usage {
+            by_dag: self.store.dag_task_usage().await?.into_iter().collect(),
+            by_pool: self.store.pool_usage().await?.into_iter().collect(),
+        })
+    }
+
+    /// Whether one more instance of `dag_id` in `pool` fits the limits; counts it if so.
+    fn take_slot(&self, usage: &mut Usage, dag: &Dag, pool: Option<&str>) -> bool {
+        let dag_count = usage.by_dag.get(dag.id()).copied().unwrap_or(0);
+        if dag_count >= i64::from(dag.spec.max_active_tasks) {
+            return false;
+        }
+        if let Some(pool) = pool {
+            let slots = self.cfg.pools.get(pool).copied().map_or(i64::MAX, i64::from);
+            if usage.by_pool.get(pool).copied().unwrap_or(0) >= slots {
+                return false;
+            }
+            *usage.by_pool.entry(pool.to_owned()).or_default() += 1;
+        }
+        *usage.by_dag.entry(dag.id().to_owned()).or_default() += 1;
+        true
+    }
+
+    /// Evaluates a run until nothing more changes in this pass (so skips and upstream
+    /// failures propagate through the whole graph at once), then finishes it if it is done.
+    async fn advance_run(&mut self, run: &RunRow, now: DateTime<Utc>, usage: &mut Usage, pass: &mut Pass) -> Result<()> {
+        let dag = self.dag_version(run.version_id).await?;
+        for _ in 0..dag.tasks.len() + 2 {
+            let tis = self.store.task_instances(&run.run_id).await?;
+            let plan = plan_run(&dag, &tis);
+            let mut changed = 0;
+            changed += self.store.transition_tasks(&plan.skip, TaskState::Scheduled, TaskState::Skipped, now).await?;
+            changed +=
+                self.store.transition_tasks(&plan.upstream_failed, TaskState::Scheduled, TaskState::UpstreamFailed, now).await?;
+            if !plan.expand.is_empty() || !plan.ready.is_empty() {
+                let renderer = self.renderer(run, &tis)?;
+                let by_id: HashMap<i64, &TaskInstanceRow> = tis.iter().map(|t| (t.id, t)).collect();
+                for id in &plan.expand {
+                    let Some(ti) = by_id.get(id) else { continue };
+                    changed += u64::from(self.expand(ti, &dag, &renderer, now).await?);
+                }
+                let mut to_queue = Vec::new();
+                for id in &plan.ready {
+                    let Some(ti) = by_id.get(id) else { continue };
+                    let Some(task) = dag.tasks.get(&ti.task_id) else { continue };
+                    if let Some(when) = &task.when {
+                        let mut ctx_renderer = renderer.with_item(ti.map_item.clone());
+                        match ctx_renderer.render(when) {
+                            Ok(text) if is_falsy(&text) => {
+                                changed += self.store.transition_tasks(&[ti.id], TaskState::Scheduled, TaskState::Skipped, now).await?;
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                changed += u64::from(self.store.fail_scheduled(ti.id, &format!("`when` does not render: {e}"), now).await?);
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(pool) = ti.pool.as_deref().filter(|p| !self.cfg.pools.contains_key(*p)) {
+                        let message = format!("pool `{pool}` is not in the configuration (add it under [pools])");
+                        changed += u64::from(self.store.fail_scheduled(ti.id, &message, now).await?);
+                        continue;
+                    }
+                    if self.take_slot(usage, &dag, ti.pool.as_deref()) {
+                        to_queue.push(ti.id);
+                    }
+                }
+                let queued = self.store.transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now).await?;
+                pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
+                changed += queued;
+            }
+            if let Some(outcome) = plan.finished {
+                if self.store.set_run_state(&run.run_id, RunState::Running, outcome, now).await? {
+                    pass.runs_finished += 1;
+                    tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, state = %outcome, "run finished");
+                }
+                return Ok(());
+            }
+            if changed == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn renderer(&self, run: &RunRow, tis: &[TaskInstanceRow]) -> Result<RunRenderer> {
+        let mut ctx = RenderContext::for_run(
+            &run.dag_id,
+            &run.run_id,
+            run.logical_date,
+            (run.data_interval_start, run.data_interval_end),
+            run.params.clone(),
+        );
+        add_upstream_outputs(&mut ctx, tis);
+        ctx.env = self.cfg.template_env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        Ok(RunRenderer { ctx })
+    }
+
+    async fn expand(&self, ti: &TaskInstanceRow, dag: &Dag, renderer: &RunRenderer, now: DateTime<Utc>) -> Result<bool> {
+        let Some(foreach) = dag.tasks.get(&ti.task_id).and_then(|t| t.foreach.as_ref()) else { return Ok(false) };
+        let items = match foreach {
+            weir_model::spec::Foreach::Items(items) => Ok(items.clone()),
+            weir_model::spec::Foreach::Template(t) => renderer.clone().render(t).and_then(|text| parse_items(&text)),
+        };
+        match items {
+            Ok(items) => {
+                tracing::info!(run_id = %ti.run_id, task_id = %ti.task_id, items = items.len(), "foreach expanded");
+                Ok(self.store.expand_mapped(ti, &items, now).await?)
+            }
+            Err(e) => Ok(self.store.fail_scheduled(ti.id, &format!("`foreach` does not render a list: {e}"), now).await?),
+        }
+    }
+
+    async fn requeue_due_retries(&mut self, now: DateTime<Utc>, usage: &mut Usage, pass: &mut Pass) -> Result<()> {
+        let mut ids = Vec::new();
+        for ti in self.store.due_retries(now).await? {
+            let run = self.store.run(&ti.run_id).await?;
+            let dag = self.dag_version(run.version_id).await?;
+            if self.take_slot(usage, &dag, ti.pool.as_deref()) {
+                ids.push(ti.id);
+            }
+        }
+        let queued = self.store.transition_tasks(&ids, TaskState::UpForRetry, TaskState::Queued, now).await?;
+        pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
+        Ok(())
+    }
+
+    /// Fails the try of every running instance whose worker stopped heartbeating, and retries
+    /// it per its task's policy.
+    async fn reap_expired(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
+        for ti in self.store.expired_leases(now).await? {
+            let run = self.store.run(&ti.run_id).await?;
+            let dag = self.dag_version(run.version_id).await?;
+            let error = format!(
+                "worker {} stopped heartbeating (no heartbeat for {}s): the try is presumed lost",
+                ti.worker_id.as_deref().unwrap_or("?"),
+                self.cfg.heartbeat_timeout.as_secs()
+            );
+            let (to, due) = retry_decision(&dag, &ti, now);
+            if self.store.reap_expired(&ti, to, due, &error, now).await? {
+                tracing::warn!(run_id = %ti.run_id, task_id = %ti.task_id, try_number = ti.try_number, worker_id = ti.worker_id.as_deref().unwrap_or("?"), "lease expired; try failed");
+                pass.reaped += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a failed try leads to: another try after the policy's delay, or failure.
+pub fn retry_decision(dag: &Dag, ti: &TaskInstanceRow, now: DateTime<Utc>) -> (TaskState, Option<DateTime<Utc>>) {
+    if ti.try_number < ti.max_tries {
+        let delay = dag
+            .tasks
+            .get(&ti.task_id)
+            .map(|t| t.retry.delay_before(u32::try_from(ti.try_number + 1).unwrap_or(u32::MAX)))
+            .unwrap_or_default();
+        (TaskState::UpForRetry, Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)))
+    } else {
+        (TaskState::Failed, None)
+    }
+}
+
+/// Outputs of a run's succeeded instances as `tasks.<id>.outputs` (a list for mapped tasks).
+pub fn add_upstream_outputs(ctx: &mut RenderContext, tis: &[TaskInstanceRow]) {
+    let mut mapped: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+    for ti in tis.iter().filter(|t| t.state == TaskState::Success) {
+        let outputs = ti.outputs.clone().unwrap_or_else(|| serde_json::json!({}));
+        if ti.map_index >= 0 {
+            mapped.entry(ti.task_id.as_str()).or_default().push(outputs);
+        } else {
+            ctx.add_outputs(&ti.task_id, outputs);
+        }
+    }
+    for (task, list) in mapped {
+        ctx.add_outputs(task, serde_json::Value::Array(list));
+    }
+}
+
+/// A run's template context, with the `item` slot for mapped instances.
+#[derive(Clone)]
+struct RunRenderer {
+    ctx: RenderContext,
+}
+
+impl RunRenderer {
+    fn with_item(&self, item: Option<serde_json::Value>) -> RunRenderer {
+        let mut ctx = self.ctx.clone();
+        ctx.item = item.unwrap_or(serde_json::Value::Null);
+        RunRenderer { ctx }
+    }
+
+    fn render(&mut self, template: &str) -> std::result::Result<String, String> {
+        Renderer::new(&self.ctx)?.render(template)
+    }
+}
+
+/// Runs the scheduler until `shutdown`: waits to become the active scheduler (Postgres: one
+/// per database; a second one stands by and takes over when the first dies), then repeats
+/// passes, woken by notifications, by the next due time, or at least every `scan_interval`.
+///
+/// # Errors
+/// Never for database hiccups (logged and retried); only for a misconfigured dags folder.
+pub async fn run(store: Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
+    let listener = store.listen();
+    let result = lead_and_schedule(&store, cfg, clock, &shutdown).await;
+    if let Some(l) = listener {
+        l.abort();
+    }
+    result
+}
+
+async fn lead_and_schedule(store: &Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Result<()> {
+    let mut announced_standby = false;
+    loop {
+        let leadership = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            l = store.try_lead() => l,
+        };
+        let mut leadership = match leadership {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                if !announced_standby {
+                    tracing::info!("another scheduler is active; standing by");
+                    announced_standby = true;
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the database; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+        };
+        tracing::info!("this scheduler is active");
+        let mut scheduler = Scheduler::new(store.clone(), cfg.clone(), Arc::clone(&clock));
+        let mut full = true;
+        loop {
+            if !leadership.still_held().await {
+                tracing::warn!("lost the scheduler lock; standing by");
+                break;
+            }
+            let next_due = match scheduler.pass(full).await {
+                Ok(pass) => pass.next_due,
+                Err(SchedulerError::Folder(e)) => return Err(SchedulerError::Folder(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler pass failed; retrying");
+                    Some(clock.now() + chrono::Duration::seconds(1))
+                }
+            };
+            full = false;
+            let now = clock.now();
+            let wait = next_due
+                .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(cfg.scan_interval)
+                .min(cfg.scan_interval);
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = store.scheduler_woken() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
