@@ -3,7 +3,6 @@
 mod args;
 mod command;
 mod config;
-mod dag_folder;
 
 use std::process::ExitCode;
 

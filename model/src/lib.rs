@@ -19,8 +19,8 @@
 //! - [`schema`]: the JSON Schema.
 //! - [`diagnostic`], [`suggest`]: problems with places, and "did you mean".
 
-pub mod dag;
 pub mod clock;
+pub mod dag;
 pub mod date;
 pub mod diagnostic;
 pub mod duration;

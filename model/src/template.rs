@@ -113,7 +113,9 @@ impl RenderContext {
         interval: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
         params: serde_json::Value,
     ) -> RenderContext {
-        let rfc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let rfc = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        };
         RenderContext {
             dag_id: dag_id.to_owned(),
             run_id: run_id.to_owned(),
@@ -128,11 +130,40 @@ impl RenderContext {
         }
     }
 
+    /// Records the outputs of a run's succeeded instances, given as `(task_id, map_index,
+    /// outputs)`: a mapped task's outputs become a list in map-index order.
+    pub fn add_succeeded_outputs<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = (&'a str, i32, Option<&'a serde_json::Value>)>,
+    ) {
+        let mut mapped: std::collections::BTreeMap<&str, Vec<(i32, serde_json::Value)>> =
+            std::collections::BTreeMap::new();
+        for (task_id, map_index, outputs) in rows {
+            let outputs = outputs.cloned().unwrap_or_else(|| serde_json::json!({}));
+            if map_index >= 0 {
+                mapped
+                    .entry(task_id)
+                    .or_default()
+                    .push((map_index, outputs));
+            } else {
+                self.add_outputs(task_id, outputs);
+            }
+        }
+        for (task_id, mut list) in mapped {
+            list.sort_by_key(|(i, _)| *i);
+            self.add_outputs(
+                task_id,
+                serde_json::Value::Array(list.into_iter().map(|(_, v)| v).collect()),
+            );
+        }
+    }
+
     /// Records an upstream task's outputs (`tasks.<id>.outputs`).
     pub fn add_outputs(&mut self, task_id: &str, outputs: serde_json::Value) {
         let mut entry = serde_json::Map::new();
         entry.insert("outputs".to_owned(), outputs);
-        self.tasks.insert(task_id.to_owned(), serde_json::Value::Object(entry));
+        self.tasks
+            .insert(task_id.to_owned(), serde_json::Value::Object(entry));
     }
 }
 
@@ -149,7 +180,10 @@ impl Renderer {
     /// A context that does not serialize (never with JSON values).
     pub fn new(context: &RenderContext) -> Result<Renderer, String> {
         let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
-        Ok(Renderer { tera: environment(), context })
+        Ok(Renderer {
+            tera: environment(),
+            context,
+        })
     }
 
     /// Renders one template; plain text comes back as is.
@@ -160,7 +194,9 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        self.tera.render_str(text, &self.context, false).map_err(|e| render_error(&e))
+        self.tera
+            .render_str(text, &self.context, false)
+            .map_err(|e| render_error(&e))
     }
 
     /// Renders every string inside a JSON value (a step's fields), in place.
@@ -179,7 +215,11 @@ impl Renderer {
             }
             serde_json::Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
-                    let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     self.render_value(v, &child)?;
                 }
             }
@@ -197,12 +237,18 @@ fn render_error(e: &tera::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ")
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether a rendered `when` means "skip": empty, `false`, `0`, `no`, `none` (any case).
 pub fn is_falsy(rendered: &str) -> bool {
-    matches!(rendered.trim().to_ascii_lowercase().as_str(), "" | "false" | "0" | "no" | "none")
+    matches!(
+        rendered.trim().to_ascii_lowercase().as_str(),
+        "" | "false" | "0" | "no" | "none"
+    )
 }
 
 /// Parses a rendered `foreach` template: a JSON list, or one item per non-empty line.
@@ -215,10 +261,17 @@ pub fn parse_items(rendered: &str) -> Result<Vec<serde_json::Value>, String> {
         return match serde_json::from_str::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Array(items)) => Ok(items),
             Ok(other) => Err(format!("`foreach` must render a list, got {other}")),
-            Err(e) => Err(format!("`foreach` rendered `{trimmed}`, which is not a JSON list: {e}")),
+            Err(e) => Err(format!(
+                "`foreach` rendered `{trimmed}`, which is not a JSON list: {e}"
+            )),
         };
     }
-    Ok(trimmed.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| serde_json::Value::String(l.to_owned())).collect())
+    Ok(trimmed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::Value::String(l.to_owned()))
+        .collect())
 }
 
 /// Parses templates to find syntax errors; one checker serves a whole DAG file and parses
@@ -329,7 +382,11 @@ mod tests {
 
     #[test]
     fn a_try_renders_with_the_spec_context() {
-        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)).unwrap_or_default();
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or_default()
+        };
         let mut ctx = super::RenderContext::for_run(
             "d",
             "d__x",
@@ -341,11 +398,20 @@ mod tests {
         ctx.item = serde_json::json!("t1");
         let r = super::Renderer::new(&ctx).expect("renderer");
         let out = r.render("{{ ds }} {{ ds_nodash }} {{ params.n + 1 }} {{ tasks.up.outputs.rows }} {{ item }} {{ data_interval_end }}");
-        assert_eq!(out.as_deref(), Ok("2024-03-01 20240301 4 42 t1 2024-03-02T06:00:00Z"));
+        assert_eq!(
+            out.as_deref(),
+            Ok("2024-03-01 20240301 4 42 t1 2024-03-02T06:00:00Z")
+        );
         assert!(r.render("{{ nope.x }}").is_err());
         assert!(super::is_falsy(" No ") && super::is_falsy("") && !super::is_falsy("yes"));
-        assert_eq!(super::parse_items("[1, \"a\"]"), Ok(vec![serde_json::json!(1), serde_json::json!("a")]));
-        assert_eq!(super::parse_items("a\nb\n"), Ok(vec![serde_json::json!("a"), serde_json::json!("b")]));
+        assert_eq!(
+            super::parse_items("[1, \"a\"]"),
+            Ok(vec![serde_json::json!(1), serde_json::json!("a")])
+        );
+        assert_eq!(
+            super::parse_items("a\nb\n"),
+            Ok(vec![serde_json::json!("a"), serde_json::json!("b")])
+        );
     }
 
     #[test]

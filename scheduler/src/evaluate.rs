@@ -106,7 +106,11 @@ pub fn verdict(rule: TriggerRule, u: Upstream) -> Verdict {
             if u.success > 0 {
                 Verdict::Run
             } else if all_done {
-                if u.skipped == u.total { Verdict::Skip } else { Verdict::UpstreamFailed }
+                if u.skipped == u.total {
+                    Verdict::Skip
+                } else {
+                    Verdict::UpstreamFailed
+                }
             } else {
                 Verdict::Wait
             }
@@ -142,7 +146,11 @@ pub fn verdict(rule: TriggerRule, u: Upstream) -> Verdict {
             if failures > 0 {
                 Verdict::UpstreamFailed
             } else if all_done {
-                if u.success > 0 { Verdict::Run } else { Verdict::Skip }
+                if u.success > 0 {
+                    Verdict::Run
+                } else {
+                    Verdict::Skip
+                }
             } else {
                 Verdict::Wait
             }
@@ -189,7 +197,11 @@ pub fn plan_run(dag: &Dag, tis: &[TaskInstanceRow]) -> Plan {
             plan.skip.push(ti.id);
             continue;
         };
-        let upstream_states = task.depends_on.iter().flat_map(|d| by_task.get(d.as_str()).into_iter().flatten()).map(|t| &t.state);
+        let upstream_states = task
+            .depends_on
+            .iter()
+            .flat_map(|d| by_task.get(d.as_str()).into_iter().flatten())
+            .map(|t| &t.state);
         match verdict(task.trigger_rule, Upstream::count(upstream_states)) {
             Verdict::Wait => {}
             Verdict::Run if task.foreach.is_some() && ti.map_index < 0 => plan.expand.push(ti.id),
@@ -199,7 +211,12 @@ pub fn plan_run(dag: &Dag, tis: &[TaskInstanceRow]) -> Plan {
         }
     }
     let priority: HashMap<i64, i32> = tis.iter().map(|t| (t.id, t.priority)).collect();
-    plan.ready.sort_by_key(|id| (std::cmp::Reverse(priority.get(id).copied().unwrap_or(0)), *id));
+    plan.ready.sort_by_key(|id| {
+        (
+            std::cmp::Reverse(priority.get(id).copied().unwrap_or(0)),
+            *id,
+        )
+    });
     if plan == Plan::default() && !tis.is_empty() && tis.iter().all(|t| t.state.is_finished()) {
         plan.finished = Some(run_outcome(dag, tis));
     }
@@ -212,26 +229,42 @@ pub fn run_outcome(dag: &Dag, tis: &[TaskInstanceRow]) -> RunState {
     let leaves: Vec<&str> = dag
         .tasks
         .keys()
-        .filter(|id| dag.node(id).is_some_and(|n| dag.graph.neighbors(n).next().is_none()))
+        .filter(|id| {
+            dag.node(id)
+                .is_some_and(|n| dag.graph.neighbors(n).next().is_none())
+        })
         .map(String::as_str)
         .collect();
     let leaf_failed = tis
         .iter()
         .filter(|t| leaves.contains(&t.task_id.as_str()))
         .any(|t| matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed));
-    if leaf_failed { RunState::Failed } else { RunState::Success }
+    if leaf_failed {
+        RunState::Failed
+    } else {
+        RunState::Success
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn up(success: usize, skipped: usize, failed: usize, upstream_failed: usize, running: usize) -> Upstream {
+    fn up(
+        success: usize,
+        skipped: usize,
+        failed: usize,
+        upstream_failed: usize,
+        running: usize,
+    ) -> Upstream {
         let mut states = Vec::new();
         states.extend(std::iter::repeat_n(TaskState::Success, success));
         states.extend(std::iter::repeat_n(TaskState::Skipped, skipped));
         states.extend(std::iter::repeat_n(TaskState::Failed, failed));
-        states.extend(std::iter::repeat_n(TaskState::UpstreamFailed, upstream_failed));
+        states.extend(std::iter::repeat_n(
+            TaskState::UpstreamFailed,
+            upstream_failed,
+        ));
         states.extend(std::iter::repeat_n(TaskState::Running, running));
         Upstream::count(&states)
     }
@@ -243,30 +276,57 @@ mod tests {
         use TriggerRule::*;
         use Verdict::*;
         // Situations:            both ok     one running  one failed  both failed  one skipped  both skipped
-        let situations = [up(2, 0, 0, 0, 0), up(1, 0, 0, 0, 1), up(1, 0, 1, 0, 0), up(0, 0, 1, 1, 0), up(1, 1, 0, 0, 0), up(0, 2, 0, 0, 0)];
+        let situations = [
+            up(2, 0, 0, 0, 0),
+            up(1, 0, 0, 0, 1),
+            up(1, 0, 1, 0, 0),
+            up(0, 0, 1, 1, 0),
+            up(1, 1, 0, 0, 0),
+            up(0, 2, 0, 0, 0),
+        ];
         let table: [(TriggerRule, [Verdict; 6]); 11] = [
-            (AllSuccess, [Run, Wait, UpstreamFailed, UpstreamFailed, Skip, Skip]),
+            (
+                AllSuccess,
+                [Run, Wait, UpstreamFailed, UpstreamFailed, Skip, Skip],
+            ),
             (AllFailed, [Skip, Skip, Skip, Run, Skip, Skip]),
             (AllDone, [Run, Wait, Run, Run, Run, Run]),
             (AllSkipped, [Skip, Skip, Skip, Skip, Skip, Run]),
             (OneSuccess, [Run, Run, Run, UpstreamFailed, Run, Skip]),
             (OneFailed, [Skip, Wait, Run, Run, Skip, Skip]),
             (OneDone, [Run, Run, Run, Run, Run, Skip]),
-            (NoneFailed, [Run, Wait, UpstreamFailed, UpstreamFailed, Run, Run]),
-            (NoneFailedMinOneSuccess, [Run, Wait, UpstreamFailed, UpstreamFailed, Run, Skip]),
+            (
+                NoneFailed,
+                [Run, Wait, UpstreamFailed, UpstreamFailed, Run, Run],
+            ),
+            (
+                NoneFailedMinOneSuccess,
+                [Run, Wait, UpstreamFailed, UpstreamFailed, Run, Skip],
+            ),
             (NoneSkipped, [Run, Wait, Run, Run, Skip, Skip]),
             (Always, [Run, Run, Run, Run, Run, Run]),
         ];
         for (rule, expected) in table {
             for (situation, want) in situations.iter().zip(expected) {
-                assert_eq!(verdict(rule, *situation), want, "{} with {situation:?}", rule.as_str());
+                assert_eq!(
+                    verdict(rule, *situation),
+                    want,
+                    "{} with {situation:?}",
+                    rule.as_str()
+                );
             }
         }
     }
 
     #[test]
     fn a_task_without_upstream_runs() {
-        assert_eq!(verdict(TriggerRule::AllSuccess, Upstream::default()), Verdict::Run);
-        assert_eq!(verdict(TriggerRule::AllFailed, Upstream::default()), Verdict::Run);
+        assert_eq!(
+            verdict(TriggerRule::AllSuccess, Upstream::default()),
+            Verdict::Run
+        );
+        assert_eq!(
+            verdict(TriggerRule::AllFailed, Upstream::default()),
+            Verdict::Run
+        );
     }
 }

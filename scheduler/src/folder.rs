@@ -34,7 +34,9 @@ pub fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<Da
     for path in paths {
         if path.is_dir() {
             for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
-                let entry = entry.map_err(|e| SchedulerError::Folder(format!("reading folder {}: {e}", path.display())))?;
+                let entry = entry.map_err(|e| {
+                    SchedulerError::Folder(format!("reading folder {}: {e}", path.display()))
+                })?;
                 if entry.file_type().is_file() && is_dag_file(entry.path()) {
                     files.push(entry.into_path());
                 }
@@ -42,7 +44,10 @@ pub fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<Da
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            return Err(SchedulerError::Folder(format!("{}: no such file or folder", path.display())));
+            return Err(SchedulerError::Folder(format!(
+                "{}: no such file or folder",
+                path.display()
+            )));
         }
     }
     let mut out = read_all(files, known);
@@ -135,21 +140,40 @@ impl FolderScanner {
         let mut current = HashMap::new();
         if folder.is_dir() {
             for entry in walkdir::WalkDir::new(folder).sort_by_file_name() {
-                let entry = entry.map_err(|e| SchedulerError::Folder(format!("reading folder {}: {e}", folder.display())))?;
+                let entry = entry.map_err(|e| {
+                    SchedulerError::Folder(format!("reading folder {}: {e}", folder.display()))
+                })?;
                 if entry.file_type().is_file() && is_dag_file(entry.path()) {
-                    let meta = entry.metadata().map_err(|e| SchedulerError::Folder(format!("reading {}: {e}", entry.path().display())))?;
+                    let meta = entry.metadata().map_err(|e| {
+                        SchedulerError::Folder(format!("reading {}: {e}", entry.path().display()))
+                    })?;
                     current.insert(entry.into_path(), (meta.len(), meta.modified().ok()));
                 }
             }
         } else {
-            return Err(SchedulerError::Folder(format!("dags folder {} does not exist", folder.display())));
+            return Err(SchedulerError::Folder(format!(
+                "dags folder {} does not exist",
+                folder.display()
+            )));
         }
-        let mut changed_paths: Vec<PathBuf> = current.iter().filter(|(p, m)| self.seen.get(*p) != Some(m)).map(|(p, _)| p.clone()).collect();
+        let mut changed_paths: Vec<PathBuf> = current
+            .iter()
+            .filter(|(p, m)| self.seen.get(*p) != Some(m))
+            .map(|(p, _)| p.clone())
+            .collect();
         changed_paths.sort();
-        let mut removed: Vec<PathBuf> = self.seen.keys().filter(|p| !current.contains_key(*p)).cloned().collect();
+        let mut removed: Vec<PathBuf> = self
+            .seen
+            .keys()
+            .filter(|p| !current.contains_key(*p))
+            .cloned()
+            .collect();
         removed.sort();
         self.seen = current;
-        Ok(Scan { changed: read_all(changed_paths, known), removed })
+        Ok(Scan {
+            changed: read_all(changed_paths, known),
+            removed,
+        })
     }
 }
 
@@ -194,5 +218,7 @@ pub fn find_dag<'a>(files: &'a [DagFile], dag_id: &str) -> Result<(&'a DagFile, 
     } else {
         String::new()
     };
-    Err(SchedulerError::NotFound(format!("no DAG `{dag_id}`{hint}{note}")))
+    Err(SchedulerError::NotFound(format!(
+        "no DAG `{dag_id}`{hint}{note}"
+    )))
 }

@@ -14,12 +14,27 @@ pub const MAX_RUNS_PER_PASS: usize = 200;
 /// The scheduled intervals of `dag` that are due at `now` and not yet created, given the
 /// logical date of its last scheduled run: every one since then with `catchup`, else only the
 /// latest. An interval is due once its end has passed (Airflow's data-interval semantics).
-pub fn due_intervals(dag: &Dag, last_scheduled: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Vec<DataInterval> {
-    let (Some(schedule), Some(start_date)) = (dag.schedule(), dag.start_date) else { return Vec::new() };
+pub fn due_intervals(
+    dag: &Dag,
+    last_scheduled: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<DataInterval> {
+    let (Some(schedule), Some(start_date)) = (dag.schedule(), dag.start_date) else {
+        return Vec::new();
+    };
     let cron = match schedule {
         Schedule::Once => {
-            let due = last_scheduled.is_none() && start_date <= now && dag.end_date.is_none_or(|e| start_date <= e);
-            return if due { vec![DataInterval { start: start_date, end: start_date }] } else { Vec::new() };
+            let due = last_scheduled.is_none()
+                && start_date <= now
+                && dag.end_date.is_none_or(|e| start_date <= e);
+            return if due {
+                vec![DataInterval {
+                    start: start_date,
+                    end: start_date,
+                }]
+            } else {
+                Vec::new()
+            };
         }
         Schedule::Cron(cron) => cron,
     };
@@ -28,13 +43,17 @@ pub fn due_intervals(dag: &Dag, last_scheduled: Option<DateTime<Utc>>, now: Date
         Some(last) => cron.next_after(tz, last),
         None => cron.align_to_next(tz, start_date),
     };
-    let Some(first) = first else { return Vec::new() };
+    let Some(first) = first else {
+        return Vec::new();
+    };
     let within_end = |t: DateTime<Utc>| dag.end_date.is_none_or(|e| t <= e);
     if dag.spec.catchup {
         let mut out = Vec::new();
         let mut tick = Some(first);
         while let Some(start) = tick.filter(|t| within_end(*t)) {
-            let Some(end) = cron.next_after(tz, start).filter(|e| *e <= now) else { break };
+            let Some(end) = cron.next_after(tz, start).filter(|e| *e <= now) else {
+                break;
+            };
             out.push(DataInterval { start, end });
             if out.len() == MAX_RUNS_PER_PASS {
                 break;
@@ -86,7 +105,9 @@ pub fn new_run(
         .values()
         .map(|t| NewTaskInstance {
             task_id: t.id.clone(),
-            max_tries: i32::try_from(t.retry.retries).unwrap_or(i32::MAX - 1).saturating_add(1),
+            max_tries: i32::try_from(t.retry.retries)
+                .unwrap_or(i32::MAX - 1)
+                .saturating_add(1),
             queue: t.queue.clone(),
             pool: t.pool.clone(),
             priority: t.priority,
@@ -109,16 +130,30 @@ pub fn new_run(
 ///
 /// # Errors
 /// An unknown param or a value of the wrong type, naming both.
-pub fn apply_params(dag: &Dag, overrides: &serde_json::Map<String, serde_json::Value>) -> Result<serde_json::Value> {
-    let mut params: serde_json::Map<String, serde_json::Value> = dag.spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+pub fn apply_params(
+    dag: &Dag,
+    overrides: &serde_json::Map<String, serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let mut params: serde_json::Map<String, serde_json::Value> = dag
+        .spec
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (key, value) in overrides {
         let Some(default) = params.get(key) else {
             let known: Vec<&str> = dag.spec.params.keys().map(String::as_str).collect();
-            let hint = weir_model::suggest::did_you_mean(key, known.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            let hint = weir_model::suggest::did_you_mean(key, known.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
             return Err(SchedulerError::Invalid(format!(
                 "DAG `{}` has no param `{key}`{hint}; its params: {}",
                 dag.id(),
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         if json_type(default) != json_type(value) && !default.is_null() {
@@ -137,16 +172,24 @@ pub fn apply_params(dag: &Dag, overrides: &serde_json::Map<String, serde_json::V
 ///
 /// # Errors
 /// A malformed pair or a value that does not parse as the default's type.
-pub fn parse_param_overrides(dag: &Dag, pairs: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
+pub fn parse_param_overrides(
+    dag: &Dag,
+    pairs: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut out = serde_json::Map::new();
     for pair in pairs {
         let Some((key, text)) = pair.split_once('=') else {
-            return Err(SchedulerError::Invalid(format!("--param `{pair}` is not key=value")));
+            return Err(SchedulerError::Invalid(format!(
+                "--param `{pair}` is not key=value"
+            )));
         };
         let value = match dag.spec.params.get(key) {
             Some(serde_json::Value::String(_)) | None => serde_json::Value::String(text.to_owned()),
             Some(default) => serde_json::from_str(text).map_err(|_| {
-                SchedulerError::Invalid(format!("param `{key}` is {} (its default is {default}); `{text}` is not one", json_type(default)))
+                SchedulerError::Invalid(format!(
+                    "param `{key}` is {} (its default is {default}); `{text}` is not one",
+                    json_type(default)
+                ))
             })?,
         };
         out.insert(key.to_owned(), value);
@@ -171,7 +214,9 @@ mod tests {
     use weir_testkit::dag;
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     const DAILY: &str = "id: d\nschedule: \"0 6 * * *\"\nstart_date: 2024-01-01\ncatchup: true\nparams: {n: 1, name: x, full: false}\ntasks:\n  a: {kind: noop}\n";
@@ -180,29 +225,65 @@ mod tests {
     fn catchup_creates_every_missed_interval_once_it_has_ended() {
         let d = dag(DAILY);
         let due = due_intervals(&d, None, t("2024-01-04T05:00:00Z"));
-        assert_eq!(due.iter().map(|i| i.start).collect::<Vec<_>>(), [t("2024-01-01T06:00:00Z"), t("2024-01-02T06:00:00Z")]);
-        let next = due_intervals(&d, Some(t("2024-01-02T06:00:00Z")), t("2024-01-04T06:00:00Z"));
-        assert_eq!(next.iter().map(|i| i.start).collect::<Vec<_>>(), [t("2024-01-03T06:00:00Z")]);
+        assert_eq!(
+            due.iter().map(|i| i.start).collect::<Vec<_>>(),
+            [t("2024-01-01T06:00:00Z"), t("2024-01-02T06:00:00Z")]
+        );
+        let next = due_intervals(
+            &d,
+            Some(t("2024-01-02T06:00:00Z")),
+            t("2024-01-04T06:00:00Z"),
+        );
+        assert_eq!(
+            next.iter().map(|i| i.start).collect::<Vec<_>>(),
+            [t("2024-01-03T06:00:00Z")]
+        );
     }
 
     #[test]
     fn without_catchup_only_the_latest_interval_is_created() {
         let d = dag(&DAILY.replace("catchup: true", "catchup: false"));
         let due = due_intervals(&d, None, t("2024-06-10T12:00:00Z"));
-        assert_eq!(due, vec![DataInterval { start: t("2024-06-09T06:00:00Z"), end: t("2024-06-10T06:00:00Z") }]);
-        let hourly = dag("id: h\nschedule: \"@hourly\"\nstart_date: 2020-01-01\ntasks:\n  a: {kind: noop}\n");
-        let due = due_intervals(&hourly, Some(t("2020-01-01T00:00:00Z")), t("2024-06-10T12:30:00Z"));
-        assert_eq!(due, vec![DataInterval { start: t("2024-06-10T11:00:00Z"), end: t("2024-06-10T12:00:00Z") }]);
+        assert_eq!(
+            due,
+            vec![DataInterval {
+                start: t("2024-06-09T06:00:00Z"),
+                end: t("2024-06-10T06:00:00Z")
+            }]
+        );
+        let hourly = dag(
+            "id: h\nschedule: \"@hourly\"\nstart_date: 2020-01-01\ntasks:\n  a: {kind: noop}\n",
+        );
+        let due = due_intervals(
+            &hourly,
+            Some(t("2020-01-01T00:00:00Z")),
+            t("2024-06-10T12:30:00Z"),
+        );
+        assert_eq!(
+            due,
+            vec![DataInterval {
+                start: t("2024-06-10T11:00:00Z"),
+                end: t("2024-06-10T12:00:00Z")
+            }]
+        );
     }
 
     #[test]
     fn param_overrides_are_typed_by_their_defaults() {
         let d = dag(DAILY);
-        let o = parse_param_overrides(&d, &["n=5".into(), "name=7".into(), "full=true".into()]).expect("parse");
+        let o = parse_param_overrides(&d, &["n=5".into(), "name=7".into(), "full=true".into()])
+            .expect("parse");
         let params = apply_params(&d, &o).expect("apply");
-        assert_eq!(params, serde_json::json!({"n": 5, "name": "7", "full": true}));
+        assert_eq!(
+            params,
+            serde_json::json!({"n": 5, "name": "7", "full": true})
+        );
         assert!(parse_param_overrides(&d, &["n=five".into()]).is_err());
-        let err = apply_params(&d, &serde_json::Map::from_iter([("nme".to_owned(), serde_json::json!("y"))])).expect_err("unknown");
+        let err = apply_params(
+            &d,
+            &serde_json::Map::from_iter([("nme".to_owned(), serde_json::json!("y"))]),
+        )
+        .expect_err("unknown");
         assert!(err.to_string().contains("did you mean `name`"), "{err}");
     }
 }

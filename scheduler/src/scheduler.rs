@@ -74,7 +74,14 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler over `store`.
     pub fn new(store: Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>) -> Scheduler {
-        Scheduler { store, cfg, clock, scanner: FolderScanner::default(), versions: HashMap::new(), next_scan: None }
+        Scheduler {
+            store,
+            cfg,
+            clock,
+            scanner: FolderScanner::default(),
+            versions: HashMap::new(),
+            next_scan: None,
+        }
     }
 
     /// One full pass: folder, cron, runs, retries, leases.
@@ -92,32 +99,55 @@ impl Scheduler {
         if full || scan_due {
             self.sync_folder(now).await?;
             self.create_scheduled_runs(now, &mut pass).await?;
-            self.next_scan = Some(now + chrono::Duration::from_std(self.cfg.scan_interval).unwrap_or(chrono::Duration::seconds(2)));
+            self.next_scan = Some(
+                now + chrono::Duration::from_std(self.cfg.scan_interval)
+                    .unwrap_or(chrono::Duration::seconds(2)),
+            );
         }
         self.reap_expired(now, &mut pass).await?;
         let mut usage = self.usage().await?;
         self.requeue_due_retries(now, &mut usage, &mut pass).await?;
         let active = self.store.active_runs().await?;
         self.start_queued_runs(&active, now).await?;
-        for run in self.store.active_runs().await?.into_iter().filter(|r| r.state == RunState::Running) {
+        for run in self
+            .store
+            .active_runs()
+            .await?
+            .into_iter()
+            .filter(|r| r.state == RunState::Running)
+        {
             self.advance_run(&run, now, &mut usage, &mut pass).await?;
         }
         let retry_due = self.store.next_retry_due().await?;
-        pass.next_due = [pass.next_due, retry_due, self.next_scan].into_iter().flatten().min();
+        pass.next_due = [pass.next_due, retry_due, self.next_scan]
+            .into_iter()
+            .flatten()
+            .min();
         Ok(pass)
     }
 
     async fn sync_folder(&mut self, now: DateTime<Utc>) -> Result<()> {
-        let scan = self.scanner.scan(&self.cfg.dags_folder, Some(&self.cfg.known))?;
+        let scan = self
+            .scanner
+            .scan(&self.cfg.dags_folder, Some(&self.cfg.known))?;
         for file in scan.changed {
             let name = file.display();
             match &file.parsed.dag {
                 Some(dag) => {
                     // One DAG id, one file: a second file with the same id is an import error.
                     match self.store.dag(dag.id()).await {
-                        Ok(existing) if existing.file != name && std::path::Path::new(&existing.file).exists() => {
-                            let message = format!("{name}: DAG id `{}` is already used by {}", dag.id(), existing.file);
-                            self.store.record_import_error(&name, Some(dag.id()), &message, now).await?;
+                        Ok(existing)
+                            if existing.file != name
+                                && std::path::Path::new(&existing.file).exists() =>
+                        {
+                            let message = format!(
+                                "{name}: DAG id `{}` is already used by {}",
+                                dag.id(),
+                                existing.file
+                            );
+                            self.store
+                                .record_import_error(&name, Some(dag.id()), &message, now)
+                                .await?;
                             continue;
                         }
                         Ok(_) | Err(StoreError::NotFound(_)) => {}
@@ -135,12 +165,16 @@ impl Scheduler {
                         .map(|d| d.display(&name).to_string())
                         .collect();
                     tracing::warn!(file = %name, problems = message.len(), "DAG file does not import; its last good version stays scheduled");
-                    self.store.record_import_error(&name, None, &message.join("\n"), now).await?;
+                    self.store
+                        .record_import_error(&name, None, &message.join("\n"), now)
+                        .await?;
                 }
             }
         }
         for gone in scan.removed {
-            self.store.clear_import_error(&gone.display().to_string()).await?;
+            self.store
+                .clear_import_error(&gone.display().to_string())
+                .await?;
         }
         Ok(())
     }
@@ -152,7 +186,14 @@ impl Scheduler {
         }
         let version = self.store.dag_version(version_id).await?;
         let dag = Dag::from_spec(version.spec).map_err(|problems| {
-            SchedulerError::InvalidVersion(version_id, problems.iter().map(|p| p.message.clone()).collect::<Vec<_>>().join("; "))
+            SchedulerError::InvalidVersion(
+                version_id,
+                problems
+                    .iter()
+                    .map(|p| p.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })?;
         let dag = Arc::new(dag);
         self.versions.insert(version_id, Arc::clone(&dag));
@@ -168,7 +209,13 @@ impl Scheduler {
             let last = self.store.last_scheduled_logical_date(dag.id()).await?;
             let due = due_intervals(&dag, last, now);
             for interval in &due {
-                let new = new_run(&dag, row.version_id, RunType::Scheduled, *interval, &serde_json::Map::new())?;
+                let new = new_run(
+                    &dag,
+                    row.version_id,
+                    RunType::Scheduled,
+                    *interval,
+                    &serde_json::Map::new(),
+                )?;
                 if let Some(run) = self.store.create_run(&new, now).await? {
                     tracing::info!(dag_id = dag.id(), run_id = %run.run_id, logical_date = %run.logical_date, "scheduled run created");
                     pass.runs_created += 1;
@@ -177,7 +224,9 @@ impl Scheduler {
             // Wake up when the next interval ends.
             let latest = due.last().map(|i| i.start).or(last);
             if let (Some(Schedule::Cron(cron)), Some(latest)) = (dag.schedule(), latest) {
-                let next_end = cron.next_after(dag.timezone, latest).and_then(|s| cron.next_after(dag.timezone, s));
+                let next_end = cron
+                    .next_after(dag.timezone, latest)
+                    .and_then(|s| cron.next_after(dag.timezone, s));
                 pass.next_due = [pass.next_due, next_end].into_iter().flatten().min();
             }
         }
@@ -192,7 +241,12 @@ impl Scheduler {
         for run in active.iter().filter(|r| r.state == RunState::Queued) {
             let dag = self.dag_version(run.version_id).await?;
             let count = running.entry(run.dag_id.as_str()).or_default();
-            if *count < dag.spec.max_active_runs && self.store.set_run_state(&run.run_id, RunState::Queued, RunState::Running, now).await? {
+            if *count < dag.spec.max_active_runs
+                && self
+                    .store
+                    .set_run_state(&run.run_id, RunState::Queued, RunState::Running, now)
+                    .await?
+            {
                 *count += 1;
                 tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, "run started");
             }
@@ -214,7 +268,12 @@ impl Scheduler {
             return false;
         }
         if let Some(pool) = pool {
-            let slots = self.cfg.pools.get(pool).copied().map_or(i64::MAX, i64::from);
+            let slots = self
+                .cfg
+                .pools
+                .get(pool)
+                .copied()
+                .map_or(i64::MAX, i64::from);
             if usage.by_pool.get(pool).copied().unwrap_or(0) >= slots {
                 return false;
             }
@@ -226,15 +285,31 @@ impl Scheduler {
 
     /// Evaluates a run until nothing more changes in this pass (so skips and upstream
     /// failures propagate through the whole graph at once), then finishes it if it is done.
-    async fn advance_run(&mut self, run: &RunRow, now: DateTime<Utc>, usage: &mut Usage, pass: &mut Pass) -> Result<()> {
+    async fn advance_run(
+        &mut self,
+        run: &RunRow,
+        now: DateTime<Utc>,
+        usage: &mut Usage,
+        pass: &mut Pass,
+    ) -> Result<()> {
         let dag = self.dag_version(run.version_id).await?;
         for _ in 0..dag.tasks.len() + 2 {
             let tis = self.store.task_instances(&run.run_id).await?;
             let plan = plan_run(&dag, &tis);
             let mut changed = 0;
-            changed += self.store.transition_tasks(&plan.skip, TaskState::Scheduled, TaskState::Skipped, now).await?;
-            changed +=
-                self.store.transition_tasks(&plan.upstream_failed, TaskState::Scheduled, TaskState::UpstreamFailed, now).await?;
+            changed += self
+                .store
+                .transition_tasks(&plan.skip, TaskState::Scheduled, TaskState::Skipped, now)
+                .await?;
+            changed += self
+                .store
+                .transition_tasks(
+                    &plan.upstream_failed,
+                    TaskState::Scheduled,
+                    TaskState::UpstreamFailed,
+                    now,
+                )
+                .await?;
             if !plan.expand.is_empty() || !plan.ready.is_empty() {
                 let renderer = self.renderer(run, &tis)?;
                 let by_id: HashMap<i64, &TaskInstanceRow> = tis.iter().map(|t| (t.id, t)).collect();
@@ -245,36 +320,68 @@ impl Scheduler {
                 let mut to_queue = Vec::new();
                 for id in &plan.ready {
                     let Some(ti) = by_id.get(id) else { continue };
-                    let Some(task) = dag.tasks.get(&ti.task_id) else { continue };
+                    let Some(task) = dag.tasks.get(&ti.task_id) else {
+                        continue;
+                    };
                     if let Some(when) = &task.when {
                         let mut ctx_renderer = renderer.with_item(ti.map_item.clone());
                         match ctx_renderer.render(when) {
                             Ok(text) if is_falsy(&text) => {
-                                changed += self.store.transition_tasks(&[ti.id], TaskState::Scheduled, TaskState::Skipped, now).await?;
+                                changed += self
+                                    .store
+                                    .transition_tasks(
+                                        &[ti.id],
+                                        TaskState::Scheduled,
+                                        TaskState::Skipped,
+                                        now,
+                                    )
+                                    .await?;
                                 continue;
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                changed += u64::from(self.store.fail_scheduled(ti.id, &format!("`when` does not render: {e}"), now).await?);
+                                changed += u64::from(
+                                    self.store
+                                        .fail_scheduled(
+                                            ti.id,
+                                            &format!("`when` does not render: {e}"),
+                                            now,
+                                        )
+                                        .await?,
+                                );
                                 continue;
                             }
                         }
                     }
-                    if let Some(pool) = ti.pool.as_deref().filter(|p| !self.cfg.pools.contains_key(*p)) {
-                        let message = format!("pool `{pool}` is not in the configuration (add it under [pools])");
-                        changed += u64::from(self.store.fail_scheduled(ti.id, &message, now).await?);
+                    if let Some(pool) = ti
+                        .pool
+                        .as_deref()
+                        .filter(|p| !self.cfg.pools.contains_key(*p))
+                    {
+                        let message = format!(
+                            "pool `{pool}` is not in the configuration (add it under [pools])"
+                        );
+                        changed +=
+                            u64::from(self.store.fail_scheduled(ti.id, &message, now).await?);
                         continue;
                     }
                     if self.take_slot(usage, &dag, ti.pool.as_deref()) {
                         to_queue.push(ti.id);
                     }
                 }
-                let queued = self.store.transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now).await?;
+                let queued = self
+                    .store
+                    .transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now)
+                    .await?;
                 pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
                 changed += queued;
             }
             if let Some(outcome) = plan.finished {
-                if self.store.set_run_state(&run.run_id, RunState::Running, outcome, now).await? {
+                if self
+                    .store
+                    .set_run_state(&run.run_id, RunState::Running, outcome, now)
+                    .await?
+                {
                     pass.runs_finished += 1;
                     tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, state = %outcome, "run finished");
                 }
@@ -296,26 +403,54 @@ impl Scheduler {
             run.params.clone(),
         );
         add_upstream_outputs(&mut ctx, tis);
-        ctx.env = self.cfg.template_env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        ctx.env = self
+            .cfg
+            .template_env
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
         Ok(RunRenderer { ctx })
     }
 
-    async fn expand(&self, ti: &TaskInstanceRow, dag: &Dag, renderer: &RunRenderer, now: DateTime<Utc>) -> Result<bool> {
-        let Some(foreach) = dag.tasks.get(&ti.task_id).and_then(|t| t.foreach.as_ref()) else { return Ok(false) };
+    async fn expand(
+        &self,
+        ti: &TaskInstanceRow,
+        dag: &Dag,
+        renderer: &RunRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(foreach) = dag.tasks.get(&ti.task_id).and_then(|t| t.foreach.as_ref()) else {
+            return Ok(false);
+        };
         let items = match foreach {
             weir_model::spec::Foreach::Items(items) => Ok(items.clone()),
-            weir_model::spec::Foreach::Template(t) => renderer.clone().render(t).and_then(|text| parse_items(&text)),
+            weir_model::spec::Foreach::Template(t) => renderer
+                .clone()
+                .render(t)
+                .and_then(|text| parse_items(&text)),
         };
         match items {
             Ok(items) => {
                 tracing::info!(run_id = %ti.run_id, task_id = %ti.task_id, items = items.len(), "foreach expanded");
                 Ok(self.store.expand_mapped(ti, &items, now).await?)
             }
-            Err(e) => Ok(self.store.fail_scheduled(ti.id, &format!("`foreach` does not render a list: {e}"), now).await?),
+            Err(e) => Ok(self
+                .store
+                .fail_scheduled(
+                    ti.id,
+                    &format!("`foreach` does not render a list: {e}"),
+                    now,
+                )
+                .await?),
         }
     }
 
-    async fn requeue_due_retries(&mut self, now: DateTime<Utc>, usage: &mut Usage, pass: &mut Pass) -> Result<()> {
+    async fn requeue_due_retries(
+        &mut self,
+        now: DateTime<Utc>,
+        usage: &mut Usage,
+        pass: &mut Pass,
+    ) -> Result<()> {
         let mut ids = Vec::new();
         for ti in self.store.due_retries(now).await? {
             let run = self.store.run(&ti.run_id).await?;
@@ -324,7 +459,10 @@ impl Scheduler {
                 ids.push(ti.id);
             }
         }
-        let queued = self.store.transition_tasks(&ids, TaskState::UpForRetry, TaskState::Queued, now).await?;
+        let queued = self
+            .store
+            .transition_tasks(&ids, TaskState::UpForRetry, TaskState::Queued, now)
+            .await?;
         pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
         Ok(())
     }
@@ -351,14 +489,24 @@ impl Scheduler {
 }
 
 /// What a failed try leads to: another try after the policy's delay, or failure.
-pub fn retry_decision(dag: &Dag, ti: &TaskInstanceRow, now: DateTime<Utc>) -> (TaskState, Option<DateTime<Utc>>) {
+pub fn retry_decision(
+    dag: &Dag,
+    ti: &TaskInstanceRow,
+    now: DateTime<Utc>,
+) -> (TaskState, Option<DateTime<Utc>>) {
     if ti.try_number < ti.max_tries {
         let delay = dag
             .tasks
             .get(&ti.task_id)
-            .map(|t| t.retry.delay_before(u32::try_from(ti.try_number + 1).unwrap_or(u32::MAX)))
+            .map(|t| {
+                t.retry
+                    .delay_before(u32::try_from(ti.try_number + 1).unwrap_or(u32::MAX))
+            })
             .unwrap_or_default();
-        (TaskState::UpForRetry, Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)))
+        (
+            TaskState::UpForRetry,
+            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
+        )
     } else {
         (TaskState::Failed, None)
     }
@@ -366,18 +514,11 @@ pub fn retry_decision(dag: &Dag, ti: &TaskInstanceRow, now: DateTime<Utc>) -> (T
 
 /// Outputs of a run's succeeded instances as `tasks.<id>.outputs` (a list for mapped tasks).
 pub fn add_upstream_outputs(ctx: &mut RenderContext, tis: &[TaskInstanceRow]) {
-    let mut mapped: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
-    for ti in tis.iter().filter(|t| t.state == TaskState::Success) {
-        let outputs = ti.outputs.clone().unwrap_or_else(|| serde_json::json!({}));
-        if ti.map_index >= 0 {
-            mapped.entry(ti.task_id.as_str()).or_default().push(outputs);
-        } else {
-            ctx.add_outputs(&ti.task_id, outputs);
-        }
-    }
-    for (task, list) in mapped {
-        ctx.add_outputs(task, serde_json::Value::Array(list));
-    }
+    ctx.add_succeeded_outputs(
+        tis.iter()
+            .filter(|t| t.state == TaskState::Success)
+            .map(|t| (t.task_id.as_str(), t.map_index, t.outputs.as_ref())),
+    );
 }
 
 /// A run's template context, with the `item` slot for mapped instances.
@@ -404,7 +545,12 @@ impl RunRenderer {
 ///
 /// # Errors
 /// Never for database hiccups (logged and retried); only for a misconfigured dags folder.
-pub async fn run(store: Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    store: Store,
+    cfg: SchedulerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let listener = store.listen();
     let result = lead_and_schedule(&store, cfg, clock, &shutdown).await;
     if let Some(l) = listener {
@@ -413,7 +559,12 @@ pub async fn run(store: Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>, shut
     result
 }
 
-async fn lead_and_schedule(store: &Store, cfg: SchedulerConfig, clock: Arc<dyn Clock>, shutdown: &CancellationToken) -> Result<()> {
+async fn lead_and_schedule(
+    store: &Store,
+    cfg: SchedulerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let mut announced_standby = false;
     loop {
         let leadership = tokio::select! {

@@ -267,8 +267,13 @@ impl Store {
             Db::Sqlite(_) => Ok(Some(Leadership { conn: None })),
             Db::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
-                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut *conn).await?;
-                Ok(won.then(|| Leadership { conn: Some(conn.detach()) }))
+                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(LEADER_LOCK)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(won.then(|| Leadership {
+                    conn: Some(conn.detach()),
+                }))
             }
         }
     }

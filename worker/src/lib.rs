@@ -1,1 +1,27 @@
-//! placeholder
+//! weir-worker: runs task instances.
+//!
+//! A worker claims queued task instances with one atomic statement (a lease), runs up to
+//! `concurrency` tries at once (a semaphore permit moves into each), renders each task's
+//! templates from its pinned DAG version, runs its step, streams its output into the store
+//! line by line, heartbeats its leases, and records the outcome only while it still holds the
+//! lease. Task processes die with the worker (parent-death signal) and with their try (process
+//! group kill).
+//!
+//! Where it sits: uses weir-model and weir-store; never the scheduler or the web server.
+//!
+//! # Layout
+//! - [`worker`]: the claim loop, tries, heartbeats, shutdown ([`run`]).
+//! - [`step`]: one executor per step kind (`step/shell.rs`).
+//! - [`log`]: batching log lines into the store.
+//! - [`outcome`]: how a try ended.
+//! - [`error`]: the error type.
+
+pub mod error;
+pub mod log;
+pub mod outcome;
+pub mod step;
+pub mod worker;
+
+pub use error::WorkerError;
+pub use outcome::TaskOutcome;
+pub use worker::{Worker, WorkerConfig, run};

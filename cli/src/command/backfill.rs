@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::EXIT_OK;
 use crate::args::BackfillArgs;
 use crate::config::Config;
-use crate::dag_folder::{find_dag, load_dag_files};
+use weir_scheduler::folder::{find_dag, load_dag_files};
 
 /// One interval of `weir backfill --dry-run --json` (SPEC §5).
 #[derive(Serialize)]

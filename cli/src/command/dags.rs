@@ -10,7 +10,7 @@ use weir_model::{Dag, Severity};
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::args::ShowFormat;
 use crate::config::Config;
-use crate::dag_folder::{DagFile, find_dag, load_dag_files};
+use weir_scheduler::folder::{DagFile, find_dag, load_dag_files};
 
 /// Prints every problem of every file as `FILE:LINE:COL: message`; exit 2 when any file has
 /// an error.

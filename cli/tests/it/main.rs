@@ -1,4 +1,7 @@
-//! The `weir` binary, run as a user runs it: arguments in, exit code and output out.
+//! The `weir` binary, run as a user runs it: arguments in, exit code and output out; and the
+//! engine (scheduler + worker) end to end in `engine`.
+
+mod engine;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

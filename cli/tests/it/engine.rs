@@ -1,0 +1,539 @@
+//! The engine end to end: the real scheduler and worker, real bash processes, on SQLite and
+//! Postgres. Time is a manual clock (retry delays are checked exactly, without sleeping); the
+//! tests drive passes and claims directly instead of waiting on timers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use weir_model::clock::{Clock, ManualClock};
+use weir_model::{RunState, RunType, TaskState};
+use weir_scheduler::{Scheduler, SchedulerConfig};
+use weir_store::{RunRow, Store, TaskInstanceRow};
+use weir_testkit::{TestDb, both_backends};
+use weir_worker::{Worker, WorkerConfig};
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("time")
+        .with_timezone(&Utc)
+}
+
+/// A scheduler and a worker over one database and one dags folder.
+struct Engine {
+    store: Store,
+    clock: Arc<ManualClock>,
+    scheduler: Scheduler,
+    worker: Worker,
+    dir: tempfile::TempDir,
+}
+
+impl Engine {
+    async fn new(db: &TestDb, dags: &[(&str, &str)]) -> Engine {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+        for (name, text) in dags {
+            std::fs::write(dir.path().join("dags").join(name), text).expect("write dag");
+        }
+        let clock = Arc::new(ManualClock::new(t("2024-03-01T12:00:00Z")));
+        let scheduler = Scheduler::new(
+            db.store.clone(),
+            scheduler_config(dir.path()),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        );
+        let worker = Worker::new(
+            db.store.clone(),
+            worker_config(),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        );
+        let mut engine = Engine {
+            store: db.store.clone(),
+            clock,
+            scheduler,
+            worker,
+            dir,
+        };
+        engine.scheduler.run_once().await.expect("first pass");
+        engine
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    async fn trigger(&self, dag_id: &str, params: serde_json::Value) -> RunRow {
+        let row = self.store.dag(dag_id).await.expect("dag synced");
+        let version = self
+            .store
+            .dag_version(row.version_id)
+            .await
+            .expect("version");
+        let dag = weir_model::Dag::from_spec(version.spec).expect("valid");
+        let now = self.clock.now();
+        let overrides = params.as_object().cloned().unwrap_or_default();
+        let interval = weir_model::DataInterval {
+            start: now,
+            end: now,
+        };
+        let new = weir_scheduler::plan::new_run(
+            &dag,
+            row.version_id,
+            RunType::Manual,
+            interval,
+            &overrides,
+        )
+        .expect("params");
+        self.store
+            .create_run(&new, now)
+            .await
+            .expect("create")
+            .expect("new run")
+    }
+
+    /// Scheduler passes and worker claims until the run finishes; every claimed try runs to
+    /// its end (concurrently). When nothing is runnable but retries are pending, the clock
+    /// jumps to the next due time. Returns the finished run.
+    async fn drive(&mut self, run_id: &str) -> RunRow {
+        for _ in 0..500 {
+            self.scheduler.run_once().await.expect("pass");
+            let run = self.store.run(run_id).await.expect("run");
+            if run.state.is_finished() {
+                return run;
+            }
+            let claimed = self.worker.claim(64).await.expect("claim");
+            if claimed.is_empty() {
+                match self.store.next_retry_due().await.expect("due") {
+                    Some(due) if due > self.clock.now() => self.clock.set(due),
+                    _ => {}
+                }
+                continue;
+            }
+            let tries = claimed.into_iter().map(|ti| {
+                let w = self.worker.clone();
+                tokio::spawn(
+                    async move { w.run_try(ti, CancellationToken::new()).await.expect("try") },
+                )
+            });
+            for t in tries {
+                t.await.expect("join");
+            }
+        }
+        panic!("run {run_id} did not finish");
+    }
+
+    async fn tasks(&self, run_id: &str) -> Vec<TaskInstanceRow> {
+        self.store.task_instances(run_id).await.expect("tis")
+    }
+
+    async fn state_of(&self, run_id: &str, task: &str) -> TaskState {
+        self.tasks(run_id)
+            .await
+            .into_iter()
+            .find(|t| t.task_id == task)
+            .map(|t| t.state)
+            .expect("task")
+    }
+
+    async fn log_of(&self, ti: &TaskInstanceRow, try_number: i32) -> Vec<String> {
+        self.store
+            .logs(ti.id, try_number, 0, 10_000)
+            .await
+            .expect("logs")
+            .into_iter()
+            .map(|l| l.line)
+            .collect()
+    }
+}
+
+fn scheduler_config(dir: &Path) -> SchedulerConfig {
+    SchedulerConfig {
+        dags_folder: dir.join("dags"),
+        heartbeat_timeout: Duration::from_secs(30),
+        pools: [("small".to_owned(), 1)].into_iter().collect(),
+        known: weir_model::Known::default(),
+        template_env: [("WEIR_TEST_ALLOWED".to_owned(), "yes".to_owned())]
+            .into_iter()
+            .collect(),
+        scan_interval: Duration::from_secs(2),
+    }
+}
+
+fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        queues: vec!["default".into()],
+        concurrency: 8,
+        heartbeat_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+        template_env: [("WEIR_TEST_ALLOWED".to_owned(), "yes".to_owned())]
+            .into_iter()
+            .collect(),
+        poll_interval: Duration::from_millis(200),
+    }
+}
+
+both_backends!(a_chain_of_twenty_tasks_runs_in_order, |db| {
+    let mut dag = String::from("id: chain\ntasks:\n");
+    for i in 0..20 {
+        dag.push_str(&format!("  t{i:02}:\n    kind: shell\n    run: echo {i} >> \"$ORDER_FILE\"\n    env: {{ORDER_FILE: \"{{{{ params.file }}}}\"}}\n"));
+        if i > 0 {
+            dag.push_str(&format!("    depends_on: [t{:02}]\n", i - 1));
+        }
+    }
+    dag.push_str("params:\n  file: none\n");
+    let mut e = Engine::new(&db, &[("chain.yaml", &dag)]).await;
+    let file = e.path("order.txt");
+    let run = e
+        .trigger(
+            "chain",
+            serde_json::json!({"file": file.display().to_string()}),
+        )
+        .await;
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Success);
+    let order = std::fs::read_to_string(&file).expect("order file");
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(order.lines().collect::<Vec<_>>(), expected);
+    let tis = e.tasks(&run.run_id).await;
+    assert!(
+        tis.iter()
+            .all(|t| t.state == TaskState::Success && t.try_number == 1)
+    );
+    let mut by_id: Vec<&TaskInstanceRow> = tis.iter().collect();
+    by_id.sort_by_key(|t| t.task_id.clone());
+    for pair in by_id.windows(2) {
+        assert!(
+            pair[0].ended_at <= pair[1].started_at,
+            "{} started before {} ended",
+            pair[1].task_id,
+            pair[0].task_id
+        );
+    }
+});
+
+both_backends!(
+    a_flaky_task_succeeds_on_its_third_try_after_the_configured_delays,
+    |db| {
+        let dag = "id: flaky\ntasks:\n  flaky:\n    kind: shell\n    retries: 3\n    retry_delay: 10s\n    retry_backoff: 3\n    run: |\n      n=$(cat \"{{ params.counter }}\" 2>/dev/null || echo 0)\n      echo $((n + 1)) > \"{{ params.counter }}\"\n      echo \"try {{ try_number }}\"\n      [ \"$n\" -ge 2 ]\nparams:\n  counter: x\n";
+        let mut e = Engine::new(&db, &[("flaky.yaml", dag)]).await;
+        let counter = e.path("counter");
+        let run = e
+            .trigger(
+                "flaky",
+                serde_json::json!({"counter": counter.display().to_string()}),
+            )
+            .await;
+        let start = e.clock.now();
+        // Try 1 fails; it is due again after retry_delay (10s).
+        e.scheduler.run_once().await.expect("pass");
+        let ti = e.worker.claim(1).await.expect("claim").remove(0);
+        e.worker
+            .run_try(ti.clone(), CancellationToken::new())
+            .await
+            .expect("try 1");
+        let row = e.store.task_instance(ti.id).await.expect("row");
+        assert_eq!((row.state, row.try_number), (TaskState::UpForRetry, 1));
+        assert_eq!(row.due_at, Some(start + chrono::Duration::seconds(10)));
+        assert_eq!(row.error.as_deref(), Some("exit code 1"));
+        // Not due yet: nothing to claim.
+        e.clock.advance(chrono::Duration::seconds(9));
+        e.scheduler.run_once().await.expect("pass");
+        assert!(
+            e.worker.claim(1).await.expect("claim").is_empty(),
+            "claimed before the retry delay"
+        );
+        e.clock.advance(chrono::Duration::seconds(1));
+        e.scheduler.run_once().await.expect("pass");
+        let ti = e.worker.claim(1).await.expect("claim").remove(0);
+        assert_eq!(ti.try_number, 2);
+        e.worker
+            .run_try(ti.clone(), CancellationToken::new())
+            .await
+            .expect("try 2");
+        // Second retry: delay * backoff = 30s.
+        let row = e.store.task_instance(ti.id).await.expect("row");
+        assert_eq!(
+            row.due_at,
+            Some(e.clock.now() + chrono::Duration::seconds(30))
+        );
+        let done = e.drive(&run.run_id).await;
+        assert_eq!(done.state, RunState::Success);
+        let row = e.store.task_instance(ti.id).await.expect("row");
+        assert_eq!((row.state, row.try_number), (TaskState::Success, 3));
+        assert!(
+            e.log_of(&row, 3).await.contains(&"try 3".to_owned()),
+            "each try has its own log"
+        );
+        assert!(e.log_of(&row, 1).await.contains(&"try 1".to_owned()));
+    }
+);
+
+both_backends!(
+    exhausted_retries_resolve_every_trigger_rule_like_airflow,
+    |db| {
+        // `ok` succeeds, `bad` fails (after its one retry), `off` is skipped by `when`.
+        // Each rule's task depends on the pair in its name; expectations from Airflow's docs.
+        let cases = [
+            ("all_success", "ok, bad", TaskState::UpstreamFailed),
+            ("all_failed", "bad", TaskState::Success),
+            ("all_done", "ok, bad", TaskState::Success),
+            ("all_skipped", "off", TaskState::Success),
+            ("one_success", "ok, bad", TaskState::Success),
+            ("one_failed", "ok, bad", TaskState::Success),
+            ("one_done", "bad, off", TaskState::Success),
+            ("none_failed", "ok, off", TaskState::Success),
+            (
+                "none_failed_min_one_success",
+                "bad, ok",
+                TaskState::UpstreamFailed,
+            ),
+            ("none_skipped", "ok, off", TaskState::Skipped),
+            ("always", "bad", TaskState::Success),
+        ];
+        let mut dag = String::from(
+            "id: rules\nparams:\n  on: false\ndefaults:\n  retry_delay: 1s\ntasks:\n  ok: {kind: shell, run: \"true\"}\n  bad: {kind: shell, run: \"exit 3\", retries: 1}\n  off: {kind: shell, run: \"true\", when: \"{{ params.on }}\"}\n  after_skip: {kind: noop, depends_on: [off]}\n",
+        );
+        for (rule, deps, _) in cases {
+            dag.push_str(&format!(
+                "  r_{rule}: {{kind: noop, trigger_rule: {rule}, depends_on: [{deps}]}}\n"
+            ));
+        }
+        let mut e = Engine::new(&db, &[("rules.yaml", &dag)]).await;
+        let run = e.trigger("rules", serde_json::json!({})).await;
+        let done = e.drive(&run.run_id).await;
+        assert_eq!(e.state_of(&run.run_id, "ok").await, TaskState::Success);
+        let bad = e
+            .tasks(&run.run_id)
+            .await
+            .into_iter()
+            .find(|t| t.task_id == "bad")
+            .expect("bad");
+        assert_eq!(
+            (bad.state, bad.try_number),
+            (TaskState::Failed, 2),
+            "one retry, then failed"
+        );
+        assert_eq!(e.state_of(&run.run_id, "off").await, TaskState::Skipped);
+        assert_eq!(
+            e.state_of(&run.run_id, "after_skip").await,
+            TaskState::Skipped,
+            "skips propagate under all_success"
+        );
+        for (rule, deps, expected) in cases {
+            assert_eq!(
+                e.state_of(&run.run_id, &format!("r_{rule}")).await,
+                expected,
+                "{rule} over [{deps}]"
+            );
+        }
+        // Leaves include r_all_success (upstream_failed): Airflow's leaf rule fails the run.
+        assert_eq!(done.state, RunState::Failed);
+    }
+);
+
+both_backends!(a_timeout_kills_the_whole_process_group, |db| {
+    let dag = "id: slow\ntasks:\n  slow:\n    kind: shell\n    timeout: 1s\n    run: |\n      sleep 300 &\n      echo $! > \"{{ params.pidfile }}\"\n      sleep 300\nparams:\n  pidfile: x\n";
+    let mut e = Engine::new(&db, &[("slow.yaml", dag)]).await;
+    let pidfile = e.path("pid");
+    let run = e
+        .trigger(
+            "slow",
+            serde_json::json!({"pidfile": pidfile.display().to_string()}),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let done = e.drive(&run.run_id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the try was not stopped"
+    );
+    assert_eq!(done.state, RunState::Failed);
+    let ti = e.tasks(&run.run_id).await.remove(0);
+    assert_eq!(ti.error.as_deref(), Some("timed out after 1s"));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid number");
+    // The background `sleep` was in the group: it must be gone (or a zombie being reaped).
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false);
+    assert!(!alive, "grandchild {pid} survived the timeout");
+});
+
+both_backends!(templates_params_and_outputs_flow_downstream, |db| {
+    let dag = "id: flow\nparams:\n  greeting: hello\n  n: 2\ntasks:\n  produce:\n    kind: shell\n    run: |\n      echo \"rows=$(( {{ params.n }} * 21 ))\" >> \"$WEIR_OUTPUT\"\n      echo \"day={{ ds }}\" >> \"$WEIR_OUTPUT\"\n  consume:\n    kind: shell\n    depends_on: [produce]\n    run: |\n      echo \"{{ params.greeting }} {{ tasks.produce.outputs.rows }} {{ tasks.produce.outputs.day }} {{ ds_add(ds=ds, days=1) }} $WEIR_DS {{ env.WEIR_TEST_ALLOWED }}\"\n      echo \"echo={{ params.greeting }}\" >> \"$WEIR_OUTPUT\"\n";
+    let mut e = Engine::new(&db, &[("flow.yaml", dag)]).await;
+    let run = e
+        .trigger("flow", serde_json::json!({"greeting": "bonjour"}))
+        .await;
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Success);
+    let tis = e.tasks(&run.run_id).await;
+    let produce = tis
+        .iter()
+        .find(|t| t.task_id == "produce")
+        .expect("produce");
+    assert_eq!(
+        produce.outputs,
+        Some(serde_json::json!({"rows": "42", "day": "2024-03-01"}))
+    );
+    let consume = tis
+        .iter()
+        .find(|t| t.task_id == "consume")
+        .expect("consume");
+    assert!(
+        e.log_of(consume, 1)
+            .await
+            .contains(&"bonjour 42 2024-03-01 2024-03-02 2024-03-01 yes".to_owned()),
+        "{:?}",
+        e.log_of(consume, 1).await
+    );
+    assert_eq!(
+        consume.outputs,
+        Some(serde_json::json!({"echo": "bonjour"}))
+    );
+});
+
+both_backends!(foreach_maps_and_when_skips, |db| {
+    let dag = "id: fan\nparams:\n  tables: [a, b, c]\n  full: false\ntasks:\n  list:\n    kind: shell\n    run: echo 'names=[\"x\", \"y\"]' >> \"$WEIR_OUTPUT\"\n  per_table:\n    kind: shell\n    foreach: \"{{ params.tables | tojson }}\"\n    run: echo \"table={{ item }}\" >> \"$WEIR_OUTPUT\"\n  per_name:\n    kind: shell\n    depends_on: [list]\n    foreach: \"{{ tasks.list.outputs.names }}\"\n    run: echo \"{{ item }}\"\n  empty:\n    kind: noop\n    foreach: []\n  full_only:\n    kind: noop\n    when: \"{{ params.full }}\"\n  summary:\n    kind: shell\n    depends_on: [per_table]\n    run: echo \"{{ tasks.per_table.outputs | length }}\"\n";
+    let mut e = Engine::new(&db, &[("fan.yaml", dag)]).await;
+    let run = e.trigger("fan", serde_json::json!({})).await;
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Success);
+    let tis = e.tasks(&run.run_id).await;
+    let mapped: Vec<(i32, Option<serde_json::Value>, Option<serde_json::Value>)> = tis
+        .iter()
+        .filter(|t| t.task_id == "per_table")
+        .map(|t| (t.map_index, t.map_item.clone(), t.outputs.clone()))
+        .collect();
+    assert_eq!(
+        mapped,
+        vec![
+            (0, Some("a".into()), Some(serde_json::json!({"table": "a"}))),
+            (1, Some("b".into()), Some(serde_json::json!({"table": "b"}))),
+            (2, Some("c".into()), Some(serde_json::json!({"table": "c"}))),
+        ]
+    );
+    assert_eq!(
+        tis.iter()
+            .filter(|t| t.task_id == "per_name" && t.state == TaskState::Success)
+            .count(),
+        2,
+        "mapped over an upstream output"
+    );
+    assert_eq!(
+        e.state_of(&run.run_id, "empty").await,
+        TaskState::Skipped,
+        "a foreach over nothing is skipped"
+    );
+    assert_eq!(
+        e.state_of(&run.run_id, "full_only").await,
+        TaskState::Skipped
+    );
+    let summary = tis
+        .iter()
+        .find(|t| t.task_id == "summary")
+        .expect("summary");
+    assert!(
+        e.log_of(summary, 1).await.contains(&"3".to_owned()),
+        "downstream sees the 3 mapped outputs"
+    );
+});
+
+both_backends!(clearing_a_failed_task_reruns_it_and_its_downstream, |db| {
+    let dag = "id: clr\nparams:\n  flag: x\ntasks:\n  check:\n    kind: shell\n    run: test -f \"{{ params.flag }}\"\n  after:\n    kind: shell\n    depends_on: [check]\n    run: echo after\n";
+    let mut e = Engine::new(&db, &[("clr.yaml", dag)]).await;
+    let flag = e.path("flag");
+    let run = e
+        .trigger(
+            "clr",
+            serde_json::json!({"flag": flag.display().to_string()}),
+        )
+        .await;
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Failed);
+    assert_eq!(
+        e.state_of(&run.run_id, "after").await,
+        TaskState::UpstreamFailed
+    );
+    std::fs::write(&flag, "").expect("flag");
+    let items: Vec<(i64, i32)> = e
+        .tasks(&run.run_id)
+        .await
+        .iter()
+        .map(|t| (t.id, 1))
+        .collect();
+    assert_eq!(
+        e.store
+            .clear_tasks(&run.run_id, &items)
+            .await
+            .expect("clear"),
+        2
+    );
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Success);
+    let check = e
+        .tasks(&run.run_id)
+        .await
+        .into_iter()
+        .find(|t| t.task_id == "check")
+        .expect("check");
+    assert_eq!(
+        (check.state, check.try_number),
+        (TaskState::Success, 2),
+        "the cleared task ran a second try"
+    );
+});
+
+both_backends!(
+    a_scheduler_restart_mid_run_loses_nothing_and_duplicates_no_run,
+    |db| {
+        let dag = "id: daily\nschedule: \"0 6 * * *\"\nstart_date: 2024-02-28\ncatchup: true\ntasks:\n  a: {kind: shell, run: echo a}\n  b: {kind: shell, run: echo b, depends_on: a}\n";
+        let mut e = Engine::new(&db, &[("daily.yaml", dag)]).await;
+        // 2024-02-28, 02-29 (leap day) and 03-01 06:00 intervals: two have ended by 12:00 on 03-01.
+        let runs = e
+            .store
+            .list_runs(&weir_store::RunFilter::default())
+            .await
+            .expect("runs");
+        assert_eq!(runs.len(), 2);
+        let first = runs.iter().map(|r| r.run_id.clone()).min().expect("run");
+        // Run `a` of the first run, then "restart": a new scheduler with empty caches.
+        e.scheduler.run_once().await.expect("pass");
+        let claimed = e.worker.claim(8).await.expect("claim");
+        assert_eq!(claimed.len(), 2, "`a` of both runs");
+        for ti in claimed {
+            e.worker
+                .run_try(ti, CancellationToken::new())
+                .await
+                .expect("try");
+        }
+        e.scheduler = Scheduler::new(
+            e.store.clone(),
+            scheduler_config(e.dir.path()),
+            Arc::clone(&e.clock) as Arc<dyn Clock>,
+        );
+        let done = e.drive(&first).await;
+        assert_eq!(done.state, RunState::Success);
+        let runs = e
+            .store
+            .list_runs(&weir_store::RunFilter::default())
+            .await
+            .expect("runs");
+        assert_eq!(
+            runs.len(),
+            2,
+            "the restarted scheduler created no duplicate run"
+        );
+        for run in &runs {
+            let tis = e.tasks(&run.run_id).await;
+            assert!(
+                tis.iter().all(|t| t.try_number <= 1),
+                "no task ran twice: {tis:?}"
+            );
+        }
+    }
+);

@@ -1,0 +1,20 @@
+//! The worker's error type: weir itself broke (not a task failing: that is a `TaskOutcome`).
+
+use weir_store::StoreError;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored DAG version that no longer validates.
+    #[error("DAG version {0} is invalid: {1}")]
+    InvalidVersion(i64, String),
+    /// A task the pinned DAG version does not have.
+    #[error("task `{0}` is not in DAG version {1}")]
+    UnknownTask(String, i64),
+}
+
+/// Result of worker operations.
+pub type Result<T, E = WorkerError> = std::result::Result<T, E>;

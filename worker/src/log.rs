@@ -1,0 +1,86 @@
+//! A try's log: lines go through a channel to a writer that stores them in batches, so the
+//! log is visible live (within [`FLUSH_EVERY`]) without one database write per line.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use weir_store::Store;
+
+/// How long a line may wait before it is stored.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Most lines stored in one batch.
+const BATCH: usize = 500;
+
+/// One captured line.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// `stdout`, `stderr` or `weir`.
+    pub stream: &'static str,
+    /// Text, without the line break.
+    pub text: String,
+    /// When it was read.
+    pub at: DateTime<Utc>,
+}
+
+/// Where a step writes its log lines.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    tx: mpsc::UnboundedSender<Line>,
+}
+
+impl LogSink {
+    /// A sink and the receiving end (for [`store_lines`] or a printer).
+    pub fn channel() -> (LogSink, mpsc::UnboundedReceiver<Line>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (LogSink { tx }, rx)
+    }
+
+    /// Records a line (a closed receiver drops it: the try is over).
+    pub fn line(&self, stream: &'static str, text: impl Into<String>) {
+        let _ = self.tx.send(Line {
+            stream,
+            text: text.into(),
+            at: Utc::now(),
+        });
+    }
+
+    /// Records one of weir's own notes about the try.
+    pub fn note(&self, text: impl Into<String>) {
+        self.line("weir", text);
+    }
+}
+
+/// Stores lines from `rx` into a try's log until every sender is gone, in batches.
+pub async fn store_lines(
+    store: Store,
+    ti_id: i64,
+    try_number: i32,
+    mut rx: mpsc::UnboundedReceiver<Line>,
+) {
+    let mut batch: Vec<(&str, String, DateTime<Utc>)> = Vec::new();
+    loop {
+        let first = rx.recv().await;
+        let Some(first) = first else { break };
+        batch.push((first.stream, first.text, first.at));
+        let deadline = tokio::time::sleep(FLUSH_EVERY);
+        tokio::pin!(deadline);
+        let mut closed = false;
+        while batch.len() < BATCH {
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some(l) => batch.push((l.stream, l.text, l.at)),
+                    None => { closed = true; break; }
+                },
+                () = &mut deadline => break,
+            }
+        }
+        if let Err(e) = store.append_logs(ti_id, try_number, &batch).await {
+            tracing::warn!(error = %e, ti_id, lines = batch.len(), "storing log lines failed");
+        }
+        batch.clear();
+        if closed {
+            break;
+        }
+    }
+}

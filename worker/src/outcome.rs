@@ -1,0 +1,31 @@
+//! How a try ended. A task that fails is data, not an error: the outcome feeds the retry
+//! decision; `Err` elsewhere means weir itself broke.
+
+use std::time::Duration;
+
+/// The end of one try.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// Succeeded, with its outputs (a JSON object).
+    Succeeded {
+        /// `key=value` lines of `$WEIR_OUTPUT`, and step results.
+        outputs: serde_json::Map<String, serde_json::Value>,
+    },
+    /// Failed.
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether another try could help (a step kind that is not built never will).
+        retryable: bool,
+    },
+    /// Killed after running longer than the task's timeout.
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
+    /// Stopped by weir: the worker is shutting down or lost its lease.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,207 @@
+//! `kind: shell`: `bash -eo pipefail -c RUN` in a new process group.
+//!
+//! - The process group is the unit of killing: a timeout sends TERM to the whole group, waits
+//!   [`KILL_GRACE`], then KILL; grandchildren (`sleep 100 &`, pipelines) die with it. After a
+//!   normal exit, whatever the script left running in its group is killed too, so nothing a
+//!   retry would duplicate survives the try.
+//! - The child is started through `setpriv --pdeathsig KILL` (util-linux), so a task dies with
+//!   its worker even when the worker is killed with SIGKILL (Linux's parent-death signal; weir
+//!   forbids `unsafe`, which `pre_exec` would need).
+//! - `key=value` lines written to the file at `$WEIR_OUTPUT` become the try's outputs.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use weir_model::spec::ShellStep;
+
+use crate::log::LogSink;
+use crate::outcome::TaskOutcome;
+
+/// Time between TERM and KILL when a try is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment a shell step runs with, besides its own `env`.
+#[derive(Debug, Clone, Default)]
+pub struct ShellEnv {
+    /// `WEIR_*` variables describing the try (dag, run, task, try, ds).
+    pub vars: Vec<(String, String)>,
+}
+
+/// Runs a (rendered) shell step.
+pub async fn run(
+    step: &ShellStep,
+    env: &ShellEnv,
+    timeout: Option<Duration>,
+    log: &LogSink,
+    cancel: &CancellationToken,
+) -> TaskOutcome {
+    let output_file = match tempfile::NamedTempFile::new() {
+        Ok(f) => f,
+        Err(e) => {
+            return TaskOutcome::Failed {
+                error: format!("cannot create the $WEIR_OUTPUT file: {e}"),
+                retryable: true,
+            };
+        }
+    };
+    let mut cmd = if Path::new("/usr/bin/setpriv").exists() {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args(["--pdeathsig", "KILL", "--", "bash"]);
+        c
+    } else {
+        Command::new("bash")
+    };
+    cmd.args(["-eo", "pipefail", "-c", &step.run])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("WEIR_OUTPUT", output_file.path());
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    for (k, v) in &step.env {
+        cmd.env(k, &v.0);
+    }
+    if let Some(cwd) = &step.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return TaskOutcome::Failed {
+                error: format!("cannot start bash: {e}"),
+                retryable: true,
+            };
+        }
+    };
+    let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+        return TaskOutcome::Failed {
+            error: "bash exited before it could be watched".into(),
+            retryable: true,
+        };
+    };
+    let group = Pid::from_raw(pid);
+    log.note(format!("started: bash -eo pipefail -c … (pid {pid})"));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(forward(s, "stdout", log.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(forward(s, "stderr", log.clone()))),
+    ];
+
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) if s.success() => None,
+            Ok(s) => Some(match (s.code(), s.signal()) {
+                (Some(code), _) => TaskOutcome::Failed { error: format!("exit code {code}"), retryable: true },
+                (None, Some(sig)) => TaskOutcome::Failed { error: format!("killed by signal {sig}"), retryable: true },
+                _ => TaskOutcome::Failed { error: "ended abnormally".into(), retryable: true },
+            }),
+            Err(e) => Some(TaskOutcome::Failed { error: format!("waiting for bash: {e}"), retryable: true }),
+        },
+        () = deadline => {
+            let after = timeout.unwrap_or_default();
+            log.note(format!("timed out after {}s: stopping the process group", after.as_secs()));
+            stop_group(group, &mut child).await;
+            Some(TaskOutcome::TimedOut { after })
+        }
+        () = cancel.cancelled() => {
+            log.note("stopping: the try was cancelled");
+            stop_group(group, &mut child).await;
+            Some(TaskOutcome::Cancelled { reason: "cancelled".into() })
+        }
+    };
+    // Whatever the script left behind in its group goes too (and releases the pipes).
+    let _ = killpg(group, Signal::SIGKILL);
+    for r in readers.into_iter().flatten() {
+        let _ = r.await;
+    }
+    if let Some(outcome) = outcome {
+        if let TaskOutcome::Failed { error, .. } = &outcome {
+            log.note(format!("failed: {error}"));
+        }
+        return outcome;
+    }
+    match read_outputs(output_file.path()) {
+        Ok(outputs) => {
+            log.note(format!("succeeded ({} output(s))", outputs.len()));
+            TaskOutcome::Succeeded { outputs }
+        }
+        Err(e) => TaskOutcome::Failed {
+            error: e,
+            retryable: false,
+        },
+    }
+}
+
+/// TERM to the group, then KILL after [`KILL_GRACE`] if the main process is still there.
+async fn stop_group(group: Pid, child: &mut tokio::process::Child) {
+    let _ = killpg(group, Signal::SIGTERM);
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+async fn forward(stream: impl AsyncRead + Unpin, name: &'static str, log: LogSink) {
+    let mut lines = BufReader::new(stream).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => log.line(name, line),
+            Ok(None) => break,
+            Err(e) => {
+                // Not UTF-8, or a read error: say so rather than lose the rest silently.
+                log.note(format!("{name} could not be read further: {e}"));
+                break;
+            }
+        }
+    }
+}
+
+/// `key=value` lines of the outputs file; blank lines and `#` comments are ignored.
+fn read_outputs(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading $WEIR_OUTPUT: {e}"))?;
+    let mut out = serde_json::Map::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(
+                "$WEIR_OUTPUT line {}: `{line}` is not key=value",
+                n + 1
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "$WEIR_OUTPUT line {}: `{key}` is not a valid output name ([A-Za-z0-9_]+)",
+                n + 1
+            ));
+        }
+        out.insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,471 @@
+//! The worker loop: claim queued task instances up to `concurrency`, run each try with its
+//! permit, heartbeat the leases, and stop cleanly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_model::clock::Clock;
+use weir_model::template::{RenderContext, Renderer};
+use weir_model::{Dag, Step, TaskState};
+use weir_store::{ClaimedTask, Completion, Store, StoreError};
+
+use crate::error::{Result, WorkerError};
+use crate::log::{LogSink, store_lines};
+use crate::outcome::TaskOutcome;
+use crate::step::{execute, shell::ShellEnv};
+
+/// What a worker needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to take task instances from.
+    pub queues: Vec<String>,
+    /// Tries run at once.
+    pub concurrency: u32,
+    /// Lease length: the scheduler presumes the worker dead after this long without a
+    /// heartbeat. Heartbeats go every third of it.
+    pub heartbeat_timeout: Duration,
+    /// On shutdown, how long running tries may finish before they are stopped.
+    pub shutdown_grace: Duration,
+    /// Environment variables templates may read as `env.NAME`, with their values.
+    pub template_env: BTreeMap<String, String>,
+    /// Longest wait between claims when no notification arrives.
+    pub poll_interval: Duration,
+}
+
+/// Running tries of this worker: instance id → the token that stops it.
+type Running = Arc<Mutex<HashMap<i64, CancellationToken>>>;
+
+/// A worker process's state.
+#[derive(Clone)]
+pub struct Worker {
+    store: Store,
+    cfg: WorkerConfig,
+    clock: Arc<dyn Clock>,
+    /// Unique per process start: `host-pid-random`.
+    pub id: String,
+    versions: Arc<Mutex<HashMap<i64, Arc<Dag>>>>,
+    running: Running,
+}
+
+impl Worker {
+    /// A worker with a fresh id.
+    pub fn new(store: Store, cfg: WorkerConfig, clock: Arc<dyn Clock>) -> Worker {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "host".into());
+        let short = uuid::Uuid::new_v4().simple().to_string();
+        let id = format!("{host}-{}-{}", std::process::id(), &short[..8]);
+        Worker {
+            store,
+            cfg,
+            clock,
+            id,
+            versions: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.cfg.heartbeat_timeout)
+            .unwrap_or(chrono::Duration::seconds(30))
+    }
+
+    async fn dag_version(&self, version_id: i64) -> Result<Arc<Dag>> {
+        if let Some(d) = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&version_id)
+        {
+            return Ok(Arc::clone(d));
+        }
+        let version = self.store.dag_version(version_id).await?;
+        let dag = Dag::from_spec(version.spec).map_err(|p| {
+            WorkerError::InvalidVersion(
+                version_id,
+                p.iter()
+                    .map(|d| d.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let dag = Arc::new(dag);
+        self.versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(version_id, Arc::clone(&dag));
+        Ok(dag)
+    }
+
+    /// Claims what fits in `free` slots and returns the claimed instances (tests drive this).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn claim(&self, free: usize) -> Result<Vec<ClaimedTask>> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .claim_tasks(
+                &self.id,
+                &self.cfg.queues,
+                i64::try_from(free).unwrap_or(i64::MAX),
+                now,
+                self.lease_until(now),
+            )
+            .await?)
+    }
+
+    /// Runs one claimed try to its end and records the outcome (unless the lease was lost).
+    ///
+    /// # Errors
+    /// Store failures, or a version/task that cannot be read (the try is then failed).
+    pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
+        let (sink, rx) = LogSink::channel();
+        let writer = tokio::spawn(store_lines(self.store.clone(), ti.id, ti.try_number, rx));
+        let outcome = match self.prepare(&ti).await {
+            Ok((step, env, timeout)) => {
+                let span = tracing::info_span!("try", dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id);
+                let _guard = span.enter();
+                tracing::debug!("try started");
+                drop(_guard);
+                execute(&step, &env, timeout, &sink, &cancel).await
+            }
+            Err(e) => {
+                sink.note(format!("could not prepare the try: {e}"));
+                TaskOutcome::Failed {
+                    error: e,
+                    retryable: false,
+                }
+            }
+        };
+        drop(sink);
+        let _ = writer.await;
+        self.record(&ti, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Renders the task's step for this try.
+    async fn prepare(
+        &self,
+        ti: &ClaimedTask,
+    ) -> std::result::Result<(Step, ShellEnv, Option<Duration>), String> {
+        let run = self
+            .store
+            .run(&ti.run_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dag = self
+            .dag_version(run.version_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let task = dag.tasks.get(&ti.task_id).ok_or_else(|| {
+            WorkerError::UnknownTask(ti.task_id.clone(), run.version_id).to_string()
+        })?;
+        let mut ctx = RenderContext::for_run(
+            &run.dag_id,
+            &run.run_id,
+            run.logical_date,
+            (run.data_interval_start, run.data_interval_end),
+            run.params.clone(),
+        );
+        ctx.task_id = ti.task_id.clone();
+        ctx.try_number = ti.try_number;
+        ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
+        let tis = self
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.add_succeeded_outputs(
+            tis.iter()
+                .filter(|t| t.state == TaskState::Success)
+                .map(|t| (t.task_id.as_str(), t.map_index, t.outputs.as_ref())),
+        );
+        ctx.env = self
+            .cfg
+            .template_env
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        let renderer = Renderer::new(&ctx)?;
+        let mut value = serde_json::to_value(&task.step).map_err(|e| e.to_string())?;
+        renderer
+            .render_value(&mut value, "")
+            .map_err(|e| format!("template: {e}"))?;
+        let step: Step =
+            serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))?;
+        let env = ShellEnv {
+            vars: vec![
+                ("WEIR_DAG_ID".into(), run.dag_id.clone()),
+                ("WEIR_RUN_ID".into(), run.run_id.clone()),
+                ("WEIR_TASK_ID".into(), ti.task_id.clone()),
+                ("WEIR_MAP_INDEX".into(), ti.map_index.to_string()),
+                ("WEIR_TRY_NUMBER".into(), ti.try_number.to_string()),
+                ("WEIR_DS".into(), ctx.ds.clone()),
+            ],
+        };
+        Ok((step, env, task.timeout.map(|t| t.0)))
+    }
+
+    /// Records a try's outcome, deciding retry or failure from the task's policy.
+    async fn record(&self, ti: &ClaimedTask, outcome: &TaskOutcome) -> Result<()> {
+        let now = self.clock.now();
+        let (state, outputs, error, due_at) = match outcome {
+            TaskOutcome::Succeeded { outputs } => (
+                TaskState::Success,
+                Some(serde_json::Value::Object(outputs.clone())),
+                None,
+                None,
+            ),
+            TaskOutcome::Cancelled { reason } => (
+                TaskState::UpForRetry,
+                None,
+                Some(format!("interrupted: {reason}")),
+                Some(now),
+            ),
+            TaskOutcome::Failed {
+                error,
+                retryable: false,
+            } => (TaskState::Failed, None, Some(error.clone()), None),
+            TaskOutcome::Failed { error, .. } => {
+                let (state, due) = self.retry_decision(ti, now).await;
+                (state, None, Some(error.clone()), due)
+            }
+            TaskOutcome::TimedOut { after } => {
+                let (state, due) = self.retry_decision(ti, now).await;
+                (
+                    state,
+                    None,
+                    Some(format!("timed out after {}s", after.as_secs())),
+                    due,
+                )
+            }
+        };
+        let completion = Completion {
+            ti_id: ti.id,
+            worker_id: self.id.clone(),
+            try_number: ti.try_number,
+            state,
+            outputs,
+            error,
+            due_at,
+        };
+        match self.store.complete_task(&completion, now).await {
+            Ok(()) => Ok(()),
+            // Reaped, cleared or cancelled meanwhile: someone else owns the instance now.
+            Err(StoreError::LeaseLost(id)) => {
+                tracing::warn!(
+                    ti_id = id,
+                    try_number = ti.try_number,
+                    "lease lost before the try ended; its outcome is dropped"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn retry_decision(
+        &self,
+        ti: &ClaimedTask,
+        now: DateTime<Utc>,
+    ) -> (TaskState, Option<DateTime<Utc>>) {
+        if ti.try_number >= ti.max_tries {
+            return (TaskState::Failed, None);
+        }
+        let delay = match self.store.run(&ti.run_id).await {
+            Ok(run) => match self.dag_version(run.version_id).await {
+                Ok(dag) => dag
+                    .tasks
+                    .get(&ti.task_id)
+                    .map(|t| {
+                        t.retry
+                            .delay_before(u32::try_from(ti.try_number + 1).unwrap_or(u32::MAX))
+                    })
+                    .unwrap_or_default(),
+                Err(_) => Duration::ZERO,
+            },
+            Err(_) => Duration::ZERO,
+        };
+        (
+            TaskState::UpForRetry,
+            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
+        )
+    }
+
+    /// Extends this worker's leases; stops tries whose lease was taken away.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn heartbeat(&self) -> Result<()> {
+        let now = self.clock.now();
+        let held = self
+            .store
+            .heartbeat(&self.id, now, self.lease_until(now))
+            .await?;
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, token) in running.iter() {
+            if !held.contains(id) {
+                tracing::warn!(
+                    ti_id = id,
+                    "lease lost (cleared or reaped): stopping the try"
+                );
+                token.cancel();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a worker until `shutdown`: then stops claiming, lets running tries finish for up to
+/// `shutdown_grace`, stops the rest (they go back to `up_for_retry`) and deregisters.
+///
+/// # Errors
+/// Registration failing (the database is unreachable at start).
+pub async fn run(
+    store: Store,
+    cfg: WorkerConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let worker = Worker::new(store.clone(), cfg.clone(), Arc::clone(&clock));
+    let concurrency = usize::try_from(cfg.concurrency.max(1)).unwrap_or(1);
+    store
+        .register_worker(
+            &worker.id,
+            &worker.id,
+            &cfg.queues,
+            i32::try_from(concurrency).unwrap_or(i32::MAX),
+            clock.now(),
+        )
+        .await?;
+    tracing::info!(worker_id = %worker.id, queues = ?cfg.queues, concurrency, "worker started");
+    let listener = store.listen();
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let tracker = TaskTracker::new();
+    let stop_tries = CancellationToken::new();
+    let slot_freed = Arc::new(tokio::sync::Notify::new());
+
+    let beat = {
+        let worker = worker.clone();
+        let stop = shutdown.clone();
+        let period = cfg.heartbeat_timeout / 3;
+        tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(period) => {}
+                }
+                match worker.heartbeat().await {
+                    Ok(()) => last_ok = tokio::time::Instant::now(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        // Past the lease, the scheduler may have given our tries to another
+                        // worker: stop them rather than risk running one twice at once.
+                        if last_ok.elapsed() >= worker.cfg.heartbeat_timeout {
+                            tracing::error!(
+                                "no heartbeat for a whole lease: stopping every running try"
+                            );
+                            for token in worker
+                                .running
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .values()
+                            {
+                                token.cancel();
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    while !shutdown.is_cancelled() {
+        let free = slots.available_permits();
+        let mut claimed_all = false;
+        if free > 0 {
+            match worker.claim(free).await {
+                Ok(claimed) => {
+                    claimed_all = !claimed.is_empty() && claimed.len() == free;
+                    for ti in claimed {
+                        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                            break;
+                        };
+                        let token = stop_tries.child_token();
+                        worker
+                            .running
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(ti.id, token.clone());
+                        let w = worker.clone();
+                        let freed = Arc::clone(&slot_freed);
+                        tracker.spawn(async move {
+                            let id = ti.id;
+                            if let Err(e) = w.run_try(ti, token).await {
+                                tracing::error!(ti_id = id, error = %e, "recording a try failed");
+                            }
+                            w.running
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .remove(&id);
+                            drop(permit);
+                            freed.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming failed; retrying"),
+            }
+        }
+        if claimed_all {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = store.workers_woken(), if slots.available_permits() > 0 => {}
+            () = slot_freed.notified() => {}
+            () = tokio::time::sleep(cfg.poll_interval) => {}
+        }
+    }
+
+    tracker.close();
+    let running = worker
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    if running > 0 {
+        tracing::info!(
+            running,
+            grace_secs = cfg.shutdown_grace.as_secs(),
+            "shutting down: letting running tries finish"
+        );
+    }
+    if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: stopping running tries (they will be retried)");
+        stop_tries.cancel();
+        tracker.wait().await;
+    }
+    beat.abort();
+    if let Some(l) = listener {
+        l.abort();
+    }
+    if let Err(e) = store.stop_worker(&worker.id, clock.now()).await {
+        tracing::warn!(error = %e, "could not record the worker's stop");
+    }
+    tracing::info!(worker_id = %worker.id, "worker stopped");
+    Ok(())
+}
