@@ -3,6 +3,7 @@
 mod args;
 mod command;
 mod config;
+mod engine;
 
 use std::process::ExitCode;
 

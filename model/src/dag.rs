@@ -159,6 +159,20 @@ impl Dag {
         self.nodes.get(task_id).copied()
     }
 
+    /// Every task downstream of `task_id` (transitively), by id.
+    pub fn downstream(&self, task_id: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut stack: Vec<NodeIndex> = self.node(task_id).into_iter().collect();
+        while let Some(n) = stack.pop() {
+            for next in self.graph.neighbors(n) {
+                if out.insert(self.graph[next].clone()) {
+                    stack.push(next);
+                }
+            }
+        }
+        out
+    }
+
     /// Tasks grouped by depth: level 0 has no upstream, level n depends on level n-1 at most.
     pub fn levels(&self) -> Vec<Vec<&str>> {
         let mut level_of: HashMap<&str, usize> = HashMap::new();

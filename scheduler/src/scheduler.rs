@@ -126,6 +126,16 @@ impl Scheduler {
         Ok(pass)
     }
 
+    /// Reads the dags folder once into the store (new versions, import errors): what the CLI
+    /// does before commands that name DAGs, so they work before a scheduler has run.
+    ///
+    /// # Errors
+    /// An unreadable folder or store failures.
+    pub async fn sync_folder_once(&mut self) -> Result<()> {
+        let now = self.clock.now();
+        self.sync_folder(now).await
+    }
+
     async fn sync_folder(&mut self, now: DateTime<Utc>) -> Result<()> {
         let scan = self
             .scanner

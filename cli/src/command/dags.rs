@@ -10,7 +10,7 @@ use weir_model::{Dag, Severity};
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::args::ShowFormat;
 use crate::config::Config;
-use weir_scheduler::folder::{DagFile, find_dag, load_dag_files};
+use weir_scheduler::folder::{find_dag, load_dag_files};
 
 /// Prints every problem of every file as `FILE:LINE:COL: message`; exit 2 when any file has
 /// an error.
@@ -56,47 +56,48 @@ struct DagRow {
     import_error: Option<String>,
 }
 
-fn rows(files: &[DagFile]) -> Vec<DagRow> {
-    files
-        .iter()
-        .map(|f| match &f.parsed.dag {
-            Some(dag) => DagRow {
-                dag_id: Some(dag.id().to_owned()),
-                schedule: dag.schedule().map(|s| s.to_string()),
-                timezone: Some(dag.timezone.name().to_owned()),
-                paused: Some(dag.spec.paused),
-                file: f.display(),
-                import_error: None,
-            },
-            None => {
-                let name = f.display();
-                let errors: Vec<String> = f
-                    .parsed
-                    .diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .map(|d| d.display(&name).to_string())
-                    .collect();
-                DagRow {
-                    dag_id: None,
-                    schedule: None,
-                    timezone: None,
-                    paused: None,
-                    file: name,
-                    import_error: Some(errors.join("\n")),
-                }
-            }
+/// The DAGs the store knows (the folder synced into it first, when it is here), and the files
+/// that did not import. A DAG whose file is broken keeps its last good version and shows the
+/// file's error.
+async fn rows(config: &Config) -> Result<Vec<DagRow>> {
+    let store = crate::engine::open_store(config).await?;
+    crate::engine::sync_dags(&store, config).await?;
+    let errors = store.import_errors().await?;
+    let mut rows: Vec<DagRow> = store
+        .list_dags()
+        .await?
+        .into_iter()
+        .map(|d| DagRow {
+            import_error: errors
+                .iter()
+                .find(|e| e.file == d.file)
+                .map(|e| e.message.clone()),
+            dag_id: Some(d.dag_id),
+            schedule: d.schedule,
+            timezone: Some(d.timezone),
+            paused: Some(d.paused),
+            file: d.file,
         })
-        .collect()
+        .collect();
+    let dag_files: std::collections::HashSet<String> =
+        rows.iter().map(|r| r.file.clone()).collect();
+    for e in errors.iter().filter(|e| !dag_files.contains(&e.file)) {
+        rows.push(DagRow {
+            dag_id: e.dag_id.clone(),
+            schedule: None,
+            timezone: None,
+            paused: None,
+            file: e.file.clone(),
+            import_error: Some(e.message.clone()),
+        });
+    }
+    store.close().await;
+    Ok(rows)
 }
 
-/// Lists the DAGs of the dags folder and the files that failed to import.
-pub(crate) fn list(config: &Config, json: bool) -> Result<u8> {
-    let files = load_dag_files(
-        std::slice::from_ref(&config.dags_folder),
-        Some(&config.known()),
-    )?;
-    let rows = rows(&files);
+/// Lists the DAGs and the files that failed to import.
+pub(crate) async fn list(config: &Config, json: bool) -> Result<u8> {
+    let rows = rows(config).await?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -114,15 +115,20 @@ pub(crate) fn list(config: &Config, json: bool) -> Result<u8> {
         "{:<width$}  {:<16}  {:<20}  {:<6}  FILE",
         "DAG ID", "SCHEDULE", "TIMEZONE", "PAUSED"
     )?;
-    for r in rows.iter().filter(|r| r.dag_id.is_some()) {
+    for r in rows.iter().filter(|r| r.timezone.is_some()) {
         writeln!(
             out,
-            "{:<width$}  {:<16}  {:<20}  {:<6}  {}",
+            "{:<width$}  {:<16}  {:<20}  {:<6}  {}{}",
             r.dag_id.as_deref().unwrap_or(""),
             r.schedule.as_deref().unwrap_or("(manual)"),
             r.timezone.as_deref().unwrap_or(""),
             if r.paused == Some(true) { "yes" } else { "no" },
-            r.file
+            r.file,
+            if r.import_error.is_some() {
+                "  (file has errors: last good version kept)"
+            } else {
+                ""
+            }
         )?;
     }
     let broken: Vec<&DagRow> = rows.iter().filter(|r| r.import_error.is_some()).collect();
@@ -132,6 +138,20 @@ pub(crate) fn list(config: &Config, json: bool) -> Result<u8> {
             writeln!(out, "{}", r.import_error.as_deref().unwrap_or(""))?;
         }
     }
+    Ok(EXIT_OK)
+}
+
+/// `weir dags pause|unpause DAG`.
+pub(crate) async fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<u8> {
+    let store = crate::engine::open_store(config).await?;
+    crate::engine::sync_dags(&store, config).await?;
+    let changed = store.set_paused(dag_id, paused).await?;
+    let word = if paused { "paused" } else { "unpaused" };
+    println!(
+        "{dag_id} {}{word}",
+        if changed { "" } else { "was already " }
+    );
+    store.close().await;
     Ok(EXIT_OK)
 }
 

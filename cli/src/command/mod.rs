@@ -2,17 +2,21 @@
 
 mod backfill;
 mod dags;
-mod standalone;
+mod runs;
+mod serve;
+mod task_test;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::args::{Cli, Command, DagsCommand};
+use crate::args::{Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand};
 use crate::config::Config;
 
 /// Success.
 pub(crate) const EXIT_OK: u8 = 0;
+/// The run or task failed (with `--wait`, `tasks test`).
+pub(crate) const EXIT_FAILED: u8 = 1;
 /// Bad usage, invalid DAG, or a command that is not built yet.
 pub(crate) const EXIT_USAGE: u8 = 2;
 
@@ -21,14 +25,47 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     let code = match cli.command {
         Command::Dags(DagsCommand::Validate { paths }) => dags::validate(&config, &paths)?,
-        Command::Dags(DagsCommand::List { json }) => dags::list(&config, json)?,
         Command::Dags(DagsCommand::Show { dag, format }) => dags::show(&config, &dag, format)?,
         Command::Dags(DagsCommand::Schema) => dags::schema()?,
         Command::Backfill(args) if args.dry_run => backfill::dry_run(&config, &args)?,
-        Command::Standalone => standalone::run(&config)?,
-        other => not_built(&other),
+        other => runtime()?.block_on(run_async(&config, other))?,
     };
     Ok(ExitCode::from(code))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn run_async(config: &Config, command: Command) -> Result<u8> {
+    Ok(match command {
+        Command::Standalone => serve::standalone(config).await?,
+        Command::Scheduler => serve::scheduler(config).await?,
+        Command::Worker {
+            queues,
+            concurrency,
+        } => serve::worker(config, &queues, concurrency).await?,
+        Command::Db(DbCommand::Migrate) => serve::migrate(config).await?,
+        Command::Dags(DagsCommand::List { json }) => dags::list(config, json).await?,
+        Command::Dags(DagsCommand::Pause { dag }) => dags::set_paused(config, &dag, true).await?,
+        Command::Dags(DagsCommand::Unpause { dag }) => {
+            dags::set_paused(config, &dag, false).await?
+        }
+        Command::Trigger(args) => runs::trigger(config, &args).await?,
+        Command::Backfill(args) => runs::backfill(config, &args).await?,
+        Command::Runs(RunsCommand::List { dag, state, json }) => {
+            runs::list(config, dag.as_deref(), state.as_deref(), json).await?
+        }
+        Command::Runs(RunsCommand::Show { run, json }) => runs::show(config, &run, json).await?,
+        Command::Logs(args) => runs::logs(config, &args).await?,
+        Command::Clear(args) => runs::clear(config, &args).await?,
+        Command::Tasks(TasksCommand::Test { dag, task, date }) => {
+            task_test::test(config, &dag, &task, date.as_deref()).await?
+        }
+        other => not_built(&other),
+    })
 }
 
 /// Commands whose engine is not built yet say so and exit 2: nothing pretends to work.

@@ -1,0 +1,543 @@
+//! `weir trigger`, `weir backfill` (runs), `weir runs list|show`, `weir logs`, `weir clear`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::Serialize;
+use weir_model::{Dag, DataInterval, RunState, RunType, TaskState};
+use weir_scheduler::plan::{new_run, parse_param_overrides};
+use weir_store::{RunFilter, RunRow, Store, StoreError, TaskInstanceRow};
+
+use super::{EXIT_FAILED, EXIT_OK};
+use crate::args::{BackfillArgs, ClearArgs, LogsArgs, TriggerArgs};
+use crate::config::Config;
+use crate::engine::{open_store, sync_dags};
+
+/// How often `--wait` and `--follow` look at the database.
+const POLL: Duration = Duration::from_millis(200);
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A run as `weir runs show --json` prints it (SPEC §5).
+#[derive(Serialize)]
+struct RunJson {
+    run_id: String,
+    dag_id: String,
+    state: String,
+    run_type: String,
+    logical_date: String,
+    data_interval_start: String,
+    data_interval_end: String,
+    tasks: Vec<TaskJson>,
+}
+
+#[derive(Serialize)]
+struct TaskJson {
+    task_id: String,
+    map_index: i32,
+    state: String,
+    try_number: i32,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    outputs: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn run_json(store: &Store, run: &RunRow) -> Result<RunJson> {
+    let tasks = store.task_instances(&run.run_id).await?;
+    Ok(RunJson {
+        run_id: run.run_id.clone(),
+        dag_id: run.dag_id.clone(),
+        state: run.state.as_str().to_owned(),
+        run_type: run.run_type.as_str().to_owned(),
+        logical_date: rfc(run.logical_date),
+        data_interval_start: rfc(run.data_interval_start),
+        data_interval_end: rfc(run.data_interval_end),
+        tasks: tasks
+            .into_iter()
+            .map(|t| TaskJson {
+                task_id: t.task_id,
+                map_index: t.map_index,
+                state: t.state.as_str().to_owned(),
+                try_number: t.try_number,
+                started_at: t.started_at.map(rfc),
+                ended_at: t.ended_at.map(rfc),
+                outputs: t.outputs.unwrap_or_else(|| serde_json::json!({})),
+                error: t.error,
+            })
+            .collect(),
+    })
+}
+
+/// The DAG's latest version, from the store (synced from the folder first when it is here).
+async fn latest_dag(store: &Store, config: &Config, dag_id: &str) -> Result<(i64, Dag)> {
+    sync_dags(store, config).await?;
+    let row = match store.dag(dag_id).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound(_)) => {
+            let ids: Vec<String> = store
+                .list_dags()
+                .await?
+                .into_iter()
+                .map(|d| d.dag_id)
+                .collect();
+            let hint = weir_model::suggest::did_you_mean(dag_id, ids.iter().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            bail!("no DAG `{dag_id}`{hint} in {}", store.display_url());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let version = store.dag_version(row.version_id).await?;
+    let dag = Dag::from_spec(version.spec)
+        .map_err(|p| anyhow::anyhow!("stored DAG `{dag_id}` is invalid: {p:?}"))?;
+    Ok((row.version_id, dag))
+}
+
+/// `--logical-date`: a date (midnight) or a date-time, in the DAG's time zone, or RFC 3339.
+fn parse_logical_date(dag: &Dag, text: &str) -> Result<DateTime<Utc>> {
+    weir_model::date::parse_date(text)
+        .map(|d| d.resolve(dag.timezone))
+        .map_err(|e| anyhow::anyhow!("--logical-date: {e}"))
+}
+
+/// Creates a manual run; with `--wait`, follows it to its end (exit 1 when it failed).
+pub(crate) async fn trigger(config: &Config, args: &TriggerArgs) -> Result<u8> {
+    let store = open_store(config).await?;
+    let (version_id, dag) = latest_dag(&store, config, &args.dag).await?;
+    let overrides = parse_param_overrides(&dag, &args.params)?;
+    let now = crate::engine::clock().now();
+    let logical_date = match &args.logical_date {
+        Some(text) => parse_logical_date(&dag, text)?,
+        None => now,
+    };
+    let run = match store.run_at(dag.id(), logical_date).await? {
+        Some(existing) if args.rerun => {
+            let items: Vec<(i64, i32)> = store
+                .task_instances(&existing.run_id)
+                .await?
+                .iter()
+                .map(|t| (t.id, extra_tries(&dag, &t.task_id)))
+                .collect();
+            store.clear_tasks(&existing.run_id, &items).await?;
+            if !args.json {
+                eprintln!("rerunning {}", existing.run_id);
+            }
+            store.run(&existing.run_id).await?
+        }
+        Some(existing) => bail!(
+            "DAG `{}` already has a run at {} ({}): pass --rerun to run it again",
+            dag.id(),
+            rfc(logical_date),
+            existing.run_id
+        ),
+        None => {
+            let new = new_run(
+                &dag,
+                version_id,
+                RunType::Manual,
+                DataInterval {
+                    start: logical_date,
+                    end: logical_date,
+                },
+                &overrides,
+            )?;
+            store
+                .create_run(&new, now)
+                .await?
+                .context("the run was created concurrently by someone else")?
+        }
+    };
+    if !args.json {
+        eprintln!(
+            "triggered {} (logical date {})",
+            run.run_id,
+            rfc(run.logical_date)
+        );
+    }
+    let run = if args.wait {
+        wait_for(&store, &run.run_id, !args.json).await?
+    } else {
+        run
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run_json(&store, &run).await?)?
+        );
+    } else if args.wait {
+        print_run(&store, &run).await?;
+    }
+    Ok(if args.wait && run.state != RunState::Success {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Polls a run until it is finished, printing task state changes when `verbose`.
+async fn wait_for(store: &Store, run_id: &str, verbose: bool) -> Result<RunRow> {
+    let mut seen: std::collections::HashMap<(String, i32), TaskState> =
+        std::collections::HashMap::new();
+    loop {
+        let run = store.run(run_id).await?;
+        if verbose {
+            for t in store.task_instances(run_id).await? {
+                let key = (t.task_id.clone(), t.map_index);
+                if seen.get(&key) != Some(&t.state) {
+                    let label = if t.map_index >= 0 {
+                        format!("{}[{}]", t.task_id, t.map_index)
+                    } else {
+                        t.task_id.clone()
+                    };
+                    eprintln!("  {label}: {}", t.state);
+                    seen.insert(key, t.state);
+                }
+            }
+        }
+        if run.state.is_finished() {
+            return Ok(run);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn print_run(store: &Store, run: &RunRow) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}  {}  {} ({}), logical date {}",
+        run.run_id,
+        run.state,
+        run.dag_id,
+        run.run_type,
+        rfc(run.logical_date)
+    )?;
+    let tasks = store.task_instances(&run.run_id).await?;
+    let width = tasks.iter().map(|t| t.task_id.len() + 4).max().unwrap_or(4);
+    for t in tasks {
+        let label = if t.map_index >= 0 {
+            format!("{}[{}]", t.task_id, t.map_index)
+        } else {
+            t.task_id.clone()
+        };
+        let took = match (t.started_at, t.ended_at) {
+            (Some(s), Some(e)) => format!("{:.2}s", (e - s).num_milliseconds() as f64 / 1000.0),
+            _ => String::new(),
+        };
+        let error = t.error.map(|e| format!("  {e}")).unwrap_or_default();
+        writeln!(
+            out,
+            "  {label:<width$}  {:<15}  try {}  {took}{error}",
+            t.state.as_str(),
+            t.try_number
+        )?;
+    }
+    Ok(())
+}
+
+/// `weir runs show RUN [--json]`.
+pub(crate) async fn show(config: &Config, run_id: &str, json: bool) -> Result<u8> {
+    let store = open_store(config).await?;
+    let run = store.run(run_id).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run_json(&store, &run).await?)?
+        );
+    } else {
+        print_run(&store, &run).await?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// `weir runs list [DAG] [--state S] [--json]`.
+pub(crate) async fn list(
+    config: &Config,
+    dag: Option<&str>,
+    state: Option<&str>,
+    json: bool,
+) -> Result<u8> {
+    let store = open_store(config).await?;
+    let state = match state {
+        Some(s) => Some(RunState::parse(s).with_context(|| {
+            format!(
+                "--state `{s}` is not a run state: {}",
+                RunState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let runs = store
+        .list_runs(&RunFilter {
+            dag_id: dag.map(str::to_owned),
+            state,
+            limit: 100,
+        })
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.run_id, "dag_id": r.dag_id, "state": r.state.as_str(), "run_type": r.run_type.as_str(),
+                    "logical_date": rfc(r.logical_date), "data_interval_start": rfc(r.data_interval_start),
+                    "data_interval_end": rfc(r.data_interval_end),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(EXIT_OK);
+    }
+    for r in runs {
+        writeln!(
+            out,
+            "{:<48}  {:<9}  {:<9}  {}",
+            r.run_id,
+            r.state.as_str(),
+            r.run_type.as_str(),
+            rfc(r.logical_date)
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// `weir logs RUN TASK [--try N] [--follow]`.
+pub(crate) async fn logs(config: &Config, args: &LogsArgs) -> Result<u8> {
+    let store = open_store(config).await?;
+    let run = store.run(&args.run).await?;
+    let instances: Vec<TaskInstanceRow> = store
+        .task_instances(&run.run_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.task_id == args.task)
+        .collect();
+    if instances.is_empty() {
+        bail!("run {} has no task `{}`", run.run_id, args.task);
+    }
+    let many = instances.len() > 1;
+    let mut out = std::io::stdout().lock();
+    for ti in instances {
+        let try_number = args.try_number.map_or(ti.try_number.max(1), |n| {
+            i32::try_from(n).unwrap_or(i32::MAX)
+        });
+        if many {
+            writeln!(out, "== {}[{}] try {try_number}", ti.task_id, ti.map_index)?;
+        }
+        let mut after = 0;
+        loop {
+            let lines = store.logs(ti.id, try_number, after, 1000).await?;
+            for l in &lines {
+                writeln!(out, "{}", l.line)?;
+                after = l.id;
+            }
+            out.flush()?;
+            if !lines.is_empty() {
+                continue;
+            }
+            let now = store.task_instance(ti.id).await?;
+            let still_writing = now.try_number == try_number
+                && matches!(now.state, TaskState::Running | TaskState::Queued);
+            if !args.follow || !still_writing {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn extra_tries(dag: &Dag, task_id: &str) -> i32 {
+    dag.tasks.get(task_id).map_or(1, |t| {
+        i32::try_from(t.retry.retries).unwrap_or(i32::MAX - 1) + 1
+    })
+}
+
+/// `weir clear DAG --run RUN [--task T] [--downstream] [--failed-only]`.
+pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
+    if args.reset_state {
+        bail!(
+            "--reset-state (incremental load cursors) is not built yet: it comes with the load step"
+        );
+    }
+    let store = open_store(config).await?;
+    let run = store.run(&args.run).await?;
+    if run.dag_id != args.dag {
+        bail!(
+            "run {} belongs to DAG `{}`, not `{}`",
+            run.run_id,
+            run.dag_id,
+            args.dag
+        );
+    }
+    let dag = Dag::from_spec(store.dag_version(run.version_id).await?.spec)
+        .map_err(|p| anyhow::anyhow!("stored DAG is invalid: {p:?}"))?;
+    let mut selected: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    match &args.task {
+        Some(task) => {
+            if !dag.tasks.contains_key(task) {
+                bail!("DAG `{}` has no task `{task}`", dag.id());
+            }
+            selected.insert(task.clone());
+            if args.downstream {
+                selected.extend(dag.downstream(task));
+            }
+        }
+        None => selected.extend(dag.tasks.keys().cloned()),
+    }
+    let items: Vec<(i64, i32)> = store
+        .task_instances(&run.run_id)
+        .await?
+        .iter()
+        .filter(|t| selected.contains(&t.task_id))
+        .filter(|t| {
+            !args.failed_only || matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed)
+        })
+        .map(|t| (t.id, extra_tries(&dag, &t.task_id)))
+        .collect();
+    let cleared = store.clear_tasks(&run.run_id, &items).await?;
+    println!("cleared {cleared} task instance(s) of {}", run.run_id);
+    Ok(EXIT_OK)
+}
+
+/// `weir backfill DAG --from D --to D` (not dry-run): creates a backfill run per interval.
+pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8> {
+    let store = open_store(config).await?;
+    let (version_id, dag) = latest_dag(&store, config, &args.dag).await?;
+    let intervals = dag
+        .plan_backfill(args.from, args.to)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if args.max_active_runs.is_some() && !args.wait {
+        bail!("--max-active-runs paces a backfill as it runs: use it with --wait");
+    }
+    let limit = args.max_active_runs.map_or(usize::MAX, |n| {
+        usize::try_from(n.max(1)).unwrap_or(usize::MAX)
+    });
+    let bar = if args.wait && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(intervals.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs finished  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let mut pending: Vec<String> = Vec::new();
+    let (mut created, mut rerun, mut kept, mut failed) = (0, 0, 0, 0);
+    let mut all = Vec::new();
+    for interval in &intervals {
+        while args.wait && pending.len() >= limit {
+            pending = still_active(&store, pending, &bar, &mut failed).await?;
+        }
+        let run_id = match store.run_at(dag.id(), interval.start).await? {
+            Some(existing) => {
+                let tis = store.task_instances(&existing.run_id).await?;
+                let wanted: Vec<(i64, i32)> = tis
+                    .iter()
+                    .filter(|t| {
+                        args.rerun_all
+                            || (args.rerun_failed
+                                && matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed))
+                    })
+                    .map(|t| (t.id, extra_tries(&dag, &t.task_id)))
+                    .collect();
+                if wanted.is_empty() {
+                    kept += 1;
+                } else {
+                    store.clear_tasks(&existing.run_id, &wanted).await?;
+                    rerun += 1;
+                }
+                existing.run_id
+            }
+            None => {
+                let new = new_run(
+                    &dag,
+                    version_id,
+                    RunType::Backfill,
+                    *interval,
+                    &serde_json::Map::new(),
+                )?;
+                created += 1;
+                store
+                    .create_run(&new, crate::engine::clock().now())
+                    .await?
+                    .context("created concurrently")?
+                    .run_id
+            }
+        };
+        pending.push(run_id.clone());
+        all.push(run_id);
+    }
+    eprintln!(
+        "backfill of `{}`: {} interval(s): {created} run(s) created, {rerun} rerun, {kept} existing kept",
+        dag.id(),
+        intervals.len()
+    );
+    if !args.wait {
+        return Ok(EXIT_OK);
+    }
+    while !pending.is_empty() {
+        pending = still_active(&store, pending, &bar, &mut failed).await?;
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    if args.json {
+        let mut runs = Vec::new();
+        for id in &all {
+            runs.push(run_json(&store, &store.run(id).await?).await?);
+        }
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    }
+    eprintln!("{} run(s) finished, {failed} failed", all.len());
+    Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+async fn still_active(
+    store: &Store,
+    pending: Vec<String>,
+    bar: &Option<indicatif::ProgressBar>,
+    failed: &mut usize,
+) -> Result<Vec<String>> {
+    tokio::time::sleep(POLL).await;
+    let mut left = Vec::new();
+    for id in pending {
+        let run = store.run(&id).await?;
+        if run.state.is_finished() {
+            if run.state != RunState::Success {
+                *failed += 1;
+            }
+            if let Some(bar) = bar {
+                bar.inc(1);
+                bar.set_message(format!("{failed} failed"));
+            }
+        } else {
+            left.push(id);
+        }
+    }
+    Ok(left)
+}
+
+/// `--date` of `tasks test`: a date in the DAG's time zone, default today.
+pub(crate) fn parse_test_date(dag: &Dag, text: Option<&str>) -> Result<DateTime<Utc>> {
+    match text {
+        Some(t) => weir_model::date::parse_date(t)
+            .map(|d| d.resolve(dag.timezone))
+            .map_err(|e| anyhow::anyhow!("--date: {e}")),
+        None => {
+            let today: NaiveDate = Utc::now().with_timezone(&dag.timezone).date_naive();
+            Ok(weir_model::schedule::start_of_day(dag.timezone, today))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! What the engine commands share: opening the store, building the services' configuration
+//! from `weir.toml`, and turning SIGINT/SIGTERM into a cancellation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use weir_model::clock::{Clock, SystemClock};
+use weir_scheduler::{Scheduler, SchedulerConfig};
+use weir_store::Store;
+use weir_worker::WorkerConfig;
+
+use crate::config::Config;
+
+/// Opens (creating and migrating as needed) the metadata database of `config`.
+pub(crate) async fn open_store(config: &Config) -> Result<Store> {
+    Store::connect(&config.database_url).await.with_context(|| {
+        format!(
+            "opening the metadata database {}",
+            weir_store::redact(&config.database_url)
+        )
+    })
+}
+
+pub(crate) fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+fn duration(text: &str, key: &str) -> Result<Duration> {
+    weir_model::duration::parse_duration(text)
+        .map(|d| d.0)
+        .map_err(|e| anyhow::anyhow!("weir.toml: {key}: {e}"))
+}
+
+/// The environment variables templates may read (`template_env` in the configuration).
+fn template_env(config: &Config) -> BTreeMap<String, String> {
+    config
+        .template_env
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+        .collect()
+}
+
+pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
+    Ok(SchedulerConfig {
+        dags_folder: config.dags_folder.clone(),
+        heartbeat_timeout: duration(
+            &config.scheduler.heartbeat_timeout,
+            "scheduler.heartbeat_timeout",
+        )?,
+        pools: config.pools.clone(),
+        known: config.known(),
+        template_env: template_env(config),
+        // Also the longest a run created by another process waits to be noticed with SQLite.
+        scan_interval: Duration::from_secs(1),
+    })
+}
+
+pub(crate) fn worker_config(
+    config: &Config,
+    queues: &[String],
+    concurrency: Option<u32>,
+) -> Result<WorkerConfig> {
+    Ok(WorkerConfig {
+        queues: if queues.is_empty() {
+            config.worker.queues.clone()
+        } else {
+            queues.to_vec()
+        },
+        concurrency: concurrency.unwrap_or(config.worker.concurrency).max(1),
+        heartbeat_timeout: duration(
+            &config.scheduler.heartbeat_timeout,
+            "scheduler.heartbeat_timeout",
+        )?,
+        shutdown_grace: Duration::from_secs(30),
+        template_env: template_env(config),
+        // With Postgres, NOTIFY wakes workers at once; this bounds the wait without it (SQLite
+        // across processes, a lost notification).
+        poll_interval: Duration::from_millis(500),
+    })
+}
+
+/// Reads the dags folder into the store when the folder is here (a CLI next to the DAGs);
+/// with a remote database and no local folder, the scheduler's copy is used as is.
+pub(crate) async fn sync_dags(store: &Store, config: &Config) -> Result<()> {
+    if !config.dags_folder.is_dir() {
+        return Ok(());
+    }
+    let mut scheduler = Scheduler::new(store.clone(), scheduler_config(config)?, clock());
+    scheduler
+        .sync_folder_once()
+        .await
+        .context("reading the dags folder")?;
+    Ok(())
+}
+
+/// A token cancelled at the first SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
