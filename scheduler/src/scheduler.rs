@@ -92,6 +92,10 @@ impl Scheduler {
         self.pass(true).await
     }
 
+    /// A pass. Woken by every finished try, it must stay cheap: the folder, cron schedules and
+    /// expired leases (second-scale concerns) are looked at on full passes, at most every
+    /// `scan_interval`; limits are counted only when something is ready to queue; a run with
+    /// nothing waiting for a decision costs one aggregate query.
     async fn pass(&mut self, full: bool) -> Result<Pass> {
         let now = self.clock.now();
         let mut pass = Pass::default();
@@ -99,26 +103,30 @@ impl Scheduler {
         if full || scan_due {
             self.sync_folder(now).await?;
             self.create_scheduled_runs(now, &mut pass).await?;
+            self.reap_expired(now, &mut pass).await?;
             self.next_scan = Some(
                 now + chrono::Duration::from_std(self.cfg.scan_interval)
                     .unwrap_or(chrono::Duration::seconds(2)),
             );
         }
-        self.reap_expired(now, &mut pass).await?;
-        let mut usage = self.usage().await?;
-        self.requeue_due_retries(now, &mut usage, &mut pass).await?;
-        let active = self.store.active_runs().await?;
-        self.start_queued_runs(&active, now).await?;
-        for run in self
-            .store
-            .active_runs()
-            .await?
-            .into_iter()
-            .filter(|r| r.state == RunState::Running)
-        {
-            self.advance_run(&run, now, &mut usage, &mut pass).await?;
-        }
+        let mut usage = None;
         let retry_due = self.store.next_retry_due().await?;
+        if retry_due.is_some_and(|due| due <= now) {
+            self.requeue_due_retries(now, &mut usage, &mut pass).await?;
+        }
+        let active = self.store.active_runs().await?;
+        let started = self.start_queued_runs(&active, now).await?;
+        for run in active
+            .iter()
+            .filter(|r| r.state == RunState::Running || started.contains(&r.run_id))
+        {
+            self.advance_run(run, now, &mut usage, &mut pass).await?;
+        }
+        let retry_due = if pass.queued > 0 {
+            self.store.next_retry_due().await?
+        } else {
+            retry_due.filter(|d| *d > now)
+        };
         pass.next_due = [pass.next_due, retry_due, self.next_scan]
             .into_iter()
             .flatten()
@@ -243,7 +251,13 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn start_queued_runs(&mut self, active: &[RunRow], now: DateTime<Utc>) -> Result<()> {
+    /// Starts queued runs within `max_active_runs`; returns the ids of those started.
+    async fn start_queued_runs(
+        &mut self,
+        active: &[RunRow],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut started = Vec::new();
         let mut running: HashMap<&str, u32> = HashMap::new();
         for run in active.iter().filter(|r| r.state == RunState::Running) {
             *running.entry(run.dag_id.as_str()).or_default() += 1;
@@ -258,10 +272,11 @@ impl Scheduler {
                     .await?
             {
                 *count += 1;
+                started.push(run.run_id.clone());
                 tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, "run started");
             }
         }
-        Ok(())
+        Ok(started)
     }
 
     async fn usage(&self) -> Result<Usage> {
@@ -271,19 +286,30 @@ impl Scheduler {
         })
     }
 
-    /// Whether one more instance of `dag_id` in `pool` fits the limits; counts it if so.
-    fn take_slot(&self, usage: &mut Usage, dag: &Dag, pool: Option<&str>) -> bool {
+    /// Whether one more instance of `dag_id` in `pool` fits the limits; counts it if so. The
+    /// counts are read from the store the first time a pass needs them.
+    async fn take_slot(
+        &self,
+        usage: &mut Option<Usage>,
+        dag: &Dag,
+        pool: Option<&str>,
+    ) -> Result<bool> {
+        if usage.is_none() {
+            *usage = Some(self.usage().await?);
+        }
+        let Some(usage) = usage.as_mut() else {
+            return Ok(false);
+        };
+        Ok(Self::fits(&self.cfg, usage, dag, pool))
+    }
+
+    fn fits(cfg: &SchedulerConfig, usage: &mut Usage, dag: &Dag, pool: Option<&str>) -> bool {
         let dag_count = usage.by_dag.get(dag.id()).copied().unwrap_or(0);
         if dag_count >= i64::from(dag.spec.max_active_tasks) {
             return false;
         }
         if let Some(pool) = pool {
-            let slots = self
-                .cfg
-                .pools
-                .get(pool)
-                .copied()
-                .map_or(i64::MAX, i64::from);
+            let slots = cfg.pools.get(pool).copied().map_or(i64::MAX, i64::from);
             if usage.by_pool.get(pool).copied().unwrap_or(0) >= slots {
                 return false;
             }
@@ -299,9 +325,14 @@ impl Scheduler {
         &mut self,
         run: &RunRow,
         now: DateTime<Utc>,
-        usage: &mut Usage,
+        usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<()> {
+        let (scheduled, unfinished) = self.store.run_progress(&run.run_id).await?;
+        if scheduled == 0 && unfinished > 0 {
+            // Everything left is queued, running or waiting to retry: nothing to decide.
+            return Ok(());
+        }
         let dag = self.dag_version(run.version_id).await?;
         for _ in 0..dag.tasks.len() + 2 {
             let tis = self.store.task_instances(&run.run_id).await?;
@@ -375,7 +406,7 @@ impl Scheduler {
                             u64::from(self.store.fail_scheduled(ti.id, &message, now).await?);
                         continue;
                     }
-                    if self.take_slot(usage, &dag, ti.pool.as_deref()) {
+                    if self.take_slot(usage, &dag, ti.pool.as_deref()).await? {
                         to_queue.push(ti.id);
                     }
                 }
@@ -458,14 +489,14 @@ impl Scheduler {
     async fn requeue_due_retries(
         &mut self,
         now: DateTime<Utc>,
-        usage: &mut Usage,
+        usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<()> {
         let mut ids = Vec::new();
         for ti in self.store.due_retries(now).await? {
             let run = self.store.run(&ti.run_id).await?;
             let dag = self.dag_version(run.version_id).await?;
-            if self.take_slot(usage, &dag, ti.pool.as_deref()) {
+            if self.take_slot(usage, &dag, ti.pool.as_deref()).await? {
                 ids.push(ti.id);
             }
         }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Engine benchmarks (issue: engine), on SQLite and on Postgres, side by side:
+#  chain100: 100 chained `true` shell tasks, trigger to success and the end→start gap;
+#  fanout1000: 1,000 independent `true` tasks at concurrency 16, next to `xargs -P16`;
+#  idle RSS of `weir standalone` on the example DAGs.
+# Postgres: WEIR_BENCH_POSTGRES_URL (default the local server); a fresh database per run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p weir-bench -p weir
+pg_admin=${WEIR_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+rounds=${ROUNDS:-3}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+fresh_pg() {
+  local name="weir_bench_$$_$1"
+  psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name" >/dev/null
+  echo "${pg_admin%/*}/$name"
+}
+
+for bench in chain fanout; do
+  for i in $(seq "$rounds"); do
+    ./target/release/engine "$bench" "sqlite://$tmp/$bench-$i.db"
+    ./target/release/engine "$bench" "$(fresh_pg "$bench$i")"
+  done
+done
+
+echo "xargs -P16, 1000 x bash -c true:"
+for i in $(seq "$rounds"); do
+  /usr/bin/time -f "  %e s" bash -c 'seq 1000 | xargs -P16 -I{} bash -c true'
+done
+
+echo "idle RSS of weir standalone (example DAGs, SQLite), after 5 s:"
+mkdir -p "$tmp/standalone"
+cp -r dags weir.toml "$tmp/standalone/"
+(cd "$tmp/standalone" && exec "$OLDPWD/target/release/weir" standalone >/dev/null 2>&1) &
+pid=$!
+sleep 5
+grep VmRSS "/proc/$pid/status" | sed 's/^/  /'
+kill -TERM "$pid"; wait "$pid" || true

@@ -1,0 +1,179 @@
+//! Engine benchmarks (release build, real scheduler and worker loops in one process, as
+//! `weir standalone` runs them, against the database given):
+//!
+//!   engine chain DB_URL      a 100-task chain of `shell: true`: wall time from trigger to
+//!                            success, and the gap between a task's end and its successor's start
+//!   engine fanout DB_URL     1,000 independent `shell: true` tasks, 16 at once: tasks per second
+//!
+//! DB_URL: `sqlite://PATH` (a fresh file) or `postgres://...` (an empty database).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use weir_model::clock::{Clock, SystemClock};
+use weir_model::{DataInterval, RunType};
+use weir_scheduler::SchedulerConfig;
+use weir_store::Store;
+use weir_worker::WorkerConfig;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(what), Some(url)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: engine chain|fanout DB_URL");
+        std::process::exit(2);
+    };
+    let (dag, tasks, concurrency) = match what.as_str() {
+        "chain" => (chain_dag(100), 100, 8),
+        "fanout" => (fanout_dag(1000), 1000, 16),
+        other => {
+            eprintln!("unknown benchmark `{other}`");
+            std::process::exit(2);
+        }
+    };
+    let store = Store::connect(url).await.expect("database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/bench.yaml"), &dag).expect("write");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let shutdown = CancellationToken::new();
+    let scfg = SchedulerConfig {
+        dags_folder: dir.path().join("dags"),
+        heartbeat_timeout: Duration::from_secs(30),
+        pools: Default::default(),
+        known: Default::default(),
+        template_env: Default::default(),
+        scan_interval: Duration::from_secs(1),
+    };
+    let wcfg = WorkerConfig {
+        queues: vec!["default".into()],
+        concurrency,
+        heartbeat_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+        template_env: Default::default(),
+        poll_interval: Duration::from_millis(500),
+    };
+    let mut sync = weir_scheduler::Scheduler::new(store.clone(), scfg.clone(), Arc::clone(&clock));
+    sync.sync_folder_once().await.expect("sync");
+    let s = tokio::spawn(weir_scheduler::run(
+        store.clone(),
+        scfg,
+        Arc::clone(&clock),
+        shutdown.clone(),
+    ));
+    let w = tokio::spawn(weir_worker::run(
+        store.clone(),
+        wcfg,
+        Arc::clone(&clock),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let row = store.dag("bench").await.expect("dag");
+    let version = store.dag_version(row.version_id).await.expect("version");
+    let parsed = weir_model::Dag::from_spec(version.spec).expect("valid");
+    let now = clock.now();
+    let new = weir_scheduler::plan::new_run(
+        &parsed,
+        row.version_id,
+        RunType::Manual,
+        DataInterval {
+            start: now,
+            end: now,
+        },
+        &Default::default(),
+    )
+    .expect("run");
+    let started = Instant::now();
+    let run = store
+        .create_run(&new, now)
+        .await
+        .expect("create")
+        .expect("new");
+    loop {
+        let r = store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            assert_eq!(
+                r.state,
+                weir_model::RunState::Success,
+                "the benchmark run failed"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let wall = started.elapsed();
+    shutdown.cancel();
+    let _ = tokio::join!(s, w);
+    let tis = store.task_instances(&run.run_id).await.expect("tis");
+    let backend = if url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    match what.as_str() {
+        "chain" => {
+            let mut by_task: Vec<_> = tis.iter().collect();
+            by_task.sort_by_key(|t| t.task_id.clone());
+            let mut gaps: Vec<f64> = by_task
+                .windows(2)
+                .filter_map(|p| {
+                    Some((p[1].started_at? - p[0].ended_at?).num_microseconds()? as f64 / 1000.0)
+                })
+                .collect();
+            gaps.sort_by(f64::total_cmp);
+            let run_time: Vec<f64> = by_task
+                .iter()
+                .filter_map(|t| {
+                    Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0)
+                })
+                .collect();
+            let mut run_time = run_time;
+            run_time.sort_by(f64::total_cmp);
+            println!(
+                "chain100 [{backend}]: trigger to success {:.3} s; gap end→next start median {:.2} ms (p90 {:.2} ms, max {:.2} ms); task run median {:.2} ms",
+                wall.as_secs_f64(),
+                gaps[gaps.len() / 2],
+                gaps[gaps.len() * 9 / 10],
+                gaps[gaps.len() - 1],
+                run_time[run_time.len() / 2],
+            );
+        }
+        _ => {
+            let mut run_time: Vec<f64> = tis
+                .iter()
+                .filter_map(|t| {
+                    Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0)
+                })
+                .collect();
+            run_time.sort_by(f64::total_cmp);
+            println!(
+                "fanout{tasks} [{backend}]: {:.3} s, {:.0} tasks/s (concurrency {concurrency}); task run median {:.2} ms, p90 {:.2} ms",
+                wall.as_secs_f64(),
+                tasks as f64 / wall.as_secs_f64(),
+                run_time[run_time.len() / 2],
+                run_time[run_time.len() * 9 / 10],
+            );
+        }
+    }
+}
+
+fn chain_dag(n: usize) -> String {
+    let mut s = String::from("id: bench\ntasks:\n");
+    for i in 0..n {
+        s.push_str(&format!("  t{i:03}:\n    kind: shell\n    run: \"true\"\n"));
+        if i > 0 {
+            s.push_str(&format!("    depends_on: [t{:03}]\n", i - 1));
+        }
+    }
+    s
+}
+
+fn fanout_dag(n: usize) -> String {
+    let mut s = String::from("id: bench\nmax_active_tasks: 10000\ntasks:\n");
+    for i in 0..n {
+        s.push_str(&format!("  t{i:04}: {{kind: shell, run: \"true\"}}\n"));
+    }
+    s
+}
