@@ -398,21 +398,26 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = match &self.db {
-            // One statement: the subquery locks the chosen rows and skips rows another worker's
-            // claim has locked, so two workers never take the same instance and never wait on
-            // each other; the outer UPDATE's `state = 'queued'` re-check makes the claim safe
-            // even under READ COMMITTED re-evaluation.
+            // One statement. The MATERIALIZED CTE picks at most `limit` queued rows exactly once,
+            // locking them and skipping rows another worker's claim holds, so two workers never
+            // take the same instance nor wait on each other. (A plain `id IN (SELECT … LIMIT …
+            // FOR UPDATE SKIP LOCKED)` may be re-scanned by the planner and return more rows than
+            // the limit: seen here as a worker claiming 8 instances with 4 slots.) The outer
+            // `state = 'queued'` re-check keeps the claim safe under READ COMMITTED.
             Db::Postgres(pool) => {
                 let sql = format!(
-                    "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
-                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
-                     WHERE state = 'queued' AND id IN (
+                    "WITH picked AS MATERIALIZED (
                          SELECT id FROM weir_task_instances
                          WHERE state = 'queued' AND queue = ANY($4)
                          ORDER BY priority DESC, id
                          LIMIT $5
                          FOR UPDATE SKIP LOCKED)
-                     RETURNING {TASK_COLUMNS}"
+                     UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
+                     FROM picked
+                     WHERE weir_task_instances.id = picked.id AND weir_task_instances.state = 'queued'
+                     RETURNING {}",
+                    TASK_COLUMNS.split(", ").map(|c| format!("weir_task_instances.{c}")).collect::<Vec<_>>().join(", ")
                 );
                 sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
                     .bind(worker_id)
@@ -449,6 +454,30 @@ impl Store {
             }
         };
         rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
+    /// Gives back a claimed instance that the worker cannot run (it has no free slot): back to
+    /// `queued`, its try not counted. Returns whether it changed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn release_claim(&self, ti: &ClaimedTask, worker_id: &str) -> Result<bool> {
+        let changed = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE weir_task_instances SET state = 'queued', try_number = try_number - 1, lease_expires_at = NULL, started_at = NULL
+                 WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
+            )
+            .bind(ti.id)
+            .bind(worker_id)
+            .bind(ti.try_number)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if changed > 0 {
+            self.wake_workers().await;
+        }
+        Ok(changed == 1)
     }
 
     /// Ends a try, if the worker still holds the lease.

@@ -537,3 +537,282 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    a_backfill_creates_exactly_the_dry_run_intervals_and_renders_ds_per_run,
+    |db| {
+        let dag = "id: bf\nschedule: \"0 6 * * *\"\ntimezone: America/New_York\nstart_date: 2024-03-01\ncatchup: false\npaused: true\nparams:\n  out: x\ntasks:\n  stamp:\n    kind: shell\n    run: echo \"{{ ds }} {{ data_interval_start }}\" >> \"{{ params.out }}\"\n";
+        let mut e = Engine::new(&db, &[("bf.yaml", dag)]).await;
+        let out = e.path("stamps");
+        let row = e.store.dag("bf").await.expect("dag");
+        let parsed =
+            weir_model::Dag::from_spec(e.store.dag_version(row.version_id).await.expect("v").spec)
+                .expect("dag");
+        let from = "2024-03-09".parse().expect("date");
+        let to = "2024-03-11".parse().expect("date");
+        let planned = parsed.plan_backfill(from, to).expect("plan");
+        let overrides = serde_json::Map::from_iter([(
+            "out".to_owned(),
+            serde_json::json!(out.display().to_string()),
+        )]);
+        let mut run_ids = Vec::new();
+        for interval in &planned {
+            let new = weir_scheduler::plan::new_run(
+                &parsed,
+                row.version_id,
+                RunType::Backfill,
+                *interval,
+                &overrides,
+            )
+            .expect("run");
+            run_ids.push(
+                e.store
+                    .create_run(&new, e.clock.now())
+                    .await
+                    .expect("create")
+                    .expect("new")
+                    .run_id,
+            );
+            // Creating it again is a no-op: backfills are idempotent.
+            assert!(
+                e.store
+                    .create_run(&new, e.clock.now())
+                    .await
+                    .expect("again")
+                    .is_none()
+            );
+        }
+        for id in &run_ids {
+            assert_eq!(e.drive(id).await.state, RunState::Success);
+        }
+        let runs = e
+            .store
+            .list_runs(&weir_store::RunFilter {
+                dag_id: Some("bf".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("runs");
+        let mut got: Vec<(DateTime<Utc>, DateTime<Utc>)> = runs
+            .iter()
+            .map(|r| (r.data_interval_start, r.data_interval_end))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            planned.iter().map(|i| (i.start, i.end)).collect::<Vec<_>>(),
+            "exactly the dry run's intervals, paused DAG or not"
+        );
+        let mut stamps: Vec<String> = std::fs::read_to_string(&out)
+            .expect("stamps")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        stamps.sort();
+        // 06:00 New York is 11:00Z before DST (March 10th, 2024) and 10:00Z after.
+        assert_eq!(
+            stamps,
+            [
+                "2024-03-09 2024-03-09T11:00:00Z",
+                "2024-03-10 2024-03-10T10:00:00Z",
+                "2024-03-11 2024-03-11T10:00:00Z"
+            ]
+        );
+    }
+);
+
+/// Postgres only (SQLite is one process): two `weir worker` processes share eight 6-second
+/// tasks; one worker is killed with SIGKILL while its tasks run. Its task processes must die
+/// with it (parent-death signal), the scheduler must reap its leases after the heartbeat
+/// timeout and retry them on the other worker, and no task's tries may overlap in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_twice_at_once() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("tries.log");
+    let mut dag = String::from(
+        "id: pair\nparams:\n  log: x\ndefaults:\n  retries: 2\n  retry_delay: 1s\ntasks:\n",
+    );
+    for i in 0..8 {
+        dag.push_str(&format!(
+            "  t{i}:\n    kind: shell\n    run: |\n      echo \"start $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"\n      sleep 6\n      echo \"end $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"\n"
+        ));
+    }
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/pair.yaml"), &dag).expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
+    )
+    .expect("config");
+
+    let shutdown = CancellationToken::new();
+    let mut cfg = scheduler_config(dir.path());
+    cfg.heartbeat_timeout = Duration::from_secs(3);
+    cfg.scan_interval = Duration::from_millis(500);
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        db.store.clone(),
+        cfg,
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    let spawn_worker = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["worker", "--concurrency", "4"])
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start worker")
+    };
+    let mut workers = [spawn_worker(), spawn_worker()];
+
+    // Wait for the DAG, trigger, and wait until all eight tasks run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        if let Ok(r) = db.store.dag("pair").await {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler never synced the DAG"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let parsed =
+        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
+            .expect("dag");
+    let now = weir_model::clock::SystemClock.now();
+    let overrides = serde_json::Map::from_iter([(
+        "log".to_owned(),
+        serde_json::json!(log.display().to_string()),
+    )]);
+    let new = weir_scheduler::plan::new_run(
+        &parsed,
+        row.version_id,
+        RunType::Manual,
+        weir_model::DataInterval {
+            start: now,
+            end: now,
+        },
+        &overrides,
+    )
+    .expect("run");
+    let run = db
+        .store
+        .create_run(&new, now)
+        .await
+        .expect("create")
+        .expect("new");
+    let victim_worker = loop {
+        let tis = db.store.task_instances(&run.run_id).await.expect("tis");
+        let running: Vec<&TaskInstanceRow> = tis
+            .iter()
+            .filter(|t| t.state == TaskState::Running)
+            .collect();
+        let started = std::fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if running.len() == 8 && started == 8 {
+            break running[0].worker_id.clone().expect("worker id");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks never all started: {tis:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Worker ids are `host-pid-random`.
+    let victim_pid: u32 = victim_worker
+        .rsplit('-')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("pid in worker id");
+    let victim = workers
+        .iter_mut()
+        .find(|w| w.id() == victim_pid)
+        .expect("victim is one of ours");
+    victim.kill().expect("SIGKILL");
+    victim.wait().expect("reaped");
+    let killed_tasks: Vec<String> = db
+        .store
+        .task_instances(&run.run_id)
+        .await
+        .expect("tis")
+        .into_iter()
+        .filter(|t| t.worker_id.as_deref() == Some(victim_worker.as_str()))
+        .map(|t| t.task_id)
+        .collect();
+    assert!(!killed_tasks.is_empty());
+
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline + Duration::from_secs(60),
+            "the run did not finish after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    shutdown.cancel();
+    let _ = scheduler.await;
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert_eq!(done.state, RunState::Success);
+    let tis = db.store.task_instances(&run.run_id).await.expect("tis");
+    for t in &tis {
+        let expected_try = if killed_tasks.contains(&t.task_id) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            (t.state, t.try_number),
+            (TaskState::Success, expected_try),
+            "{}",
+            t.task_id
+        );
+    }
+    // Each try: start and (if it lived) end. A killed try's process must not have lived on:
+    // no `end` line, and no overlap with the retry.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut spans: std::collections::BTreeMap<(String, String), (f64, Option<f64>)> =
+        Default::default();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let key = (parts[1].to_owned(), parts[2].to_owned());
+        let at: f64 = parts[3].parse().expect("time");
+        let entry = spans.entry(key).or_insert((at, None));
+        if parts[0] == "end" {
+            entry.1 = Some(at);
+        }
+    }
+    for task in &killed_tasks {
+        let first = spans.get(&(task.clone(), "1".into())).expect("first try");
+        assert!(
+            first.1.is_none(),
+            "{task}: the killed worker's task process lived on and finished"
+        );
+        let second = spans.get(&(task.clone(), "2".into())).expect("second try");
+        assert!(
+            second.0 > first.0 + 3.0,
+            "{task}: the retry started before the lease could expire"
+        );
+    }
+    for ((task, try_number), (start, end)) in &spans {
+        for ((other_task, other_try), (other_start, other_end)) in &spans {
+            if task == other_task && try_number < other_try {
+                let end = end.unwrap_or(*start);
+                assert!(
+                    end <= *other_start || other_end.is_some_and(|e| e <= *start),
+                    "{task}: tries {try_number} and {other_try} overlap"
+                );
+            }
+        }
+    }
+}
