@@ -80,6 +80,23 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// What a failed try `try_number` (of at most `max_tries`) leads to: another try after the
+    /// delay, or failure.
+    pub fn after_failure(
+        &self,
+        try_number: i32,
+        max_tries: i32,
+        now: DateTime<Utc>,
+    ) -> (crate::TaskState, Option<DateTime<Utc>>) {
+        if try_number >= max_tries {
+            return (crate::TaskState::Failed, None);
+        }
+        let delay =
+            self.delay_before(u32::try_from(try_number.saturating_add(1)).unwrap_or(u32::MAX));
+        let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        (crate::TaskState::UpForRetry, Some(due))
+    }
+
     /// The wait before try `next_try` (2 for the first retry): `delay * backoff^(next_try - 2)`,
     /// capped by `max_delay`.
     pub fn delay_before(&self, next_try: u32) -> std::time::Duration {

@@ -436,13 +436,7 @@ impl Scheduler {
     }
 
     fn renderer(&self, run: &RunRow, tis: &[TaskInstanceRow]) -> Result<RunRenderer> {
-        let mut ctx = RenderContext::for_run(
-            &run.dag_id,
-            &run.run_id,
-            run.logical_date,
-            (run.data_interval_start, run.data_interval_end),
-            run.params.clone(),
-        );
+        let mut ctx = run.render_context();
         add_upstream_outputs(&mut ctx, tis);
         ctx.env = self
             .cfg
@@ -529,27 +523,15 @@ impl Scheduler {
     }
 }
 
-/// What a failed try leads to: another try after the policy's delay, or failure.
+/// What a failed try leads to: another try after the task's retry delay, or failure.
 pub fn retry_decision(
     dag: &Dag,
     ti: &TaskInstanceRow,
     now: DateTime<Utc>,
 ) -> (TaskState, Option<DateTime<Utc>>) {
-    if ti.try_number < ti.max_tries {
-        let delay = dag
-            .tasks
-            .get(&ti.task_id)
-            .map(|t| {
-                t.retry
-                    .delay_before(u32::try_from(ti.try_number + 1).unwrap_or(u32::MAX))
-            })
-            .unwrap_or_default();
-        (
-            TaskState::UpForRetry,
-            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
-        )
-    } else {
-        (TaskState::Failed, None)
+    match dag.tasks.get(&ti.task_id) {
+        Some(task) => task.retry.after_failure(ti.try_number, ti.max_tries, now),
+        None => (TaskState::Failed, None),
     }
 }
 

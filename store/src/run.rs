@@ -72,6 +72,19 @@ pub struct RunRow {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+impl RunRow {
+    /// The template context of this run (SPEC §2), without task-specific fields.
+    pub fn render_context(&self) -> weir_model::template::RenderContext {
+        weir_model::template::RenderContext::for_run(
+            &self.dag_id,
+            &self.run_id,
+            self.logical_date,
+            (self.data_interval_start, self.data_interval_end),
+            self.params.clone(),
+        )
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct RawRun {
     run_id: String,

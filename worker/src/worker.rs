@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_model::clock::Clock;
-use weir_model::template::{RenderContext, Renderer};
-use weir_model::{Dag, Step, TaskState};
+use weir_model::template::Renderer;
+use weir_model::{Dag, RetryPolicy, Step, TaskState};
 use weir_store::{ClaimedTask, Completion, Store, StoreError};
 
 use crate::error::{Result, WorkerError};
@@ -128,8 +128,10 @@ impl Worker {
     pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
         let (sink, rx) = LogSink::channel();
         let writer = tokio::spawn(store_lines(self.store.clone(), ti.id, ti.try_number, rx));
+        let mut retry = None;
         let outcome = match self.prepare(&ti).await {
-            Ok((step, env, timeout)) => {
+            Ok((step, env, timeout, policy)) => {
+                retry = Some(policy);
                 let span = tracing::info_span!("try", dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id);
                 let _guard = span.enter();
                 tracing::debug!("try started");
@@ -146,7 +148,7 @@ impl Worker {
         };
         drop(sink);
         let _ = writer.await;
-        self.record(&ti, &outcome).await?;
+        self.record(&ti, &outcome, retry.as_ref()).await?;
         Ok(outcome)
     }
 
@@ -154,7 +156,7 @@ impl Worker {
     async fn prepare(
         &self,
         ti: &ClaimedTask,
-    ) -> std::result::Result<(Step, ShellEnv, Option<Duration>), String> {
+    ) -> std::result::Result<(Step, ShellEnv, Option<Duration>, RetryPolicy), String> {
         let run = self
             .store
             .run(&ti.run_id)
@@ -167,26 +169,17 @@ impl Worker {
         let task = dag.tasks.get(&ti.task_id).ok_or_else(|| {
             WorkerError::UnknownTask(ti.task_id.clone(), run.version_id).to_string()
         })?;
-        let mut ctx = RenderContext::for_run(
-            &run.dag_id,
-            &run.run_id,
-            run.logical_date,
-            (run.data_interval_start, run.data_interval_end),
-            run.params.clone(),
-        );
+        let mut ctx = run.render_context();
         ctx.task_id = ti.task_id.clone();
         ctx.try_number = ti.try_number;
         ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
-        let tis = self
+        // Only the task's own upstream outputs: `tasks.<id>` names upstream tasks.
+        let outputs = self
             .store
-            .task_instances(&run.run_id)
+            .succeeded_outputs(&run.run_id, &task.depends_on)
             .await
             .map_err(|e| e.to_string())?;
-        ctx.add_succeeded_outputs(
-            tis.iter()
-                .filter(|t| t.state == TaskState::Success)
-                .map(|t| (t.task_id.as_str(), t.map_index, t.outputs.as_ref())),
-        );
+        ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
         ctx.env = self
             .cfg
             .template_env
@@ -210,12 +203,22 @@ impl Worker {
                 ("WEIR_DS".into(), ctx.ds.clone()),
             ],
         };
-        Ok((step, env, task.timeout.map(|t| t.0)))
+        Ok((step, env, task.timeout.map(|t| t.0), task.retry.clone()))
     }
 
-    /// Records a try's outcome, deciding retry or failure from the task's policy.
-    async fn record(&self, ti: &ClaimedTask, outcome: &TaskOutcome) -> Result<()> {
+    /// Records a try's outcome, deciding retry or failure from the task's policy (a try that
+    /// could not even be prepared has none, and fails).
+    async fn record(
+        &self,
+        ti: &ClaimedTask,
+        outcome: &TaskOutcome,
+        retry: Option<&RetryPolicy>,
+    ) -> Result<()> {
         let now = self.clock.now();
+        let after_failure = || match retry {
+            Some(policy) => policy.after_failure(ti.try_number, ti.max_tries, now),
+            None => (TaskState::Failed, None),
+        };
         let (state, outputs, error, due_at) = match outcome {
             TaskOutcome::Succeeded { outputs } => (
                 TaskState::Success,
@@ -234,11 +237,11 @@ impl Worker {
                 retryable: false,
             } => (TaskState::Failed, None, Some(error.clone()), None),
             TaskOutcome::Failed { error, .. } => {
-                let (state, due) = self.retry_decision(ti, now).await;
+                let (state, due) = after_failure();
                 (state, None, Some(error.clone()), due)
             }
             TaskOutcome::TimedOut { after } => {
-                let (state, due) = self.retry_decision(ti, now).await;
+                let (state, due) = after_failure();
                 (
                     state,
                     None,
@@ -269,34 +272,6 @@ impl Worker {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn retry_decision(
-        &self,
-        ti: &ClaimedTask,
-        now: DateTime<Utc>,
-    ) -> (TaskState, Option<DateTime<Utc>>) {
-        if ti.try_number >= ti.max_tries {
-            return (TaskState::Failed, None);
-        }
-        let delay = match self.store.run(&ti.run_id).await {
-            Ok(run) => match self.dag_version(run.version_id).await {
-                Ok(dag) => dag
-                    .tasks
-                    .get(&ti.task_id)
-                    .map(|t| {
-                        t.retry
-                            .delay_before(u32::try_from(ti.try_number + 1).unwrap_or(u32::MAX))
-                    })
-                    .unwrap_or_default(),
-                Err(_) => Duration::ZERO,
-            },
-            Err(_) => Duration::ZERO,
-        };
-        (
-            TaskState::UpForRetry,
-            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)),
-        )
     }
 
     /// Extends this worker's leases; stops tries whose lease was taken away.
