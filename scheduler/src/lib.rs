@@ -23,4 +23,4 @@ pub mod plan;
 pub mod scheduler;
 
 pub use error::SchedulerError;
-pub use scheduler::{Pass, Scheduler, SchedulerConfig, run};
+pub use scheduler::{Pass, Scheduler, SchedulerConfig, delete_old_runs, run};

@@ -36,6 +36,28 @@ pub struct SchedulerConfig {
     pub template_env: BTreeMap<String, String>,
     /// How often the folder is scanned and cron schedules are checked.
     pub scan_interval: Duration,
+    /// Finished runs older than this are deleted (once a day), with their instances and logs.
+    pub keep_runs: Option<Duration>,
+}
+
+/// Runs deleted per retention transaction.
+pub const RETENTION_BATCH: i64 = 200;
+
+/// Deletes finished runs that ended before `cutoff`, in batches; returns how many.
+///
+/// # Errors
+/// Store failures (what was deleted before stays deleted).
+pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = store
+            .delete_runs_ended_before(cutoff, RETENTION_BATCH)
+            .await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
 }
 
 /// What one pass did.
@@ -69,6 +91,8 @@ pub struct Scheduler {
     scanner: FolderScanner,
     versions: HashMap<i64, Arc<Dag>>,
     next_scan: Option<DateTime<Utc>>,
+    /// When retention last ran (a hint: a restarted scheduler runs it again, harmlessly).
+    last_retention: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -81,6 +105,7 @@ impl Scheduler {
             scanner: FolderScanner::default(),
             versions: HashMap::new(),
             next_scan: None,
+            last_retention: None,
         }
     }
 
@@ -104,6 +129,7 @@ impl Scheduler {
             self.sync_folder(now).await?;
             self.create_scheduled_runs(now, &mut pass).await?;
             self.reap_expired(now, &mut pass).await?;
+            self.apply_retention(now).await?;
             self.next_scan = Some(
                 now + chrono::Duration::from_std(self.cfg.scan_interval)
                     .unwrap_or(chrono::Duration::seconds(2)),
@@ -132,6 +158,26 @@ impl Scheduler {
             .flatten()
             .min();
         Ok(pass)
+    }
+
+    /// Once a day, deletes finished runs older than `keep_runs`.
+    async fn apply_retention(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let Some(keep) = self.cfg.keep_runs else {
+            return Ok(());
+        };
+        if self
+            .last_retention
+            .is_some_and(|t| now - t < chrono::Duration::days(1))
+        {
+            return Ok(());
+        }
+        self.last_retention = Some(now);
+        let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let deleted = delete_old_runs(&self.store, cutoff).await?;
+        if deleted > 0 {
+            tracing::info!(deleted, cutoff = %cutoff, "retention: old runs deleted");
+        }
+        Ok(())
     }
 
     /// Reads the dags folder once into the store (new versions, import errors): what the CLI

@@ -25,6 +25,7 @@
 mod dag;
 mod db;
 pub mod error;
+mod explain;
 mod log;
 mod run;
 mod task;

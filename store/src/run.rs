@@ -123,6 +123,11 @@ impl TryFrom<RawRun> for RunRow {
     }
 }
 
+/// Unfinished runs: the scheduler's work list (shared with `Store::explain_hot_path`).
+pub(crate) const ACTIVE_RUNS_WHERE: &str = "state IN ('queued', 'running')";
+pub(crate) const LAST_SCHEDULED_SQL: &str =
+    "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
+
 const RUN_COLUMNS: &str = "run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start, \
      data_interval_end, params, created_at, started_at, ended_at";
 
@@ -262,7 +267,7 @@ impl Store {
     /// Database failures.
     pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM weir_runs WHERE state IN ('queued', 'running') ORDER BY logical_date, run_id"
+            "SELECT {RUN_COLUMNS} FROM weir_runs WHERE {ACTIVE_RUNS_WHERE} ORDER BY logical_date, run_id"
         );
         let rows = with_pool!(self, |pool| sqlx::query_as::<_, RawRun>(
             sqlx::AssertSqlSafe(sql)
@@ -277,12 +282,10 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn last_scheduled_logical_date(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>> {
-        const SQL: &str =
-            "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
         Ok(with_pool!(self, |pool| sqlx::query_scalar::<
             _,
             Option<DateTime<Utc>>,
-        >(SQL)
+        >(LAST_SCHEDULED_SQL)
         .bind(dag_id)
         .fetch_one(pool)
         .await?))
@@ -316,6 +319,32 @@ impl Store {
             .rows_affected()
         });
         Ok(changed == 1)
+    }
+
+    /// Deletes up to `batch` finished runs that ended before `cutoff`, with their task
+    /// instances and logs (cascade). Returns how many runs went; call until 0. Small batches
+    /// keep each transaction short while a scheduler and workers use the database.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn delete_runs_ended_before(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
+        let deleted = with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "DELETE FROM weir_runs WHERE run_id IN (
+                     SELECT run_id FROM weir_runs
+                     WHERE ended_at IS NOT NULL AND ended_at < $1 AND state IN ('success', 'failed', 'cancelled')
+                     ORDER BY ended_at LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            n
+        });
+        Ok(deleted)
     }
 
     /// Number of running runs per DAG (for `max_active_runs`).

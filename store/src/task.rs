@@ -12,6 +12,21 @@ use weir_model::TaskState;
 use crate::db::{BeginWrite, Db, with_pool};
 use crate::{Result, Store, StoreError};
 
+// Statements of the scheduler's and workers' hot paths, shared with `Store::explain_hot_path`
+// so the test that they stay index-driven checks the very SQL that runs.
+pub(crate) const RUN_PROGRESS_SQL: &str = "SELECT
+                 COALESCE(SUM(CASE WHEN state = 'scheduled' THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN state IN ('scheduled', 'queued', 'running', 'up_for_retry') THEN 1 ELSE 0 END), 0)
+             FROM weir_task_instances WHERE run_id = $1";
+pub(crate) const POOL_USAGE_SQL: &str = "SELECT pool, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') AND pool IS NOT NULL GROUP BY pool";
+pub(crate) const DAG_USAGE_SQL: &str = "SELECT dag_id, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') GROUP BY dag_id";
+pub(crate) const NEXT_RETRY_DUE_SQL: &str =
+    "SELECT MIN(due_at) FROM weir_task_instances WHERE state = 'up_for_retry'";
+pub(crate) const EXPIRED_LEASES_WHERE: &str = "state = 'running' AND lease_expires_at < $1";
+pub(crate) const DUE_RETRIES_WHERE: &str = "state = 'up_for_retry' AND due_at <= $1";
+/// The Postgres claim's choice of rows (`$4` queues, `$5` limit).
+pub(crate) const CLAIM_PICK_PG: &str = "SELECT id FROM weir_task_instances WHERE state = 'queued' AND queue = ANY($4) ORDER BY priority DESC, id LIMIT $5";
+
 /// A stored task instance.
 #[derive(Debug, Clone)]
 pub struct TaskInstanceRow {
@@ -230,12 +245,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn run_progress(&self, run_id: &str) -> Result<(i64, i64)> {
-        const SQL: &str = "SELECT
-                 COALESCE(SUM(CASE WHEN state = 'scheduled' THEN 1 ELSE 0 END), 0),
-                 COALESCE(SUM(CASE WHEN state IN ('scheduled', 'queued', 'running', 'up_for_retry') THEN 1 ELSE 0 END), 0)
-             FROM weir_task_instances WHERE run_id = $1";
         Ok(with_pool!(self, |pool| sqlx::query_as::<_, (i64, i64)>(
-            SQL
+            RUN_PROGRESS_SQL
         )
         .bind(run_id)
         .fetch_one(pool)
@@ -360,9 +371,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn pool_usage(&self) -> Result<Vec<(String, i64)>> {
-        const SQL: &str = "SELECT pool, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') AND pool IS NOT NULL GROUP BY pool";
         Ok(with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
-            SQL
+            POOL_USAGE_SQL
         )
         .fetch_all(pool)
         .await?))
@@ -373,9 +383,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn dag_task_usage(&self) -> Result<Vec<(String, i64)>> {
-        const SQL: &str = "SELECT dag_id, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') GROUP BY dag_id";
         Ok(with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
-            SQL
+            DAG_USAGE_SQL
         )
         .fetch_all(pool)
         .await?))
@@ -406,12 +415,7 @@ impl Store {
             // `state = 'queued'` re-check keeps the claim safe under READ COMMITTED.
             Db::Postgres(pool) => {
                 let sql = format!(
-                    "WITH picked AS MATERIALIZED (
-                         SELECT id FROM weir_task_instances
-                         WHERE state = 'queued' AND queue = ANY($4)
-                         ORDER BY priority DESC, id
-                         LIMIT $5
-                         FOR UPDATE SKIP LOCKED)
+                    "WITH picked AS MATERIALIZED ({CLAIM_PICK_PG} FOR UPDATE SKIP LOCKED)
                      UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
                          started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
                      FROM picked
@@ -550,7 +554,7 @@ impl Store {
     /// Database failures.
     pub async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
         let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE state = 'running' AND lease_expires_at < $1 ORDER BY id"
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE {EXPIRED_LEASES_WHERE} ORDER BY id"
         );
         let rows = with_pool!(self, |pool| {
             sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
@@ -599,7 +603,7 @@ impl Store {
     /// Database failures.
     pub async fn due_retries(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
         let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE state = 'up_for_retry' AND due_at <= $1 ORDER BY due_at, id"
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE {DUE_RETRIES_WHERE} ORDER BY due_at, id"
         );
         let rows = with_pool!(self, |pool| {
             sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
@@ -615,12 +619,10 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn next_retry_due(&self) -> Result<Option<DateTime<Utc>>> {
-        const SQL: &str =
-            "SELECT MIN(due_at) FROM weir_task_instances WHERE state = 'up_for_retry'";
         Ok(with_pool!(self, |pool| sqlx::query_scalar::<
             _,
             Option<DateTime<Utc>>,
-        >(SQL)
+        >(NEXT_RETRY_DUE_SQL)
         .fetch_one(pool)
         .await?))
     }

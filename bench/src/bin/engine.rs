@@ -45,6 +45,7 @@ async fn main() {
         known: Default::default(),
         template_env: Default::default(),
         scan_interval: Duration::from_secs(1),
+        keep_runs: None,
     };
     let wcfg = WorkerConfig {
         queues: vec!["default".into()],

@@ -48,6 +48,9 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
             concurrency,
         } => serve::worker(config, &queues, concurrency).await?,
         Command::Db(DbCommand::Migrate) => serve::migrate(config).await?,
+        Command::Db(DbCommand::Cleanup { older_than }) => {
+            serve::cleanup(config, &older_than).await?
+        }
         Command::Dags(DagsCommand::List { json }) => dags::list(config, json).await?,
         Command::Dags(DagsCommand::Pause { dag }) => dags::set_paused(config, &dag, true).await?,
         Command::Dags(DagsCommand::Unpause { dag }) => {

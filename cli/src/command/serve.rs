@@ -86,6 +86,22 @@ pub(crate) async fn worker(
     Ok(EXIT_OK)
 }
 
+/// `weir db cleanup --older-than D`: deletes finished runs that ended more than `D` ago, with
+/// their task instances and logs, in small batches.
+pub(crate) async fn cleanup(config: &Config, older_than: &str) -> Result<u8> {
+    let age = weir_model::duration::parse_duration(older_than)
+        .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+    let store = open_store(config).await?;
+    let cutoff = clock().now() - chrono::Duration::from_std(age.0).unwrap_or(chrono::Duration::MAX);
+    let deleted = weir_scheduler::delete_old_runs(&store, cutoff).await?;
+    println!(
+        "deleted {deleted} run(s) that ended before {}",
+        cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    store.close().await;
+    Ok(EXIT_OK)
+}
+
 /// Applies the metadata migrations.
 pub(crate) async fn migrate(config: &Config) -> Result<u8> {
     let store = open_store(config).await?;

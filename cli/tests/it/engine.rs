@@ -157,6 +157,7 @@ fn scheduler_config(dir: &Path) -> SchedulerConfig {
             .into_iter()
             .collect(),
         scan_interval: Duration::from_secs(2),
+        keep_runs: None,
     }
 }
 

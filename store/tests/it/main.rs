@@ -429,3 +429,152 @@ both_backends!(foreach_expansion_happens_once, |db| {
         [(0, Some(items[0].clone())), (1, Some(items[1].clone()))]
     );
 });
+
+both_backends!(
+    retention_deletes_only_old_finished_runs_with_their_instances_and_logs,
+    |db| {
+        let v = version(&db.store).await;
+        let now = t("2024-06-01T00:00:00Z");
+        let mut ids = Vec::new();
+        for (logical, ended) in [
+            ("2024-01-01T00:00:00Z", Some("2024-01-01T01:00:00Z")),
+            ("2024-05-30T00:00:00Z", Some("2024-05-30T01:00:00Z")),
+            ("2024-01-02T00:00:00Z", None),
+        ] {
+            let run = db
+                .store
+                .create_run(&new_run(v, logical, 2), now)
+                .await
+                .expect("create")
+                .expect("new");
+            db.store
+                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, t(logical))
+                .await
+                .expect("start");
+            if let Some(ended) = ended {
+                db.store
+                    .set_run_state(&run.run_id, RunState::Running, RunState::Success, t(ended))
+                    .await
+                    .expect("finish");
+            }
+            let ti = db
+                .store
+                .task_instances(&run.run_id)
+                .await
+                .expect("tis")
+                .remove(0);
+            db.store
+                .append_logs(ti.id, 1, &[("stdout", "hello".into(), now)])
+                .await
+                .expect("log");
+            ids.push((run.run_id, ti.id));
+        }
+        // Keep 30 days: only the January run that finished goes; the unfinished January run stays.
+        let cutoff = now - Duration::days(30);
+        assert_eq!(
+            db.store
+                .delete_runs_ended_before(cutoff, 1)
+                .await
+                .expect("delete"),
+            1
+        );
+        assert_eq!(
+            db.store
+                .delete_runs_ended_before(cutoff, 1)
+                .await
+                .expect("delete again"),
+            0
+        );
+        assert!(matches!(
+            db.store.run(&ids[0].0).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(
+            db.store
+                .task_instances(&ids[0].0)
+                .await
+                .expect("tis")
+                .is_empty(),
+            "instances go with the run"
+        );
+        assert!(
+            db.store
+                .logs(ids[0].1, 1, 0, 10)
+                .await
+                .expect("logs")
+                .is_empty(),
+            "logs go with the instances"
+        );
+        assert!(db.store.run(&ids[1].0).await.is_ok());
+        assert!(
+            db.store.run(&ids[2].0).await.is_ok(),
+            "an unfinished run is never deleted"
+        );
+    }
+);
+
+/// The hot-path statements stay index-driven with 100k finished runs (and their instances)
+/// in the tables: no sequential scan of runs or task instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
+    let db = weir_testkit::TestDb::postgres().await;
+    let v = version(&db.store).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    sqlx::query(
+        "INSERT INTO weir_runs (run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start, data_interval_end, params, created_at, started_at, ended_at)
+         SELECT 'd__' || g, 'd', $1, 'scheduled', 'success', t, t, t, '{}', t, t, t
+         FROM generate_series(1, 100000) g, LATERAL (SELECT timestamptz '2020-01-01' + g * interval '1 hour' AS t) x",
+    )
+    .bind(v)
+    .execute(&pool)
+    .await
+    .expect("runs");
+    sqlx::query(
+        "INSERT INTO weir_task_instances (run_id, dag_id, task_id, state, try_number, max_tries, queue, started_at, ended_at, outputs)
+         SELECT run_id, 'd', task, 'success', 1, 1, 'default', ended_at, ended_at, '{}'
+         FROM weir_runs, (VALUES ('a'), ('b')) tasks(task)",
+    )
+    .execute(&pool)
+    .await
+    .expect("instances");
+    // Some live work next to the history.
+    let run = db
+        .store
+        .create_run(
+            &new_run(v, "2040-01-01T00:00:00Z", 3),
+            t("2040-01-01T00:00:00Z"),
+        )
+        .await
+        .expect("create")
+        .expect("new");
+    let ids: Vec<i64> = db
+        .store
+        .task_instances(&run.run_id)
+        .await
+        .expect("tis")
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    db.store
+        .transition_tasks(
+            &ids,
+            TaskState::Scheduled,
+            TaskState::Queued,
+            t("2040-01-01T00:00:00Z"),
+        )
+        .await
+        .expect("queue");
+    sqlx::query("ANALYZE")
+        .execute(&pool)
+        .await
+        .expect("analyze");
+    let plans = db.store.explain_hot_path().await.expect("explain");
+    assert_eq!(plans.len(), 9);
+    for (name, plan) in plans {
+        assert!(
+            !plan.contains("Seq Scan on weir_runs")
+                && !plan.contains("Seq Scan on weir_task_instances"),
+            "{name} scans a whole table:\n{plan}"
+        );
+    }
+}
