@@ -808,29 +808,15 @@ fn check_references(
             );
         }
     }
-    if let Some(pool) = task
-        .common
-        .pool
-        .as_ref()
-        .filter(|p| !known.pools.contains(*p))
-    {
-        warn("pool", format!("pool `{pool}` is not in the configuration"));
-    }
-    for (field, names) in [
-        ("on_failure", &task.common.on_failure),
-        ("on_retry", &task.common.on_retry),
-    ] {
-        for name in names
-            .iter()
-            .flatten()
-            .filter(|n| !known.notifiers.contains(*n))
-        {
-            warn(
-                field,
-                format!("notifier `{name}` is not in the configuration"),
-            );
-        }
-    }
+    warn_unknown_pool_and_notifiers(
+        task.common.pool.as_ref(),
+        [
+            ("on_failure", &task.common.on_failure),
+            ("on_retry", &task.common.on_retry),
+        ],
+        known,
+        &mut warn,
+    );
 }
 
 /// Warns once about names in `defaults` that the configuration lacks.
@@ -852,18 +838,29 @@ fn check_default_references(
             format!("defaults: {msg} (it will fail at run time)"),
         ))
     };
-    if let Some(pool) = spec
-        .defaults
-        .pool
-        .as_ref()
-        .filter(|p| !known.pools.contains(*p))
-    {
+    warn_unknown_pool_and_notifiers(
+        spec.defaults.pool.as_ref(),
+        [
+            ("on_failure", &spec.defaults.on_failure),
+            ("on_retry", &spec.defaults.on_retry),
+        ],
+        known,
+        &mut warn,
+    );
+}
+
+/// Warns (through `warn(field, message)`) about a pool and notifiers the configuration lacks:
+/// the same check for a task's own fields and for `defaults`.
+fn warn_unknown_pool_and_notifiers(
+    pool: Option<&String>,
+    notifiers: [(&str, &Option<Vec<String>>); 2],
+    known: &Known,
+    warn: &mut dyn FnMut(&str, String),
+) {
+    if let Some(pool) = pool.filter(|p| !known.pools.contains(*p)) {
         warn("pool", format!("pool `{pool}` is not in the configuration"));
     }
-    for (field, names) in [
-        ("on_failure", &spec.defaults.on_failure),
-        ("on_retry", &spec.defaults.on_retry),
-    ] {
+    for (field, names) in notifiers {
         for name in names
             .iter()
             .flatten()

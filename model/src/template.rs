@@ -158,6 +158,14 @@ impl RenderContext {
         }
     }
 
+    /// Sets `env.<NAME>` to the allowed environment variables and their values.
+    pub fn set_env(&mut self, allowed: &std::collections::BTreeMap<String, String>) {
+        self.env = allowed
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+    }
+
     /// Records an upstream task's outputs (`tasks.<id>.outputs`).
     pub fn add_outputs(&mut self, task_id: &str, outputs: serde_json::Value) {
         let mut entry = serde_json::Map::new();
@@ -197,6 +205,17 @@ impl Renderer {
         self.tera
             .render_str(text, &self.context, false)
             .map_err(|e| render_error(&e))
+    }
+
+    /// A step with every string field rendered (what a try runs).
+    ///
+    /// # Errors
+    /// The first template that fails, with the field's path.
+    pub fn render_step(&self, step: &crate::Step) -> Result<crate::Step, String> {
+        let mut value = serde_json::to_value(step).map_err(|e| e.to_string())?;
+        self.render_value(&mut value, "")
+            .map_err(|e| format!("template: {e}"))?;
+        serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))
     }
 
     /// Renders every string inside a JSON value (a step's fields), in place.

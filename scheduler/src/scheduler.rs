@@ -484,12 +484,7 @@ impl Scheduler {
     fn renderer(&self, run: &RunRow, tis: &[TaskInstanceRow]) -> Result<RunRenderer> {
         let mut ctx = run.render_context();
         add_upstream_outputs(&mut ctx, tis);
-        ctx.env = self
-            .cfg
-            .template_env
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
+        ctx.set_env(&self.cfg.template_env);
         Ok(RunRenderer { ctx })
     }
 

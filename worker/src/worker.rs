@@ -180,19 +180,8 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?;
         ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
-        ctx.env = self
-            .cfg
-            .template_env
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let renderer = Renderer::new(&ctx)?;
-        let mut value = serde_json::to_value(&task.step).map_err(|e| e.to_string())?;
-        renderer
-            .render_value(&mut value, "")
-            .map_err(|e| format!("template: {e}"))?;
-        let step: Step =
-            serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))?;
+        ctx.set_env(&self.cfg.template_env);
+        let step = Renderer::new(&ctx)?.render_step(&task.step)?;
         let env = ShellEnv {
             vars: vec![
                 ("WEIR_DAG_ID".into(), run.dag_id.clone()),

@@ -2,7 +2,6 @@
 
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
-use weir_model::Step;
 use weir_model::template::{RenderContext, Renderer};
 use weir_worker::TaskOutcome;
 use weir_worker::log::LogSink;
@@ -43,12 +42,9 @@ pub(crate) async fn test(
     );
     ctx.task_id = task_id.to_owned();
     ctx.try_number = 1;
-    let renderer = Renderer::new(&ctx).map_err(|e| anyhow::anyhow!(e))?;
-    let mut value = serde_json::to_value(&task.step)?;
-    renderer
-        .render_value(&mut value, "")
-        .map_err(|e| anyhow::anyhow!("template: {e}"))?;
-    let step: Step = serde_json::from_value(value)?;
+    let step = Renderer::new(&ctx)
+        .and_then(|r| r.render_step(&task.step))
+        .map_err(|e| anyhow::anyhow!(e))?;
     let (sink, mut rx) = LogSink::channel();
     let printer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
