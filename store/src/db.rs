@@ -61,34 +61,58 @@ impl BeginWrite for SqlitePool {
 }
 
 /// Wake-up hints between the scheduler and the workers of this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Wakeups {
     pub(crate) scheduler: Notify,
     pub(crate) workers: Notify,
+    /// Payload of this store's `NOTIFY`s: its own listener skips them, since the in-process
+    /// wake-up has already happened (that would be a second, useless scheduler pass).
+    origin: String,
+}
+
+impl Default for Wakeups {
+    fn default() -> Wakeups {
+        Wakeups {
+            scheduler: Notify::new(),
+            workers: Notify::new(),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
 }
 
 /// The advisory lock key of the active scheduler.
 const LEADER_LOCK: i64 = 7_377_002;
 
+/// How often the leader checks that its lock's connection is alive. Every scheduler pass
+/// would add a round trip per finished try; a connection that died also fails the pass's own
+/// statements, and every state change is conditional, so a second of overlap is harmless.
+const LEADER_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Proof of being the active scheduler; dropping it gives the role up.
 #[derive(Debug)]
 pub struct Leadership {
     conn: Option<sqlx::PgConnection>,
+    checked_at: std::time::Instant,
 }
 
 impl Leadership {
-    /// Whether the role is still held (the lock's connection is alive).
+    /// Whether the role is still held (the lock's connection is alive; checked at most every
+    /// [`LEADER_CHECK_EVERY`]).
     pub async fn still_held(&mut self) -> bool {
         use sqlx::Connection;
         match &mut self.conn {
             None => true,
-            Some(conn) => conn.ping().await.is_ok(),
+            Some(_) if self.checked_at.elapsed() < LEADER_CHECK_EVERY => true,
+            Some(conn) => {
+                self.checked_at = std::time::Instant::now();
+                conn.ping().await.is_ok()
+            }
         }
     }
 }
 
 /// Postgres notification channels.
-const SCHEDULER_CHANNEL: &str = "weir_scheduler";
+pub(crate) const SCHEDULER_CHANNEL: &str = "weir_scheduler";
 const WORKER_CHANNEL: &str = "weir_workers";
 
 /// The state store. Cheap to clone; clones share the pool and the wake-ups.
@@ -199,8 +223,18 @@ impl Store {
 
     /// Tells schedulers that something changed (a task finished, a run was created).
     pub async fn wake_scheduler(&self) {
-        self.wakeups.scheduler.notify_one();
+        self.wake_scheduler_here();
         self.pg_notify(SCHEDULER_CHANNEL).await;
+    }
+
+    /// Wakes this process's scheduler only (the caller sent the `NOTIFY` for the others).
+    pub(crate) fn wake_scheduler_here(&self) {
+        self.wakeups.scheduler.notify_one();
+    }
+
+    /// The payload this store's `NOTIFY`s carry.
+    pub(crate) fn notify_origin(&self) -> &str {
+        &self.wakeups.origin
     }
 
     /// Tells workers that task instances were queued.
@@ -213,8 +247,9 @@ impl Store {
     async fn pg_notify(&self, channel: &str) {
         if let Db::Postgres(pool) = &self.db {
             // A lost notification only delays work until the next timer tick.
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
+                .bind(self.notify_origin())
                 .execute(pool)
                 .await
             {
@@ -264,7 +299,10 @@ impl Store {
     /// Database failures.
     pub async fn try_lead(&self) -> Result<Option<Leadership>> {
         match &self.db {
-            Db::Sqlite(_) => Ok(Some(Leadership { conn: None })),
+            Db::Sqlite(_) => Ok(Some(Leadership {
+                conn: None,
+                checked_at: std::time::Instant::now(),
+            })),
             Db::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -273,6 +311,7 @@ impl Store {
                     .await?;
                 Ok(won.then(|| Leadership {
                     conn: Some(conn.detach()),
+                    checked_at: std::time::Instant::now(),
                 }))
             }
         }
@@ -291,6 +330,9 @@ async fn listen_once(pool: &PgPool, wakeups: &Wakeups) -> Result<()> {
         .await?;
     loop {
         let n = listener.recv().await?;
+        if n.payload() == wakeups.origin {
+            continue;
+        }
         match n.channel() {
             SCHEDULER_CHANNEL => wakeups.scheduler.notify_one(),
             _ => {

@@ -34,7 +34,7 @@ mod worker;
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
 pub use db::{Backend, Leadership, Store, redact};
 pub use error::StoreError;
-pub use log::LogLine;
+pub use log::{LogLine, NewLogLine};
 pub use run::{NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use worker::WorkerRow;

@@ -18,6 +18,40 @@ pub struct LogLine {
     pub at: DateTime<Utc>,
 }
 
+/// A captured line on its way into the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLogLine {
+    /// `stdout`, `stderr` or `weir`.
+    pub stream: &'static str,
+    /// The text, without its line break.
+    pub text: String,
+    /// When it was read.
+    pub at: DateTime<Utc>,
+}
+
+/// Rows per `INSERT`: 5 binds a row keeps a statement under SQLite's 32,766 bind limit.
+pub(crate) const LOG_ROWS_PER_INSERT: usize = 1000;
+
+/// Inserts a try's lines on `$conn` with one multi-row `INSERT` per [`LOG_ROWS_PER_INSERT`].
+macro_rules! insert_log_lines {
+    ($conn:expr, $ti_id:expr, $try_number:expr, $lines:expr) => {
+        for chunk in $lines.chunks($crate::log::LOG_ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at) ",
+            );
+            insert.push_values(chunk, |mut row, l: &$crate::log::NewLogLine| {
+                row.push_bind($ti_id)
+                    .push_bind($try_number)
+                    .push_bind(l.stream)
+                    .push_bind(l.text.as_str())
+                    .push_bind(l.at);
+            });
+            insert.build().execute(&mut *$conn).await?;
+        }
+    };
+}
+pub(crate) use insert_log_lines;
+
 impl Store {
     /// Appends lines to a try's log, in order, in one transaction.
     ///
@@ -27,23 +61,14 @@ impl Store {
         &self,
         ti_id: i64,
         try_number: i32,
-        lines: &[(&str, String, DateTime<Utc>)],
+        lines: &[NewLogLine],
     ) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            for (stream, line, at) in lines {
-                sqlx::query("INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(ti_id)
-                    .bind(try_number)
-                    .bind(*stream)
-                    .bind(line)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            insert_log_lines!(tx, ti_id, try_number, lines);
             tx.commit().await?;
         });
         Ok(())

@@ -181,20 +181,23 @@ impl Store {
             .await?
             .rows_affected();
             if inserted == 1 {
-                for t in &new.tasks {
-                    sqlx::query(
-                        "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, state, max_tries, queue, pool, priority)
-                         VALUES ($1, $2, $3, -1, 'scheduled', $4, $5, $6, $7)",
-                    )
-                    .bind(&run_id)
-                    .bind(&new.dag_id)
-                    .bind(&t.task_id)
-                    .bind(t.max_tries)
-                    .bind(&t.queue)
-                    .bind(&t.pool)
-                    .bind(t.priority)
-                    .execute(&mut *tx)
-                    .await?;
+                // Batched: binds per statement stay far under SQLite's 32,766.
+                for chunk in new.tasks.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, state, max_tries, queue, pool, priority) ",
+                    );
+                    insert.push_values(chunk, |mut row, t| {
+                        row.push_bind(&run_id)
+                            .push_bind(&new.dag_id)
+                            .push_bind(&t.task_id)
+                            .push_bind(-1_i32)
+                            .push_bind("scheduled")
+                            .push_bind(t.max_tries)
+                            .push_bind(&t.queue)
+                            .push_bind(&t.pool)
+                            .push_bind(t.priority);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
             }
             tx.commit().await?;

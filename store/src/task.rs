@@ -9,7 +9,8 @@
 use chrono::{DateTime, Utc};
 use weir_model::TaskState;
 
-use crate::db::{BeginWrite, Db, with_pool};
+use crate::db::{BeginWrite, Db, SCHEDULER_CHANNEL, with_pool};
+use crate::log::{NewLogLine, insert_log_lines};
 use crate::{Result, Store, StoreError};
 
 // Statements of the scheduler's and workers' hot paths, shared with `Store::explain_hot_path`
@@ -149,6 +150,9 @@ pub struct Completion {
     pub error: Option<String>,
     /// When an `up_for_retry` instance may run again.
     pub due_at: Option<DateTime<Utc>>,
+    /// The try's last log lines, stored in the same transaction (kept even when the lease
+    /// was lost: they are what the try printed).
+    pub log: Vec<NewLogLine>,
 }
 
 impl Store {
@@ -343,22 +347,29 @@ impl Store {
             if gone == 0 {
                 return Ok(false);
             }
-            for (index, item) in items_json.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, map_item, state, max_tries, queue, pool, priority)
-                     VALUES ($1, $2, $3, $4, $5, 'scheduled', $6, $7, $8, $9)",
-                )
-                .bind(&placeholder.run_id)
-                .bind(&placeholder.dag_id)
-                .bind(&placeholder.task_id)
-                .bind(i32::try_from(index).unwrap_or(i32::MAX))
-                .bind(item)
-                .bind(placeholder.max_tries)
-                .bind(&placeholder.queue)
-                .bind(&placeholder.pool)
-                .bind(placeholder.priority)
-                .execute(&mut *tx)
-                .await?;
+            let rows: Vec<(i32, &String)> = items_json
+                .iter()
+                .enumerate()
+                .map(|(index, item)| (i32::try_from(index).unwrap_or(i32::MAX), item))
+                .collect();
+            // Batched: binds per statement stay far under SQLite's 32,766.
+            for chunk in rows.chunks(1000) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, map_item, state, max_tries, queue, pool, priority) ",
+                );
+                insert.push_values(chunk, |mut row, (index, item)| {
+                    row.push_bind(&placeholder.run_id)
+                        .push_bind(&placeholder.dag_id)
+                        .push_bind(&placeholder.task_id)
+                        .push_bind(*index)
+                        .push_bind(*item)
+                        .push_bind("scheduled")
+                        .push_bind(placeholder.max_tries)
+                        .push_bind(&placeholder.queue)
+                        .push_bind(&placeholder.pool)
+                        .push_bind(placeholder.priority);
+                });
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -491,28 +502,79 @@ impl Store {
     /// try (it was reaped, cleared or cancelled); database failures.
     pub async fn complete_task(&self, c: &Completion, now: DateTime<Utc>) -> Result<()> {
         let outputs = c.outputs.as_ref().map(serde_json::to_string).transpose()?;
-        let changed = with_pool!(self, |pool| {
-            sqlx::query(
-                "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
-                     due_at = $8, lease_expires_at = NULL
-                 WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
-            )
-            .bind(c.ti_id)
-            .bind(&c.worker_id)
-            .bind(c.try_number)
-            .bind(c.state.as_str())
-            .bind(now)
-            .bind(&outputs)
-            .bind(&c.error)
-            .bind(c.due_at)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
+        let changed = match &self.db {
+            // One statement, so one round trip and one commit per try: the new state, the
+            // try's last log lines (only if the lease was still held) and the schedulers'
+            // wake-up, which `NOTIFY` delivers at commit (`woken` has one row per updated
+            // instance, so its count is the number changed).
+            Db::Postgres(pool) => {
+                let (streams, lines, ats): (Vec<&str>, Vec<&str>, Vec<DateTime<Utc>>) = c
+                    .log
+                    .iter()
+                    .map(|l| (l.stream, l.text.as_str(), l.at))
+                    .collect();
+                sqlx::query_scalar::<_, i64>(
+                    "WITH done AS (
+                         UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
+                             due_at = $8, lease_expires_at = NULL
+                         WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3
+                         RETURNING id),
+                     logged AS (
+                         INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at)
+                         SELECT $1, $3, l.stream, l.line, l.at
+                         FROM unnest($9::text[], $10::text[], $11::timestamptz[]) WITH ORDINALITY AS l(stream, line, at, n)
+                         WHERE EXISTS (SELECT 1 FROM done)
+                         ORDER BY l.n),
+                     woken AS (SELECT pg_notify($12, $13) FROM done)
+                     SELECT count(*) FROM woken",
+                )
+                .bind(c.ti_id)
+                .bind(&c.worker_id)
+                .bind(c.try_number)
+                .bind(c.state.as_str())
+                .bind(now)
+                .bind(&outputs)
+                .bind(&c.error)
+                .bind(c.due_at)
+                .bind(streams)
+                .bind(lines)
+                .bind(ats)
+                .bind(SCHEDULER_CHANNEL)
+                .bind(self.notify_origin())
+                .fetch_one(pool)
+                .await?
+            }
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                let changed = sqlx::query(
+                    "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
+                         due_at = $8, lease_expires_at = NULL
+                     WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
+                )
+                .bind(c.ti_id)
+                .bind(&c.worker_id)
+                .bind(c.try_number)
+                .bind(c.state.as_str())
+                .bind(now)
+                .bind(&outputs)
+                .bind(&c.error)
+                .bind(c.due_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed > 0 {
+                    insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
+                    tx.commit().await?;
+                }
+                i64::try_from(changed).unwrap_or(i64::MAX)
+            }
+        };
         if changed == 0 {
+            // The outcome is dropped, but what the try printed is kept.
+            self.append_logs(c.ti_id, c.try_number, &c.log).await?;
             return Err(StoreError::LeaseLost(c.ti_id));
         }
-        self.wake_scheduler().await;
+        self.wake_scheduler_here();
         Ok(())
     }
 

@@ -4,8 +4,8 @@
 //! `concurrency` tries at once (a semaphore permit moves into each), renders each task's
 //! templates from its pinned DAG version, runs its step, streams its output into the store
 //! line by line, heartbeats its leases, and records the outcome only while it still holds the
-//! lease. Task processes die with the worker (parent-death signal) and with their try (process
-//! group kill).
+//! lease. Task process groups die with the worker (a guard process kills them when the worker
+//! is gone) and with their try.
 //!
 //! Where it sits: uses weir-model and weir-store; never the scheduler or the web server.
 //!

@@ -1,11 +1,12 @@
 //! A try's log: lines go through a channel to a writer that stores them in batches, so the
-//! log is visible live (within [`FLUSH_EVERY`]) without one database write per line.
+//! log is visible live (within [`FLUSH_EVERY`]) without one database write per line. The last
+//! batch goes with the try's completion, in its transaction.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::mpsc;
-use weir_store::Store;
+use weir_store::{NewLogLine, Store};
 
 /// How long a line may wait before it is stored.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -13,15 +14,7 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const BATCH: usize = 500;
 
 /// One captured line.
-#[derive(Debug, Clone)]
-pub struct Line {
-    /// `stdout`, `stderr` or `weir`.
-    pub stream: &'static str,
-    /// Text, without the line break.
-    pub text: String,
-    /// When it was read.
-    pub at: DateTime<Utc>,
-}
+pub type Line = NewLogLine;
 
 /// Where a step writes its log lines.
 #[derive(Debug, Clone)]
@@ -51,26 +44,27 @@ impl LogSink {
     }
 }
 
-/// Stores lines from `rx` into a try's log until every sender is gone, in batches.
+/// Stores lines from `rx` into a try's log in batches until every sender is gone, and returns
+/// the lines not stored yet (for the completion's transaction).
 pub async fn store_lines(
     store: Store,
     ti_id: i64,
     try_number: i32,
     mut rx: mpsc::UnboundedReceiver<Line>,
-) {
-    let mut batch: Vec<(&str, String, DateTime<Utc>)> = Vec::new();
+) -> Vec<Line> {
+    let mut batch: Vec<Line> = Vec::new();
     loop {
-        let first = rx.recv().await;
-        let Some(first) = first else { break };
-        batch.push((first.stream, first.text, first.at));
+        let Some(first) = rx.recv().await else {
+            return batch;
+        };
+        batch.push(first);
         let deadline = tokio::time::sleep(FLUSH_EVERY);
         tokio::pin!(deadline);
-        let mut closed = false;
         while batch.len() < BATCH {
             tokio::select! {
                 line = rx.recv() => match line {
-                    Some(l) => batch.push((l.stream, l.text, l.at)),
-                    None => { closed = true; break; }
+                    Some(l) => batch.push(l),
+                    None => return batch,
                 },
                 () = &mut deadline => break,
             }
@@ -79,8 +73,5 @@ pub async fn store_lines(
             tracing::warn!(error = %e, ti_id, lines = batch.len(), "storing log lines failed");
         }
         batch.clear();
-        if closed {
-            break;
-        }
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use weir_model::clock::Clock;
 use weir_model::template::Renderer;
 use weir_model::{Dag, RetryPolicy, Step, TaskState};
-use weir_store::{ClaimedTask, Completion, Store, StoreError};
+use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, StoreError};
 
 use crate::error::{Result, WorkerError};
 use crate::log::{LogSink, store_lines};
@@ -49,8 +49,14 @@ pub struct Worker {
     /// Unique per process start: `host-pid-random`.
     pub id: String,
     versions: Arc<Mutex<HashMap<i64, Arc<Dag>>>>,
+    /// Runs of recent tries. Only fields fixed at a run's creation are read from it (DAG
+    /// version, dates, params), so a cached copy is never stale where it is used.
+    runs: Arc<Mutex<HashMap<String, Arc<RunRow>>>>,
     running: Running,
 }
+
+/// Runs kept in [`Worker::runs`]; past it the cache starts over (a run is one read away).
+const RUNS_CACHED: usize = 1000;
 
 impl Worker {
     /// A worker with a fresh id.
@@ -67,6 +73,7 @@ impl Worker {
             clock,
             id,
             versions: Arc::default(),
+            runs: Arc::default(),
             running: Arc::default(),
         }
     }
@@ -101,6 +108,27 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(version_id, Arc::clone(&dag));
         Ok(dag)
+    }
+
+    async fn run_row(&self, run_id: &str) -> Result<Arc<RunRow>> {
+        if let Some(r) = self
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(run_id)
+        {
+            return Ok(Arc::clone(r));
+        }
+        let run = Arc::new(self.store.run(run_id).await?);
+        let mut runs = self
+            .runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if runs.len() >= RUNS_CACHED {
+            runs.clear();
+        }
+        runs.insert(run_id.to_owned(), Arc::clone(&run));
+        Ok(run)
     }
 
     /// Claims what fits in `free` slots and returns the claimed instances (tests drive this).
@@ -147,8 +175,8 @@ impl Worker {
             }
         };
         drop(sink);
-        let _ = writer.await;
-        self.record(&ti, &outcome, retry.as_ref()).await?;
+        let log = writer.await.unwrap_or_default();
+        self.record(&ti, &outcome, retry.as_ref(), log).await?;
         Ok(outcome)
     }
 
@@ -157,11 +185,7 @@ impl Worker {
         &self,
         ti: &ClaimedTask,
     ) -> std::result::Result<(Step, ShellEnv, Option<Duration>, RetryPolicy), String> {
-        let run = self
-            .store
-            .run(&ti.run_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let run = self.run_row(&ti.run_id).await.map_err(|e| e.to_string())?;
         let dag = self
             .dag_version(run.version_id)
             .await
@@ -174,12 +198,16 @@ impl Worker {
         ctx.try_number = ti.try_number;
         ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
         // Only the task's own upstream outputs: `tasks.<id>` names upstream tasks.
-        let outputs = self
-            .store
-            .succeeded_outputs(&run.run_id, &task.depends_on)
-            .await
-            .map_err(|e| e.to_string())?;
-        ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
+        if !task.depends_on.is_empty() {
+            let outputs = self
+                .store
+                .succeeded_outputs(&run.run_id, &task.depends_on)
+                .await
+                .map_err(|e| e.to_string())?;
+            ctx.add_succeeded_outputs(
+                outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())),
+            );
+        }
         ctx.set_env(&self.cfg.template_env);
         let step = Renderer::new(&ctx)?.render_step(&task.step)?;
         let env = ShellEnv {
@@ -202,6 +230,7 @@ impl Worker {
         ti: &ClaimedTask,
         outcome: &TaskOutcome,
         retry: Option<&RetryPolicy>,
+        log: Vec<NewLogLine>,
     ) -> Result<()> {
         let now = self.clock.now();
         let after_failure = || match retry {
@@ -247,6 +276,7 @@ impl Worker {
             outputs,
             error,
             due_at,
+            log,
         };
         match self.store.complete_task(&completion, now).await {
             Ok(()) => Ok(()),

@@ -624,7 +624,7 @@ both_backends!(
 
 /// Postgres only (SQLite is one process): two `weir worker` processes share eight 6-second
 /// tasks; one worker is killed with SIGKILL while its tasks run. Its task processes must die
-/// with it (parent-death signal), the scheduler must reap its leases after the heartbeat
+/// with it, grandchildren included (the `end` line is written by a background subshell), the scheduler must reap its leases after the heartbeat
 /// timeout and retry them on the other worker, and no task's tries may overlap in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_twice_at_once() {
@@ -636,7 +636,7 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
     );
     for i in 0..8 {
         dag.push_str(&format!(
-            "  t{i}:\n    kind: shell\n    run: |\n      echo \"start $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"\n      sleep 6\n      echo \"end $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"\n"
+            "  t{i}:\n    kind: shell\n    run: |\n      echo \"start $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"\n      (sleep 6; echo \"end $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\") &\n      wait\n"
         ));
     }
     std::fs::create_dir(dir.path().join("dags")).expect("mkdir");

@@ -335,3 +335,62 @@ fn a_bad_config_names_the_file_and_exits_2() {
         stderr(&o)
     );
 }
+
+/// A folder with one DAG file, for commands that read `dags/` from the working directory.
+fn folder_with_dag(yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/d.yaml"), yaml).expect("dag");
+    dir
+}
+
+#[test]
+fn tasks_test_runs_one_task_with_its_date_and_writes_nothing() {
+    let dir = folder_with_dag(
+        "id: d\ntasks:\n  hello:\n    kind: shell\n    run: echo \"hello {{ ds }}\"; echo n=1 >> \"$WEIR_OUTPUT\"\n  broken:\n    kind: shell\n    run: echo oops >&2; exit 3\n",
+    );
+    let ok = weir_in(dir.path(), &["tasks", "test", "d", "hello", "--date", "2024-03-01"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_eq!(stdout(&ok), "hello 2024-03-01\n");
+    assert!(stderr(&ok).contains(r#"outputs: {"n":"1"}"#), "{}", stderr(&ok));
+    let failed = weir_in(dir.path(), &["tasks", "test", "d", "broken"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(stderr(&failed).contains("oops"), "{}", stderr(&failed));
+    assert!(stderr(&failed).contains("exit code 3"), "{}", stderr(&failed));
+    assert!(
+        !dir.path().join(".weir").exists(),
+        "tasks test created a metadata database"
+    );
+}
+
+/// The process guard: a task's whole process group dies with the process that runs it, even
+/// on SIGKILL, grandchildren included.
+#[test]
+fn a_task_dies_with_its_killed_runner_grandchildren_included() {
+    let dir = folder_with_dag(
+        "id: d\ntasks:\n  linger:\n    kind: shell\n    run: |\n      (sleep 2; touch late) &\n      touch started\n      wait\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["tasks", "test", "d", "linger"])
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start weir");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.path().join("started").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !dir.path().join("late").exists(),
+        "the task's background process outlived its killed runner"
+    );
+}

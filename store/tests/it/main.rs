@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
 use weir_model::{RunState, RunType, TaskState};
-use weir_store::{Completion, NewRun, NewTaskInstance, Store, StoreError};
+use weir_store::{Completion, NewLogLine, NewRun, NewTaskInstance, Store, StoreError};
 use weir_testkit::{both_backends, dag};
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -257,6 +257,7 @@ both_backends!(
             outputs: None,
             error: None,
             due_at: None,
+            log: vec![line("stdout", "printed after the lease expired", later)],
         };
         assert!(
             matches!(db.store.complete_task(&done, later).await, Err(StoreError::LeaseLost(id)) if id == ti.id)
@@ -264,8 +265,22 @@ both_backends!(
         let row = db.store.task_instance(ti.id).await.expect("row");
         assert_eq!(row.state, TaskState::UpForRetry);
         assert_eq!(row.error.as_deref(), Some("worker lost"));
+        // What the try printed is kept even though its outcome is dropped.
+        let kept = db.store.logs(ti.id, 1, 0, 10).await.expect("logs");
+        assert_eq!(
+            kept.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["printed after the lease expired"]
+        );
     }
 );
+
+fn line(stream: &'static str, text: &str, at: DateTime<Utc>) -> NewLogLine {
+    NewLogLine {
+        stream,
+        text: text.to_owned(),
+        at,
+    }
+}
 
 both_backends!(
     a_completed_try_keeps_its_outputs_and_a_clear_reopens_the_run,
@@ -306,8 +321,20 @@ both_backends!(
             outputs: Some(serde_json::json!({"rows": "42"})),
             error: None,
             due_at: None,
+            log: vec![
+                line("stdout", "first", now),
+                line("weir", "succeeded (1 output(s))", now),
+            ],
         };
         db.store.complete_task(&done, now).await.expect("complete");
+        let stored = db.store.logs(ti.id, 1, 0, 10).await.expect("logs");
+        assert_eq!(
+            stored
+                .iter()
+                .map(|l| (l.stream.as_str(), l.line.as_str()))
+                .collect::<Vec<_>>(),
+            [("stdout", "first"), ("weir", "succeeded (1 output(s))")]
+        );
         assert_eq!(
             db.store.task_instance(ti.id).await.expect("row").outputs,
             Some(serde_json::json!({"rows": "42"}))
@@ -366,15 +393,15 @@ both_backends!(logs_are_read_in_order_after_an_id, |db| {
         .await
         .expect("tis")
         .remove(0);
-    let lines: Vec<(&str, String, DateTime<Utc>)> = (0..5)
-        .map(|i| ("stdout", format!("line {i}"), now))
+    let lines: Vec<NewLogLine> = (0..5)
+        .map(|i| line("stdout", &format!("line {i}"), now))
         .collect();
     db.store
         .append_logs(ti.id, 1, &lines)
         .await
         .expect("append");
     db.store
-        .append_logs(ti.id, 2, &[("stderr", "other try".into(), now)])
+        .append_logs(ti.id, 2, &[line("stderr", "other try", now)])
         .await
         .expect("append");
     let first = db.store.logs(ti.id, 1, 0, 3).await.expect("read");
@@ -391,6 +418,17 @@ both_backends!(logs_are_read_in_order_after_an_id, |db| {
         rest.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
         ["line 3", "line 4"]
     );
+    // A batch over one statement's rows (1,000) keeps every line, in order.
+    let many: Vec<NewLogLine> = (0..2500)
+        .map(|i| line("stdout", &format!("many {i}"), now))
+        .collect();
+    db.store
+        .append_logs(ti.id, 3, &many)
+        .await
+        .expect("append many");
+    let read = db.store.logs(ti.id, 3, 0, 5000).await.expect("read many");
+    assert_eq!(read.len(), 2500);
+    assert!(read.iter().enumerate().all(|(i, l)| l.line == format!("many {i}")));
 });
 
 both_backends!(foreach_expansion_happens_once, |db| {
@@ -464,7 +502,7 @@ both_backends!(
                 .expect("tis")
                 .remove(0);
             db.store
-                .append_logs(ti.id, 1, &[("stdout", "hello".into(), now)])
+                .append_logs(ti.id, 1, &[line("stdout", "hello", now)])
                 .await
                 .expect("log");
             ids.push((run.run_id, ti.id));

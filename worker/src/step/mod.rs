@@ -1,5 +1,6 @@
 //! One executor per step kind. Each takes a rendered step and returns a [`TaskOutcome`].
 
+pub mod guard;
 pub mod shell;
 
 use std::time::Duration;

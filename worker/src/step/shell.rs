@@ -4,9 +4,8 @@
 //!   [`KILL_GRACE`], then KILL; grandchildren (`sleep 100 &`, pipelines) die with it. After a
 //!   normal exit, whatever the script left running in its group is killed too, so nothing a
 //!   retry would duplicate survives the try.
-//! - The child is started through `setpriv --pdeathsig KILL` (util-linux), so a task dies with
-//!   its worker even when the worker is killed with SIGKILL (Linux's parent-death signal; weir
-//!   forbids `unsafe`, which `pre_exec` would need).
+//! - The group is put under the process guard ([`super::guard`]) while it runs, so it dies
+//!   with its worker even when the worker is killed with SIGKILL.
 //! - `key=value` lines written to the file at `$WEIR_OUTPUT` become the try's outputs.
 
 use std::os::unix::process::ExitStatusExt;
@@ -51,13 +50,7 @@ pub async fn run(
             };
         }
     };
-    let mut cmd = if Path::new("/usr/bin/setpriv").exists() {
-        let mut c = Command::new("/usr/bin/setpriv");
-        c.args(["--pdeathsig", "KILL", "--", "bash"]);
-        c
-    } else {
-        Command::new("bash")
-    };
+    let mut cmd = Command::new("bash");
     cmd.args(["-eo", "pipefail", "-c", &step.run])
         .process_group(0)
         .stdin(Stdio::null())
@@ -89,6 +82,15 @@ pub async fn run(
         };
     };
     let group = Pid::from_raw(pid);
+    if let Err(e) = super::guard::watch(pid) {
+        // Without the guard the try would outlive a killed worker and could run twice at once.
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = child.wait().await;
+        return TaskOutcome::Failed {
+            error: format!("cannot guard the task's processes: {e}"),
+            retryable: true,
+        };
+    }
     log.note(format!("started: bash -eo pipefail -c … (pid {pid})"));
     let readers = [
         child
@@ -131,6 +133,7 @@ pub async fn run(
     };
     // Whatever the script left behind in its group goes too (and releases the pipes).
     let _ = killpg(group, Signal::SIGKILL);
+    super::guard::release(pid);
     for r in readers.into_iter().flatten() {
         let _ = r.await;
     }

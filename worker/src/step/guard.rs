@@ -1,0 +1,91 @@
+//! The process guard: task process groups die with the process that started them, even when
+//! that process is killed with SIGKILL.
+//!
+//! One small `bash` per process (started on first use) reads `+PGID` / `-PGID` lines on a pipe
+//! from us. When the pipe reaches end of file, which the kernel guarantees once we are gone
+//! however we died, it kills every group still listed. Compared with the parent-death signal
+//! this kills whole groups (grandchildren included, which a parent-death signal on `bash` would
+//! leave running) and costs one process per worker instead of an extra `exec` per task
+//! (weir forbids `unsafe`, which setting the signal in the child through `pre_exec` needs; going
+//! through `setpriv` cost a third of the CPU of a short task). Measured in docs/benchmarks.md.
+//!
+//! The guard runs in its own process group, so Ctrl-C at a terminal reaches the worker (which
+//! shuts down gracefully) and not the guard.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+/// The guard's script: keep the set of live groups; on end of input kill them all.
+const SCRIPT: &str = r#"declare -A groups
+while IFS= read -r line; do
+  case $line in
+    +*) groups[${line#+}]=1 ;;
+    -*) unset "groups[${line#-}]" ;;
+  esac
+done
+for g in "${!groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+exit 0"#;
+
+struct Guard {
+    child: Child,
+    input: ChildStdin,
+}
+
+static GUARD: OnceLock<Mutex<Option<Guard>>> = OnceLock::new();
+
+fn start() -> std::io::Result<Guard> {
+    let mut child = Command::new("bash")
+        .args(["-c", SCRIPT])
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let input = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("the guard has no stdin"))?;
+    Ok(Guard { child, input })
+}
+
+/// Sends one line to the guard, starting it (again) when it is not running.
+fn send(line: &str) -> std::io::Result<()> {
+    let slot = GUARD.get_or_init(|| Mutex::new(None));
+    let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..2 {
+        let alive = guard
+            .as_mut()
+            .is_some_and(|g| matches!(g.child.try_wait(), Ok(None)));
+        if !alive {
+            if guard.is_some() {
+                tracing::warn!("the task process guard exited; starting a new one");
+            }
+            *guard = Some(start()?);
+        }
+        if let Some(g) = guard.as_mut() {
+            match g.input.write_all(format!("{line}\n").as_bytes()) {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(error = %e, "writing to the task process guard failed"),
+            }
+            *guard = None;
+        }
+    }
+    Err(std::io::Error::other("the task process guard cannot be started"))
+}
+
+/// Puts a process group under the guard: it is killed if this process dies first.
+///
+/// # Errors
+/// The guard cannot be started (no `bash`) or written to.
+pub fn watch(group: i32) -> std::io::Result<()> {
+    send(&format!("+{group}"))
+}
+
+/// Takes a process group off the guard once it is gone (so a reused id is never killed).
+pub fn release(group: i32) {
+    if let Err(e) = send(&format!("-{group}")) {
+        tracing::warn!(error = %e, group, "could not release a process group from the guard");
+    }
+}
