@@ -367,6 +367,7 @@ impl Scheduler {
 
     /// Evaluates a run until nothing more changes in this pass (so skips and upstream
     /// failures propagate through the whole graph at once), then finishes it if it is done.
+    #[tracing::instrument(name = "run", skip_all, fields(dag_id = %run.dag_id, run_id = %run.run_id))]
     async fn advance_run(
         &mut self,
         run: &RunRow,
@@ -460,6 +461,9 @@ impl Scheduler {
                     .store
                     .transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now)
                     .await?;
+                if queued > 0 {
+                    tracing::debug!(queued, "tasks queued");
+                }
                 pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
                 changed += queued;
             }
@@ -470,7 +474,7 @@ impl Scheduler {
                     .await?
                 {
                     pass.runs_finished += 1;
-                    tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, state = %outcome, "run finished");
+                    tracing::info!(state = %outcome, "run finished");
                 }
                 return Ok(());
             }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use weir_model::clock::Clock;
 use weir_model::template::Renderer;
 use weir_model::{Dag, RetryPolicy, Step, TaskState};
@@ -153,17 +154,18 @@ impl Worker {
     ///
     /// # Errors
     /// Store failures, or a version/task that cannot be read (the try is then failed).
+    #[tracing::instrument(name = "try", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id))]
     pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
         let (sink, rx) = LogSink::channel();
-        let writer = tokio::spawn(store_lines(self.store.clone(), ti.id, ti.try_number, rx));
+        let writer = tokio::spawn(
+            store_lines(self.store.clone(), ti.id, ti.try_number, rx)
+                .instrument(tracing::Span::current()),
+        );
         let mut retry = None;
         let outcome = match self.prepare(&ti).await {
             Ok((step, env, timeout, policy)) => {
                 retry = Some(policy);
-                let span = tracing::info_span!("try", dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id);
-                let _guard = span.enter();
                 tracing::debug!("try started");
-                drop(_guard);
                 execute(&step, &env, timeout, &sink, &cancel).await
             }
             Err(e) => {
@@ -204,9 +206,7 @@ impl Worker {
                 .succeeded_outputs(&run.run_id, &task.depends_on)
                 .await
                 .map_err(|e| e.to_string())?;
-            ctx.add_succeeded_outputs(
-                outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())),
-            );
+            ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
         }
         ctx.set_env(&self.cfg.template_env);
         let step = Renderer::new(&ctx)?.render_step(&task.step)?;
@@ -268,6 +268,7 @@ impl Worker {
                 )
             }
         };
+        tracing::debug!(state = %state, error = error.as_deref(), "try finished");
         let completion = Completion {
             ti_id: ti.id,
             worker_id: self.id.clone(),

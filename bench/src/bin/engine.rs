@@ -105,7 +105,9 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let wall = (ended - triggered).to_std().expect("ends after the trigger");
+    let wall = (ended - triggered)
+        .to_std()
+        .expect("ends after the trigger");
     shutdown.cancel();
     let _ = tokio::join!(s, w);
     let tis = store.task_instances(&run.run_id).await.expect("tis");

@@ -817,3 +817,191 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
         }
     }
 }
+
+/// Waits until `file` contains `text`, or fails naming what it waited for.
+async fn wait_for_text(file: &Path, text: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let seen = std::fs::read_to_string(file).unwrap_or_default();
+        if seen.contains(text) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{text}` never appeared in {}:\n{seen}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two `weir scheduler` processes on one Postgres: one is active, the other stands by while it
+/// lives; after a SIGKILL of the active one the standby takes over and runs the DAGs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_standby_scheduler_takes_over_when_the_active_one_dies() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/after.yaml"),
+        "id: after\ntasks:\n  a: {kind: shell, run: echo one}\n  b: {kind: shell, run: echo two, depends_on: [a]}\n",
+    )
+    .expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n", db.url),
+    )
+    .expect("config");
+    let spawn_scheduler = |name: &str| {
+        let log = dir.path().join(format!("{name}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("scheduler")
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .env("RUST_LOG", "weir_scheduler=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start scheduler");
+        (child, log)
+    };
+    let (mut first, first_log) = spawn_scheduler("first");
+    wait_for_text(
+        &first_log,
+        "this scheduler is active",
+        Duration::from_secs(30),
+    )
+    .await;
+    let (mut second, second_log) = spawn_scheduler("second");
+    wait_for_text(&second_log, "standing by", Duration::from_secs(30)).await;
+    // Still standing by after several of its retries (every 2 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !std::fs::read_to_string(&second_log)
+            .expect("log")
+            .contains("this scheduler is active"),
+        "two schedulers were active at once"
+    );
+
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    wait_for_text(
+        &second_log,
+        "this scheduler is active",
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // The new leader schedules: a run triggered now completes with a worker.
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(weir_worker::run(
+        db.store.clone(),
+        worker_config(),
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    let row = db.store.dag("after").await.expect("dag synced");
+    let dag =
+        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
+            .expect("dag");
+    let now = weir_model::clock::SystemClock.now();
+    let new = weir_scheduler::plan::new_run(
+        &dag,
+        row.version_id,
+        RunType::Manual,
+        weir_model::DataInterval {
+            start: now,
+            end: now,
+        },
+        &serde_json::Map::new(),
+    )
+    .expect("run");
+    let run = db
+        .store
+        .create_run(&new, now)
+        .await
+        .expect("create")
+        .expect("new");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never ran the DAG: {:?}",
+            db.store.task_instances(&run.run_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shutdown.cancel();
+    let _ = worker.await;
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(done.state, RunState::Success);
+}
+
+/// `RUST_LOG` output: the scheduler's and the worker's events about a run carry the run's and
+/// the task's ids as span fields, without each event naming them.
+#[tokio::test]
+async fn events_about_a_run_carry_its_ids_as_span_fields() {
+    let out = Capture::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test's runtime has one thread, so every task of the engine logs through this.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let db = TestDb::sqlite().await;
+    let mut engine = Engine::new(
+        &db,
+        &[(
+            "traced.yaml",
+            "id: traced\ntasks:\n  hello: {kind: shell, run: echo hi}\n",
+        )],
+    )
+    .await;
+    let run = engine.trigger("traced", serde_json::json!({})).await;
+    assert_eq!(engine.drive(&run.run_id).await.state, RunState::Success);
+    let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+    let run_field = format!("run_id={}", run.run_id);
+    for event in [
+        "tasks queued",
+        "try started",
+        "try finished",
+        "run finished",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no `{event}` event in:\n{text}"));
+        assert!(
+            line.contains(&run_field) && line.contains("dag_id=traced"),
+            "`{event}` lacks the run's ids: {line}"
+        );
+        if event.starts_with("try") {
+            assert!(
+                line.contains("task_id=hello") && line.contains("try_number=1"),
+                "`{event}` lacks the task's ids: {line}"
+            );
+        }
+    }
+}
+
+/// Log output kept in memory.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

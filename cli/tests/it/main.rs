@@ -349,14 +349,25 @@ fn tasks_test_runs_one_task_with_its_date_and_writes_nothing() {
     let dir = folder_with_dag(
         "id: d\ntasks:\n  hello:\n    kind: shell\n    run: echo \"hello {{ ds }}\"; echo n=1 >> \"$WEIR_OUTPUT\"\n  broken:\n    kind: shell\n    run: echo oops >&2; exit 3\n",
     );
-    let ok = weir_in(dir.path(), &["tasks", "test", "d", "hello", "--date", "2024-03-01"]);
+    let ok = weir_in(
+        dir.path(),
+        &["tasks", "test", "d", "hello", "--date", "2024-03-01"],
+    );
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
     assert_eq!(stdout(&ok), "hello 2024-03-01\n");
-    assert!(stderr(&ok).contains(r#"outputs: {"n":"1"}"#), "{}", stderr(&ok));
+    assert!(
+        stderr(&ok).contains(r#"outputs: {"n":"1"}"#),
+        "{}",
+        stderr(&ok)
+    );
     let failed = weir_in(dir.path(), &["tasks", "test", "d", "broken"]);
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     assert!(stderr(&failed).contains("oops"), "{}", stderr(&failed));
-    assert!(stderr(&failed).contains("exit code 3"), "{}", stderr(&failed));
+    assert!(
+        stderr(&failed).contains("exit code 3"),
+        "{}",
+        stderr(&failed)
+    );
     assert!(
         !dir.path().join(".weir").exists(),
         "tasks test created a metadata database"

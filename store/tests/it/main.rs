@@ -428,7 +428,11 @@ both_backends!(logs_are_read_in_order_after_an_id, |db| {
         .expect("append many");
     let read = db.store.logs(ti.id, 3, 0, 5000).await.expect("read many");
     assert_eq!(read.len(), 2500);
-    assert!(read.iter().enumerate().all(|(i, l)| l.line == format!("many {i}")));
+    assert!(
+        read.iter()
+            .enumerate()
+            .all(|(i, l)| l.line == format!("many {i}"))
+    );
 });
 
 both_backends!(foreach_expansion_happens_once, |db| {

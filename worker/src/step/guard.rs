@@ -72,7 +72,9 @@ fn send(line: &str) -> std::io::Result<()> {
             *guard = None;
         }
     }
-    Err(std::io::Error::other("the task process guard cannot be started"))
+    Err(std::io::Error::other(
+        "the task process guard cannot be started",
+    ))
 }
 
 /// Puts a process group under the guard: it is killed if this process dies first.
