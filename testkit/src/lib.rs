@@ -1,13 +1,19 @@
 //! weir-testkit: helpers for weir's tests (publish = false).
 //!
 //! - [`TestDb`]: a real, empty metadata database: a SQLite file in a temporary folder, or a
-//!   fresh database on the Postgres server at `WEIR_TEST_POSTGRES_URL` (default
-//!   `postgres://postgres@127.0.0.1:5432/postgres`), dropped afterwards. Never a mock; when
-//!   Postgres is unreachable, the test fails and says how to start it.
+//!   fresh database on a Postgres server, dropped afterwards. The server: the one at
+//!   `WEIR_TEST_POSTGRES_URL` when set; else the local one at
+//!   `postgres://postgres@127.0.0.1:5432/postgres` when it answers; else a throwaway cluster
+//!   started from the machine's Postgres binaries ([`cluster`]; `WEIR_TEST_POSTGRES=throwaway`
+//!   forces it). Never a mock, never skipped: a machine with none of these fails the test with
+//!   what to install.
 //! - [`both_backends!`]: one test body, run on SQLite and on Postgres.
 //! - [`dag`]: parses a DAG from YAML text for tests.
 
+mod cluster;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use weir_store::Store;
 
@@ -53,8 +59,7 @@ impl TestDb {
     /// # Panics
     /// When the server is unreachable, with how to start it.
     pub async fn postgres() -> TestDb {
-        let admin_url = std::env::var("WEIR_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let admin_url = postgres_admin_url().await;
         let name = format!(
             "weir_test_{}_{}",
             std::process::id(),
@@ -62,9 +67,8 @@ impl TestDb {
         );
         let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(
-                "Postgres is needed for this test and is unreachable at {admin_url}: {e}\n\
-                 Start the machine's server (`pg_ctlcluster --skip-systemctl-redirect 15 main start`), install one \
-                 (`apt-get install postgresql`), or point WEIR_TEST_POSTGRES_URL at a server where the user may CREATE DATABASE."
+                "Postgres is needed for this test and is unreachable at {admin_url}: {e}\n{}",
+                cluster::INSTALL_HINT
             )
         });
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -82,6 +86,47 @@ impl TestDb {
             cleanup: Cleanup::Postgres { admin_url, name },
         }
     }
+}
+
+/// The server tests create their databases on, decided once per test process.
+async fn postgres_admin_url() -> String {
+    static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    URL.get_or_init(|| async {
+        if let Ok(url) = std::env::var("WEIR_TEST_POSTGRES_URL") {
+            // Named explicitly: used as is, never replaced by another server.
+            return url;
+        }
+        let forced = std::env::var("WEIR_TEST_POSTGRES").is_ok_and(|v| v == "throwaway");
+        if !forced && answers(DEFAULT_POSTGRES_URL).await {
+            return DEFAULT_POSTGRES_URL.to_owned();
+        }
+        match tokio::task::spawn_blocking(cluster::start).await {
+            Ok(Ok(c)) => {
+                let why = if forced {
+                    "WEIR_TEST_POSTGRES=throwaway".to_owned()
+                } else {
+                    format!("no Postgres at {DEFAULT_POSTGRES_URL}")
+                };
+                eprintln!("weir-testkit: {why}; using a throwaway cluster at {}", c.url);
+                c.url
+            }
+            Ok(Err(e)) => panic!(
+                "Postgres is needed for this test: nothing answers at {DEFAULT_POSTGRES_URL} and {e}"
+            ),
+            Err(e) => panic!("starting a throwaway Postgres panicked: {e}"),
+        }
+    })
+    .await
+    .clone()
+}
+
+/// Whether a Postgres server accepts a connection at `url` within a few seconds.
+async fn answers(url: &str) -> bool {
+    use sqlx::Connection;
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url)).await,
+        Ok(Ok(_))
+    )
 }
 
 fn replace_database(url: &str, name: &str) -> String {
@@ -163,7 +208,42 @@ pub fn dag(yaml: &str) -> weir_model::Dag {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database;
+    use super::{cluster, replace_database};
+
+    /// A throwaway cluster from the machine's binaries serves connections on its own port and
+    /// leaves nothing behind once stopped.
+    #[test]
+    fn a_throwaway_cluster_serves_and_is_removed_when_stopped() {
+        let c = cluster::start().expect("throwaway cluster");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let port: String = rt.block_on(async {
+            let pool = sqlx::PgPool::connect(&c.url).await.expect("connect");
+            sqlx::query("CREATE DATABASE weir_throwaway_check")
+                .execute(&pool)
+                .await
+                .expect("create database");
+            let port = sqlx::query_scalar("SHOW port")
+                .fetch_one(&pool)
+                .await
+                .expect("port");
+            pool.close().await;
+            port
+        });
+        assert!(c.url.contains(&format!(":{port}/")), "{} vs {port}", c.url);
+        assert!(c.dir.join("data/PG_VERSION").is_file());
+        cluster::stop();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while c.dir.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster's folder stayed after it stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 
     #[test]
     fn the_database_name_is_replaced() {
