@@ -3,11 +3,15 @@
 #  chain100: 100 chained `true` shell tasks, trigger to success and the end→start gap;
 #  fanout1000: 1,000 independent `true` tasks at concurrency 16, next to `xargs -P16`;
 #  idle RSS of `weir standalone` on the example DAGs.
-# Postgres: WEIR_BENCH_POSTGRES_URL (default the local server); a fresh database per run.
+# Postgres: WEIR_BENCH_POSTGRES_URL (default the local server over TCP, TLS as the server
+# offers it), and also through the server's Unix socket (WEIR_BENCH_POSTGRES_SOCKET, default
+# /var/run/postgresql) when it exists; a fresh database per run. Why both: docs/benchmarks.md
+# (sqlx 0.9.0 leaves Nagle's algorithm on, which stalls some TLS statements on delayed ACKs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p weir-bench -p weir
 pg_admin=${WEIR_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+pg_socket=${WEIR_BENCH_POSTGRES_SOCKET:-/var/run/postgresql}
 rounds=${ROUNDS:-3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -21,7 +25,11 @@ fresh_pg() {
 for bench in chain fanout; do
   for i in $(seq "$rounds"); do
     ./target/release/engine "$bench" "sqlite://$tmp/$bench-$i.db"
-    ./target/release/engine "$bench" "$(fresh_pg "$bench$i")"
+    ./target/release/engine "$bench" "$(fresh_pg "$bench$i")" | sed 's/\[postgres\]/[postgres tcp]/'
+    if [ -S "$pg_socket/.s.PGSQL.5432" ]; then
+      name=$(basename "$(fresh_pg "${bench}s$i")")
+      ./target/release/engine "$bench" "postgres://postgres@localhost/$name?host=$pg_socket" | sed 's/\[postgres\]/[postgres socket]/'
+    fi
   done
 done
 

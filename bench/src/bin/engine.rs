@@ -19,6 +19,13 @@ use weir_worker::WorkerConfig;
 
 #[tokio::main]
 async fn main() {
+    // Off unless asked for: `RUST_LOG=debug` shows where a slow gap went.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(what), Some(url)) = (args.first(), args.get(1)) else {
         eprintln!("usage: engine chain|fanout DB_URL");
@@ -120,12 +127,18 @@ async fn main() {
         "chain" => {
             let mut by_task: Vec<_> = tis.iter().collect();
             by_task.sort_by_key(|t| t.task_id.clone());
-            let mut gaps: Vec<f64> = by_task
+            let gaps_in_order: Vec<(f64, &str)> = by_task
                 .windows(2)
                 .filter_map(|p| {
-                    Some((p[1].started_at? - p[0].ended_at?).num_microseconds()? as f64 / 1000.0)
+                    let gap = (p[1].started_at? - p[0].ended_at?).num_microseconds()? as f64;
+                    Some((gap / 1000.0, p[1].task_id.as_str()))
                 })
                 .collect();
+            let slowest = gaps_in_order
+                .iter()
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or("", |g| g.1);
+            let mut gaps: Vec<f64> = gaps_in_order.iter().map(|g| g.0).collect();
             gaps.sort_by(f64::total_cmp);
             let run_time: Vec<f64> = by_task
                 .iter()
@@ -136,7 +149,7 @@ async fn main() {
             let mut run_time = run_time;
             run_time.sort_by(f64::total_cmp);
             println!(
-                "chain100 [{backend}]: trigger to success {:.3} s; gap end→next start median {:.2} ms (p90 {:.2} ms, max {:.2} ms); task run median {:.2} ms",
+                "chain100 [{backend}]: trigger to success {:.3} s; gap end→next start median {:.2} ms (p90 {:.2} ms, max {:.2} ms, before {slowest}); task run median {:.2} ms",
                 wall.as_secs_f64(),
                 gaps[gaps.len() / 2],
                 gaps[gaps.len() * 9 / 10],
