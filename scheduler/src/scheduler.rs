@@ -375,8 +375,8 @@ impl Scheduler {
         usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<()> {
-        let (scheduled, unfinished) = self.store.run_progress(&run.run_id).await?;
-        if scheduled == 0 && unfinished > 0 {
+        let (any_scheduled, any_unfinished) = self.store.run_progress(&run.run_id).await?;
+        if !any_scheduled && any_unfinished {
             // Everything left is queued, running or waiting to retry: nothing to decide.
             return Ok(());
         }

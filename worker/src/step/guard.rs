@@ -1,13 +1,15 @@
 //! The process guard: task process groups die with the process that started them, even when
 //! that process is killed with SIGKILL.
 //!
-//! One small `bash` per process (started on first use) reads `+PGID` / `-PGID` lines on a pipe
+//! One small `awk` per process (started on first use) reads `+PGID` / `-PGID` lines on a pipe
 //! from us. When the pipe reaches end of file, which the kernel guarantees once we are gone
 //! however we died, it kills every group still listed. Compared with the parent-death signal
 //! this kills whole groups (grandchildren included, which a parent-death signal on `bash` would
 //! leave running) and costs one process per worker instead of an extra `exec` per task
 //! (weir forbids `unsafe`, which setting the signal in the child through `pre_exec` needs; going
-//! through `setpriv` cost a third of the CPU of a short task). Measured in docs/benchmarks.md.
+//! through `setpriv` cost a third of the CPU of a short task; measured in docs/benchmarks.md).
+//! `awk` (a required package on Debian) reads its input buffered; only the state at end of
+//! file matters, so buffering delays nothing.
 //!
 //! The guard runs in its own process group, so Ctrl-C at a terminal reaches the worker (which
 //! shuts down gracefully) and not the guard.
@@ -17,16 +19,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// The guard's script: keep the set of live groups; on end of input kill them all.
-const SCRIPT: &str = r#"declare -A groups
-while IFS= read -r line; do
-  case $line in
-    +*) groups[${line#+}]=1 ;;
-    -*) unset "groups[${line#-}]" ;;
-  esac
-done
-for g in "${!groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
-exit 0"#;
+/// The guard's program: keep the set of live groups; at end of input kill them all (the ids
+/// are numbers written by us, safe in the `kill` command line).
+const SCRIPT: &str = r#"/^\+/ { live[substr($0, 2)] = 1; next }
+/^-/ { delete live[substr($0, 2)]; next }
+END {
+  groups = ""
+  for (g in live) groups = groups " -" g
+  if (groups != "") system("kill -s KILL --" groups " 2>/dev/null")
+}"#;
 
 struct Guard {
     child: Child,
@@ -36,8 +37,8 @@ struct Guard {
 static GUARD: OnceLock<Mutex<Option<Guard>>> = OnceLock::new();
 
 fn start() -> std::io::Result<Guard> {
-    let mut child = Command::new("bash")
-        .args(["-c", SCRIPT])
+    let mut child = Command::new("awk")
+        .arg(SCRIPT)
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -80,7 +81,7 @@ fn send(line: &str) -> std::io::Result<()> {
 /// Puts a process group under the guard: it is killed if this process dies first.
 ///
 /// # Errors
-/// The guard cannot be started (no `bash`) or written to.
+/// The guard cannot be started (no `awk`) or written to.
 pub fn watch(group: i32) -> std::io::Result<()> {
     send(&format!("+{group}"))
 }
