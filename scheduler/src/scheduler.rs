@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use weir_model::clock::Clock;
 use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
 use weir_model::{Dag, Known, RunState, RunType, Schedule, TaskState};
-use weir_store::{RunRow, Store, StoreError, TaskInstanceRow};
+use weir_store::{ActiveRun, RunRow, Store, StoreError, TaskInstanceRow};
 
 use crate::error::{Result, SchedulerError};
 use crate::evaluate::plan_run;
@@ -119,8 +119,8 @@ impl Scheduler {
 
     /// A pass. Woken by every finished try, it must stay cheap: the folder, cron schedules and
     /// expired leases (second-scale concerns) are looked at on full passes, at most every
-    /// `scan_interval`; limits are counted only when something is ready to queue; a run with
-    /// nothing waiting for a decision costs one aggregate query.
+    /// `scan_interval`; limits are counted only when something is ready to queue; runs with
+    /// nothing waiting for a decision cost nothing beyond the one active-runs statement.
     async fn pass(&mut self, full: bool) -> Result<Pass> {
         let now = self.clock.now();
         let mut pass = Pass::default();
@@ -136,19 +136,29 @@ impl Scheduler {
             );
         }
         let mut usage = None;
-        let retry_due = self.store.next_retry_due().await?;
-        if retry_due.is_some_and(|due| due <= now) {
-            self.requeue_due_retries(now, &mut usage, &mut pass).await?;
-        }
         let active = self.store.active_runs().await?;
-        let started = self.start_queued_runs(&active, now).await?;
-        for run in active
-            .iter()
-            .filter(|r| r.state == RunState::Running || started.contains(&r.run_id))
-        {
-            self.advance_run(run, now, &mut usage, &mut pass).await?;
+        // Retries belong to unfinished runs, so their next due time comes with them; a full
+        // pass also asks the table directly, a safety net costing one query a scan interval.
+        let mut retry_due = active.iter().filter_map(|a| a.next_retry_due).min();
+        if full || scan_due {
+            retry_due = self.store.next_retry_due().await?;
         }
-        let retry_due = if pass.queued > 0 {
+        let mut requeued = false;
+        if retry_due.is_some_and(|due| due <= now) {
+            requeued = self.requeue_due_retries(now, &mut usage, &mut pass).await? > 0;
+        }
+        let started = self.start_queued_runs(&active, now).await?;
+        for a in active
+            .iter()
+            .filter(|a| a.run.state == RunState::Running || started.contains(&a.run.run_id))
+        {
+            // Everything left queued, running or waiting to retry: nothing to decide.
+            if !a.any_scheduled && a.any_unfinished {
+                continue;
+            }
+            self.advance_run(&a.run, now, &mut usage, &mut pass).await?;
+        }
+        let retry_due = if requeued {
             self.store.next_retry_due().await?
         } else {
             retry_due.filter(|d| *d > now)
@@ -300,15 +310,19 @@ impl Scheduler {
     /// Starts queued runs within `max_active_runs`; returns the ids of those started.
     async fn start_queued_runs(
         &mut self,
-        active: &[RunRow],
+        active: &[ActiveRun],
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
         let mut started = Vec::new();
         let mut running: HashMap<&str, u32> = HashMap::new();
-        for run in active.iter().filter(|r| r.state == RunState::Running) {
-            *running.entry(run.dag_id.as_str()).or_default() += 1;
+        for a in active.iter().filter(|a| a.run.state == RunState::Running) {
+            *running.entry(a.run.dag_id.as_str()).or_default() += 1;
         }
-        for run in active.iter().filter(|r| r.state == RunState::Queued) {
+        for run in active
+            .iter()
+            .map(|a| &a.run)
+            .filter(|r| r.state == RunState::Queued)
+        {
             let dag = self.dag_version(run.version_id).await?;
             let count = running.entry(run.dag_id.as_str()).or_default();
             if *count < dag.spec.max_active_runs
@@ -375,11 +389,6 @@ impl Scheduler {
         usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<()> {
-        let (any_scheduled, any_unfinished) = self.store.run_progress(&run.run_id).await?;
-        if !any_scheduled && any_unfinished {
-            // Everything left is queued, running or waiting to retry: nothing to decide.
-            return Ok(());
-        }
         let dag = self.dag_version(run.version_id).await?;
         for _ in 0..dag.tasks.len() + 2 {
             let tis = self.store.task_instances(&run.run_id).await?;
@@ -525,12 +534,13 @@ impl Scheduler {
         }
     }
 
+    /// Queues the retries that are due (within limits); returns how many.
     async fn requeue_due_retries(
         &mut self,
         now: DateTime<Utc>,
         usage: &mut Option<Usage>,
         pass: &mut Pass,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let mut ids = Vec::new();
         for ti in self.store.due_retries(now).await? {
             let run = self.store.run(&ti.run_id).await?;
@@ -544,7 +554,7 @@ impl Scheduler {
             .transition_tasks(&ids, TaskState::UpForRetry, TaskState::Queued, now)
             .await?;
         pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
-        Ok(())
+        Ok(queued)
     }
 
     /// Fails the try of every running instance whose worker stopped heartbeating, and retries

@@ -5,10 +5,10 @@ use chrono::Utc;
 use sqlx::Row;
 
 use crate::db::Db;
-use crate::run::{ACTIVE_RUNS_WHERE, LAST_SCHEDULED_SQL};
+use crate::run::{ACTIVE_RUNS_SQL, LAST_SCHEDULED_SQL};
 use crate::task::{
     CLAIM_PICK_PG, DAG_USAGE_SQL, DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL,
-    POOL_USAGE_SQL, RUN_PROGRESS_SQL,
+    POOL_USAGE_SQL,
 };
 use crate::{Result, Store};
 
@@ -26,12 +26,7 @@ impl Store {
         let queues = vec!["default".to_owned()];
         let mut out = Vec::new();
         let plans: Vec<(&'static str, String)> = vec![
-            (
-                "active runs",
-                format!(
-                    "SELECT run_id FROM weir_runs WHERE {ACTIVE_RUNS_WHERE} ORDER BY logical_date, run_id"
-                ),
-            ),
+            ("active runs", ACTIVE_RUNS_SQL.to_owned()),
             ("last scheduled run", LAST_SCHEDULED_SQL.to_owned()),
             ("claim", CLAIM_PICK_PG.to_owned()),
             (
@@ -47,7 +42,6 @@ impl Store {
                 ),
             ),
             ("next retry due", NEXT_RETRY_DUE_SQL.to_owned()),
-            ("run progress", RUN_PROGRESS_SQL.to_owned()),
             ("pool usage", POOL_USAGE_SQL.to_owned()),
             ("dag usage", DAG_USAGE_SQL.to_owned()),
         ];
@@ -66,7 +60,7 @@ impl Store {
             } else {
                 let q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
                 let q = match name {
-                    "last scheduled run" | "run progress" => q.bind("weir_explain_probe"),
+                    "last scheduled run" => q.bind("weir_explain_probe"),
                     "expired leases" | "due retries" => q.bind(now),
                     _ => q,
                 };

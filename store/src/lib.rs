@@ -35,7 +35,7 @@ pub use dag::{DagRow, DagVersion, ImportErrorRow};
 pub use db::{Backend, Leadership, Store, redact};
 pub use error::StoreError;
 pub use log::{LogLine, NewLogLine};
-pub use run::{NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
+pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use worker::WorkerRow;
 

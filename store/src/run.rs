@@ -85,6 +85,28 @@ impl RunRow {
     }
 }
 
+/// An unfinished run with what the scheduler needs to know whether to evaluate it.
+#[derive(Debug, Clone)]
+pub struct ActiveRun {
+    /// The run.
+    pub run: RunRow,
+    /// Some instance is `scheduled` (waits for a decision).
+    pub any_scheduled: bool,
+    /// Some instance is not finished.
+    pub any_unfinished: bool,
+    /// When the run's earliest `up_for_retry` instance may run again.
+    pub next_retry_due: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawActiveRun {
+    #[sqlx(flatten)]
+    run: RawRun,
+    any_scheduled: bool,
+    any_unfinished: bool,
+    next_retry_due: Option<DateTime<Utc>>,
+}
+
 #[derive(sqlx::FromRow)]
 struct RawRun {
     run_id: String,
@@ -123,8 +145,20 @@ impl TryFrom<RawRun> for RunRow {
     }
 }
 
-/// Unfinished runs: the scheduler's work list (shared with `Store::explain_hot_path`).
-pub(crate) const ACTIVE_RUNS_WHERE: &str = "state IN ('queued', 'running')";
+/// Unfinished runs, oldest logical date first: the scheduler's work list, read on every pass
+/// (shared with `Store::explain_hot_path`). Each comes with what decides whether it needs
+/// evaluating, so a pass with nothing to decide is this one statement: whether any instance
+/// waits for a decision, whether any is unfinished (index probes on `weir_ti_unfinished`),
+/// and its next retry's due time (an `up_for_retry` instance always belongs to an unfinished
+/// run).
+pub(crate) const ACTIVE_RUNS_SQL: &str = "SELECT r.run_id, r.dag_id, r.version_id, r.run_type, r.state, r.logical_date,
+         r.data_interval_start, r.data_interval_end, r.params, r.created_at, r.started_at, r.ended_at,
+         EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id AND t.state = 'scheduled') AS any_scheduled,
+         EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id
+                 AND t.state IN ('scheduled', 'queued', 'running', 'up_for_retry')) AS any_unfinished,
+         (SELECT MIN(t.due_at) FROM weir_task_instances t WHERE t.run_id = r.run_id AND t.state = 'up_for_retry') AS next_retry_due
+     FROM weir_runs r WHERE r.state IN ('queued', 'running')
+     ORDER BY r.logical_date, r.run_id";
 pub(crate) const LAST_SCHEDULED_SQL: &str =
     "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
 
@@ -268,16 +302,22 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM weir_runs WHERE {ACTIVE_RUNS_WHERE} ORDER BY logical_date, run_id"
-        );
-        let rows = with_pool!(self, |pool| sqlx::query_as::<_, RawRun>(
-            sqlx::AssertSqlSafe(sql)
+    pub async fn active_runs(&self) -> Result<Vec<ActiveRun>> {
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, RawActiveRun>(
+            ACTIVE_RUNS_SQL
         )
         .fetch_all(pool)
         .await?);
-        rows.into_iter().map(RunRow::try_from).collect()
+        rows.into_iter()
+            .map(|r| {
+                Ok(ActiveRun {
+                    run: RunRow::try_from(r.run)?,
+                    any_scheduled: r.any_scheduled,
+                    any_unfinished: r.any_unfinished,
+                    next_retry_due: r.next_retry_due,
+                })
+            })
+            .collect()
     }
 
     /// The latest logical date of a DAG's scheduled runs (where cron scheduling resumes).

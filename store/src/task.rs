@@ -15,9 +15,6 @@ use crate::{Result, Store, StoreError};
 
 // Statements of the scheduler's and workers' hot paths, shared with `Store::explain_hot_path`
 // so the test that they stay index-driven checks the very SQL that runs.
-pub(crate) const RUN_PROGRESS_SQL: &str = "SELECT
-                 EXISTS (SELECT 1 FROM weir_task_instances WHERE run_id = $1 AND state = 'scheduled'),
-                 EXISTS (SELECT 1 FROM weir_task_instances WHERE run_id = $1 AND state IN ('scheduled', 'queued', 'running', 'up_for_retry'))";
 pub(crate) const POOL_USAGE_SQL: &str = "SELECT pool, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') AND pool IS NOT NULL GROUP BY pool";
 pub(crate) const DAG_USAGE_SQL: &str = "SELECT dag_id, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') GROUP BY dag_id";
 pub(crate) const NEXT_RETRY_DUE_SQL: &str =
@@ -240,20 +237,6 @@ impl Store {
             self.wake_workers().await;
         }
         Ok(moved)
-    }
-
-    /// Whether any instance of a run waits for a decision (`scheduled`), and whether any is
-    /// unfinished: a run with nothing scheduled and something unfinished needs no evaluation.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn run_progress(&self, run_id: &str) -> Result<(bool, bool)> {
-        Ok(with_pool!(self, |pool| sqlx::query_as::<_, (bool, bool)>(
-            RUN_PROGRESS_SQL
-        )
-        .bind(run_id)
-        .fetch_one(pool)
-        .await?))
     }
 
     /// `(task_id, map_index, outputs)` of the succeeded instances of `task_ids` in a run: the

@@ -611,7 +611,7 @@ async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
         .await
         .expect("analyze");
     let plans = db.store.explain_hot_path().await.expect("explain");
-    assert_eq!(plans.len(), 9);
+    assert_eq!(plans.len(), 8);
     for (name, plan) in plans {
         assert!(
             !plan.contains("Seq Scan on weir_runs")
