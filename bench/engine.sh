@@ -2,6 +2,7 @@
 # Engine benchmarks (issue: engine), on SQLite and on Postgres, side by side:
 #  chain100: 100 chained `true` shell tasks, trigger to success and the end→start gap;
 #  fanout1000: 1,000 independent `true` tasks at concurrency 16, next to `xargs -P16`;
+#  fanout-noop1000: the same with `noop` tasks (no process): the engine's own cost;
 #  idle RSS of `weir standalone` on the example DAGs.
 # Postgres: WEIR_BENCH_POSTGRES_URL (default the local server over TCP, TLS as the server
 # offers it), and also through the server's Unix socket (WEIR_BENCH_POSTGRES_SOCKET, default
@@ -17,12 +18,12 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 fresh_pg() {
-  local name="weir_bench_$$_$1"
+  local name="weir_bench_$$_${1//-/_}"
   psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name" >/dev/null
   echo "${pg_admin%/*}/$name"
 }
 
-for bench in chain fanout; do
+for bench in chain fanout fanout-noop; do
   for i in $(seq "$rounds"); do
     ./target/release/engine "$bench" "sqlite://$tmp/$bench-$i.db"
     ./target/release/engine "$bench" "$(fresh_pg "$bench$i")" | sed 's/\[postgres\]/[postgres tcp]/'

@@ -4,6 +4,7 @@
 //!   engine chain DB_URL      a 100-task chain of `shell: true`: wall time from trigger to
 //!                            success, and the gap between a task's end and its successor's start
 //!   engine fanout DB_URL     1,000 independent `shell: true` tasks, 16 at once: tasks per second
+//!   engine fanout-noop DB_URL  the same with `noop` tasks: the engine's own cost per task
 //!
 //! DB_URL: `sqlite://PATH` (a fresh file) or `postgres://...` (an empty database).
 
@@ -28,12 +29,14 @@ async fn main() {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(what), Some(url)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: engine chain|fanout DB_URL");
+        eprintln!("usage: engine chain|fanout|fanout-noop DB_URL");
         std::process::exit(2);
     };
     let (dag, tasks, concurrency) = match what.as_str() {
         "chain" => (chain_dag(100), 100, 8),
-        "fanout" => (fanout_dag(1000), 1000, 16),
+        "fanout" => (fanout_dag(1000, r#"{kind: shell, run: "true"}"#), 1000, 16),
+        // The engine's own cost: the same fan-out with no process per task.
+        "fanout-noop" => (fanout_dag(1000, "{kind: noop}"), 1000, 16),
         other => {
             eprintln!("unknown benchmark `{other}`");
             std::process::exit(2);
@@ -166,7 +169,7 @@ async fn main() {
                 .collect();
             run_time.sort_by(f64::total_cmp);
             println!(
-                "fanout{tasks} [{backend}]: {:.3} s, {:.0} tasks/s (concurrency {concurrency}); task run median {:.2} ms, p90 {:.2} ms",
+                "{what}{tasks} [{backend}]: {:.3} s, {:.0} tasks/s (concurrency {concurrency}); task run median {:.2} ms, p90 {:.2} ms",
                 wall.as_secs_f64(),
                 tasks as f64 / wall.as_secs_f64(),
                 run_time[run_time.len() / 2],
@@ -187,10 +190,11 @@ fn chain_dag(n: usize) -> String {
     s
 }
 
-fn fanout_dag(n: usize) -> String {
+/// `step`: the flow-style body of each task.
+fn fanout_dag(n: usize, step: &str) -> String {
     let mut s = String::from("id: bench\nmax_active_tasks: 10000\ntasks:\n");
     for i in 0..n {
-        s.push_str(&format!("  t{i:04}: {{kind: shell, run: \"true\"}}\n"));
+        s.push_str(&format!("  t{i:04}: {step}\n"));
     }
     s
 }
