@@ -218,6 +218,31 @@ impl Config {
     }
 
     /// The names DAG files may refer to, for validation warnings.
+    /// Connection URLs by name, for workers.
+    pub(crate) fn connection_urls(&self) -> BTreeMap<String, String> {
+        self.connections
+            .iter()
+            .map(|(name, c)| (name.clone(), c.url.clone()))
+            .collect()
+    }
+
+    /// Values never to show: the SMTP password and webhook URLs (a Slack webhook URL is a
+    /// credential); connection passwords are added by the worker from the URLs.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .smtp
+            .as_ref()
+            .and_then(|s| s.password.clone())
+            .into_iter()
+            .collect();
+        for n in self.notifiers.values() {
+            if let NotifierConfig::Webhook { url } = n {
+                out.push(url.clone());
+            }
+        }
+        out
+    }
+
     pub(crate) fn known(&self) -> weir_model::Known {
         weir_model::Known {
             conns: self.connections.keys().cloned().collect(),

@@ -83,6 +83,8 @@ pub(crate) fn worker_config(
         // With Postgres, NOTIFY wakes workers at once; this bounds the wait without it (SQLite
         // across processes, a lost notification).
         poll_interval: Duration::from_millis(500),
+        connections: config.connection_urls(),
+        secrets: config.secrets(),
     })
 }
 

@@ -25,6 +25,7 @@ pub mod date;
 pub mod diagnostic;
 pub mod duration;
 pub mod error;
+pub mod files;
 pub mod schedule;
 pub mod schema;
 pub mod spec;

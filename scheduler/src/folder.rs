@@ -1,13 +1,15 @@
-//! Reading DAG files from disk: a folder (recursively, `*.yaml`/`*.yml`) or single files, and
-//! a scanner that re-parses only files whose size or modification time changed.
+//! Reading DAG files from disk: a folder (recursively, `*.yaml`/`*.yml`) or single files, the
+//! files each DAG reads (`sql` files, migration folders; stored with its version), and a
+//! scanner that re-parses only DAGs whose file, or a file they read, changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use std::time::SystemTime;
 
 use crate::error::{Result, SchedulerError};
-use weir_model::{Dag, Diagnostic, Known, Parsed, parse_dag};
+use weir_model::files::{FileRef, file_refs, migration_key, migration_name};
+use weir_model::{Dag, Diagnostic, Known, Loc, Parsed, parse_dag};
 
 /// One DAG file and what parsing it found.
 #[derive(Debug)]
@@ -16,6 +18,11 @@ pub struct DagFile {
     pub path: PathBuf,
     /// The DAG (when valid) and its problems.
     pub parsed: Parsed,
+    /// The text of the files the DAG reads, by the path written in it.
+    pub files: BTreeMap<String, String>,
+    /// Paths on disk those came from (files and folders), with their state just before they
+    /// were read: the scanner re-reads the DAG when one changes.
+    pub deps: Vec<(PathBuf, Stamp)>,
 }
 
 impl DagFile {
@@ -114,18 +121,34 @@ fn is_dag_file(path: &Path) -> bool {
     )
 }
 
-/// Scans a DAG folder repeatedly; keeps each file's size and modification time so that an
-/// unchanged folder costs one `stat` per file. The cache is only a hint: a restarted scheduler
-/// re-reads everything and the store ignores versions it already has.
+/// Scans a DAG folder repeatedly; keeps each file's size and modification time, and those of
+/// the files it reads, so that an unchanged folder costs one `stat` per file. The cache is only
+/// a hint: a restarted scheduler re-reads everything and the store ignores versions it already
+/// has.
 #[derive(Debug, Default)]
 pub struct FolderScanner {
-    seen: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+    seen: HashMap<PathBuf, Seen>,
+}
+
+/// Size and modification time of a path (`None`: it could not be read).
+pub type Stamp = Option<(u64, Option<SystemTime>)>;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    own: Stamp,
+    deps: Vec<(PathBuf, Stamp)>,
+}
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()))
 }
 
 /// What changed in the folder since the last scan.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// Files new or changed since the last scan, parsed.
+    /// Files new or changed since the last scan (or reading a file that changed), parsed.
     pub changed: Vec<DagFile>,
     /// Files gone since the last scan.
     pub removed: Vec<PathBuf>,
@@ -137,7 +160,7 @@ impl FolderScanner {
     /// # Errors
     /// A folder that cannot be read.
     pub fn scan(&mut self, folder: &Path, known: Option<&Known>) -> Result<Scan> {
-        let mut current = HashMap::new();
+        let mut current: HashMap<PathBuf, Stamp> = HashMap::new();
         if folder.is_dir() {
             for entry in walkdir::WalkDir::new(folder).sort_by_file_name() {
                 let entry = entry.map_err(|e| {
@@ -147,7 +170,7 @@ impl FolderScanner {
                     let meta = entry.metadata().map_err(|e| {
                         SchedulerError::Folder(format!("reading {}: {e}", entry.path().display()))
                     })?;
-                    current.insert(entry.into_path(), (meta.len(), meta.modified().ok()));
+                    current.insert(entry.into_path(), Some((meta.len(), meta.modified().ok())));
                 }
             }
         } else {
@@ -158,7 +181,11 @@ impl FolderScanner {
         }
         let mut changed_paths: Vec<PathBuf> = current
             .iter()
-            .filter(|(p, m)| self.seen.get(*p) != Some(m))
+            .filter(|(p, own)| {
+                self.seen.get(*p).is_none_or(|seen| {
+                    seen.own != **own || seen.deps.iter().any(|(dep, was)| stamp(dep) != *was)
+                })
+            })
             .map(|(p, _)| p.clone())
             .collect();
         changed_paths.sort();
@@ -169,26 +196,161 @@ impl FolderScanner {
             .cloned()
             .collect();
         removed.sort();
-        self.seen = current;
-        Ok(Scan {
-            changed: read_all(changed_paths, known),
-            removed,
-        })
+        self.seen.retain(|p, _| current.contains_key(p));
+        let changed = read_all(changed_paths, known);
+        for file in &changed {
+            let own = current.get(&file.path).copied().flatten();
+            self.seen.insert(
+                file.path.clone(),
+                Seen {
+                    own,
+                    deps: file.deps.clone(),
+                },
+            );
+        }
+        Ok(Scan { changed, removed })
     }
 }
 
 fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
-    let parsed = match std::fs::read(&path) {
+    let (text, mut parsed) = match std::fs::read(&path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => parse_dag(&text, known),
-            Err(_) => Parsed::failed(Diagnostic::error(None, "the file is not UTF-8 text")),
+            Ok(text) => {
+                let parsed = parse_dag(&text, known);
+                (text, parsed)
+            }
+            Err(_) => (
+                String::new(),
+                Parsed::failed(Diagnostic::error(None, "the file is not UTF-8 text")),
+            ),
         },
-        Err(e) => Parsed::failed(Diagnostic::error(
-            None,
-            format!("cannot read the file: {e}"),
-        )),
+        Err(e) => (
+            String::new(),
+            Parsed::failed(Diagnostic::error(
+                None,
+                format!("cannot read the file: {e}"),
+            )),
+        ),
     };
-    DagFile { path, parsed }
+    let mut files = BTreeMap::new();
+    let mut deps = Vec::new();
+    if let Some(dag) = &parsed.dag {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let problems = read_referenced(&dag.spec, base, &text, &mut files, &mut deps);
+        if !problems.is_empty() {
+            parsed.diagnostics.extend(problems);
+            parsed
+                .diagnostics
+                .sort_by_key(|d| d.loc.map(|l| (l.line, l.col)));
+            parsed.dag = None;
+        }
+    }
+    DagFile {
+        path,
+        parsed,
+        files,
+        deps,
+    }
+}
+
+/// Reads the files a DAG refers to into `files`; returns the problems (a missing file, a
+/// migration folder with a misnamed or duplicate version), each placed where the DAG names it.
+fn read_referenced(
+    spec: &weir_model::DagSpec,
+    base: &Path,
+    dag_text: &str,
+    files: &mut BTreeMap<String, String>,
+    deps: &mut Vec<(PathBuf, Stamp)>,
+) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    for r in file_refs(spec) {
+        match r {
+            FileRef::SqlFile { task, path } => {
+                let full = base.join(path);
+                deps.push((full.clone(), stamp(&full)));
+                match std::fs::read_to_string(&full) {
+                    Ok(text) => {
+                        files.insert(path.to_owned(), text);
+                    }
+                    Err(e) => problems.push(Diagnostic::error(
+                        place_of(dag_text, path),
+                        format!(
+                            "task `{task}`: cannot read `{path}` ({}): {e}",
+                            full.display()
+                        ),
+                    )),
+                }
+            }
+            FileRef::Migrations { task, dir } => {
+                let full = base.join(dir);
+                deps.push((full.clone(), stamp(&full)));
+                let entries = match std::fs::read_dir(&full) {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        problems.push(Diagnostic::error(
+                            place_of(dag_text, dir),
+                            format!(
+                                "task `{task}`: cannot read the migrations folder `{dir}` ({}): {e}",
+                                full.display()
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".sql"))
+                    .collect();
+                names.sort();
+                let mut versions: HashMap<u64, String> = HashMap::new();
+                for name in names {
+                    let Some((version, _)) = migration_name(&name) else {
+                        problems.push(Diagnostic::error(
+                            place_of(dag_text, dir),
+                            format!(
+                                "task `{task}`: `{dir}/{name}` is not named NNNN_name.sql (a version number, `_`, a name)"
+                            ),
+                        ));
+                        continue;
+                    };
+                    if let Some(first) = versions.insert(version, name.clone()) {
+                        problems.push(Diagnostic::error(
+                            place_of(dag_text, dir),
+                            format!(
+                                "task `{task}`: `{dir}/{first}` and `{dir}/{name}` have the same version {version}"
+                            ),
+                        ));
+                        continue;
+                    }
+                    let file = full.join(&name);
+                    deps.push((file.clone(), stamp(&file)));
+                    match std::fs::read_to_string(&file) {
+                        Ok(text) => {
+                            files.insert(migration_key(dir, &name), text);
+                        }
+                        Err(e) => problems.push(Diagnostic::error(
+                            place_of(dag_text, dir),
+                            format!("task `{task}`: cannot read `{dir}/{name}`: {e}"),
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Where `value` is first written in the DAG's text (the path of a missing file).
+fn place_of(text: &str, value: &str) -> Option<Loc> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let col = line.find(value)?;
+        Some(Loc {
+            line: u32::try_from(i + 1).ok()?,
+            col: u32::try_from(line[..col].chars().count() + 1).ok()?,
+        })
+    })
 }
 
 /// Finds the DAG with id `dag_id` among valid files.

@@ -227,7 +227,10 @@ impl Scheduler {
                         Ok(_) | Err(StoreError::NotFound(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
-                    let version = self.store.sync_dag(&name, &dag.spec, now).await?;
+                    let version = self
+                        .store
+                        .sync_dag(&name, &dag.spec, &file.files, now)
+                        .await?;
                     tracing::debug!(dag_id = dag.id(), version, file = %name, "DAG synced");
                 }
                 None => {

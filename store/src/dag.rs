@@ -1,5 +1,7 @@
 //! DAG versions, the DAG table (paused flag, latest good version) and import errors.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use weir_model::DagSpec;
@@ -37,6 +39,8 @@ pub struct DagVersion {
     pub hash: String,
     /// The spec.
     pub spec: DagSpec,
+    /// Files the DAG reads (path as written in the DAG → text): `sql` files, migrations.
+    pub files: BTreeMap<String, String>,
 }
 
 /// A file that did not import.
@@ -58,6 +62,7 @@ struct VersionRow {
     dag_id: String,
     hash: String,
     spec: String,
+    files: String,
 }
 
 impl TryFrom<VersionRow> for DagVersion {
@@ -68,15 +73,26 @@ impl TryFrom<VersionRow> for DagVersion {
             dag_id: r.dag_id,
             hash: r.hash,
             spec: serde_json::from_str(&r.spec)?,
+            files: serde_json::from_str(&r.files)?,
         })
     }
 }
 
-/// The hash a spec is stored under: sha256 of its JSON (formatting-only edits of the YAML
-/// file therefore do not create versions).
-pub(crate) fn spec_hash(json: &str) -> String {
-    let digest = Sha256::digest(json.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// The hash a version is stored under: sha256 of its spec's JSON, then of its files' JSON
+/// when it reads any (formatting-only edits of the YAML file therefore do not create versions;
+/// an edited SQL file does).
+pub(crate) fn spec_hash(json: &str, files_json: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(json.as_bytes());
+    if let Some(files) = files_json {
+        hasher.update(b"\0");
+        hasher.update(files.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Store {
@@ -87,21 +103,30 @@ impl Store {
     ///
     /// # Errors
     /// Database failures.
-    pub async fn sync_dag(&self, file: &str, spec: &DagSpec, now: DateTime<Utc>) -> Result<i64> {
+    pub async fn sync_dag(
+        &self,
+        file: &str,
+        spec: &DagSpec,
+        files: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
         let json = serde_json::to_string(spec)?;
-        let hash = spec_hash(&json);
+        let files_json = serde_json::to_string(files)?;
+        // A DAG reading no files keeps the hash it had before versions held files.
+        let hash = spec_hash(&json, (!files.is_empty()).then_some(files_json.as_str()));
         let schedule = spec.schedule.as_ref().map(|s| s.as_str().to_owned());
         let timezone = spec.timezone.map_or("UTC", |t| t.0.name()).to_owned();
         let version_id: i64 = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
-                "INSERT INTO weir_dag_versions (dag_id, hash, spec, created_at) VALUES ($1, $2, $3, $4)
+                "INSERT INTO weir_dag_versions (dag_id, hash, spec, created_at, files) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (dag_id, hash) DO NOTHING",
             )
             .bind(&spec.id)
             .bind(&hash)
             .bind(&json)
             .bind(now)
+            .bind(&files_json)
             .execute(&mut *tx)
             .await?;
             let version_id: i64 = sqlx::query_scalar(
@@ -239,7 +264,8 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`], or a spec that does not read back.
     pub async fn dag_version(&self, version_id: i64) -> Result<DagVersion> {
-        const SQL: &str = "SELECT id, dag_id, hash, spec FROM weir_dag_versions WHERE id = $1";
+        const SQL: &str =
+            "SELECT id, dag_id, hash, spec, files FROM weir_dag_versions WHERE id = $1";
         let row = with_pool!(self, |pool| sqlx::query_as::<_, VersionRow>(SQL)
             .bind(version_id)
             .fetch_optional(pool)

@@ -170,6 +170,132 @@ impl Drop for TestDb {
     }
 }
 
+/// The MariaDB/MySQL server data-step tests use, unless `WEIR_TEST_MYSQL_URL` names another.
+pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/";
+
+/// Which database a data step talks to in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataBackend {
+    /// A SQLite file.
+    Sqlite,
+    /// A database on the test Postgres server.
+    Postgres,
+    /// A database on the test MariaDB server.
+    MariaDb,
+}
+
+/// A real, empty database for data steps (a connection's target), dropped afterwards.
+pub struct TestDataDb {
+    /// Its backend.
+    pub backend: DataBackend,
+    /// Its URL, as a `[connections]` entry takes it.
+    pub url: String,
+    cleanup: DataCleanup,
+}
+
+enum DataCleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+    MariaDb { admin_url: String, name: String },
+}
+
+impl TestDataDb {
+    /// A fresh database of `backend`.
+    ///
+    /// # Panics
+    /// When the server is unreachable, with what to start or install.
+    pub async fn new(backend: DataBackend) -> TestDataDb {
+        let name = format!(
+            "weir_data_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        match backend {
+            DataBackend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}", dir.path().join("data.db").display());
+                TestDataDb {
+                    backend,
+                    url,
+                    cleanup: DataCleanup::Sqlite(dir),
+                }
+            }
+            DataBackend::Postgres => {
+                let admin_url = postgres_admin_url().await;
+                let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!("Postgres at {admin_url}: {e}\n{}", cluster::INSTALL_HINT)
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                admin.close().await;
+                TestDataDb {
+                    backend,
+                    url: replace_database(&admin_url, &name),
+                    cleanup: DataCleanup::Postgres { admin_url, name },
+                }
+            }
+            DataBackend::MariaDb => {
+                let admin_url = std::env::var("WEIR_TEST_MYSQL_URL")
+                    .unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned());
+                let admin = sqlx::MySqlPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!(
+                        "MariaDB is needed for this test and is unreachable at {admin_url}: {e}\n\
+                         Start the machine's server (`service mariadb start`), install one \
+                         (`apt-get install mariadb-server`), or point WEIR_TEST_MYSQL_URL at a server \
+                         where the user may CREATE DATABASE."
+                    )
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                admin.close().await;
+                TestDataDb {
+                    backend,
+                    url: replace_database(&admin_url, &name),
+                    cleanup: DataCleanup::MariaDb { admin_url, name },
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDataDb {
+    fn drop(&mut self) {
+        let (admin_url, sql) = match &self.cleanup {
+            DataCleanup::Sqlite(_) => return,
+            DataCleanup::Postgres { admin_url, name } => (
+                admin_url.clone(),
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            ),
+            DataCleanup::MariaDb { admin_url, name } => {
+                (admin_url.clone(), format!("DROP DATABASE IF EXISTS {name}"))
+            }
+        };
+        let mysql = matches!(self.cleanup, DataCleanup::MariaDb { .. });
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if mysql {
+                    if let Ok(admin) = sqlx::MySqlPool::connect(&admin_url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                    }
+                } else if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// Runs one async test body against SQLite and against Postgres: expands to a module with two
 /// `#[tokio::test]`s, `sqlite` and `postgres`, each given a fresh [`TestDb`].
 #[macro_export]

@@ -11,11 +11,14 @@
 //!
 //! # Layout
 //! - [`worker`]: the claim loop, tries, heartbeats, shutdown ([`run`]).
-//! - [`step`]: one executor per step kind (`step/shell.rs`).
+//! - [`step`]: one executor per step kind (`step/shell.rs`, `step/sql.rs`), and the process
+//!   guard.
+//! - [`conn`]: data connections (pools opened on first use) and secret masking.
 //! - [`log`]: batching log lines into the store.
 //! - [`outcome`]: how a try ended.
 //! - [`error`]: the error type.
 
+pub mod conn;
 pub mod error;
 pub mod log;
 pub mod outcome;

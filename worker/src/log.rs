@@ -8,6 +8,8 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use weir_store::{NewLogLine, Store};
 
+use crate::conn::Masker;
+
 /// How long a line may wait before it is stored.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Most lines stored in one batch.
@@ -16,24 +18,31 @@ const BATCH: usize = 500;
 /// One captured line.
 pub type Line = NewLogLine;
 
-/// Where a step writes its log lines.
+/// Where a step writes its log lines. Every line is masked (secrets become `***`) before it
+/// goes anywhere.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     tx: mpsc::UnboundedSender<Line>,
+    masker: Masker,
 }
 
 impl LogSink {
     /// A sink and the receiving end (for [`store_lines`] or a printer).
-    pub fn channel() -> (LogSink, mpsc::UnboundedReceiver<Line>) {
+    pub fn channel(masker: Masker) -> (LogSink, mpsc::UnboundedReceiver<Line>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (LogSink { tx }, rx)
+        (LogSink { tx, masker }, rx)
     }
 
     /// Records a line (a closed receiver drops it: the try is over).
     pub fn line(&self, stream: &'static str, text: impl Into<String>) {
+        let text = text.into();
+        let text = match self.masker.mask(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(masked) => masked,
+        };
         let _ = self.tx.send(Line {
             stream,
-            text: text.into(),
+            text,
             at: Utc::now(),
         });
     }

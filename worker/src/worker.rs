@@ -15,6 +15,7 @@ use weir_model::template::Renderer;
 use weir_model::{Dag, RetryPolicy, Step, TaskState};
 use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, StoreError};
 
+use crate::conn::{Connections, Masker};
 use crate::error::{Result, WorkerError};
 use crate::log::{LogSink, store_lines};
 use crate::outcome::TaskOutcome;
@@ -36,6 +37,11 @@ pub struct WorkerConfig {
     pub template_env: BTreeMap<String, String>,
     /// Longest wait between claims when no notification arrives.
     pub poll_interval: Duration,
+    /// Data connections by name: URL.
+    pub connections: BTreeMap<String, String>,
+    /// Values masked as `***` in task logs and errors (passwords, tokens); the connections'
+    /// passwords are added to them.
+    pub secrets: Vec<String>,
 }
 
 /// Running tries of this worker: instance id → the token that stops it.
@@ -49,11 +55,19 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     /// Unique per process start: `host-pid-random`.
     pub id: String,
-    versions: Arc<Mutex<HashMap<i64, Arc<Dag>>>>,
+    versions: Arc<Mutex<HashMap<i64, Arc<Version>>>>,
     /// Runs of recent tries. Only fields fixed at a run's creation are read from it (DAG
     /// version, dates, params), so a cached copy is never stale where it is used.
     runs: Arc<Mutex<HashMap<String, Arc<RunRow>>>>,
     running: Running,
+    conns: Arc<Connections>,
+    masker: Masker,
+}
+
+/// A DAG version as a worker uses it: the validated DAG and the files it reads.
+struct Version {
+    dag: Dag,
+    files: BTreeMap<String, String>,
 }
 
 /// Runs kept in [`Worker::runs`]; past it the cache starts over (a run is one read away).
@@ -68,6 +82,8 @@ impl Worker {
             .unwrap_or_else(|| "host".into());
         let short = uuid::Uuid::new_v4().simple().to_string();
         let id = format!("{host}-{}-{}", std::process::id(), &short[..8]);
+        let masker = Masker::for_config(&cfg.secrets, &cfg.connections);
+        let conns = Arc::new(Connections::new(cfg.connections.clone()));
         Worker {
             store,
             cfg,
@@ -76,6 +92,8 @@ impl Worker {
             versions: Arc::default(),
             runs: Arc::default(),
             running: Arc::default(),
+            conns,
+            masker,
         }
     }
 
@@ -84,7 +102,7 @@ impl Worker {
             .unwrap_or(chrono::Duration::seconds(30))
     }
 
-    async fn dag_version(&self, version_id: i64) -> Result<Arc<Dag>> {
+    async fn dag_version(&self, version_id: i64) -> Result<Arc<Version>> {
         if let Some(d) = self
             .versions
             .lock()
@@ -103,7 +121,10 @@ impl Worker {
                     .join("; "),
             )
         })?;
-        let dag = Arc::new(dag);
+        let dag = Arc::new(Version {
+            dag,
+            files: version.files,
+        });
         self.versions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -156,7 +177,7 @@ impl Worker {
     /// Store failures, or a version/task that cannot be read (the try is then failed).
     #[tracing::instrument(name = "try", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id))]
     pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
-        let (sink, rx) = LogSink::channel();
+        let (sink, rx) = LogSink::channel(self.masker.clone());
         let writer = tokio::spawn(
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
                 .instrument(tracing::Span::current()),
@@ -166,7 +187,7 @@ impl Worker {
             Ok((step, env, timeout, policy)) => {
                 retry = Some(policy);
                 tracing::debug!("try started");
-                execute(&step, &env, timeout, &sink, &cancel).await
+                execute(&step, &env, &self.conns, timeout, &sink, &cancel).await
             }
             Err(e) => {
                 sink.note(format!("could not prepare the try: {e}"));
@@ -188,11 +209,11 @@ impl Worker {
         ti: &ClaimedTask,
     ) -> std::result::Result<(Step, ShellEnv, Option<Duration>, RetryPolicy), String> {
         let run = self.run_row(&ti.run_id).await.map_err(|e| e.to_string())?;
-        let dag = self
+        let version = self
             .dag_version(run.version_id)
             .await
             .map_err(|e| e.to_string())?;
-        let task = dag.tasks.get(&ti.task_id).ok_or_else(|| {
+        let task = version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
             WorkerError::UnknownTask(ti.task_id.clone(), run.version_id).to_string()
         })?;
         let mut ctx = run.render_context();
@@ -209,7 +230,7 @@ impl Worker {
             ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
         }
         ctx.set_env(&self.cfg.template_env);
-        let step = Renderer::new(&ctx)?.render_step(&task.step)?;
+        let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files)?;
         let env = ShellEnv {
             vars: vec![
                 ("WEIR_DAG_ID".into(), run.dag_id.clone()),
@@ -268,6 +289,7 @@ impl Worker {
                 )
             }
         };
+        let error = error.map(|e| self.masker.mask(&e).into_owned());
         tracing::debug!(state = %state, error = error.as_deref(), "try finished");
         let completion = Completion {
             ti_id: ti.id,
@@ -319,6 +341,27 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Renders a step; a `sql` step's `file` becomes its (rendered) text from the version's files.
+///
+/// # Errors
+/// A template that does not render, or a file the version does not hold.
+pub fn render_with_files(
+    renderer: &Renderer,
+    step: &Step,
+    files: &BTreeMap<String, String>,
+) -> std::result::Result<Step, String> {
+    let mut step = renderer.render_step(step)?;
+    if let Step::Sql(s) = &mut step
+        && let Some(path) = s.file.take()
+    {
+        let text = files
+            .get(&path)
+            .ok_or_else(|| format!("the DAG version holds no file `{path}`"))?;
+        s.sql = vec![renderer.render(text).map_err(|e| format!("{path}: {e}"))?];
+    }
+    Ok(step)
 }
 
 /// Runs a worker until `shutdown`: then stops claiming, lets running tries finish for up to
@@ -458,6 +501,7 @@ pub async fn run(
     if let Some(l) = listener {
         l.abort();
     }
+    worker.conns.close().await;
     if let Err(e) = store.stop_worker(&worker.id, clock.now()).await {
         tracing::warn!(error = %e, "could not record the worker's stop");
     }

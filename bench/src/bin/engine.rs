@@ -64,6 +64,8 @@ async fn main() {
         shutdown_grace: Duration::from_secs(5),
         template_env: Default::default(),
         poll_interval: Duration::from_millis(500),
+        connections: Default::default(),
+        secrets: Vec::new(),
     };
     let mut sync = weir_scheduler::Scheduler::new(store.clone(), scfg.clone(), Arc::clone(&clock));
     sync.sync_folder_once().await.expect("sync");

@@ -1,11 +1,14 @@
-//! `weir tasks test DAG TASK [--date D]`: one task, here and now, nothing written to the store.
+//! `weir tasks test DAG TASK [--date D]`: one task, here and now, nothing written to weir's
+//! store (a data step does write to its own connection: testing a load loads).
 
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
 use weir_model::template::{RenderContext, Renderer};
 use weir_worker::TaskOutcome;
+use weir_worker::conn::{Connections, Masker};
 use weir_worker::log::LogSink;
 use weir_worker::step::{execute, shell::ShellEnv};
+use weir_worker::worker::render_with_files;
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
@@ -23,7 +26,7 @@ pub(crate) async fn test(
         std::slice::from_ref(&config.dags_folder),
         Some(&config.known()),
     )?;
-    let (_, dag) = find_dag(&files, dag_id)?;
+    let (file, dag) = find_dag(&files, dag_id)?;
     let Some(task) = dag.tasks.get(task_id) else {
         let hint = weir_model::suggest::did_you_mean(task_id, dag.tasks.keys().map(String::as_str))
             .map(|s| format!(" (did you mean `{s}`?)"))
@@ -43,9 +46,11 @@ pub(crate) async fn test(
     ctx.task_id = task_id.to_owned();
     ctx.try_number = 1;
     let step = Renderer::new(&ctx)
-        .and_then(|r| r.render_step(&task.step))
+        .and_then(|r| render_with_files(&r, &task.step, &file.files))
         .map_err(|e| anyhow::anyhow!(e))?;
-    let (sink, mut rx) = LogSink::channel();
+    let urls = config.connection_urls();
+    let conns = Connections::new(urls.clone());
+    let (sink, mut rx) = LogSink::channel(Masker::for_config(&config.secrets(), &urls));
     let printer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             match line.stream {
@@ -65,6 +70,7 @@ pub(crate) async fn test(
     let outcome = execute(
         &step,
         &env,
+        &conns,
         task.timeout.map(|t| t.0),
         &sink,
         &CancellationToken::new(),
@@ -72,6 +78,7 @@ pub(crate) async fn test(
     .await;
     drop(sink);
     let _ = printer.await;
+    conns.close().await;
     match outcome {
         TaskOutcome::Succeeded { outputs } => {
             if !outputs.is_empty() {

@@ -22,7 +22,7 @@ fn t(s: &str) -> DateTime<Utc> {
 }
 
 /// A scheduler and a worker over one database and one dags folder.
-struct Engine {
+pub(crate) struct Engine {
     store: Store,
     clock: Arc<ManualClock>,
     scheduler: Scheduler,
@@ -32,10 +32,21 @@ struct Engine {
 
 impl Engine {
     async fn new(db: &TestDb, dags: &[(&str, &str)]) -> Engine {
+        Engine::with_worker(db, dags, worker_config()).await
+    }
+
+    /// `dags`: files of the dags folder (DAGs and the files they read), by relative path.
+    pub(crate) async fn with_worker(
+        db: &TestDb,
+        dags: &[(&str, &str)],
+        wcfg: WorkerConfig,
+    ) -> Engine {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
         for (name, text) in dags {
-            std::fs::write(dir.path().join("dags").join(name), text).expect("write dag");
+            let path = dir.path().join("dags").join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write dag");
         }
         let clock = Arc::new(ManualClock::new(t("2024-03-01T12:00:00Z")));
         let scheduler = Scheduler::new(
@@ -43,11 +54,7 @@ impl Engine {
             scheduler_config(dir.path()),
             Arc::clone(&clock) as Arc<dyn Clock>,
         );
-        let worker = Worker::new(
-            db.store.clone(),
-            worker_config(),
-            Arc::clone(&clock) as Arc<dyn Clock>,
-        );
+        let worker = Worker::new(db.store.clone(), wcfg, Arc::clone(&clock) as Arc<dyn Clock>);
         let mut engine = Engine {
             store: db.store.clone(),
             clock,
@@ -59,11 +66,11 @@ impl Engine {
         engine
     }
 
-    fn path(&self, name: &str) -> std::path::PathBuf {
+    pub(crate) fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
     }
 
-    async fn trigger(&self, dag_id: &str, params: serde_json::Value) -> RunRow {
+    pub(crate) async fn trigger(&self, dag_id: &str, params: serde_json::Value) -> RunRow {
         let row = self.store.dag(dag_id).await.expect("dag synced");
         let version = self
             .store
@@ -95,7 +102,7 @@ impl Engine {
     /// Scheduler passes and worker claims until the run finishes; every claimed try runs to
     /// its end (concurrently). When nothing is runnable but retries are pending, the clock
     /// jumps to the next due time. Returns the finished run.
-    async fn drive(&mut self, run_id: &str) -> RunRow {
+    pub(crate) async fn drive(&mut self, run_id: &str) -> RunRow {
         for _ in 0..500 {
             self.scheduler.run_once().await.expect("pass");
             let run = self.store.run(run_id).await.expect("run");
@@ -123,11 +130,11 @@ impl Engine {
         panic!("run {run_id} did not finish");
     }
 
-    async fn tasks(&self, run_id: &str) -> Vec<TaskInstanceRow> {
+    pub(crate) async fn tasks(&self, run_id: &str) -> Vec<TaskInstanceRow> {
         self.store.task_instances(run_id).await.expect("tis")
     }
 
-    async fn state_of(&self, run_id: &str, task: &str) -> TaskState {
+    pub(crate) async fn state_of(&self, run_id: &str, task: &str) -> TaskState {
         self.tasks(run_id)
             .await
             .into_iter()
@@ -136,7 +143,7 @@ impl Engine {
             .expect("task")
     }
 
-    async fn log_of(&self, ti: &TaskInstanceRow, try_number: i32) -> Vec<String> {
+    pub(crate) async fn log_of(&self, ti: &TaskInstanceRow, try_number: i32) -> Vec<String> {
         self.store
             .logs(ti.id, try_number, 0, 10_000)
             .await
@@ -161,7 +168,7 @@ fn scheduler_config(dir: &Path) -> SchedulerConfig {
     }
 }
 
-fn worker_config() -> WorkerConfig {
+pub(crate) fn worker_config() -> WorkerConfig {
     WorkerConfig {
         queues: vec!["default".into()],
         concurrency: 8,
@@ -171,6 +178,8 @@ fn worker_config() -> WorkerConfig {
             .into_iter()
             .collect(),
         poll_interval: Duration::from_millis(200),
+        connections: Default::default(),
+        secrets: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `weir` binary, run as a user runs it: arguments in, exit code and output out; and the
 //! engine (scheduler + worker) end to end in `engine`.
 
+mod data;
 mod engine;
 
 use std::path::{Path, PathBuf};
@@ -403,5 +404,44 @@ fn a_task_dies_with_its_killed_runner_grandchildren_included() {
     assert!(
         !dir.path().join("late").exists(),
         "the task's background process outlived its killed runner"
+    );
+}
+
+/// Files a DAG reads are checked when it is read: a missing `sql` file or migrations folder,
+/// and a misnamed migration, are errors placed where the DAG names them.
+#[test]
+fn missing_or_misnamed_referenced_files_are_errors_at_their_place() {
+    let dir = folder_with_dag(
+        "id: d\ntasks:\n  q:\n    kind: sql\n    conn: wh\n    file: sql/nope.sql\n  m:\n    kind: migrate\n    conn: wh\n    dir: migrations\n",
+    );
+    std::fs::create_dir(dir.path().join("dags/migrations")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/migrations/0001_ok.sql"), "select 1;").expect("write");
+    std::fs::write(
+        dir.path().join("dags/migrations/2_also_ok.sql"),
+        "select 1;",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("dags/migrations/create.sql"), "select 1;").expect("write");
+    std::fs::write(
+        dir.path().join("dags/migrations/0002_twin.sql"),
+        "select 1;",
+    )
+    .expect("write");
+    let out = weir_in(dir.path(), &["dags", "validate", "dags"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("d.yaml:6:11: task `q`: cannot read `sql/nope.sql`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("d.yaml:10:10: task `m`: `migrations/create.sql` is not named NNNN_name.sql"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "`migrations/0002_twin.sql` and `migrations/2_also_ok.sql` have the same version 2"
+        ),
+        "{text}"
     );
 }

@@ -17,7 +17,12 @@ const DAG: &str = "id: d\ntasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_o
 
 async fn version(store: &Store) -> i64 {
     store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, t("2024-01-01T00:00:00Z"))
+        .sync_dag(
+            "dags/d.yaml",
+            &dag(DAG).spec,
+            &Default::default(),
+            t("2024-01-01T00:00:00Z"),
+        )
         .await
         .expect("sync")
 }
@@ -76,12 +81,12 @@ both_backends!(dag_versions_follow_content_and_pause_is_the_users, |db| {
     let now = t("2024-01-01T00:00:00Z");
     let a = db
         .store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, now)
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, &Default::default(), now)
         .await
         .expect("sync");
     let same = db
         .store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, now)
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, &Default::default(), now)
         .await
         .expect("sync again");
     assert_eq!(a, same, "unchanged content, same version");
@@ -89,7 +94,7 @@ both_backends!(dag_versions_follow_content_and_pause_is_the_users, |db| {
     let changed = dag("id: d\ntasks:\n  a: {kind: noop}\n");
     let b = db
         .store
-        .sync_dag("dags/d.yaml", &changed.spec, now)
+        .sync_dag("dags/d.yaml", &changed.spec, &Default::default(), now)
         .await
         .expect("sync changed");
     assert_ne!(a, b);

@@ -2,19 +2,24 @@
 
 pub mod guard;
 pub mod shell;
+pub mod sql;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use weir_model::Step;
 
+use crate::conn::Connections;
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
 
-/// Runs one rendered step.
+/// Runs one rendered step. A step that runs past `timeout`, or is cancelled, is stopped: a
+/// shell step's process group is killed; a database step's transaction is dropped (rolled
+/// back).
 pub async fn execute(
     step: &Step,
     env: &shell::ShellEnv,
+    conns: &Connections,
     timeout: Option<Duration>,
     log: &LogSink,
     cancel: &CancellationToken,
@@ -24,9 +29,10 @@ pub async fn execute(
             outputs: serde_json::Map::new(),
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
+        Step::Sql(s) => bounded(sql::run(s, conns, log), timeout, log, cancel).await,
         other => {
             let error = format!(
-                "step kind `{}` is not built yet in this version of weir (only shell and noop run)",
+                "step kind `{}` is not built yet in this version of weir (shell, sql and noop run)",
                 other.kind()
             );
             log.note(&error);
@@ -34,6 +40,34 @@ pub async fn execute(
                 error,
                 retryable: false,
             }
+        }
+    }
+}
+
+/// Runs an in-process step (database work) until it ends, `timeout` passes or `cancel` fires;
+/// the last two drop it, which rolls its transaction back.
+async fn bounded(
+    work: impl Future<Output = TaskOutcome>,
+    timeout: Option<Duration>,
+    log: &LogSink,
+    cancel: &CancellationToken,
+) -> TaskOutcome {
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        outcome = work => outcome,
+        () = deadline => {
+            let after = timeout.unwrap_or_default();
+            log.note(format!("timed out after {}s: the transaction is rolled back", after.as_secs()));
+            TaskOutcome::TimedOut { after }
+        }
+        () = cancel.cancelled() => {
+            log.note("stopping: the try was cancelled; the transaction is rolled back");
+            TaskOutcome::Cancelled { reason: "cancelled".into() }
         }
     }
 }

@@ -1,0 +1,184 @@
+//! Data steps end to end: the real scheduler and worker (metadata on SQLite) running `sql`
+//! steps against real SQLite, Postgres and MariaDB databases.
+
+use weir_model::{RunState, TaskState};
+use weir_testkit::{DataBackend, TestDataDb, TestDb};
+
+use crate::engine::{Engine, worker_config};
+
+const BACKENDS: [DataBackend; 3] = [
+    DataBackend::Sqlite,
+    DataBackend::Postgres,
+    DataBackend::MariaDb,
+];
+
+async fn engine_with(data: &TestDataDb, meta: &TestDb, files: &[(&str, &str)]) -> Engine {
+    let mut wcfg = worker_config();
+    wcfg.connections = [("wh".to_owned(), data.url.clone())].into_iter().collect();
+    Engine::with_worker(meta, files, wcfg).await
+}
+
+/// Rows of a query on the data database, as text (to check what a step left behind).
+async fn query_text(data: &TestDataDb, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row;
+    async fn rows<DB: sqlx::Database>(url: &str, sql: &str) -> Vec<Vec<Option<String>>>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'r> Option<String>: sqlx::Decode<'r, DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
+    {
+        let pool = sqlx::Pool::<DB>::connect(url).await.expect("connect");
+        let out = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&pool)
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.try_get_unchecked::<Option<String>, _>(i).expect("text"))
+                    .collect()
+            })
+            .collect();
+        pool.close().await;
+        out
+    }
+    match data.backend {
+        DataBackend::Sqlite => rows::<sqlx::Sqlite>(&data.url, sql).await,
+        DataBackend::Postgres => rows::<sqlx::Postgres>(&data.url, sql).await,
+        DataBackend::MariaDb => rows::<sqlx::MySql>(&data.url, sql).await,
+    }
+}
+
+const SQL_DAG: &str = r#"id: warehouse
+tasks:
+  create:
+    kind: sql
+    conn: wh
+    sql:
+      - "create table hires (id integer primary key, name varchar(50) not null, day varchar(10))"
+      - "insert into hires (id, name, day) values (1, 'Ada', '{{ ds }}'), (2, 'Grace', '{{ ds }}')"
+  count:
+    kind: sql
+    conn: wh
+    depends_on: [create]
+    sql: "select count(*) as n, max(name) as last_name, min(day) as day from hires"
+    fetch: first_row
+  report:
+    kind: sql
+    conn: wh
+    depends_on: [count]
+    file: sql/report.sql
+    fetch: first_row
+  echo:
+    kind: shell
+    depends_on: [count, report]
+    run: echo "n={{ tasks.count.outputs.n }} last={{ tasks.count.outputs.last_name }} report={{ tasks.report.outputs.total }}"
+  half_done:
+    kind: sql
+    conn: wh
+    depends_on: [echo]
+    sql:
+      - "insert into hires (id, name, day) values (3, 'Edsger', '{{ ds }}')"
+      - "insert into no_such_table values (1)"
+"#;
+
+const REPORT_SQL: &str = "-- a file with two statements and a template\n\
+    update hires set day = '{{ ds }}' where id = 2;\n\
+    select count(*) as total from hires where day = '{{ ds }}';\n";
+
+/// Statements in one transaction, `fetch: first_row` outputs passed downstream, a templated
+/// `file` with several statements, and a failure that rolls the whole step back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_steps_run_in_one_transaction_on_every_database() {
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let mut engine = engine_with(
+            &data,
+            &meta,
+            &[("warehouse.yaml", SQL_DAG), ("sql/report.sql", REPORT_SQL)],
+        )
+        .await;
+        let run = engine.trigger("warehouse", serde_json::json!({})).await;
+        let done = engine.drive(&run.run_id).await;
+        assert_eq!(done.state, RunState::Failed, "{backend:?}");
+        let tis = engine.tasks(&run.run_id).await;
+        let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+        for ok in ["create", "count", "report", "echo"] {
+            assert_eq!(
+                by_id(ok).state,
+                TaskState::Success,
+                "{backend:?} {ok}: {:?}",
+                by_id(ok).error
+            );
+        }
+        assert_eq!(
+            by_id("count").outputs,
+            Some(serde_json::json!({"n": "2", "last_name": "Grace", "day": "2024-03-01"})),
+            "{backend:?}"
+        );
+        assert_eq!(
+            by_id("report").outputs,
+            Some(serde_json::json!({"total": "2"})),
+            "{backend:?}"
+        );
+        let echo = engine.log_of(by_id("echo"), 1).await;
+        assert!(
+            echo.iter().any(|l| l == "n=2 last=Grace report=2"),
+            "{backend:?}: {echo:?}"
+        );
+        let failed = by_id("half_done");
+        assert_eq!(failed.state, TaskState::Failed, "{backend:?}");
+        let error = failed.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("statement block 2 of 2") && error.contains("rolled back"),
+            "{backend:?}: {error}"
+        );
+        // The first insert of the failed step was rolled back with it.
+        assert_eq!(
+            query_text(&data, "select count(*) from hires").await,
+            [[Some("2".to_owned())]],
+            "{backend:?}"
+        );
+    }
+}
+
+/// A connection's password, and configured secrets, never reach a task's log or error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_in_logs_and_errors() {
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    // Trust authentication accepts any password, so the URL works with this one.
+    let with_password = data.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:Sup3r%2FSecret@",
+        1,
+    );
+    assert_ne!(
+        with_password, data.url,
+        "the test URL has the expected shape"
+    );
+    let mut wcfg = worker_config();
+    wcfg.connections = [("wh".to_owned(), with_password.clone())]
+        .into_iter()
+        .collect();
+    wcfg.secrets = vec!["hook-token-123".to_owned()];
+    let dag = format!(
+        "id: leaky\ntasks:\n  talk:\n    kind: shell\n    run: |\n      echo \"url {with_password} raw Sup3r/Secret token hook-token-123\"\n      echo \"to stderr Sup3r/Secret\" >&2\n      exit 3\n  query:\n    kind: sql\n    conn: wh\n    sql: \"select 'Sup3r/Secret' as leaked, nonsense_column from no_table\"\n"
+    );
+    let mut engine = Engine::with_worker(&meta, &[("leaky.yaml", &dag)], wcfg).await;
+    let run = engine.trigger("leaky", serde_json::json!({})).await;
+    engine.drive(&run.run_id).await;
+    let tis = engine.tasks(&run.run_id).await;
+    let mut seen = String::new();
+    for ti in &tis {
+        seen.push_str(&engine.log_of(ti, 1).await.join("\n"));
+        seen.push_str(ti.error.as_deref().unwrap_or(""));
+    }
+    assert!(seen.contains("url postgres://postgres:***@"), "{seen}");
+    assert!(seen.contains("raw *** token ***"), "{seen}");
+    assert!(seen.contains("to stderr ***"), "{seen}");
+    for secret in ["Sup3r", "Secret", "hook-token-123"] {
+        assert!(!seen.contains(secret), "`{secret}` leaked:\n{seen}");
+    }
+}

@@ -1,0 +1,271 @@
+//! Data connections (the databases steps read and write, named in the config) and the secrets
+//! that must never reach a log.
+//!
+//! Pools are opened on first use and kept for the worker's life: a cache, keyed by name; the
+//! configuration is the truth.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::{MySqlPool, PgPool, SqlitePool};
+use tokio::sync::Mutex;
+
+/// An open data connection.
+#[derive(Debug, Clone)]
+pub enum DataPool {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// MySQL or MariaDB.
+    MySql(MySqlPool),
+    /// SQLite (a file, created when missing).
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the data pool of either backend (each query must be valid
+/// on all three, or branch on the variant).
+#[macro_export]
+macro_rules! with_data_pool {
+    ($pool_enum:expr, |$pool:ident| $body:expr) => {
+        match $pool_enum {
+            $crate::conn::DataPool::Postgres($pool) => $body,
+            $crate::conn::DataPool::MySql($pool) => $body,
+            $crate::conn::DataPool::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// How long opening a data connection may take before the step fails (and retries).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pools per data connection at most; steps of one worker share them.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// The configured connections of a worker and their pools.
+#[derive(Debug, Default)]
+pub struct Connections {
+    urls: BTreeMap<String, String>,
+    pools: Mutex<HashMap<String, DataPool>>,
+}
+
+impl Connections {
+    /// Connections by name (`postgres://`, `mysql://` or `mariadb://`, `sqlite://`).
+    pub fn new(urls: BTreeMap<String, String>) -> Connections {
+        Connections {
+            urls,
+            pools: Mutex::default(),
+        }
+    }
+
+    /// The pool of connection `name`, opened on first use.
+    ///
+    /// # Errors
+    /// An unknown name (with how to configure it), an unsupported URL, or a database that
+    /// cannot be reached; messages never contain the password.
+    pub async fn pool(&self, name: &str) -> Result<DataPool, ConnError> {
+        let mut pools = self.pools.lock().await;
+        if let Some(p) = pools.get(name) {
+            return Ok(p.clone());
+        }
+        let url = self
+            .urls
+            .get(name)
+            .ok_or_else(|| ConnError::Unknown(name.to_owned()))?;
+        let shown = weir_store::redact(url);
+        let failed = |e: sqlx::Error| ConnError::Connect {
+            name: name.to_owned(),
+            url: shown.clone(),
+            error: mask_url_password(&e.to_string(), url).into_owned(),
+        };
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DataPool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect(url)
+                    .await
+                    .map_err(failed)?,
+            )
+        } else if let Some(rest) = url.strip_prefix("mariadb://") {
+            DataPool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect(&format!("mysql://{rest}"))
+                    .await
+                    .map_err(failed)?,
+            )
+        } else if url.starts_with("mysql://") {
+            DataPool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(MAX_CONNECTIONS)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect(url)
+                    .await
+                    .map_err(failed)?,
+            )
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(failed)?
+                .create_if_missing(true)
+                .busy_timeout(CONNECT_TIMEOUT);
+            DataPool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .map_err(failed)?,
+            )
+        } else {
+            return Err(ConnError::Unsupported {
+                name: name.to_owned(),
+                url: shown,
+            });
+        };
+        pools.insert(name.to_owned(), pool.clone());
+        Ok(pool)
+    }
+
+    /// Closes every open pool.
+    pub async fn close(&self) {
+        for (_, pool) in self.pools.lock().await.drain() {
+            with_data_pool!(pool, |p| p.close().await);
+        }
+    }
+}
+
+/// Why a data connection is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Not in the configuration.
+    #[error(
+        "connection `{0}` is not configured (add [connections.{0}] with a url to weir.toml, or set WEIR_CONN_{upper})",
+        upper = .0.to_uppercase()
+    )]
+    Unknown(String),
+    /// A URL of another kind.
+    #[error(
+        "connection `{name}`: `{url}` is not a postgres://, mysql://, mariadb:// or sqlite: URL"
+    )]
+    Unsupported {
+        /// Connection name.
+        name: String,
+        /// The URL, password hidden.
+        url: String,
+    },
+    /// The database could not be reached.
+    #[error("connection `{name}` ({url}): {error}")]
+    Connect {
+        /// Connection name.
+        name: String,
+        /// The URL, password hidden.
+        url: String,
+        /// What the driver said, password hidden.
+        error: String,
+    },
+}
+
+impl ConnError {
+    /// Whether a retry may succeed (an unreachable database may come back; a missing or
+    /// malformed configuration will not).
+    pub fn retryable(&self) -> bool {
+        matches!(self, ConnError::Connect { .. })
+    }
+}
+
+/// The password of a URL (`scheme://user:password@host`), if any.
+pub fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let userinfo = &rest[..rest.rfind('@')?];
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+fn mask_url_password<'a>(text: &'a str, url: &str) -> Cow<'a, str> {
+    match url_password(url) {
+        Some(p) => Cow::Owned(text.replace(p, "***")),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// Secret values (passwords, tokens) to replace with `***` wherever weir writes text a user
+/// may see: task logs, task errors.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// Longest first, so a secret containing another is masked whole.
+    secrets: Arc<Vec<String>>,
+}
+
+impl Masker {
+    /// Masks these values (empty ones are ignored; percent-encoded forms are masked too).
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Masker {
+        let mut all: Vec<String> = Vec::new();
+        for s in secrets.into_iter().filter(|s| !s.is_empty()) {
+            if let Ok(decoded) = percent_encoding::percent_decode_str(&s).decode_utf8()
+                && decoded != s
+                && !decoded.is_empty()
+            {
+                all.push(decoded.into_owned());
+            }
+            all.push(s);
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        all.dedup();
+        Masker {
+            secrets: Arc::new(all),
+        }
+    }
+
+    /// Masks `secrets` and the password of every connection URL.
+    pub fn for_config(secrets: &[String], connections: &BTreeMap<String, String>) -> Masker {
+        Masker::new(
+            secrets.iter().cloned().chain(
+                connections
+                    .values()
+                    .filter_map(|u| url_password(u).map(str::to_owned)),
+            ),
+        )
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for s in self.secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = Cow::Owned(out.replace(s.as_str(), "***"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_come_out_of_urls() {
+        assert_eq!(url_password("postgres://etl:s3cret@db/w"), Some("s3cret"));
+        assert_eq!(url_password("mysql://root@127.0.0.1/test"), None);
+        assert_eq!(url_password("sqlite://x.db"), None);
+        assert_eq!(url_password("postgres://u:p%40ss@db/w"), Some("p%40ss"));
+    }
+
+    #[test]
+    fn secrets_are_masked_whole_and_percent_decoded() {
+        let m = Masker::new([
+            "p%40ss".to_owned(),
+            "tok".to_owned(),
+            "token123".to_owned(),
+            String::new(),
+        ]);
+        assert_eq!(m.mask("password p@ss and p%40ss"), "password *** and ***");
+        assert_eq!(m.mask("token123 tok"), "*** ***");
+        assert_eq!(m.mask("nothing here"), "nothing here");
+    }
+}
