@@ -70,6 +70,15 @@ struct Version {
     files: BTreeMap<String, String>,
 }
 
+/// A try ready to run.
+struct Prepared {
+    step: Step,
+    env: ShellEnv,
+    timeout: Option<Duration>,
+    retry: RetryPolicy,
+    version: Arc<Version>,
+}
+
 /// Runs kept in [`Worker::runs`]; past it the cache starts over (a run is one read away).
 const RUNS_CACHED: usize = 1000;
 
@@ -184,10 +193,25 @@ impl Worker {
         );
         let mut retry = None;
         let outcome = match self.prepare(&ti).await {
-            Ok((step, env, timeout, policy)) => {
+            Ok(Prepared {
+                step,
+                env,
+                timeout,
+                retry: policy,
+                version,
+            }) => {
                 retry = Some(policy);
                 tracing::debug!("try started");
-                execute(&step, &env, &self.conns, timeout, &sink, &cancel).await
+                execute(
+                    &step,
+                    &env,
+                    &self.conns,
+                    &version.files,
+                    timeout,
+                    &sink,
+                    &cancel,
+                )
+                .await
             }
             Err(e) => {
                 sink.note(format!("could not prepare the try: {e}"));
@@ -204,10 +228,7 @@ impl Worker {
     }
 
     /// Renders the task's step for this try.
-    async fn prepare(
-        &self,
-        ti: &ClaimedTask,
-    ) -> std::result::Result<(Step, ShellEnv, Option<Duration>, RetryPolicy), String> {
+    async fn prepare(&self, ti: &ClaimedTask) -> std::result::Result<Prepared, String> {
         let run = self.run_row(&ti.run_id).await.map_err(|e| e.to_string())?;
         let version = self
             .dag_version(run.version_id)
@@ -241,7 +262,13 @@ impl Worker {
                 ("WEIR_DS".into(), ctx.ds.clone()),
             ],
         };
-        Ok((step, env, task.timeout.map(|t| t.0), task.retry.clone()))
+        Ok(Prepared {
+            step,
+            env,
+            timeout: task.timeout.map(|t| t.0),
+            retry: task.retry.clone(),
+            version: Arc::clone(&version),
+        })
     }
 
     /// Records a try's outcome, deciding retry or failure from the task's policy (a try that

@@ -71,6 +71,7 @@ pub(crate) async fn test(
         &step,
         &env,
         &conns,
+        &file.files,
         task.timeout.map(|t| t.0),
         &sink,
         &CancellationToken::new(),

@@ -182,3 +182,126 @@ async fn secrets_are_masked_in_logs_and_errors() {
         assert!(!seen.contains(secret), "`{secret}` leaked:\n{seen}");
     }
 }
+
+const MIGRATE_DAG: &str =
+    "id: schema\ntasks:\n  migrate:\n    kind: migrate\n    conn: wh\n    dir: migrations/wh\n";
+
+/// Versioned migrations: applied in order and recorded, idempotent, an edited applied file is
+/// an error naming it, and a failing migration is not recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_in_order_and_refuse_edited_files() {
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let mut engine = engine_with(
+            &data,
+            &meta,
+            &[
+                ("schema.yaml", MIGRATE_DAG),
+                (
+                    "migrations/wh/0002_seed.sql",
+                    "insert into people (id, name) values (1, 'Ada');\ninsert into people (id, name) values (2, 'Grace');\n",
+                ),
+                (
+                    "migrations/wh/0001_create.sql",
+                    "create table people (id integer primary key, name varchar(20) not null);\n",
+                ),
+            ],
+        )
+        .await;
+        let outputs = |ti: &weir_store::TaskInstanceRow| ti.outputs.clone();
+        let first = engine.trigger("schema", serde_json::json!({})).await;
+        assert_eq!(
+            engine.drive(&first.run_id).await.state,
+            RunState::Success,
+            "{backend:?}"
+        );
+        let ti = engine.tasks(&first.run_id).await.remove(0);
+        assert_eq!(
+            outputs(&ti),
+            Some(serde_json::json!({"applied": "2", "version": "2"})),
+            "{backend:?}"
+        );
+        assert_eq!(
+            query_text(
+                &data,
+                "select version, name from weir_schema_history order by version"
+            )
+            .await,
+            [
+                [Some("1".to_owned()), Some("create".to_owned())],
+                [Some("2".to_owned()), Some("seed".to_owned())]
+            ],
+            "{backend:?}"
+        );
+
+        // Again: nothing to do.
+        engine.clock.advance(chrono::Duration::seconds(5));
+        let second = engine.trigger("schema", serde_json::json!({})).await;
+        assert_eq!(
+            engine.drive(&second.run_id).await.state,
+            RunState::Success,
+            "{backend:?}"
+        );
+        let ti = engine.tasks(&second.run_id).await.remove(0);
+        assert_eq!(
+            outputs(&ti),
+            Some(serde_json::json!({"applied": "0", "version": "2"})),
+            "{backend:?}"
+        );
+
+        // A failing migration is not recorded (and, where DDL is transactional, leaves nothing).
+        std::fs::write(
+            engine.path("dags/migrations/wh/0003_broken.sql"),
+            "insert into people (id, name) values (3, 'Edsger');\ninsert into no_such_table values (1);\n",
+        )
+        .expect("write");
+        engine.clock.advance(chrono::Duration::seconds(5));
+        let third = engine.trigger_after_sync("schema").await;
+        assert_eq!(
+            engine.drive(&third.run_id).await.state,
+            RunState::Failed,
+            "{backend:?}"
+        );
+        let ti = engine.tasks(&third.run_id).await.remove(0);
+        let error = ti.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("0003_broken.sql failed, not recorded"),
+            "{backend:?}: {error}"
+        );
+        assert_eq!(
+            query_text(&data, "select max(version) from weir_schema_history").await,
+            [[Some("2".to_owned())]],
+            "{backend:?}"
+        );
+        if backend != DataBackend::MariaDb {
+            assert_eq!(
+                query_text(&data, "select count(*) from people").await,
+                [[Some("2".to_owned())]],
+                "{backend:?}: the failed migration's first statement stayed"
+            );
+        }
+
+        // Editing an applied file is refused, naming it, before anything runs.
+        std::fs::remove_file(engine.path("dags/migrations/wh/0003_broken.sql")).expect("rm");
+        std::fs::write(
+            engine.path("dags/migrations/wh/0001_create.sql"),
+            "create table people (id integer primary key, name varchar(40) not null);\n",
+        )
+        .expect("write");
+        engine.clock.advance(chrono::Duration::seconds(5));
+        let fourth = engine.trigger_after_sync("schema").await;
+        assert_eq!(
+            engine.drive(&fourth.run_id).await.state,
+            RunState::Failed,
+            "{backend:?}"
+        );
+        let ti = engine.tasks(&fourth.run_id).await.remove(0);
+        let error = ti.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("0001_create.sql was applied with checksum")
+                && error.contains("has changed"),
+            "{backend:?}: {error}"
+        );
+    }
+}

@@ -24,7 +24,7 @@ fn t(s: &str) -> DateTime<Utc> {
 /// A scheduler and a worker over one database and one dags folder.
 pub(crate) struct Engine {
     store: Store,
-    clock: Arc<ManualClock>,
+    pub(crate) clock: Arc<ManualClock>,
     scheduler: Scheduler,
     worker: Worker,
     dir: tempfile::TempDir,
@@ -64,6 +64,12 @@ impl Engine {
         };
         engine.scheduler.run_once().await.expect("first pass");
         engine
+    }
+
+    /// Re-reads the dags folder (files changed on disk), then triggers.
+    pub(crate) async fn trigger_after_sync(&mut self, dag_id: &str) -> RunRow {
+        self.scheduler.sync_folder_once().await.expect("sync");
+        self.trigger(dag_id, serde_json::json!({})).await
     }
 
     pub(crate) fn path(&self, name: &str) -> std::path::PathBuf {

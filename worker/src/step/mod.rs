@@ -1,9 +1,11 @@
 //! One executor per step kind. Each takes a rendered step and returns a [`TaskOutcome`].
 
 pub mod guard;
+pub mod migrate;
 pub mod shell;
 pub mod sql;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ pub async fn execute(
     step: &Step,
     env: &shell::ShellEnv,
     conns: &Connections,
+    files: &BTreeMap<String, String>,
     timeout: Option<Duration>,
     log: &LogSink,
     cancel: &CancellationToken,
@@ -30,9 +33,18 @@ pub async fn execute(
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
         Step::Sql(s) => bounded(sql::run(s, conns, log), timeout, log, cancel).await,
+        Step::Migrate(m) => {
+            bounded(
+                migrate::run(&m.conn, &m.dir, files, conns, log),
+                timeout,
+                log,
+                cancel,
+            )
+            .await
+        }
         other => {
             let error = format!(
-                "step kind `{}` is not built yet in this version of weir (shell, sql and noop run)",
+                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate and noop run)",
                 other.kind()
             );
             log.note(&error);
