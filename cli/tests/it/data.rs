@@ -284,6 +284,7 @@ async fn migrations_apply_once_in_order_and_refuse_edited_files() {
 
         // Editing an applied file is refused, naming it, before anything runs.
         std::fs::remove_file(engine.path("dags/migrations/wh/0003_broken.sql")).expect("rm");
+        std::fs::remove_file(engine.path("dags/migrations/wh/0002_seed.sql")).expect("rm");
         std::fs::write(
             engine.path("dags/migrations/wh/0001_create.sql"),
             "create table people (id integer primary key, name varchar(40) not null);\n",

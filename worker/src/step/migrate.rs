@@ -142,6 +142,22 @@ where
         .await
         .map_err(|e| db_error("creating weir_schema_history", e))?;
     let applied = history(pool).await?;
+    let unknown: Vec<String> = applied
+        .iter()
+        .filter(|(v, _)| {
+            !found
+                .iter()
+                .any(|m| i64::try_from(m.version).ok() == Some(*v))
+        })
+        .map(|(v, _)| v.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        // Applied by an older folder (a deleted file, another DAG): reported, not an error.
+        log.note(format!(
+            "applied version(s) {} have no file in the folder",
+            unknown.join(", ")
+        ));
+    }
     // Every drift is reported before anything is applied.
     let mut drift = Vec::new();
     for m in found {
