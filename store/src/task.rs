@@ -483,81 +483,125 @@ impl Store {
     /// [`StoreError::LeaseLost`] when the instance is no longer running under this worker and
     /// try (it was reaped, cleared or cancelled); database failures.
     pub async fn complete_task(&self, c: &Completion, now: DateTime<Utc>) -> Result<()> {
-        let outputs = c.outputs.as_ref().map(serde_json::to_string).transpose()?;
-        let changed = match &self.db {
-            // One statement, so one round trip and one commit per try: the new state, the
-            // try's last log lines (only if the lease was still held) and the schedulers'
-            // wake-up, which `NOTIFY` delivers at commit (`woken` has one row per updated
-            // instance, so its count is the number changed).
+        let recorded = self.complete_tasks(std::slice::from_ref(c), now).await?;
+        if recorded.first() == Some(&true) {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(c.ti_id))
+        }
+    }
+
+    /// Ends several tries at once (tries that finished together: one commit for all). Returns,
+    /// per completion, whether it was recorded; `false`: the lease was lost (reaped, cleared,
+    /// cancelled) and only its log lines were kept.
+    ///
+    /// # Errors
+    /// Database failures (then nothing was recorded).
+    pub async fn complete_tasks(&self, cs: &[Completion], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        if cs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outputs: Vec<Option<String>> = cs
+            .iter()
+            .map(|c| c.outputs.as_ref().map(serde_json::to_string).transpose())
+            .collect::<std::result::Result<_, _>>()?;
+        let recorded: Vec<i64> = match &self.db {
+            // One statement: the new states, the tries' last log lines (of those still
+            // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
             Db::Postgres(pool) => {
-                let (streams, lines, ats): (Vec<&str>, Vec<&str>, Vec<DateTime<Utc>>) = c
-                    .log
-                    .iter()
-                    .map(|l| (l.stream, l.text.as_str(), l.at))
+                let log_rows = cs.iter().flat_map(|c| c.log.iter().map(move |l| (c, l)));
+                let (log_ids, log_tries, streams, lines, ats): (
+                    Vec<i64>,
+                    Vec<i32>,
+                    Vec<&str>,
+                    Vec<&str>,
+                    Vec<DateTime<Utc>>,
+                ) = log_rows
+                    .map(|(c, l)| (c.ti_id, c.try_number, l.stream, l.text.as_str(), l.at))
                     .collect();
                 sqlx::query_scalar::<_, i64>(
-                    "WITH done AS (
-                         UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
-                             due_at = $8, lease_expires_at = NULL
-                         WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3
-                         RETURNING id),
+                    "WITH c AS (
+                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                             AS c(id, worker_id, try_number, state, outputs, error, due_at)),
+                     done AS (
+                         UPDATE weir_task_instances t SET state = c.state, ended_at = $8,
+                             outputs = COALESCE(c.outputs, t.outputs), error = c.error, due_at = c.due_at,
+                             lease_expires_at = NULL
+                         FROM c
+                         WHERE t.id = c.id AND t.state = 'running' AND t.worker_id = c.worker_id
+                             AND t.try_number = c.try_number
+                         RETURNING t.id),
                      logged AS (
                          INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at)
-                         SELECT $1, $3, l.stream, l.line, l.at
-                         FROM unnest($9::text[], $10::text[], $11::timestamptz[]) WITH ORDINALITY AS l(stream, line, at, n)
-                         WHERE EXISTS (SELECT 1 FROM done)
+                         SELECT l.ti_id, l.try_number, l.stream, l.line, l.at
+                         FROM unnest($9::bigint[], $10::int[], $11::text[], $12::text[], $13::timestamptz[])
+                             WITH ORDINALITY AS l(ti_id, try_number, stream, line, at, n)
+                         WHERE l.ti_id IN (SELECT id FROM done)
                          ORDER BY l.n),
-                     woken AS (SELECT pg_notify($12, $13) FROM done)
-                     SELECT count(*) FROM woken",
+                     woken AS (SELECT pg_notify($14, $15) WHERE EXISTS (SELECT 1 FROM done))
+                     SELECT id FROM done, (SELECT count(*) FROM woken) AS w",
                 )
-                .bind(c.ti_id)
-                .bind(&c.worker_id)
-                .bind(c.try_number)
-                .bind(c.state.as_str())
-                .bind(now)
+                .bind(cs.iter().map(|c| c.ti_id).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.worker_id.as_str()).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.try_number).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.state.as_str()).collect::<Vec<_>>())
                 .bind(&outputs)
-                .bind(&c.error)
-                .bind(c.due_at)
+                .bind(cs.iter().map(|c| c.error.as_deref()).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.due_at).collect::<Vec<_>>())
+                .bind(now)
+                .bind(log_ids)
+                .bind(log_tries)
                 .bind(streams)
                 .bind(lines)
                 .bind(ats)
                 .bind(SCHEDULER_CHANNEL)
                 .bind(self.notify_origin())
-                .fetch_one(pool)
+                .fetch_all(pool)
                 .await?
             }
+            // One transaction, one commit for all.
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
-                let changed = sqlx::query(
-                    "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
-                         due_at = $8, lease_expires_at = NULL
-                     WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
-                )
-                .bind(c.ti_id)
-                .bind(&c.worker_id)
-                .bind(c.try_number)
-                .bind(c.state.as_str())
-                .bind(now)
-                .bind(&outputs)
-                .bind(&c.error)
-                .bind(c.due_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if changed > 0 {
-                    insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
-                    tx.commit().await?;
+                let mut recorded = Vec::new();
+                for (c, outputs) in cs.iter().zip(&outputs) {
+                    let changed = sqlx::query(
+                        "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
+                             due_at = $8, lease_expires_at = NULL
+                         WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
+                    )
+                    .bind(c.ti_id)
+                    .bind(&c.worker_id)
+                    .bind(c.try_number)
+                    .bind(c.state.as_str())
+                    .bind(now)
+                    .bind(outputs)
+                    .bind(&c.error)
+                    .bind(c.due_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if changed > 0 {
+                        insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
+                        recorded.push(c.ti_id);
+                    }
                 }
-                i64::try_from(changed).unwrap_or(i64::MAX)
+                tx.commit().await?;
+                recorded
             }
         };
-        if changed == 0 {
-            // The outcome is dropped, but what the try printed is kept.
-            self.append_logs(c.ti_id, c.try_number, &c.log).await?;
-            return Err(StoreError::LeaseLost(c.ti_id));
+        let mut out = Vec::with_capacity(cs.len());
+        for c in cs {
+            let ok = recorded.contains(&c.ti_id);
+            if !ok {
+                // The outcome is dropped, but what the try printed is kept.
+                self.append_logs(c.ti_id, c.try_number, &c.log).await?;
+            }
+            out.push(ok);
         }
-        self.wake_scheduler_here();
-        Ok(())
+        if !recorded.is_empty() {
+            self.wake_scheduler_here();
+        }
+        Ok(out)
     }
 
     /// Extends the leases of the worker's running instances to `lease_until` and returns the

@@ -11,6 +11,9 @@ pub enum WorkerError {
     /// A stored DAG version that no longer validates.
     #[error("DAG version {0} is invalid: {1}")]
     InvalidVersion(i64, String),
+    /// Recording a try's outcome failed (the message of the store's error).
+    #[error("recording the outcome: {0}")]
+    Record(String),
     /// A task the pinned DAG version does not have.
     #[error("task `{0}` is not in DAG version {1}")]
     UnknownTask(String, i64),
