@@ -509,16 +509,18 @@ impl Store {
             // One statement: the new states, the tries' last log lines (of those still
             // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
             Db::Postgres(pool) => {
-                let log_rows = cs.iter().flat_map(|c| c.log.iter().map(move |l| (c, l)));
-                let (log_ids, log_tries, streams, lines, ats): (
-                    Vec<i64>,
-                    Vec<i32>,
-                    Vec<&str>,
-                    Vec<&str>,
-                    Vec<DateTime<Utc>>,
-                ) = log_rows
-                    .map(|(c, l)| (c.ti_id, c.try_number, l.stream, l.text.as_str(), l.at))
-                    .collect();
+                // The log lines of all tries, as parallel arrays for `unnest`.
+                let (mut log_ids, mut log_tries, mut streams, mut lines, mut ats) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for c in cs {
+                    for l in &c.log {
+                        log_ids.push(c.ti_id);
+                        log_tries.push(c.try_number);
+                        streams.push(l.stream);
+                        lines.push(l.text.as_str());
+                        ats.push(l.at);
+                    }
+                }
                 sqlx::query_scalar::<_, i64>(
                     "WITH c AS (
                          SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])

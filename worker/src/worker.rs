@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 use weir_model::clock::Clock;
 use weir_model::template::Renderer;
 use weir_model::{Dag, RetryPolicy, Step, TaskState};
@@ -236,42 +235,46 @@ impl Worker {
     #[tracing::instrument(name = "try", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id))]
     pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
         let (sink, rx) = LogSink::channel(self.masker.clone());
-        let writer = tokio::spawn(
-            store_lines(self.store.clone(), ti.id, ti.try_number, rx)
-                .instrument(tracing::Span::current()),
-        );
-        let mut retry = None;
-        let outcome = match self.prepare(&ti).await {
-            Ok(Prepared {
-                step,
-                env,
-                timeout,
-                retry: policy,
-                version,
-            }) => {
-                retry = Some(policy);
-                tracing::debug!("try started");
-                execute(
-                    &step,
-                    &env,
-                    &self.conns,
-                    &version.files,
+        // The log writer runs beside the step in this task; it ends when the sink is dropped.
+        let running = async {
+            let sink = sink;
+            let (outcome, retry) = match self.prepare(&ti).await {
+                Ok(Prepared {
+                    step,
+                    env,
                     timeout,
-                    &sink,
-                    &cancel,
-                )
-                .await
-            }
-            Err(e) => {
-                sink.note(format!("could not prepare the try: {e}"));
-                TaskOutcome::Failed {
-                    error: e,
-                    retryable: false,
+                    retry,
+                    version,
+                }) => {
+                    tracing::debug!("try started");
+                    let outcome = execute(
+                        &step,
+                        &env,
+                        &self.conns,
+                        &version.files,
+                        timeout,
+                        &sink,
+                        &cancel,
+                    )
+                    .await;
+                    (outcome, Some(retry))
                 }
-            }
+                Err(e) => {
+                    sink.note(format!("could not prepare the try: {e}"));
+                    let outcome = TaskOutcome::Failed {
+                        error: e,
+                        retryable: false,
+                    };
+                    (outcome, None)
+                }
+            };
+            drop(sink);
+            (outcome, retry)
         };
-        drop(sink);
-        let log = writer.await.unwrap_or_default();
+        let ((outcome, retry), log) = tokio::join!(
+            running,
+            store_lines(self.store.clone(), ti.id, ti.try_number, rx)
+        );
         self.record(&ti, &outcome, retry.as_ref(), log).await?;
         Ok(outcome)
     }

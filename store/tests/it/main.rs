@@ -625,3 +625,87 @@ async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
         );
     }
 }
+
+both_backends!(
+    tries_finishing_together_are_recorded_in_one_write_except_a_lost_lease,
+    |db| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let run = db
+            .store
+            .create_run(&new_run(v, "2024-01-01T00:00:00Z", 3), now)
+            .await
+            .expect("create")
+            .expect("new");
+        let ids: Vec<i64> = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        db.store
+            .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+            .await
+            .expect("queue");
+        let claimed = db
+            .store
+            .claim_tasks(
+                "w1",
+                &["default".into()],
+                3,
+                now,
+                now + Duration::seconds(30),
+            )
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 3);
+        let completion = |id: i64, state: TaskState, worker: &str, text: &str| Completion {
+            ti_id: id,
+            worker_id: worker.into(),
+            try_number: 1,
+            state,
+            outputs: (state == TaskState::Success)
+                .then(|| serde_json::json!({"id": id.to_string()})),
+            error: (state != TaskState::Success).then(|| "exit code 1".to_owned()),
+            due_at: None,
+            log: vec![line("stdout", text, now)],
+        };
+        let batch = [
+            completion(ids[0], TaskState::Success, "w1", "zero"),
+            completion(ids[1], TaskState::Failed, "w1", "one"),
+            // Not this worker's lease: dropped, its line kept.
+            completion(ids[2], TaskState::Success, "w2", "two"),
+        ];
+        let recorded = db
+            .store
+            .complete_tasks(&batch, now)
+            .await
+            .expect("complete");
+        assert_eq!(recorded, [true, true, false]);
+        let states: Vec<TaskState> = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .iter()
+            .map(|t| t.state)
+            .collect();
+        assert_eq!(
+            states,
+            [TaskState::Success, TaskState::Failed, TaskState::Running]
+        );
+        assert_eq!(
+            db.store.task_instance(ids[0]).await.expect("row").outputs,
+            Some(serde_json::json!({"id": ids[0].to_string()}))
+        );
+        for (id, text) in ids.iter().zip(["zero", "one", "two"]) {
+            let lines = db.store.logs(*id, 1, 0, 10).await.expect("logs");
+            assert_eq!(
+                lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+                [text]
+            );
+        }
+    }
+);

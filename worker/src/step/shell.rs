@@ -92,16 +92,23 @@ pub async fn run(
         };
     }
     log.note(format!("started: bash -eo pipefail -c … (pid {pid})"));
-    let readers = [
-        child
-            .stdout
-            .take()
-            .map(|s| tokio::spawn(forward(s, "stdout", log.clone()))),
-        child
-            .stderr
-            .take()
-            .map(|s| tokio::spawn(forward(s, "stderr", log.clone()))),
-    ];
+    // Forwarded in this task, next to the wait (no task spawned per stream).
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let forwarding = async {
+        tokio::join!(
+            async {
+                if let Some(s) = stdout {
+                    forward(s, "stdout", log).await;
+                }
+            },
+            async {
+                if let Some(s) = stderr {
+                    forward(s, "stderr", log).await;
+                }
+            },
+        )
+    };
 
     let deadline = async {
         match timeout {
@@ -109,34 +116,36 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        status = child.wait() => match status {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(match (s.code(), s.signal()) {
-                (Some(code), _) => TaskOutcome::Failed { error: format!("exit code {code}"), retryable: true },
-                (None, Some(sig)) => TaskOutcome::Failed { error: format!("killed by signal {sig}"), retryable: true },
-                _ => TaskOutcome::Failed { error: "ended abnormally".into(), retryable: true },
-            }),
-            Err(e) => Some(TaskOutcome::Failed { error: format!("waiting for bash: {e}"), retryable: true }),
-        },
-        () = deadline => {
-            let after = timeout.unwrap_or_default();
-            log.note(format!("timed out after {}s: stopping the process group", after.as_secs()));
-            stop_group(group, &mut child).await;
-            Some(TaskOutcome::TimedOut { after })
-        }
-        () = cancel.cancelled() => {
-            log.note("stopping: the try was cancelled");
-            stop_group(group, &mut child).await;
-            Some(TaskOutcome::Cancelled { reason: "cancelled".into() })
-        }
+    let waiting = async {
+        let outcome = tokio::select! {
+            status = child.wait() => match status {
+                Ok(s) if s.success() => None,
+                Ok(s) => Some(match (s.code(), s.signal()) {
+                    (Some(code), _) => TaskOutcome::Failed { error: format!("exit code {code}"), retryable: true },
+                    (None, Some(sig)) => TaskOutcome::Failed { error: format!("killed by signal {sig}"), retryable: true },
+                    _ => TaskOutcome::Failed { error: "ended abnormally".into(), retryable: true },
+                }),
+                Err(e) => Some(TaskOutcome::Failed { error: format!("waiting for bash: {e}"), retryable: true }),
+            },
+            () = deadline => {
+                let after = timeout.unwrap_or_default();
+                log.note(format!("timed out after {}s: stopping the process group", after.as_secs()));
+                stop_group(group, &mut child).await;
+                Some(TaskOutcome::TimedOut { after })
+            }
+            () = cancel.cancelled() => {
+                log.note("stopping: the try was cancelled");
+                stop_group(group, &mut child).await;
+                Some(TaskOutcome::Cancelled { reason: "cancelled".into() })
+            }
+        };
+        // Whatever the script left behind in its group goes too (and releases the pipes, which
+        // ends the forwarding).
+        let _ = killpg(group, Signal::SIGKILL);
+        super::guard::release(pid);
+        outcome
     };
-    // Whatever the script left behind in its group goes too (and releases the pipes).
-    let _ = killpg(group, Signal::SIGKILL);
-    super::guard::release(pid);
-    for r in readers.into_iter().flatten() {
-        let _ = r.await;
-    }
+    let (outcome, _) = tokio::join!(waiting, forwarding);
     if let Some(outcome) = outcome {
         if let TaskOutcome::Failed { error, .. } = &outcome {
             log.note(format!("failed: {error}"));
@@ -167,7 +176,7 @@ async fn stop_group(group: Pid, child: &mut tokio::process::Child) {
     }
 }
 
-async fn forward(stream: impl AsyncRead + Unpin, name: &'static str, log: LogSink) {
+async fn forward(stream: impl AsyncRead + Unpin, name: &'static str, log: &LogSink) {
     let mut lines = BufReader::new(stream).lines();
     loop {
         match lines.next_line().await {
