@@ -25,6 +25,10 @@ fresh_pg() {
 
 for bench in chain fanout fanout-noop; do
   for i in $(seq "$rounds"); do
+    if [ "$bench" = fanout ]; then
+      # The baseline next to each round: the machine's load drifts between rounds.
+      /usr/bin/time -f "xargs1000 -P16 (bash -c true): %e s" bash -c 'seq 1000 | xargs -P16 -I{} bash -c true'
+    fi
     ./target/release/engine "$bench" "sqlite://$tmp/$bench-$i.db"
     ./target/release/engine "$bench" "$(fresh_pg "$bench$i")" | sed 's/\[postgres\]/[postgres tcp]/'
     if [ -S "$pg_socket/.s.PGSQL.5432" ]; then
@@ -32,11 +36,6 @@ for bench in chain fanout fanout-noop; do
       ./target/release/engine "$bench" "postgres://postgres@localhost/$name?host=$pg_socket" | sed 's/\[postgres\]/[postgres socket]/'
     fi
   done
-done
-
-echo "xargs -P16, 1000 x bash -c true:"
-for i in $(seq "$rounds"); do
-  /usr/bin/time -f "  %e s" bash -c 'seq 1000 | xargs -P16 -I{} bash -c true'
 done
 
 echo "idle RSS of weir standalone (example DAGs, SQLite), after 5 s:"
