@@ -18,6 +18,15 @@ pub enum TaskOutcome {
         /// Whether another try could help (a step kind that is not built never will).
         retryable: bool,
     },
+    /// Ran to its end and found a problem it reports in its outputs (failed `validate`
+    /// checks): recorded with the outputs, retried per the task's policy (late data may
+    /// arrive).
+    FailedWithOutputs {
+        /// Why.
+        error: String,
+        /// What it found.
+        outputs: serde_json::Map<String, serde_json::Value>,
+    },
     /// Killed after running longer than the task's timeout.
     TimedOut {
         /// The timeout.

@@ -358,6 +358,15 @@ impl Worker {
                 let (state, due) = after_failure();
                 (state, None, Some(error.clone()), due)
             }
+            TaskOutcome::FailedWithOutputs { error, outputs } => {
+                let (state, due) = after_failure();
+                (
+                    state,
+                    Some(serde_json::Value::Object(outputs.clone())),
+                    Some(error.clone()),
+                    due,
+                )
+            }
             TaskOutcome::TimedOut { after } => {
                 let (state, due) = after_failure();
                 (

@@ -306,3 +306,130 @@ async fn migrations_apply_once_in_order_and_refuse_edited_files() {
         );
     }
 }
+
+const VALIDATE_DAG: &str = r#"id: quality
+tasks:
+  fill:
+    kind: sql
+    conn: wh
+    sql:
+      - "create table people (id integer, name varchar(20), dept varchar(10), salary integer, hired timestamp)"
+      - "insert into people (id, name, dept, salary, hired) values (1, 'Ada', 'eng', 100, CURRENT_TIMESTAMP), (2, 'Grace', 'ops', 200, CURRENT_TIMESTAMP), (2, NULL, 'sales', 5000, CURRENT_TIMESTAMP), (4, 'O''Brien', 'eng', -5, CURRENT_TIMESTAMP)"
+  strict:
+    kind: validate
+    depends_on: [fill]
+    conn: wh
+    checks:
+      - row_count: {table: people, min: 1, max: 10}
+      - not_null: {table: people, columns: [id, name]}
+      - unique: {table: people, columns: [id]}
+      - accepted_values: {table: people, column: dept, values: [eng, ops]}
+      - range: {table: people, column: salary, min: 0, max: 1000}
+      - freshness: {table: people, column: hired, max_age: 2d}
+      - sql: {query: "select id, name from people where salary < 0", severity: warn}
+      - compare_count:
+          source: {conn: wh, table: people}
+          target: {conn: wh, query: "select * from people where id < 100"}
+  lenient:
+    kind: validate
+    depends_on: [fill]
+    conn: wh
+    checks:
+      - row_count: {table: people, min: 4}
+      - accepted_values: {table: people, column: name, values: ["Ada", "O'Brien"], severity: warn}
+      - compare_count:
+          source: {conn: wh, table: people}
+          target: {conn: wh, query: "select * from people where salary < 1000"}
+          tolerance: "25%"
+"#;
+
+/// Every check on every database: results as structured outputs (observed values, failing
+/// samples), error checks failing the task after all ran, warnings not failing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_report_structured_results_on_every_database() {
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let mut engine = engine_with(&data, &meta, &[("quality.yaml", VALIDATE_DAG)]).await;
+        let run = engine.trigger("quality", serde_json::json!({})).await;
+        engine.drive(&run.run_id).await;
+        let tis = engine.tasks(&run.run_id).await;
+        let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+
+        let strict = by_id("strict");
+        assert_eq!(strict.state, TaskState::Failed, "{backend:?}");
+        assert_eq!(
+            strict.error.as_deref(),
+            Some("check(s) failed: 2 (not_null), 3 (unique), 4 (accepted_values), 5 (range)"),
+            "{backend:?}"
+        );
+        let out = strict.outputs.clone().expect("outputs kept on failure");
+        assert_eq!(out["checks_passed"], 3, "{backend:?}: {out}");
+        assert_eq!(out["checks_failed"], 5, "{backend:?}: {out}");
+        let checks = out["checks"].as_array().expect("list");
+        let passed: Vec<bool> = checks.iter().map(|c| c["passed"] == true).collect();
+        assert_eq!(
+            passed,
+            [true, false, false, false, false, true, false, true],
+            "{backend:?}: {out}"
+        );
+        assert_eq!(checks[0]["observed"], 4, "{backend:?}");
+        assert_eq!(
+            checks[1]["observed"],
+            serde_json::json!({"id": 0, "name": 1}),
+            "{backend:?}"
+        );
+        assert_eq!(
+            checks[1]["samples"].as_array().map(Vec::len),
+            Some(1),
+            "{backend:?}"
+        );
+        assert_eq!(
+            checks[2]["observed"],
+            serde_json::json!({"duplicated_keys": 1}),
+            "{backend:?}"
+        );
+        assert_eq!(checks[2]["samples"][0]["id"], "2", "{backend:?}");
+        assert_eq!(checks[2]["samples"][0]["copies"], "2", "{backend:?}");
+        assert_eq!(
+            checks[3]["observed"],
+            serde_json::json!({"rows_with_other_values": 1}),
+            "{backend:?}"
+        );
+        assert_eq!(checks[3]["samples"][0]["value"], "sales", "{backend:?}");
+        assert_eq!(
+            checks[4]["observed"],
+            serde_json::json!({"rows_outside": 2}),
+            "{backend:?}"
+        );
+        assert_eq!(checks[6]["severity"], "warn", "{backend:?}");
+        assert_eq!(checks[6]["samples"][0]["name"], "O'Brien", "{backend:?}");
+        assert_eq!(
+            checks[7]["observed"],
+            serde_json::json!({"source": 4, "target": 4, "difference": 0, "allowed": 0}),
+            "{backend:?}"
+        );
+
+        let lenient = by_id("lenient");
+        assert_eq!(
+            lenient.state,
+            TaskState::Success,
+            "{backend:?}: {:?}",
+            lenient.error
+        );
+        let out = lenient.outputs.clone().expect("outputs");
+        assert_eq!(out["checks_failed"], 1, "{backend:?}: {out}");
+        // Only Grace is another value (the quoted O'Brien matched; NULL is not_null's business).
+        assert_eq!(
+            out["checks"][1]["observed"],
+            serde_json::json!({"rows_with_other_values": 1}),
+            "{backend:?}"
+        );
+        // 1 of 4 rows differs: 25% of 4 allows exactly 1.
+        assert_eq!(
+            out["checks"][2]["observed"],
+            serde_json::json!({"source": 4, "target": 3, "difference": 1, "allowed": 1}),
+            "{backend:?}"
+        );
+    }
+}

@@ -4,6 +4,8 @@ pub mod guard;
 pub mod migrate;
 pub mod shell;
 pub mod sql;
+pub mod sqltext;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub async fn execute(
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
         Step::Sql(s) => bounded(sql::run(s, conns, log), timeout, log, cancel).await,
+        Step::Validate(v) => bounded(validate::run(v, conns, log), timeout, log, cancel).await,
         Step::Migrate(m) => {
             bounded(
                 migrate::run(&m.conn, &m.dir, files, conns, log),
@@ -44,7 +47,7 @@ pub async fn execute(
         }
         other => {
             let error = format!(
-                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate and noop run)",
+                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, validate and noop run)",
                 other.kind()
             );
             log.note(&error);
