@@ -133,8 +133,10 @@ impl Store {
     /// # Errors
     /// An unsupported URL, an unreachable database, or a failed migration.
     pub async fn connect(url: &str) -> Result<Store> {
+        let lock = sqlite_setup_lock(url).await?;
         let store = Store::connect_without_migrating(url).await?;
-        store.migrate().await?;
+        store.migrate_unlocked().await?;
+        drop(lock);
         Ok(store)
     }
 
@@ -207,6 +209,13 @@ impl Store {
     /// # Errors
     /// A migration that fails, or a database that has migrations this binary does not know.
     pub async fn migrate(&self) -> Result<()> {
+        let lock = sqlite_setup_lock(&self.url).await?;
+        self.migrate_unlocked().await?;
+        drop(lock);
+        Ok(())
+    }
+
+    async fn migrate_unlocked(&self) -> Result<()> {
         match &self.db {
             Db::Postgres(pool) => {
                 // Two processes starting at once must not both migrate: serialize on a lock.
@@ -360,6 +369,41 @@ async fn listen_once(pool: &PgPool, wakeups: &Wakeups) -> Result<()> {
             }
         }
     }
+}
+
+/// With a SQLite file, an exclusive lock on a file beside it, held while a process opens the
+/// database and migrates it: `standalone` and a CLI command starting together on a new file
+/// would otherwise both switch it to WAL and both migrate (SQLite answers "database is locked"
+/// or "table already exists"). Postgres serializes migrations with an advisory lock instead.
+async fn sqlite_setup_lock(url: &str) -> Result<Option<std::fs::File>> {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let path = path.split('?').next().unwrap_or(path).to_owned();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(None);
+    }
+    let failed = |e: String| StoreError::Config(format!("locking {path} for setup: {e}"));
+    let lock_path = format!("{path}.setup-lock");
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = std::path::Path::new(&lock_path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map(Some)
+    .map_err(|e| failed(e.to_string()))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

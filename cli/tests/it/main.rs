@@ -445,3 +445,53 @@ fn missing_or_misnamed_referenced_files_are_errors_at_their_place() {
         "{text}"
     );
 }
+
+/// `RUST_LOG` output of a running `weir standalone` (its own process, so no other test shares
+/// its tracing state): the scheduler's and the worker's events about a run carry the run's and
+/// the task's ids as span fields, without each event naming them.
+#[test]
+fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
+    let dir = folder_with_dag("id: traced\ntasks:\n  hello: {kind: shell, run: echo hi}\n");
+    let log_path = dir.path().join("standalone.log");
+    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("standalone")
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .env("RUST_LOG", "weir_scheduler=debug,weir_worker=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("start standalone");
+    let triggered = weir_in(dir.path(), &["trigger", "traced", "--wait", "--json"]);
+    let _ = Command::new("kill")
+        .args(["-TERM", &standalone.id().to_string()])
+        .status();
+    let _ = standalone.wait();
+    assert_eq!(triggered.status.code(), Some(0), "{}", stderr(&triggered));
+    let run: serde_json::Value = serde_json::from_str(&stdout(&triggered)).expect("json");
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    // Without colours when not a terminal: `run{dag_id=traced run_id=...}`.
+    let run_field = format!("run_id={run_id}");
+    for event in [
+        "tasks queued",
+        "try started",
+        "try finished",
+        "run finished",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no `{event}` event in:\n{text}"));
+        assert!(
+            line.contains(&run_field) && line.contains("dag_id=traced"),
+            "`{event}` lacks the run's ids: {line}"
+        );
+        if event.starts_with("try") {
+            assert!(
+                line.contains("task_id=hello") && line.contains("try_number=1"),
+                "`{event}` lacks the task's ids: {line}"
+            );
+        }
+    }
+}
