@@ -63,6 +63,7 @@ pub(crate) async fn test(
     let env = ShellEnv {
         vars: vec![
             ("WEIR_DAG_ID".into(), dag_id.into()),
+            ("WEIR_RUN_ID".into(), run_id.clone()),
             ("WEIR_TASK_ID".into(), task_id.into()),
             ("WEIR_DS".into(), ctx.ds.clone()),
         ],

@@ -433,3 +433,182 @@ async fn validate_checks_report_structured_results_on_every_database() {
         );
     }
 }
+
+/// The load step on every database: typed columns from header-less CSV and from JSON lines,
+/// rejects with file, line and reason (parsing and database constraints), the rows invariant,
+/// `replace` and `truncate_insert`, and a failing load that leaves the target as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_account_for_every_row_and_fail_without_a_trace() {
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        // Line 3: empty name (not_null); line 4: bad int; line 5: duplicate id (the database's
+        // primary key refuses it); line 6: a quoted comma.
+        let hires = file(
+            "hires.csv",
+            "1,Ada,2021-11-07T01:30:00Z,2,1\n2,Grace,2021-03-01T08:00:00Z,1,2\n3,,2021-05-01T08:00:00Z,1,2\nx4,Alan,2021-06-01T08:00:00Z,1,1\n2,Twin,2021-07-01T08:00:00Z,1,1\n6,\"Hopper, Grace\",2021-08-01T08:00:00Z,2,2\n",
+        );
+        let more = file(
+            "more.jsonl",
+            "{\"emp_id\": 7, \"who\": \"Edsger\"}\n\n{\"emp_id\": 8, \"who\": \"Barbara\"}\n",
+        );
+        let broken = file("broken.csv", "id,name\n10,Ok\n11,Fine\nnot-a-number,Bad\n");
+        let dag = format!(
+            r#"id: loads
+tasks:
+  schema:
+    kind: sql
+    conn: wh
+    sql: "create table hires (id integer primary key, name varchar(40) not null, hired_at {ts}, department_id integer, job_id integer)"
+  hires:
+    kind: load
+    depends_on: [schema]
+    source: {{file: "{hires}", format: csv, header: false}}
+    target: {{conn: wh, table: hires, create: never}}
+    columns:
+      id: {{type: int, not_null: true}}
+      name: {{type: text, not_null: true}}
+      hired_at: {{type: timestamptz}}
+      department_id: {{type: int}}
+      job_id: {{type: int}}
+    batch_size: 2
+    rejects: {{on_error: reject, max: 5}}
+  people:
+    kind: load
+    source: {{file: "{more}", format: jsonl}}
+    target: {{conn: wh, table: people}}
+    columns:
+      id: {{type: bigint, from: emp_id}}
+      name: {{type: text, from: who}}
+    mode: replace
+  again:
+    kind: load
+    depends_on: [people]
+    source: {{file: "{more}", format: jsonl}}
+    target: {{conn: wh, table: people}}
+    columns:
+      id: {{type: bigint, from: emp_id}}
+      name: {{type: text, from: who}}
+    mode: truncate_insert
+  broken:
+    kind: load
+    depends_on: [again]
+    source: {{file: "{broken}", format: csv}}
+    target: {{conn: wh, table: people}}
+    columns:
+      id: {{type: bigint}}
+      name: {{type: text}}
+    batch_size: 1
+"#,
+            ts = if backend == DataBackend::MariaDb {
+                "datetime(6)"
+            } else {
+                "timestamp"
+            },
+        );
+        let mut engine = engine_with(&data, &meta, &[("loads.yaml", &dag)]).await;
+        let run = engine.trigger("loads", serde_json::json!({})).await;
+        engine.drive(&run.run_id).await;
+        let tis = engine.tasks(&run.run_id).await;
+        let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+
+        let hires_ti = by_id("hires");
+        assert_eq!(
+            hires_ti.state,
+            TaskState::Success,
+            "{backend:?}: {:?}",
+            hires_ti.error
+        );
+        let out = hires_ti.outputs.clone().expect("outputs");
+        assert_eq!(
+            (
+                &out["rows_read"],
+                &out["rows_loaded"],
+                &out["rows_rejected"]
+            ),
+            (
+                &serde_json::json!(6),
+                &serde_json::json!(3),
+                &serde_json::json!(3)
+            ),
+            "{backend:?}: {out}"
+        );
+        assert_eq!(
+            query_text(&data, "select id, name from hires order by id").await,
+            [
+                [Some("1".to_owned()), Some("Ada".to_owned())],
+                [Some("2".to_owned()), Some("Grace".to_owned())],
+                [Some("6".to_owned()), Some("Hopper, Grace".to_owned())],
+            ],
+            "{backend:?}"
+        );
+        let rejects = query_text(
+            &data,
+            "select line_number, raw_row, reason from hires__rejects order by line_number",
+        )
+        .await;
+        let lines: Vec<&str> = rejects
+            .iter()
+            .map(|r| r[0].as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(lines, ["3", "4", "5"], "{backend:?}: {rejects:?}");
+        let reason = |i: usize| rejects[i][2].clone().unwrap_or_default();
+        assert!(
+            reason(0).contains("`name` is empty but not_null"),
+            "{backend:?}: {}",
+            reason(0)
+        );
+        assert!(
+            reason(1).contains("`id`: `x4` is not an int"),
+            "{backend:?}: {}",
+            reason(1)
+        );
+        assert!(
+            reason(2).starts_with("refused by the database"),
+            "{backend:?}: {}",
+            reason(2)
+        );
+        assert_eq!(
+            rejects[2][1].as_deref(),
+            Some("2,Twin,2021-07-01T08:00:00Z,1,1"),
+            "{backend:?}"
+        );
+
+        for id in ["people", "again"] {
+            let ti = by_id(id);
+            assert_eq!(
+                ti.state,
+                TaskState::Success,
+                "{backend:?} {id}: {:?}",
+                ti.error
+            );
+            assert_eq!(
+                ti.outputs.as_ref().map(|o| o["rows_loaded"].clone()),
+                Some(serde_json::json!(2)),
+                "{backend:?} {id}"
+            );
+        }
+        // The failed load (bad third row, one row per batch) left the table as it was.
+        let broken_ti = by_id("broken");
+        assert_eq!(broken_ti.state, TaskState::Failed, "{backend:?}");
+        let error = broken_ti.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("broken.csv line 4: `id`: `not-a-number` is not a bigint"),
+            "{backend:?}: {error}"
+        );
+        assert_eq!(
+            query_text(&data, "select id, name from people order by id").await,
+            [
+                [Some("7".to_owned()), Some("Edsger".to_owned())],
+                [Some("8".to_owned()), Some("Barbara".to_owned())],
+            ],
+            "{backend:?}"
+        );
+    }
+}

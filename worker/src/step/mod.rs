@@ -1,6 +1,7 @@
 //! One executor per step kind. Each takes a rendered step and returns a [`TaskOutcome`].
 
 pub mod guard;
+pub mod load;
 pub mod migrate;
 pub mod shell;
 pub mod sql;
@@ -35,6 +36,13 @@ pub async fn execute(
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
         Step::Sql(s) => bounded(sql::run(s, conns, log), timeout, log, cancel).await,
+        Step::Load(l) => {
+            let ctx = load::LoadContext {
+                run_id: env.get("WEIR_RUN_ID").to_owned(),
+                task_id: env.get("WEIR_TASK_ID").to_owned(),
+            };
+            bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
+        }
         Step::Validate(v) => bounded(validate::run(v, conns, log), timeout, log, cancel).await,
         Step::Migrate(m) => {
             bounded(
@@ -47,7 +55,7 @@ pub async fn execute(
         }
         other => {
             let error = format!(
-                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, validate and noop run)",
+                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, load, validate and noop run)",
                 other.kind()
             );
             log.note(&error);

@@ -33,6 +33,16 @@ pub struct ShellEnv {
     pub vars: Vec<(String, String)>,
 }
 
+impl ShellEnv {
+    /// A variable's value (`""` when unset).
+    pub fn get(&self, name: &str) -> &str {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
 /// Runs a (rendered) shell step.
 pub async fn run(
     step: &ShellStep,

@@ -1,0 +1,1158 @@
+//! `kind: load`: rows from CSV or JSON-lines files into a table, typed by `columns`.
+//!
+//! Built so far: `file` sources (a glob, files in name order), modes `append`,
+//! `truncate_insert` and `replace`; `upsert`, `incremental`, `http` and database sources fail
+//! with "not built yet".
+//!
+//! - **Every row is loaded or rejected with a reason**: rows_read = rows_loaded +
+//!   rows_rejected. A row that does not parse (a bad number, an empty `not_null` field, a
+//!   missing column) or that the database refuses (a constraint) is rejected; with
+//!   `rejects: {on_error: reject}` it goes to `<table>__rejects` (run id, task, file, line, raw
+//!   row, reason) and the load goes on up to `max`; without `rejects`, or with
+//!   `on_error: fail`, the first bad row fails the task, naming its file and line.
+//! - **A failed try leaves the target as it was**: everything happens in one transaction (a
+//!   batch the database refuses is retried row by row inside savepoints, to find the bad rows);
+//!   `replace` fills a staging table and swaps it in at the end (MySQL: an atomic `RENAME
+//!   TABLE`, after the transaction).
+//! - **Memory does not grow with the input**: files are read as streams, `batch_size` rows at a
+//!   time.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use weir_model::spec::{
+    ColumnSpec, ColumnType, CreateMode, LoadMode, LoadStep, OnError, RejectLimit, SourceFormat,
+};
+
+use super::sqltext::Dialect;
+use crate::conn::{Connections, DataPool};
+use crate::log::LogSink;
+use crate::outcome::TaskOutcome;
+
+/// Who is loading: recorded with each rejected row.
+#[derive(Debug, Clone)]
+pub struct LoadContext {
+    /// The run.
+    pub run_id: String,
+    /// The task.
+    pub task_id: String,
+}
+
+/// A typed value ready to bind.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Int(Option<i32>),
+    BigInt(Option<i64>),
+    Float(Option<f64>),
+    /// Text, and numbers and JSON kept as their text (cast by the database).
+    Text(Option<String>),
+    Bool(Option<bool>),
+    Date(Option<NaiveDate>),
+    Timestamp(Option<NaiveDateTime>),
+    TimestampTz(Option<DateTime<Utc>>),
+}
+
+/// A rejected row.
+#[derive(Debug, Clone)]
+struct Reject {
+    file: String,
+    line: u64,
+    raw: String,
+    reason: String,
+}
+
+/// One parsed input row: where it came from, and its values or why it cannot load.
+struct InputRow {
+    file: String,
+    line: u64,
+    raw: String,
+    parsed: Result<Vec<Value>, String>,
+}
+
+/// The columns loaded, in order.
+struct Columns {
+    names: Vec<String>,
+    specs: Vec<ColumnSpec>,
+}
+
+/// Runs a rendered `load` step.
+pub async fn run(
+    step: &LoadStep,
+    ctx: &LoadContext,
+    conns: &Connections,
+    log: &LogSink,
+) -> TaskOutcome {
+    match load(step, ctx, conns, log).await {
+        Ok(outputs) => TaskOutcome::Succeeded { outputs },
+        Err(LoadError { message, retryable }) => {
+            log.note(format!("load failed, target unchanged: {message}"));
+            TaskOutcome::Failed {
+                error: message,
+                retryable,
+            }
+        }
+    }
+}
+
+struct LoadError {
+    message: String,
+    retryable: bool,
+}
+
+impl LoadError {
+    fn fatal(message: impl Into<String>) -> LoadError {
+        LoadError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+impl From<sqlx::Error> for LoadError {
+    fn from(e: sqlx::Error) -> LoadError {
+        let retryable = matches!(
+            e,
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        );
+        LoadError {
+            message: e.to_string(),
+            retryable,
+        }
+    }
+}
+
+async fn load(
+    step: &LoadStep,
+    ctx: &LoadContext,
+    conns: &Connections,
+    log: &LogSink,
+) -> Result<serde_json::Map<String, serde_json::Value>, LoadError> {
+    let not_built = |what: &str| {
+        LoadError::fatal(format!(
+            "load: {what} is not built yet in this version of weir"
+        ))
+    };
+    if step.mode == LoadMode::Upsert {
+        return Err(not_built("mode `upsert`"));
+    }
+    if step.incremental.is_some() {
+        return Err(not_built("`incremental`"));
+    }
+    let Some(pattern) = &step.source.file else {
+        return Err(not_built("a source other than `file`"));
+    };
+    let format = step.source.format.unwrap_or(SourceFormat::Csv);
+    if format == SourceFormat::Json {
+        return Err(not_built("`format: json` for files (use jsonl)"));
+    }
+    let files = matching_files(pattern)?;
+    let started = Instant::now();
+    let pool = conns.pool(&step.target.conn).await.map_err(|e| LoadError {
+        retryable: e.retryable(),
+        message: e.to_string(),
+    })?;
+    let dialect = Dialect::of(&pool);
+    let columns = columns(step, &files, format)?;
+    log.note(format!(
+        "loading {} file(s) matching `{pattern}` into `{}` ({:?}, {} column(s))",
+        files.len(),
+        step.target.table,
+        step.mode,
+        columns.names.len()
+    ));
+    let plan = Plan::new(step, dialect, &columns)?;
+    let counts = match &pool {
+        DataPool::Postgres(p) => {
+            plan.execute(p, &files, format, step, ctx, &columns, log)
+                .await?
+        }
+        DataPool::MySql(p) => {
+            plan.execute(p, &files, format, step, ctx, &columns, log)
+                .await?
+        }
+        DataPool::Sqlite(p) => {
+            plan.execute(p, &files, format, step, ctx, &columns, log)
+                .await?
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in [
+        ("rows_read", counts.read),
+        ("rows_loaded", counts.loaded),
+        ("rows_inserted", counts.loaded),
+        ("rows_updated", 0),
+        ("rows_unchanged", 0),
+        ("rows_rejected", counts.rejected),
+    ] {
+        out.insert(k.into(), v.into());
+    }
+    out.insert(
+        "seconds".into(),
+        serde_json::json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
+    );
+    log.note(format!(
+        "read {}, loaded {}, rejected {} in {:.3}s",
+        counts.read,
+        counts.loaded,
+        counts.rejected,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(out)
+}
+
+fn matching_files(pattern: &str) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files: Vec<PathBuf> = glob::glob(pattern)
+        .map_err(|e| LoadError::fatal(format!("`{pattern}` is not a valid glob: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        return Err(LoadError {
+            // The file may not have arrived yet.
+            retryable: true,
+            message: format!("no file matches `{pattern}` (relative to {cwd})"),
+        });
+    }
+    Ok(files)
+}
+
+/// The loaded columns: `columns` as written, or the source's own (as text).
+fn columns(step: &LoadStep, files: &[PathBuf], format: SourceFormat) -> Result<Columns, LoadError> {
+    if let Some(cols) = &step.columns {
+        return Ok(Columns {
+            names: cols.keys().cloned().collect(),
+            specs: cols.values().cloned().collect(),
+        });
+    }
+    let first = &files[0];
+    let names: Vec<String> = match format {
+        SourceFormat::Csv => {
+            if step.source.header == Some(false) {
+                return Err(LoadError::fatal(
+                    "a csv source without a header needs `columns` (fields are matched by position)",
+                ));
+            }
+            let mut reader = csv_reader(step, first)?;
+            reader
+                .headers()
+                .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?
+                .iter()
+                .map(str::to_owned)
+                .collect()
+        }
+        _ => {
+            let text = std::fs::read_to_string(first)
+                .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("{}");
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+                _ => {
+                    return Err(LoadError::fatal(format!(
+                        "{}: the first line is not a JSON object; give `columns`",
+                        first.display()
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Columns {
+        specs: names
+            .iter()
+            .map(|_| ColumnSpec {
+                ty: ColumnType::Text,
+                not_null: false,
+                from: None,
+                format: None,
+            })
+            .collect(),
+        names,
+    })
+}
+
+fn csv_reader(step: &LoadStep, path: &Path) -> Result<csv::Reader<std::fs::File>, LoadError> {
+    let mut b = csv::ReaderBuilder::new();
+    b.has_headers(step.source.header.unwrap_or(true))
+        .flexible(true);
+    if let Some(d) = step.source.delimiter {
+        b.delimiter(
+            u8::try_from(d)
+                .map_err(|_| LoadError::fatal("the delimiter must be one ASCII character"))?,
+        );
+    }
+    if let Some(q) = step.source.quote {
+        b.quote(
+            u8::try_from(q)
+                .map_err(|_| LoadError::fatal("the quote must be one ASCII character"))?,
+        );
+    }
+    b.from_path(path)
+        .map_err(|e| LoadError::fatal(format!("{}: {e}", path.display())))
+}
+
+/// Parses one field as a column's type. Empty text is NULL.
+fn parse_value(column: &str, spec: &ColumnSpec, text: Option<&str>) -> Result<Value, String> {
+    let text = text.map(str::trim).filter(|t| !t.is_empty());
+    if text.is_none() && spec.not_null {
+        return Err(format!("`{column}` is empty but not_null"));
+    }
+    let bad = |what: &str, t: &str| format!("`{column}`: `{t}` is not {what}");
+    Ok(match spec.ty {
+        ColumnType::Int => Value::Int(
+            text.map(|t| t.parse().map_err(|_| bad("an int", t)))
+                .transpose()?,
+        ),
+        ColumnType::Bigint => Value::BigInt(
+            text.map(|t| t.parse().map_err(|_| bad("a bigint", t)))
+                .transpose()?,
+        ),
+        ColumnType::Float => Value::Float(
+            text.map(|t| {
+                t.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| bad("a float", t))
+            })
+            .transpose()?,
+        ),
+        ColumnType::Numeric => Value::Text(
+            text.map(|t| {
+                let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+                let ok = !digits.is_empty()
+                    && digits.chars().filter(|c| *c == '.').count() <= 1
+                    && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+                    && digits.chars().any(|c| c.is_ascii_digit());
+                if ok {
+                    Ok(t.to_owned())
+                } else {
+                    Err(bad("a number", t))
+                }
+            })
+            .transpose()?,
+        ),
+        ColumnType::Text => Value::Text(text.map(str::to_owned)),
+        ColumnType::Json => Value::Text(
+            text.map(|t| {
+                serde_json::from_str::<serde_json::Value>(t)
+                    .map(|_| t.to_owned())
+                    .map_err(|e| format!("`{column}`: not JSON ({e})"))
+            })
+            .transpose()?,
+        ),
+        ColumnType::Bool => Value::Bool(
+            text.map(|t| match t.to_ascii_lowercase().as_str() {
+                "true" | "t" | "1" | "yes" | "y" => Ok(true),
+                "false" | "f" | "0" | "no" | "n" => Ok(false),
+                _ => Err(bad("a boolean", t)),
+            })
+            .transpose()?,
+        ),
+        ColumnType::Date => {
+            let f = spec.format.as_deref().unwrap_or("%Y-%m-%d");
+            Value::Date(
+                text.map(|t| {
+                    NaiveDate::parse_from_str(t, f).map_err(|_| bad(&format!("a date ({f})"), t))
+                })
+                .transpose()?,
+            )
+        }
+        ColumnType::Timestamp => Value::Timestamp(
+            text.map(|t| match spec.format.as_deref() {
+                Some(f) => NaiveDateTime::parse_from_str(t, f)
+                    .map_err(|_| bad(&format!("a timestamp ({f})"), t)),
+                None => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                    .or_else(|| DateTime::parse_from_rfc3339(t).ok().map(|d| d.naive_utc()))
+                    .ok_or_else(|| bad("a timestamp (ISO 8601)", t)),
+            })
+            .transpose()?,
+        ),
+        ColumnType::Timestamptz => Value::TimestampTz(
+            text.map(|t| match spec.format.as_deref() {
+                Some(f) => DateTime::parse_from_str(t, f)
+                    .map(|d| d.with_timezone(&Utc))
+                    .map_err(|_| bad(&format!("a timestamp with offset ({f})"), t)),
+                None => DateTime::parse_from_rfc3339(t)
+                    .map(|d| d.with_timezone(&Utc))
+                    .or_else(|_| {
+                        // No offset written: UTC.
+                        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                            .iter()
+                            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                            .map(|n| n.and_utc())
+                            .ok_or(())
+                    })
+                    .map_err(|()| bad("a timestamp (ISO 8601)", t)),
+            })
+            .transpose()?,
+        ),
+    })
+}
+
+/// Where a column's field is in a csv record.
+struct FieldAt(usize);
+
+/// Reads every row of the files, in order, a batch at a time (memory holds one batch).
+struct RowReader<'a> {
+    step: &'a LoadStep,
+    columns: &'a Columns,
+    format: SourceFormat,
+    files: std::slice::Iter<'a, PathBuf>,
+    current: Option<Source>,
+}
+
+/// The file being read.
+enum Source {
+    Csv {
+        name: String,
+        reader: csv::Reader<std::fs::File>,
+        at: Vec<FieldAt>,
+    },
+    Jsonl {
+        name: String,
+        lines: std::iter::Enumerate<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    },
+}
+
+impl<'a> RowReader<'a> {
+    fn new(
+        step: &'a LoadStep,
+        columns: &'a Columns,
+        format: SourceFormat,
+        files: &'a [PathBuf],
+    ) -> RowReader<'a> {
+        RowReader {
+            step,
+            columns,
+            format,
+            files: files.iter(),
+            current: None,
+        }
+    }
+
+    /// The next rows, at most `batch`; `None` once every file is read.
+    fn next_batch(&mut self, batch: usize) -> Result<Option<Vec<InputRow>>, LoadError> {
+        let mut rows = Vec::with_capacity(batch.min(10_000));
+        while rows.len() < batch {
+            if self.current.is_none() {
+                let Some(path) = self.files.next() else { break };
+                self.current = Some(self.open(path)?);
+            }
+            let row = match self.current.as_mut() {
+                Some(Source::Csv { name, reader, at }) => {
+                    let mut record = csv::StringRecord::new();
+                    // The line a record starts on (the reader's own position is past it).
+                    let before = reader.position().line();
+                    let read = reader.read_record(&mut record);
+                    let line = record.position().map_or(before, csv::Position::line);
+                    match read {
+                        Ok(false) => None,
+                        Ok(true) => Some(InputRow {
+                            file: name.clone(),
+                            line,
+                            raw: raw_csv(&record, self.step),
+                            parsed: parse_csv(self.step, self.columns, &record, at),
+                        }),
+                        // Not valid UTF-8, or a broken quote: the row is rejected, not lost.
+                        Err(e) => Some(InputRow {
+                            file: name.clone(),
+                            line,
+                            raw: String::new(),
+                            parsed: Err(format!("unreadable csv row: {e}")),
+                        }),
+                    }
+                }
+                Some(Source::Jsonl { name, lines }) => loop {
+                    match lines.next() {
+                        None => break None,
+                        Some((_, Ok(l))) if l.trim().is_empty() => {}
+                        Some((i, Ok(l))) => {
+                            break Some(InputRow {
+                                file: name.clone(),
+                                line: u64::try_from(i + 1).unwrap_or(u64::MAX),
+                                parsed: parse_json(self.columns, &l),
+                                raw: l,
+                            });
+                        }
+                        Some((i, Err(e))) => {
+                            break Some(InputRow {
+                                file: name.clone(),
+                                line: u64::try_from(i + 1).unwrap_or(u64::MAX),
+                                raw: String::new(),
+                                parsed: Err(format!("unreadable line: {e}")),
+                            });
+                        }
+                    }
+                },
+                None => None,
+            };
+            match row {
+                Some(r) => rows.push(r),
+                None => self.current = None,
+            }
+        }
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    fn open(&self, path: &Path) -> Result<Source, LoadError> {
+        let name = path.display().to_string();
+        Ok(match self.format {
+            SourceFormat::Csv => {
+                let mut reader = csv_reader(self.step, path)?;
+                let at = self.csv_positions(&mut reader, &name)?;
+                Source::Csv { name, reader, at }
+            }
+            _ => {
+                use std::io::BufRead;
+                let file = std::fs::File::open(path)
+                    .map_err(|e| LoadError::fatal(format!("{name}: {e}")))?;
+                Source::Jsonl {
+                    name,
+                    lines: std::io::BufReader::new(file).lines().enumerate(),
+                }
+            }
+        })
+    }
+
+    /// Where each column is in a csv file: by header name (`from`, else the column's name), or
+    /// by position without a header. A named column missing from the header is an error before
+    /// any row is written.
+    fn csv_positions(
+        &self,
+        reader: &mut csv::Reader<std::fs::File>,
+        file: &str,
+    ) -> Result<Vec<FieldAt>, LoadError> {
+        if !self.step.source.header.unwrap_or(true) {
+            return Ok((0..self.columns.names.len()).map(FieldAt).collect());
+        }
+        let headers = reader
+            .headers()
+            .map_err(|e| LoadError::fatal(format!("{file}: {e}")))?
+            .clone();
+        self.columns
+            .names
+            .iter()
+            .zip(&self.columns.specs)
+            .map(|(name, spec)| {
+                let wanted = spec.from.as_deref().unwrap_or(name);
+                headers
+                    .iter()
+                    .position(|h| h.trim() == wanted)
+                    .map(FieldAt)
+                    .ok_or_else(|| {
+                        LoadError::fatal(format!("{file}: no column `{wanted}` in the header"))
+                    })
+            })
+            .collect()
+    }
+}
+
+fn parse_csv(
+    step: &LoadStep,
+    columns: &Columns,
+    record: &csv::StringRecord,
+    at: &[FieldAt],
+) -> Result<Vec<Value>, String> {
+    if !step.source.header.unwrap_or(true) && record.len() != columns.names.len() {
+        return Err(format!(
+            "{} field(s), {} column(s) expected",
+            record.len(),
+            columns.names.len()
+        ));
+    }
+    columns
+        .names
+        .iter()
+        .zip(&columns.specs)
+        .zip(at)
+        .map(|((name, spec), FieldAt(i))| parse_value(name, spec, record.get(*i)))
+        .collect()
+}
+
+fn parse_json(columns: &Columns, line: &str) -> Result<Vec<Value>, String> {
+    let object = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => return Err("not a JSON object".into()),
+        Err(e) => return Err(format!("not JSON: {e}")),
+    };
+    columns
+        .names
+        .iter()
+        .zip(&columns.specs)
+        .map(|(name, spec)| {
+            let key = spec.from.as_deref().unwrap_or(name);
+            let text = match object.get(key) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+            };
+            parse_value(name, spec, text.as_deref())
+        })
+        .collect()
+}
+
+/// A csv record written back as a line (the raw row of a reject).
+fn raw_csv(record: &csv::StringRecord, step: &LoadStep) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(
+            step.source
+                .delimiter
+                .and_then(|d| u8::try_from(d).ok())
+                .unwrap_or(b','),
+        )
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(record);
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\n')
+        .to_owned()
+}
+
+/// Counts of a load.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    read: u64,
+    loaded: u64,
+    rejected: u64,
+}
+
+/// The statements of a load on one dialect.
+struct Plan {
+    dialect: Dialect,
+    /// The table rows go into during the load (the target, or the staging table of `replace`).
+    into: String,
+    target: String,
+    /// `replace`: the staging table and its column definitions.
+    staging: Option<(String, String)>,
+    rejects: String,
+    column_list: String,
+    create_target: Option<String>,
+    create_rejects: String,
+    on_error: OnError,
+    max: Option<RejectLimit>,
+    batch: usize,
+}
+
+impl Plan {
+    fn new(step: &LoadStep, dialect: Dialect, columns: &Columns) -> Result<Plan, LoadError> {
+        let target = dialect
+            .ident(&step.target.table)
+            .map_err(LoadError::fatal)?;
+        let staging_name = format!("{}__weir_new", step.target.table);
+        let staging = (step.mode == LoadMode::Replace)
+            .then(|| dialect.ident(&staging_name))
+            .transpose()
+            .map_err(LoadError::fatal)?;
+        let rejects = dialect
+            .ident(&format!("{}__rejects", step.target.table))
+            .map_err(LoadError::fatal)?;
+        let quoted: Vec<String> = columns
+            .names
+            .iter()
+            .map(|n| dialect.ident(n))
+            .collect::<Result<_, _>>()
+            .map_err(LoadError::fatal)?;
+        let definition = quoted
+            .iter()
+            .zip(&columns.specs)
+            .map(|(q, spec)| {
+                format!(
+                    "{q} {}{}",
+                    sql_type(dialect, spec.ty),
+                    if spec.not_null { " NOT NULL" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let create_target = match (step.mode, step.target.create) {
+            (LoadMode::Replace, _) => None,
+            (_, CreateMode::IfMissing) => Some(format!(
+                "CREATE TABLE IF NOT EXISTS {target} ({definition})"
+            )),
+            (_, CreateMode::Never) => None,
+        };
+        let text = sql_type(dialect, ColumnType::Text);
+        let create_rejects = format!(
+            "CREATE TABLE IF NOT EXISTS {rejects} (run_id {text} NOT NULL, task_id {text} NOT NULL, \
+             source_file {text} NOT NULL, line_number BIGINT NOT NULL, raw_row {text} NOT NULL, reason {text} NOT NULL, \
+             rejected_at {} NOT NULL)",
+            sql_type(dialect, ColumnType::Timestamptz)
+        );
+        let (on_error, max) = match &step.rejects {
+            Some(r) => (r.on_error, r.max.clone()),
+            None => (OnError::Fail, None),
+        };
+        let into = staging.clone().unwrap_or_else(|| target.clone());
+        Ok(Plan {
+            dialect,
+            into,
+            target,
+            staging: staging.map(|s| (s, definition.clone())),
+            rejects,
+            column_list: quoted.join(", "),
+            create_target,
+            create_rejects,
+            on_error,
+            max,
+            batch: usize::try_from(step.batch_size)
+                .unwrap_or(10_000)
+                .clamp(1, 100_000),
+        })
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument distinct"
+    )]
+    async fn execute<DB>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+        files: &[PathBuf],
+        format: SourceFormat,
+        step: &LoadStep,
+        ctx: &LoadContext,
+        columns: &Columns,
+        log: &LogSink,
+    ) -> Result<Counts, LoadError>
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let mut ddl = Vec::new();
+        if let Some(create) = &self.create_target {
+            ddl.push(create.clone());
+        }
+        if let Some((name, definition)) = &self.staging {
+            ddl.push(format!("DROP TABLE IF EXISTS {name}"));
+            ddl.push(format!("CREATE TABLE {name} ({definition})"));
+        }
+        if self.on_error == OnError::Reject {
+            ddl.push(self.create_rejects.clone());
+        }
+        if self.dialect == Dialect::MySql {
+            // MySQL commits around DDL: tables are created before the transaction (an empty
+            // table, or an empty staging table, is all a failure can leave behind).
+            let mut conn = pool.acquire().await?;
+            for statement in &ddl {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            ddl.clear();
+        }
+        let mut tx = pool.begin().await?;
+        for statement in ddl {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if step.mode == LoadMode::TruncateInsert {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DELETE FROM {}", self.target)))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut counts = Counts::default();
+        let casts: Vec<Option<&str>> = columns
+            .specs
+            .iter()
+            .map(|s| match (self.dialect, s.ty) {
+                (Dialect::Postgres, ColumnType::Numeric) => Some("NUMERIC"),
+                (Dialect::Postgres, ColumnType::Json) => Some("JSONB"),
+                _ => None,
+            })
+            .collect();
+        let mut reader = RowReader::new(step, columns, format, files);
+        while let Some(rows) = reader.next_batch(self.batch)? {
+            self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
+                .await?;
+        }
+        if let Some(limit) = &self.max
+            && exceeds(limit, counts.rejected, counts.read)
+        {
+            return Err(LoadError::fatal(format!(
+                "{} of {} row(s) rejected, more than `max` allows; see {} (nothing was loaded)",
+                counts.rejected, counts.read, self.rejects
+            )));
+        }
+        if let Some((name, _)) = &self.staging {
+            let bare = step
+                .target
+                .table
+                .rsplit('.')
+                .next()
+                .unwrap_or(&step.target.table);
+            let bare = self.dialect.ident(bare).map_err(LoadError::fatal)?;
+            match self.dialect {
+                // Transactional DDL: the swap commits with the rows.
+                Dialect::Postgres | Dialect::Sqlite => {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP TABLE IF EXISTS {}; ALTER TABLE {name} RENAME TO {bare}",
+                        self.target
+                    )))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                // DDL commits implicitly: commit the rows, then one atomic RENAME TABLE.
+                Dialect::MySql => {
+                    tx.commit().await?;
+                    let old = self
+                        .dialect
+                        .ident(&format!("{}__weir_old", step.target.table))
+                        .map_err(LoadError::fatal)?;
+                    let mut conn = pool.acquire().await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
+                        .execute(&mut *conn)
+                        .await?;
+                    let exists = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "SELECT 1 FROM {} LIMIT 0",
+                        self.target
+                    )))
+                    .execute(&mut *conn)
+                    .await
+                    .is_ok();
+                    let rename = if exists {
+                        format!(
+                            "RENAME TABLE {} TO {old}, {name} TO {}",
+                            self.target, self.target
+                        )
+                    } else {
+                        format!("RENAME TABLE {name} TO {}", self.target)
+                    };
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(rename))
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+        } else {
+            tx.commit().await?;
+        }
+        if counts.read != counts.loaded + counts.rejected {
+            // The invariant is structural; this would be a bug, and must not pass silently.
+            return Err(LoadError::fatal(format!(
+                "internal error: read {} != loaded {} + rejected {}",
+                counts.read, counts.loaded, counts.rejected
+            )));
+        }
+        Ok(counts)
+    }
+
+    /// Inserts one batch: parsed rows in one multi-row INSERT (inside a savepoint); if the
+    /// database refuses it, row by row (each in a savepoint) to reject only the bad rows.
+    async fn write_batch<DB>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, DB>,
+        rows: Vec<InputRow>,
+        casts: &[Option<&str>],
+        ctx: &LoadContext,
+        counts: &mut Counts,
+        log: &LogSink,
+    ) -> Result<(), LoadError>
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        let mut good: Vec<(Vec<Value>, Reject)> = Vec::with_capacity(rows.len());
+        let mut rejects = Vec::new();
+        for row in rows {
+            let at = Reject {
+                file: row.file,
+                line: row.line,
+                raw: row.raw,
+                reason: String::new(),
+            };
+            match row.parsed {
+                Ok(values) => good.push((values, at)),
+                Err(reason) => rejects.push(Reject { reason, ..at }),
+            }
+        }
+        if !good.is_empty() {
+            let values: Vec<&Vec<Value>> = good.iter().map(|(v, _)| v).collect();
+            let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+            let inserted = self.insert(&mut sp, &values, casts).await;
+            match inserted {
+                Ok(()) => {
+                    sp.commit().await?;
+                    counts.loaded += u64::try_from(good.len()).unwrap_or(u64::MAX);
+                }
+                Err(batch_error) => {
+                    sp.rollback().await?;
+                    tracing::debug!(error = %batch_error, "batch refused; retrying row by row");
+                    for (values, at) in good {
+                        let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+                        match self.insert(&mut sp, &[&values], casts).await {
+                            Ok(()) => {
+                                sp.commit().await?;
+                                counts.loaded += 1;
+                            }
+                            Err(e) => {
+                                sp.rollback().await?;
+                                rejects.push(Reject {
+                                    reason: database_reason(&e),
+                                    ..at
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        if self.on_error == OnError::Fail {
+            let first = &rejects[0];
+            return Err(LoadError::fatal(format!(
+                "{} line {}: {} (nothing was loaded; set `rejects: {{on_error: reject}}` to load the other rows)",
+                first.file, first.line, first.reason
+            )));
+        }
+        counts.rejected += u64::try_from(rejects.len()).unwrap_or(u64::MAX);
+        if let Some(RejectLimit::Count(max)) = &self.max
+            && counts.rejected > *max
+        {
+            return Err(LoadError::fatal(format!(
+                "more than {max} row(s) rejected (the last: {} line {}: {}); nothing was loaded",
+                rejects[rejects.len() - 1].file,
+                rejects[rejects.len() - 1].line,
+                rejects[rejects.len() - 1].reason
+            )));
+        }
+        for r in rejects.iter().take(3) {
+            log.note(format!("rejected {} line {}: {}", r.file, r.line, r.reason));
+        }
+        let now = Utc::now();
+        let mut insert = sqlx::QueryBuilder::<DB>::new(format!(
+            "INSERT INTO {} (run_id, task_id, source_file, line_number, raw_row, reason, rejected_at) ",
+            self.rejects
+        ));
+        insert.push_values(&rejects, |mut b, r| {
+            b.push_bind(ctx.run_id.clone())
+                .push_bind(ctx.task_id.clone())
+                .push_bind(r.file.clone())
+                .push_bind(i64::try_from(r.line).unwrap_or(i64::MAX))
+                .push_bind(r.raw.clone())
+                .push_bind(r.reason.clone())
+                .push_bind(now);
+        });
+        insert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    async fn insert<DB>(
+        &self,
+        conn: &mut sqlx::Transaction<'_, DB>,
+        rows: &[&Vec<Value>],
+        casts: &[Option<&str>],
+    ) -> Result<(), sqlx::Error>
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        // Binds per statement stay under SQLite's 32,766 and Postgres's 65,535.
+        let per_statement = (30_000 / casts.len().max(1)).max(1);
+        for chunk in rows.chunks(per_statement) {
+            let mut q = sqlx::QueryBuilder::<DB>::new(format!(
+                "INSERT INTO {} ({}) VALUES ",
+                self.into, self.column_list
+            ));
+            for (r, row) in chunk.iter().enumerate() {
+                if r > 0 {
+                    q.push(", ");
+                }
+                q.push("(");
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        q.push(", ");
+                    }
+                    let cast = casts.get(i).copied().flatten();
+                    if cast.is_some() {
+                        q.push("CAST(");
+                    }
+                    match value.clone() {
+                        Value::Int(v) => q.push_bind(v),
+                        Value::BigInt(v) => q.push_bind(v),
+                        Value::Float(v) => q.push_bind(v),
+                        Value::Text(v) => q.push_bind(v),
+                        Value::Bool(v) => q.push_bind(v),
+                        Value::Date(v) => q.push_bind(v),
+                        Value::Timestamp(v) => q.push_bind(v),
+                        Value::TimestampTz(v) => q.push_bind(v),
+                    };
+                    if let Some(c) = cast {
+                        q.push(format!(" AS {c})"));
+                    }
+                }
+                q.push(")");
+            }
+            q.build().execute(&mut **conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The database's own words for a refused row.
+fn database_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => format!("refused by the database: {}", d.message()),
+        other => format!("refused by the database: {other}"),
+    }
+}
+
+fn exceeds(limit: &RejectLimit, rejected: u64, read: u64) -> bool {
+    match limit {
+        RejectLimit::Count(n) => rejected > *n,
+        RejectLimit::Percent(p) => {
+            let share: f64 = p.trim_end_matches('%').trim().parse().unwrap_or(0.0);
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "row counts fit f64 exactly below 2^53"
+            )]
+            let over = (rejected as f64) > (read as f64) * share / 100.0;
+            over
+        }
+    }
+}
+
+fn sql_type(dialect: Dialect, ty: ColumnType) -> &'static str {
+    match (dialect, ty) {
+        (Dialect::Postgres, ColumnType::Int) => "INTEGER",
+        (Dialect::Postgres, ColumnType::Bigint) => "BIGINT",
+        (Dialect::Postgres, ColumnType::Float) => "DOUBLE PRECISION",
+        (Dialect::Postgres, ColumnType::Numeric) => "NUMERIC",
+        (Dialect::Postgres, ColumnType::Text) => "TEXT",
+        (Dialect::Postgres, ColumnType::Bool) => "BOOLEAN",
+        (Dialect::Postgres, ColumnType::Date) => "DATE",
+        (Dialect::Postgres, ColumnType::Timestamp) => "TIMESTAMP",
+        (Dialect::Postgres, ColumnType::Timestamptz) => "TIMESTAMPTZ",
+        (Dialect::Postgres, ColumnType::Json) => "JSONB",
+        (Dialect::MySql, ColumnType::Int) => "INT",
+        (Dialect::MySql, ColumnType::Bigint) => "BIGINT",
+        (Dialect::MySql, ColumnType::Float) => "DOUBLE",
+        (Dialect::MySql, ColumnType::Numeric) => "DECIMAL(38, 10)",
+        (Dialect::MySql, ColumnType::Text) => "TEXT",
+        (Dialect::MySql, ColumnType::Bool) => "BOOLEAN",
+        (Dialect::MySql, ColumnType::Date) => "DATE",
+        (Dialect::MySql, ColumnType::Timestamp | ColumnType::Timestamptz) => "DATETIME(6)",
+        (Dialect::MySql, ColumnType::Json) => "JSON",
+        (Dialect::Sqlite, ColumnType::Int | ColumnType::Bigint | ColumnType::Bool) => "INTEGER",
+        (Dialect::Sqlite, ColumnType::Float) => "REAL",
+        (Dialect::Sqlite, ColumnType::Numeric) => "NUMERIC",
+        (Dialect::Sqlite, _) => "TEXT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ty: ColumnType, not_null: bool, format: Option<&str>) -> ColumnSpec {
+        ColumnSpec {
+            ty,
+            not_null,
+            from: None,
+            format: format.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn fields_parse_by_type_and_empty_is_null() {
+        assert_eq!(
+            parse_value("n", &spec(ColumnType::Int, false, None), Some(" 42 ")),
+            Ok(Value::Int(Some(42)))
+        );
+        assert_eq!(
+            parse_value("n", &spec(ColumnType::Int, false, None), Some("")),
+            Ok(Value::Int(None))
+        );
+        assert!(
+            parse_value("n", &spec(ColumnType::Int, true, None), Some(""))
+                .unwrap_err()
+                .contains("not_null")
+        );
+        assert!(
+            parse_value("n", &spec(ColumnType::Int, false, None), Some("4x"))
+                .unwrap_err()
+                .contains("not an int")
+        );
+        assert!(parse_value("n", &spec(ColumnType::Numeric, false, None), Some("1.2.3")).is_err());
+        assert_eq!(
+            parse_value("n", &spec(ColumnType::Numeric, false, None), Some("-1.50")),
+            Ok(Value::Text(Some("-1.50".into())))
+        );
+        assert_eq!(
+            parse_value(
+                "d",
+                &spec(ColumnType::Date, false, Some("%d/%m/%Y")),
+                Some("31/01/2024")
+            ),
+            Ok(Value::Date(NaiveDate::from_ymd_opt(2024, 1, 31)))
+        );
+        let tz = parse_value(
+            "t",
+            &spec(ColumnType::Timestamptz, false, None),
+            Some("2021-11-07T01:30:00Z"),
+        )
+        .expect("ts");
+        assert_eq!(
+            tz,
+            Value::TimestampTz(Some("2021-11-07T01:30:00Z".parse().expect("dt")))
+        );
+        assert!(parse_value("j", &spec(ColumnType::Json, false, None), Some("{bad")).is_err());
+        assert_eq!(
+            parse_value("b", &spec(ColumnType::Bool, false, None), Some("Yes")),
+            Ok(Value::Bool(Some(true)))
+        );
+    }
+
+    #[test]
+    fn reject_limits_count_or_share() {
+        assert!(!exceeds(&RejectLimit::Count(2), 2, 100));
+        assert!(exceeds(&RejectLimit::Count(2), 3, 100));
+        assert!(!exceeds(&RejectLimit::Percent("5%".into()), 5, 100));
+        assert!(exceeds(&RejectLimit::Percent("5%".into()), 6, 100));
+    }
+}
