@@ -612,3 +612,94 @@ tasks:
         );
     }
 }
+
+/// A load killed mid-way (SIGKILL of the process running it, batches already sent) leaves
+/// the target exactly as before: on Postgres, not even the table it was creating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_mid_way_leaves_nothing() {
+    use std::io::{BufRead, Write};
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("big.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv"));
+        writeln!(w, "id,name").expect("write");
+        for i in 0..400_000 {
+            writeln!(w, "{i},name number {i}").expect("write");
+        }
+    }
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/big.yaml"),
+        format!(
+            "id: big\ntasks:\n  load:\n    kind: load\n    source: {{file: \"{}\", format: csv}}\n    target: {{conn: wh, table: big}}\n    columns:\n      id: {{type: bigint}}\n      name: {{type: text}}\n    batch_size: 1000\n",
+            csv.display()
+        ),
+    )
+    .expect("dag");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["tasks", "test", "big", "load"])
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_CONN_WH", &data.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start weir");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("loading 1 file(s)"));
+    assert!(started, "the load never started");
+    // Let batches go in: rows sit in the open transaction.
+    let pool = sqlx::PgPool::connect(&data.url).await.expect("connect");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let inserting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and query like 'INSERT INTO \"big\"%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        if inserting > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the load finished before it could be killed; make the file bigger"
+        );
+        assert!(std::time::Instant::now() < deadline, "no insert seen");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    // The server notices the closed connection and rolls back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        if open == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed session lingers"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let tables: i64 = sqlx::query_scalar(
+        "select count(*) from information_schema.tables where table_name in ('big', 'big__rejects')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("tables");
+    assert_eq!(tables, 0, "the killed load left a table behind");
+    pool.close().await;
+}
