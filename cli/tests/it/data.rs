@@ -703,3 +703,109 @@ async fn a_load_killed_mid_way_leaves_nothing() {
     assert_eq!(tables, 0, "the killed load left a table behind");
     pool.close().await;
 }
+
+/// Parses a NYT `date,cases,deaths` file into date → (cases, deaths), independently of weir.
+fn nyt(path: &std::path::Path) -> std::collections::BTreeMap<String, (String, String)> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), (f[1].to_owned(), f[2].to_owned()))
+        })
+        .collect()
+}
+
+/// Upserts of the three real NYT downloads (later ones revise earlier days): inserted,
+/// updated and unchanged counts as computed here from the files, an unchanged row not
+/// rewritten, and the table equal to the last download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_of_the_covid_downloads_count_revisions_as_updates() {
+    let covid = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/covid");
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let dag = format!(
+            r#"id: covid
+params:
+  snapshot: us_v1
+tasks:
+  load:
+    kind: load
+    source: {{file: "{}/{{{{ params.snapshot }}}}.csv", format: csv}}
+    target: {{conn: wh, table: covid_us}}
+    columns:
+      date: {{type: date, not_null: true}}
+      cases: {{type: bigint, not_null: true}}
+      deaths: {{type: bigint, not_null: true}}
+    mode: upsert
+    key: [date]
+"#,
+            covid.display()
+        );
+        let mut engine = engine_with(&data, &meta, &[("covid.yaml", &dag)]).await;
+        let mut held: std::collections::BTreeMap<String, (String, String)> = Default::default();
+        let mut revisions = 0;
+        for snapshot in ["us_v1", "us_v2", "us_v3"] {
+            let file = nyt(&covid.join(format!("{snapshot}.csv")));
+            let inserted = file.keys().filter(|d| !held.contains_key(*d)).count();
+            let updated = file
+                .iter()
+                .filter(|(d, v)| held.get(*d).is_some_and(|h| h != *v))
+                .count();
+            let unchanged = file
+                .iter()
+                .filter(|(d, v)| held.get(*d) == Some(*v))
+                .count();
+            engine.clock.advance(chrono::Duration::seconds(5));
+            let run = engine
+                .trigger("covid", serde_json::json!({"snapshot": snapshot}))
+                .await;
+            engine.drive(&run.run_id).await;
+            let ti = engine.tasks(&run.run_id).await.remove(0);
+            assert_eq!(
+                ti.state,
+                TaskState::Success,
+                "{backend:?} {snapshot}: {:?}",
+                ti.error
+            );
+            let out = ti.outputs.clone().expect("outputs");
+            assert_eq!(
+                [
+                    &out["rows_read"],
+                    &out["rows_inserted"],
+                    &out["rows_updated"],
+                    &out["rows_unchanged"],
+                    &out["rows_rejected"]
+                ],
+                [
+                    &serde_json::json!(file.len()),
+                    &serde_json::json!(inserted),
+                    &serde_json::json!(updated),
+                    &serde_json::json!(unchanged),
+                    &serde_json::json!(0)
+                ],
+                "{backend:?} {snapshot}: {out}"
+            );
+            revisions += updated;
+            held.extend(file);
+        }
+        // The revisions really happened (the test would prove nothing otherwise).
+        assert!(
+            revisions > 100 && held.len() > 800,
+            "{revisions} {}",
+            held.len()
+        );
+        let total_cases: u64 = held
+            .values()
+            .map(|(c, _)| c.parse::<u64>().expect("int"))
+            .sum();
+        assert_eq!(
+            query_text(&data, "select count(*), sum(cases) from covid_us").await,
+            [[Some(held.len().to_string()), Some(total_cases.to_string())]],
+            "{backend:?}"
+        );
+    }
+}

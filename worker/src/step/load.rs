@@ -133,9 +133,6 @@ async fn load(
             "load: {what} is not built yet in this version of weir"
         ))
     };
-    if step.mode == LoadMode::Upsert {
-        return Err(not_built("mode `upsert`"));
-    }
     if step.incremental.is_some() {
         return Err(not_built("`incremental`"));
     }
@@ -177,12 +174,20 @@ async fn load(
         }
     };
     let mut out = serde_json::Map::new();
+    let (inserted, updated) = if step.mode == LoadMode::Upsert {
+        (counts.inserted, counts.updated)
+    } else {
+        (counts.loaded, 0)
+    };
     for (k, v) in [
         ("rows_read", counts.read),
         ("rows_loaded", counts.loaded),
-        ("rows_inserted", counts.loaded),
-        ("rows_updated", 0),
-        ("rows_unchanged", 0),
+        ("rows_inserted", inserted),
+        ("rows_updated", updated),
+        (
+            "rows_unchanged",
+            counts.loaded.saturating_sub(inserted + updated),
+        ),
         ("rows_rejected", counts.rejected),
     ] {
         out.insert(k.into(), v.into());
@@ -620,6 +625,9 @@ struct Counts {
     read: u64,
     loaded: u64,
     rejected: u64,
+    /// `upsert` only: rows whose key was new, and rows that changed an existing row.
+    inserted: u64,
+    updated: u64,
 }
 
 /// The statements of a load on one dialect.
@@ -628,8 +636,12 @@ struct Plan {
     /// The table rows go into during the load (the target, or the staging table of `replace`).
     into: String,
     target: String,
-    /// `replace`: the staging table and its column definitions.
+    /// `replace` and `upsert`: the staging table and its column definitions.
     staging: Option<(String, String)>,
+    /// Quoted key columns (`upsert`).
+    keys: Vec<String>,
+    /// Merge the staging table into the target rather than swap it in.
+    upsert: bool,
     rejects: String,
     column_list: String,
     create_target: Option<String>,
@@ -644,11 +656,25 @@ impl Plan {
         let target = dialect
             .ident(&step.target.table)
             .map_err(LoadError::fatal)?;
-        let staging_name = format!("{}__weir_new", step.target.table);
-        let staging = (step.mode == LoadMode::Replace)
-            .then(|| dialect.ident(&staging_name))
+        let staging_name = match step.mode {
+            LoadMode::Replace => Some(format!("{}__weir_new", step.target.table)),
+            LoadMode::Upsert => Some(format!("{}__weir_stage", step.target.table)),
+            _ => None,
+        };
+        let staging = staging_name
+            .map(|n| dialect.ident(&n))
             .transpose()
             .map_err(LoadError::fatal)?;
+        if step.mode == LoadMode::Upsert {
+            if step.key.is_empty() {
+                return Err(LoadError::fatal("mode `upsert` needs `key`"));
+            }
+            if let Some(missing) = step.key.iter().find(|k| !columns.names.contains(k)) {
+                return Err(LoadError::fatal(format!(
+                    "key column `{missing}` is not a loaded column"
+                )));
+            }
+        }
         let rejects = dialect
             .ident(&format!("{}__rejects", step.target.table))
             .map_err(LoadError::fatal)?;
@@ -660,16 +686,30 @@ impl Plan {
             .map_err(LoadError::fatal)?;
         let definition = quoted
             .iter()
+            .zip(&columns.names)
             .zip(&columns.specs)
-            .map(|(q, spec)| {
-                format!(
-                    "{q} {}{}",
-                    sql_type(dialect, spec.ty),
-                    if spec.not_null { " NOT NULL" } else { "" }
-                )
+            .map(|((q, name), spec)| {
+                let ty = match (dialect, spec.ty) {
+                    // MySQL indexes text only with a length: key columns are VARCHAR.
+                    (Dialect::MySql, ColumnType::Text) if step.key.contains(name) => "VARCHAR(255)",
+                    (d, t) => sql_type(d, t),
+                };
+                format!("{q} {ty}{}", if spec.not_null { " NOT NULL" } else { "" })
             })
             .collect::<Vec<_>>()
             .join(", ");
+        let keys: Vec<String> = step
+            .key
+            .iter()
+            .map(|k| dialect.ident(k))
+            .collect::<Result<_, _>>()
+            .map_err(LoadError::fatal)?;
+        // The staging table of an upsert refuses a key twice: the later row is rejected.
+        let staging_definition = if step.mode == LoadMode::Upsert {
+            format!("{definition}, PRIMARY KEY ({})", keys.join(", "))
+        } else {
+            definition.clone()
+        };
         let create_target = match (step.mode, step.target.create) {
             (LoadMode::Replace, _) => None,
             (_, CreateMode::IfMissing) => Some(format!(
@@ -693,7 +733,9 @@ impl Plan {
             dialect,
             into,
             target,
-            staging: staging.map(|s| (s, definition.clone())),
+            staging: staging.map(|s| (s, staging_definition)),
+            keys,
+            upsert: step.mode == LoadMode::Upsert,
             rejects,
             column_list: quoted.join(", "),
             create_target,
@@ -735,6 +777,8 @@ impl Plan {
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'r> Option<String>: sqlx::Decode<'r, DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
     {
         let mut ddl = Vec::new();
         if let Some(create) = &self.create_target {
@@ -792,7 +836,28 @@ impl Plan {
                 counts.rejected, counts.read, self.rejects
             )));
         }
-        if let Some((name, _)) = &self.staging {
+        if self.upsert
+            && let Some((stage, _)) = &self.staging
+        {
+            let merged = self.merge(&mut tx, stage, columns).await?;
+            counts.updated = merged.0;
+            counts.inserted = merged.1;
+            match self.dialect {
+                Dialect::Postgres | Dialect::Sqlite => {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {stage}")))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                }
+                Dialect::MySql => {
+                    tx.commit().await?;
+                    let mut conn = pool.acquire().await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {stage}")))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+        } else if let Some((name, _)) = &self.staging {
             let bare = step
                 .target
                 .table
@@ -856,6 +921,101 @@ impl Plan {
             )));
         }
         Ok(counts)
+    }
+
+    /// Merges the staging table into the target: rows whose key exists and whose other columns
+    /// differ are updated (an unchanged row is not rewritten); rows with a new key are inserted.
+    /// Returns (updated, inserted).
+    async fn merge<DB>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, DB>,
+        stage: &str,
+        columns: &Columns,
+    ) -> Result<(u64, u64), LoadError>
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'r> Option<String>: sqlx::Decode<'r, DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
+    {
+        let d = self.dialect;
+        let quoted: Vec<String> = columns
+            .names
+            .iter()
+            .map(|n| d.ident(n))
+            .collect::<Result<_, _>>()
+            .map_err(LoadError::fatal)?;
+        let others: Vec<&String> = quoted.iter().filter(|q| !self.keys.contains(q)).collect();
+        let join = self
+            .keys
+            .iter()
+            .map(|k| format!("t.{k} = s.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let updated = if others.is_empty() {
+            0
+        } else {
+            let differs = others
+                .iter()
+                .map(|c| match d {
+                    Dialect::Postgres => format!("t.{c} IS DISTINCT FROM s.{c}"),
+                    Dialect::Sqlite => format!("t.{c} IS NOT s.{c}"),
+                    Dialect::MySql => format!("NOT (t.{c} <=> s.{c})"),
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            // Counted before the statements run (a generic result has no row count).
+            let changed = count(
+                tx,
+                &format!(
+                    "SELECT COUNT(*) FROM {stage} AS s JOIN {} AS t ON {join} WHERE {differs}",
+                    self.target
+                ),
+            )
+            .await?;
+            let sql = match d {
+                Dialect::Postgres | Dialect::Sqlite => format!(
+                    "UPDATE {} AS t SET {} FROM {stage} AS s WHERE {join} AND ({differs})",
+                    self.target,
+                    others
+                        .iter()
+                        .map(|c| format!("{c} = s.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Dialect::MySql => format!(
+                    "UPDATE {} AS t JOIN {stage} AS s ON {join} SET {} WHERE {differs}",
+                    self.target,
+                    others
+                        .iter()
+                        .map(|c| format!("t.{c} = s.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut **tx)
+                .await?;
+            changed
+        };
+        let list = quoted.join(", ");
+        let from_stage = quoted
+            .iter()
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let new_keys = format!(
+            "FROM {stage} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {join})",
+            self.target
+        );
+        let inserted = count(tx, &format!("SELECT COUNT(*) {new_keys}")).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} ({list}) SELECT {from_stage} {new_keys}",
+            self.target
+        )))
+        .execute(&mut **tx)
+        .await?;
+        Ok((updated, inserted))
     }
 
     /// Inserts one batch: parsed rows in one multi-row INSERT (inside a savepoint); if the
@@ -1032,6 +1192,25 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// `SELECT COUNT(*) ...` inside the transaction.
+async fn count<DB>(tx: &mut sqlx::Transaction<'static, DB>, sql: &str) -> Result<u64, LoadError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> Option<String>: sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row;
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut **tx)
+        .await?;
+    let text: Option<String> = row.try_get_unchecked(0)?;
+    text.as_deref()
+        .unwrap_or("0")
+        .parse()
+        .map_err(|_| LoadError::fatal(format!("a count came back as {text:?}")))
 }
 
 /// The database's own words for a refused row.
