@@ -299,9 +299,14 @@ fn csv_reader(step: &LoadStep, path: &Path) -> Result<csv::Reader<std::fs::File>
         .map_err(|e| LoadError::fatal(format!("{}: {e}", path.display())))
 }
 
-/// Parses one field as a column's type. Empty text is NULL.
-fn parse_value(column: &str, spec: &ColumnSpec, text: Option<&str>) -> Result<Value, String> {
-    let text = text.map(str::trim).filter(|t| !t.is_empty());
+/// Parses one field as a column's type. `None` is NULL (an empty CSV field, a JSON null or a
+/// missing key). Text is kept exactly as written (a JSON `""` stays an empty string); other
+/// types ignore surrounding spaces, and blank is NULL.
+fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<Value, String> {
+    let text = match spec.ty {
+        ColumnType::Text => field,
+        _ => field.map(str::trim).filter(|t| !t.is_empty()),
+    };
     if text.is_none() && spec.not_null {
         return Err(format!("`{column}` is empty but not_null"));
     }
@@ -575,7 +580,10 @@ fn parse_csv(
         .iter()
         .zip(&columns.specs)
         .zip(at)
-        .map(|((name, spec), FieldAt(i))| parse_value(name, spec, record.get(*i)))
+        // An empty CSV field is NULL: CSV has no other way to write it.
+        .map(|((name, spec), FieldAt(i))| {
+            parse_value(name, spec, record.get(*i).filter(|f| !f.is_empty()))
+        })
         .collect()
 }
 

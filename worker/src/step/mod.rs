@@ -1,5 +1,6 @@
 //! One executor per step kind. Each takes a rendered step and returns a [`TaskOutcome`].
 
+pub mod export;
 pub mod guard;
 pub mod load;
 pub mod migrate;
@@ -43,6 +44,7 @@ pub async fn execute(
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }
+        Step::Export(x) => bounded(export::run(x, conns, log), timeout, log, cancel).await,
         Step::Validate(v) => bounded(validate::run(v, conns, log), timeout, log, cancel).await,
         Step::Migrate(m) => {
             bounded(
@@ -55,7 +57,7 @@ pub async fn execute(
         }
         other => {
             let error = format!(
-                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, load, validate and noop run)",
+                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, load, validate, export and noop run)",
                 other.kind()
             );
             log.note(&error);
