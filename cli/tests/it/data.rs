@@ -920,3 +920,118 @@ tasks:
         );
     }
 }
+
+/// A MariaDB table copied into Postgres by a load with a database source keeps its rows and
+/// types; count and row-checksum reconciliation across the two servers passes, then names the
+/// missing, extra and changed keys after the target is tampered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_from_mariadb_to_postgres_reconciles_by_count_and_checksum() {
+    let meta = TestDb::sqlite().await;
+    let legacy = TestDataDb::new(DataBackend::MariaDb).await;
+    let warehouse = TestDataDb::new(DataBackend::Postgres).await;
+    let dag = r#"id: copy
+tasks:
+  seed:
+    kind: sql
+    conn: legacy
+    sql:
+      - "create table staff (id integer primary key, name varchar(40), salary decimal(10, 2), hired datetime, active boolean)"
+      - "insert into staff values (1, 'Ada', 1200.50, '2021-01-02 03:04:05', true), (2, 'Grace, \"Amazing\"', NULL, '2021-06-30 00:00:00', false), (3, NULL, 99.00, NULL, NULL)"
+  copy:
+    kind: load
+    depends_on: [seed]
+    source: {conn: legacy, table: staff}
+    target: {conn: warehouse, table: staff_copy}
+    mode: replace
+  reconcile:
+    kind: validate
+    depends_on: [copy]
+    checks:
+      - compare_count:
+          source: {conn: legacy, table: staff}
+          target: {conn: warehouse, table: staff_copy}
+      - compare_checksum:
+          source: {conn: legacy, table: staff}
+          target: {conn: warehouse, table: staff_copy}
+          key: [id]
+  tamper:
+    kind: sql
+    depends_on: [reconcile]
+    conn: warehouse
+    sql:
+      - "update staff_copy set salary = 1200.51 where id = 1"
+      - "delete from staff_copy where id = 2"
+      - "insert into staff_copy (id, name) values (4, 'Extra')"
+  recheck:
+    kind: validate
+    depends_on: [tamper]
+    checks:
+      - compare_checksum:
+          source: {conn: legacy, table: staff}
+          target: {conn: warehouse, table: staff_copy}
+          key: [id]
+"#;
+    let mut wcfg = worker_config();
+    wcfg.connections = [
+        ("legacy".to_owned(), legacy.url.clone()),
+        ("warehouse".to_owned(), warehouse.url.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let mut engine = Engine::with_worker(&meta, &[("copy.yaml", dag)], wcfg).await;
+    let run = engine.trigger("copy", serde_json::json!({})).await;
+    engine.drive(&run.run_id).await;
+    let tis = engine.tasks(&run.run_id).await;
+    let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+    for ok in ["seed", "copy", "reconcile", "tamper"] {
+        assert_eq!(
+            by_id(ok).state,
+            TaskState::Success,
+            "{ok}: {:?} {:?}",
+            by_id(ok).error,
+            by_id(ok).outputs
+        );
+    }
+    // Types came across: numeric and timestamp columns in Postgres.
+    assert_eq!(
+        query_text(
+            &warehouse,
+            "select column_name, data_type from information_schema.columns where table_name = 'staff_copy' order by ordinal_position"
+        )
+        .await,
+        [
+            [Some("id".to_owned()), Some("integer".to_owned())],
+            [Some("name".to_owned()), Some("text".to_owned())],
+            [Some("salary".to_owned()), Some("numeric".to_owned())],
+            [Some("hired".to_owned()), Some("timestamp without time zone".to_owned())],
+            [Some("active".to_owned()), Some("integer".to_owned())],
+        ]
+    );
+    let recheck = by_id("recheck");
+    assert_eq!(recheck.state, TaskState::Failed);
+    let out = recheck.outputs.clone().expect("outputs");
+    assert_eq!(
+        out["checks"][0]["observed"],
+        serde_json::json!({"source_rows": 3, "target_rows": 3, "missing": 1, "extra": 1, "changed": 1}),
+        "{out}"
+    );
+    let problems: Vec<(String, String)> = out["checks"][0]["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| {
+            (
+                s["key"].as_str().unwrap_or("").to_owned(),
+                s["problem"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("2".to_owned(), "missing in target".to_owned()),
+            ("4".to_owned(), "extra in target".to_owned()),
+            ("1".to_owned(), "changed".to_owned()),
+        ]
+    );
+}

@@ -136,42 +136,94 @@ async fn load(
     if step.incremental.is_some() {
         return Err(not_built("`incremental`"));
     }
-    let Some(pattern) = &step.source.file else {
-        return Err(not_built("a source other than `file`"));
-    };
-    let format = step.source.format.unwrap_or(SourceFormat::Csv);
-    if format == SourceFormat::Json {
-        return Err(not_built("`format: json` for files (use jsonl)"));
-    }
-    let files = matching_files(pattern)?;
     let started = Instant::now();
     let pool = conns.pool(&step.target.conn).await.map_err(|e| LoadError {
         retryable: e.retryable(),
         message: e.to_string(),
     })?;
     let dialect = Dialect::of(&pool);
-    let columns = columns(step, &files, format)?;
-    log.note(format!(
-        "loading {} file(s) matching `{pattern}` into `{}` ({:?}, {} column(s))",
-        files.len(),
-        step.target.table,
-        step.mode,
-        columns.names.len()
-    ));
+    let (input, columns) = if let Some(pattern) = &step.source.file {
+        let format = step.source.format.unwrap_or(SourceFormat::Csv);
+        if format == SourceFormat::Json {
+            return Err(not_built("`format: json` for files (use jsonl)"));
+        }
+        let files = matching_files(pattern)?;
+        let columns = columns(step, &files, format)?;
+        log.note(format!(
+            "loading {} file(s) matching `{pattern}` into `{}` ({:?}, {} column(s))",
+            files.len(),
+            step.target.table,
+            step.mode,
+            columns.names.len()
+        ));
+        (Input::Files { files, format }, columns)
+    } else if let Some(conn) = &step.source.conn {
+        let source = conns.pool(conn).await.map_err(|e| LoadError {
+            retryable: e.retryable(),
+            message: e.to_string(),
+        })?;
+        let (sql, label) = match (&step.source.table, &step.source.query) {
+            (Some(t), None) => (
+                format!(
+                    "SELECT * FROM {}",
+                    Dialect::of(&source).ident(t).map_err(LoadError::fatal)?
+                ),
+                format!("{conn}:{t}"),
+            ),
+            (None, Some(q)) => (q.clone(), format!("{conn}:query")),
+            _ => {
+                return Err(LoadError::fatal(
+                    "a database source needs `table` or `query`",
+                ));
+            }
+        };
+        let source_pool = source.clone();
+        let (names, rx) = stream_source(
+            source,
+            sql,
+            usize::try_from(step.batch_size).unwrap_or(10_000),
+        )
+        .await?;
+        let columns = match &step.columns {
+            Some(_) => columns(step, &[], SourceFormat::Csv)?,
+            None => {
+                // The target's types when it exists; else the source table's (a copy keeps
+                // its types); else text.
+                let mut types = table_types(&pool, &step.target.table).await?;
+                if types.is_empty()
+                    && let Some(t) = &step.source.table
+                {
+                    types = table_types(&source_pool, t).await?;
+                }
+                typed_columns(&names, &types)?
+            }
+        };
+        let at = columns
+            .names
+            .iter()
+            .zip(&columns.specs)
+            .map(|(n, spec)| {
+                let wanted = spec.from.as_deref().unwrap_or(n);
+                names.iter().position(|s| s == wanted).ok_or_else(|| {
+                    LoadError::fatal(format!("{label}: the source has no column `{wanted}`"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        log.note(format!(
+            "loading `{label}` into `{}` ({:?}, {} column(s))",
+            step.target.table,
+            step.mode,
+            columns.names.len()
+        ));
+        (Input::Database { rx, label, at }, columns)
+    } else {
+        return Err(not_built("an `http` source"));
+    };
     let plan = Plan::new(step, dialect, &columns)?;
     let counts = match &pool {
-        DataPool::Postgres(p) => {
-            plan.execute(p, &files, format, step, ctx, &columns, log)
-                .await?
-        }
-        DataPool::MySql(p) => {
-            plan.execute(p, &files, format, step, ctx, &columns, log)
-                .await?
-        }
-        DataPool::Sqlite(p) => {
-            plan.execute(p, &files, format, step, ctx, &columns, log)
-                .await?
-        }
+        DataPool::Postgres(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
+        DataPool::MySql(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
+        DataPool::Sqlite(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
     };
     let mut out = serde_json::Map::new();
     let (inserted, updated) = if step.mode == LoadMode::Upsert {
@@ -402,6 +454,173 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
             .transpose()?,
         ),
     })
+}
+
+/// Where rows come from.
+enum Input {
+    /// Files, in name order.
+    Files {
+        files: Vec<PathBuf>,
+        format: SourceFormat,
+    },
+    /// A query's rows, streamed from another connection by a task of their own.
+    Database {
+        rx: tokio::sync::mpsc::Receiver<Result<Vec<Option<String>>, String>>,
+        /// `conn:table`, for rejects.
+        label: String,
+        /// Source position of each loaded column.
+        at: Vec<usize>,
+    },
+}
+
+/// Starts streaming `sql` on `source` (rows as text); returns the column names (empty when
+/// there are no rows) and the rows, at most `buffer` ahead of the writer.
+async fn stream_source(
+    source: DataPool,
+    sql: String,
+    buffer: usize,
+) -> Result<
+    (
+        Vec<String>,
+        tokio::sync::mpsc::Receiver<Result<Vec<Option<String>>, String>>,
+    ),
+    LoadError,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
+    let (names_tx, names_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = match &source {
+            DataPool::Postgres(p) => produce(p, &sql, &tx, names_tx).await,
+            DataPool::MySql(p) => produce(p, &sql, &tx, names_tx).await,
+            DataPool::Sqlite(p) => produce(p, &sql, &tx, names_tx).await,
+        };
+        if let Err(e) = result {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    let names = names_rx.await.unwrap_or_default();
+    Ok((names, rx))
+}
+
+async fn produce<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<Option<String>>, String>>,
+    names_tx: tokio::sync::oneshot::Sender<Vec<String>>,
+) -> Result<(), String>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> Option<String>: sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use futures_util::TryStreamExt;
+    use sqlx::{Column, Row};
+    let mut names_tx = Some(names_tx);
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+        if let Some(n) = names_tx.take() {
+            let _ = n.send(row.columns().iter().map(|c| c.name().to_owned()).collect());
+        }
+        let values = (0..row.len())
+            .map(|i| {
+                row.try_get_unchecked::<Option<String>, _>(i)
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if tx.send(Ok(values)).await.is_err() {
+            // The load stopped reading (it failed): stop streaming.
+            return Ok(());
+        }
+    }
+    if let Some(n) = names_tx.take() {
+        let _ = n.send(Vec::new());
+    }
+    Ok(())
+}
+
+/// Columns named like the source's, typed from `types` (text where a name is not there).
+fn typed_columns(
+    source: &[String],
+    types: &std::collections::HashMap<String, ColumnType>,
+) -> Result<Columns, LoadError> {
+    if source.is_empty() {
+        return Err(LoadError::fatal(
+            "the source returned no rows and `columns` is not given: the table's shape is unknown",
+        ));
+    }
+    Ok(Columns {
+        names: source.to_vec(),
+        specs: source
+            .iter()
+            .map(|n| ColumnSpec {
+                ty: types.get(n).copied().unwrap_or(ColumnType::Text),
+                not_null: false,
+                from: None,
+                format: None,
+            })
+            .collect(),
+    })
+}
+
+/// A table's column types as load types (empty when the table does not exist).
+async fn table_types(
+    pool: &DataPool,
+    table: &str,
+) -> Result<std::collections::HashMap<String, ColumnType>, LoadError> {
+    let d = Dialect::of(pool);
+    let (schema, name) = match table.split_once('.') {
+        Some((s, n)) => (Some(s), n),
+        None => (None, table),
+    };
+    let literal = |v: &str| {
+        d.literal(&serde_json::Value::String(v.to_owned()))
+            .map_err(LoadError::fatal)
+    };
+    let sql = match d {
+        Dialect::Postgres => format!(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = {} AND table_schema = {}",
+            literal(name)?,
+            schema.map_or(Ok("current_schema()".to_owned()), literal)?
+        ),
+        Dialect::MySql => format!(
+            "SELECT column_name AS column_name, data_type AS data_type FROM information_schema.columns WHERE table_name = {} AND table_schema = {}",
+            literal(name)?,
+            schema.map_or(Ok("DATABASE()".to_owned()), literal)?
+        ),
+        Dialect::Sqlite => format!(
+            "SELECT name AS column_name, type AS data_type FROM pragma_table_info({})",
+            literal(name)?
+        ),
+    };
+    let found = super::sqltext::text_rows(pool, &sql, 10_000).await?;
+    Ok(found
+        .iter()
+        .filter_map(|r| {
+            let get = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            Some((
+                get("column_name")?,
+                column_type(&get("data_type")?.to_ascii_lowercase()),
+            ))
+        })
+        .collect())
+}
+
+/// A database's name of a column type, as a load column type.
+fn column_type(t: &str) -> ColumnType {
+    match t {
+        "integer" | "int" | "int4" | "smallint" | "tinyint" | "mediumint" => ColumnType::Int,
+        "bigint" | "int8" => ColumnType::Bigint,
+        "real" | "double precision" | "double" | "float" | "float8" => ColumnType::Float,
+        _ if t.starts_with("numeric") || t.starts_with("decimal") => ColumnType::Numeric,
+        "boolean" | "bool" => ColumnType::Bool,
+        "date" => ColumnType::Date,
+        "timestamp with time zone" | "timestamptz" => ColumnType::Timestamptz,
+        "timestamp without time zone" | "timestamp" | "datetime" => ColumnType::Timestamp,
+        "json" | "jsonb" => ColumnType::Json,
+        _ => ColumnType::Text,
+    }
 }
 
 /// Where a column's field is in a csv record.
@@ -756,15 +975,10 @@ impl Plan {
         })
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site, each argument distinct"
-    )]
     async fn execute<DB>(
         &self,
         pool: &sqlx::Pool<DB>,
-        files: &[PathBuf],
-        format: SourceFormat,
+        input: Input,
         step: &LoadStep,
         ctx: &LoadContext,
         columns: &Columns,
@@ -831,10 +1045,59 @@ impl Plan {
                 _ => None,
             })
             .collect();
-        let mut reader = RowReader::new(step, columns, format, files);
-        while let Some(rows) = reader.next_batch(self.batch)? {
-            self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
-                .await?;
+        match input {
+            Input::Files { files, format } => {
+                let mut reader = RowReader::new(step, columns, format, &files);
+                while let Some(rows) = reader.next_batch(self.batch)? {
+                    self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
+                        .await?;
+                }
+            }
+            Input::Database { mut rx, label, at } => {
+                let mut number = 0_u64;
+                loop {
+                    let mut rows = Vec::new();
+                    while rows.len() < self.batch {
+                        match rx.recv().await {
+                            Some(Ok(values)) => {
+                                number += 1;
+                                let parsed = columns
+                                    .names
+                                    .iter()
+                                    .zip(&columns.specs)
+                                    .zip(&at)
+                                    .map(|((n, spec), i)| {
+                                        parse_value(
+                                            n,
+                                            spec,
+                                            values.get(*i).and_then(Option::as_deref),
+                                        )
+                                    })
+                                    .collect();
+                                rows.push(InputRow {
+                                    file: label.clone(),
+                                    line: number,
+                                    raw: serde_json::to_string(&values).unwrap_or_default(),
+                                    parsed,
+                                });
+                            }
+                            // The source failed mid-way: nothing is committed.
+                            Some(Err(e)) => {
+                                return Err(LoadError {
+                                    message: format!("{label}: {e}"),
+                                    retryable: true,
+                                });
+                            }
+                            None => break,
+                        }
+                    }
+                    if rows.is_empty() {
+                        break;
+                    }
+                    self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
+                        .await?;
+                }
+            }
         }
         if let Some(limit) = &self.max
             && exceeds(limit, counts.rejected, counts.read)

@@ -7,8 +7,9 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 use weir_model::spec::{
-    AcceptedValuesCheck, Check, CheckSeverity, CheckSide, ColumnsCheck, CompareCountCheck,
-    FreshnessCheck, RangeCheck, RejectLimit, RowCountCheck, SqlCheck, ValidateStep,
+    AcceptedValuesCheck, Check, CheckSeverity, CheckSide, ColumnsCheck, CompareChecksumCheck,
+    CompareCountCheck, FreshnessCheck, RangeCheck, RejectLimit, RowCountCheck, SqlCheck,
+    ValidateStep,
 };
 
 use super::sqltext::{Dialect, scalar, text_rows};
@@ -163,9 +164,7 @@ async fn run_check(
         }
         Check::Sql(c) => sql(c, &pool_for(conns, c.conn.as_deref(), default).await?).await,
         Check::CompareCount(c) => compare_count(c, conns).await,
-        Check::CompareChecksum(_) => Err(CheckError::Broken(
-            "compare_checksum is not built yet in this version of weir".into(),
-        )),
+        Check::CompareChecksum(c) => compare_checksum(c, conns).await,
     }
 }
 
@@ -419,9 +418,185 @@ async fn compare_count(c: &CompareCountCheck, conns: &Connections) -> Result<Out
     })
 }
 
+/// A value as both sides of a comparison print it alike: timestamps in RFC 3339 UTC, numbers
+/// without trailing fractional zeros, booleans as 1/0 (Postgres prints `t`, MySQL `1`), NULL
+/// apart from any text.
+fn normalize(value: Option<&str>) -> String {
+    let Some(t) = value else {
+        return "\u{0}NULL".to_owned();
+    };
+    let looks_numeric = {
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && digits.chars().filter(|c| *c == '.').count() <= 1
+            && digits.chars().any(|c| c.is_ascii_digit())
+    };
+    if looks_numeric {
+        let mut n = t.to_owned();
+        if n.contains('.') {
+            n = n.trim_end_matches('0').trim_end_matches('.').to_owned();
+        }
+        let unsigned = n.strip_prefix('-').unwrap_or(&n);
+        let unsigned = unsigned.trim_start_matches('0');
+        let unsigned = if unsigned.is_empty() || unsigned.starts_with('.') {
+            format!("0{unsigned}")
+        } else {
+            unsigned.to_owned()
+        };
+        return if n.starts_with('-') && unsigned != "0" {
+            format!("-{unsigned}")
+        } else {
+            unsigned
+        };
+    }
+    match t {
+        "t" | "true" | "TRUE" => return "1".to_owned(),
+        "f" | "false" | "FALSE" => return "0".to_owned(),
+        _ => {}
+    }
+    if t.len() >= 10
+        && t.as_bytes()[4] == b'-'
+        && let Some(at) = parse_db_timestamp(t)
+    {
+        return at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    }
+    t.to_owned()
+}
+
+/// One side's rows as key → hash of the other columns, streamed in.
+async fn side_hashes(
+    side: &CheckSide,
+    key: &[String],
+    columns: &[String],
+    conns: &Connections,
+) -> Result<std::collections::HashMap<String, [u8; 32]>, CheckError> {
+    use sha2::{Digest, Sha256};
+    let pool = pool_for(conns, Some(&side.conn), None).await?;
+    let d = Dialect::of(&pool);
+    let from = match (&side.table, &side.query) {
+        (Some(t), None) => d.ident(t)?,
+        (None, Some(q)) => format!("({q}) q"),
+        _ => {
+            return Err(CheckError::Broken(
+                "each side needs `table` or `query`".into(),
+            ));
+        }
+    };
+    let wanted: Vec<&String> = key.iter().chain(columns.iter()).collect();
+    let select = if columns.is_empty() {
+        "*".to_owned()
+    } else {
+        wanted
+            .iter()
+            .map(|c| d.ident(c))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(", ")
+    };
+    let rows = text_rows(&pool, &format!("SELECT {select} FROM {from}"), usize::MAX).await?;
+    let mut out = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let text = |c: &str| row.get(c).and_then(|v| v.as_str()).map(str::to_owned);
+        for k in key {
+            if !row.contains_key(k) {
+                return Err(CheckError::Broken(format!(
+                    "key column `{k}` is not in the rows"
+                )));
+            }
+        }
+        let key_text = key
+            .iter()
+            .map(|k| normalize(text(k).as_deref()))
+            .collect::<Vec<_>>()
+            .join("\u{1f}");
+        let mut hasher = Sha256::new();
+        let mut names: Vec<&String> = row.keys().filter(|n| !key.contains(n)).collect();
+        if !columns.is_empty() {
+            names.retain(|n| columns.contains(n));
+        }
+        names.sort();
+        for n in names {
+            hasher.update(n.as_bytes());
+            hasher.update(b"=");
+            hasher.update(normalize(text(n).as_deref()).as_bytes());
+            hasher.update(b"\x1f");
+        }
+        out.insert(key_text, hasher.finalize().into());
+    }
+    Ok(out)
+}
+
+/// Row-level comparison of two tables (or queries), possibly on two databases: keys missing
+/// from the target, extra in the target, and rows whose other columns differ. Values are
+/// compared as normalized text (see `normalize`).
+async fn compare_checksum(
+    c: &CompareChecksumCheck,
+    conns: &Connections,
+) -> Result<Outcome, CheckError> {
+    if c.key.is_empty() {
+        return Err(CheckError::Broken("`key` is empty".into()));
+    }
+    let source = side_hashes(&c.source, &c.key, &c.columns, conns).await?;
+    let mut target = side_hashes(&c.target, &c.key, &c.columns, conns).await?;
+    let (source_rows, target_rows) = (source.len(), target.len());
+    let (mut missing, mut changed) = (Vec::new(), Vec::new());
+    for (k, h) in &source {
+        match target.remove(k) {
+            None => missing.push(k.clone()),
+            Some(t) if t != *h => changed.push(k.clone()),
+            Some(_) => {}
+        }
+    }
+    let mut extra: Vec<String> = target.into_keys().collect();
+    for list in [&mut missing, &mut changed, &mut extra] {
+        list.sort();
+    }
+    let samples: Vec<Value> = missing
+        .iter()
+        .map(|k| json!({"key": k, "problem": "missing in target"}))
+        .chain(
+            extra
+                .iter()
+                .map(|k| json!({"key": k, "problem": "extra in target"})),
+        )
+        .chain(
+            changed
+                .iter()
+                .map(|k| json!({"key": k, "problem": "changed"})),
+        )
+        .take(SAMPLES)
+        .collect();
+    Ok(Outcome {
+        passed: missing.is_empty() && extra.is_empty() && changed.is_empty(),
+        observed: json!({
+            "source_rows": source_rows,
+            "target_rows": target_rows,
+            "missing": missing.len(),
+            "extra": extra.len(),
+            "changed": changed.len(),
+        }),
+        samples,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_db_timestamp;
+    use super::{normalize, parse_db_timestamp};
+
+    #[test]
+    fn values_normalize_alike_across_databases() {
+        assert_eq!(normalize(Some("12.50")), normalize(Some("12.5")));
+        assert_eq!(normalize(Some("12.0")), "12");
+        assert_eq!(normalize(Some("-0.00")), "0");
+        assert_eq!(normalize(Some("007")), "7");
+        assert_eq!(normalize(Some("t")), normalize(Some("1")));
+        assert_eq!(
+            normalize(Some("2021-11-07 01:30:00+00")),
+            normalize(Some("2021-11-07T01:30:00Z"))
+        );
+        assert_ne!(normalize(None), normalize(Some("")));
+        assert_ne!(normalize(Some("12.5")), normalize(Some("12.51")));
+    }
 
     #[test]
     fn database_timestamps_parse() {
