@@ -110,13 +110,16 @@ impl Connections {
                     .map_err(failed)?,
             )
         } else if url.starts_with("sqlite:") {
+            // WAL: a step reading a table (a load's database source) does not block another
+            // writing on the same file.
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(failed)?
                 .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(CONNECT_TIMEOUT);
             DataPool::Sqlite(
                 SqlitePoolOptions::new()
-                    .max_connections(1)
+                    .max_connections(MAX_CONNECTIONS)
                     .connect_with(options)
                     .await
                     .map_err(failed)?,

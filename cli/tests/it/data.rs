@@ -1035,3 +1035,25 @@ tasks:
         ]
     );
 }
+
+/// A load whose source and target are one SQLite connection (a table copied within a file)
+/// does not wait on itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_within_one_sqlite_file_does_not_deadlock() {
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Sqlite).await;
+    let dag = "id: within\ntasks:\n  seed:\n    kind: sql\n    conn: wh\n    sql: [\"create table a (id integer, name text)\", \"insert into a values (1, 'x'), (2, 'y'), (3, 'z')\"]\n  copy:\n    kind: load\n    depends_on: [seed]\n    source: {conn: wh, table: a}\n    target: {conn: wh, table: b}\n    batch_size: 1\n";
+    let mut engine = engine_with(&data, &meta, &[("within.yaml", dag)]).await;
+    let run = engine.trigger("within", serde_json::json!({})).await;
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        engine.drive(&run.run_id),
+    )
+    .await
+    .expect("the copy waited on itself");
+    assert_eq!(done.state, RunState::Success);
+    assert_eq!(
+        query_text(&data, "select count(*) from b").await,
+        [[Some("3".to_owned())]]
+    );
+}
