@@ -3,6 +3,7 @@
 
 mod data;
 mod engine;
+mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod guard;
+pub mod http;
 pub mod load;
 pub mod migrate;
 pub mod shell;
@@ -44,6 +45,7 @@ pub async fn execute(
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }
+        Step::Http(h) => bounded(http::run(h, log), timeout, log, cancel).await,
         Step::Export(x) => bounded(export::run(x, conns, log), timeout, log, cancel).await,
         Step::Validate(v) => bounded(validate::run(v, conns, log), timeout, log, cancel).await,
         Step::Migrate(m) => {
@@ -57,7 +59,7 @@ pub async fn execute(
         }
         other => {
             let error = format!(
-                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, load, validate, export and noop run)",
+                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, load, validate, export, http and noop run)",
                 other.kind()
             );
             log.note(&error);

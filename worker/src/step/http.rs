@@ -1,0 +1,161 @@
+//! `kind: http`: one HTTP request (reqwest over rustls).
+//!
+//! The status must be one of `expect_status` (default: any 2xx). With `save_to`, the body is
+//! streamed to that file (written beside it, renamed into place); otherwise a body of up to
+//! [`BODY_OUTPUT_LIMIT`] bytes becomes the `body` output. Outputs: `status`, `bytes`, and
+//! `body` or `path`. A 5xx status, a timeout or a connection failure may succeed on a retry;
+//! another unexpected status will not.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use weir_model::spec::{HttpMethod, HttpStep};
+
+use crate::log::LogSink;
+use crate::outcome::TaskOutcome;
+
+/// Largest body kept as the `body` output (a bigger one needs `save_to`).
+pub const BODY_OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// How long connecting may take; the whole request is bounded by the task's `timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One client per process: connection pools are shared between tries.
+pub fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // reqwest is built without a default crypto provider; ring is the one in the tree.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("building the HTTP client: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Runs a rendered `http` step.
+pub async fn run(step: &HttpStep, log: &LogSink) -> TaskOutcome {
+    match request(step, log).await {
+        Ok(outputs) => TaskOutcome::Succeeded { outputs },
+        Err((error, retryable)) => {
+            log.note(&error);
+            TaskOutcome::Failed { error, retryable }
+        }
+    }
+}
+
+async fn request(
+    step: &HttpStep,
+    log: &LogSink,
+) -> Result<serde_json::Map<String, serde_json::Value>, (String, bool)> {
+    let client = client().map_err(|e| (e, false))?;
+    let method = match step.method {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Patch => reqwest::Method::PATCH,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+        HttpMethod::Head => reqwest::Method::HEAD,
+    };
+    let mut req = client.request(method.clone(), &step.url);
+    for (k, v) in &step.headers {
+        req = req.header(k, v);
+    }
+    if let Some(json) = &step.json {
+        req = req.json(json);
+    } else if let Some(body) = &step.body {
+        req = req.body(body.clone());
+    }
+    log.note(format!("{method} {}", step.url));
+    let mut response = req.send().await.map_err(|e| {
+        (
+            format!("{method} {}: {e}", step.url),
+            e.is_timeout() || e.is_connect() || e.is_request(),
+        )
+    })?;
+    let status = response.status();
+    let expected = if step.expect_status.is_empty() {
+        status.is_success()
+    } else {
+        step.expect_status.contains(&status.as_u16())
+    };
+    if !expected {
+        let body = response.text().await.unwrap_or_default();
+        let shown: String = body.chars().take(500).collect();
+        return Err((
+            format!(
+                "{method} {}: status {status}, expected {}; body: {shown}",
+                step.url,
+                if step.expect_status.is_empty() {
+                    "2xx".to_owned()
+                } else {
+                    format!("{:?}", step.expect_status)
+                }
+            ),
+            status.is_server_error() || status.as_u16() == 429,
+        ));
+    }
+    let mut outputs = serde_json::Map::new();
+    outputs.insert("status".into(), status.as_u16().to_string().into());
+    if let Some(to) = &step.save_to {
+        let to = PathBuf::from(to);
+        let name = to
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let partial = to.with_file_name(format!(".{name}.partial"));
+        if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| (format!("creating {}: {e}", parent.display()), true))?;
+        }
+        let mut file = std::fs::File::create(&partial)
+            .map_err(|e| (format!("creating {}: {e}", partial.display()), true))?;
+        let mut bytes = 0_u64;
+        let written: Result<(), (String, bool)> = async {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| (format!("reading the body: {e}"), true))?
+            {
+                file.write_all(&chunk)
+                    .map_err(|e| (format!("writing {}: {e}", partial.display()), true))?;
+                bytes += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+            }
+            file.sync_all()
+                .map_err(|e| (format!("writing {}: {e}", partial.display()), true))?;
+            std::fs::rename(&partial, &to)
+                .map_err(|e| (format!("moving to {}: {e}", to.display()), true))
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        log.note(format!(
+            "status {status}; saved {bytes} bytes to {}",
+            to.display()
+        ));
+        outputs.insert("bytes".into(), bytes.to_string().into());
+        outputs.insert("path".into(), to.display().to_string().into());
+    } else {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| (format!("reading the body: {e}"), true))?;
+        log.note(format!("status {status}; {} bytes", body.len()));
+        outputs.insert("bytes".into(), body.len().to_string().into());
+        if body.len() <= BODY_OUTPUT_LIMIT {
+            outputs.insert(
+                "body".into(),
+                String::from_utf8_lossy(&body).into_owned().into(),
+            );
+        }
+    }
+    Ok(outputs)
+}
