@@ -658,7 +658,7 @@ async fn a_load_killed_mid_way_leaves_nothing() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let inserting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity where datname = current_database() and query like 'INSERT INTO \"big\"%'",
+            "select count(*) from pg_stat_activity where datname = current_database() and (query like 'COPY \"big\"%' or query like 'INSERT INTO \"big\"%')",
         )
         .fetch_one(&pool)
         .await

@@ -985,17 +985,9 @@ impl Plan {
         log: &LogSink,
     ) -> Result<Counts, LoadError>
     where
-        DB: sqlx::Database,
+        DB: WriteRows,
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
         for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -1204,7 +1196,7 @@ impl Plan {
         columns: &Columns,
     ) -> Result<(u64, u64), LoadError>
     where
-        DB: sqlx::Database,
+        DB: WriteRows,
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
         for<'r> Option<String>: sqlx::Decode<'r, DB>,
         usize: sqlx::ColumnIndex<DB::Row>,
@@ -1301,17 +1293,9 @@ impl Plan {
         log: &LogSink,
     ) -> Result<(), LoadError>
     where
-        DB: sqlx::Database,
+        DB: WriteRows,
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
         for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -1404,65 +1388,174 @@ impl Plan {
         Ok(())
     }
 
-    async fn insert<DB>(
+    async fn insert<DB: WriteRows>(
         &self,
         conn: &mut sqlx::Transaction<'_, DB>,
         rows: &[&Vec<Value>],
         casts: &[Option<&str>],
-    ) -> Result<(), sqlx::Error>
-    where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    {
-        // Binds per statement stay under SQLite's 32,766 and Postgres's 65,535.
-        let per_statement = (30_000 / casts.len().max(1)).max(1);
-        for chunk in rows.chunks(per_statement) {
-            let mut q = sqlx::QueryBuilder::<DB>::new(format!(
-                "INSERT INTO {} ({}) VALUES ",
-                self.into, self.column_list
-            ));
-            for (r, row) in chunk.iter().enumerate() {
-                if r > 0 {
-                    q.push(", ");
+    ) -> Result<(), sqlx::Error> {
+        DB::write_rows(&mut **conn, &self.into, &self.column_list, rows, casts).await
+    }
+}
+
+/// How a database takes a batch of typed rows: Postgres through `COPY`, the others through
+/// multi-row `INSERT`s with bound values.
+trait WriteRows: sqlx::Database {
+    fn write_rows(
+        conn: &mut Self::Connection,
+        into: &str,
+        columns: &str,
+        rows: &[&Vec<Value>],
+        casts: &[Option<&str>],
+    ) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+impl WriteRows for sqlx::Postgres {
+    async fn write_rows(
+        conn: &mut sqlx::PgConnection,
+        into: &str,
+        columns: &str,
+        rows: &[&Vec<Value>],
+        _casts: &[Option<&str>],
+    ) -> Result<(), sqlx::Error> {
+        // CSV: an unquoted empty field is NULL, a quoted one an empty string.
+        let mut copy = conn
+            .copy_in_raw(&format!(
+                "COPY {into} ({columns}) FROM STDIN WITH (FORMAT csv)"
+            ))
+            .await?;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for row in rows {
+            for (i, value) in row.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
                 }
-                q.push("(");
-                for (i, value) in row.iter().enumerate() {
-                    if i > 0 {
-                        q.push(", ");
-                    }
-                    let cast = casts.get(i).copied().flatten();
-                    if cast.is_some() {
-                        q.push("CAST(");
-                    }
-                    match value.clone() {
-                        Value::Int(v) => q.push_bind(v),
-                        Value::BigInt(v) => q.push_bind(v),
-                        Value::Float(v) => q.push_bind(v),
-                        Value::Text(v) => q.push_bind(v),
-                        Value::Bool(v) => q.push_bind(v),
-                        Value::Date(v) => q.push_bind(v),
-                        Value::Timestamp(v) => q.push_bind(v),
-                        Value::TimestampTz(v) => q.push_bind(v),
-                    };
-                    if let Some(c) = cast {
-                        q.push(format!(" AS {c})"));
-                    }
-                }
-                q.push(")");
+                copy_field(&mut buf, value);
             }
-            q.build().execute(&mut **conn).await?;
+            buf.push(b'\n');
+            if buf.len() >= 1 << 20 {
+                copy.send(std::mem::take(&mut buf)).await?;
+            }
         }
+        if !buf.is_empty() {
+            copy.send(buf).await?;
+        }
+        copy.finish().await?;
         Ok(())
     }
+}
+
+/// One value as a field of Postgres's CSV `COPY` format.
+fn copy_field(buf: &mut Vec<u8>, value: &Value) {
+    let plain = match value {
+        Value::Int(v) => v.map(|v| v.to_string()),
+        Value::BigInt(v) => v.map(|v| v.to_string()),
+        Value::Float(v) => v.map(|v| v.to_string()),
+        Value::Bool(v) => v.map(|v| v.to_string()),
+        Value::Date(v) => v.map(|v| v.to_string()),
+        Value::Timestamp(v) => v.map(|v| v.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
+        Value::TimestampTz(v) => v.map(|v| v.to_rfc3339()),
+        Value::Text(v) => {
+            if let Some(text) = v {
+                buf.push(b'"');
+                for b in text.bytes() {
+                    if b == b'"' {
+                        buf.push(b'"');
+                    }
+                    buf.push(b);
+                }
+                buf.push(b'"');
+            }
+            return;
+        }
+    };
+    if let Some(p) = plain {
+        buf.extend_from_slice(p.as_bytes());
+    }
+}
+
+impl WriteRows for sqlx::MySql {
+    async fn write_rows(
+        conn: &mut sqlx::MySqlConnection,
+        into: &str,
+        columns: &str,
+        rows: &[&Vec<Value>],
+        casts: &[Option<&str>],
+    ) -> Result<(), sqlx::Error> {
+        insert_values::<sqlx::MySql>(conn, into, columns, rows, casts).await
+    }
+}
+
+impl WriteRows for sqlx::Sqlite {
+    async fn write_rows(
+        conn: &mut sqlx::SqliteConnection,
+        into: &str,
+        columns: &str,
+        rows: &[&Vec<Value>],
+        casts: &[Option<&str>],
+    ) -> Result<(), sqlx::Error> {
+        insert_values::<sqlx::Sqlite>(conn, into, columns, rows, casts).await
+    }
+}
+
+/// Multi-row `INSERT`s with bound values.
+async fn insert_values<DB>(
+    conn: &mut DB::Connection,
+    into: &str,
+    columns: &str,
+    rows: &[&Vec<Value>],
+    casts: &[Option<&str>],
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    // Binds per statement stay under SQLite's 32,766 and MySQL's 65,535.
+    let per_statement = (30_000 / casts.len().max(1)).max(1);
+    for chunk in rows.chunks(per_statement) {
+        let mut q =
+            sqlx::QueryBuilder::<DB>::new(format!("INSERT INTO {into} ({columns}) VALUES "));
+        for (r, row) in chunk.iter().enumerate() {
+            if r > 0 {
+                q.push(", ");
+            }
+            q.push("(");
+            for (i, value) in row.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                let cast = casts.get(i).copied().flatten();
+                if cast.is_some() {
+                    q.push("CAST(");
+                }
+                match value.clone() {
+                    Value::Int(v) => q.push_bind(v),
+                    Value::BigInt(v) => q.push_bind(v),
+                    Value::Float(v) => q.push_bind(v),
+                    Value::Text(v) => q.push_bind(v),
+                    Value::Bool(v) => q.push_bind(v),
+                    Value::Date(v) => q.push_bind(v),
+                    Value::Timestamp(v) => q.push_bind(v),
+                    Value::TimestampTz(v) => q.push_bind(v),
+                };
+                if let Some(c) = cast {
+                    q.push(format!(" AS {c})"));
+                }
+            }
+            q.push(")");
+        }
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// `SELECT COUNT(*) ...` inside the transaction.
