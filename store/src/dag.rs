@@ -274,3 +274,63 @@ impl Store {
             .try_into()
     }
 }
+
+impl Store {
+    /// The cursor an incremental load of `task_id` reached (the largest value it loaded).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn incremental_cursor(&self, dag_id: &str, task_id: &str) -> Result<Option<String>> {
+        Ok(with_pool!(self, |pool| sqlx::query_scalar::<_, String>(
+            "SELECT cursor FROM weir_incremental WHERE dag_id = $1 AND task_id = $2"
+        )
+        .bind(dag_id)
+        .bind(task_id)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Records where an incremental load got to.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn set_incremental_cursor(
+        &self,
+        dag_id: &str,
+        task_id: &str,
+        cursor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO weir_incremental (dag_id, task_id, cursor, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (dag_id, task_id) DO UPDATE SET cursor = $3, at = $4",
+            )
+            .bind(dag_id)
+            .bind(task_id)
+            .bind(cursor)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets incremental cursors of a DAG (one task, or all): the next loads read everything.
+    /// Returns how many were forgotten.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn reset_incremental(&self, dag_id: &str, task_id: Option<&str>) -> Result<u64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM weir_incremental WHERE dag_id = $1 AND ($2 IS NULL OR task_id = $2)",
+            )
+            .bind(dag_id)
+            .bind(task_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
+    }
+}

@@ -257,6 +257,7 @@ impl Worker {
                         &cancel,
                     )
                     .await;
+                    let outcome = self.keep_cursor(&ti, &step, outcome).await;
                     (outcome, Some(retry))
                 }
                 Err(e) => {
@@ -277,6 +278,37 @@ impl Worker {
         );
         self.record(&ti, &outcome, retry.as_ref(), log).await?;
         Ok(outcome)
+    }
+
+    /// After a successful incremental load, stores the cursor it reached (before the try is
+    /// recorded: a crash in between makes the retry read those rows again, which `upsert`
+    /// absorbs and `append` would duplicate; see docs/dag-format.md).
+    async fn keep_cursor(
+        &self,
+        ti: &ClaimedTask,
+        step: &Step,
+        outcome: TaskOutcome,
+    ) -> TaskOutcome {
+        let (Step::Load(l), TaskOutcome::Succeeded { outputs }) = (step, &outcome) else {
+            return outcome;
+        };
+        let (Some(_), Some(cursor)) = (
+            &l.incremental,
+            outputs.get("cursor").and_then(|c| c.as_str()),
+        ) else {
+            return outcome;
+        };
+        match self
+            .store
+            .set_incremental_cursor(&ti.dag_id, &ti.task_id, cursor, self.clock.now())
+            .await
+        {
+            Ok(()) => outcome,
+            Err(e) => TaskOutcome::Failed {
+                error: format!("the load committed but its cursor could not be stored: {e}"),
+                retryable: true,
+            },
+        }
     }
 
     /// Renders the task's step for this try.
@@ -304,7 +336,17 @@ impl Worker {
         }
         ctx.set_env(&self.cfg.template_env);
         let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files)?;
+        // An incremental load reads only past the cursor its earlier runs reached.
+        let incremental_cursor = match &step {
+            Step::Load(l) if l.incremental.is_some() => self
+                .store
+                .incremental_cursor(&run.dag_id, &ti.task_id)
+                .await
+                .map_err(|e| e.to_string())?,
+            _ => None,
+        };
         let env = ShellEnv {
+            incremental_cursor,
             vars: vec![
                 ("WEIR_DAG_ID".into(), run.dag_id.clone()),
                 ("WEIR_RUN_ID".into(), run.run_id.clone()),

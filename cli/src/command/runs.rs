@@ -365,12 +365,13 @@ fn extra_tries(dag: &Dag, task_id: &str) -> i32 {
 
 /// `weir clear DAG --run RUN [--task T] [--downstream] [--failed-only]`.
 pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
-    if args.reset_state {
-        bail!(
-            "--reset-state (incremental load cursors) is not built yet: it comes with the load step"
-        );
-    }
     let store = open_store(config).await?;
+    if args.reset_state {
+        let forgotten = store
+            .reset_incremental(&args.dag, args.task.as_deref())
+            .await?;
+        println!("forgot {forgotten} incremental cursor(s) of {}", args.dag);
+    }
     let run = store.run(&args.run).await?;
     if run.dag_id != args.dag {
         bail!(

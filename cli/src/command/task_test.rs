@@ -60,7 +60,9 @@ pub(crate) async fn test(
             }
         }
     });
+    // An incremental load tested here reads everything: no store is opened.
     let env = ShellEnv {
+        incremental_cursor: None,
         vars: vec![
             ("WEIR_DAG_ID".into(), dag_id.into()),
             ("WEIR_RUN_ID".into(), run_id.clone()),

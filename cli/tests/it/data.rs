@@ -1057,3 +1057,142 @@ async fn a_load_within_one_sqlite_file_does_not_deadlock() {
         [[Some("3".to_owned())]]
     );
 }
+
+/// An incremental load reads only rows past the cursor its earlier runs reached (kept in
+/// weir's database); forgetting the cursor reads everything again. File source on every
+/// database, and a database source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_loads_read_only_newer_rows() {
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let csv = dir.path().join("daily.csv");
+        std::fs::write(
+            &csv,
+            "day,cases\n2024-01-01,1\n2024-01-02,2\n2024-01-03,3\n",
+        )
+        .expect("write");
+        let dag = format!(
+            r#"id: inc
+tasks:
+  daily:
+    kind: load
+    source: {{file: "{}", format: csv}}
+    target: {{conn: wh, table: daily}}
+    columns:
+      day: {{type: date, not_null: true}}
+      cases: {{type: int}}
+    mode: upsert
+    key: [day]
+    incremental: {{cursor: day}}
+  copied:
+    kind: load
+    depends_on: [daily]
+    source: {{conn: wh, table: daily}}
+    target: {{conn: wh, table: copied}}
+    columns:
+      day: {{type: date, not_null: true}}
+      cases: {{type: int}}
+    incremental: {{cursor: day}}
+"#,
+            csv.display()
+        );
+        let mut engine = engine_with(&data, &meta, &[("inc.yaml", &dag)]).await;
+        let run_once = async |engine: &mut Engine| {
+            engine.clock.advance(chrono::Duration::seconds(5));
+            let run = engine.trigger("inc", serde_json::json!({})).await;
+            engine.drive(&run.run_id).await;
+            let tis = engine.tasks(&run.run_id).await;
+            let out = |id: &str| {
+                let ti = tis.iter().find(|t| t.task_id == id).expect("task");
+                assert_eq!(
+                    ti.state,
+                    TaskState::Success,
+                    "{backend:?} {id}: {:?}",
+                    ti.error
+                );
+                let o = ti.outputs.clone().expect("outputs");
+                (
+                    o["rows_read"].clone(),
+                    o["rows_skipped"].clone(),
+                    o["cursor"].clone(),
+                )
+            };
+            (out("daily"), out("copied"))
+        };
+        assert_eq!(
+            run_once(&mut engine).await,
+            (
+                (
+                    serde_json::json!(3),
+                    serde_json::json!(0),
+                    serde_json::json!("2024-01-03")
+                ),
+                (
+                    serde_json::json!(3),
+                    serde_json::json!(0),
+                    serde_json::json!("2024-01-03")
+                )
+            ),
+            "{backend:?}: first run"
+        );
+        std::fs::write(
+            &csv,
+            "day,cases\n2024-01-01,1\n2024-01-02,2\n2024-01-03,3\n2024-01-04,4\n2024-01-05,5\n",
+        )
+        .expect("write");
+        assert_eq!(
+            run_once(&mut engine).await,
+            (
+                (
+                    serde_json::json!(2),
+                    serde_json::json!(3),
+                    serde_json::json!("2024-01-05")
+                ),
+                (
+                    serde_json::json!(2),
+                    serde_json::json!(0),
+                    serde_json::json!("2024-01-05")
+                )
+            ),
+            "{backend:?}: second run reads only the new days"
+        );
+        assert_eq!(
+            query_text(&data, "select count(*) from copied").await,
+            [[Some("5".to_owned())]],
+            "{backend:?}: the appended copy has each day once"
+        );
+        // Nothing new: nothing read, the cursor stays.
+        assert_eq!(
+            run_once(&mut engine).await,
+            (
+                (
+                    serde_json::json!(0),
+                    serde_json::json!(5),
+                    serde_json::json!("2024-01-05")
+                ),
+                (
+                    serde_json::json!(0),
+                    serde_json::json!(0),
+                    serde_json::json!("2024-01-05")
+                )
+            ),
+            "{backend:?}: third run"
+        );
+        assert_eq!(
+            engine
+                .store()
+                .reset_incremental("inc", Some("daily"))
+                .await
+                .expect("reset"),
+            1
+        );
+        let ((read, skipped, _), _) = run_once(&mut engine).await;
+        assert_eq!(
+            (read, skipped),
+            (serde_json::json!(5), serde_json::json!(0)),
+            "{backend:?}: after the reset"
+        );
+    }
+}

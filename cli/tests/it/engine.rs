@@ -72,6 +72,10 @@ impl Engine {
         self.trigger(dag_id, serde_json::json!({})).await
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub(crate) fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
     }

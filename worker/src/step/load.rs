@@ -37,6 +37,9 @@ pub struct LoadContext {
     pub run_id: String,
     /// The task.
     pub task_id: String,
+    /// `incremental`: the largest cursor value loaded by earlier runs (rows up to it are
+    /// skipped).
+    pub cursor: Option<String>,
 }
 
 /// A typed value ready to bind.
@@ -133,9 +136,6 @@ async fn load(
             "load: {what} is not built yet in this version of weir"
         ))
     };
-    if step.incremental.is_some() {
-        return Err(not_built("`incremental`"));
-    }
     let started = Instant::now();
     let pool = conns.pool(&step.target.conn).await.map_err(|e| LoadError {
         retryable: e.retryable(),
@@ -177,6 +177,19 @@ async fn load(
                 ));
             }
         };
+        // Only rows past the stored cursor are read.
+        let sql = match (&step.incremental, &ctx.cursor) {
+            (Some(inc), Some(after)) => {
+                let d = Dialect::of(&source);
+                format!(
+                    "SELECT * FROM ({sql}) q WHERE {} > {}",
+                    d.ident(&inc.cursor).map_err(LoadError::fatal)?,
+                    d.literal(&serde_json::Value::String(after.clone()))
+                        .map_err(LoadError::fatal)?
+                )
+            }
+            _ => sql,
+        };
         let source_pool = source.clone();
         let (names, rx) = stream_source(
             source,
@@ -198,10 +211,12 @@ async fn load(
                 typed_columns(&names, &types)?
             }
         };
+        // No rows (so no column names): nothing to map.
         let at = columns
             .names
             .iter()
             .zip(&columns.specs)
+            .filter(|_| !names.is_empty())
             .map(|(n, spec)| {
                 let wanted = spec.from.as_deref().unwrap_or(n);
                 names.iter().position(|s| s == wanted).ok_or_else(|| {
@@ -219,7 +234,7 @@ async fn load(
     } else {
         return Err(not_built("an `http` source"));
     };
-    let plan = Plan::new(step, dialect, &columns)?;
+    let plan = Plan::new(step, dialect, &columns, ctx.cursor.as_deref())?;
     let counts = match &pool {
         DataPool::Postgres(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
         DataPool::MySql(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
@@ -243,6 +258,19 @@ async fn load(
         ("rows_rejected", counts.rejected),
     ] {
         out.insert(k.into(), v.into());
+    }
+    if step.incremental.is_some() {
+        out.insert("rows_skipped".into(), counts.skipped.into());
+        // The new high-water mark (the old one when nothing newer came).
+        let cursor = counts
+            .cursor
+            .as_ref()
+            .and_then(value_text)
+            .or_else(|| ctx.cursor.clone());
+        out.insert(
+            "cursor".into(),
+            cursor.map_or(serde_json::Value::Null, Into::into),
+        );
     }
     out.insert(
         "seconds".into(),
@@ -541,21 +569,37 @@ where
 }
 
 /// Columns named like the source's, typed from `types` (text where a name is not there).
-fn typed_columns(
-    source: &[String],
-    types: &std::collections::HashMap<String, ColumnType>,
-) -> Result<Columns, LoadError> {
+fn typed_columns(source: &[String], types: &[(String, ColumnType)]) -> Result<Columns, LoadError> {
     if source.is_empty() {
-        return Err(LoadError::fatal(
-            "the source returned no rows and `columns` is not given: the table's shape is unknown",
-        ));
+        // No rows came: the target's own columns (nothing will be written but, with `replace`
+        // or `truncate_insert`, its old rows go).
+        if types.is_empty() {
+            return Err(LoadError::fatal(
+                "the source returned no rows, `columns` is not given and the target does not exist: the table's shape is unknown",
+            ));
+        }
+        return Ok(Columns {
+            names: types.iter().map(|(n, _)| n.clone()).collect(),
+            specs: types
+                .iter()
+                .map(|(_, ty)| ColumnSpec {
+                    ty: *ty,
+                    not_null: false,
+                    from: None,
+                    format: None,
+                })
+                .collect(),
+        });
     }
     Ok(Columns {
         names: source.to_vec(),
         specs: source
             .iter()
             .map(|n| ColumnSpec {
-                ty: types.get(n).copied().unwrap_or(ColumnType::Text),
+                ty: types
+                    .iter()
+                    .find(|(name, _)| name == n)
+                    .map_or(ColumnType::Text, |(_, ty)| *ty),
                 not_null: false,
                 from: None,
                 format: None,
@@ -565,10 +609,7 @@ fn typed_columns(
 }
 
 /// A table's column types as load types (empty when the table does not exist).
-async fn table_types(
-    pool: &DataPool,
-    table: &str,
-) -> Result<std::collections::HashMap<String, ColumnType>, LoadError> {
+async fn table_types(pool: &DataPool, table: &str) -> Result<Vec<(String, ColumnType)>, LoadError> {
     let d = Dialect::of(pool);
     let (schema, name) = match table.split_once('.') {
         Some((s, n)) => (Some(s), n),
@@ -580,17 +621,17 @@ async fn table_types(
     };
     let sql = match d {
         Dialect::Postgres => format!(
-            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = {} AND table_schema = {}",
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = {} AND table_schema = {} ORDER BY ordinal_position",
             literal(name)?,
             schema.map_or(Ok("current_schema()".to_owned()), literal)?
         ),
         Dialect::MySql => format!(
-            "SELECT column_name AS column_name, data_type AS data_type FROM information_schema.columns WHERE table_name = {} AND table_schema = {}",
+            "SELECT column_name AS column_name, data_type AS data_type FROM information_schema.columns WHERE table_name = {} AND table_schema = {} ORDER BY ordinal_position",
             literal(name)?,
             schema.map_or(Ok("DATABASE()".to_owned()), literal)?
         ),
         Dialect::Sqlite => format!(
-            "SELECT name AS column_name, type AS data_type FROM pragma_table_info({})",
+            "SELECT name AS column_name, type AS data_type FROM pragma_table_info({}) ORDER BY cid",
             literal(name)?
         ),
     };
@@ -847,11 +888,15 @@ fn raw_csv(record: &csv::StringRecord, step: &LoadStep) -> String {
 }
 
 /// Counts of a load.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Counts {
     read: u64,
     loaded: u64,
     rejected: u64,
+    /// `incremental`: rows at or below the stored cursor, not read.
+    skipped: u64,
+    /// `incremental`: the largest cursor value loaded.
+    cursor: Option<Value>,
     /// `upsert` only: rows whose key was new, and rows that changed an existing row.
     inserted: u64,
     updated: u64,
@@ -860,6 +905,8 @@ struct Counts {
 /// The statements of a load on one dialect.
 struct Plan {
     dialect: Dialect,
+    /// `incremental`: the cursor column's position, and the stored value rows must exceed.
+    cursor: Option<(usize, Option<Value>)>,
     /// The table rows go into during the load (the target, or the staging table of `replace`).
     into: String,
     target: String,
@@ -879,7 +926,12 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(step: &LoadStep, dialect: Dialect, columns: &Columns) -> Result<Plan, LoadError> {
+    fn new(
+        step: &LoadStep,
+        dialect: Dialect,
+        columns: &Columns,
+        stored_cursor: Option<&str>,
+    ) -> Result<Plan, LoadError> {
         let target = dialect
             .ident(&step.target.table)
             .map_err(LoadError::fatal)?;
@@ -956,8 +1008,35 @@ impl Plan {
             None => (OnError::Fail, None),
         };
         let into = staging.clone().unwrap_or_else(|| target.clone());
+        let cursor = match &step.incremental {
+            None => None,
+            Some(inc) => {
+                let i = columns
+                    .names
+                    .iter()
+                    .position(|n| *n == inc.cursor)
+                    .ok_or_else(|| {
+                        LoadError::fatal(format!(
+                            "incremental cursor `{}` is not a loaded column",
+                            inc.cursor
+                        ))
+                    })?;
+                let after = match stored_cursor {
+                    None => None,
+                    Some(text) => Some(
+                        parse_value(&inc.cursor, &columns.specs[i], Some(text)).map_err(|e| {
+                            LoadError::fatal(format!(
+                                "the stored cursor does not parse as the column: {e}"
+                            ))
+                        })?,
+                    ),
+                };
+                Some((i, after))
+            }
+        };
         Ok(Plan {
             dialect,
+            cursor,
             into,
             target,
             staging: staging.map(|s| (s, staging_definition)),
@@ -1281,6 +1360,22 @@ impl Plan {
         Ok((updated, inserted))
     }
 
+    /// Raises the high-water mark to a loaded row's cursor value.
+    fn track_cursor(&self, values: &[Value], counts: &mut Counts) {
+        let Some((i, _)) = &self.cursor else { return };
+        let Some(v) = values.get(*i) else { return };
+        if value_text(v).is_none() {
+            return;
+        }
+        let higher = counts
+            .cursor
+            .as_ref()
+            .is_none_or(|c| compare(v, c) == Some(std::cmp::Ordering::Greater));
+        if higher {
+            counts.cursor = Some(v.clone());
+        }
+    }
+
     /// Inserts one batch: parsed rows in one multi-row INSERT (inside a savepoint); if the
     /// database refuses it, row by row (each in a savepoint) to reject only the bad rows.
     async fn write_batch<DB>(
@@ -1300,6 +1395,26 @@ impl Plan {
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     {
+        let rows: Vec<InputRow> = match &self.cursor {
+            Some((i, Some(after))) => rows
+                .into_iter()
+                .filter(|r| {
+                    let old = r
+                        .parsed
+                        .as_ref()
+                        .ok()
+                        .and_then(|v| v.get(*i))
+                        .is_some_and(|v| {
+                            compare(v, after).is_some_and(|o| o != std::cmp::Ordering::Greater)
+                        });
+                    if old {
+                        counts.skipped += 1;
+                    }
+                    !old
+                })
+                .collect(),
+            _ => rows,
+        };
         counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
         let mut good: Vec<(Vec<Value>, Reject)> = Vec::with_capacity(rows.len());
         let mut rejects = Vec::new();
@@ -1323,6 +1438,9 @@ impl Plan {
                 Ok(()) => {
                     sp.commit().await?;
                     counts.loaded += u64::try_from(good.len()).unwrap_or(u64::MAX);
+                    for (values, _) in &good {
+                        self.track_cursor(values, counts);
+                    }
                 }
                 Err(batch_error) => {
                     sp.rollback().await?;
@@ -1333,6 +1451,7 @@ impl Plan {
                             Ok(()) => {
                                 sp.commit().await?;
                                 counts.loaded += 1;
+                                self.track_cursor(&values, counts);
                             }
                             Err(e) => {
                                 sp.rollback().await?;
@@ -1556,6 +1675,35 @@ where
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Orders two values of one column (`None`: NULL, or different types).
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Int(Some(x)), Value::Int(Some(y))) => Some(x.cmp(y)),
+        (Value::BigInt(Some(x)), Value::BigInt(Some(y))) => Some(x.cmp(y)),
+        (Value::Float(Some(x)), Value::Float(Some(y))) => x.partial_cmp(y),
+        (Value::Text(Some(x)), Value::Text(Some(y))) => Some(x.cmp(y)),
+        (Value::Bool(Some(x)), Value::Bool(Some(y))) => Some(x.cmp(y)),
+        (Value::Date(Some(x)), Value::Date(Some(y))) => Some(x.cmp(y)),
+        (Value::Timestamp(Some(x)), Value::Timestamp(Some(y))) => Some(x.cmp(y)),
+        (Value::TimestampTz(Some(x)), Value::TimestampTz(Some(y))) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// A value as the text a cursor is stored as (`None` for NULL).
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Int(x) => x.map(|x| x.to_string()),
+        Value::BigInt(x) => x.map(|x| x.to_string()),
+        Value::Float(x) => x.map(|x| x.to_string()),
+        Value::Text(x) => x.clone(),
+        Value::Bool(x) => x.map(|x| x.to_string()),
+        Value::Date(x) => x.map(|x| x.format("%Y-%m-%d").to_string()),
+        Value::Timestamp(x) => x.map(|x| x.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+        Value::TimestampTz(x) => x.map(|x| x.to_rfc3339()),
+    }
 }
 
 /// `SELECT COUNT(*) ...` inside the transaction.

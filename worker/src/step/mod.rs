@@ -42,6 +42,7 @@ pub async fn execute(
             let ctx = load::LoadContext {
                 run_id: env.get("WEIR_RUN_ID").to_owned(),
                 task_id: env.get("WEIR_TASK_ID").to_owned(),
+                cursor: env.incremental_cursor.clone(),
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }

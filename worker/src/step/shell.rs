@@ -31,6 +31,8 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 pub struct ShellEnv {
     /// `WEIR_*` variables describing the try (dag, run, task, try, ds).
     pub vars: Vec<(String, String)>,
+    /// An incremental load's stored cursor (read by the worker from weir's database).
+    pub incremental_cursor: Option<String>,
 }
 
 impl ShellEnv {
