@@ -11,8 +11,8 @@
 //!
 //! # Layout
 //! - [`worker`]: the claim loop, tries, heartbeats, shutdown ([`run`]).
-//! - [`step`]: one executor per step kind (`step/shell.rs`, `step/sql.rs`), and the process
-//!   guard.
+//! - [`step`]: one executor per step kind (shell, sql, migrate, load, validate, export, http),
+//!   SQL text helpers, and the process guard.
 //! - [`conn`]: data connections (pools opened on first use) and secret masking.
 //! - [`log`]: batching log lines into the store.
 //! - [`outcome`]: how a try ended.

@@ -1,8 +1,7 @@
-//! `kind: load`: rows from CSV or JSON-lines files into a table, typed by `columns`.
-//!
-//! Built so far: `file` sources (a glob, files in name order), modes `append`,
-//! `truncate_insert` and `replace`; `upsert`, `incremental`, `http` and database sources fail
-//! with "not built yet".
+//! `kind: load`: rows from CSV or JSON-lines files (a glob, in name order) or from a table or
+//! query on another connection, into a table, typed by `columns`; modes `append`,
+//! `truncate_insert`, `replace` and `upsert`; `incremental` cursors. (`http` sources fail with
+//! "not built yet".)
 //!
 //! - **Every row is loaded or rejected with a reason**: rows_read = rows_loaded +
 //!   rows_rejected. A row that does not parse (a bad number, an empty `not_null` field, a
@@ -14,8 +13,9 @@
 //!   batch the database refuses is retried row by row inside savepoints, to find the bad rows);
 //!   `replace` fills a staging table and swaps it in at the end (MySQL: an atomic `RENAME
 //!   TABLE`, after the transaction).
-//! - **Memory does not grow with the input**: files are read as streams, `batch_size` rows at a
-//!   time.
+//! - **Memory does not grow with the input**: files are read as streams and database sources
+//!   through a bounded channel, `batch_size` rows at a time. Postgres takes each batch through
+//!   `COPY`, the others through multi-row `INSERT`s (`WriteRows`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
