@@ -149,6 +149,9 @@ pub struct Completion {
     /// The try's last log lines, stored in the same transaction (kept even when the lease
     /// was lost: they are what the try printed).
     pub log: Vec<NewLogLine>,
+    /// The try does not count (a sensor's check that found nothing yet: it goes back to
+    /// `up_for_retry` with its try number as before).
+    pub give_back_try: bool,
 }
 
 impl Store {
@@ -523,12 +526,12 @@ impl Store {
                 }
                 sqlx::query_scalar::<_, i64>(
                     "WITH c AS (
-                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-                             AS c(id, worker_id, try_number, state, outputs, error, due_at)),
+                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $16::int[])
+                             AS c(id, worker_id, try_number, state, outputs, error, due_at, give_back)),
                      done AS (
                          UPDATE weir_task_instances t SET state = c.state, ended_at = $8,
                              outputs = COALESCE(c.outputs, t.outputs), error = c.error, due_at = c.due_at,
-                             lease_expires_at = NULL
+                             lease_expires_at = NULL, try_number = t.try_number - c.give_back
                          FROM c
                          WHERE t.id = c.id AND t.state = 'running' AND t.worker_id = c.worker_id
                              AND t.try_number = c.try_number
@@ -558,6 +561,7 @@ impl Store {
                 .bind(ats)
                 .bind(SCHEDULER_CHANNEL)
                 .bind(self.notify_origin())
+                .bind(cs.iter().map(|c| i32::from(c.give_back_try)).collect::<Vec<_>>())
                 .fetch_all(pool)
                 .await?
             }
@@ -568,7 +572,7 @@ impl Store {
                 for (c, outputs) in cs.iter().zip(&outputs) {
                     let changed = sqlx::query(
                         "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
-                             due_at = $8, lease_expires_at = NULL
+                             due_at = $8, lease_expires_at = NULL, try_number = try_number - $9
                          WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
                     )
                     .bind(c.ti_id)
@@ -579,6 +583,7 @@ impl Store {
                     .bind(outputs)
                     .bind(&c.error)
                     .bind(c.due_at)
+                    .bind(i32::from(c.give_back_try))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();

@@ -27,6 +27,14 @@ pub enum TaskOutcome {
         /// What it found.
         outputs: serde_json::Map<String, serde_json::Value>,
     },
+    /// A sensor's check found nothing yet: the instance goes back to the scheduler, to be
+    /// checked again later (the try does not count).
+    NotYet {
+        /// What is missing.
+        reason: String,
+        /// When to check again.
+        check_again_in: Duration,
+    },
     /// Killed after running longer than the task's timeout.
     TimedOut {
         /// The timeout.

@@ -238,7 +238,7 @@ impl Worker {
         // The log writer runs beside the step in this task; it ends when the sink is dropped.
         let running = async {
             let sink = sink;
-            let (outcome, retry) = match self.prepare(&ti).await {
+            let (outcome, retry, wait_limit) = match self.prepare(&ti).await {
                 Ok(Prepared {
                     step,
                     env,
@@ -258,7 +258,11 @@ impl Worker {
                     )
                     .await;
                     let outcome = self.keep_cursor(&ti, &step, outcome).await;
-                    (outcome, Some(retry))
+                    // A sensor's timeout bounds its whole wait.
+                    let wait_limit = matches!(step, Step::WaitFor(_))
+                        .then_some(timeout)
+                        .flatten();
+                    (outcome, Some(retry), wait_limit)
                 }
                 Err(e) => {
                     sink.note(format!("could not prepare the try: {e}"));
@@ -266,17 +270,18 @@ impl Worker {
                         error: e,
                         retryable: false,
                     };
-                    (outcome, None)
+                    (outcome, None, None)
                 }
             };
             drop(sink);
-            (outcome, retry)
+            (outcome, retry, wait_limit)
         };
-        let ((outcome, retry), log) = tokio::join!(
+        let ((outcome, retry, wait_limit), log) = tokio::join!(
             running,
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
         );
-        self.record(&ti, &outcome, retry.as_ref(), log).await?;
+        self.record(&ti, &outcome, retry.as_ref(), wait_limit, log)
+            .await?;
         Ok(outcome)
     }
 
@@ -372,9 +377,11 @@ impl Worker {
         ti: &ClaimedTask,
         outcome: &TaskOutcome,
         retry: Option<&RetryPolicy>,
+        wait_limit: Option<Duration>,
         log: Vec<NewLogLine>,
     ) -> Result<()> {
         let now = self.clock.now();
+        let mut give_back_try = false;
         let after_failure = || match retry {
             Some(policy) => policy.after_failure(ti.try_number, ti.max_tries, now),
             None => (TaskState::Failed, None),
@@ -399,6 +406,43 @@ impl Worker {
             TaskOutcome::Failed { error, .. } => {
                 let (state, due) = after_failure();
                 (state, None, Some(error.clone()), due)
+            }
+            TaskOutcome::NotYet {
+                reason,
+                check_again_in,
+            } => {
+                // When the sensor first checked, kept in its outputs across checks.
+                let since = ti
+                    .outputs
+                    .as_ref()
+                    .and_then(|o| o.get("waiting_since"))
+                    .and_then(|v| v.as_str())
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map_or(now, |t| t.with_timezone(&Utc));
+                let waited = (now - since).to_std().unwrap_or_default();
+                match wait_limit {
+                    Some(limit) if waited >= limit => (
+                        TaskState::Failed,
+                        None,
+                        Some(format!(
+                            "gave up after waiting {}s: {reason}",
+                            waited.as_secs()
+                        )),
+                        None,
+                    ),
+                    _ => {
+                        give_back_try = true;
+                        let next = now
+                            + chrono::Duration::from_std(*check_again_in)
+                                .unwrap_or(chrono::Duration::seconds(30));
+                        (
+                            TaskState::UpForRetry,
+                            Some(serde_json::json!({ "waiting_since": since.to_rfc3339() })),
+                            Some(format!("waiting: {reason}")),
+                            Some(next),
+                        )
+                    }
+                }
             }
             TaskOutcome::FailedWithOutputs { error, outputs } => {
                 let (state, due) = after_failure();
@@ -430,6 +474,7 @@ impl Worker {
             error,
             due_at,
             log,
+            give_back_try,
         };
         let (done, recorded) = oneshot::channel();
         if self.recorder.send((completion, done)).is_err() {

@@ -1196,3 +1196,65 @@ tasks:
         );
     }
 }
+
+/// A sensor holds no worker slot while it waits: each check that finds nothing gives the
+/// instance back (`up_for_retry` with the next check time, the try not counted); the check
+/// that finds the file succeeds and the downstream task runs; a sensor past its `timeout`
+/// gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_wait_without_holding_a_slot_and_give_up_after_their_timeout() {
+    let meta = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = dir.path().join("ready.flag");
+    let dag = format!(
+        "id: sensing\ntasks:\n  wait:\n    kind: wait_for\n    file: \"{}\"\n    interval: 10s\n    timeout: 1h\n  after:\n    kind: shell\n    depends_on: [wait]\n    run: echo done\n  hopeless:\n    kind: wait_for\n    file: \"{}/never-*.csv\"\n    interval: 10s\n    timeout: 25s\n",
+        flag.display(),
+        dir.path().display()
+    );
+    let mut engine = Engine::with_worker(&meta, &[("sensing.yaml", &dag)], worker_config()).await;
+    let run = engine.trigger("sensing", serde_json::json!({})).await;
+    for _ in 0..2 {
+        assert_eq!(engine.tick().await, 2, "both sensors are checked");
+        let tis = engine.tasks(&run.run_id).await;
+        let wait = tis.iter().find(|t| t.task_id == "wait").expect("wait");
+        assert_eq!(wait.state, TaskState::UpForRetry);
+        assert_eq!(
+            wait.try_number, 0,
+            "a check that finds nothing is not a try"
+        );
+        assert!(
+            wait.error
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("waiting: no file matches"),
+            "{:?}",
+            wait.error
+        );
+        // Nothing runs before the next check is due.
+        assert_eq!(engine.tick().await, 0);
+        engine.clock.advance(chrono::Duration::seconds(10));
+    }
+    std::fs::write(&flag, "").expect("flag");
+    let done = engine.drive(&run.run_id).await;
+    assert_eq!(
+        done.state,
+        RunState::Failed,
+        "the hopeless sensor fails the run"
+    );
+    let tis = engine.tasks(&run.run_id).await;
+    let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+    assert_eq!(by_id("wait").state, TaskState::Success);
+    assert_eq!(by_id("wait").try_number, 1);
+    assert_eq!(by_id("after").state, TaskState::Success);
+    let hopeless = by_id("hopeless");
+    assert_eq!(hopeless.state, TaskState::Failed);
+    assert!(
+        hopeless
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("gave up after waiting 30s"),
+        "{:?}",
+        hopeless.error
+    );
+}

@@ -72,6 +72,20 @@ impl Engine {
         self.trigger(dag_id, serde_json::json!({})).await
     }
 
+    /// One scheduler pass, then every claimable try run to its end; returns how many ran.
+    pub(crate) async fn tick(&mut self) -> usize {
+        self.scheduler.run_once().await.expect("pass");
+        let claimed = self.worker.claim(64).await.expect("claim");
+        let n = claimed.len();
+        for ti in claimed {
+            self.worker
+                .run_try(ti, CancellationToken::new())
+                .await
+                .expect("try");
+        }
+        n
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }

@@ -263,6 +263,7 @@ both_backends!(
             error: None,
             due_at: None,
             log: vec![line("stdout", "printed after the lease expired", later)],
+            give_back_try: false,
         };
         assert!(
             matches!(db.store.complete_task(&done, later).await, Err(StoreError::LeaseLost(id)) if id == ti.id)
@@ -330,6 +331,7 @@ both_backends!(
                 line("stdout", "first", now),
                 line("weir", "succeeded (1 output(s))", now),
             ],
+            give_back_try: false,
         };
         db.store.complete_task(&done, now).await.expect("complete");
         let stored = db.store.logs(ti.id, 1, 0, 10).await.expect("logs");
@@ -671,6 +673,7 @@ both_backends!(
             error: (state != TaskState::Success).then(|| "exit code 1".to_owned()),
             due_at: None,
             log: vec![line("stdout", text, now)],
+            give_back_try: false,
         };
         let batch = [
             completion(ids[0], TaskState::Success, "w1", "zero"),

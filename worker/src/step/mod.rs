@@ -9,6 +9,7 @@ pub mod shell;
 pub mod sql;
 pub mod sqltext;
 pub mod validate;
+pub mod wait_for;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,9 @@ use weir_model::Step;
 use crate::conn::Connections;
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
+
+/// Longest one sensor check may take.
+pub const SENSOR_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs one rendered step. A step that runs past `timeout`, or is cancelled, is stopped: a
 /// shell step's process group is killed; a database step's transaction is dropped (rolled
@@ -47,6 +51,17 @@ pub async fn execute(
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }
         Step::Http(h) => bounded(http::run(h, log), timeout, log, cancel).await,
+        // The task's timeout bounds a sensor's whole wait (the worker checks it); one check is
+        // bounded on its own.
+        Step::WaitFor(w) => {
+            bounded(
+                wait_for::check(w, conns, log),
+                Some(SENSOR_CHECK_TIMEOUT),
+                log,
+                cancel,
+            )
+            .await
+        }
         Step::Export(x) => bounded(export::run(x, conns, log), timeout, log, cancel).await,
         Step::Validate(v) => bounded(validate::run(v, conns, log), timeout, log, cancel).await,
         Step::Migrate(m) => {
@@ -57,17 +72,6 @@ pub async fn execute(
                 cancel,
             )
             .await
-        }
-        other => {
-            let error = format!(
-                "step kind `{}` is not built yet in this version of weir (shell, sql, migrate, load, validate, export, http and noop run)",
-                other.kind()
-            );
-            log.note(&error);
-            TaskOutcome::Failed {
-                error,
-                retryable: false,
-            }
         }
     }
 }
