@@ -181,6 +181,15 @@ impl ConnError {
     }
 }
 
+/// Whether a database error may pass on a retry (the connection or pool failed), rather than
+/// repeat (the statement or the data is wrong).
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}
+
 /// The password of a URL (`scheme://user:password@host`), if any.
 pub fn url_password(url: &str) -> Option<&str> {
     let rest = &url[url.find("://")? + 3..];

@@ -7,12 +7,11 @@
 //! NULL from an empty string: use JSON lines for an exact round trip of such tables).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use sqlx::{Column, Row};
 use weir_model::spec::{ExportFormat, ExportStep};
 
-use super::sqltext::Dialect;
+use super::sqltext::{Dialect, column_names, row_values};
 use crate::conn::{Connections, DataPool};
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
@@ -37,7 +36,7 @@ pub async fn run(step: &ExportStep, conns: &Connections, log: &LogSink) -> TaskO
         _ => return failed("export needs `table` or `query`".into(), false),
     };
     let to = PathBuf::from(&step.to);
-    let partial = partial_path(&to);
+    let partial = super::partial_path(&to);
     if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty())
         && let Err(e) = std::fs::create_dir_all(parent)
     {
@@ -79,15 +78,6 @@ pub async fn run(step: &ExportStep, conns: &Connections, log: &LogSink) -> TaskO
 
 fn failed(error: String, retryable: bool) -> TaskOutcome {
     TaskOutcome::Failed { error, retryable }
-}
-
-/// `backups/x.csv` → `backups/.x.csv.partial`.
-fn partial_path(to: &Path) -> PathBuf {
-    let name = to
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    to.with_file_name(format!(".{name}.partial"))
 }
 
 /// The file being written, and what went into it.
@@ -182,14 +172,8 @@ where
     let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
     let mut names: Option<Vec<String>> = None;
     while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
-        let names = names
-            .get_or_insert_with(|| row.columns().iter().map(|c| c.name().to_owned()).collect());
-        let values = (0..row.len())
-            .map(|i| {
-                row.try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let names = names.get_or_insert_with(|| column_names(&row));
+        let values = row_values(&row).map_err(|e| e.to_string())?;
         out.row(names, values)?;
     }
     Ok(())

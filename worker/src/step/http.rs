@@ -105,11 +105,7 @@ async fn request(
     outputs.insert("status".into(), status.as_u16().to_string().into());
     if let Some(to) = &step.save_to {
         let to = PathBuf::from(to);
-        let name = to
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = to.with_file_name(format!(".{name}.partial"));
+        let partial = super::partial_path(&to);
         if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| (format!("creating {}: {e}", parent.display()), true))?;

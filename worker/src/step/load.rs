@@ -114,10 +114,7 @@ impl LoadError {
 
 impl From<sqlx::Error> for LoadError {
     fn from(e: sqlx::Error) -> LoadError {
-        let retryable = matches!(
-            e,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-        );
+        let retryable = crate::conn::is_transient(&e);
         LoadError {
             message: e.to_string(),
             retryable,
@@ -543,20 +540,14 @@ where
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     use futures_util::TryStreamExt;
-    use sqlx::{Column, Row};
     let mut names_tx = Some(names_tx);
     let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
     let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
         if let Some(n) = names_tx.take() {
-            let _ = n.send(row.columns().iter().map(|c| c.name().to_owned()).collect());
+            let _ = n.send(super::sqltext::column_names(&row));
         }
-        let values = (0..row.len())
-            .map(|i| {
-                row.try_get_unchecked::<Option<String>, _>(i)
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let values = super::sqltext::row_values(&row).map_err(|e| e.to_string())?;
         if tx.send(Ok(values)).await.is_err() {
             // The load stopped reading (it failed): stop streaming.
             return Ok(());

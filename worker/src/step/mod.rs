@@ -21,6 +21,16 @@ use crate::conn::Connections;
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
 
+/// Where a file is written before it is renamed into place (`backups/x.csv` →
+/// `backups/.x.csv.partial`): a reader never sees half a file.
+pub(crate) fn partial_path(to: &std::path::Path) -> std::path::PathBuf {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    to.with_file_name(format!(".{name}.partial"))
+}
+
 /// Longest one sensor check may take.
 pub const SENSOR_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 

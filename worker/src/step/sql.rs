@@ -5,9 +5,9 @@
 //! leaves the database as it was. With `fetch: first_row`, the first row the last entry returns
 //! becomes the outputs: column name → its text (`null` for NULL), as shell outputs are text.
 
-use sqlx::{Column, Row};
 use weir_model::spec::{Fetch, SqlStep};
 
+use super::sqltext::row_map;
 use crate::conn::{Connections, DataPool};
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
@@ -52,10 +52,7 @@ pub async fn run(step: &SqlStep, conns: &Connections, log: &LogSink) -> TaskOutc
             log.note(&error);
             TaskOutcome::Failed {
                 // A statement that failed fails again; a lost connection may not.
-                retryable: matches!(
-                    e,
-                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-                ),
+                retryable: crate::conn::is_transient(&e),
                 error,
             }
         }
@@ -80,15 +77,7 @@ where
         if i == last && step.fetch == Fetch::FirstRow {
             let rows = query.fetch_all(&mut *tx).await.map_err(|e| (i, e))?;
             if let Some(row) = rows.first() {
-                for (n, column) in row.columns().iter().enumerate() {
-                    // Text of any type: the simple-query path returns text on Postgres and
-                    // MySQL, and SQLite converts any value to text.
-                    let value: Option<String> = row.try_get_unchecked(n).map_err(|e| (i, e))?;
-                    outputs.insert(
-                        column.name().to_owned(),
-                        value.map_or(serde_json::Value::Null, serde_json::Value::String),
-                    );
-                }
+                outputs = row_map(row).map_err(|e| (i, e))?;
             }
         } else {
             query.execute(&mut *tx).await.map_err(|e| (i, e))?;

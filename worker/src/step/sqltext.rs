@@ -119,17 +119,50 @@ where
         let Some(row) = stream.try_next().await? else {
             break;
         };
-        let mut map = TextRow::new();
-        for (i, column) in row.columns().iter().enumerate() {
-            let value: Option<String> = row.try_get_unchecked(i)?;
-            map.insert(
-                column.name().to_owned(),
-                value.map_or(serde_json::Value::Null, serde_json::Value::String),
-            );
-        }
-        out.push(map);
+        out.push(row_map(&row)?);
     }
     Ok(out)
+}
+
+/// A row's values as text, in column order (`None` for NULL). Text of any type: the
+/// simple-query path returns text on Postgres and MySQL, and SQLite converts any value to text.
+///
+/// # Errors
+/// A value that cannot be read.
+pub fn row_values<R>(row: &R) -> Result<Vec<Option<String>>, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+{
+    (0..row.len()).map(|i| row.try_get_unchecked(i)).collect()
+}
+
+/// A row's column names, in order.
+pub fn column_names<R: Row>(row: &R) -> Vec<String> {
+    row.columns().iter().map(|c| c.name().to_owned()).collect()
+}
+
+/// A row as column name → text (`null` for NULL).
+///
+/// # Errors
+/// A value that cannot be read.
+pub fn row_map<R>(row: &R) -> Result<TextRow, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+{
+    Ok(column_names(row)
+        .into_iter()
+        .zip(row_values(row)?)
+        .map(|(name, value)| {
+            (
+                name,
+                value.map_or(serde_json::Value::Null, serde_json::Value::String),
+            )
+        })
+        .collect())
 }
 
 /// The first column of the first row of `sql`, as text.

@@ -112,11 +112,10 @@ enum CheckError {
 
 impl From<sqlx::Error> for CheckError {
     fn from(e: sqlx::Error) -> CheckError {
-        match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                CheckError::Retryable(e.to_string())
-            }
-            other => CheckError::Broken(other.to_string()),
+        if crate::conn::is_transient(&e) {
+            CheckError::Retryable(e.to_string())
+        } else {
+            CheckError::Broken(e.to_string())
         }
     }
 }
@@ -175,6 +174,18 @@ fn count(text: Option<String>) -> Result<u64, CheckError> {
         .map_err(|_| CheckError::Broken(format!("a count came back as `{text}`")))
 }
 
+/// Up to [`SAMPLES`] rows of `sql` (the failing rows of a check), when there are any.
+async fn failing_samples(pool: &DataPool, any: bool, sql: &str) -> Result<Vec<Value>, CheckError> {
+    if !any {
+        return Ok(Vec::new());
+    }
+    Ok(text_rows(pool, &format!("{sql} LIMIT {SAMPLES}"), SAMPLES)
+        .await?
+        .into_iter()
+        .map(Value::Object)
+        .collect())
+}
+
 async fn row_count(c: &RowCountCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
     let table = Dialect::of(pool).ident(&c.table)?;
     let n = count(scalar(pool, &format!("SELECT COUNT(*) FROM {table}")).await?)?;
@@ -204,19 +215,12 @@ async fn not_null(c: &ColumnsCheck, pool: &DataPool) -> Result<Outcome, CheckErr
             any_null.push(format!("{col} IS NULL"));
         }
     }
-    let samples = if any_null.is_empty() {
-        Vec::new()
-    } else {
-        let sql = format!(
-            "SELECT * FROM {table} WHERE {} LIMIT {SAMPLES}",
-            any_null.join(" OR ")
-        );
-        text_rows(pool, &sql, SAMPLES)
-            .await?
-            .into_iter()
-            .map(Value::Object)
-            .collect()
-    };
+    let samples = failing_samples(
+        pool,
+        !any_null.is_empty(),
+        &format!("SELECT * FROM {table} WHERE {}", any_null.join(" OR ")),
+    )
+    .await?;
     Ok(Outcome {
         passed: any_null.is_empty(),
         observed: Value::Object(observed),
@@ -237,15 +241,7 @@ async fn unique(c: &ColumnsCheck, pool: &DataPool) -> Result<Outcome, CheckError
         "SELECT {cols}, COUNT(*) AS copies FROM {table} GROUP BY {cols} HAVING COUNT(*) > 1"
     );
     let duplicated = count(scalar(pool, &format!("SELECT COUNT(*) FROM ({groups}) d")).await?)?;
-    let samples = if duplicated == 0 {
-        Vec::new()
-    } else {
-        text_rows(pool, &format!("{groups} LIMIT {SAMPLES}"), SAMPLES)
-            .await?
-            .into_iter()
-            .map(Value::Object)
-            .collect()
-    };
+    let samples = failing_samples(pool, duplicated > 0, &groups).await?;
     Ok(Outcome {
         passed: duplicated == 0,
         observed: json!({ "duplicated_keys": duplicated }),
@@ -268,18 +264,12 @@ async fn accepted_values(c: &AcceptedValuesCheck, pool: &DataPool) -> Result<Out
         .join(", ");
     let filter = format!("FROM {table} WHERE {col} IS NOT NULL AND {col} NOT IN ({values})");
     let n = count(scalar(pool, &format!("SELECT COUNT(*) {filter}")).await?)?;
-    let samples = if n == 0 {
-        Vec::new()
-    } else {
-        let sql = format!(
-            "SELECT {col} AS value, COUNT(*) AS occurrences {filter} GROUP BY {col} LIMIT {SAMPLES}"
-        );
-        text_rows(pool, &sql, SAMPLES)
-            .await?
-            .into_iter()
-            .map(Value::Object)
-            .collect()
-    };
+    let samples = failing_samples(
+        pool,
+        n > 0,
+        &format!("SELECT {col} AS value, COUNT(*) AS occurrences {filter} GROUP BY {col}"),
+    )
+    .await?;
     Ok(Outcome {
         passed: n == 0,
         observed: json!({ "rows_with_other_values": n }),
@@ -303,15 +293,7 @@ async fn range(c: &RangeCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
     }
     let filter = format!("FROM {table} WHERE {}", outside.join(" OR "));
     let n = count(scalar(pool, &format!("SELECT COUNT(*) {filter}")).await?)?;
-    let samples = if n == 0 {
-        Vec::new()
-    } else {
-        text_rows(pool, &format!("SELECT * {filter} LIMIT {SAMPLES}"), SAMPLES)
-            .await?
-            .into_iter()
-            .map(Value::Object)
-            .collect()
-    };
+    let samples = failing_samples(pool, n > 0, &format!("SELECT * {filter}")).await?;
     Ok(Outcome {
         passed: n == 0,
         observed: json!({ "rows_outside": n }),
