@@ -26,12 +26,14 @@ pub struct TestDb {
     pub store: Store,
     /// Its URL (to start other processes on the same database).
     pub url: String,
-    cleanup: Cleanup,
+    /// Held for its `Drop`: the folder or the database goes with the test.
+    _cleanup: Cleanup,
 }
 
+/// What goes when a test database is dropped.
 enum Cleanup {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    Server(#[allow(dead_code)] ServerDb),
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -50,7 +52,7 @@ impl TestDb {
         TestDb {
             store,
             url,
-            cleanup: Cleanup::Sqlite(dir),
+            _cleanup: Cleanup::Sqlite(dir),
         }
     }
 
@@ -65,25 +67,15 @@ impl TestDb {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
-            panic!(
-                "Postgres is needed for this test and is unreachable at {admin_url}: {e}\n{}",
-                cluster::INSTALL_HINT
-            )
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .expect("CREATE DATABASE");
-        admin.close().await;
-        let url = replace_database(&admin_url, &name);
+        let db = ServerDb::create(Server::Postgres, admin_url, name).await;
+        let url = db.url();
         let store = Store::connect(&url)
             .await
             .expect("Postgres metadata database");
         TestDb {
             store,
             url,
-            cleanup: Cleanup::Postgres { admin_url, name },
+            _cleanup: Cleanup::Server(db),
         }
     }
 }
@@ -143,30 +135,99 @@ fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs outside any runtime guarantee: use a thread with its own small runtime.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async {
-                    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&admin)
-                        .await;
-                    }
+/// A server a test database lives on.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    Postgres,
+    MariaDb,
+}
+
+/// A database created on a server for one test; dropped (`DROP DATABASE`) with this value.
+struct ServerDb {
+    server: Server,
+    admin_url: String,
+    name: String,
+}
+
+impl ServerDb {
+    /// Creates database `name` through `admin_url`.
+    ///
+    /// # Panics
+    /// When the server is unreachable, with what to start or install.
+    async fn create(server: Server, admin_url: String, name: String) -> ServerDb {
+        let create = sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"));
+        match server {
+            Server::Postgres => {
+                let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!(
+                        "Postgres is needed for this test and is unreachable at {admin_url}: {e}\n{}",
+                        cluster::INSTALL_HINT
+                    )
                 });
-            })
-            .join();
+                sqlx::query(create)
+                    .execute(&admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                admin.close().await;
+            }
+            Server::MariaDb => {
+                let admin = sqlx::MySqlPool::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!(
+                        "MariaDB is needed for this test and is unreachable at {admin_url}: {e}\n\
+                         Start the machine's server (`service mariadb start`), install one \
+                         (`apt-get install mariadb-server`), or point WEIR_TEST_MYSQL_URL at a server \
+                         where the user may CREATE DATABASE."
+                    )
+                });
+                sqlx::query(create)
+                    .execute(&admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                admin.close().await;
+            }
         }
+        ServerDb {
+            server,
+            admin_url,
+            name,
+        }
+    }
+
+    /// Its URL.
+    fn url(&self) -> String {
+        replace_database(&self.admin_url, &self.name)
+    }
+}
+
+impl Drop for ServerDb {
+    fn drop(&mut self) {
+        let (server, admin_url, name) = (self.server, self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime guarantee: use a thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                match server {
+                    Server::Postgres => {
+                        if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                        }
+                    }
+                    Server::MariaDb => {
+                        if let Ok(admin) = sqlx::MySqlPool::connect(&admin_url).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name}");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                        }
+                    }
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -190,13 +251,8 @@ pub struct TestDataDb {
     pub backend: DataBackend,
     /// Its URL, as a `[connections]` entry takes it.
     pub url: String,
-    cleanup: DataCleanup,
-}
-
-enum DataCleanup {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-    MariaDb { admin_url: String, name: String },
+    /// Held for its `Drop`: the folder or the database goes with the test.
+    _cleanup: Cleanup,
 }
 
 impl TestDataDb {
@@ -217,82 +273,27 @@ impl TestDataDb {
                 TestDataDb {
                     backend,
                     url,
-                    cleanup: DataCleanup::Sqlite(dir),
+                    _cleanup: Cleanup::Sqlite(dir),
                 }
             }
-            DataBackend::Postgres => {
-                let admin_url = postgres_admin_url().await;
-                let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
-                    panic!("Postgres at {admin_url}: {e}\n{}", cluster::INSTALL_HINT)
-                });
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&admin)
-                    .await
-                    .expect("CREATE DATABASE");
-                admin.close().await;
-                TestDataDb {
-                    backend,
-                    url: replace_database(&admin_url, &name),
-                    cleanup: DataCleanup::Postgres { admin_url, name },
-                }
-            }
-            DataBackend::MariaDb => {
-                let admin_url = std::env::var("WEIR_TEST_MYSQL_URL")
-                    .unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned());
-                let admin = sqlx::MySqlPool::connect(&admin_url).await.unwrap_or_else(|e| {
-                    panic!(
-                        "MariaDB is needed for this test and is unreachable at {admin_url}: {e}\n\
-                         Start the machine's server (`service mariadb start`), install one \
-                         (`apt-get install mariadb-server`), or point WEIR_TEST_MYSQL_URL at a server \
-                         where the user may CREATE DATABASE."
+            DataBackend::Postgres | DataBackend::MariaDb => {
+                let (server, admin_url) = if backend == DataBackend::Postgres {
+                    (Server::Postgres, postgres_admin_url().await)
+                } else {
+                    (
+                        Server::MariaDb,
+                        std::env::var("WEIR_TEST_MYSQL_URL")
+                            .unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned()),
                     )
-                });
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&admin)
-                    .await
-                    .expect("CREATE DATABASE");
-                admin.close().await;
+                };
+                let db = ServerDb::create(server, admin_url, name).await;
                 TestDataDb {
                     backend,
-                    url: replace_database(&admin_url, &name),
-                    cleanup: DataCleanup::MariaDb { admin_url, name },
+                    url: db.url(),
+                    _cleanup: Cleanup::Server(db),
                 }
             }
         }
-    }
-}
-
-impl Drop for TestDataDb {
-    fn drop(&mut self) {
-        let (admin_url, sql) = match &self.cleanup {
-            DataCleanup::Sqlite(_) => return,
-            DataCleanup::Postgres { admin_url, name } => (
-                admin_url.clone(),
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            ),
-            DataCleanup::MariaDb { admin_url, name } => {
-                (admin_url.clone(), format!("DROP DATABASE IF EXISTS {name}"))
-            }
-        };
-        let mysql = matches!(self.cleanup, DataCleanup::MariaDb { .. });
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if mysql {
-                    if let Ok(admin) = sqlx::MySqlPool::connect(&admin_url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
-                    }
-                } else if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
