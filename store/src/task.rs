@@ -648,11 +648,21 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
+        self.task_rows_at(EXPIRED_LEASES_WHERE, "id", now).await
+    }
+
+    /// Task instances matching `filter` (whose `$1` is `now`), in `order`.
+    async fn task_rows_at(
+        &self,
+        filter: &str,
+        order: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskInstanceRow>> {
         let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE {EXPIRED_LEASES_WHERE} ORDER BY id"
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE {filter} ORDER BY {order}"
         );
         let rows = with_pool!(self, |pool| {
-            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(now)
                 .fetch_all(pool)
                 .await?
@@ -697,16 +707,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn due_retries(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE {DUE_RETRIES_WHERE} ORDER BY due_at, id"
-        );
-        let rows = with_pool!(self, |pool| {
-            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .fetch_all(pool)
-                .await?
-        });
-        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+        self.task_rows_at(DUE_RETRIES_WHERE, "due_at, id", now)
+            .await
     }
 
     /// The earliest due time of `up_for_retry` instances (when the scheduler must look again).
