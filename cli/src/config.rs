@@ -47,12 +47,15 @@ impl Default for Config {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct WebConfig {
     pub(crate) bind: String,
+    /// How users reach the web UI (links in notifications); default `http://<bind>`.
+    pub(crate) base_url: Option<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             bind: "127.0.0.1:8080".to_owned(),
+            base_url: None,
         }
     }
 }
@@ -109,10 +112,6 @@ pub(crate) struct ConnectionConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-#[expect(
-    dead_code,
-    reason = "validated now; read by the notifiers of the data-steps milestone"
-)]
 pub(crate) enum NotifierConfig {
     Email { to: Vec<String> },
     Webhook { url: String },
@@ -120,10 +119,6 @@ pub(crate) enum NotifierConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "validated now; read by the email notifier of the data-steps milestone"
-)]
 pub(crate) struct SmtpConfig {
     pub(crate) host: String,
     #[serde(default = "default_smtp_port")]
@@ -132,7 +127,10 @@ pub(crate) struct SmtpConfig {
     pub(crate) tls: SmtpTls,
     pub(crate) from: String,
     pub(crate) username: Option<String>,
+    /// Default: `$SMTP_PASSWORD` when a username is set.
     pub(crate) password: Option<String>,
+    /// A PEM file of a private CA the relay's certificate is signed by.
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 fn default_smtp_port() -> u16 {
@@ -201,12 +199,25 @@ impl Config {
             conn.url = expand(&conn.url, env)
                 .with_context(|| format!("{}: connection `{name}`", origin.display()))?;
         }
-        if let Some(smtp) = &mut config.smtp
-            && let Some(p) = &smtp.password
-        {
-            smtp.password = Some(
-                expand(p, env).with_context(|| format!("{}: smtp password", origin.display()))?,
-            );
+        if let Some(smtp) = &mut config.smtp {
+            match &smtp.password {
+                Some(p) => {
+                    smtp.password = Some(
+                        expand(p, env)
+                            .with_context(|| format!("{}: smtp password", origin.display()))?,
+                    );
+                }
+                None if smtp.username.is_some() => {
+                    smtp.password = env.get("SMTP_PASSWORD").cloned();
+                }
+                None => {}
+            }
+        }
+        for (name, notifier) in &mut config.notifiers {
+            if let NotifierConfig::Webhook { url } = notifier {
+                *url = expand(url, env)
+                    .with_context(|| format!("{}: notifier `{name}`", origin.display()))?;
+            }
         }
         if config.worker.concurrency == 0 {
             bail!(

@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::{Clock, SystemClock};
+use weir_scheduler::notify::{Notifier, NotifyConfig, Smtp};
 use weir_scheduler::{Scheduler, SchedulerConfig};
 use weir_store::Store;
 use weir_worker::WorkerConfig;
 
-use crate::config::Config;
+use crate::config::{Config, NotifierConfig, SmtpTls};
 
 /// Opens (creating and migrating as needed) the metadata database of `config`.
 pub(crate) async fn open_store(config: &Config) -> Result<Store> {
@@ -59,7 +60,46 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
             &config.retention.keep_runs,
             "retention.keep_runs",
         )?),
+        notify: notify_config(config),
     })
+}
+
+/// Notifiers, the relay and the UI's address, as the scheduler's dispatcher wants them.
+fn notify_config(config: &Config) -> NotifyConfig {
+    let notifiers = config
+        .notifiers
+        .iter()
+        .map(|(name, n)| {
+            let notifier = match n {
+                NotifierConfig::Email { to } => Notifier::Email { to: to.clone() },
+                NotifierConfig::Webhook { url } => Notifier::Webhook { url: url.clone() },
+            };
+            (name.clone(), notifier)
+        })
+        .collect();
+    let smtp = config.smtp.as_ref().map(|s| Smtp {
+        host: s.host.clone(),
+        port: s.port,
+        tls: match s.tls {
+            SmtpTls::Starttls => weir_scheduler::notify::SmtpTls::Starttls,
+            SmtpTls::Tls => weir_scheduler::notify::SmtpTls::Tls,
+            SmtpTls::None => weir_scheduler::notify::SmtpTls::None,
+        },
+        from: s.from.clone(),
+        username: s.username.clone(),
+        password: s.password.clone(),
+        ca_file: s.ca_file.clone(),
+    });
+    let base_url = config
+        .web
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.web.bind));
+    NotifyConfig {
+        notifiers,
+        smtp,
+        base_url: base_url.trim_end_matches('/').to_owned(),
+    }
 }
 
 pub(crate) fn worker_config(

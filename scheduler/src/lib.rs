@@ -4,7 +4,8 @@
 //! stores DAG versions, creates runs (cron with catchup, manual, backfill: all through
 //! `Store::create_run`), evaluates trigger rules, `when` and `foreach`, queues task instances
 //! within `max_active_runs`, `max_active_tasks` and pools, re-queues retries when due, reaps
-//! the tries of workers that stopped heartbeating, and finishes runs by Airflow's leaf rule.
+//! the tries of workers that stopped heartbeating, finishes runs by Airflow's leaf rule, and
+//! sends the notifications those changes wrote.
 //!
 //! Where it sits: uses weir-model and weir-store; never the worker or the web server: they
 //! meet in database rows.
@@ -13,12 +14,14 @@
 //! - [`folder`]: reading DAG files (shared with the CLI's `dags validate`).
 //! - [`plan`]: due cron intervals, new runs, param overrides. Pure.
 //! - [`evaluate`]: trigger rules and run outcomes. Pure.
+//! - [`notify`]: sends the notification outbox (email, webhooks).
 //! - [`scheduler`]: the pass ([`Scheduler::run_once`]) and the loop ([`run`]).
 //! - [`error`]: the error type.
 
 pub mod error;
 pub mod evaluate;
 pub mod folder;
+pub mod notify;
 pub mod plan;
 pub mod scheduler;
 

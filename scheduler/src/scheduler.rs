@@ -10,11 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::Clock;
 use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
 use weir_model::{Dag, Known, RunState, RunType, Schedule, TaskState};
-use weir_store::{ActiveRun, RunRow, Store, StoreError, TaskInstanceRow};
+use crate::notify::{Dispatcher, NotifyConfig};
+use weir_store::{
+    ActiveRun, Notice, NoticeEvent, Notification, RunRow, Store, StoreError, TaskInstanceRow,
+    try_notifications,
+};
 
 use crate::error::{Result, SchedulerError};
 use crate::evaluate::plan_run;
@@ -38,16 +43,24 @@ pub struct SchedulerConfig {
     pub scan_interval: Duration,
     /// Finished runs older than this are deleted (once a day), with their instances and logs.
     pub keep_runs: Option<Duration>,
+    /// Notifiers, the SMTP relay and the web UI's address for links.
+    pub notify: NotifyConfig,
 }
 
 /// Runs deleted per retention transaction.
 pub const RETENTION_BATCH: i64 = 200;
 
-/// Deletes finished runs that ended before `cutoff`, in batches; returns how many.
+/// Deletes finished runs that ended before `cutoff`, in batches, and the settled
+/// notifications written before it; returns how many runs went.
 ///
 /// # Errors
 /// Store failures (what was deleted before stays deleted).
 pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64> {
+    while store
+        .delete_notifications_before(cutoff, RETENTION_BATCH)
+        .await?
+        > 0
+    {}
     let mut total = 0;
     loop {
         let n = store
@@ -331,7 +344,7 @@ impl Scheduler {
             if *count < dag.spec.max_active_runs
                 && self
                     .store
-                    .set_run_state(&run.run_id, RunState::Queued, RunState::Running, now)
+                    .set_run_state(&run.run_id, RunState::Queued, RunState::Running, &[], now)
                     .await?
             {
                 *count += 1;
@@ -415,7 +428,7 @@ impl Scheduler {
                 let by_id: HashMap<i64, &TaskInstanceRow> = tis.iter().map(|t| (t.id, t)).collect();
                 for id in &plan.expand {
                     let Some(ti) = by_id.get(id) else { continue };
-                    changed += u64::from(self.expand(ti, &dag, &renderer, now).await?);
+                    changed += u64::from(self.expand(run, ti, &dag, &renderer, now).await?);
                 }
                 let mut to_queue = Vec::new();
                 for id in &plan.ready {
@@ -440,15 +453,8 @@ impl Scheduler {
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                changed += u64::from(
-                                    self.store
-                                        .fail_scheduled(
-                                            ti.id,
-                                            &format!("`when` does not render: {e}"),
-                                            now,
-                                        )
-                                        .await?,
-                                );
+                                let message = format!("`when` does not render: {e}");
+                                changed += self.fail_unrun(run, &dag, ti, &message, now).await?;
                                 continue;
                             }
                         }
@@ -461,8 +467,7 @@ impl Scheduler {
                         let message = format!(
                             "pool `{pool}` is not in the configuration (add it under [pools])"
                         );
-                        changed +=
-                            u64::from(self.store.fail_scheduled(ti.id, &message, now).await?);
+                        changed += self.fail_unrun(run, &dag, ti, &message, now).await?;
                         continue;
                     }
                     if self.take_slot(usage, &dag, ti.pool.as_deref()).await? {
@@ -480,9 +485,10 @@ impl Scheduler {
                 changed += queued;
             }
             if let Some(outcome) = plan.finished {
+                let notify = run_notifications(&dag, run, &tis, outcome, now);
                 if self
                     .store
-                    .set_run_state(&run.run_id, RunState::Running, outcome, now)
+                    .set_run_state(&run.run_id, RunState::Running, outcome, &notify, now)
                     .await?
                 {
                     pass.runs_finished += 1;
@@ -506,6 +512,7 @@ impl Scheduler {
 
     async fn expand(
         &self,
+        run: &RunRow,
         ti: &TaskInstanceRow,
         dag: &Dag,
         renderer: &RunRenderer,
@@ -526,15 +533,31 @@ impl Scheduler {
                 tracing::info!(run_id = %ti.run_id, task_id = %ti.task_id, items = items.len(), "foreach expanded");
                 Ok(self.store.expand_mapped(ti, &items, now).await?)
             }
-            Err(e) => Ok(self
-                .store
-                .fail_scheduled(
-                    ti.id,
-                    &format!("`foreach` does not render a list: {e}"),
-                    now,
-                )
-                .await?),
+            Err(e) => {
+                let message = format!("`foreach` does not render a list: {e}");
+                Ok(self.fail_unrun(run, dag, ti, &message, now).await? > 0)
+            }
         }
+    }
+
+    /// Fails a `scheduled` instance that cannot run, with its `on_failure` notifications;
+    /// returns 1 if it changed, else 0.
+    async fn fail_unrun(
+        &self,
+        run: &RunRow,
+        dag: &Dag,
+        ti: &TaskInstanceRow,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let notify = dag.tasks.get(&ti.task_id).map_or_else(Vec::new, |task| {
+            try_notifications(task, run, ti, TaskState::Failed, Some(error), now)
+        });
+        Ok(u64::from(
+            self.store
+                .fail_scheduled(ti.id, error, &notify, now)
+                .await?,
+        ))
     }
 
     /// Queues the retries that are due (within limits); returns how many.
@@ -572,13 +595,67 @@ impl Scheduler {
                 self.cfg.heartbeat_timeout.as_secs()
             );
             let (to, due) = retry_decision(&dag, &ti, now);
-            if self.store.reap_expired(&ti, to, due, &error, now).await? {
+            let notify = dag.tasks.get(&ti.task_id).map_or_else(Vec::new, |task| {
+                try_notifications(task, &run, &ti, to, Some(&error), now)
+            });
+            if self
+                .store
+                .reap_expired(&ti, to, due, &error, &notify, now)
+                .await?
+            {
                 tracing::warn!(run_id = %ti.run_id, task_id = %ti.task_id, try_number = ti.try_number, worker_id = ti.worker_id.as_deref().unwrap_or("?"), "lease expired; try failed");
                 pass.reaped += 1;
             }
         }
         Ok(())
     }
+}
+
+/// The notifications of a run's end: the DAG's `on_failure` with its failed tasks and their
+/// errors, or its `on_success`.
+fn run_notifications(
+    dag: &Dag,
+    run: &RunRow,
+    tis: &[TaskInstanceRow],
+    outcome: RunState,
+    now: DateTime<Utc>,
+) -> Vec<Notification> {
+    /// Failed tasks named in a run's failure notice; the rest are counted.
+    const LISTED: usize = 5;
+    let (event, names) = match outcome {
+        RunState::Failed => (NoticeEvent::RunFailed, &dag.spec.on_failure),
+        RunState::Success => (NoticeEvent::RunSucceeded, &dag.spec.on_success),
+        _ => return Vec::new(),
+    };
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let failed: Vec<&TaskInstanceRow> = tis
+        .iter()
+        .filter(|t| t.state == TaskState::Failed)
+        .collect();
+    let error = (outcome == RunState::Failed).then(|| {
+        let mut lines: Vec<String> = failed
+            .iter()
+            .take(LISTED)
+            .map(|t| {
+                let name = if t.map_index >= 0 {
+                    format!("{}[{}]", t.task_id, t.map_index)
+                } else {
+                    t.task_id.clone()
+                };
+                format!("{name}: {}", t.error.as_deref().unwrap_or("failed"))
+            })
+            .collect();
+        if failed.len() > LISTED {
+            lines.push(format!("and {} more failed task(s)", failed.len() - LISTED));
+        }
+        if lines.is_empty() {
+            lines.push("no task failed itself (the run failed on upstream failures)".to_owned());
+        }
+        lines.join("\n")
+    });
+    Notice::for_run(run, event, error, now).to(names)
 }
 
 /// What a failed try leads to: another try after the task's retry delay, or failure.
@@ -633,10 +710,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let listener = store.listen();
-    let result = lead_and_schedule(&store, cfg, clock, &shutdown).await;
+    // Notifications go out from every scheduler process, active or standing by: claims keep
+    // them from sending a row twice, and a standby keeps sending while the active one is down.
+    let dispatcher = Dispatcher::new(store.clone(), Arc::clone(&clock), cfg.notify.clone());
+    let notify = dispatcher.waker();
+    let sending = tokio::spawn(dispatcher.run(shutdown.child_token()));
+    let result = lead_and_schedule(&store, cfg, clock, &shutdown, &notify).await;
     if let Some(l) = listener {
         l.abort();
     }
+    sending.abort();
     result
 }
 
@@ -645,6 +728,7 @@ async fn lead_and_schedule(
     cfg: SchedulerConfig,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
+    notify: &Notify,
 ) -> Result<()> {
     let mut announced_standby = false;
     loop {
@@ -681,7 +765,14 @@ async fn lead_and_schedule(
                 break;
             }
             let next_due = match scheduler.pass(full).await {
-                Ok(pass) => pass.next_due,
+                Ok(pass) => {
+                    // Run ends and reaped tries write notifications; workers' failed tries
+                    // are picked up by the dispatcher's own poll.
+                    if pass.runs_finished > 0 || pass.reaped > 0 {
+                        notify.notify_one();
+                    }
+                    pass.next_due
+                }
                 Err(SchedulerError::Folder(e)) => return Err(SchedulerError::Folder(e)),
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduler pass failed; retrying");

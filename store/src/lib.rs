@@ -20,6 +20,7 @@
 //! - `task`: task-instance transitions: queueing, claiming (leases), heartbeats, completion,
 //!   reaping, clearing.
 //! - `log`: task log lines.
+//! - `notify`: the notification outbox.
 //! - `worker`: worker registrations.
 
 mod dag;
@@ -27,6 +28,7 @@ mod db;
 pub mod error;
 mod explain;
 mod log;
+mod notify;
 mod run;
 mod task;
 mod worker;
@@ -35,6 +37,9 @@ pub use dag::{DagRow, DagVersion, ImportErrorRow};
 pub use db::{Backend, Leadership, Store, redact};
 pub use error::StoreError;
 pub use log::{LogLine, NewLogLine};
+pub use notify::{
+    ClaimedNotification, Notice, NoticeEvent, Notification, NotificationRow, try_notifications,
+};
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use worker::WorkerRow;

@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use weir_model::{RunState, RunType};
 
 use crate::db::{BeginWrite, with_pool};
+use crate::notify::{Notification, insert_notifications};
 use crate::{Result, Store, StoreError};
 
 /// A run to create.
@@ -334,8 +335,9 @@ impl Store {
         .await?))
     }
 
-    /// Moves a run from `from` to `to` (setting `started_at` or `ended_at` as fits). Returns
-    /// false when the run was no longer in `from` (someone else moved it).
+    /// Moves a run from `from` to `to` (setting `started_at` or `ended_at` as fits), writing
+    /// `notify` with the change. Returns false when the run was no longer in `from` (someone
+    /// else moved it).
     ///
     /// # Errors
     /// Database failures.
@@ -344,10 +346,12 @@ impl Store {
         run_id: &str,
         from: RunState,
         to: RunState,
+        notify: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let changed = with_pool!(self, |pool| {
-            sqlx::query(
+            let mut tx = pool.begin_write().await?;
+            let changed = sqlx::query(
                 "UPDATE weir_runs SET state = $3,
                      started_at = CASE WHEN $3 = 'running' AND started_at IS NULL THEN $4 ELSE started_at END,
                      ended_at = CASE WHEN $3 IN ('success', 'failed', 'cancelled') THEN $4 ELSE NULL END
@@ -357,9 +361,14 @@ impl Store {
             .bind(from.as_str())
             .bind(to.as_str())
             .bind(now)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if changed == 1 {
+                insert_notifications!(tx, notify, now);
+            }
+            tx.commit().await?;
+            changed
         });
         Ok(changed == 1)
     }

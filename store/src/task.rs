@@ -11,6 +11,7 @@ use weir_model::TaskState;
 
 use crate::db::{BeginWrite, Db, SCHEDULER_CHANNEL, with_pool};
 use crate::log::{NewLogLine, insert_log_lines};
+use crate::notify::{Notification, insert_notifications};
 use crate::{Result, Store, StoreError};
 
 // Statements of the scheduler's and workers' hot paths, shared with `Store::explain_hot_path`
@@ -152,6 +153,8 @@ pub struct Completion {
     /// The try does not count (a sensor's check that found nothing yet: it goes back to
     /// `up_for_retry` with its try number as before).
     pub give_back_try: bool,
+    /// Notifications to write if the completion is recorded (`on_retry`, `on_failure`).
+    pub notify: Vec<Notification>,
 }
 
 impl Store {
@@ -278,19 +281,32 @@ impl Store {
     }
 
     /// Fails a `scheduled` instance before it ran (a `when` or `foreach` template that does not
-    /// render, a pool the configuration lacks). Returns whether it changed.
+    /// render, a pool the configuration lacks), writing `notify` with the change. Returns whether
+    /// it changed.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn fail_scheduled(&self, id: i64, error: &str, now: DateTime<Utc>) -> Result<bool> {
+    pub async fn fail_scheduled(
+        &self,
+        id: i64,
+        error: &str,
+        notify: &[Notification],
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let changed = with_pool!(self, |pool| {
-            sqlx::query("UPDATE weir_task_instances SET state = 'failed', error = $2, ended_at = $3 WHERE id = $1 AND state = 'scheduled'")
+            let mut tx = pool.begin_write().await?;
+            let changed = sqlx::query("UPDATE weir_task_instances SET state = 'failed', error = $2, ended_at = $3 WHERE id = $1 AND state = 'scheduled'")
                 .bind(id)
                 .bind(error)
                 .bind(now)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if changed == 1 {
+                insert_notifications!(tx, notify, now);
+            }
+            tx.commit().await?;
+            changed
         });
         Ok(changed == 1)
     }
@@ -515,6 +531,17 @@ impl Store {
                 // The log lines of all tries, as parallel arrays for `unnest`.
                 let (mut log_ids, mut log_tries, mut streams, mut lines, mut ats) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                // The notifications likewise.
+                let (mut note_ids, mut notifiers, mut note_runs, mut payloads) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for c in cs {
+                    for n in &c.notify {
+                        note_ids.push(c.ti_id);
+                        notifiers.push(n.notifier.as_str());
+                        note_runs.push(n.notice.run_id.as_str());
+                        payloads.push(serde_json::to_string(&n.notice)?);
+                    }
+                }
                 for c in cs {
                     for l in &c.log {
                         log_ids.push(c.ti_id);
@@ -543,6 +570,13 @@ impl Store {
                              WITH ORDINALITY AS l(ti_id, try_number, stream, line, at, n)
                          WHERE l.ti_id IN (SELECT id FROM done)
                          ORDER BY l.n),
+                     noted AS (
+                         INSERT INTO weir_notifications (notifier, run_id, payload, created_at, next_attempt_at)
+                         SELECT n.notifier, n.run_id, n.payload, $8, $8
+                         FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[])
+                             WITH ORDINALITY AS n(ti_id, notifier, run_id, payload, k)
+                         WHERE n.ti_id IN (SELECT id FROM done)
+                         ORDER BY n.k),
                      woken AS (SELECT pg_notify($14, $15) WHERE EXISTS (SELECT 1 FROM done))
                      SELECT id FROM done, (SELECT count(*) FROM woken) AS w",
                 )
@@ -562,6 +596,10 @@ impl Store {
                 .bind(SCHEDULER_CHANNEL)
                 .bind(self.notify_origin())
                 .bind(cs.iter().map(|c| i32::from(c.give_back_try)).collect::<Vec<_>>())
+                .bind(note_ids)
+                .bind(notifiers)
+                .bind(note_runs)
+                .bind(payloads)
                 .fetch_all(pool)
                 .await?
             }
@@ -589,6 +627,7 @@ impl Store {
                     .rows_affected();
                     if changed > 0 {
                         insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
+                        insert_notifications!(tx, c.notify, now);
                         recorded.push(c.ti_id);
                     }
                 }
@@ -671,8 +710,8 @@ impl Store {
     }
 
     /// Fails the try of an instance whose lease expired (`to` is `up_for_retry` with `due_at`,
-    /// or `failed`), only if it is still that try, running, with an expired lease. Returns
-    /// whether it changed.
+    /// or `failed`), only if it is still that try, running, with an expired lease, writing
+    /// `notify` with the change. Returns whether it changed.
     ///
     /// # Errors
     /// Database failures.
@@ -682,10 +721,12 @@ impl Store {
         to: TaskState,
         due_at: Option<DateTime<Utc>>,
         error: &str,
+        notify: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let changed = with_pool!(self, |pool| {
-            sqlx::query(
+            let mut tx = pool.begin_write().await?;
+            let changed = sqlx::query(
                 "UPDATE weir_task_instances SET state = $3, due_at = $4, error = $5, ended_at = $6, lease_expires_at = NULL
                  WHERE id = $1 AND try_number = $2 AND state = 'running' AND lease_expires_at < $6",
             )
@@ -695,9 +736,14 @@ impl Store {
             .bind(due_at)
             .bind(error)
             .bind(now)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if changed == 1 {
+                insert_notifications!(tx, notify, now);
+            }
+            tx.commit().await?;
+            changed
         });
         Ok(changed == 1)
     }

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_model::clock::Clock;
 use weir_model::template::Renderer;
-use weir_model::{Dag, RetryPolicy, Step, TaskState};
-use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store};
+use weir_model::dag::Task;
+use weir_model::{Dag, Step, TaskState};
+use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, try_notifications};
 
 use crate::conn::{Connections, Masker};
 use crate::error::{Result, WorkerError};
@@ -119,8 +120,8 @@ struct Prepared {
     step: Step,
     env: ShellEnv,
     timeout: Option<Duration>,
-    retry: RetryPolicy,
     version: Arc<Version>,
+    run: Arc<RunRow>,
 }
 
 /// Runs kept in [`Worker::runs`]; past it the cache starts over (a run is one read away).
@@ -238,13 +239,13 @@ impl Worker {
         // The log writer runs beside the step in this task; it ends when the sink is dropped.
         let running = async {
             let sink = sink;
-            let (outcome, retry, wait_limit) = match self.prepare(&ti).await {
+            let (outcome, owner, wait_limit) = match self.prepare(&ti).await {
                 Ok(Prepared {
                     step,
                     env,
                     timeout,
-                    retry,
                     version,
+                    run,
                 }) => {
                     tracing::debug!("try started");
                     let outcome = execute(
@@ -262,7 +263,7 @@ impl Worker {
                     let wait_limit = matches!(step, Step::WaitFor(_))
                         .then_some(timeout)
                         .flatten();
-                    (outcome, Some(retry), wait_limit)
+                    (outcome, Some((version, run)), wait_limit)
                 }
                 Err(e) => {
                     sink.note(format!("could not prepare the try: {e}"));
@@ -274,14 +275,16 @@ impl Worker {
                 }
             };
             drop(sink);
-            (outcome, retry, wait_limit)
+            (outcome, owner, wait_limit)
         };
-        let ((outcome, retry, wait_limit), log) = tokio::join!(
+        let ((outcome, owner, wait_limit), log) = tokio::join!(
             running,
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
         );
-        self.record(&ti, &outcome, retry.as_ref(), wait_limit, log)
-            .await?;
+        let owner = owner.as_ref().and_then(|(version, run)| {
+            Some((version.dag.tasks.get(&ti.task_id)?, run.as_ref()))
+        });
+        self.record(&ti, &outcome, owner, wait_limit, log).await?;
         Ok(outcome)
     }
 
@@ -365,25 +368,26 @@ impl Worker {
             step,
             env,
             timeout: task.timeout.map(|t| t.0),
-            retry: task.retry.clone(),
             version: Arc::clone(&version),
+            run,
         })
     }
 
-    /// Records a try's outcome, deciding retry or failure from the task's policy (a try that
-    /// could not even be prepared has none, and fails).
+    /// Records a try's outcome, deciding retry or failure from the policy of `owner` (the task
+    /// and its run; a try that could not even be prepared has none, and fails), with the
+    /// notifications the task asks for.
     async fn record(
         &self,
         ti: &ClaimedTask,
         outcome: &TaskOutcome,
-        retry: Option<&RetryPolicy>,
+        owner: Option<(&Task, &RunRow)>,
         wait_limit: Option<Duration>,
         log: Vec<NewLogLine>,
     ) -> Result<()> {
         let now = self.clock.now();
         let mut give_back_try = false;
-        let after_failure = || match retry {
-            Some(policy) => policy.after_failure(ti.try_number, ti.max_tries, now),
+        let after_failure = || match owner {
+            Some((task, _)) => task.retry.after_failure(ti.try_number, ti.max_tries, now),
             None => (TaskState::Failed, None),
         };
         let (state, outputs, error, due_at) = match outcome {
@@ -465,6 +469,13 @@ impl Worker {
         };
         let error = error.map(|e| self.masker.mask(&e).into_owned());
         tracing::debug!(state = %state, error = error.as_deref(), "try finished");
+        let notify = match owner {
+            // A sensor's check that found nothing yet is not a retry.
+            Some((task, run)) if !give_back_try => {
+                try_notifications(task, run, ti, state, error.as_deref(), now)
+            }
+            _ => Vec::new(),
+        };
         let completion = Completion {
             ti_id: ti.id,
             worker_id: self.id.clone(),
@@ -475,6 +486,7 @@ impl Worker {
             due_at,
             log,
             give_back_try,
+            notify,
         };
         let (done, recorded) = oneshot::channel();
         if self.recorder.send((completion, done)).is_err() {

@@ -61,6 +61,7 @@ async fn main() {
         template_env: Default::default(),
         scan_interval: Duration::from_secs(1),
         keep_runs: None,
+        notify: weir_scheduler::notify::NotifyConfig::default(),
     };
     let wcfg = WorkerConfig {
         queues: vec!["default".into()],

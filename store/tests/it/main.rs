@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
 use weir_model::{RunState, RunType, TaskState};
-use weir_store::{Completion, NewLogLine, NewRun, NewTaskInstance, Store, StoreError};
+use weir_store::{
+    Completion, NewLogLine, NewRun, NewTaskInstance, Notice, NoticeEvent, Store, StoreError,
+};
 use weir_testkit::{both_backends, dag};
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -221,6 +223,17 @@ both_backends!(
         let later = now + Duration::seconds(60);
         let expired = db.store.expired_leases(later).await.expect("expired");
         assert_eq!(expired.len(), 1);
+        let run = db.store.run(&expired[0].run_id).await.expect("run");
+        let notice = |error: &str| {
+            Notice::for_try(
+                &run,
+                &expired[0],
+                NoticeEvent::TaskRetry,
+                Some(error.to_owned()),
+                later,
+            )
+            .to(&["ops".to_owned()])
+        };
         assert!(
             db.store
                 .reap_expired(
@@ -228,6 +241,7 @@ both_backends!(
                     TaskState::UpForRetry,
                     Some(later),
                     "worker lost",
+                    &notice("worker lost"),
                     later
                 )
                 .await
@@ -240,11 +254,19 @@ both_backends!(
                     TaskState::UpForRetry,
                     Some(later),
                     "again",
+                    &notice("again"),
                     later
                 )
                 .await
                 .expect("reap twice")
         );
+        // The notice is written with the change, and only with a change.
+        let written = db.store.notifications(&run.run_id).await.expect("outbox");
+        assert_eq!(written.len(), 1, "{written:?}");
+        assert_eq!(written[0].notifier, "ops");
+        assert_eq!(written[0].notice.error.as_deref(), Some("worker lost"));
+        assert_eq!(written[0].notice.task_id.as_deref(), Some(expired[0].task_id.as_str()));
+        assert_eq!(written[0].notice.try_number, Some(1));
 
         // The old worker comes back: it no longer holds the instance and cannot complete it.
         assert!(
@@ -264,9 +286,15 @@ both_backends!(
             due_at: None,
             log: vec![line("stdout", "printed after the lease expired", later)],
             give_back_try: false,
+            notify: notice("from a try whose lease is lost"),
         };
         assert!(
             matches!(db.store.complete_task(&done, later).await, Err(StoreError::LeaseLost(id)) if id == ti.id)
+        );
+        assert_eq!(
+            db.store.notifications(&run.run_id).await.expect("outbox").len(),
+            1,
+            "a dropped completion writes no notification"
         );
         let row = db.store.task_instance(ti.id).await.expect("row");
         assert_eq!(row.state, TaskState::UpForRetry);
@@ -332,6 +360,7 @@ both_backends!(
                 line("weir", "succeeded (1 output(s))", now),
             ],
             give_back_try: false,
+            notify: Vec::new(),
         };
         db.store.complete_task(&done, now).await.expect("complete");
         let stored = db.store.logs(ti.id, 1, 0, 10).await.expect("logs");
@@ -348,23 +377,45 @@ both_backends!(
         );
         assert!(
             db.store
-                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, now)
+                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, &[], now)
                 .await
                 .expect("start")
         );
+        let told = |event| Notice::for_run(&run, event, None, now).to(&["ops".to_owned()]);
         assert!(
             db.store
-                .set_run_state(&run.run_id, RunState::Running, RunState::Success, now)
+                .set_run_state(
+                    &run.run_id,
+                    RunState::Running,
+                    RunState::Success,
+                    &told(NoticeEvent::RunSucceeded),
+                    now
+                )
                 .await
                 .expect("finish")
         );
         assert!(
             !db.store
-                .set_run_state(&run.run_id, RunState::Running, RunState::Failed, now)
+                .set_run_state(
+                    &run.run_id,
+                    RunState::Running,
+                    RunState::Failed,
+                    &told(NoticeEvent::RunFailed),
+                    now
+                )
                 .await
                 .expect("stale"),
             "guarded by the old state"
         );
+        let events: Vec<NoticeEvent> = db
+            .store
+            .notifications(&run.run_id)
+            .await
+            .expect("outbox")
+            .iter()
+            .map(|n| n.notice.event)
+            .collect();
+        assert_eq!(events, [NoticeEvent::RunSucceeded]);
 
         assert_eq!(
             db.store
@@ -497,12 +548,12 @@ both_backends!(
                 .expect("create")
                 .expect("new");
             db.store
-                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, t(logical))
+                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, &[], t(logical))
                 .await
                 .expect("start");
             if let Some(ended) = ended {
                 db.store
-                    .set_run_state(&run.run_id, RunState::Running, RunState::Success, t(ended))
+                    .set_run_state(&run.run_id, RunState::Running, RunState::Success, &[], t(ended))
                     .await
                     .expect("finish");
             }
@@ -674,6 +725,7 @@ both_backends!(
             due_at: None,
             log: vec![line("stdout", text, now)],
             give_back_try: false,
+            notify: Vec::new(),
         };
         let batch = [
             completion(ids[0], TaskState::Success, "w1", "zero"),
@@ -712,3 +764,100 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    the_outbox_is_claimed_once_retried_with_backoff_and_given_up,
+    |db| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let run = db
+            .store
+            .create_run(&new_run(v, "2024-01-01T00:00:00Z", 1), now)
+            .await
+            .expect("create")
+            .expect("new");
+        db.store
+            .set_run_state(&run.run_id, RunState::Queued, RunState::Running, &[], now)
+            .await
+            .expect("start");
+        let notice = Notice::for_run(&run, NoticeEvent::RunFailed, Some("boom".into()), now);
+        db.store
+            .set_run_state(
+                &run.run_id,
+                RunState::Running,
+                RunState::Failed,
+                &notice.to(&["a".into(), "b".into(), "c".into()]),
+                now,
+            )
+            .await
+            .expect("finish");
+        let lease = Duration::seconds(60);
+        let first = db.store.claim_notifications(now, lease, 2).await.expect("claim");
+        let second = db.store.claim_notifications(now, lease, 2).await.expect("claim");
+        let third = db.store.claim_notifications(now, lease, 2).await.expect("claim");
+        let names = |c: &[weir_store::ClaimedNotification]| {
+            c.iter().map(|n| n.notifier.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&first), ["a", "b"]);
+        assert_eq!(names(&second), ["c"], "claimed rows are not claimed again");
+        assert!(third.is_empty());
+        assert_eq!(first[0].notice, notice);
+        assert_eq!(first[0].attempts, 1);
+
+        db.store.notification_sent(first[0].id, now).await.expect("sent");
+        db.store
+            .notification_failed(first[1].id, "smtp down", Some(now + Duration::seconds(10)))
+            .await
+            .expect("failed");
+        db.store
+            .notification_failed(second[0].id, "404", None)
+            .await
+            .expect("gave up");
+        assert_eq!(
+            db.store.next_notification_due().await.expect("due"),
+            Some(now + Duration::seconds(10))
+        );
+        // Only the failed one comes back, once its backoff is over.
+        let early = db.store.claim_notifications(now + Duration::seconds(5), lease, 10).await.expect("claim");
+        assert!(early.is_empty());
+        let retry = db
+            .store
+            .claim_notifications(now + Duration::seconds(11), lease, 10)
+            .await
+            .expect("claim");
+        assert_eq!(names(&retry), ["b"]);
+        assert_eq!(retry[0].attempts, 2);
+
+        let rows = db.store.notifications(&run.run_id).await.expect("rows");
+        let summary: Vec<(&str, bool, bool, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.notifier.as_str(), r.sent_at.is_some(), r.gave_up, r.error.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", true, false, None),
+                ("b", false, false, Some("smtp down")),
+                ("c", false, true, Some("404")),
+            ]
+        );
+        // Retention removes settled rows only.
+        let removed = db
+            .store
+            .delete_notifications_before(now + Duration::days(1), 10)
+            .await
+            .expect("cleanup");
+        assert_eq!(removed, 2);
+        assert_eq!(names_of(&db.store, &run.run_id).await, ["b"]);
+    }
+);
+
+async fn names_of(store: &Store, run_id: &str) -> Vec<String> {
+    store
+        .notifications(run_id)
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|n| n.notifier)
+        .collect()
+}
