@@ -337,4 +337,24 @@ mod tests {
             .expect_err("typo");
         assert!(format!("{err:#}").contains("databse_url"), "{err:#}");
     }
+
+    #[test]
+    fn notifier_secrets_come_from_the_environment_and_are_masked() {
+        let text = "[smtp]\nhost = \"mail\"\nfrom = \"w@x\"\nusername = \"weir\"\n\n\
+                    [notifiers.slack]\nkind = \"webhook\"\nurl = \"https://hooks/${HOOK_TOKEN}\"\n";
+        let c = Config::parse(
+            text,
+            Path::new("weir.toml"),
+            &env(&[("SMTP_PASSWORD", "pw1"), ("HOOK_TOKEN", "T0K")]),
+        )
+        .expect("parse");
+        let smtp = c.smtp.as_ref().expect("smtp");
+        assert_eq!(smtp.password.as_deref(), Some("pw1"));
+        assert_eq!(smtp.port, 587);
+        assert!(matches!(smtp.tls, SmtpTls::Starttls));
+        assert!(
+            matches!(&c.notifiers["slack"], NotifierConfig::Webhook { url } if url == "https://hooks/T0K")
+        );
+        assert_eq!(c.secrets(), ["pw1", "https://hooks/T0K"]);
+    }
 }

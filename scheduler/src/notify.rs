@@ -131,7 +131,10 @@ impl Dispatcher {
                 Err(e) => tracing::warn!(error = %e, "reading the notification outbox failed"),
             }
             let wait = match self.store.next_notification_due().await {
-                Ok(Some(due)) => (due - self.clock.now()).to_std().unwrap_or_default().min(POLL),
+                Ok(Some(due)) => (due - self.clock.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(POLL),
                 _ => POLL,
             };
             tokio::select! {
@@ -331,7 +334,10 @@ impl Rendered {
                 format!("weir: task {t} of {} failed, {tries} ({})", n.dag_id, n.ds)
             }
             (NoticeEvent::TaskRetry, Some(t)) => {
-                format!("weir: task {t} of {} will retry after {tries} ({})", n.dag_id, n.ds)
+                format!(
+                    "weir: task {t} of {} will retry after {tries} ({})",
+                    n.dag_id, n.ds
+                )
             }
             (_, None) => format!("weir: {} {} ({})", n.dag_id, n.event.as_str(), n.ds),
         };
@@ -351,7 +357,11 @@ impl Rendered {
         if let Some(t) = &task {
             let _ = writeln!(body, "Task:  {t} ({tries})");
         }
-        let _ = writeln!(body, "When:  {}", n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let _ = writeln!(
+            body,
+            "When:  {}",
+            n.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
         if let Some(e) = &n.error {
             let _ = writeln!(body, "Error: {}", e.replace('\n', "\n       "));
         }
@@ -418,7 +428,11 @@ mod tests {
             r.title,
             "weir: task load of hr will retry after try 2 of 3 (2024-01-02)"
         );
-        assert!(r.body.contains("Error: exit code 1\n       second line\n"), "{}", r.body);
+        assert!(
+            r.body.contains("Error: exit code 1\n       second line\n"),
+            "{}",
+            r.body
+        );
         assert_eq!(
             r.url,
             "http://weir.example:8080/runs/hr__2024-01-02T00%3A00%3A00Z/tasks/load?try=2"

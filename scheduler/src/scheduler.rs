@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::notify::{Dispatcher, NotifyConfig};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::Clock;
 use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
 use weir_model::{Dag, Known, RunState, RunType, Schedule, TaskState};
-use crate::notify::{Dispatcher, NotifyConfig};
 use weir_store::{
     ActiveRun, Notice, NoticeEvent, Notification, RunRow, Store, StoreError, TaskInstanceRow,
     try_notifications,

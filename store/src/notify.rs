@@ -234,9 +234,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ClaimedNotification>> {
         let until = now + lease;
-        let rows: Vec<RawNotification> = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_as(
+        let rows: Vec<RawNotification> =
+            match &self.db {
+                Db::Postgres(pool) => sqlx::query_as(
                     "UPDATE weir_notifications SET attempts = attempts + 1, next_attempt_at = $2
                      WHERE id IN (SELECT id FROM weir_notifications
                                   WHERE sent_at IS NULL AND NOT gave_up AND next_attempt_at <= $1
@@ -247,12 +247,11 @@ impl Store {
                 .bind(until)
                 .bind(limit)
                 .fetch_all(pool)
-                .await?
-            }
-            // One writer at a time: the select and the update cannot interleave with another claim.
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin_write().await?;
-                let rows = sqlx::query_as(
+                .await?,
+                // One writer at a time: the select and the update cannot interleave with another claim.
+                Db::Sqlite(pool) => {
+                    let mut tx = pool.begin_write().await?;
+                    let rows = sqlx::query_as(
                     "UPDATE weir_notifications SET attempts = attempts + 1, next_attempt_at = $2
                      WHERE id IN (SELECT id FROM weir_notifications
                                   WHERE sent_at IS NULL AND NOT gave_up AND next_attempt_at <= $1
@@ -264,10 +263,10 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-                tx.commit().await?;
-                rows
-            }
-        };
+                    tx.commit().await?;
+                    rows
+                }
+            };
         rows.into_iter()
             .map(|r| {
                 let row = NotificationRow::try_from(r)?;

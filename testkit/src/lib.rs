@@ -9,8 +9,10 @@
 //!   what to install.
 //! - [`both_backends!`]: one test body, run on SQLite and on Postgres.
 //! - [`dag`]: parses a DAG from YAML text for tests.
+//! - [`smtp`]: a real SMTP server on a loopback port that keeps what it receives.
 
 mod cluster;
+pub mod smtp;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

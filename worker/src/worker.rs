@@ -10,8 +10,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_model::clock::Clock;
-use weir_model::template::Renderer;
 use weir_model::dag::Task;
+use weir_model::template::Renderer;
 use weir_model::{Dag, Step, TaskState};
 use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, try_notifications};
 
@@ -281,9 +281,9 @@ impl Worker {
             running,
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
         );
-        let owner = owner.as_ref().and_then(|(version, run)| {
-            Some((version.dag.tasks.get(&ti.task_id)?, run.as_ref()))
-        });
+        let owner = owner
+            .as_ref()
+            .and_then(|(version, run)| Some((version.dag.tasks.get(&ti.task_id)?, run.as_ref())));
         self.record(&ti, &outcome, owner, wait_limit, log).await?;
         Ok(outcome)
     }

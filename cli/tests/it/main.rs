@@ -4,6 +4,7 @@
 mod data;
 mod engine;
 mod http;
+mod notify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

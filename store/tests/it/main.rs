@@ -265,7 +265,10 @@ both_backends!(
         assert_eq!(written.len(), 1, "{written:?}");
         assert_eq!(written[0].notifier, "ops");
         assert_eq!(written[0].notice.error.as_deref(), Some("worker lost"));
-        assert_eq!(written[0].notice.task_id.as_deref(), Some(expired[0].task_id.as_str()));
+        assert_eq!(
+            written[0].notice.task_id.as_deref(),
+            Some(expired[0].task_id.as_str())
+        );
         assert_eq!(written[0].notice.try_number, Some(1));
 
         // The old worker comes back: it no longer holds the instance and cannot complete it.
@@ -292,7 +295,11 @@ both_backends!(
             matches!(db.store.complete_task(&done, later).await, Err(StoreError::LeaseLost(id)) if id == ti.id)
         );
         assert_eq!(
-            db.store.notifications(&run.run_id).await.expect("outbox").len(),
+            db.store
+                .notifications(&run.run_id)
+                .await
+                .expect("outbox")
+                .len(),
             1,
             "a dropped completion writes no notification"
         );
@@ -548,12 +555,24 @@ both_backends!(
                 .expect("create")
                 .expect("new");
             db.store
-                .set_run_state(&run.run_id, RunState::Queued, RunState::Running, &[], t(logical))
+                .set_run_state(
+                    &run.run_id,
+                    RunState::Queued,
+                    RunState::Running,
+                    &[],
+                    t(logical),
+                )
                 .await
                 .expect("start");
             if let Some(ended) = ended {
                 db.store
-                    .set_run_state(&run.run_id, RunState::Running, RunState::Success, &[], t(ended))
+                    .set_run_state(
+                        &run.run_id,
+                        RunState::Running,
+                        RunState::Success,
+                        &[],
+                        t(ended),
+                    )
                     .await
                     .expect("finish");
             }
@@ -792,9 +811,21 @@ both_backends!(
             .await
             .expect("finish");
         let lease = Duration::seconds(60);
-        let first = db.store.claim_notifications(now, lease, 2).await.expect("claim");
-        let second = db.store.claim_notifications(now, lease, 2).await.expect("claim");
-        let third = db.store.claim_notifications(now, lease, 2).await.expect("claim");
+        let first = db
+            .store
+            .claim_notifications(now, lease, 2)
+            .await
+            .expect("claim");
+        let second = db
+            .store
+            .claim_notifications(now, lease, 2)
+            .await
+            .expect("claim");
+        let third = db
+            .store
+            .claim_notifications(now, lease, 2)
+            .await
+            .expect("claim");
         let names = |c: &[weir_store::ClaimedNotification]| {
             c.iter().map(|n| n.notifier.clone()).collect::<Vec<_>>()
         };
@@ -804,7 +835,10 @@ both_backends!(
         assert_eq!(first[0].notice, notice);
         assert_eq!(first[0].attempts, 1);
 
-        db.store.notification_sent(first[0].id, now).await.expect("sent");
+        db.store
+            .notification_sent(first[0].id, now)
+            .await
+            .expect("sent");
         db.store
             .notification_failed(first[1].id, "smtp down", Some(now + Duration::seconds(10)))
             .await
@@ -818,7 +852,11 @@ both_backends!(
             Some(now + Duration::seconds(10))
         );
         // Only the failed one comes back, once its backoff is over.
-        let early = db.store.claim_notifications(now + Duration::seconds(5), lease, 10).await.expect("claim");
+        let early = db
+            .store
+            .claim_notifications(now + Duration::seconds(5), lease, 10)
+            .await
+            .expect("claim");
         assert!(early.is_empty());
         let retry = db
             .store
@@ -831,7 +869,14 @@ both_backends!(
         let rows = db.store.notifications(&run.run_id).await.expect("rows");
         let summary: Vec<(&str, bool, bool, Option<&str>)> = rows
             .iter()
-            .map(|r| (r.notifier.as_str(), r.sent_at.is_some(), r.gave_up, r.error.as_deref()))
+            .map(|r| {
+                (
+                    r.notifier.as_str(),
+                    r.sent_at.is_some(),
+                    r.gave_up,
+                    r.error.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
