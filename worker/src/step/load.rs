@@ -1,7 +1,6 @@
-//! `kind: load`: rows from CSV or JSON-lines files (a glob, in name order) or from a table or
-//! query on another connection, into a table, typed by `columns`; modes `append`,
-//! `truncate_insert`, `replace` and `upsert`; `incremental` cursors. (`http` sources fail with
-//! "not built yet".)
+//! `kind: load`: rows from CSV, JSON-lines or JSON-array files (a glob, in name order), from an
+//! HTTP download, or from a table or query on another connection, into a table, typed by
+//! `columns`; modes `append`, `truncate_insert`, `replace` and `upsert`; `incremental` cursors.
 //!
 //! - **Every row is loaded or rejected with a reason**: rows_read = rows_loaded +
 //!   rows_rejected. A row that does not parse (a bad number, an empty `not_null` field, a
@@ -13,8 +12,10 @@
 //!   batch the database refuses is retried row by row inside savepoints, to find the bad rows);
 //!   `replace` fills a staging table and swaps it in at the end (MySQL: an atomic `RENAME
 //!   TABLE`, after the transaction).
-//! - **Memory does not grow with the input**: files are read as streams and database sources
-//!   through a bounded channel, `batch_size` rows at a time. Postgres takes each batch through
+//! - **Memory does not grow with the input**: files are read as streams (an HTTP source is
+//!   first streamed to a temporary file, so a retry of the database part never downloads
+//!   twice within a try and the download's size does not matter), database sources through a
+//!   bounded channel, `batch_size` rows at a time. Postgres takes each batch through
 //!   `COPY`, the others through multi-row `INSERT`s (`WriteRows`).
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use weir_model::spec::{
     ColumnSpec, ColumnType, CreateMode, LoadMode, LoadStep, OnError, RejectLimit, SourceFormat,
 };
+
+mod json_array;
+
+use json_array::JsonArray;
 
 use super::sqltext::Dialect;
 use crate::conn::{Connections, DataPool};
@@ -128,22 +133,20 @@ async fn load(
     conns: &Connections,
     log: &LogSink,
 ) -> Result<serde_json::Map<String, serde_json::Value>, LoadError> {
-    let not_built = |what: &str| {
-        LoadError::fatal(format!(
-            "load: {what} is not built yet in this version of weir"
-        ))
-    };
     let started = Instant::now();
     let pool = conns.pool(&step.target.conn).await.map_err(|e| LoadError {
         retryable: e.retryable(),
         message: e.to_string(),
     })?;
     let dialect = Dialect::of(&pool);
+    // Holds an HTTP source's download until the load is over.
+    let mut _download = None;
     let (input, columns) = if let Some(pattern) = &step.source.file {
-        let format = step.source.format.unwrap_or(SourceFormat::Csv);
-        if format == SourceFormat::Json {
-            return Err(not_built("`format: json` for files (use jsonl)"));
-        }
+        let format = step
+            .source
+            .format
+            .or_else(|| format_of_name(pattern))
+            .unwrap_or(SourceFormat::Csv);
         let files = matching_files(pattern)?;
         let columns = columns(step, &files, format)?;
         log.note(format!(
@@ -153,7 +156,35 @@ async fn load(
             step.mode,
             columns.names.len()
         ));
-        (Input::Files { files, format }, columns)
+        let label = None;
+        (
+            Input::Files {
+                files,
+                format,
+                label,
+            },
+            columns,
+        )
+    } else if let Some(url) = &step.source.http {
+        let (file, format) = download(step, url, log).await?;
+        let files = vec![file.path().to_path_buf()];
+        let columns = columns(step, &files, format)?;
+        _download = Some(file);
+        log.note(format!(
+            "loading the download into `{}` ({:?}, {} column(s))",
+            step.target.table,
+            step.mode,
+            columns.names.len()
+        ));
+        let label = Some(url_label(url));
+        (
+            Input::Files {
+                files,
+                format,
+                label,
+            },
+            columns,
+        )
     } else if let Some(conn) = &step.source.conn {
         let source = conns.pool(conn).await.map_err(|e| LoadError {
             retryable: e.retryable(),
@@ -229,7 +260,9 @@ async fn load(
         ));
         (Input::Database { rx, label, at }, columns)
     } else {
-        return Err(not_built("an `http` source"));
+        return Err(LoadError::fatal(
+            "the source needs `file`, `http` or `conn` (with `table` or `query`)",
+        ));
     };
     let plan = Plan::new(step, dialect, &columns, ctx.cursor.as_deref())?;
     let counts = match &pool {
@@ -283,6 +316,100 @@ async fn load(
     Ok(out)
 }
 
+/// The format a file or URL name implies: `.csv`, `.jsonl`/`.ndjson`, `.json` (any case, a
+/// URL's query ignored).
+fn format_of_name(name: &str) -> Option<SourceFormat> {
+    let path = name.split(['?', '#']).next().unwrap_or(name);
+    let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" | "tsv" | "txt" => Some(SourceFormat::Csv),
+        "jsonl" | "ndjson" => Some(SourceFormat::Jsonl),
+        "json" => Some(SourceFormat::Json),
+        _ => None,
+    }
+}
+
+/// The format a response's `Content-Type` implies.
+fn format_of_content_type(content_type: &str) -> Option<SourceFormat> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "text/csv" | "application/csv" => Some(SourceFormat::Csv),
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            Some(SourceFormat::Jsonl)
+        }
+        "application/json" => Some(SourceFormat::Json),
+        _ => None,
+    }
+}
+
+/// An HTTP source's name in logs and rejects: the URL without its query string, which may
+/// carry a token.
+fn url_label(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_owned()
+}
+
+/// Streams an HTTP source to a temporary file; returns it with the format to read it as
+/// (`format`, else the URL's extension, else the `Content-Type`, else csv). A 5xx, 429 or
+/// network failure may be retried; another status fails the task.
+async fn download(
+    step: &LoadStep,
+    url: &str,
+    log: &LogSink,
+) -> Result<(tempfile::NamedTempFile, SourceFormat), LoadError> {
+    use tokio::io::AsyncWriteExt;
+    let label = url_label(url);
+    let client = super::http::client().map_err(LoadError::fatal)?;
+    let mut request = client.get(url);
+    for (name, value) in &step.source.headers {
+        request = request.header(name, value);
+    }
+    let network = |e: reqwest::Error| LoadError {
+        retryable: true,
+        message: format!("downloading {label}: {}", e.without_url()),
+    };
+    let mut response = request.send().await.map_err(network)?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let excerpt: String = body.chars().take(300).collect();
+        return Err(LoadError {
+            retryable: status.is_server_error() || status.as_u16() == 429,
+            message: format!("downloading {label}: the server answered {status}: {excerpt}"),
+        });
+    }
+    let format = step
+        .source
+        .format
+        .or_else(|| format_of_name(url))
+        .or_else(|| {
+            response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(format_of_content_type)
+        })
+        .unwrap_or(SourceFormat::Csv);
+    let local = |e: std::io::Error| LoadError {
+        retryable: true,
+        message: format!("downloading {label} to a temporary file: {e}"),
+    };
+    let file = tempfile::NamedTempFile::new().map_err(local)?;
+    let mut out = tokio::fs::File::from_std(file.reopen().map_err(local)?);
+    let mut bytes = 0_u64;
+    while let Some(chunk) = response.chunk().await.map_err(network)? {
+        out.write_all(&chunk).await.map_err(local)?;
+        bytes += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+    }
+    out.flush().await.map_err(local)?;
+    log.note(format!("downloaded {label} ({bytes} bytes, {format:?})"));
+    Ok((file, format))
+}
+
 fn matching_files(pattern: &str) -> Result<Vec<PathBuf>, LoadError> {
     let mut files: Vec<PathBuf> = glob::glob(pattern)
         .map_err(|e| LoadError::fatal(format!("`{pattern}` is not a valid glob: {e}")))?
@@ -327,11 +454,18 @@ fn columns(step: &LoadStep, files: &[PathBuf], format: SourceFormat) -> Result<C
                 .map(str::to_owned)
                 .collect()
         }
-        _ => {
-            let text = std::fs::read_to_string(first)
+        SourceFormat::Jsonl => {
+            use std::io::BufRead;
+            let file = std::fs::File::open(first)
                 .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("{}");
-            match serde_json::from_str::<serde_json::Value>(line) {
+            let mut line = String::new();
+            for read in std::io::BufReader::new(file).lines() {
+                line = read.map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
+                if !line.trim().is_empty() {
+                    break;
+                }
+            }
+            match serde_json::from_str::<serde_json::Value>(&line) {
                 Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
                 _ => {
                     return Err(LoadError::fatal(format!(
@@ -339,6 +473,20 @@ fn columns(step: &LoadStep, files: &[PathBuf], format: SourceFormat) -> Result<C
                         first.display()
                     )));
                 }
+            }
+        }
+        SourceFormat::Json => {
+            let file = std::fs::File::open(first)
+                .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
+            match JsonArray::new(std::io::BufReader::new(file)).next_element() {
+                Ok(Some((_, serde_json::Value::Object(m)))) => m.keys().cloned().collect(),
+                Ok(_) => {
+                    return Err(LoadError::fatal(format!(
+                        "{}: the first element is not a JSON object; give `columns`",
+                        first.display()
+                    )));
+                }
+                Err(e) => return Err(LoadError::fatal(format!("{}: {e}", first.display()))),
             }
         }
     };
@@ -487,6 +635,8 @@ enum Input {
     Files {
         files: Vec<PathBuf>,
         format: SourceFormat,
+        /// The name rejects give the (single) file instead of its path: an HTTP source's URL.
+        label: Option<String>,
     },
     /// A query's rows, streamed from another connection by a task of their own.
     Database {
@@ -664,6 +814,7 @@ struct RowReader<'a> {
     columns: &'a Columns,
     format: SourceFormat,
     files: std::slice::Iter<'a, PathBuf>,
+    label: Option<&'a str>,
     current: Option<Source>,
 }
 
@@ -678,6 +829,10 @@ enum Source {
         name: String,
         lines: std::iter::Enumerate<std::io::Lines<std::io::BufReader<std::fs::File>>>,
     },
+    Json {
+        name: String,
+        array: JsonArray<std::io::BufReader<std::fs::File>>,
+    },
 }
 
 impl<'a> RowReader<'a> {
@@ -686,12 +841,14 @@ impl<'a> RowReader<'a> {
         columns: &'a Columns,
         format: SourceFormat,
         files: &'a [PathBuf],
+        label: Option<&'a str>,
     ) -> RowReader<'a> {
         RowReader {
             step,
             columns,
             format,
             files: files.iter(),
+            label,
             current: None,
         }
     }
@@ -750,6 +907,17 @@ impl<'a> RowReader<'a> {
                         }
                     }
                 },
+                Some(Source::Json { name, array }) => match array.next_element() {
+                    Ok(None) => None,
+                    Ok(Some((line, value))) => Some(InputRow {
+                        file: name.clone(),
+                        line,
+                        raw: value.to_string(),
+                        parsed: parse_object(self.columns, value),
+                    }),
+                    // Past a syntax error nothing can be read: the load fails (and rolls back).
+                    Err(e) => return Err(LoadError::fatal(format!("{name}: {e}"))),
+                },
                 None => None,
             };
             match row {
@@ -761,21 +929,28 @@ impl<'a> RowReader<'a> {
     }
 
     fn open(&self, path: &Path) -> Result<Source, LoadError> {
-        let name = path.display().to_string();
+        let name = self
+            .label
+            .map_or_else(|| path.display().to_string(), str::to_owned);
+        let open = || {
+            std::fs::File::open(path)
+                .map(std::io::BufReader::new)
+                .map_err(|e| LoadError::fatal(format!("{name}: {e}")))
+        };
         Ok(match self.format {
             SourceFormat::Csv => {
                 let mut reader = csv_reader(self.step, path)?;
                 let at = self.csv_positions(&mut reader, &name)?;
                 Source::Csv { name, reader, at }
             }
-            _ => {
+            SourceFormat::Jsonl => {
                 use std::io::BufRead;
-                let file = std::fs::File::open(path)
-                    .map_err(|e| LoadError::fatal(format!("{name}: {e}")))?;
-                Source::Jsonl {
-                    name,
-                    lines: std::io::BufReader::new(file).lines().enumerate(),
-                }
+                let lines = open()?.lines().enumerate();
+                Source::Jsonl { name, lines }
+            }
+            SourceFormat::Json => {
+                let array = JsonArray::new(open()?);
+                Source::Json { name, array }
             }
         })
     }
@@ -839,10 +1014,16 @@ fn parse_csv(
 }
 
 fn parse_json(columns: &Columns, line: &str) -> Result<Vec<Value>, String> {
-    let object = match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(m)) => m,
-        Ok(_) => return Err("not a JSON object".into()),
-        Err(e) => return Err(format!("not JSON: {e}")),
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(value) => parse_object(columns, value),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+/// The columns of one JSON object (a JSON-lines line, a JSON array's element).
+fn parse_object(columns: &Columns, value: serde_json::Value) -> Result<Vec<Value>, String> {
+    let serde_json::Value::Object(object) = value else {
+        return Err("not a JSON object".into());
     };
     columns
         .names
@@ -1108,8 +1289,12 @@ impl Plan {
             })
             .collect();
         match input {
-            Input::Files { files, format } => {
-                let mut reader = RowReader::new(step, columns, format, &files);
+            Input::Files {
+                files,
+                format,
+                label,
+            } => {
+                let mut reader = RowReader::new(step, columns, format, &files, label.as_deref());
                 while let Some(rows) = reader.next_batch(self.batch)? {
                     self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
                         .await?;
