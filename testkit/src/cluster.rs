@@ -1,6 +1,7 @@
-//! A throwaway Postgres cluster from the binaries on the machine, for machines where no server
-//! runs: `initdb` into a temporary folder, `postgres` on a free loopback port, both removed when
-//! the test process exits (however it exits: a keeper shell waits for its stdin to close).
+//! Throwaway database servers from the binaries on the machine, for machines where none runs:
+//! Postgres (`initdb`, then `postgres`) and MariaDB (`mariadb-install-db`, then `mariadbd`),
+//! each in a temporary folder on a free loopback port, stopped and removed when the test
+//! process exits (however it exits: a keeper shell waits for its stdin to close).
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -18,8 +19,14 @@ pub(crate) const INSTALL_HINT: &str = "install Postgres (`apt-get install postgr
 /// How long a fresh cluster may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The keeper's stdin: the cluster lives while this process holds it.
-static KEEPER: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+/// What a machine needs for MariaDB tests, said when neither a server nor binaries are found.
+pub(crate) const MARIADB_INSTALL_HINT: &str = "install MariaDB (`apt-get install \
+     mariadb-server`: its binaries are enough, weir's tests start a throwaway server from \
+     them), start the machine's server (`service mariadb start`), or point \
+     WEIR_TEST_MYSQL_URL at a server where the user may CREATE DATABASE";
+
+/// The keepers' stdins: each server lives while this process holds its keeper's.
+static KEEPERS: Mutex<Vec<Option<std::process::ChildStdin>>> = Mutex::new(Vec::new());
 
 /// The folder with `initdb`, `postgres` and `pg_isready`: where the `initdb` on `PATH` really
 /// is (symbolic links followed), else the newest `/usr/lib/postgresql/<version>/bin` (Debian
@@ -49,6 +56,18 @@ fn binaries() -> Option<PathBuf> {
         versions.sort();
         versions.pop().map(|(_, bin)| bin)
     })
+}
+
+/// The first of `names` found in `/usr/sbin`, `/usr/bin` or on `PATH`.
+fn program(names: &[&str]) -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")];
+    if let Some(paths) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&paths));
+    }
+    names
+        .iter()
+        .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
+        .find(|p| p.is_file())
 }
 
 /// Postgres refuses to run as root: as root, the cluster runs as the `postgres` user.
@@ -81,40 +100,115 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// A started cluster.
+/// A started server.
 pub(crate) struct Cluster {
-    /// Its admin URL: `postgres://postgres@127.0.0.1:PORT/postgres`.
+    /// Its admin URL: `postgres://postgres@127.0.0.1:PORT/postgres` or
+    /// `mysql://root@127.0.0.1:PORT/`.
     pub(crate) url: String,
-    /// Its folder (data, socket, server log), removed when the cluster stops.
+    /// Its folder (data, socket, server log), removed when the server stops.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) dir: PathBuf,
+    /// Its keeper in [`KEEPERS`].
+    #[cfg_attr(not(test), allow(dead_code))]
+    keeper: usize,
 }
 
-/// Starts a cluster.
+/// A temporary folder (kept: the keeper removes it) owned by `owner` when running as root.
+fn server_dir(prefix: &str, owner: &str) -> Result<PathBuf, String> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("temporary folder: {e}"))?
+        .keep();
+    if is_root() {
+        let chown = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{owner}:{owner}"))
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("chown: {e}"))?;
+        if !chown.success() {
+            return Err(format!("cannot give {} to the {owner} user", dir.display()));
+        }
+    }
+    Ok(dir)
+}
+
+/// Starts `argv` under a keeper that waits for its own stdin to close (this process exited,
+/// or [`stop`]), then stops the server with `signal` and removes `dir`. Then waits until
+/// `ready` says the server accepts connections.
+fn keep_until_ready(
+    what: &str,
+    dir: &Path,
+    argv: &[String],
+    signal: &str,
+    ready: impl Fn() -> bool,
+) -> Result<usize, String> {
+    let mut keeper = Command::new("bash")
+        .args([
+            "-c",
+            r#"log="$1"; dir="$2"; signal="$3"; shift 3
+"$@" >>"$log" 2>&1 &
+pid=$!
+cat >/dev/null
+kill -"$signal" "$pid" 2>/dev/null
+wait "$pid"
+rm -rf "$dir""#,
+            "keeper",
+        ])
+        .arg(dir.join("server.log"))
+        .arg(dir)
+        .arg(signal)
+        .args(argv)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {what}: {e}"))?;
+    let index = {
+        let mut keepers = KEEPERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keepers.push(keeper.stdin.take());
+        keepers.len() - 1
+    };
+    let log = || std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if ready() {
+            return Ok(index);
+        }
+        if let Ok(Some(status)) = keeper.try_wait() {
+            return Err(format!("the throwaway {what} exited ({status}): {}", log()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the throwaway {what} did not accept connections within {}s: {}",
+                START_TIMEOUT.as_secs(),
+                log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The command line of `command` as strings (what the keeper runs).
+fn argv(command: &Command) -> Vec<String> {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Starts a Postgres cluster.
 ///
 /// # Errors
 /// No binaries, or a cluster that does not start: the message says what happened and what to
 /// install.
 pub(crate) fn start() -> Result<Cluster, String> {
     let bin = binaries().ok_or_else(|| format!("no Postgres binaries found; {INSTALL_HINT}"))?;
-    let dir = tempfile::Builder::new()
-        .prefix("weir-test-pg-")
-        .tempdir()
-        .map_err(|e| format!("temporary folder: {e}"))?
-        .keep();
-    if is_root() {
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .map_err(|e| format!("chown: {e}"))?;
-        if !chown.success() {
-            return Err(format!(
-                "cannot give {} to the postgres user",
-                dir.display()
-            ));
-        }
-    }
+    let dir = server_dir("weir-test-pg-", "postgres")?;
     let data = dir.join("data");
     let init = as_cluster_user(&bin.join("initdb"))
         .args([
@@ -136,88 +230,103 @@ pub(crate) fn start() -> Result<Cluster, String> {
         ));
     }
     let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-    let server = as_cluster_user(&bin.join("postgres"));
-    let mut argv: Vec<String> = std::iter::once(server.get_program())
-        .chain(server.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    argv.extend(
-        [
-            "-D",
-            &data.to_string_lossy(),
-            "-p",
-            &port.to_string(),
-            "-k",
-            &dir.to_string_lossy(),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-        ]
-        .map(str::to_owned),
-    );
-    // The keeper starts the server, waits for its own stdin to close (this process exited),
-    // then stops the server and removes the folder.
-    let mut keeper = Command::new("bash")
-        .args([
-            "-c",
-            r#"log="$1"; dir="$2"; shift 2
-"$@" >"$log" 2>&1 &
-pid=$!
-cat >/dev/null
-kill -INT "$pid" 2>/dev/null
-wait "$pid"
-rm -rf "$dir""#,
-            "keeper",
-        ])
-        .arg(dir.join("server.log"))
+    let mut server = as_cluster_user(&bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-k"])
         .arg(&dir)
-        .args(&argv)
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting postgres: {e}"))?;
-    let stdin = keeper.stdin.take();
-    *KEEPER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = stdin;
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+    let keeper = keep_until_ready("Postgres", &dir, &argv(&server), "INT", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             && Command::new(bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
                 .status()
                 .is_ok_and(|s| s.success())
-        {
-            return Ok(Cluster { url, dir });
-        }
-        if let Ok(Some(status)) = keeper.try_wait() {
-            return Err(format!(
-                "the throwaway Postgres exited ({status}): {}",
-                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the throwaway Postgres did not accept connections within {}s: {}",
-                START_TIMEOUT.as_secs(),
-                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })?;
+    Ok(Cluster {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        dir,
+        keeper,
+    })
 }
 
-/// Stops the cluster now (tests of this module; otherwise it stops when the process exits).
+/// Starts a MariaDB server (root without a password on 127.0.0.1).
+///
+/// # Errors
+/// No binaries, or a server that does not start: the message says what happened and what to
+/// install.
+pub(crate) fn start_mariadb() -> Result<Cluster, String> {
+    let missing = || format!("no MariaDB binaries found; {MARIADB_INSTALL_HINT}");
+    let install = program(&["mariadb-install-db", "mysql_install_db"]).ok_or_else(missing)?;
+    let server = program(&["mariadbd", "mysqld"]).ok_or_else(missing)?;
+    let admin = program(&["mariadb-admin", "mysqladmin"]).ok_or_else(missing)?;
+    let dir = server_dir("weir-test-mariadb-", "mysql")?;
+    let data = dir.join("data");
+    let mut init = Command::new(&install);
+    init.arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+    if is_root() {
+        init.arg("--user=mysql");
+    }
+    let init = init
+        .output()
+        .map_err(|e| format!("running {}: {e}", install.display()))?;
+    if !init.status.success() {
+        return Err(format!(
+            "{} failed: {}{}",
+            install.display(),
+            String::from_utf8_lossy(&init.stdout),
+            String::from_utf8_lossy(&init.stderr)
+        ));
+    }
+    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    let mut command = Command::new(&server);
+    command
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+        .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+        .arg(format!("--port={port}"))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            "--innodb-flush-log-at-trx-commit=0",
+            // Debian's packaged server defaults (without them: latin1).
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_general_ci",
+        ]);
+    if is_root() {
+        command.arg("--user=mysql");
+    }
+    let keeper = keep_until_ready("MariaDB", &dir, &argv(&command), "TERM", || {
+        Command::new(&admin)
+            .args(["--no-defaults", "-h127.0.0.1", "-uroot", "--silent"])
+            .arg(format!("-P{port}"))
+            .arg("ping")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })?;
+    Ok(Cluster {
+        url: format!("mysql://root@127.0.0.1:{port}/"),
+        dir,
+        keeper,
+    })
+}
+
+/// Stops a server now (tests of this crate; otherwise it stops when the process exits).
 #[cfg(test)]
-pub(crate) fn stop() {
-    drop(
-        KEEPER
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(),
-    );
+pub(crate) fn stop(cluster: &Cluster) {
+    if let Some(keeper) = KEEPERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_mut(cluster.keeper)
+    {
+        drop(keeper.take());
+    }
 }

@@ -7,6 +7,9 @@
 //!   started from the machine's Postgres binaries ([`cluster`]; `WEIR_TEST_POSTGRES=throwaway`
 //!   forces it). Never a mock, never skipped: a machine with none of these fails the test with
 //!   what to install.
+//! - [`TestDataDb`]: a real, empty database for data steps: SQLite, Postgres (as above) or
+//!   MariaDB (`WEIR_TEST_MYSQL_URL`; else `mysql://root@127.0.0.1:3306/` when it answers; else
+//!   a throwaway server from the machine's binaries, forced by `WEIR_TEST_MYSQL=throwaway`).
 //! - [`both_backends!`]: one test body, run on SQLite and on Postgres.
 //! - [`dag`]: parses a DAG from YAML text for tests.
 //! - [`smtp`]: a real SMTP server on a loopback port that keeps what it receives.
@@ -114,6 +117,48 @@ async fn postgres_admin_url() -> String {
     .clone()
 }
 
+/// The MariaDB server data tests create their databases on: `WEIR_TEST_MYSQL_URL` when set;
+/// else the local one at [`DEFAULT_MYSQL_URL`] when it answers; else a throwaway server from
+/// the machine's binaries (`WEIR_TEST_MYSQL=throwaway` forces it).
+async fn mysql_admin_url() -> String {
+    static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    URL.get_or_init(|| async {
+        if let Ok(url) = std::env::var("WEIR_TEST_MYSQL_URL") {
+            return url;
+        }
+        let forced = std::env::var("WEIR_TEST_MYSQL").is_ok_and(|v| v == "throwaway");
+        if !forced && mysql_answers(DEFAULT_MYSQL_URL).await {
+            return DEFAULT_MYSQL_URL.to_owned();
+        }
+        match tokio::task::spawn_blocking(cluster::start_mariadb).await {
+            Ok(Ok(c)) => {
+                let why = if forced {
+                    "WEIR_TEST_MYSQL=throwaway".to_owned()
+                } else {
+                    format!("no MariaDB at {DEFAULT_MYSQL_URL}")
+                };
+                eprintln!("weir-testkit: {why}; using a throwaway server at {}", c.url);
+                c.url
+            }
+            Ok(Err(e)) => panic!(
+                "MariaDB is needed for this test: nothing answers at {DEFAULT_MYSQL_URL} and {e}"
+            ),
+            Err(e) => panic!("starting a throwaway MariaDB panicked: {e}"),
+        }
+    })
+    .await
+    .clone()
+}
+
+/// Whether a MySQL/MariaDB server accepts a connection at `url` within a few seconds.
+async fn mysql_answers(url: &str) -> bool {
+    use sqlx::Connection;
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), sqlx::MySqlConnection::connect(url)).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Whether a Postgres server accepts a connection at `url` within a few seconds.
 async fn answers(url: &str) -> bool {
     use sqlx::Connection;
@@ -175,10 +220,8 @@ impl ServerDb {
             Server::MariaDb => {
                 let admin = sqlx::MySqlPool::connect(&admin_url).await.unwrap_or_else(|e| {
                     panic!(
-                        "MariaDB is needed for this test and is unreachable at {admin_url}: {e}\n\
-                         Start the machine's server (`service mariadb start`), install one \
-                         (`apt-get install mariadb-server`), or point WEIR_TEST_MYSQL_URL at a server \
-                         where the user may CREATE DATABASE."
+                        "MariaDB is needed for this test and is unreachable at {admin_url}: {e}\n{}",
+                        cluster::MARIADB_INSTALL_HINT
                     )
                 });
                 sqlx::query(create)
@@ -282,11 +325,7 @@ impl TestDataDb {
                 let (server, admin_url) = if backend == DataBackend::Postgres {
                     (Server::Postgres, postgres_admin_url().await)
                 } else {
-                    (
-                        Server::MariaDb,
-                        std::env::var("WEIR_TEST_MYSQL_URL")
-                            .unwrap_or_else(|_| DEFAULT_MYSQL_URL.to_owned()),
-                    )
+                    (Server::MariaDb, mysql_admin_url().await)
                 };
                 let db = ServerDb::create(server, admin_url, name).await;
                 TestDataDb {
@@ -363,12 +402,46 @@ mod tests {
         });
         assert!(c.url.contains(&format!(":{port}/")), "{} vs {port}", c.url);
         assert!(c.dir.join("data/PG_VERSION").is_file());
-        cluster::stop();
+        cluster::stop(&c);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while c.dir.exists() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the cluster's folder stayed after it stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Likewise a throwaway MariaDB: root without a password on its own port, gone once stopped.
+    #[test]
+    fn a_throwaway_mariadb_serves_and_is_removed_when_stopped() {
+        let c = cluster::start_mariadb().expect("throwaway MariaDB");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let port: u16 = rt.block_on(async {
+            let pool = sqlx::MySqlPool::connect(&c.url).await.expect("connect");
+            sqlx::query("CREATE DATABASE weir_throwaway_check")
+                .execute(&pool)
+                .await
+                .expect("create database");
+            let port = sqlx::query_scalar("SELECT @@port")
+                .fetch_one(&pool)
+                .await
+                .expect("port");
+            pool.close().await;
+            port
+        });
+        assert!(c.url.contains(&format!(":{port}/")), "{} vs {port}", c.url);
+        assert!(c.dir.join("data/mysql").is_dir());
+        cluster::stop(&c);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while c.dir.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server's folder stayed after it stopped"
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
