@@ -60,8 +60,8 @@ YAML
 weir="$PWD/target/release/weir"
 cd "$tmp"
 db=weir_bench_load
-pg="postgresql://postgres@/$db?host=/var/run/postgresql"
-psql -q "postgresql://postgres@/postgres?host=/var/run/postgresql" \
+pg="postgresql://postgres@localhost/$db?host=/var/run/postgresql"
+psql -q "postgresql://postgres@localhost/postgres?host=/var/run/postgresql" \
   -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 psql -q "$pg" -c "CREATE TABLE big (id bigint primary key, name text, amount numeric, day date, active boolean, created_at timestamptz)"
 echo "$rows rows, $(du -h big.csv | cut -f1), $rounds rounds"
@@ -109,4 +109,4 @@ if [ "${ALL:-0}" = 1 ]; then
   done
   mysql -uroot -h127.0.0.1 -e "drop database if exists $db"
 fi
-psql -q "postgresql://postgres@/postgres?host=/var/run/postgresql" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+psql -q "postgresql://postgres@localhost/postgres?host=/var/run/postgresql" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"

@@ -325,7 +325,7 @@ impl Rendered {
         });
         let tries = match (n.try_number, n.max_tries) {
             (Some(t), Some(m)) => format!("try {t} of {m}"),
-            _ => String::new(),
+            _ => "before its first try".to_owned(),
         };
         let title = match (n.event, &task) {
             (NoticeEvent::RunFailed, _) => format!("weir: {} failed ({})", n.dag_id, n.ds),
@@ -440,6 +440,19 @@ mod tests {
         let body = r.webhook_body(&notice(NoticeEvent::TaskRetry));
         assert_eq!(body["weir"]["event"], "task_retry");
         assert!(body["text"].as_str().unwrap().starts_with(&r.title));
+    }
+
+    #[test]
+    fn a_task_that_failed_before_running_says_so() {
+        let mut n = notice(NoticeEvent::TaskFailed);
+        n.try_number = None;
+        n.map_index = Some(4);
+        let r = Rendered::new(&n, "http://w");
+        assert_eq!(
+            r.title,
+            "weir: task load[4] of hr failed, before its first try (2024-01-02)"
+        );
+        assert_eq!(r.url, "http://w/runs/hr__2024-01-02T00%3A00%3A00Z");
     }
 
     #[test]

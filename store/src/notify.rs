@@ -106,7 +106,8 @@ impl Notice {
         Notice {
             task_id: Some(ti.task_id.clone()),
             map_index: (ti.map_index >= 0).then_some(ti.map_index),
-            try_number: Some(ti.try_number),
+            // 0: the task failed before its first try (nothing to count).
+            try_number: (ti.try_number > 0).then_some(ti.try_number),
             max_tries: Some(ti.max_tries),
             ..Notice::for_run(run, event, error, at)
         }
