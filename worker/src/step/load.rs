@@ -79,14 +79,16 @@ struct InputRow {
     parsed: Result<Vec<Value>, String>,
 }
 
-/// A row as it was read; written out as text only when the row is rejected (most rows never
-/// are, and writing each one out cost a third of a CSV load's time).
+/// A row as it was read, kept cheaply and turned into text only when the row is rejected
+/// (most rows never are; a string per row was a large share of a CSV load's time).
 #[derive(Debug, Clone)]
 enum Raw {
     /// The text itself (a JSON line or element; empty when unreadable).
     Text(String),
-    /// A CSV record and the delimiter to write it back with.
-    Csv(csv::StringRecord, u8),
+    /// A CSV row's line, written back into its batch's shared text: `text[start..end]`.
+    Shared(Arc<str>, usize, usize),
+    /// A CSV row while its batch is being read: `start..end` of the batch's text.
+    Pending(usize, usize),
     /// A database source's row, written as a JSON array.
     Fields(Vec<Option<String>>),
 }
@@ -95,7 +97,8 @@ impl Raw {
     fn text(&self) -> String {
         match self {
             Raw::Text(t) => t.clone(),
-            Raw::Csv(record, delimiter) => raw_csv(record, *delimiter),
+            Raw::Shared(text, start, end) => text.get(*start..*end).unwrap_or("").to_owned(),
+            Raw::Pending(..) => String::new(),
             Raw::Fields(values) => serde_json::to_string(values).unwrap_or_default(),
         }
     }
@@ -611,22 +614,29 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
             .transpose()?,
         ),
         ColumnType::Bool => Value::Bool(
-            text.map(|t| match t.to_ascii_lowercase().as_str() {
-                "true" | "t" | "1" | "yes" | "y" => Ok(true),
-                "false" | "f" | "0" | "no" | "n" => Ok(false),
-                _ => Err(bad("a boolean", t)),
+            text.map(|t| {
+                let is = |words: [&str; 5]| words.iter().any(|w| t.eq_ignore_ascii_case(w));
+                if is(["true", "t", "1", "yes", "y"]) {
+                    Ok(true)
+                } else if is(["false", "f", "0", "no", "n"]) {
+                    Ok(false)
+                } else {
+                    Err(bad("a boolean", t))
+                }
             })
             .transpose()?,
         ),
-        ColumnType::Date => {
-            let f = spec.format.as_deref().unwrap_or("%Y-%m-%d");
-            Value::Date(
-                text.map(|t| {
+        ColumnType::Date => Value::Date(
+            text.map(|t| match spec.format.as_deref() {
+                Some(f) => {
                     NaiveDate::parse_from_str(t, f).map_err(|_| bad(&format!("a date ({f})"), t))
-                })
-                .transpose()?,
-            )
-        }
+                }
+                None => iso_date(t)
+                    .or_else(|| t.parse().ok())
+                    .ok_or_else(|| bad("a date (%Y-%m-%d)", t)),
+            })
+            .transpose()?,
+        ),
         ColumnType::Timestamp => Value::Timestamp(
             text.map(|t| match spec.format.as_deref() {
                 Some(f) => NaiveDateTime::parse_from_str(t, f)
@@ -659,6 +669,22 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
             .transpose()?,
         ),
     })
+}
+
+/// `YYYY-MM-DD` read directly (the common case; chrono's general parser was a tenth of a
+/// load's reading time). `None`: another shape, or no such day.
+fn iso_date(t: &str) -> Option<NaiveDate> {
+    let b = t.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0_u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let year = i32::try_from(number(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)
 }
 
 /// Where rows come from.
@@ -848,6 +874,8 @@ struct RowReader<'a> {
     files: std::slice::Iter<'a, PathBuf>,
     label: Option<&'a str>,
     current: Option<Source>,
+    /// The record rows are read into (one for all: no allocation per row).
+    record: csv::StringRecord,
 }
 
 /// The file being read.
@@ -882,32 +910,39 @@ impl<'a> RowReader<'a> {
             files: files.iter(),
             label,
             current: None,
+            record: csv::StringRecord::new(),
         }
     }
 
     /// The next rows, at most `batch`; `None` once every file is read.
     fn next_batch(&mut self, batch: usize) -> Result<Option<Vec<InputRow>>, LoadError> {
         let mut rows = Vec::with_capacity(batch.min(10_000));
+        // The CSV rows' lines, written back one after the other (shared by the batch's rows).
+        let mut lines = String::new();
         while rows.len() < batch {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else { break };
                 self.current = Some(self.open(path)?);
             }
+            let record = &mut self.record;
             let row = match self.current.as_mut() {
                 Some(Source::Csv { name, reader, at }) => {
-                    let mut record = csv::StringRecord::new();
                     // The line a record starts on (the reader's own position is past it).
                     let before = reader.position().line();
-                    let read = reader.read_record(&mut record);
+                    let read = reader.read_record(record);
                     let line = record.position().map_or(before, csv::Position::line);
                     match read {
                         Ok(false) => None,
-                        Ok(true) => Some(InputRow {
-                            file: Arc::clone(name),
-                            line,
-                            parsed: parse_csv(self.step, self.columns, &record, at),
-                            raw: Raw::Csv(record, delimiter(self.step)),
-                        }),
+                        Ok(true) => {
+                            let start = lines.len();
+                            push_csv_line(&mut lines, record, self.step);
+                            Some(InputRow {
+                                file: Arc::clone(name),
+                                line,
+                                parsed: parse_csv(self.step, self.columns, record, at),
+                                raw: Raw::Pending(start, lines.len()),
+                            })
+                        }
                         // Not valid UTF-8, or a broken quote: the row is rejected, not lost.
                         Err(e) => Some(InputRow {
                             file: Arc::clone(name),
@@ -955,6 +990,14 @@ impl<'a> RowReader<'a> {
             match row {
                 Some(r) => rows.push(r),
                 None => self.current = None,
+            }
+        }
+        if !lines.is_empty() {
+            let lines: Arc<str> = lines.into();
+            for row in &mut rows {
+                if let Raw::Pending(start, end) = row.raw {
+                    row.raw = Raw::Shared(Arc::clone(&lines), start, end);
+                }
             }
         }
         Ok((!rows.is_empty()).then_some(rows))
@@ -1034,16 +1077,16 @@ fn parse_csv(
             columns.names.len()
         ));
     }
-    columns
-        .names
-        .iter()
-        .zip(&columns.specs)
-        .zip(at)
+    let mut values = Vec::with_capacity(columns.names.len());
+    for ((name, spec), FieldAt(i)) in columns.names.iter().zip(&columns.specs).zip(at) {
         // An empty CSV field is NULL: CSV has no other way to write it.
-        .map(|((name, spec), FieldAt(i))| {
-            parse_value(name, spec, record.get(*i).filter(|f| !f.is_empty()))
-        })
-        .collect()
+        values.push(parse_value(
+            name,
+            spec,
+            record.get(*i).filter(|f| !f.is_empty()),
+        )?);
+    }
+    Ok(values)
 }
 
 fn parse_json(columns: &Columns, line: &str) -> Result<Vec<Value>, String> {
@@ -1074,17 +1117,32 @@ fn parse_object(columns: &Columns, value: serde_json::Value) -> Result<Vec<Value
         .collect()
 }
 
-/// A csv record written back as a line (the raw row of a reject).
-fn raw_csv(record: &csv::StringRecord, delimiter: u8) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .delimiter(delimiter)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    let _ = w.write_record(record);
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .trim_end_matches('\n')
-        .to_owned()
+/// A csv record written back as a line onto `out` (the raw row of a reject), quoted where needed.
+fn push_csv_line(out: &mut String, record: &csv::StringRecord, step: &LoadStep) {
+    let delimiter = char::from(delimiter(step));
+    let quote = step.source.quote.unwrap_or('"');
+    for (i, field) in record.iter().enumerate() {
+        if i > 0 {
+            out.push(delimiter);
+        }
+        let special = |b: &u8| {
+            matches!(b, b'\n' | b'\r')
+                || u32::from(*b) == u32::from(delimiter)
+                || u32::from(*b) == u32::from(quote)
+        };
+        if field.as_bytes().iter().any(special) {
+            out.push(quote);
+            for c in field.chars() {
+                if c == quote {
+                    out.push(quote);
+                }
+                out.push(c);
+            }
+            out.push(quote);
+        } else {
+            out.push_str(field);
+        }
+    }
 }
 
 /// Counts of a load.
@@ -1325,12 +1383,19 @@ impl Plan {
                 // Files are read and parsed on a thread of their own, one batch ahead of the
                 // database: reading and writing overlap. Dropping the receiver (a failed
                 // batch, a timeout) stops the reader at its next batch.
+                // Loaded rows go back to the reader to be freed there: freeing them here cost
+                // the writer (the critical path) a tenth of its time, and glibc's allocator
+                // more when memory crosses threads.
                 let (batches, mut received) = tokio::sync::mpsc::channel(1);
+                let (spent, to_free) = std::sync::mpsc::channel::<Vec<(Vec<Value>, Reject)>>();
                 let (step, columns, batch) = (step.clone(), columns.clone(), self.batch);
                 tokio::task::spawn_blocking(move || {
                     let mut reader =
                         RowReader::new(&step, &columns, format, &files, label.as_deref());
                     loop {
+                        while let Ok(rows) = to_free.try_recv() {
+                            drop(rows);
+                        }
                         let next = reader.next_batch(batch);
                         let last = !matches!(next, Ok(Some(_)));
                         if batches.blocking_send(next).is_err() || last {
@@ -1339,8 +1404,10 @@ impl Plan {
                     }
                 });
                 while let Some(rows) = received.recv().await.transpose()?.flatten() {
-                    self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
+                    let done = self
+                        .write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
                         .await?;
+                    let _ = spent.send(done);
                 }
             }
             Input::Database { mut rx, label, at } => {
@@ -1606,7 +1673,7 @@ impl Plan {
         ctx: &LoadContext,
         counts: &mut Counts,
         log: &LogSink,
-    ) -> Result<(), LoadError>
+    ) -> Result<Vec<(Vec<Value>, Reject)>, LoadError>
     where
         DB: WriteRows,
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
@@ -1636,6 +1703,8 @@ impl Plan {
             _ => rows,
         };
         counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        // What loaded, handed back to the caller to free.
+        let mut loaded = Vec::new();
         let mut good: Vec<(Vec<Value>, Reject)> = Vec::with_capacity(rows.len());
         let mut rejects = Vec::new();
         for row in rows {
@@ -1661,6 +1730,7 @@ impl Plan {
                     for (values, _) in &good {
                         self.track_cursor(values, counts);
                     }
+                    loaded = good;
                 }
                 Err(batch_error) => {
                     sp.rollback().await?;
@@ -1686,7 +1756,7 @@ impl Plan {
             }
         }
         if rejects.is_empty() {
-            return Ok(());
+            return Ok(loaded);
         }
         if self.on_error == OnError::Fail {
             let first = &rejects[0];
@@ -1724,7 +1794,7 @@ impl Plan {
                 .push_bind(now);
         });
         insert.build().execute(&mut **tx).await?;
-        Ok(())
+        Ok(loaded)
     }
 
     async fn insert<DB: WriteRows>(
@@ -1763,7 +1833,11 @@ impl WriteRows for sqlx::Postgres {
                 "COPY {into} ({columns}) FROM STDIN WITH (FORMAT csv)"
             ))
             .await?;
-        let mut buf = Vec::with_capacity(64 * 1024);
+        // One buffer, sized once and reused, sent in small chunks: the server parses one
+        // chunk while the next is written (a batch sent whole made client and server wait
+        // for each other).
+        const CHUNK: usize = 64 * 1024;
+        let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
         for row in rows {
             for (i, value) in row.iter().enumerate() {
                 if i > 0 {
@@ -1772,12 +1846,13 @@ impl WriteRows for sqlx::Postgres {
                 copy_field(&mut buf, value);
             }
             buf.push(b'\n');
-            if buf.len() >= 1 << 20 {
-                copy.send(std::mem::take(&mut buf)).await?;
+            if buf.len() >= CHUNK {
+                copy.send(buf.as_slice()).await?;
+                buf.clear();
             }
         }
         if !buf.is_empty() {
-            copy.send(buf).await?;
+            copy.send(buf.as_slice()).await?;
         }
         copy.finish().await?;
         Ok(())
@@ -1790,27 +1865,109 @@ fn copy_field(buf: &mut Vec<u8>, value: &Value) {
     // Written in place (no string per value); NULL is an empty unquoted field. Writing to a
     // `Vec` cannot fail.
     let _ = match value {
-        Value::Int(Some(v)) => write!(buf, "{v}"),
-        Value::BigInt(Some(v)) => write!(buf, "{v}"),
+        Value::Int(Some(v)) => {
+            buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+            Ok(())
+        }
+        Value::BigInt(Some(v)) => {
+            buf.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes());
+            Ok(())
+        }
         Value::Float(Some(v)) => write!(buf, "{v}"),
-        Value::Bool(Some(v)) => write!(buf, "{v}"),
-        Value::Date(Some(v)) => write!(buf, "{v}"),
-        // `YYYY-MM-DD HH:MM:SS[.fraction]`.
-        Value::Timestamp(Some(v)) => write!(buf, "{v}"),
-        Value::TimestampTz(Some(v)) => write!(buf, "{}+00", v.naive_utc()),
+        Value::Bool(Some(v)) => {
+            buf.extend_from_slice(if *v { b"true" } else { b"false" });
+            Ok(())
+        }
+        Value::Date(Some(v)) => {
+            push_date(buf, *v);
+            Ok(())
+        }
+        Value::Timestamp(Some(v)) => {
+            push_timestamp(buf, *v);
+            Ok(())
+        }
+        Value::TimestampTz(Some(v)) => {
+            push_timestamp(buf, v.naive_utc());
+            buf.extend_from_slice(b"+00");
+            Ok(())
+        }
+        // Quoted only when it must be (the server parses unquoted fields faster): an empty
+        // string (unquoted is NULL), a delimiter, quote or line break, a leading backslash
+        // (`\.` alone ends the data), or spaces at either end.
         Value::Text(Some(text)) => {
-            buf.push(b'"');
-            for b in text.bytes() {
-                if b == b'"' {
-                    buf.push(b'"');
+            let bytes = text.as_bytes();
+            let quote = bytes.is_empty()
+                || bytes[0] == b'\\'
+                || bytes[0] == b' '
+                || bytes[bytes.len() - 1] == b' '
+                || bytes
+                    .iter()
+                    .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
+            if quote {
+                buf.push(b'"');
+                for &b in bytes {
+                    if b == b'"' {
+                        buf.push(b'"');
+                    }
+                    buf.push(b);
                 }
-                buf.push(b);
+                buf.push(b'"');
+            } else {
+                buf.extend_from_slice(bytes);
             }
-            buf.push(b'"');
             Ok(())
         }
         _ => Ok(()),
     };
+}
+
+/// `n` with at least `width` digits (zero-padded), as `{n:0width$}` writes it.
+fn push_padded(buf: &mut Vec<u8>, n: u32, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(n);
+    buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+    buf.extend_from_slice(text.as_bytes());
+}
+
+/// `YYYY-MM-DD` (years outside 0..=9999 as chrono writes them).
+fn push_date(buf: &mut Vec<u8>, d: NaiveDate) {
+    use chrono::Datelike;
+    match u32::try_from(d.year()) {
+        Ok(y) if y <= 9999 => push_padded(buf, y, 4),
+        _ => {
+            buf.extend_from_slice(d.to_string().as_bytes());
+            return;
+        }
+    }
+    buf.push(b'-');
+    push_padded(buf, d.month(), 2);
+    buf.push(b'-');
+    push_padded(buf, d.day(), 2);
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` (the fraction without trailing zeros).
+fn push_timestamp(buf: &mut Vec<u8>, t: NaiveDateTime) {
+    use chrono::Timelike;
+    push_date(buf, t.date());
+    buf.push(b' ');
+    push_padded(buf, t.hour(), 2);
+    buf.push(b':');
+    push_padded(buf, t.minute(), 2);
+    buf.push(b':');
+    // A leap second is nanosecond 1e9 and up: second 60.
+    let (second, nanos) = match t.nanosecond() {
+        n if n >= 1_000_000_000 => (t.second() + 1, n - 1_000_000_000),
+        n => (t.second(), n),
+    };
+    push_padded(buf, second, 2);
+    if nanos > 0 {
+        buf.push(b'.');
+        let start = buf.len();
+        push_padded(buf, nanos, 9);
+        while buf.len() > start + 1 && buf.last() == Some(&b'0') {
+            buf.pop();
+        }
+    }
 }
 
 impl WriteRows for sqlx::MySql {
@@ -1999,6 +2156,78 @@ fn sql_type(dialect: Dialect, ty: ColumnType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_dates_are_read_directly_and_checked() {
+        assert_eq!(iso_date("2024-02-29"), NaiveDate::from_ymd_opt(2024, 2, 29));
+        assert_eq!(iso_date("0001-01-01"), NaiveDate::from_ymd_opt(1, 1, 1));
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "2024/01/01",
+            "2024-01-0x",
+            "",
+        ] {
+            assert_eq!(iso_date(bad), None, "{bad}");
+        }
+        let date = spec(ColumnType::Date, false, None);
+        assert!(parse_value("d", &date, Some("2023-02-29")).is_err());
+        assert_eq!(
+            parse_value("d", &date, Some(" 2024-03-01 ")),
+            Ok(Value::Date(NaiveDate::from_ymd_opt(2024, 3, 1)))
+        );
+    }
+
+    /// COPY fields written by hand read back, through chrono's parser, as the same values.
+    #[test]
+    fn copy_dates_and_timestamps_read_back_the_same() {
+        let stamps = [
+            "2024-01-01 00:00:00",
+            "0001-02-03 04:05:06.5",
+            "1999-12-31 23:59:59.123456789",
+            "2024-02-29 12:00:00.000001",
+            "9999-12-31 23:59:59.100",
+        ];
+        for text in stamps {
+            let t = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").expect(text);
+            let mut buf = Vec::new();
+            copy_field(&mut buf, &Value::Timestamp(Some(t)));
+            let written = String::from_utf8(buf).expect("utf8");
+            let back = NaiveDateTime::parse_from_str(&written, "%Y-%m-%d %H:%M:%S%.f");
+            assert_eq!(back, Ok(t), "{text} written as {written}");
+            let mut buf = Vec::new();
+            copy_field(&mut buf, &Value::TimestampTz(Some(t.and_utc())));
+            let written = String::from_utf8(buf).expect("utf8");
+            let back = DateTime::parse_from_str(&written, "%Y-%m-%d %H:%M:%S%.f%#z");
+            assert_eq!(back.map(|d| d.naive_utc()), Ok(t), "{written}");
+            let mut buf = Vec::new();
+            copy_field(&mut buf, &Value::Date(Some(t.date())));
+            assert_eq!(
+                String::from_utf8(buf).expect("utf8").parse::<NaiveDate>(),
+                Ok(t.date())
+            );
+        }
+        let mut buf = Vec::new();
+        for v in [
+            Value::BigInt(Some(-42)),
+            Value::Int(None),
+            Value::Bool(Some(false)),
+            Value::Text(Some(String::new())),
+            Value::Text(Some("a,b".into())),
+            Value::Text(Some("say \"hi\"".into())),
+            Value::Text(Some("\\.".into())),
+            Value::Text(Some(" padded".into())),
+            Value::Text(Some("plain".into())),
+        ] {
+            copy_field(&mut buf, &v);
+            buf.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(buf).expect("utf8"),
+            "-42||false|\"\"|\"a,b\"|\"say \"\"hi\"\"\"|\"\\.\"|\" padded\"|plain|"
+        );
+    }
 
     fn spec(ty: ColumnType, not_null: bool, format: Option<&str>) -> ColumnSpec {
         ColumnSpec {
