@@ -1682,26 +1682,7 @@ impl Plan {
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     {
-        let rows: Vec<InputRow> = match &self.cursor {
-            Some((i, Some(after))) => rows
-                .into_iter()
-                .filter(|r| {
-                    let old = r
-                        .parsed
-                        .as_ref()
-                        .ok()
-                        .and_then(|v| v.get(*i))
-                        .is_some_and(|v| {
-                            compare(v, after).is_some_and(|o| o != std::cmp::Ordering::Greater)
-                        });
-                    if old {
-                        counts.skipped += 1;
-                    }
-                    !old
-                })
-                .collect(),
-            _ => rows,
-        };
+        let rows = self.past_cursor(rows, counts);
         counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
         // What loaded, handed back to the caller to free.
         let mut loaded = Vec::new();
@@ -1755,8 +1736,56 @@ impl Plan {
                 }
             }
         }
+        self.record_rejects(tx, rejects, ctx, counts, log).await?;
+        Ok(loaded)
+    }
+
+    /// `incremental`: the rows past the stored cursor (the others are counted as skipped).
+    fn past_cursor(&self, rows: Vec<InputRow>, counts: &mut Counts) -> Vec<InputRow> {
+        match &self.cursor {
+            Some((i, Some(after))) => rows
+                .into_iter()
+                .filter(|r| {
+                    let old = r
+                        .parsed
+                        .as_ref()
+                        .ok()
+                        .and_then(|v| v.get(*i))
+                        .is_some_and(|v| {
+                            compare(v, after).is_some_and(|o| o != std::cmp::Ordering::Greater)
+                        });
+                    if old {
+                        counts.skipped += 1;
+                    }
+                    !old
+                })
+                .collect(),
+            _ => rows,
+        }
+    }
+
+    /// Counts rejected rows and writes them to the rejects table, or fails the load when
+    /// rejects are not kept or exceed `max`.
+    async fn record_rejects<DB>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, DB>,
+        rejects: Vec<Reject>,
+        ctx: &LoadContext,
+        counts: &mut Counts,
+        log: &LogSink,
+    ) -> Result<(), LoadError>
+    where
+        DB: WriteRows,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        /// Rows per `INSERT`: 7 binds a row stays under SQLite's 32,766 binds.
+        const REJECTS_PER_INSERT: usize = 1000;
         if rejects.is_empty() {
-            return Ok(loaded);
+            return Ok(());
         }
         if self.on_error == OnError::Fail {
             let first = &rejects[0];
@@ -1780,21 +1809,23 @@ impl Plan {
             log.note(format!("rejected {} line {}: {}", r.file, r.line, r.reason));
         }
         let now = Utc::now();
-        let mut insert = sqlx::QueryBuilder::<DB>::new(format!(
-            "INSERT INTO {} (run_id, task_id, source_file, line_number, raw_row, reason, rejected_at) ",
-            self.rejects
-        ));
-        insert.push_values(&rejects, |mut b, r| {
-            b.push_bind(ctx.run_id.clone())
-                .push_bind(ctx.task_id.clone())
-                .push_bind(r.file.to_string())
-                .push_bind(i64::try_from(r.line).unwrap_or(i64::MAX))
-                .push_bind(r.raw.text())
-                .push_bind(r.reason.clone())
-                .push_bind(now);
-        });
-        insert.build().execute(&mut **tx).await?;
-        Ok(loaded)
+        for chunk in rejects.chunks(REJECTS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<DB>::new(format!(
+                "INSERT INTO {} (run_id, task_id, source_file, line_number, raw_row, reason, rejected_at) ",
+                self.rejects
+            ));
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(ctx.run_id.clone())
+                    .push_bind(ctx.task_id.clone())
+                    .push_bind(r.file.to_string())
+                    .push_bind(i64::try_from(r.line).unwrap_or(i64::MAX))
+                    .push_bind(r.raw.text())
+                    .push_bind(r.reason.clone())
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     async fn insert<DB: WriteRows>(
