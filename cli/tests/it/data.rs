@@ -1258,3 +1258,74 @@ async fn sensors_wait_without_holding_a_slot_and_give_up_after_their_timeout() {
         hopeless.error
     );
 }
+
+/// Postgres loads stream several read batches into one `COPY`: a row the database refuses in
+/// the third `COPY` (past 60,000 rows) is found by retrying that `COPY` batch by batch and
+/// row by row; every other row loads, and the reject keeps its line and raw text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_deep_in_a_large_copy_is_rejected_alone() {
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many.csv");
+    let rows = 70_000;
+    let duplicate_at = 65_000; // 0-based data row: it repeats id 7
+    let mut text = String::from("id,name\n");
+    for i in 0..rows {
+        let id = if i == duplicate_at { 7 } else { i };
+        text.push_str(&format!("{id},\"name, {i}\"\n"));
+    }
+    std::fs::write(&path, &text).expect("csv");
+    let dag = format!(
+        r#"id: many
+tasks:
+  schema:
+    kind: sql
+    conn: wh
+    sql: "create table many (id bigint primary key, name text not null)"
+  load:
+    kind: load
+    depends_on: [schema]
+    source: {{file: "{}"}}
+    target: {{conn: wh, table: many, create: never}}
+    columns:
+      id: {{type: bigint, not_null: true}}
+      name: {{type: text, not_null: true}}
+    rejects: {{on_error: reject}}
+"#,
+        path.display()
+    );
+    let mut engine = engine_with(&data, &meta, &[("many.yaml", &dag)]).await;
+    let run = engine.trigger("many", serde_json::json!({})).await;
+    let run = engine.drive(&run.run_id).await;
+    let tis = engine.tasks(&run.run_id).await;
+    let load = tis.iter().find(|t| t.task_id == "load").expect("load");
+    assert_eq!(run.state, RunState::Success, "{:?}", load.error);
+    let out = load.outputs.clone().expect("outputs");
+    assert_eq!(
+        (
+            &out["rows_read"],
+            &out["rows_loaded"],
+            &out["rows_rejected"]
+        ),
+        (
+            &serde_json::json!(rows),
+            &serde_json::json!(rows - 1),
+            &serde_json::json!(1)
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        query_text(&data, "select count(*), count(distinct id) from many").await,
+        [[Some((rows - 1).to_string()), Some((rows - 1).to_string())]]
+    );
+    let rejects = query_text(&data, "select line_number, raw_row from many__rejects").await;
+    assert_eq!(
+        rejects,
+        [[
+            // The header is line 1.
+            Some((duplicate_at + 2).to_string()),
+            Some(format!("7,\"name, {duplicate_at}\""))
+        ]]
+    );
+}
