@@ -235,6 +235,21 @@ impl Worker {
     /// Store failures, or a version/task that cannot be read (the try is then failed).
     #[tracing::instrument(name = "try", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id))]
     pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
+        self.run_try_then(ti, cancel, || {}).await
+    }
+
+    /// [`Worker::run_try`], calling `step_done` as soon as the step is over (its processes
+    /// gone, its log read), before the outcome is recorded: the worker's slot is free then,
+    /// and the next claim need not wait for the write.
+    ///
+    /// # Errors
+    /// As [`Worker::run_try`].
+    pub async fn run_try_then(
+        &self,
+        ti: ClaimedTask,
+        cancel: CancellationToken,
+        step_done: impl FnOnce(),
+    ) -> Result<TaskOutcome> {
         let (sink, rx) = LogSink::channel(self.masker.clone());
         // The log writer runs beside the step in this task; it ends when the sink is dropped.
         let running = async {
@@ -281,6 +296,7 @@ impl Worker {
             running,
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
         );
+        step_done();
         let owner = owner
             .as_ref()
             .and_then(|(version, run)| Some((version.dag.tasks.get(&ti.task_id)?, run.as_ref())));
@@ -642,15 +658,19 @@ pub async fn run(
                         let freed = Arc::clone(&slot_freed);
                         tracker.spawn(async move {
                             let id = ti.id;
-                            if let Err(e) = w.run_try(ti, token).await {
+                            // The slot frees when the step ends; the try stays in `running`
+                            // (heartbeats keep its lease) until its outcome is recorded.
+                            let release = || {
+                                drop(permit);
+                                freed.notify_one();
+                            };
+                            if let Err(e) = w.run_try_then(ti, token, release).await {
                                 tracing::error!(ti_id = id, error = %e, "recording a try failed");
                             }
                             w.running
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .remove(&id);
-                            drop(permit);
-                            freed.notify_one();
                         });
                     }
                 }
@@ -663,7 +683,10 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => {}
             () = store.workers_woken(), if slots.available_permits() > 0 => {}
-            () = slot_freed.notified() => {}
+            () = slot_freed.notified() => {
+                // Tries ending together free their slots together: one claim for all.
+                tokio::task::yield_now().await;
+            }
             () = tokio::time::sleep(cfg.poll_interval) => {}
         }
     }
