@@ -176,6 +176,12 @@ impl Dag {
         self.nodes.get(task_id).copied()
     }
 
+    /// Whether any task depends on `task_id` directly.
+    pub fn has_downstream(&self, task_id: &str) -> bool {
+        self.node(task_id)
+            .is_some_and(|n| self.graph.neighbors(n).next().is_some())
+    }
+
     /// Every task downstream of `task_id` (transitively), by id.
     pub fn downstream(&self, task_id: &str) -> std::collections::BTreeSet<String> {
         let mut out = std::collections::BTreeSet::new();

@@ -155,6 +155,10 @@ pub struct Completion {
     pub give_back_try: bool,
     /// Notifications to write if the completion is recorded (`on_retry`, `on_failure`).
     pub notify: Vec<Notification>,
+    /// The scheduler has something to decide because of this try: it did not succeed, or
+    /// tasks depend on it. Otherwise the scheduler is woken only when the run has instances
+    /// waiting for a decision or none left unfinished (its periodic pass covers the rest).
+    pub wake: bool,
 }
 
 impl Store {
@@ -524,7 +528,8 @@ impl Store {
             .iter()
             .map(|c| c.outputs.as_ref().map(serde_json::to_string).transpose())
             .collect::<std::result::Result<_, _>>()?;
-        let recorded: Vec<i64> = match &self.db {
+        // Per recorded try: its id, and whether the scheduler must look.
+        let recorded: Vec<(i64, bool)> = match &self.db {
             // One statement: the new states, the tries' last log lines (of those still
             // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
             Db::Postgres(pool) => {
@@ -551,10 +556,10 @@ impl Store {
                         ats.push(l.at);
                     }
                 }
-                sqlx::query_scalar::<_, i64>(
+                sqlx::query_as::<_, (i64, bool)>(
                     "WITH c AS (
-                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $16::int[])
-                             AS c(id, worker_id, try_number, state, outputs, error, due_at, give_back)),
+                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $16::int[], $21::bool[])
+                             AS c(id, worker_id, try_number, state, outputs, error, due_at, give_back, wake)),
                      done AS (
                          UPDATE weir_task_instances t SET state = c.state, ended_at = $8,
                              outputs = COALESCE(c.outputs, t.outputs), error = c.error, due_at = c.due_at,
@@ -562,7 +567,18 @@ impl Store {
                          FROM c
                          WHERE t.id = c.id AND t.state = 'running' AND t.worker_id = c.worker_id
                              AND t.try_number = c.try_number
-                         RETURNING t.id),
+                         RETURNING t.id, t.run_id, c.wake),
+                     -- The statement sees the table as before it: the tries it ends are
+                     -- left out of the unfinished ones by id.
+                     needs AS (
+                         SELECT d.id, d.wake
+                             OR EXISTS (SELECT 1 FROM weir_task_instances s
+                                        WHERE s.run_id = d.run_id AND s.state = 'scheduled')
+                             OR NOT EXISTS (SELECT 1 FROM weir_task_instances u
+                                            WHERE u.run_id = d.run_id
+                                              AND u.state IN ('scheduled', 'queued', 'running', 'up_for_retry')
+                                              AND u.id NOT IN (SELECT id FROM done)) AS wake
+                         FROM done d),
                      logged AS (
                          INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at)
                          SELECT l.ti_id, l.try_number, l.stream, l.line, l.at
@@ -577,8 +593,8 @@ impl Store {
                              WITH ORDINALITY AS n(ti_id, notifier, run_id, payload, k)
                          WHERE n.ti_id IN (SELECT id FROM done)
                          ORDER BY n.k),
-                     woken AS (SELECT pg_notify($14, $15) WHERE EXISTS (SELECT 1 FROM done))
-                     SELECT id FROM done, (SELECT count(*) FROM woken) AS w",
+                     woken AS (SELECT pg_notify($14, $15) WHERE EXISTS (SELECT 1 FROM needs WHERE wake))
+                     SELECT id, wake FROM needs, (SELECT count(*) FROM woken) AS w",
                 )
                 .bind(cs.iter().map(|c| c.ti_id).collect::<Vec<_>>())
                 .bind(cs.iter().map(|c| c.worker_id.as_str()).collect::<Vec<_>>())
@@ -600,6 +616,7 @@ impl Store {
                 .bind(notifiers)
                 .bind(note_runs)
                 .bind(payloads)
+                .bind(cs.iter().map(|c| c.wake).collect::<Vec<_>>())
                 .fetch_all(pool)
                 .await?
             }
@@ -607,11 +624,13 @@ impl Store {
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 let mut recorded = Vec::new();
+                let mut runs = Vec::new();
                 for (c, outputs) in cs.iter().zip(&outputs) {
-                    let changed = sqlx::query(
+                    let run_id = sqlx::query_scalar::<_, String>(
                         "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
                              due_at = $8, lease_expires_at = NULL, try_number = try_number - $9
-                         WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
+                         WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3
+                         RETURNING run_id",
                     )
                     .bind(c.ti_id)
                     .bind(&c.worker_id)
@@ -622,29 +641,51 @@ impl Store {
                     .bind(&c.error)
                     .bind(c.due_at)
                     .bind(i32::from(c.give_back_try))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if changed > 0 {
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(run_id) = run_id {
                         insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
                         insert_notifications!(tx, c.notify, now);
-                        recorded.push(c.ti_id);
+                        recorded.push((c.ti_id, c.wake));
+                        if !c.wake && !runs.contains(&run_id) {
+                            runs.push(run_id);
+                        }
+                    }
+                }
+                // This transaction sees its own changes.
+                let mut run_needs = false;
+                for run_id in runs {
+                    run_needs |= sqlx::query_scalar::<_, bool>(
+                        "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE run_id = $1 AND state = 'scheduled')
+                             OR NOT EXISTS (SELECT 1 FROM weir_task_instances WHERE run_id = $1
+                                            AND state IN ('scheduled', 'queued', 'running', 'up_for_retry'))",
+                    )
+                    .bind(&run_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if run_needs {
+                        break;
                     }
                 }
                 tx.commit().await?;
+                if run_needs {
+                    for r in &mut recorded {
+                        r.1 = true;
+                    }
+                }
                 recorded
             }
         };
         let mut out = Vec::with_capacity(cs.len());
         for c in cs {
-            let ok = recorded.contains(&c.ti_id);
+            let ok = recorded.iter().any(|(id, _)| *id == c.ti_id);
             if !ok {
                 // The outcome is dropped, but what the try printed is kept.
                 self.append_logs(c.ti_id, c.try_number, &c.log).await?;
             }
             out.push(ok);
         }
-        if !recorded.is_empty() {
+        if recorded.iter().any(|(_, wake)| *wake) {
             self.wake_scheduler_here();
         }
         Ok(out)

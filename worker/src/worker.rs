@@ -233,7 +233,6 @@ impl Worker {
     ///
     /// # Errors
     /// Store failures, or a version/task that cannot be read (the try is then failed).
-    #[tracing::instrument(name = "try", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id))]
     pub async fn run_try(&self, ti: ClaimedTask, cancel: CancellationToken) -> Result<TaskOutcome> {
         self.run_try_then(ti, cancel, || {}).await
     }
@@ -244,6 +243,7 @@ impl Worker {
     ///
     /// # Errors
     /// As [`Worker::run_try`].
+    #[tracing::instrument(name = "try", skip_all, fields(dag_id = %ti.dag_id, run_id = %ti.run_id, task_id = %ti.task_id, map_index = ti.map_index, try_number = ti.try_number, worker_id = %self.id))]
     pub async fn run_try_then(
         &self,
         ti: ClaimedTask,
@@ -297,9 +297,10 @@ impl Worker {
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
         );
         step_done();
-        let owner = owner
-            .as_ref()
-            .and_then(|(version, run)| Some((version.dag.tasks.get(&ti.task_id)?, run.as_ref())));
+        let owner = owner.as_ref().and_then(|(version, run)| {
+            let task = version.dag.tasks.get(&ti.task_id)?;
+            Some((&version.dag, task, run.as_ref()))
+        });
         self.record(&ti, &outcome, owner, wait_limit, log).await?;
         Ok(outcome)
     }
@@ -389,21 +390,21 @@ impl Worker {
         })
     }
 
-    /// Records a try's outcome, deciding retry or failure from the policy of `owner` (the task
-    /// and its run; a try that could not even be prepared has none, and fails), with the
-    /// notifications the task asks for.
+    /// Records a try's outcome, deciding retry or failure from the policy of `owner` (the DAG,
+    /// the task and its run; a try that could not even be prepared has none, and fails), with
+    /// the notifications the task asks for.
     async fn record(
         &self,
         ti: &ClaimedTask,
         outcome: &TaskOutcome,
-        owner: Option<(&Task, &RunRow)>,
+        owner: Option<(&Dag, &Task, &RunRow)>,
         wait_limit: Option<Duration>,
         log: Vec<NewLogLine>,
     ) -> Result<()> {
         let now = self.clock.now();
         let mut give_back_try = false;
         let after_failure = || match owner {
-            Some((task, _)) => task.retry.after_failure(ti.try_number, ti.max_tries, now),
+            Some((_, task, _)) => task.retry.after_failure(ti.try_number, ti.max_tries, now),
             None => (TaskState::Failed, None),
         };
         let (state, outputs, error, due_at) = match outcome {
@@ -487,7 +488,7 @@ impl Worker {
         tracing::debug!(state = %state, error = error.as_deref(), "try finished");
         let notify = match owner {
             // A sensor's check that found nothing yet is not a retry.
-            Some((task, run)) if !give_back_try => {
+            Some((_, task, run)) if !give_back_try => {
                 try_notifications(task, run, ti, state, error.as_deref(), now)
             }
             _ => Vec::new(),
@@ -503,6 +504,10 @@ impl Worker {
             log,
             give_back_try,
             notify,
+            // A success with nothing downstream changes no decision (unless the run is then
+            // over or has instances waiting: the store checks those).
+            wake: state != TaskState::Success
+                || owner.is_none_or(|(dag, _, _)| dag.has_downstream(&ti.task_id)),
         };
         let (done, recorded) = oneshot::channel();
         if self.recorder.send((completion, done)).is_err() {

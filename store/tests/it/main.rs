@@ -290,6 +290,7 @@ both_backends!(
             log: vec![line("stdout", "printed after the lease expired", later)],
             give_back_try: false,
             notify: notice("from a try whose lease is lost"),
+            wake: true,
         };
         assert!(
             matches!(db.store.complete_task(&done, later).await, Err(StoreError::LeaseLost(id)) if id == ti.id)
@@ -368,6 +369,7 @@ both_backends!(
             ],
             give_back_try: false,
             notify: Vec::new(),
+            wake: true,
         };
         db.store.complete_task(&done, now).await.expect("complete");
         let stored = db.store.logs(ti.id, 1, 0, 10).await.expect("logs");
@@ -745,6 +747,7 @@ both_backends!(
             log: vec![line("stdout", text, now)],
             give_back_try: false,
             notify: Vec::new(),
+            wake: true,
         };
         let batch = [
             completion(ids[0], TaskState::Success, "w1", "zero"),
@@ -906,3 +909,94 @@ async fn names_of(store: &Store, run_id: &str) -> Vec<String> {
         .map(|n| n.notifier)
         .collect()
 }
+
+both_backends!(
+    a_success_with_nothing_to_decide_does_not_wake_the_scheduler,
+    |db| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let run = db
+            .store
+            .create_run(&new_run(v, "2024-01-01T00:00:00Z", 4), now)
+            .await
+            .expect("create")
+            .expect("new");
+        let ids: Vec<i64> = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        // Three run; the fourth stays scheduled until the end.
+        db.store
+            .transition_tasks(&ids[..3], TaskState::Scheduled, TaskState::Queued, now)
+            .await
+            .expect("queue");
+        db.store
+            .claim_tasks(
+                "w1",
+                &["default".into()],
+                3,
+                now,
+                now + Duration::seconds(30),
+            )
+            .await
+            .expect("claim");
+        let woken = async || {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                db.store.scheduler_woken(),
+            )
+            .await
+            .is_ok()
+        };
+        let done = |id: i64, state: TaskState, wake: bool| Completion {
+            ti_id: id,
+            worker_id: "w1".into(),
+            try_number: 1,
+            state,
+            outputs: None,
+            error: None,
+            due_at: None,
+            log: Vec::new(),
+            give_back_try: false,
+            notify: Vec::new(),
+            wake,
+        };
+        // An instance still waits for a decision (ids[3] is scheduled): the scheduler looks.
+        woken().await; // whatever earlier changes left
+        db.store
+            .complete_task(&done(ids[0], TaskState::Success, false), now)
+            .await
+            .expect("complete");
+        assert!(
+            woken().await,
+            "a scheduled instance waits: the scheduler must look"
+        );
+        db.store
+            .transition_tasks(&ids[3..], TaskState::Scheduled, TaskState::Skipped, now)
+            .await
+            .expect("skip");
+        woken().await;
+        // Nothing waits, others still run, nothing downstream: no wake-up.
+        db.store
+            .complete_task(&done(ids[1], TaskState::Success, false), now)
+            .await
+            .expect("complete");
+        assert!(
+            !woken().await,
+            "nothing to decide, yet the scheduler was woken"
+        );
+        // The last unfinished instance: the run may be over.
+        db.store
+            .complete_task(&done(ids[2], TaskState::Success, false), now)
+            .await
+            .expect("complete");
+        assert!(
+            woken().await,
+            "the run's last try ended: the scheduler must look"
+        );
+    }
+);
