@@ -184,10 +184,32 @@ impl ConnError {
 /// Whether a database error may pass on a retry (the connection or pool failed), rather than
 /// repeat (the statement or the data is wrong).
 pub fn is_transient(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-    )
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        // Lost a race with another writer: SQLite busy (any extended code of 5), Postgres
+        // serialization failure or deadlock, MySQL deadlock or lock wait timeout.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205")
+                || code.parse::<u32>().is_ok_and(|c| c & 0xff == 5)
+        }),
+        _ => false,
+    }
+}
+
+/// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it waits (the
+/// busy timeout) for the write lock up front, where a deferred transaction that read first
+/// fails at once when another connection wrote meanwhile ("database is locked").
+///
+/// # Errors
+/// The database's.
+pub async fn begin_write<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
+    if DB::NAME == <sqlx::Sqlite as sqlx::Database>::NAME {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
 }
 
 /// The password of a URL (`scheme://user:password@host`), if any.

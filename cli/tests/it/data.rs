@@ -1329,3 +1329,55 @@ tasks:
         ]]
     );
 }
+
+/// Loads and `sql` steps writing one SQLite file at the same time wait for each other: a
+/// transaction that read before another wrote used to fail at once ("database is locked").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_loads_into_one_sqlite_file_wait_for_each_other() {
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Two runs of one DAG at once (a scheduled and a manual one, say), each upserting the same
+    // tables in parallel and copying them within the file: every transaction meets others'.
+    let mut tasks = String::new();
+    let names = ["a", "b", "c", "d"];
+    for n in names {
+        let path = dir.path().join(format!("{n}.csv"));
+        let rows: String = (0..3000).map(|i| format!("{i},{n}{i}\n")).collect();
+        std::fs::write(&path, format!("id,v\n{rows}")).expect("csv");
+        tasks.push_str(&format!(
+            "  load_{n}:\n    kind: load\n    source: {{file: \"{}\"}}\n    target: {{conn: wh, table: {n}}}\n    columns:\n      id: {{type: int}}\n      v: {{type: text}}\n    mode: upsert\n    key: [id]\n    batch_size: 100\n    rejects: {{on_error: reject}}\n  copy_{n}:\n    kind: load\n    depends_on: [load_{n}]\n    source: {{conn: wh, table: {n}}}\n    target: {{conn: wh, table: {n}_copy}}\n    mode: replace\n    batch_size: 100\n",
+            path.display()
+        ));
+    }
+    let dag = format!("id: parallel\nmax_active_tasks: 16\ntasks:\n{tasks}");
+    let mut engine = engine_with(&data, &meta, &[("parallel.yaml", &dag)]).await;
+    for round in 0..3 {
+        let first = engine.trigger("parallel", serde_json::json!({})).await;
+        engine.clock.advance(chrono::Duration::seconds(1));
+        let second = engine.trigger("parallel", serde_json::json!({})).await;
+        engine.clock.advance(chrono::Duration::seconds(1));
+        for run in [&first, &second] {
+            let run = engine.drive(&run.run_id).await;
+            let retried: Vec<(String, Option<String>)> = engine
+                .tasks(&run.run_id)
+                .await
+                .into_iter()
+                .filter(|t| t.state != TaskState::Success || t.try_number != 1)
+                .map(|t| (t.task_id, t.error))
+                .collect();
+            assert_eq!(run.state, RunState::Success, "round {round}: {retried:?}");
+            assert!(
+                retried.is_empty(),
+                "round {round}: tries retried: {retried:?}"
+            );
+        }
+    }
+    for n in names {
+        assert_eq!(
+            query_text(&data, &format!("select count(*) from {n}")).await,
+            [[Some("3000".to_owned())]],
+            "{n}"
+        );
+    }
+}

@@ -497,3 +497,51 @@ fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
         }
     }
 }
+
+/// The README's flow: `weir standalone` in a copy of the repository's dags, data and
+/// weir.toml (its scheduled runs start at once, beside the manual ones), and every example DAG
+/// triggered with `--wait` succeeds, each task on its first try.
+#[test]
+fn the_example_dags_run_to_success_under_standalone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = Command::new("cp")
+        .args(["-r", "dags", "data", "weir.toml"])
+        .arg(dir.path())
+        .current_dir(repo())
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("standalone")
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start standalone");
+    let mut outcomes = Vec::new();
+    for dag in ["hello_shell", "hr_migration", "covid_daily", "table_copy"] {
+        let out = weir_in(dir.path(), &["trigger", dag, "--wait", "--json"]);
+        let run: serde_json::Value =
+            serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);
+        let trouble: Vec<String> = run["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["state"] != "success" || t["try_number"] != 1)
+            .map(|t| format!("{} {} try {}", t["task_id"], t["state"], t["try_number"]))
+            .collect();
+        outcomes.push((dag, out.status.code(), run["state"].clone(), trouble));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &standalone.id().to_string()])
+        .status();
+    let _ = standalone.wait();
+    for (dag, code, state, trouble) in &outcomes {
+        assert_eq!(
+            (code, state.as_str(), trouble.is_empty()),
+            (&Some(0), Some("success"), true),
+            "{dag}: {trouble:?}"
+        );
+    }
+}

@@ -1404,7 +1404,7 @@ impl Plan {
             }
             ddl.clear();
         }
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::conn::begin_write(pool).await?;
         for statement in ddl {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
                 .execute(&mut *tx)

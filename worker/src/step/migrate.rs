@@ -185,7 +185,9 @@ where
             continue;
         }
         let started = std::time::Instant::now();
-        let mut tx = pool.begin().await.map_err(|e| db_error(m.file_name, e))?;
+        let mut tx = crate::conn::begin_write(pool)
+            .await
+            .map_err(|e| db_error(m.file_name, e))?;
         if dialect == Dialect::Postgres {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "SELECT pg_advisory_xact_lock({MIGRATE_LOCK})"

@@ -69,7 +69,7 @@ where
     for<'r> Option<String>: sqlx::Decode<'r, DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
-    let mut tx = pool.begin().await.map_err(|e| (0, e))?;
+    let mut tx = crate::conn::begin_write(pool).await.map_err(|e| (0, e))?;
     let mut outputs = Outputs::new();
     let last = step.sql.len().saturating_sub(1);
     for (i, block) in step.sql.iter().enumerate() {
