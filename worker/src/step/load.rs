@@ -1762,7 +1762,7 @@ impl Plan {
     {
         let rows = self.past_cursor(rows, counts);
         counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
-        // What loaded, handed back to the caller to free.
+        // The batch's parsed rows, handed back to the caller to free.
         let mut loaded = Vec::new();
         let mut good: Vec<(Vec<Value>, Reject)> = Vec::with_capacity(rows.len());
         let mut rejects = Vec::new();
@@ -1793,24 +1793,45 @@ impl Plan {
                 }
                 Err(batch_error) => {
                     sp.rollback().await?;
-                    tracing::debug!(error = %batch_error, "batch refused; retrying row by row");
-                    for (values, at) in good {
-                        let mut sp = sqlx::Connection::begin(&mut **tx).await?;
-                        match self.insert(&mut sp, &[&values], casts).await {
-                            Ok(()) => {
-                                sp.commit().await?;
-                                counts.loaded += 1;
-                                self.track_cursor(&values, counts);
-                            }
-                            Err(e) => {
-                                sp.rollback().await?;
-                                rejects.push(Reject {
-                                    reason: database_reason(&e),
-                                    ..at
-                                });
+                    // Halves of a refused range are tried in turn, down to single rows: a few
+                    // bad rows cost a few dozen statements, not one per row.
+                    tracing::debug!(error = %batch_error, "batch refused; narrowing down the bad rows");
+                    let reject = |row: usize, e: &sqlx::Error| Reject {
+                        reason: database_reason(e),
+                        ..good[row].1.clone()
+                    };
+                    let mut refused = Vec::new();
+                    if good.len() == 1 {
+                        rejects.push(reject(0, &batch_error));
+                    } else {
+                        refused.push((0, good.len()));
+                    }
+                    while let Some((from, to)) = refused.pop() {
+                        let middle = from + (to - from) / 2;
+                        for (a, b) in [(from, middle), (middle, to)] {
+                            let rows: Vec<&Vec<Value>> =
+                                good[a..b].iter().map(|(v, _)| v).collect();
+                            let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+                            match self.insert(&mut sp, &rows, casts).await {
+                                Ok(()) => {
+                                    sp.commit().await?;
+                                    counts.loaded += u64::try_from(b - a).unwrap_or(u64::MAX);
+                                    for values in rows {
+                                        self.track_cursor(values, counts);
+                                    }
+                                }
+                                Err(e) => {
+                                    sp.rollback().await?;
+                                    if b - a == 1 {
+                                        rejects.push(reject(a, &e));
+                                    } else {
+                                        refused.push((a, b));
+                                    }
+                                }
                             }
                         }
                     }
+                    loaded = good;
                 }
             }
         }
