@@ -74,23 +74,12 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
 /// Commands whose engine is not built yet say so and exit 2: nothing pretends to work.
 fn not_built(command: &Command) -> u8 {
     let name = match command {
-        Command::Scheduler => "scheduler",
-        Command::Worker { .. } => "worker",
         Command::Web => "web",
-        Command::Db(_) => "db",
-        Command::Dags(DagsCommand::Pause { .. }) => "dags pause",
-        Command::Dags(DagsCommand::Unpause { .. }) => "dags unpause",
-        Command::Trigger(_) => "trigger",
-        Command::Backfill(_) => "backfill (without --dry-run)",
-        Command::Tasks(_) => "tasks test",
-        Command::Runs(_) => "runs",
-        Command::Clear(_) => "clear",
-        Command::Logs(_) => "logs",
         Command::Users(_) => "users",
         _ => "this command",
     };
     eprintln!(
-        "weir {name}: not built yet. It needs the state store, scheduler and workers, which are the next milestone; see the README's status section."
+        "weir {name}: not built yet. The web UI, its API and its users are the next milestone; see the README's status section."
     );
     EXIT_USAGE
 }
