@@ -21,6 +21,7 @@
 //!   reaping, clearing.
 //! - `log`: task log lines.
 //! - `notify`: the notification outbox.
+//! - `user`: users of the web UI and API, their roles and API tokens.
 //! - `worker`: worker registrations.
 
 mod dag;
@@ -31,6 +32,7 @@ mod log;
 mod notify;
 mod run;
 mod task;
+mod user;
 mod worker;
 
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
@@ -42,6 +44,7 @@ pub use notify::{
 };
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
+pub use user::{Role, UserRow};
 pub use worker::WorkerRow;
 
 /// Result of store operations.

@@ -5,12 +5,13 @@ mod dags;
 mod runs;
 mod serve;
 mod task_test;
+mod users;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::args::{Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand};
+use crate::args::{Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand, UsersCommand};
 use crate::config::Config;
 
 /// Success.
@@ -67,6 +68,14 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Tasks(TasksCommand::Test { dag, task, date }) => {
             task_test::test(config, &dag, &task, date.as_deref()).await?
         }
+        Command::Users(UsersCommand::Create {
+            name,
+            role,
+            password_stdin,
+        }) => users::create(config, &name, role, password_stdin).await?,
+        Command::Users(UsersCommand::List) => users::list(config).await?,
+        Command::Users(UsersCommand::Delete { name }) => users::delete(config, &name).await?,
+        Command::Users(UsersCommand::Token { name }) => users::token(config, &name).await?,
         other => not_built(&other),
     })
 }
@@ -75,11 +84,10 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
 fn not_built(command: &Command) -> u8 {
     let name = match command {
         Command::Web => "web",
-        Command::Users(_) => "users",
         _ => "this command",
     };
     eprintln!(
-        "weir {name}: not built yet. The web UI, its API and its users are the next milestone; see the README's status section."
+        "weir {name}: not built yet. The web UI and its API are the next milestone; see the README's status section."
     );
     EXIT_USAGE
 }

@@ -1000,3 +1000,37 @@ both_backends!(
         );
     }
 );
+
+both_backends!(users_have_roles_tokens_and_unique_names, |db| {
+    use weir_store::Role;
+    let now = t("2024-01-02T00:00:00Z");
+    db.store
+        .create_user("ada", Role::Operator, "$argon2id$x", now)
+        .await
+        .expect("create");
+    assert!(matches!(
+        db.store.create_user("ada", Role::Admin, "h", now).await,
+        Err(StoreError::Conflict(m)) if m.contains("`ada`")
+    ));
+    db.store.add_token("ada", "d1", now).await.expect("token");
+    assert!(matches!(
+        db.store.add_token("nobody", "d2", now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let by_token = db.store.user_by_token("d1", now).await.expect("by token");
+    assert_eq!(
+        (by_token.name.as_str(), by_token.role, by_token.tokens),
+        ("ada", Role::Operator, 1)
+    );
+    assert!(matches!(
+        db.store.user_by_token("d3", now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(db.store.delete_user("ada").await.expect("delete"));
+    assert!(!db.store.delete_user("ada").await.expect("delete again"));
+    assert!(matches!(
+        db.store.user_by_token("d1", now).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(db.store.users().await.expect("users").is_empty());
+});

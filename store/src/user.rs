@@ -1,0 +1,204 @@
+//! Users of the web UI and API, with their roles and API tokens. The store keeps what it is
+//! given: password hashes (argon2id PHC strings) and token digests (SHA-256), never secrets.
+
+use chrono::{DateTime, Utc};
+
+use crate::db::with_pool;
+use crate::{Result, Store, StoreError};
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Reads; triggers, clears, pauses, backfills.
+    Operator,
+    /// Everything, users included.
+    Admin,
+}
+
+impl Role {
+    /// `viewer`, `operator` or `admin`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role named `s`.
+    ///
+    /// # Errors
+    /// An unknown name (a corrupt row).
+    pub fn parse(s: &str) -> Result<Role> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(StoreError::Corrupt(format!("unknown role `{other}`"))),
+        }
+    }
+}
+
+/// A stored user.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    /// Login name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// API tokens minted and not deleted.
+    pub tokens: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawUser {
+    name: String,
+    role: String,
+    password_hash: String,
+    created_at: DateTime<Utc>,
+    tokens: i64,
+}
+
+impl TryFrom<RawUser> for UserRow {
+    type Error = StoreError;
+    fn try_from(r: RawUser) -> Result<UserRow> {
+        Ok(UserRow {
+            role: Role::parse(&r.role)?,
+            name: r.name,
+            password_hash: r.password_hash,
+            created_at: r.created_at,
+            tokens: r.tokens,
+        })
+    }
+}
+
+const USERS_SQL: &str = "SELECT u.name, u.role, u.password_hash, u.created_at,
+        (SELECT COUNT(*) FROM weir_api_tokens t WHERE t.user_name = u.name) AS tokens
+    FROM weir_users u";
+
+impl Store {
+    /// Creates a user.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the name is taken; database failures.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        role: Role,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO weir_users (name, role, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(name)
+            .bind(role.as_str())
+            .bind(password_hash)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("a user named `{name}` exists already"))
+                }
+                other => other,
+            })?;
+        });
+        Ok(())
+    }
+
+    /// Every user, by name.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        let sql = format!("{USERS_SQL} ORDER BY u.name");
+        let rows: Vec<RawUser> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(UserRow::try_from).collect()
+    }
+
+    /// One user.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; database failures.
+    pub async fn user(&self, name: &str) -> Result<UserRow> {
+        let sql = format!("{USERS_SQL} WHERE u.name = $1");
+        let row: Option<RawUser> = with_pool!(self, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::NotFound(format!("user `{name}`")))?
+            .try_into()
+    }
+
+    /// Deletes a user and their tokens; whether the user existed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn delete_user(&self, name: &str) -> Result<bool> {
+        let deleted = with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM weir_users WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+
+    /// Stores an API token's SHA-256 (hex) for a user.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown user; database failures.
+    pub async fn add_token(
+        &self,
+        name: &str,
+        token_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.user(name).await?;
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO weir_api_tokens (user_name, token_sha256, created_at) VALUES ($1, $2, $3)",
+            )
+            .bind(name)
+            .bind(token_sha256)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The user a token (by its SHA-256) belongs to, recording its use.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown token; database failures.
+    pub async fn user_by_token(&self, token_sha256: &str, now: DateTime<Utc>) -> Result<UserRow> {
+        let name: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "UPDATE weir_api_tokens SET last_used_at = $2 WHERE token_sha256 = $1 RETURNING user_name",
+            )
+            .bind(token_sha256)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        });
+        let name = name.ok_or_else(|| StoreError::NotFound("API token".to_owned()))?;
+        self.user(&name).await
+    }
+}
