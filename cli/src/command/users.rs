@@ -25,8 +25,8 @@ fn role(r: RoleArg) -> Role {
     }
 }
 
-/// 32 random hex characters (122 random bits: two halves of a version-4 UUID, from the
-/// operating system's generator).
+/// The 32 hex characters of a version-4 UUID: 122 random bits from the operating system's
+/// generator.
 fn random_hex() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
