@@ -181,6 +181,16 @@ impl ConnError {
     }
 }
 
+/// A step that cannot get its connection fails, with a retry when one may help.
+impl From<ConnError> for crate::outcome::TaskOutcome {
+    fn from(e: ConnError) -> Self {
+        crate::outcome::TaskOutcome::Failed {
+            retryable: e.retryable(),
+            error: e.to_string(),
+        }
+    }
+}
+
 /// Whether a database error may pass on a retry (the connection or pool failed), rather than
 /// repeat (the statement or the data is wrong).
 pub fn is_transient(e: &sqlx::Error) -> bool {

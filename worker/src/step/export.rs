@@ -20,12 +20,7 @@ use crate::outcome::TaskOutcome;
 pub async fn run(step: &ExportStep, conns: &Connections, log: &LogSink) -> TaskOutcome {
     let pool = match conns.pool(&step.conn).await {
         Ok(p) => p,
-        Err(e) => {
-            return TaskOutcome::Failed {
-                retryable: e.retryable(),
-                error: e.to_string(),
-            };
-        }
+        Err(e) => return e.into(),
     };
     let sql = match (&step.table, &step.query) {
         (Some(t), None) => match Dialect::of(&pool).ident(t) {

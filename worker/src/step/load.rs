@@ -147,6 +147,15 @@ impl LoadError {
     }
 }
 
+impl From<crate::conn::ConnError> for LoadError {
+    fn from(e: crate::conn::ConnError) -> LoadError {
+        LoadError {
+            retryable: e.retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for LoadError {
     fn from(e: sqlx::Error) -> LoadError {
         let retryable = crate::conn::is_transient(&e);
@@ -164,10 +173,7 @@ async fn load(
     log: &LogSink,
 ) -> Result<serde_json::Map<String, serde_json::Value>, LoadError> {
     let started = Instant::now();
-    let pool = conns.pool(&step.target.conn).await.map_err(|e| LoadError {
-        retryable: e.retryable(),
-        message: e.to_string(),
-    })?;
+    let pool = conns.pool(&step.target.conn).await?;
     let dialect = Dialect::of(&pool);
     // Holds an HTTP source's download until the load is over.
     let mut _download = None;
@@ -216,10 +222,7 @@ async fn load(
             columns,
         )
     } else if let Some(conn) = &step.source.conn {
-        let source = conns.pool(conn).await.map_err(|e| LoadError {
-            retryable: e.retryable(),
-            message: e.to_string(),
-        })?;
+        let source = conns.pool(conn).await?;
         let (sql, label) = match (&step.source.table, &step.source.query) {
             (Some(t), None) => (
                 format!(
@@ -688,6 +691,42 @@ fn iso_date(t: &str) -> Option<NaiveDate> {
     };
     let year = i32::try_from(number(0..4)?).ok()?;
     NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)
+}
+
+/// The ranges of a refused batch left to write again, each refused one halved in turn down to
+/// single rows: a few bad rows cost a few dozen statements, not one per row. (A batch of one
+/// row is its own bad row: nothing to try.)
+struct Halving(Vec<std::ops::Range<usize>>);
+
+impl Halving {
+    fn new(len: usize) -> Halving {
+        let mut h = Halving(Vec::new());
+        if len > 1 {
+            h.split(0..len);
+        }
+        h
+    }
+
+    /// Queues both halves of `range`, the first to be tried first.
+    fn split(&mut self, range: std::ops::Range<usize>) {
+        let middle = range.start + range.len() / 2;
+        self.0.push(middle..range.end);
+        self.0.push(range.start..middle);
+    }
+
+    fn next_range(&mut self) -> Option<std::ops::Range<usize>> {
+        self.0.pop()
+    }
+
+    /// Records that the database refused `range`: `true` when it is a single row (the bad
+    /// one), else its halves are queued.
+    fn refused(&mut self, range: std::ops::Range<usize>) -> bool {
+        if range.len() == 1 {
+            return true;
+        }
+        self.split(range);
+        false
+    }
 }
 
 /// Where rows come from.
@@ -1793,40 +1832,31 @@ impl Plan {
                 }
                 Err(batch_error) => {
                     sp.rollback().await?;
-                    // Halves of a refused range are tried in turn, down to single rows: a few
-                    // bad rows cost a few dozen statements, not one per row.
                     tracing::debug!(error = %batch_error, "batch refused; narrowing down the bad rows");
                     let reject = |row: usize, e: &sqlx::Error| Reject {
                         reason: database_reason(e),
                         ..good[row].1.clone()
                     };
-                    let mut refused = Vec::new();
                     if good.len() == 1 {
                         rejects.push(reject(0, &batch_error));
-                    } else {
-                        refused.push((0, good.len()));
                     }
-                    while let Some((from, to)) = refused.pop() {
-                        let middle = from + (to - from) / 2;
-                        for (a, b) in [(from, middle), (middle, to)] {
-                            let rows: Vec<&Vec<Value>> =
-                                good[a..b].iter().map(|(v, _)| v).collect();
-                            let mut sp = sqlx::Connection::begin(&mut **tx).await?;
-                            match self.insert(&mut sp, &rows, casts).await {
-                                Ok(()) => {
-                                    sp.commit().await?;
-                                    counts.loaded += u64::try_from(b - a).unwrap_or(u64::MAX);
-                                    for values in rows {
-                                        self.track_cursor(values, counts);
-                                    }
+                    let mut halving = Halving::new(good.len());
+                    while let Some(range) = halving.next_range() {
+                        let rows: Vec<&Vec<Value>> =
+                            good[range.clone()].iter().map(|(v, _)| v).collect();
+                        let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+                        match self.insert(&mut sp, &rows, casts).await {
+                            Ok(()) => {
+                                sp.commit().await?;
+                                counts.loaded += u64::try_from(rows.len()).unwrap_or(u64::MAX);
+                                for values in rows {
+                                    self.track_cursor(values, counts);
                                 }
-                                Err(e) => {
-                                    sp.rollback().await?;
-                                    if b - a == 1 {
-                                        rejects.push(reject(a, &e));
-                                    } else {
-                                        refused.push((a, b));
-                                    }
+                            }
+                            Err(e) => {
+                                sp.rollback().await?;
+                                if halving.refused(range.clone()) {
+                                    rejects.push(reject(range.start, &e));
                                 }
                             }
                         }
@@ -1960,26 +1990,22 @@ impl Plan {
         match copied {
             Ok(()) => loaded.extend(0..all),
             Err(group_error) => {
-                // Halves of a refused range are tried in turn, down to single rows: a few bad
-                // rows cost a few dozen COPYs, not one per row.
                 tracing::debug!(error = %group_error, "COPY refused; narrowing down the bad rows");
                 let reject = |row: usize, e: &sqlx::Error| Reject {
                     reason: database_reason(e),
                     ..group.rows[row].1.clone().into()
                 };
-                let mut refused = Vec::new();
-                match all {
-                    0 => {}
-                    1 => rejects.push(reject(0, &group_error)),
-                    _ => refused.push((0, all)),
+                if all == 1 {
+                    rejects.push(reject(0, &group_error));
                 }
-                while let Some((from, to)) = refused.pop() {
-                    let middle = from + (to - from) / 2;
-                    for (a, b) in [(from, middle), (middle, to)] {
-                        match try_rows(tx, a, b).await? {
-                            Ok(()) => loaded.extend(a..b),
-                            Err(e) if b - a == 1 => rejects.push(reject(a, &e)),
-                            Err(_) => refused.push((a, b)),
+                let mut halving = Halving::new(all);
+                while let Some(range) = halving.next_range() {
+                    match try_rows(tx, range.start, range.end).await? {
+                        Ok(()) => loaded.extend(range),
+                        Err(e) => {
+                            if halving.refused(range.clone()) {
+                                rejects.push(reject(range.start, &e));
+                            }
                         }
                     }
                 }

@@ -33,12 +33,7 @@ pub async fn run(
 ) -> TaskOutcome {
     let pool = match conns.pool(conn).await {
         Ok(p) => p,
-        Err(e) => {
-            return TaskOutcome::Failed {
-                retryable: e.retryable(),
-                error: e.to_string(),
-            };
-        }
+        Err(e) => return e.into(),
     };
     let found = migrations(files, dir);
     log.note(format!(

@@ -16,12 +16,7 @@ use crate::outcome::TaskOutcome;
 pub async fn run(step: &SqlStep, conns: &Connections, log: &LogSink) -> TaskOutcome {
     let pool = match conns.pool(&step.conn).await {
         Ok(p) => p,
-        Err(e) => {
-            return TaskOutcome::Failed {
-                retryable: e.retryable(),
-                error: e.to_string(),
-            };
-        }
+        Err(e) => return e.into(),
     };
     log.note(format!(
         "running {} statement block(s) on `{}` in one transaction",

@@ -39,12 +39,7 @@ pub async fn check(step: &WaitForStep, conns: &Connections, log: &LogSink) -> Ta
             };
             let pool = match conns.pool(conn).await {
                 Ok(p) => p,
-                Err(e) => {
-                    return TaskOutcome::Failed {
-                        retryable: e.retryable(),
-                        error: e.to_string(),
-                    };
-                }
+                Err(e) => return e.into(),
             };
             match text_rows(&pool, query, 1).await {
                 Ok(rows) => {
