@@ -378,6 +378,20 @@ pub fn dag(yaml: &str) -> weir_model::Dag {
 mod tests {
     use super::{cluster, replace_database};
 
+    /// Stops a throwaway server and waits (30 s at most) for its folder to be gone.
+    fn stop_and_expect_removed(c: &cluster::Cluster) {
+        cluster::stop(c);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while c.dir.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} stayed after the server stopped",
+                c.dir.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// A throwaway cluster from the machine's binaries serves connections on its own port and
     /// leaves nothing behind once stopped.
     #[test]
@@ -402,15 +416,7 @@ mod tests {
         });
         assert!(c.url.contains(&format!(":{port}/")), "{} vs {port}", c.url);
         assert!(c.dir.join("data/PG_VERSION").is_file());
-        cluster::stop(&c);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while c.dir.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the cluster's folder stayed after it stopped"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        stop_and_expect_removed(&c);
     }
 
     /// Likewise a throwaway MariaDB: root without a password on its own port, gone once stopped.
@@ -436,15 +442,7 @@ mod tests {
         });
         assert!(c.url.contains(&format!(":{port}/")), "{} vs {port}", c.url);
         assert!(c.dir.join("data/mysql").is_dir());
-        cluster::stop(&c);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while c.dir.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the server's folder stayed after it stopped"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        stop_and_expect_removed(&c);
     }
 
     #[test]
