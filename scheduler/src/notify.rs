@@ -223,10 +223,9 @@ impl Dispatcher {
                 }
             }
             Some(Notifier::Email { to }) => {
-                let (Some(smtp), mailer) = (&self.cfg.smtp, self.mailer.as_ref()) else {
-                    return Err("email notifier without an [smtp] section".to_owned());
-                };
-                let Some(mailer) = mailer.map_err(Clone::clone)? else {
+                // The relay that could not be set up (a bad CA file) is said on each send.
+                let mailer = self.mailer.as_ref().map_err(Clone::clone)?;
+                let (Some(smtp), Some(mailer)) = (&self.cfg.smtp, mailer) else {
                     return Err("email notifier without an [smtp] section".to_owned());
                 };
                 let mail = email(smtp, to, &message)?;
