@@ -17,6 +17,9 @@ pub enum SchedulerError {
     /// A request that cannot be carried out (bad params, no schedule, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A request that collides with what exists (a run at that date).
+    #[error("{0}")]
+    Conflict(String),
     /// A stored DAG version that no longer validates.
     #[error("DAG version {0} is invalid: {1}")]
     InvalidVersion(i64, String),

@@ -14,6 +14,7 @@
 //! - [`folder`]: reading DAG files (shared with the CLI's `dags validate`).
 //! - [`plan`]: due cron intervals, new runs, param overrides. Pure.
 //! - [`evaluate`]: trigger rules and run outcomes. Pure.
+//! - [`ops`]: what operators ask for (trigger, backfill, clear, mark), for the CLI and the web.
 //! - [`notify`]: sends the notification outbox (email, webhooks).
 //! - [`scheduler`]: the pass ([`Scheduler::run_once`]) and the loop ([`run`]).
 //! - [`error`]: the error type.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod evaluate;
 pub mod folder;
 pub mod notify;
+pub mod ops;
 pub mod plan;
 pub mod scheduler;
 

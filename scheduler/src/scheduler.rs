@@ -731,6 +731,7 @@ async fn lead_and_schedule(
     notify: &Notify,
 ) -> Result<()> {
     let mut announced_standby = false;
+    let mut beat = Heartbeat::new();
     loop {
         let leadership = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -739,6 +740,7 @@ async fn lead_and_schedule(
         let mut leadership = match leadership {
             Ok(Some(l)) => l,
             Ok(None) => {
+                beat.maybe(store, false, 0.0, clock.now()).await;
                 if !announced_standby {
                     tracing::info!("another scheduler is active; standing by");
                     announced_standby = true;
@@ -764,7 +766,11 @@ async fn lead_and_schedule(
                 tracing::warn!("lost the scheduler lock; standing by");
                 break;
             }
-            let next_due = match scheduler.pass(full).await {
+            let started = std::time::Instant::now();
+            let pass = scheduler.pass(full).await;
+            let loop_ms = started.elapsed().as_secs_f64() * 1000.0;
+            beat.maybe(store, true, loop_ms, clock.now()).await;
+            let next_due = match pass {
                 Ok(pass) => {
                     // Run ends and reaped tries write notifications; workers' failed tries
                     // are picked up by the dispatcher's own poll.
@@ -790,6 +796,43 @@ async fn lead_and_schedule(
                 () = store.scheduler_woken() => {}
                 () = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+}
+
+/// A scheduler process's heartbeat row (for `/health` and the loop-latency gauge), written at
+/// most every [`Heartbeat::EVERY`]: a failed write is logged, never fatal.
+struct Heartbeat {
+    id: String,
+    host: String,
+    last: Option<std::time::Instant>,
+}
+
+impl Heartbeat {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Heartbeat {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "host".into());
+        Heartbeat {
+            id: format!("{host}-{}", std::process::id()),
+            host,
+            last: None,
+        }
+    }
+
+    async fn maybe(&mut self, store: &Store, leader: bool, loop_ms: f64, now: DateTime<Utc>) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        if let Err(e) = store
+            .scheduler_heartbeat(&self.id, &self.host, leader, loop_ms, now)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the scheduler heartbeat");
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - `log`: task log lines.
 //! - `notify`: the notification outbox.
 //! - `user`: users of the web UI and API, their roles and API tokens.
+//! - `web`: sessions, the audit log, scheduler heartbeats, the web pages' reads, cancel and mark.
 //! - `worker`: worker registrations.
 
 mod dag;
@@ -33,6 +34,7 @@ mod notify;
 mod run;
 mod task;
 mod user;
+mod web;
 mod worker;
 
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
@@ -45,6 +47,7 @@ pub use notify::{
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use user::{Role, UserRow};
+pub use web::{AuditRow, GridCell, RunBrief, SchedulerRow, SessionRow, StateCounts, TrySpan};
 pub use worker::WorkerRow;
 
 /// Result of store operations.

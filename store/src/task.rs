@@ -25,6 +25,9 @@ pub(crate) const DUE_RETRIES_WHERE: &str = "state = 'up_for_retry' AND due_at <=
 /// The Postgres claim's choice of rows (`$4` queues, `$5` limit).
 pub(crate) const CLAIM_PICK_PG: &str = "SELECT id FROM weir_task_instances WHERE state = 'queued' AND queue = ANY($4) ORDER BY priority DESC, id LIMIT $5";
 
+/// Puts a finished run back to `queued` (after a clear or a mark) so the scheduler looks at it again.
+pub(crate) const REOPEN_RUN_SQL: &str = "UPDATE weir_runs SET state = 'queued', ended_at = NULL WHERE run_id = $1 AND state IN ('success', 'failed', 'cancelled')";
+
 /// A stored task instance.
 #[derive(Debug, Clone)]
 pub struct TaskInstanceRow {
@@ -836,12 +839,10 @@ impl Store {
                 .rows_affected();
             }
             if cleared > 0 {
-                sqlx::query(
-                    "UPDATE weir_runs SET state = 'queued', ended_at = NULL WHERE run_id = $1 AND state IN ('success', 'failed', 'cancelled')",
-                )
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(REOPEN_RUN_SQL)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });

@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
-use weir_model::{Dag, DataInterval, RunState, RunType, TaskState};
-use weir_scheduler::plan::{new_run, parse_param_overrides};
-use weir_store::{RunFilter, RunRow, Store, StoreError, TaskInstanceRow};
+use weir_model::{Dag, RunState, TaskState};
+use weir_scheduler::SchedulerError;
+use weir_scheduler::ops;
+use weir_scheduler::plan::parse_param_overrides;
+use weir_store::{RunFilter, RunRow, Store, TaskInstanceRow};
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::args::{BackfillArgs, ClearArgs, LogsArgs, TriggerArgs};
@@ -77,26 +79,9 @@ async fn run_json(store: &Store, run: &RunRow) -> Result<RunJson> {
 /// The DAG's latest version, from the store (synced from the folder first when it is here).
 async fn latest_dag(store: &Store, config: &Config, dag_id: &str) -> Result<(i64, Dag)> {
     sync_dags(store, config).await?;
-    let row = match store.dag(dag_id).await {
-        Ok(r) => r,
-        Err(StoreError::NotFound(_)) => {
-            let ids: Vec<String> = store
-                .list_dags()
-                .await?
-                .into_iter()
-                .map(|d| d.dag_id)
-                .collect();
-            let hint = weir_model::suggest::did_you_mean(dag_id, ids.iter().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            bail!("no DAG `{dag_id}`{hint} in {}", store.display_url());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let version = store.dag_version(row.version_id).await?;
-    let dag = Dag::from_spec(version.spec)
-        .map_err(|p| anyhow::anyhow!("stored DAG `{dag_id}` is invalid: {p:?}"))?;
-    Ok((row.version_id, dag))
+    ops::latest_dag(store, dag_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} in {}", store.display_url()))
 }
 
 /// `--logical-date`: a date (midnight) or a date-time, in the DAG's time zone, or RFC 3339.
@@ -109,50 +94,23 @@ fn parse_logical_date(dag: &Dag, text: &str) -> Result<DateTime<Utc>> {
 /// Creates a manual run; with `--wait`, follows it to its end (exit 1 when it failed).
 pub(crate) async fn trigger(config: &Config, args: &TriggerArgs) -> Result<u8> {
     let store = open_store(config).await?;
-    let (version_id, dag) = latest_dag(&store, config, &args.dag).await?;
+    let (_, dag) = latest_dag(&store, config, &args.dag).await?;
     let overrides = parse_param_overrides(&dag, &args.params)?;
     let now = crate::engine::clock().now();
     let logical_date = match &args.logical_date {
-        Some(text) => parse_logical_date(&dag, text)?,
-        None => now,
+        Some(text) => Some(parse_logical_date(&dag, text)?),
+        None => None,
     };
-    let run = match store.run_at(dag.id(), logical_date).await? {
-        Some(existing) if args.rerun => {
-            let items: Vec<(i64, i32)> = store
-                .task_instances(&existing.run_id)
-                .await?
-                .iter()
-                .map(|t| (t.id, extra_tries(&dag, &t.task_id)))
-                .collect();
-            store.clear_tasks(&existing.run_id, &items).await?;
-            if !args.json {
-                eprintln!("rerunning {}", existing.run_id);
-            }
-            store.run(&existing.run_id).await?
-        }
-        Some(existing) => bail!(
-            "DAG `{}` already has a run at {} ({}): pass --rerun to run it again",
-            dag.id(),
-            rfc(logical_date),
-            existing.run_id
-        ),
-        None => {
-            let new = new_run(
-                &dag,
-                version_id,
-                RunType::Manual,
-                DataInterval {
-                    start: logical_date,
-                    end: logical_date,
-                },
-                &overrides,
-            )?;
-            store
-                .create_run(&new, now)
-                .await?
-                .context("the run was created concurrently by someone else")?
-        }
-    };
+    let triggered = ops::trigger(&store, dag.id(), &overrides, logical_date, args.rerun, now)
+        .await
+        .map_err(|e| match e {
+            SchedulerError::Conflict(m) => anyhow::anyhow!("{m}: pass --rerun to run it again"),
+            other => other.into(),
+        })?;
+    let run = triggered.run;
+    if triggered.rerun && !args.json {
+        eprintln!("rerunning {}", run.run_id);
+    }
     if !args.json {
         eprintln!(
             "triggered {} (logical date {})",
@@ -357,12 +315,6 @@ pub(crate) async fn logs(config: &Config, args: &LogsArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn extra_tries(dag: &Dag, task_id: &str) -> i32 {
-    dag.tasks.get(task_id).map_or(1, |t| {
-        i32::try_from(t.retry.retries).unwrap_or(i32::MAX - 1) + 1
-    })
-}
-
 /// `weir clear DAG --run RUN [--task T] [--downstream] [--failed-only]`.
 pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
     let store = open_store(config).await?;
@@ -381,32 +333,12 @@ pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
             args.dag
         );
     }
-    let dag = Dag::from_spec(store.dag_version(run.version_id).await?.spec)
-        .map_err(|p| anyhow::anyhow!("stored DAG is invalid: {p:?}"))?;
-    let mut selected: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    match &args.task {
-        Some(task) => {
-            if !dag.tasks.contains_key(task) {
-                bail!("DAG `{}` has no task `{task}`", dag.id());
-            }
-            selected.insert(task.clone());
-            if args.downstream {
-                selected.extend(dag.downstream(task));
-            }
-        }
-        None => selected.extend(dag.tasks.keys().cloned()),
-    }
-    let items: Vec<(i64, i32)> = store
-        .task_instances(&run.run_id)
-        .await?
-        .iter()
-        .filter(|t| selected.contains(&t.task_id))
-        .filter(|t| {
-            !args.failed_only || matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed)
-        })
-        .map(|t| (t.id, extra_tries(&dag, &t.task_id)))
-        .collect();
-    let cleared = store.clear_tasks(&run.run_id, &items).await?;
+    let selection = ops::ClearSelection {
+        task_ids: args.task.iter().cloned().collect(),
+        downstream: args.downstream,
+        failed_only: args.failed_only,
+    };
+    let cleared = ops::clear(&store, &run, &selection).await?;
     println!("cleared {cleared} task instance(s) of {}", run.run_id);
     Ok(EXIT_OK)
 }
@@ -434,52 +366,37 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
     } else {
         None
     };
+    let rerun = if args.rerun_all {
+        ops::Rerun::All
+    } else if args.rerun_failed {
+        ops::Rerun::Failed
+    } else {
+        ops::Rerun::None
+    };
     let mut pending: Vec<String> = Vec::new();
-    let (mut created, mut rerun, mut kept, mut failed) = (0, 0, 0, 0);
-    let mut all = Vec::new();
+    let mut failed = 0;
+    let mut done = ops::Backfilled::default();
     for interval in &intervals {
         while args.wait && pending.len() >= limit {
             pending = still_active(&store, pending, &bar, &mut failed).await?;
         }
-        let run_id = match store.run_at(dag.id(), interval.start).await? {
-            Some(existing) => {
-                let tis = store.task_instances(&existing.run_id).await?;
-                let wanted: Vec<(i64, i32)> = tis
-                    .iter()
-                    .filter(|t| {
-                        args.rerun_all
-                            || (args.rerun_failed
-                                && matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed))
-                    })
-                    .map(|t| (t.id, extra_tries(&dag, &t.task_id)))
-                    .collect();
-                if wanted.is_empty() {
-                    kept += 1;
-                } else {
-                    store.clear_tasks(&existing.run_id, &wanted).await?;
-                    rerun += 1;
-                }
-                existing.run_id
-            }
-            None => {
-                let new = new_run(
-                    &dag,
-                    version_id,
-                    RunType::Backfill,
-                    *interval,
-                    &serde_json::Map::new(),
-                )?;
-                created += 1;
-                store
-                    .create_run(&new, crate::engine::clock().now())
-                    .await?
-                    .context("created concurrently")?
-                    .run_id
-            }
-        };
-        pending.push(run_id.clone());
-        all.push(run_id);
+        let now = crate::engine::clock().now();
+        let one = ops::backfill(
+            &store,
+            &dag,
+            version_id,
+            std::slice::from_ref(interval),
+            rerun,
+            now,
+        )
+        .await?;
+        done.created += one.created;
+        done.rerun += one.rerun;
+        done.kept += one.kept;
+        pending.extend(one.run_ids.iter().cloned());
+        done.run_ids.extend(one.run_ids);
     }
+    let (created, rerun, kept, all) = (done.created, done.rerun, done.kept, done.run_ids);
     eprintln!(
         "backfill of `{}`: {} interval(s): {created} run(s) created, {rerun} rerun, {kept} existing kept",
         dag.id(),
