@@ -19,7 +19,11 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Scheduler, worker and web server in one process (embedded SQLite by default).
-    Standalone,
+    Standalone {
+        /// Serve the web UI and API without login, everyone an admin (loopback only).
+        #[arg(long)]
+        no_auth: bool,
+    },
     /// Runs the scheduler.
     Scheduler,
     /// Runs a worker.
@@ -32,7 +36,11 @@ pub(crate) enum Command {
         concurrency: Option<u32>,
     },
     /// Runs the web server.
-    Web,
+    Web {
+        /// Serve without login, everyone an admin (local development; loopback only).
+        #[arg(long)]
+        no_auth: bool,
+    },
     /// Metadata database commands.
     #[command(subcommand)]
     Db(DbCommand),

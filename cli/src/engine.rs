@@ -90,16 +90,36 @@ fn notify_config(config: &Config) -> NotifyConfig {
         password: s.password.clone(),
         ca_file: s.ca_file.clone(),
     });
-    let base_url = config
+    NotifyConfig {
+        notifiers,
+        smtp,
+        base_url: base_url(config),
+    }
+}
+
+/// How users reach the web UI: `[web] base_url`, default `http://<bind>`; no trailing `/`.
+pub(crate) fn base_url(config: &Config) -> String {
+    let url = config
         .web
         .base_url
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.web.bind));
-    NotifyConfig {
-        notifiers,
-        smtp,
-        base_url: base_url.trim_end_matches('/').to_owned(),
-    }
+    url.trim_end_matches('/').to_owned()
+}
+
+/// The web server's settings.
+pub(crate) fn web_config(config: &Config, no_auth: bool) -> Result<weir_web::WebConfig> {
+    let bind = config.web.bind.parse().with_context(|| {
+        format!(
+            "[web] bind = \"{}\" is not an address like 127.0.0.1:8080",
+            config.web.bind
+        )
+    })?;
+    Ok(weir_web::WebConfig {
+        bind,
+        base_url: base_url(config),
+        no_auth,
+    })
 }
 
 pub(crate) fn worker_config(

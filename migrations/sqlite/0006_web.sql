@@ -19,6 +19,7 @@ create table weir_audit (
     detail     text not null    -- JSON object: the action's arguments
 );
 create index weir_audit_at on weir_audit (at);
+create index weir_audit_by_target on weir_audit (action, target, at);
 
 create table weir_schedulers (
     scheduler_id  text primary key,
@@ -27,3 +28,6 @@ create table weir_schedulers (
     heartbeat_at  text not null,
     loop_ms       real not null   -- the last scheduling pass's duration
 );
+
+-- The DAG file's text as last read (the web UI shows it; runs pin the parsed spec, not this).
+alter table weir_dags add column source text;

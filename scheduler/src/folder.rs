@@ -18,6 +18,8 @@ pub struct DagFile {
     pub path: PathBuf,
     /// The DAG (when valid) and its problems.
     pub parsed: Parsed,
+    /// The DAG file's own text (shown by the web UI).
+    pub source: String,
     /// The text of the files the DAG reads, by the path written in it.
     pub files: BTreeMap<String, String>,
     /// Paths on disk those came from (files and folders), with their state just before they
@@ -248,6 +250,7 @@ fn read_one(path: PathBuf, known: Option<&Known>) -> DagFile {
     DagFile {
         path,
         parsed,
+        source: text,
         files,
         deps,
     }

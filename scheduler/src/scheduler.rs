@@ -242,7 +242,7 @@ impl Scheduler {
                     }
                     let version = self
                         .store
-                        .sync_dag(&name, &dag.spec, &file.files, now)
+                        .sync_dag(&name, &dag.spec, &file.source, &file.files, now)
                         .await?;
                     tracing::debug!(dag_id = dag.id(), version, file = %name, "DAG synced");
                 }

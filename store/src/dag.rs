@@ -96,7 +96,7 @@ pub(crate) fn spec_hash(json: &str, files_json: Option<&str>) -> String {
 }
 
 impl Store {
-    /// Records a valid DAG read from `file`: stores a new version when the spec changed,
+    /// Records a valid DAG read from `file` (whose text is `source`): stores a new version when the spec changed,
     /// points the DAG at it, and clears the file's import error. A DAG seen for the first time
     /// takes `paused` from its spec; later its paused flag is the user's (pause/unpause).
     /// Returns the version id.
@@ -107,6 +107,7 @@ impl Store {
         &self,
         file: &str,
         spec: &DagSpec,
+        source: &str,
         files: &BTreeMap<String, String>,
         now: DateTime<Utc>,
     ) -> Result<i64> {
@@ -137,9 +138,9 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO weir_dags (dag_id, file, paused, version_id, schedule, timezone, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (dag_id) DO UPDATE SET file = $2, version_id = $4, schedule = $5, timezone = $6,
+                "INSERT INTO weir_dags (dag_id, file, paused, version_id, schedule, timezone, updated_at, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (dag_id) DO UPDATE SET file = $2, version_id = $4, schedule = $5, timezone = $6, source = $8,
                      updated_at = CASE WHEN weir_dags.version_id = $4 THEN weir_dags.updated_at ELSE $7 END",
             )
             .bind(&spec.id)
@@ -149,6 +150,7 @@ impl Store {
             .bind(&schedule)
             .bind(&timezone)
             .bind(now)
+            .bind(source)
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM weir_import_errors WHERE file = $1")

@@ -73,6 +73,16 @@ pub struct TaskInstanceRow {
     pub error: Option<String>,
 }
 
+impl TaskInstanceRow {
+    /// Whether lines may still come to this try's log: it is the instance's current try and
+    /// the instance is running (or queued: claimed and about to start).
+    #[must_use]
+    pub fn still_logging(&self, try_number: i32) -> bool {
+        self.try_number == try_number
+            && matches!(self.state, TaskState::Running | TaskState::Queued)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct RawTask {
     id: i64,

@@ -501,3 +501,45 @@ impl Store {
         Ok(changed)
     }
 }
+
+impl Store {
+    /// How many audit entries of `action` on `target` there are since `since` (the login
+    /// rate limit counts failed logins this way, the same for every web server).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn count_audit(
+        &self,
+        action: &str,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM weir_audit WHERE action = $1 AND target = $2 AND at >= $3",
+            )
+            .bind(action)
+            .bind(target)
+            .bind(since)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+}
+
+impl Store {
+    /// The DAG file's text as last read by a scheduler (None before migration 0006's first
+    /// sync).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown DAG; database failures.
+    pub async fn dag_source(&self, dag_id: &str) -> Result<Option<String>> {
+        let row: Option<Option<String>> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT source FROM weir_dags WHERE dag_id = $1")
+                .bind(dag_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::NotFound(format!("DAG `{dag_id}`")))
+    }
+}

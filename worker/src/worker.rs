@@ -292,6 +292,7 @@ impl Worker {
             drop(sink);
             (outcome, owner, wait_limit)
         };
+        let started = std::time::Instant::now();
         let ((outcome, owner, wait_limit), log) = tokio::join!(
             running,
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
@@ -301,6 +302,11 @@ impl Worker {
             let task = version.dag.tasks.get(&ti.task_id)?;
             Some((&version.dag, task, run.as_ref()))
         });
+        record_metrics(
+            owner.map(|(_, t, _)| t.step.kind()),
+            &outcome,
+            started.elapsed(),
+        );
         self.record(&ti, &outcome, owner, wait_limit, log).await?;
         Ok(outcome)
     }
@@ -346,20 +352,9 @@ impl Worker {
         let task = version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
             WorkerError::UnknownTask(ti.task_id.clone(), run.version_id).to_string()
         })?;
-        let mut ctx = run.render_context();
-        ctx.task_id = ti.task_id.clone();
-        ctx.try_number = ti.try_number;
-        ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
-        // Only the task's own upstream outputs: `tasks.<id>` names upstream tasks.
-        if !task.depends_on.is_empty() {
-            let outputs = self
-                .store
-                .succeeded_outputs(&run.run_id, &task.depends_on)
-                .await
-                .map_err(|e| e.to_string())?;
-            ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
-        }
-        ctx.set_env(&self.cfg.template_env);
+        let ctx = try_context(&self.store, &run, ti, task, &self.cfg.template_env)
+            .await
+            .map_err(|e| e.to_string())?;
         let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files)?;
         // An incremental load reads only past the cursor its earlier runs reached.
         let incremental_cursor = match &step {
@@ -560,6 +555,61 @@ impl Worker {
 ///
 /// # Errors
 /// A template that does not render, or a file the version does not hold.
+/// This process's figures of a finished try (exported by the web server's `/metrics` when it
+/// runs in the same process): its duration by step kind and outcome, and rows loaded.
+fn record_metrics(kind: Option<&'static str>, outcome: &TaskOutcome, took: Duration) {
+    let kind = kind.unwrap_or("unknown");
+    let result = match outcome {
+        TaskOutcome::Succeeded { outputs } => {
+            if let Some(rows) = outputs
+                .get("rows_loaded")
+                .and_then(serde_json::Value::as_u64)
+            {
+                metrics::counter!("weir_load_rows_total").increment(rows);
+            }
+            "success"
+        }
+        TaskOutcome::Failed { .. } | TaskOutcome::FailedWithOutputs { .. } => "failed",
+        TaskOutcome::NotYet { .. } => "not_yet",
+        TaskOutcome::TimedOut { .. } => "timed_out",
+        TaskOutcome::Cancelled { .. } => "cancelled",
+    };
+    metrics::histogram!("weir_task_duration_seconds", "kind" => kind, "outcome" => result)
+        .record(took.as_secs_f64());
+}
+
+/// The template context of one try of `ti` (a task of `run`): the run's dates and params, the
+/// try, the `foreach` item, the outputs of the task's own upstream tasks, and the allowed
+/// environment. The worker renders with it; the web UI shows what it renders.
+///
+/// # Errors
+/// Database failures.
+pub async fn try_context(
+    store: &Store,
+    run: &RunRow,
+    ti: &weir_store::TaskInstanceRow,
+    task: &Task,
+    template_env: &BTreeMap<String, String>,
+) -> std::result::Result<weir_model::template::RenderContext, weir_store::StoreError> {
+    let mut ctx = run.render_context();
+    ctx.task_id = ti.task_id.clone();
+    ctx.try_number = ti.try_number;
+    ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
+    // Only the task's own upstream outputs: `tasks.<id>` names upstream tasks.
+    if !task.depends_on.is_empty() {
+        let outputs = store
+            .succeeded_outputs(&run.run_id, &task.depends_on)
+            .await?;
+        ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
+    }
+    ctx.set_env(template_env);
+    Ok(ctx)
+}
+
+/// A step rendered for a try, with a `sql` step's `file` read from the DAG version's files.
+///
+/// # Errors
+/// The first template that fails, or a file the version does not hold.
 pub fn render_with_files(
     renderer: &Renderer,
     step: &Step,

@@ -18,19 +18,13 @@ use crate::config::Config;
 pub(crate) const EXIT_OK: u8 = 0;
 /// The run or task failed (with `--wait`, `tasks test`).
 pub(crate) const EXIT_FAILED: u8 = 1;
-/// Bad usage, invalid DAG, or a command that is not built yet.
+/// Bad usage or an invalid DAG.
 pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
-    let code = match cli.command {
-        Command::Dags(DagsCommand::Validate { paths }) => dags::validate(&config, &paths)?,
-        Command::Dags(DagsCommand::Show { dag, format }) => dags::show(&config, &dag, format)?,
-        Command::Dags(DagsCommand::Schema) => dags::schema()?,
-        Command::Backfill(args) if args.dry_run => backfill::dry_run(&config, &args)?,
-        other => runtime()?.block_on(run_async(&config, other))?,
-    };
+    let code = runtime()?.block_on(run_async(&config, cli.command))?;
     Ok(ExitCode::from(code))
 }
 
@@ -42,7 +36,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 async fn run_async(config: &Config, command: Command) -> Result<u8> {
     Ok(match command {
-        Command::Standalone => serve::standalone(config).await?,
+        Command::Standalone { no_auth } => serve::standalone(config, no_auth).await?,
+        Command::Web { no_auth } => serve::web(config, no_auth).await?,
         Command::Scheduler => serve::scheduler(config).await?,
         Command::Worker {
             queues,
@@ -52,12 +47,16 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Db(DbCommand::Cleanup { older_than }) => {
             serve::cleanup(config, &older_than).await?
         }
+        Command::Dags(DagsCommand::Validate { paths }) => dags::validate(config, &paths)?,
+        Command::Dags(DagsCommand::Show { dag, format }) => dags::show(config, &dag, format)?,
+        Command::Dags(DagsCommand::Schema) => dags::schema()?,
         Command::Dags(DagsCommand::List { json }) => dags::list(config, json).await?,
         Command::Dags(DagsCommand::Pause { dag }) => dags::set_paused(config, &dag, true).await?,
         Command::Dags(DagsCommand::Unpause { dag }) => {
             dags::set_paused(config, &dag, false).await?
         }
         Command::Trigger(args) => runs::trigger(config, &args).await?,
+        Command::Backfill(args) if args.dry_run => backfill::dry_run(config, &args)?,
         Command::Backfill(args) => runs::backfill(config, &args).await?,
         Command::Runs(RunsCommand::List { dag, state, json }) => {
             runs::list(config, dag.as_deref(), state.as_deref(), json).await?
@@ -76,18 +75,5 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Users(UsersCommand::List) => users::list(config).await?,
         Command::Users(UsersCommand::Delete { name }) => users::delete(config, &name).await?,
         Command::Users(UsersCommand::Token { name }) => users::token(config, &name).await?,
-        other => not_built(&other),
     })
-}
-
-/// Commands whose engine is not built yet say so and exit 2: nothing pretends to work.
-fn not_built(command: &Command) -> u8 {
-    let name = match command {
-        Command::Web => "web",
-        _ => "this command",
-    };
-    eprintln!(
-        "weir {name}: not built yet. The web UI and its API are the next milestone; see the README's status section."
-    );
-    EXIT_USAGE
 }

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use serde::Serialize;
 use weir_model::{Dag, RunState, TaskState};
 use weir_scheduler::SchedulerError;
 use weir_scheduler::ops;
 use weir_scheduler::plan::parse_param_overrides;
 use weir_store::{RunFilter, RunRow, Store, TaskInstanceRow};
+use weir_web::view::run_json;
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::args::{BackfillArgs, ClearArgs, LogsArgs, TriggerArgs};
@@ -22,58 +22,6 @@ const POLL: Duration = Duration::from_millis(200);
 
 fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// A run as `weir runs show --json` prints it (SPEC §5).
-#[derive(Serialize)]
-struct RunJson {
-    run_id: String,
-    dag_id: String,
-    state: String,
-    run_type: String,
-    logical_date: String,
-    data_interval_start: String,
-    data_interval_end: String,
-    tasks: Vec<TaskJson>,
-}
-
-#[derive(Serialize)]
-struct TaskJson {
-    task_id: String,
-    map_index: i32,
-    state: String,
-    try_number: i32,
-    started_at: Option<String>,
-    ended_at: Option<String>,
-    outputs: serde_json::Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-async fn run_json(store: &Store, run: &RunRow) -> Result<RunJson> {
-    let tasks = store.task_instances(&run.run_id).await?;
-    Ok(RunJson {
-        run_id: run.run_id.clone(),
-        dag_id: run.dag_id.clone(),
-        state: run.state.as_str().to_owned(),
-        run_type: run.run_type.as_str().to_owned(),
-        logical_date: rfc(run.logical_date),
-        data_interval_start: rfc(run.data_interval_start),
-        data_interval_end: rfc(run.data_interval_end),
-        tasks: tasks
-            .into_iter()
-            .map(|t| TaskJson {
-                task_id: t.task_id,
-                map_index: t.map_index,
-                state: t.state.as_str().to_owned(),
-                try_number: t.try_number,
-                started_at: t.started_at.map(rfc),
-                ended_at: t.ended_at.map(rfc),
-                outputs: t.outputs.unwrap_or_else(|| serde_json::json!({})),
-                error: t.error,
-            })
-            .collect(),
-    })
 }
 
 /// The DAG's latest version, from the store (synced from the folder first when it is here).
@@ -304,9 +252,7 @@ pub(crate) async fn logs(config: &Config, args: &LogsArgs) -> Result<u8> {
                 continue;
             }
             let now = store.task_instance(ti.id).await?;
-            let still_writing = now.try_number == try_number
-                && matches!(now.state, TaskState::Running | TaskState::Queued);
-            if !args.follow || !still_writing {
+            if !args.follow || !now.still_logging(try_number) {
                 break;
             }
             tokio::time::sleep(POLL).await;

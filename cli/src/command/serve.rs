@@ -4,10 +4,13 @@ use anyhow::{Context, Result};
 
 use super::EXIT_OK;
 use crate::config::Config;
-use crate::engine::{clock, open_store, scheduler_config, shutdown_on_signal, worker_config};
+use crate::engine::{
+    clock, open_store, scheduler_config, shutdown_on_signal, web_config, worker_config,
+};
 
-/// Scheduler and worker in one process over one store (SQLite by default), until Ctrl-C.
-pub(crate) async fn standalone(config: &Config) -> Result<u8> {
+/// Scheduler, worker and web server in one process over one store (SQLite by default),
+/// until Ctrl-C.
+pub(crate) async fn standalone(config: &Config, no_auth: bool) -> Result<u8> {
     let store = open_store(config).await?;
     let dags = crate::engine::sync_dags(&store, config).await;
     dags.context("reading the dags folder")?;
@@ -22,10 +25,18 @@ pub(crate) async fn standalone(config: &Config) -> Result<u8> {
     for e in &errors {
         println!("import error: {}", e.message);
     }
+    let (listener, state) = web_server(&store, config, no_auth).await?;
+    if let Some(password) = weir_web::auth::ensure_first_admin(&store, clock().now()).await? {
+        println!(
+            "created the first user: `{}` (admin), password {password}\n  (shown once: keep it; `weir users create` adds users, `weir users delete` removes them)",
+            weir_web::auth::FIRST_ADMIN
+        );
+    }
     println!(
-        "scheduler and worker ({} slots, queues {}) running; the web UI is not built yet. Ctrl-C stops (running tasks get 30s to finish).",
+        "scheduler, worker ({} slots, queues {}) and web UI at http://{} running. Ctrl-C stops (running tasks get 30s to finish).",
         config.worker.concurrency,
-        config.worker.queues.join(",")
+        config.worker.queues.join(","),
+        listener.local_addr()?
     );
     let shutdown = shutdown_on_signal();
     let scheduler = tokio::spawn(weir_scheduler::run(
@@ -40,10 +51,45 @@ pub(crate) async fn standalone(config: &Config) -> Result<u8> {
         clock(),
         shutdown.clone(),
     ));
-    let (s, w) = tokio::join!(scheduler, worker);
+    let web = tokio::spawn(weir_web::serve(listener, state, shutdown.clone()));
+    let (s, w, h) = tokio::join!(scheduler, worker, web);
     shutdown.cancel();
     s.context("scheduler task")?.context("scheduler")?;
     w.context("worker task")?.context("worker")?;
+    h.context("web task")?.context("web server")?;
+    store.close().await;
+    Ok(EXIT_OK)
+}
+
+/// Binds the web server's address and builds its state.
+async fn web_server(
+    store: &weir_store::Store,
+    config: &Config,
+    no_auth: bool,
+) -> Result<(tokio::net::TcpListener, weir_web::AppState)> {
+    let web = web_config(config, no_auth)?;
+    let listener = weir_web::bind(&web)
+        .await
+        .with_context(|| format!("cannot listen on {} ([web] bind, WEIR_WEB_BIND)", web.bind))?;
+    let state = weir_web::AppState::new(store.clone(), web, clock())?;
+    Ok((listener, state))
+}
+
+/// The web server alone (any number of them, against the same database).
+pub(crate) async fn web(config: &Config, no_auth: bool) -> Result<u8> {
+    let store = open_store(config).await?;
+    let (listener, state) = web_server(&store, config, no_auth).await?;
+    eprintln!(
+        "weir web: http://{}, metadata in {}{}",
+        listener.local_addr()?,
+        store.display_url(),
+        if no_auth {
+            " (no auth: everyone is an admin)"
+        } else {
+            ""
+        }
+    );
+    weir_web::serve(listener, state, shutdown_on_signal()).await?;
     store.close().await;
     Ok(EXIT_OK)
 }

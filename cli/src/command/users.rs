@@ -5,10 +5,8 @@
 use std::io::BufRead;
 
 use anyhow::{Context, Result, bail};
-use argon2::Argon2;
-use argon2::password_hash::PasswordHasher;
-use sha2::{Digest, Sha256};
 use weir_store::Role;
+use weir_web::auth::{digest, hash_password, new_api_token, random_secret};
 
 use crate::args::Role as RoleArg;
 use crate::config::Config;
@@ -23,28 +21,6 @@ fn role(r: RoleArg) -> Role {
         RoleArg::Operator => Role::Operator,
         RoleArg::Admin => Role::Admin,
     }
-}
-
-/// The 32 hex characters of a version-4 UUID: 122 random bits from the operating system's
-/// generator.
-fn random_hex() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
-/// An argon2id PHC string of `password`, with a random salt.
-pub(crate) fn hash_password(password: &str) -> Result<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
-}
-
-/// The SHA-256 of an API token, as stored (hex).
-pub(crate) fn token_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `weir users create NAME --role R [--password-stdin]`: without `--password-stdin`, a random
@@ -70,7 +46,7 @@ pub(crate) async fn create(
         }
         (password, false)
     } else {
-        (random_hex(), true)
+        (random_secret()[..32].to_owned(), true)
     };
     let store = open_store(config).await?;
     store
@@ -117,9 +93,9 @@ pub(crate) async fn delete(config: &Config, name: &str) -> Result<u8> {
 /// `weir users token NAME`: mints an API token, printed once.
 pub(crate) async fn token(config: &Config, name: &str) -> Result<u8> {
     let store = open_store(config).await?;
-    let token = format!("weir_{}{}", random_hex(), random_hex());
+    let token = new_api_token();
     store
-        .add_token(name, &token_digest(&token), clock().now())
+        .add_token(name, &digest(&token), clock().now())
         .await?;
     println!("{token}");
     eprintln!("API token for {name}: shown once; send it as `Authorization: Bearer TOKEN`");

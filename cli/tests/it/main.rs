@@ -314,10 +314,21 @@ fn the_schema_is_json_and_lists_the_top_level_keys() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_2() {
-    let o = weir(&["web"]);
+fn web_without_auth_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["web", "--no-auth"])
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_WEB_BIND", "0.0.0.0:0")
+        .output()
+        .expect("weir web");
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("not built yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--no-auth") && stderr(&o).contains("loopback"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -453,6 +464,7 @@ fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
         .arg("standalone")
         .current_dir(dir.path())
         .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_WEB_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "weir_scheduler=debug,weir_worker=debug")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log_path).expect("log file"))
@@ -509,6 +521,7 @@ fn the_example_dags_run_to_success_under_standalone() {
         .arg("standalone")
         .current_dir(dir.path())
         .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_WEB_BIND", "127.0.0.1:0")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

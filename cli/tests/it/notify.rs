@@ -124,6 +124,7 @@ url = "${{BROKEN_HOOK}}"
         .arg("standalone")
         .current_dir(dir.path())
         .env("WEIR_DATABASE_URL", &db.url)
+        .env("WEIR_WEB_BIND", "127.0.0.1:0")
         .env("SMTP_PASSWORD", "smtp-secret")
         .env("BROKEN_HOOK", format!("{hooks}/broken"))
         .env("RUST_LOG", "weir_scheduler=info")

@@ -22,6 +22,7 @@ async fn version(store: &Store) -> i64 {
         .sync_dag(
             "dags/d.yaml",
             &dag(DAG).spec,
+            DAG,
             &Default::default(),
             t("2024-01-01T00:00:00Z"),
         )
@@ -83,12 +84,12 @@ both_backends!(dag_versions_follow_content_and_pause_is_the_users, |db| {
     let now = t("2024-01-01T00:00:00Z");
     let a = db
         .store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, &Default::default(), now)
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, DAG, &Default::default(), now)
         .await
         .expect("sync");
     let same = db
         .store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, &Default::default(), now)
+        .sync_dag("dags/d.yaml", &dag(DAG).spec, DAG, &Default::default(), now)
         .await
         .expect("sync again");
     assert_eq!(a, same, "unchanged content, same version");
@@ -96,7 +97,7 @@ both_backends!(dag_versions_follow_content_and_pause_is_the_users, |db| {
     let changed = dag("id: d\ntasks:\n  a: {kind: noop}\n");
     let b = db
         .store
-        .sync_dag("dags/d.yaml", &changed.spec, &Default::default(), now)
+        .sync_dag("dags/d.yaml", &changed.spec, "", &Default::default(), now)
         .await
         .expect("sync changed");
     assert_ne!(a, b);

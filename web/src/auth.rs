@@ -1,0 +1,369 @@
+//! Who is asking, and may they.
+//!
+//! - **Sessions**: logging in stores a row keyed by the SHA-256 of a random 256-bit id; the
+//!   cookie `weir_session` carries the id (HttpOnly, SameSite=Lax, Secure behind https). Any
+//!   web server finds the session in the database.
+//! - **CSRF**: each session has its own random token. Every state-changing form carries it
+//!   in a hidden `csrf` field, and a cookie-authenticated API call in the `X-CSRF-Token`
+//!   header; a request without it is refused with 403 before anything changes.
+//! - **API tokens** (`Authorization: Bearer weir_...`) are looked up by their SHA-256; they
+//!   need no CSRF token (a browser never sends them by itself).
+//! - **Roles**: viewer reads; operator also triggers, clears, marks, cancels, pauses and
+//!   backfills; admin also sees the audit log. [`Caller::require`] is called by every handler
+//!   that changes something, and the pages hide what the caller may not do.
+//! - **Login rate limit**: more than [`LOGIN_FAILURES_ALLOWED`] failed logins for one name in
+//!   [`LOGIN_WINDOW`] answer 429 until the window passes; failures are audit rows, so the limit
+//!   holds across web servers.
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use chrono::Duration;
+use sha2::{Digest, Sha256};
+use weir_store::{Role, Store, StoreError};
+
+use crate::AppState;
+use crate::error::WebError;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "weir_session";
+/// How long a session lasts.
+pub const SESSION_LIFETIME: Duration = Duration::hours(12);
+/// Failed logins of one name allowed in [`LOGIN_WINDOW`].
+pub const LOGIN_FAILURES_ALLOWED: i64 = 10;
+/// The login rate limit's window.
+pub const LOGIN_WINDOW: Duration = Duration::minutes(5);
+/// The name `standalone` gives the admin it creates on first start.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// An argon2id PHC string of `password`, with a random salt.
+///
+/// # Errors
+/// argon2's own failures (none for sane input).
+pub fn hash_password(password: &str) -> Result<String, WebError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| WebError::internal(format!("hashing the password: {e}")))
+}
+
+/// Whether `password` matches the stored PHC string.
+#[must_use]
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// 64 hex characters from two version-4 UUIDs: 244 random bits from the operating system.
+#[must_use]
+pub fn random_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The SHA-256 of a secret (an API token, a session id), as stored: hex.
+#[must_use]
+pub fn digest(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new API token: `weir_` and 64 hex characters.
+#[must_use]
+pub fn new_api_token() -> String {
+    format!("weir_{}", random_secret())
+}
+
+/// Creates the first admin when there are no users at all; returns its password (to print
+/// once) when it did.
+///
+/// # Errors
+/// Database failures.
+pub async fn ensure_first_admin(
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<String>, WebError> {
+    if !store.users().await?.is_empty() {
+        return Ok(None);
+    }
+    let password = random_secret()[..24].to_owned();
+    match store
+        .create_user(FIRST_ADMIN, Role::Admin, &hash_password(&password)?, now)
+        .await
+    {
+        Ok(()) => Ok(Some(password)),
+        // Another process created it at the same moment: theirs stands.
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A session cookie; `csrf` is the session's token.
+    Session {
+        /// The token state-changing requests must carry.
+        csrf: String,
+    },
+    /// An API token.
+    Token,
+    /// `--no-auth`: everyone is an admin.
+    NoAuth,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// User name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// How they authenticated.
+    pub via: Via,
+}
+
+impl Caller {
+    /// Refuses (403) a caller whose role is below `role`.
+    ///
+    /// # Errors
+    /// [`WebError::forbidden`].
+    pub fn require(&self, role: Role) -> Result<(), WebError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(WebError::forbidden(format!(
+                "`{}` is {}: this needs the {} role",
+                self.name,
+                self.role.as_str(),
+                role.as_str()
+            )))
+        }
+    }
+
+    /// Refuses (403) a session-authenticated request whose CSRF token is missing or wrong.
+    ///
+    /// # Errors
+    /// [`WebError::csrf`].
+    pub fn check_csrf(&self, given: Option<&str>) -> Result<(), WebError> {
+        match &self.via {
+            Via::Session { csrf } => match given {
+                Some(g) if same(g.as_bytes(), csrf.as_bytes()) => Ok(()),
+                _ => Err(WebError::csrf()),
+            },
+            Via::Token | Via::NoAuth => Ok(()),
+        }
+    }
+
+    /// The CSRF token forms must carry (empty when none is needed).
+    #[must_use]
+    pub fn csrf(&self) -> &str {
+        match &self.via {
+            Via::Session { csrf } => csrf,
+            Via::Token | Via::NoAuth => "",
+        }
+    }
+
+    /// Whether the caller may trigger, clear, pause...
+    #[must_use]
+    pub fn can_operate(&self) -> bool {
+        self.role >= Role::Operator
+    }
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A cookie's value from the request headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// The caller behind a request, if any.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, WebError> {
+    if state.config.no_auth {
+        return Ok(Some(Caller {
+            name: "local".to_owned(),
+            role: Role::Admin,
+            via: Via::NoAuth,
+        }));
+    }
+    let now = state.clock.now();
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| WebError::unauthorized("Authorization must be `Bearer <API token>`"))?;
+        return match state.store.user_by_token(&digest(token.trim()), now).await {
+            Ok(user) => Ok(Some(Caller {
+                name: user.name,
+                role: user.role,
+                via: Via::Token,
+            })),
+            Err(StoreError::NotFound(_)) => Err(WebError::unauthorized("unknown API token")),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let Some(id) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    match state.store.session(&digest(id), now).await {
+        Ok(s) => Ok(Some(Caller {
+            name: s.user.name,
+            role: s.user.role,
+            via: Via::Session { csrf: s.csrf_token },
+        })),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, WebError> {
+        authenticate(state, &parts.headers).await?.ok_or_else(|| {
+            WebError::unauthorized("log in, or send `Authorization: Bearer <API token>`")
+        })
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Caller>, WebError> {
+        authenticate(state, &parts.headers).await
+    }
+}
+
+/// The `Set-Cookie` value of a new session (or, with `None`, of its removal).
+pub(crate) fn session_cookie(id: Option<&str>, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    match id {
+        Some(id) => format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            SESSION_LIFETIME.num_seconds()
+        ),
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+    }
+}
+
+/// Checks a name and password, within the rate limit; on success stores a new session and
+/// returns its id (for the cookie). Every attempt is audited.
+pub(crate) async fn log_in(
+    state: &AppState,
+    name: &str,
+    password: &str,
+    ip: &str,
+) -> Result<String, WebError> {
+    let now = state.clock.now();
+    let store = &state.store;
+    let failures = store
+        .count_audit("login_failed", name, now - LOGIN_WINDOW)
+        .await?;
+    if failures >= LOGIN_FAILURES_ALLOWED {
+        return Err(WebError::too_many(format!(
+            "too many failed logins for `{name}`: wait {} minutes",
+            LOGIN_WINDOW.num_minutes()
+        )));
+    }
+    let detail = serde_json::json!({ "ip": ip });
+    let user = match store.user(name).await {
+        Ok(u) => Some(u),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let ok = user
+        .as_ref()
+        .is_some_and(|u| verify_password(&u.password_hash, password));
+    if !ok {
+        store
+            .audit(name, "login_failed", name, &detail, now)
+            .await?;
+        return Err(WebError::unauthorized("wrong user name or password"));
+    }
+    let id = random_secret();
+    store
+        .create_session(
+            &digest(&id),
+            name,
+            &random_secret(),
+            now,
+            now + SESSION_LIFETIME,
+        )
+        .await?;
+    store.audit(name, "login", name, &detail, now).await?;
+    Ok(id)
+}
+
+/// Ends the session behind the request's cookie.
+pub(crate) async fn log_out(state: &AppState, headers: &HeaderMap) -> Result<(), WebError> {
+    if let Some(id) = cookie(headers, SESSION_COOKIE) {
+        state
+            .store
+            .delete_session(&digest(id), state.clock.now())
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_verifies_its_password_only() {
+        let h = hash_password("correct horse").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&h, "correct horse"));
+        assert!(!verify_password(&h, "correct horsE"));
+        assert!(!verify_password("not a phc string", "x"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; weir_session=abc; b=2".parse().expect("header"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "weir"), None);
+    }
+
+    #[test]
+    fn secrets_are_64_hex_and_differ() {
+        let (a, b) = (random_secret(), random_secret());
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(same(a.as_bytes(), a.clone().as_bytes()));
+        assert!(!same(a.as_bytes(), b.as_bytes()));
+    }
+}

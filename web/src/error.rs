@@ -1,0 +1,165 @@
+//! One error type for the API (a JSON body `{"error": {"code", "message"}}`) and the pages
+//! (the same facts as a small HTML page, see [`PageError`]).
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use weir_scheduler::SchedulerError;
+use weir_store::StoreError;
+
+/// An error answer: HTTP status, a stable machine code and a message for people.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct WebError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `csrf`,
+    /// `too_many_requests`, `internal`.
+    pub code: &'static str,
+    /// What went wrong, naming the DAG, run, task or field.
+    pub message: String,
+}
+
+impl WebError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> WebError {
+        WebError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401: no or bad credentials.
+    pub fn unauthorized(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: a role too low.
+    pub fn forbidden(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 403: a state-changing request without the session's CSRF token.
+    pub fn csrf() -> WebError {
+        WebError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "missing or wrong CSRF token: reload the page and try again (API clients: send the X-CSRF-Token header, or use a Bearer token)",
+        )
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 429.
+    pub fn too_many(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+    }
+
+    /// 500: logged with its cause; the answer does not leak internals beyond the message.
+    pub fn internal(message: impl Into<String>) -> WebError {
+        let message = message.into();
+        tracing::error!(error = %message, "internal error");
+        WebError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl From<StoreError> for WebError {
+    fn from(e: StoreError) -> WebError {
+        match e {
+            StoreError::NotFound(what) => WebError::not_found(format!("no {what}")),
+            StoreError::Conflict(m) => WebError::conflict(m),
+            other => WebError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SchedulerError> for WebError {
+    fn from(e: SchedulerError) -> WebError {
+        match e {
+            SchedulerError::Store(s) => s.into(),
+            SchedulerError::NotFound(m) => WebError::not_found(m),
+            SchedulerError::Invalid(m) => WebError::bad_request(m),
+            SchedulerError::Conflict(m) => WebError::conflict(m),
+            other => WebError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tera::Error> for WebError {
+    fn from(e: tera::Error) -> WebError {
+        WebError::internal(format!("template: {e:?}"))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// A [`WebError`] answered as HTML (pages and forms); an unauthenticated visitor is sent to
+/// the login page instead.
+#[derive(Debug)]
+pub(crate) struct PageError(pub(crate) WebError);
+
+impl<E: Into<WebError>> From<E> for PageError {
+    fn from(e: E) -> PageError {
+        PageError(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        if e.status == StatusCode::UNAUTHORIZED {
+            return axum::response::Redirect::to("/login").into_response();
+        }
+        let title = e.status.canonical_reason().unwrap_or("Error");
+        let page = format!(
+            "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+             <link rel=stylesheet href=\"/static/app.css\"><title>{title} · weir</title>\
+             <main class=error-page><h1>{} {title}</h1><p class=error-message>{}</p><p><a href=\"/\">Back to the DAGs</a></p></main>",
+            e.status.as_u16(),
+            escape(&e.message)
+        );
+        (e.status, Html(page)).into_response()
+    }
+}
+
+/// HTML-escapes text for the few places that build markup in Rust (errors, SVG), with
+/// tera's escaper (the one the templates use).
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    // Writing into a Vec cannot fail.
+    let _ = tera::escape_html(s, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}

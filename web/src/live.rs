@@ -1,0 +1,172 @@
+//! Server-Sent Events for the live parts of pages: the DAG grid and the run page's task table
+//! are re-rendered on the server and sent when they change; a task's log sends its new lines
+//! as they are stored. Each stream polls the database (the truth, whichever worker writes),
+//! every [`POLL`], and ends when its client goes away.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::Stream;
+use serde::Deserialize;
+use weir_scheduler::ops;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::WebError;
+use crate::pages;
+
+/// How often a live stream looks at the database.
+const POLL: Duration = Duration::from_millis(1000);
+/// Log lines sent per event at most.
+const LOG_BATCH: i64 = 2000;
+
+pub(crate) fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/live/dags/{dag_id}/grid", get(grid))
+        .route("/live/runs/{run_id}", get(run))
+        .route("/live/runs/{run_id}/tasks/{task_id}/log", get(log))
+}
+
+type Events = Sse<
+    axum::response::sse::KeepAliveStream<
+        std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>,
+    >,
+>;
+
+fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Events {
+    let boxed: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(stream);
+    Sse::new(boxed).keep_alive(KeepAlive::default())
+}
+
+/// A stream that sends `render()`'s HTML as an `html` event whenever it differs from what was
+/// sent last (the first time at once).
+fn on_change<F, Fut>(render: F) -> Events
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<String, WebError>> + Send,
+{
+    let stream = futures_util::stream::unfold(
+        (render, None::<String>, true),
+        |(render, last, mut first)| async move {
+            loop {
+                if !first {
+                    tokio::time::sleep(POLL).await;
+                }
+                first = false;
+                match render().await {
+                    Ok(html) if last.as_deref() != Some(html.as_str()) => {
+                        let event = Event::default().event("html").data(html.clone());
+                        return Some((Ok(event), (render, Some(html), false)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let event = Event::default().event("error").data(e.message);
+                        return Some((Ok(event), (render, last, false)));
+                    }
+                }
+            }
+        },
+    );
+    sse(stream)
+}
+
+#[derive(Deserialize)]
+struct GridQuery {
+    runs: Option<i64>,
+}
+
+async fn grid(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(dag_id): Path<String>,
+    Query(q): Query<GridQuery>,
+) -> Result<Events, WebError> {
+    ops::latest_dag(&state.store, &dag_id).await?;
+    let runs = q.runs.unwrap_or(pages::GRID_RUNS).clamp(1, 365);
+    Ok(on_change(move || {
+        let state = state.clone();
+        let dag_id = dag_id.clone();
+        async move {
+            // The latest version each time: a new task shows up as a new row.
+            let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+            pages::grid_html(&state, &dag, runs).await
+        }
+    }))
+}
+
+async fn run(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(run_id): Path<String>,
+) -> Result<Events, WebError> {
+    state.store.run(&run_id).await?;
+    Ok(on_change(move || {
+        let state = state.clone();
+        let run_id = run_id.clone();
+        async move {
+            let run = state.store.run(&run_id).await?;
+            pages::run_tasks_html(&state, &run).await
+        }
+    }))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(rename = "try")]
+    try_number: Option<i32>,
+    map_index: Option<i32>,
+    after: Option<i64>,
+}
+
+/// New log lines as `lines` events (a JSON list of `{id, stream, line, at}`); an `end` event
+/// (with the instance's state) when the try is over and every line was sent.
+async fn log(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path((run_id, task_id)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Events, WebError> {
+    let (ti, try_number) =
+        crate::api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
+    let after = q.after.unwrap_or(0);
+    let stream = futures_util::stream::unfold(Some((state, after)), move |s| async move {
+        let (state, after) = s?;
+        loop {
+            let lines = match state.store.logs(ti.id, try_number, after, LOG_BATCH).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let event = Event::default().event("error").data(e.to_string());
+                    return Some((Ok(event), None));
+                }
+            };
+            if let Some(last) = lines.last() {
+                let next = last.id;
+                let data: Vec<_> = lines
+                    .iter()
+                    .map(|l| serde_json::json!({"id": l.id, "stream": l.stream, "line": l.line, "at": crate::view::rfc(l.at)}))
+                    .collect();
+                let event = Event::default()
+                    .event("lines")
+                    .data(serde_json::Value::Array(data).to_string());
+                return Some((Ok(event), Some((state, next))));
+            }
+            let now = match state.store.task_instance(ti.id).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let event = Event::default().event("error").data(e.to_string());
+                    return Some((Ok(event), None));
+                }
+            };
+            if !now.still_logging(try_number) {
+                let event = Event::default().event("end").data(now.state.as_str());
+                return Some((Ok(event), None));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    });
+    Ok(sse(stream))
+}

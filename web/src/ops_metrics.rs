@@ -1,0 +1,223 @@
+//! Operations: `/metrics` (Prometheus text), `/health`, and the access log.
+//!
+//! Counts that are the truth for the whole deployment (runs and task instances by state,
+//! queue depth, worker slots in use, the active scheduler's loop latency) are read from the
+//! database at each scrape, so every web server reports the same. Figures only a process
+//! knows (its task durations and loaded rows when it runs a worker, its HTTP latencies) come
+//! from the `metrics` recorder installed once per process.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use weir_store::Role;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::WebError;
+
+/// A scheduler whose heartbeat is older than this is reported stale by `/health`.
+const STALE_SCHEDULER: chrono::Duration = chrono::Duration::seconds(30);
+
+fn handle() -> &'static Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            900.0, 3600.0,
+        ];
+        let built = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
+            .and_then(PrometheusBuilder::install_recorder);
+        match built {
+            Ok(h) => Some(h),
+            Err(e) => {
+                // Another recorder is installed (an embedding program's): keep serving the
+                // database figures.
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        }
+    })
+}
+
+/// Installs this process's metrics recorder (once; later calls do nothing).
+pub(crate) fn install_recorder() {
+    let _ = handle();
+}
+
+pub(crate) fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+}
+
+/// Logs each request (method, path, status, milliseconds) and records its latency.
+pub(crate) async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    let took = started.elapsed();
+    let status = res.status().as_u16();
+    tracing::info!(target: "weir::access", %method, path, status, ms = took.as_secs_f64() * 1000.0, "request");
+    // The route's kind, not its path: paths carry ids and would explode the label set.
+    let kind = if path.starts_with("/api/") {
+        "api"
+    } else if path.starts_with("/static/") {
+        "static"
+    } else if path.starts_with("/live/") {
+        "live"
+    } else {
+        "page"
+    };
+    metrics::histogram!("weir_http_request_duration_seconds", "kind" => kind, "status" => status.to_string())
+        .record(took.as_secs_f64());
+    res
+}
+
+fn gauge_lines(out: &mut String, name: &str, help: &str, label: &str, rows: &[(String, i64)]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (value, n) in rows {
+        let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (a viewer or an API token may scrape).
+async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, WebError> {
+    use std::fmt::Write;
+    caller.require(Role::Viewer)?;
+    let store = &state.store;
+    let now = state.clock.now();
+    let (runs, tasks, queues, running, workers, schedulers) = tokio::try_join!(
+        store.run_counts(),
+        store.task_counts(),
+        store.queue_depths(),
+        store.running_by_worker(),
+        store.live_workers(),
+        store.schedulers(now - STALE_SCHEDULER),
+    )?;
+    let mut out = String::new();
+    gauge_lines(&mut out, "weir_runs", "DAG runs by state.", "state", &runs);
+    gauge_lines(
+        &mut out,
+        "weir_task_instances",
+        "Task instances by state.",
+        "state",
+        &tasks,
+    );
+    gauge_lines(
+        &mut out,
+        "weir_queue_depth",
+        "Queued task instances by worker queue.",
+        "queue",
+        &queues,
+    );
+    gauge_lines(
+        &mut out,
+        "weir_worker_slots_used",
+        "Running task instances by worker.",
+        "worker",
+        &running,
+    );
+    let slots: Vec<(String, i64)> = workers
+        .iter()
+        .map(|w| (w.worker_id.clone(), i64::from(w.concurrency)))
+        .collect();
+    gauge_lines(
+        &mut out,
+        "weir_worker_slots",
+        "Slots of each live worker.",
+        "worker",
+        &slots,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP weir_scheduler_loop_seconds The active scheduler's last pass.\n# TYPE weir_scheduler_loop_seconds gauge"
+    );
+    for s in schedulers.iter().filter(|s| s.leader) {
+        let _ = writeln!(
+            out,
+            "weir_scheduler_loop_seconds{{scheduler=\"{}\"}} {}",
+            s.scheduler_id,
+            s.loop_ms / 1000.0
+        );
+    }
+    if let Some(h) = handle() {
+        out.push_str(&h.render());
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct Health {
+    /// `ok`, `degraded` (no live scheduler) or `down` (no database).
+    status: &'static str,
+    database: String,
+    scheduler: Option<SchedulerHealth>,
+}
+
+#[derive(Serialize)]
+struct SchedulerHealth {
+    id: String,
+    heartbeat_age_seconds: f64,
+    stale: bool,
+}
+
+/// `GET /health` (no login): 200 while the database answers, 503 when it does not.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let now = state.clock.now();
+    match state
+        .store
+        .schedulers(now - chrono::Duration::days(1))
+        .await
+    {
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "down",
+                database: format!("unreachable: {e}"),
+                scheduler: None,
+            }),
+        ),
+        Ok(schedulers) => {
+            let active = schedulers.iter().find(|s| s.leader);
+            let scheduler = active.map(|s| {
+                let age = now - s.heartbeat_at;
+                SchedulerHealth {
+                    id: s.scheduler_id.clone(),
+                    heartbeat_age_seconds: age.num_milliseconds() as f64 / 1000.0,
+                    stale: age > STALE_SCHEDULER,
+                }
+            });
+            let status = match &scheduler {
+                Some(s) if !s.stale => "ok",
+                _ => "degraded",
+            };
+            (
+                StatusCode::OK,
+                Json(Health {
+                    status,
+                    database: "ok".to_owned(),
+                    scheduler,
+                }),
+            )
+        }
+    }
+}

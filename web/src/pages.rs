@@ -1,0 +1,932 @@
+//! The HTML pages and their forms. Pages are tera templates embedded in the binary; the
+//! computing is done here and in `view`, templates only lay it out. Every form that changes
+//! something is a POST carrying the session's CSRF token, checked with the caller's role
+//! before anything changes; the buttons an operator would see are not rendered for a viewer.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Form;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weir_model::Dag;
+use weir_scheduler::ops;
+use weir_store::{Role, RunRow, TaskInstanceRow};
+
+use crate::AppState;
+use crate::api::{
+    self, BackfillAnswer, BackfillBody, ClearBody, MarkBody, MarkState, RerunArg, TriggerBody,
+};
+use crate::auth::{self, Caller};
+use crate::error::{PageError, WebError};
+use crate::graph;
+use crate::view::{self, rfc};
+
+type PageResult = Result<Response, PageError>;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("login.html", include_str!("../templates/login.html")),
+    ("dags.html", include_str!("../templates/dags.html")),
+    ("dag.html", include_str!("../templates/dag.html")),
+    ("grid.html", include_str!("../templates/grid.html")),
+    ("run.html", include_str!("../templates/run.html")),
+    (
+        "run_tasks.html",
+        include_str!("../templates/run_tasks.html"),
+    ),
+    ("task.html", include_str!("../templates/task.html")),
+    ("trigger.html", include_str!("../templates/trigger.html")),
+    ("backfill.html", include_str!("../templates/backfill.html")),
+    ("audit.html", include_str!("../templates/audit.html")),
+];
+
+const CSS: &str = include_str!("../static/app.css");
+const JS: &str = include_str!("../static/app.js");
+
+/// The embedded templates, parsed once per process.
+pub(crate) fn templates() -> Result<tera::Tera, WebError> {
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on([".html"]);
+    tera.add_raw_templates(TEMPLATES.iter().copied())?;
+    Ok(tera)
+}
+
+pub(crate) fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/", get(dag_list))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/dags/{dag_id}", get(dag_page))
+        .route(
+            "/dags/{dag_id}/trigger",
+            get(trigger_page).post(trigger_form),
+        )
+        .route(
+            "/dags/{dag_id}/backfill",
+            get(backfill_page).post(backfill_form),
+        )
+        .route("/dags/{dag_id}/pause", post(pause_form))
+        .route("/dags/{dag_id}/unpause", post(unpause_form))
+        .route("/runs/{run_id}", get(run_page))
+        .route("/runs/{run_id}/clear", post(clear_form))
+        .route("/runs/{run_id}/cancel", post(cancel_form))
+        .route("/runs/{run_id}/mark", post(mark_form))
+        .route("/runs/{run_id}/tasks/{task_id}", get(task_page))
+        .route("/audit", get(audit_page))
+        .route(
+            "/static/app.css",
+            get(|| async { static_file("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async { static_file("text/javascript; charset=utf-8", JS) }),
+        )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// What every page's layout needs.
+#[derive(Serialize)]
+struct Layout<'a> {
+    user: &'a str,
+    role: &'a str,
+    csrf: &'a str,
+    can_operate: bool,
+    is_admin: bool,
+    no_auth: bool,
+}
+
+fn render(
+    state: &AppState,
+    caller: Option<&Caller>,
+    name: &str,
+    mut ctx: tera::Context,
+) -> PageResult {
+    ctx.insert(
+        "layout",
+        &caller.map(|c| Layout {
+            user: &c.name,
+            role: c.role.as_str(),
+            csrf: c.csrf(),
+            can_operate: c.can_operate(),
+            is_admin: c.role >= Role::Admin,
+            no_auth: state.config.no_auth,
+        }),
+    );
+    let html = state.templates.render(name, &ctx)?;
+    Ok(Html(html).into_response())
+}
+
+/// A page for a logged-in caller; others go to the login page, then back here.
+async fn page_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri_path: &str,
+) -> Result<Caller, Response> {
+    match auth::authenticate(state, headers).await {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => {
+            Err(Redirect::to(&format!("/login?next={}", urlencode(uri_path))).into_response())
+        }
+        Err(e) => Err(PageError(e).into_response()),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Unwraps the caller or returns the redirect to the login page.
+macro_rules! caller_or_login {
+    ($state:expr, $headers:expr, $path:expr) => {
+        match page_caller(&$state, &$headers, $path).await {
+            Ok(c) => c,
+            Err(r) => return Ok(r),
+        }
+    };
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+/// Only same-site paths are followed after login (no open redirect).
+fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        _ => "/",
+    }
+}
+
+async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> PageResult {
+    let mut ctx = tera::Context::new();
+    ctx.insert("next", safe_next(q.next.as_deref()));
+    ctx.insert("error", &q.error);
+    render(&state, None, "login.html", ctx)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> PageResult {
+    let next = safe_next(form.next.as_deref()).to_owned();
+    match auth::log_in(
+        &state,
+        form.name.trim(),
+        &form.password,
+        &peer.ip().to_string(),
+    )
+    .await
+    {
+        Ok(id) => Ok((
+            StatusCode::SEE_OTHER,
+            [
+                (
+                    header::SET_COOKIE,
+                    auth::session_cookie(Some(&id), state.config.secure_cookies()),
+                ),
+                (header::LOCATION, next),
+            ],
+        )
+            .into_response()),
+        Err(e)
+            if e.status == StatusCode::UNAUTHORIZED
+                || e.status == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            let mut ctx = tera::Context::new();
+            ctx.insert("next", &next);
+            ctx.insert("error", &e.message);
+            ctx.insert("name", form.name.trim());
+            let mut res = render(&state, None, "login.html", ctx)?;
+            *res.status_mut() = e.status;
+            Ok(res)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    caller.check_csrf(form.csrf.as_deref())?;
+    auth::log_out(&state, &headers).await?;
+    state
+        .store
+        .audit(
+            &caller.name,
+            "logout",
+            &caller.name,
+            &serde_json::json!({}),
+            state.clock.now(),
+        )
+        .await?;
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                auth::session_cookie(None, state.config.secure_cookies()),
+            ),
+            (header::LOCATION, "/login".to_owned()),
+        ],
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    q: Option<String>,
+    tag: Option<String>,
+}
+
+async fn dag_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> PageResult {
+    let caller = caller_or_login!(state, headers, "/");
+    let (dags, errors) = view::dag_summaries(&state.store, state.clock.now()).await?;
+    let mut tags: Vec<String> = dags.iter().flat_map(|d| d.tags.iter().cloned()).collect();
+    tags.sort();
+    tags.dedup();
+    let needle = q.q.as_deref().unwrap_or("").trim().to_lowercase();
+    let shown: Vec<_> = dags
+        .into_iter()
+        .filter(|d| {
+            needle.is_empty()
+                || d.dag_id.to_lowercase().contains(&needle)
+                || d.description
+                    .as_deref()
+                    .unwrap_or("")
+                    .to_lowercase()
+                    .contains(&needle)
+        })
+        .filter(|d| {
+            q.tag
+                .as_deref()
+                .is_none_or(|t| t.is_empty() || d.tags.iter().any(|x| x == t))
+        })
+        .collect();
+    let mut ctx = tera::Context::new();
+    ctx.insert("dags", &shown);
+    ctx.insert(
+        "errors",
+        &errors
+            .iter()
+            .map(|e| (&e.file, &e.message))
+            .collect::<Vec<_>>(),
+    );
+    ctx.insert("tags", &tags);
+    ctx.insert("q", q.q.as_deref().unwrap_or(""));
+    ctx.insert("tag", q.tag.as_deref().unwrap_or(""));
+    render(&state, Some(&caller), "dags.html", ctx)
+}
+
+#[derive(Deserialize)]
+struct DagQuery {
+    tab: Option<String>,
+    runs: Option<i64>,
+    page: Option<i64>,
+}
+
+/// Runs the grid shows by default.
+pub(crate) const GRID_RUNS: i64 = 25;
+
+/// The grid's HTML (the DAG page's and the live update's).
+pub(crate) async fn grid_html(state: &AppState, dag: &Dag, runs: i64) -> Result<String, WebError> {
+    let grid = view::grid(&state.store, dag, runs, state.clock.now()).await?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("grid", &grid);
+    Ok(state.templates.render("grid.html", &ctx)?)
+}
+
+async fn dag_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(dag_id): Path<String>,
+    Query(q): Query<DagQuery>,
+) -> PageResult {
+    let caller = caller_or_login!(state, headers, &format!("/dags/{dag_id}"));
+    let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+    let row = state.store.dag(&dag_id).await?;
+    let tab = q.tab.as_deref().unwrap_or("grid");
+    let mut ctx = tera::Context::new();
+    ctx.insert("dag_id", &dag_id);
+    ctx.insert("tab", tab);
+    ctx.insert("paused", &row.paused);
+    ctx.insert("file", &row.file);
+    ctx.insert("description", &dag.spec.description);
+    ctx.insert("schedule", &row.schedule);
+    ctx.insert("schedule_words", &dag.schedule().map(view::schedule_words));
+    ctx.insert("timezone", &row.timezone);
+    ctx.insert("tags", &dag.spec.tags);
+    let runs = q.runs.unwrap_or(GRID_RUNS).clamp(1, 365);
+    ctx.insert("runs", &runs);
+    match tab {
+        "graph" => {
+            let svg = graph::dag_svg(&dag, &HashMap::new(), &|_| None);
+            ctx.insert("svg", &svg);
+        }
+        "yaml" => {
+            let source = state.store.dag_source(&dag_id).await?;
+            ctx.insert("source", &source);
+        }
+        "runs" => {
+            const PER_PAGE: i64 = 50;
+            let page = q.page.unwrap_or(0).max(0);
+            let briefs = state
+                .store
+                .recent_runs(&dag_id, page * PER_PAGE, PER_PAGE + 1)
+                .await?;
+            let more = briefs.len() as i64 > PER_PAGE;
+            let now = state.clock.now();
+            let rows: Vec<_> = briefs
+                .iter()
+                .take(PER_PAGE as usize)
+                .map(|r| {
+                    serde_json::json!({
+                        "run_id": r.run_id, "state": r.state, "run_type": r.run_type,
+                        "logical_date": rfc(r.logical_date),
+                        "started_at": r.started_at.map(rfc),
+                        "duration": r.started_at.map(|s| view::human_duration(r.ended_at.unwrap_or(now) - s)),
+                    })
+                })
+                .collect();
+            ctx.insert("history", &rows);
+            ctx.insert("page", &page);
+            ctx.insert("more", &more);
+        }
+        _ => {
+            ctx.insert("grid_html", &grid_html(&state, &dag, runs).await?);
+        }
+    }
+    render(&state, Some(&caller), "dag.html", ctx)
+}
+
+/// A param's form field, typed from its default.
+#[derive(Serialize)]
+struct ParamField {
+    name: String,
+    /// `string`, `number`, `boolean` or `json`.
+    kind: &'static str,
+    value: String,
+}
+
+fn param_fields(dag: &Dag) -> Vec<ParamField> {
+    dag.spec
+        .params
+        .iter()
+        .map(|(name, default)| {
+            let (kind, value) = match default {
+                Value::String(s) => ("string", s.clone()),
+                Value::Number(n) => ("number", n.to_string()),
+                Value::Bool(b) => ("boolean", b.to_string()),
+                other => ("json", other.to_string()),
+            };
+            ParamField {
+                name: name.clone(),
+                kind,
+                value,
+            }
+        })
+        .collect()
+}
+
+async fn trigger_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(dag_id): Path<String>,
+) -> PageResult {
+    let caller = caller_or_login!(state, headers, &format!("/dags/{dag_id}/trigger"));
+    caller.require(Role::Operator)?;
+    let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("dag_id", &dag_id);
+    ctx.insert("timezone", &dag.timezone.name());
+    ctx.insert("params", &param_fields(&dag));
+    render(&state, Some(&caller), "trigger.html", ctx)
+}
+
+/// A form's fields as ordered pairs (params are `param.<name>`).
+type Fields = Vec<(String, String)>;
+
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads the params of a trigger form by the types of their defaults; an empty field keeps
+/// the default.
+fn form_params(dag: &Dag, fields: &Fields) -> Result<serde_json::Map<String, Value>, WebError> {
+    let mut out = serde_json::Map::new();
+    for (name, default) in &dag.spec.params {
+        let Some(text) = field(fields, &format!("param.{name}")) else {
+            continue;
+        };
+        let value = match default {
+            Value::String(_) => Value::String(text.to_owned()),
+            _ if text.trim().is_empty() => continue,
+            _ => serde_json::from_str(text.trim()).map_err(|e| {
+                WebError::bad_request(format!("param `{name}`: `{text}` is not valid JSON ({e})"))
+            })?,
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+async fn trigger_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+    Form(fields): Form<Fields>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(field(&fields, "csrf"))?;
+    let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+    let body = TriggerBody {
+        params: form_params(&dag, &fields)?,
+        logical_date: field(&fields, "logical_date").map(str::to_owned),
+        rerun: field(&fields, "rerun").is_some(),
+    };
+    let run = api::do_trigger(&state, &caller, &dag_id, &body).await?;
+    Ok(Redirect::to(&format!("/runs/{}", urlencode(&run.run_id))).into_response())
+}
+
+async fn backfill_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(dag_id): Path<String>,
+) -> PageResult {
+    let caller = caller_or_login!(state, headers, &format!("/dags/{dag_id}/backfill"));
+    caller.require(Role::Operator)?;
+    let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("dag_id", &dag_id);
+    ctx.insert("timezone", &dag.timezone.name());
+    ctx.insert("from", "");
+    ctx.insert("to", "");
+    ctx.insert("rerun", "none");
+    render(&state, Some(&caller), "backfill.html", ctx)
+}
+
+async fn backfill_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+    Form(fields): Form<Fields>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(field(&fields, "csrf"))?;
+    let date = |name: &str| {
+        let text = field(&fields, name).unwrap_or("").trim();
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+            WebError::bad_request(format!("{name}: `{text}` is not a YYYY-MM-DD date"))
+        })
+    };
+    let rerun_text = field(&fields, "rerun").unwrap_or("none");
+    let rerun = match rerun_text {
+        "failed" => RerunArg::Failed,
+        "all" => RerunArg::All,
+        _ => RerunArg::None,
+    };
+    let preview = field(&fields, "action") != Some("run");
+    let body = BackfillBody {
+        from: date("from")?,
+        to: date("to")?,
+        dry_run: preview,
+        rerun,
+    };
+    match api::do_backfill(&state, &caller, &dag_id, &body).await? {
+        BackfillAnswer::DryRun(intervals) => {
+            let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+            let mut ctx = tera::Context::new();
+            ctx.insert("dag_id", &dag_id);
+            ctx.insert("timezone", &dag.timezone.name());
+            ctx.insert("from", &body.from.to_string());
+            ctx.insert("to", &body.to.to_string());
+            ctx.insert("rerun", rerun_text);
+            ctx.insert("preview", &intervals);
+            render(&state, Some(&caller), "backfill.html", ctx)
+        }
+        BackfillAnswer::Done(_) => {
+            Ok(Redirect::to(&format!("/dags/{dag_id}?tab=grid")).into_response())
+        }
+    }
+}
+
+async fn pause_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(form.csrf.as_deref())?;
+    api::set_paused(&state, &caller, &dag_id, true).await?;
+    Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
+}
+
+async fn unpause_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(form.csrf.as_deref())?;
+    api::set_paused(&state, &caller, &dag_id, false).await?;
+    Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
+}
+
+/// A task instance row of the run page.
+#[derive(Serialize)]
+struct TaskRowView {
+    task_id: String,
+    map_index: i32,
+    state: String,
+    try_number: i32,
+    max_tries: i32,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    duration: Option<String>,
+    error: Option<String>,
+    href: String,
+}
+
+fn task_href(run_id: &str, t: &TaskInstanceRow) -> String {
+    let mut href = format!(
+        "/runs/{}/tasks/{}",
+        urlencode(run_id),
+        urlencode(&t.task_id)
+    );
+    if t.map_index >= 0 {
+        href.push_str(&format!("?map_index={}", t.map_index));
+    }
+    href
+}
+
+/// The run page's task table (the page's and the live update's).
+pub(crate) async fn run_tasks_html(state: &AppState, run: &RunRow) -> Result<String, WebError> {
+    let now = state.clock.now();
+    let tasks = state.store.task_instances(&run.run_id).await?;
+    let rows: Vec<TaskRowView> = tasks
+        .iter()
+        .map(|t| TaskRowView {
+            task_id: t.task_id.clone(),
+            map_index: t.map_index,
+            state: t.state.as_str().to_owned(),
+            try_number: t.try_number,
+            max_tries: t.max_tries,
+            started_at: t.started_at.map(rfc),
+            ended_at: t.ended_at.map(rfc),
+            duration: t
+                .started_at
+                .map(|s| view::human_duration(t.ended_at.unwrap_or(now) - s)),
+            error: t.error.clone(),
+            href: task_href(&run.run_id, t),
+        })
+        .collect();
+    let bars: Vec<graph::Bar> = tasks
+        .iter()
+        .filter_map(|t| {
+            let start = t.started_at?;
+            Some(graph::Bar {
+                label: if t.map_index >= 0 {
+                    format!("{}[{}]", t.task_id, t.map_index)
+                } else {
+                    t.task_id.clone()
+                },
+                state: t.state.as_str().to_owned(),
+                start,
+                end: t.ended_at.unwrap_or(now).max(start),
+                href: task_href(&run.run_id, t),
+            })
+        })
+        .collect();
+    let mut ctx = tera::Context::new();
+    ctx.insert("tasks", &rows);
+    ctx.insert("run_state", run.state.as_str());
+    ctx.insert("gantt", &graph::gantt_svg(&bars));
+    Ok(state.templates.render("run_tasks.html", &ctx)?)
+}
+
+async fn run_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(run_id): Path<String>,
+) -> PageResult {
+    let caller = caller_or_login!(state, headers, &format!("/runs/{run_id}"));
+    let run = state.store.run(&run_id).await?;
+    let dag = ops::version_dag(&state.store, run.version_id).await?;
+    let tasks = state.store.task_instances(&run_id).await?;
+    let mut states: HashMap<String, String> = HashMap::new();
+    for t in &tasks {
+        states.insert(t.task_id.clone(), t.state.as_str().to_owned());
+    }
+    let href_run = run_id.clone();
+    let svg = graph::dag_svg(&dag, &states, &|task| {
+        Some(format!(
+            "/runs/{}/tasks/{}",
+            urlencode(&href_run),
+            urlencode(task)
+        ))
+    });
+    let mut ctx = tera::Context::new();
+    ctx.insert("run", &view::RunSummary::from(&run));
+    ctx.insert("finished", &run.state.is_finished());
+    ctx.insert("params", &run.params.to_string());
+    ctx.insert("svg", &svg);
+    ctx.insert("tasks_html", &run_tasks_html(&state, &run).await?);
+    render(&state, Some(&caller), "run.html", ctx)
+}
+
+async fn clear_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+    Form(fields): Form<Fields>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(field(&fields, "csrf"))?;
+    let body = ClearBody {
+        task_ids: field(&fields, "task_id")
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        downstream: field(&fields, "downstream").is_some(),
+        failed_only: field(&fields, "failed_only").is_some(),
+    };
+    api::do_clear(&state, &caller, &run_id, &body).await?;
+    Ok(Redirect::to(&back(&fields, &run_id)).into_response())
+}
+
+async fn cancel_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(form.csrf.as_deref())?;
+    api::do_cancel(&state, &caller, &run_id).await?;
+    Ok(Redirect::to(&format!("/runs/{}", urlencode(&run_id))).into_response())
+}
+
+async fn mark_form(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+    Form(fields): Form<Fields>,
+) -> PageResult {
+    caller.require(Role::Operator)?;
+    caller.check_csrf(field(&fields, "csrf"))?;
+    let to = match field(&fields, "state") {
+        Some("success") => MarkState::Success,
+        Some("failed") => MarkState::Failed,
+        other => {
+            return Err(WebError::bad_request(format!(
+                "state must be success or failed, not {other:?}"
+            ))
+            .into());
+        }
+    };
+    let body = MarkBody {
+        task_ids: field(&fields, "task_id")
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        downstream: field(&fields, "downstream").is_some(),
+        state: to,
+    };
+    api::do_mark(&state, &caller, &run_id, &body).await?;
+    Ok(Redirect::to(&back(&fields, &run_id)).into_response())
+}
+
+/// Where a run form returns to: the task page it came from, or the run page.
+fn back(fields: &Fields, run_id: &str) -> String {
+    match field(fields, "back") {
+        Some(b) if b.starts_with("/runs/") => b.to_owned(),
+        _ => format!("/runs/{}", urlencode(run_id)),
+    }
+}
+
+#[derive(Deserialize)]
+struct TaskQuery {
+    #[serde(rename = "try")]
+    try_number: Option<i32>,
+    map_index: Option<i32>,
+}
+
+/// Lines the task page shows before following.
+pub(crate) const LOG_TAIL: i64 = 500;
+
+#[derive(Serialize)]
+struct TryView {
+    try_number: i32,
+    first: Option<String>,
+    last: Option<String>,
+    last_line: Option<String>,
+    href: String,
+}
+
+async fn task_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((run_id, task_id)): Path<(String, String)>,
+    Query(q): Query<TaskQuery>,
+) -> PageResult {
+    let caller = caller_or_login!(state, headers, &format!("/runs/{run_id}/tasks/{task_id}"));
+    let run = state.store.run(&run_id).await?;
+    let (ti, try_number) =
+        api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
+    let dag = ops::version_dag(&state.store, run.version_id).await?;
+    let instances: Vec<_> = state
+        .store
+        .task_instances(&run_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.task_id == task_id)
+        .map(|t| serde_json::json!({"map_index": t.map_index, "state": t.state.as_str(), "href": task_href(&run_id, &t)}))
+        .collect();
+    let base = task_href(&run_id, &ti);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let tries: Vec<TryView> = state
+        .store
+        .try_spans(ti.id, ti.try_number)
+        .await?
+        .into_iter()
+        .map(|s| TryView {
+            try_number: s.try_number,
+            first: s.first.map(rfc),
+            last: s.last.as_ref().map(|(t, _)| rfc(*t)),
+            last_line: s.last.map(|(_, l)| l),
+            href: format!("{base}{sep}try={}", s.try_number),
+        })
+        .collect();
+    let rendered = match dag.tasks.get(&task_id) {
+        Some(task) => {
+            let ctx =
+                weir_worker::worker::try_context(&state.store, &run, &ti, task, &BTreeMap::new())
+                    .await?;
+            let version = state.store.dag_version(run.version_id).await?;
+            weir_model::template::Renderer::new(&ctx)
+                .and_then(|r| {
+                    weir_worker::worker::render_with_files(&r, &task.step, &version.files)
+                })
+                .map(|step| serde_json::to_string_pretty(&step).unwrap_or_default())
+                .map_err(|e| {
+                    format!("cannot render here: {e} (the worker renders with its own environment)")
+                })
+        }
+        None => Err("the DAG version this run pinned has no such task".to_owned()),
+    };
+    let outputs = ti.outputs.clone().unwrap_or_else(|| serde_json::json!({}));
+    let checks = outputs.get("checks").and_then(Value::as_array).map(|checks| {
+        checks
+            .iter()
+            .map(|c| {
+                let text = |k: &str| match c.get(k) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(a)) if a.is_empty() => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                serde_json::json!({
+                    "check": text("check"), "passed": c.get("passed").and_then(Value::as_bool).unwrap_or(false),
+                    "severity": text("severity"), "observed": text("observed"), "samples": text("samples"),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut shown_outputs = outputs.clone();
+    if let Some(o) = shown_outputs.as_object_mut() {
+        o.remove("checks");
+    }
+    let log_lines = state.store.log_tail(ti.id, try_number, LOG_TAIL).await?;
+    let after = log_lines.last().map_or(0, |l| l.id);
+    let log: Vec<_> = log_lines
+        .iter()
+        .map(|l| serde_json::json!({"stream": l.stream, "line": l.line, "at": rfc(l.at)}))
+        .collect();
+    let live = ti.still_logging(try_number);
+    let mut ctx = tera::Context::new();
+    ctx.insert("run", &view::RunSummary::from(&run));
+    ctx.insert("task_id", &task_id);
+    ctx.insert("ti", &serde_json::json!({
+        "state": ti.state.as_str(), "map_index": ti.map_index, "try_number": ti.try_number,
+        "max_tries": ti.max_tries, "queue": ti.queue, "pool": ti.pool, "worker_id": ti.worker_id,
+        "started_at": ti.started_at.map(rfc), "ended_at": ti.ended_at.map(rfc), "error": ti.error,
+        "map_item": ti.map_item.as_ref().map(Value::to_string),
+    }));
+    ctx.insert("instances", &instances);
+    ctx.insert("tries", &tries);
+    ctx.insert("try_number", &try_number);
+    ctx.insert("rendered", &rendered.as_ref().ok());
+    ctx.insert("render_error", &rendered.as_ref().err());
+    ctx.insert(
+        "outputs",
+        &serde_json::to_string_pretty(&shown_outputs).unwrap_or_default(),
+    );
+    ctx.insert(
+        "has_outputs",
+        &shown_outputs.as_object().is_some_and(|o| !o.is_empty()),
+    );
+    ctx.insert("checks", &checks);
+    ctx.insert("log", &log);
+    ctx.insert("log_truncated", &(log_lines.len() as i64 >= LOG_TAIL));
+    ctx.insert("after", &after);
+    ctx.insert("live", &live);
+    ctx.insert("back", &format!("{base}"));
+    ctx.insert(
+        "log_url",
+        &format!(
+            "/api/v1/runs/{}/tasks/{}/logs?try={try_number}&map_index={}",
+            urlencode(&run_id),
+            urlencode(&task_id),
+            ti.map_index
+        ),
+    );
+    ctx.insert(
+        "live_url",
+        &format!(
+            "/live/runs/{}/tasks/{}/log?try={try_number}&map_index={}&after={after}",
+            urlencode(&run_id),
+            urlencode(&task_id),
+            ti.map_index
+        ),
+    );
+    render(&state, Some(&caller), "task.html", ctx)
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    before: Option<i64>,
+}
+
+async fn audit_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> PageResult {
+    const PER_PAGE: i64 = 100;
+    let caller = caller_or_login!(state, headers, "/audit");
+    caller.require(Role::Admin)?;
+    let rows = state
+        .store
+        .audit_log(q.before.unwrap_or(i64::MAX), PER_PAGE)
+        .await?;
+    let next = (rows.len() as i64 == PER_PAGE)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|r| serde_json::json!({"at": rfc(r.at), "user": r.user_name, "action": r.action, "target": r.target, "detail": r.detail}))
+        .collect();
+    let mut ctx = tera::Context::new();
+    ctx.insert("entries", &entries);
+    ctx.insert("next", &next);
+    render(&state, Some(&caller), "audit.html", ctx)
+}

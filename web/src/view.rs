@@ -1,0 +1,481 @@
+//! What the pages and the API show, computed from store rows once for both: the JSON shapes
+//! of SPEC §5, DAG summaries (recent runs, next run, schedule in words) and the grid.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use weir_model::{Dag, Schedule};
+use weir_store::{GridCell, RunBrief, RunRow, Store, TaskInstanceRow};
+
+use crate::error::WebError;
+
+/// RFC 3339 UTC, seconds.
+pub(crate) fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A run as `weir runs show --json` prints it (SPEC §5).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunJson {
+    /// Run id.
+    pub run_id: String,
+    /// DAG id.
+    pub dag_id: String,
+    /// `queued`, `running`, `success`, `failed` or `cancelled`.
+    pub state: String,
+    /// `scheduled`, `manual` or `backfill`.
+    pub run_type: String,
+    /// RFC 3339 UTC.
+    pub logical_date: String,
+    /// RFC 3339 UTC.
+    pub data_interval_start: String,
+    /// RFC 3339 UTC.
+    pub data_interval_end: String,
+    /// Its task instances, in the DAG's order.
+    pub tasks: Vec<TaskJson>,
+}
+
+/// A task instance in a [`RunJson`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskJson {
+    /// Task id.
+    pub task_id: String,
+    /// -1 unless it is one instance of a `foreach` task.
+    pub map_index: i32,
+    /// Task instance state.
+    pub state: String,
+    /// The try running or last run (0 before the first).
+    pub try_number: i32,
+    /// RFC 3339 UTC.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC.
+    pub ended_at: Option<String>,
+    /// Outputs of the last successful try.
+    #[schema(value_type = Object)]
+    pub outputs: serde_json::Value,
+    /// Why the last try failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<TaskInstanceRow> for TaskJson {
+    fn from(t: TaskInstanceRow) -> TaskJson {
+        TaskJson {
+            task_id: t.task_id,
+            map_index: t.map_index,
+            state: t.state.as_str().to_owned(),
+            try_number: t.try_number,
+            started_at: t.started_at.map(rfc),
+            ended_at: t.ended_at.map(rfc),
+            outputs: t.outputs.unwrap_or_else(|| serde_json::json!({})),
+            error: t.error,
+        }
+    }
+}
+
+/// A run without its tasks (run lists).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// DAG id.
+    pub dag_id: String,
+    /// Run state.
+    pub state: String,
+    /// Run type.
+    pub run_type: String,
+    /// RFC 3339 UTC.
+    pub logical_date: String,
+    /// RFC 3339 UTC.
+    pub data_interval_start: String,
+    /// RFC 3339 UTC.
+    pub data_interval_end: String,
+    /// RFC 3339 UTC.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC.
+    pub ended_at: Option<String>,
+}
+
+impl From<&RunRow> for RunSummary {
+    fn from(r: &RunRow) -> RunSummary {
+        RunSummary {
+            run_id: r.run_id.clone(),
+            dag_id: r.dag_id.clone(),
+            state: r.state.as_str().to_owned(),
+            run_type: r.run_type.as_str().to_owned(),
+            logical_date: rfc(r.logical_date),
+            data_interval_start: rfc(r.data_interval_start),
+            data_interval_end: rfc(r.data_interval_end),
+            started_at: r.started_at.map(rfc),
+            ended_at: r.ended_at.map(rfc),
+        }
+    }
+}
+
+/// The run with its task instances, as SPEC §5 shapes it.
+pub async fn run_json(store: &Store, run: &RunRow) -> Result<RunJson, weir_store::StoreError> {
+    let tasks = store.task_instances(&run.run_id).await?;
+    Ok(RunJson {
+        run_id: run.run_id.clone(),
+        dag_id: run.dag_id.clone(),
+        state: run.state.as_str().to_owned(),
+        run_type: run.run_type.as_str().to_owned(),
+        logical_date: rfc(run.logical_date),
+        data_interval_start: rfc(run.data_interval_start),
+        data_interval_end: rfc(run.data_interval_end),
+        tasks: tasks.into_iter().map(TaskJson::from).collect(),
+    })
+}
+
+/// A recent run as the DAG list's dots show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDot {
+    /// Run id.
+    pub run_id: String,
+    /// Run state.
+    pub state: String,
+    /// RFC 3339 UTC.
+    pub logical_date: String,
+}
+
+/// A DAG as the list shows it; the first six fields are SPEC §5's `dags list --json`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DagSummary {
+    /// DAG id.
+    pub dag_id: String,
+    /// Cron expression or alias, as written.
+    pub schedule: Option<String>,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Whether the scheduler skips it.
+    pub paused: bool,
+    /// The file it was read from.
+    pub file: String,
+    /// The file's import error, when its last read failed (the last good version still runs).
+    pub import_error: Option<String>,
+    /// The schedule in words.
+    pub schedule_words: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// When the next scheduled run is due (none when paused or unscheduled), RFC 3339 UTC.
+    pub next_run: Option<String>,
+    /// The newest runs, newest first.
+    pub recent_runs: Vec<RunDot>,
+}
+
+/// How many runs the DAG list shows as dots.
+pub(crate) const DOTS: i64 = 10;
+
+/// Every DAG, with its recent runs and next run; plus import errors of files without a DAG.
+pub(crate) async fn dag_summaries(
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<(Vec<DagSummary>, Vec<weir_store::ImportErrorRow>), WebError> {
+    let dags = store.list_dags().await?;
+    let errors = store.import_errors().await?;
+    let mut by_file: HashMap<&str, &str> = HashMap::new();
+    for e in &errors {
+        by_file.insert(e.file.as_str(), e.message.as_str());
+    }
+    let recents =
+        futures_util::future::join_all(dags.iter().map(|d| store.recent_runs(&d.dag_id, 0, DOTS)))
+            .await;
+    let versions = futures_util::future::join_all(
+        dags.iter()
+            .map(|d| weir_scheduler::ops::version_dag(store, d.version_id)),
+    )
+    .await;
+    let mut out = Vec::with_capacity(dags.len());
+    for ((d, recent), dag) in dags.iter().zip(recents).zip(versions) {
+        let dag = dag?;
+        let next_run = if d.paused {
+            None
+        } else {
+            match dag.schedule() {
+                Some(Schedule::Cron(c)) => c.next_after(dag.timezone, now).map(rfc),
+                _ => None,
+            }
+        };
+        out.push(DagSummary {
+            dag_id: d.dag_id.clone(),
+            schedule: d.schedule.clone(),
+            timezone: d.timezone.clone(),
+            paused: d.paused,
+            file: d.file.clone(),
+            import_error: by_file.get(d.file.as_str()).map(|m| (*m).to_owned()),
+            schedule_words: dag.schedule().map(schedule_words),
+            description: dag.spec.description.clone(),
+            tags: dag.spec.tags.clone(),
+            next_run,
+            recent_runs: recent?.into_iter().map(dot).collect(),
+        });
+    }
+    Ok((out, errors))
+}
+
+fn dot(r: RunBrief) -> RunDot {
+    RunDot {
+        run_id: r.run_id,
+        state: r.state,
+        logical_date: rfc(r.logical_date),
+    }
+}
+
+/// A schedule in words, for the common shapes of cron; anything else as its expression.
+pub(crate) fn schedule_words(s: &Schedule) -> String {
+    let expr = match s {
+        Schedule::Once => return "once, at the start date".to_owned(),
+        Schedule::Cron(c) => c.expr.as_str(),
+    };
+    let alias = match expr {
+        "@hourly" => Some("0 * * * *"),
+        "@daily" | "@midnight" => Some("0 0 * * *"),
+        "@weekly" => Some("0 0 * * 0"),
+        "@monthly" => Some("0 0 1 * *"),
+        "@yearly" | "@annually" => Some("0 0 1 1 *"),
+        _ => None,
+    };
+    let fields: Vec<&str> = alias.unwrap_or(expr).split_whitespace().collect();
+    let [min, hour, dom, month, dow] = fields[..] else {
+        return expr.to_owned();
+    };
+    let num = |f: &str| f.parse::<u32>().ok();
+    let at = match (num(min), num(hour)) {
+        (Some(m), Some(h)) => Some(format!("at {h:02}:{m:02}")),
+        _ => None,
+    };
+    let words = match (min, hour, dom, month, dow, &at) {
+        (_, "*", "*", "*", "*", _) if num(min).is_some() => {
+            Some(format!("every hour at minute {min}"))
+        }
+        (m, "*", "*", "*", "*", _) if m.starts_with("*/") => {
+            Some(format!("every {} minutes", &m[2..]))
+        }
+        (_, _, "*", "*", "*", Some(at)) => Some(format!("every day {at}")),
+        (_, _, "*", "*", "1-5", Some(at)) => Some(format!("every weekday {at}")),
+        (_, _, "*", "*", d, Some(at)) if num(d).is_some_and(|d| d <= 7) => {
+            const DAYS: [&str; 8] = [
+                "Sunday",
+                "Monday",
+                "Tuesday",
+                "Wednesday",
+                "Thursday",
+                "Friday",
+                "Saturday",
+                "Sunday",
+            ];
+            num(d).map(|d| format!("every {} {at}", DAYS[d as usize]))
+        }
+        (_, _, d, "*", "*", Some(at)) if num(d).is_some() => {
+            Some(format!("on day {d} of every month {at}"))
+        }
+        (_, _, d, m, "*", Some(at)) if num(d).is_some() && num(m).is_some() => {
+            Some(format!("every year on {m}/{d} (month/day) {at}"))
+        }
+        _ => None,
+    };
+    words.unwrap_or_else(|| format!("cron {expr}"))
+}
+
+/// A duration as people read it: `850ms`, `12.3s`, `4m 05s`, `2h 03m`.
+pub(crate) fn human_duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+/// How bad a task state is, for showing one state for a mapped task's instances (the worst).
+fn badness(s: &str) -> u8 {
+    match s {
+        "failed" => 9,
+        "upstream_failed" => 8,
+        "up_for_retry" => 7,
+        "running" => 6,
+        "queued" => 5,
+        "scheduled" => 4,
+        "skipped" => 3,
+        "success" => 2,
+        _ => 1,
+    }
+}
+
+/// The grid: runs (oldest left) × tasks (in dependency order).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Grid {
+    /// Columns.
+    pub runs: Vec<GridRun>,
+    /// Rows.
+    pub rows: Vec<GridRow>,
+}
+
+/// A grid column.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GridRun {
+    /// Run id.
+    pub run_id: String,
+    /// Run state.
+    pub state: String,
+    /// Run type.
+    pub run_type: String,
+    /// RFC 3339 UTC.
+    pub logical_date: String,
+    /// How long it took (or has been running), in words.
+    pub duration: Option<String>,
+}
+
+/// A grid row: one task across the runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GridRow {
+    /// Task id.
+    pub task_id: String,
+    /// Its dependency depth (for indentation).
+    pub level: usize,
+    /// One per run, in the columns' order.
+    pub cells: Vec<GridCellView>,
+}
+
+/// A grid cell.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GridCellView {
+    /// Run id.
+    pub run_id: String,
+    /// The task's state in that run (the worst of a mapped task's instances); `none` when
+    /// the run has no such task (it pinned another version).
+    pub state: String,
+    /// Try number (the highest of a mapped task's instances).
+    pub try_number: i32,
+    /// Instances (more than 1 for a mapped task).
+    pub instances: usize,
+    /// Duration in words.
+    pub duration: Option<String>,
+}
+
+/// The newest `limit` runs of a DAG as a grid, tasks in the order of `dag`'s levels.
+pub(crate) async fn grid(
+    store: &Store,
+    dag: &Dag,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<Grid, WebError> {
+    let (briefs, cells) = tokio::try_join!(
+        store.recent_runs(dag.id(), 0, limit),
+        store.grid_cells(dag.id(), limit)
+    )?;
+    let mut runs: Vec<GridRun> = briefs
+        .iter()
+        .rev()
+        .map(|r| GridRun {
+            run_id: r.run_id.clone(),
+            state: r.state.clone(),
+            run_type: r.run_type.clone(),
+            logical_date: rfc(r.logical_date),
+            duration: r
+                .started_at
+                .map(|s| human_duration(r.ended_at.unwrap_or(now) - s)),
+        })
+        .collect();
+    runs.shrink_to_fit();
+    let column: HashMap<&str, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.run_id.as_str(), i))
+        .collect();
+    let mut by_task: HashMap<&str, Vec<Option<Vec<&GridCell>>>> = HashMap::new();
+    for c in &cells {
+        if let Some(&col) = column.get(c.run_id.as_str()) {
+            let row = by_task
+                .entry(c.task_id.as_str())
+                .or_insert_with(|| vec![None; runs.len()]);
+            row[col].get_or_insert_with(Vec::new).push(c);
+        }
+    }
+    let mut rows = Vec::with_capacity(dag.tasks.len());
+    for (level, ids) in dag.levels().iter().enumerate() {
+        for id in ids {
+            let slots = by_task.remove(id).unwrap_or_else(|| vec![None; runs.len()]);
+            let cells = slots
+                .into_iter()
+                .zip(&runs)
+                .map(|(slot, run)| cell_view(&run.run_id, slot.as_deref(), now))
+                .collect();
+            rows.push(GridRow {
+                task_id: (*id).to_owned(),
+                level,
+                cells,
+            });
+        }
+    }
+    Ok(Grid { runs, rows })
+}
+
+fn cell_view(run_id: &str, instances: Option<&[&GridCell]>, now: DateTime<Utc>) -> GridCellView {
+    let Some(instances) = instances.filter(|i| !i.is_empty()) else {
+        return GridCellView {
+            run_id: run_id.to_owned(),
+            state: "none".to_owned(),
+            try_number: 0,
+            instances: 0,
+            duration: None,
+        };
+    };
+    let worst = instances
+        .iter()
+        .max_by_key(|c| badness(&c.state))
+        .map_or("none", |c| c.state.as_str());
+    let started = instances.iter().filter_map(|c| c.started_at).min();
+    let ended = if instances.iter().all(|c| c.ended_at.is_some()) {
+        instances.iter().filter_map(|c| c.ended_at).max()
+    } else {
+        None
+    };
+    GridCellView {
+        run_id: run_id.to_owned(),
+        state: worst.to_owned(),
+        try_number: instances.iter().map(|c| c.try_number).max().unwrap_or(0),
+        instances: instances.len(),
+        duration: started.map(|s| human_duration(ended.unwrap_or(now) - s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(expr: &str) -> String {
+        schedule_words(&weir_model::schedule::parse_schedule(expr).expect("schedule"))
+    }
+
+    #[test]
+    fn common_schedules_read_as_words() {
+        assert_eq!(words("@daily"), "every day at 00:00");
+        assert_eq!(words("30 6 * * *"), "every day at 06:30");
+        assert_eq!(words("0 9 * * 1"), "every Monday at 09:00");
+        assert_eq!(words("0 9 * * 1-5"), "every weekday at 09:00");
+        assert_eq!(words("15 * * * *"), "every hour at minute 15");
+        assert_eq!(words("*/10 * * * *"), "every 10 minutes");
+        assert_eq!(words("0 2 1 * *"), "on day 1 of every month at 02:00");
+        assert_eq!(words("0 2 1,15 * *"), "cron 0 2 1,15 * *");
+    }
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(human_duration(chrono::Duration::milliseconds(850)), "850ms");
+        assert_eq!(
+            human_duration(chrono::Duration::milliseconds(12_340)),
+            "12.3s"
+        );
+        assert_eq!(human_duration(chrono::Duration::seconds(245)), "4m 05s");
+        assert_eq!(human_duration(chrono::Duration::seconds(7380)), "2h 03m");
+    }
+}
