@@ -181,7 +181,7 @@ fn page<T: Serialize>(
 }
 
 #[utoipa::path(get, path = "/dags", tag = "dags", params(Paging),
-    responses((status = 200, body = Vec<DagSummary>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<DagSummary>), (status = 401, description = "No or bad credentials", body = ErrorBody)))]
 /// Every DAG with its schedule, paused flag, import error, recent runs and next run.
 async fn list_dags(
     State(state): State<AppState>,
@@ -224,7 +224,7 @@ struct DagDetail {
 
 #[utoipa::path(get, path = "/dags/{dag_id}", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, body = DagDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = DagDetail), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// One DAG, with its tasks and params.
 async fn get_dag(
     State(state): State<AppState>,
@@ -291,7 +291,7 @@ pub(crate) async fn set_paused(
 
 #[utoipa::path(post, path = "/dags/{dag_id}/pause", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, body = Paused), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Paused), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// Pauses a DAG: the scheduler creates no runs for it (running ones finish).
 async fn pause_dag(
     State(state): State<AppState>,
@@ -305,7 +305,7 @@ async fn pause_dag(
 
 #[utoipa::path(post, path = "/dags/{dag_id}/unpause", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, body = Paused), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Paused), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// Unpauses a DAG.
 async fn unpause_dag(
     State(state): State<AppState>,
@@ -374,8 +374,8 @@ pub(crate) async fn do_trigger(
 #[utoipa::path(post, path = "/dags/{dag_id}/runs", tag = "runs",
     params(("dag_id" = String, Path, description = "DAG id")),
     request_body = TriggerBody,
-    responses((status = 201, body = RunJson), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = RunJson), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody),
+        (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
 /// Triggers a manual run.
 async fn trigger(
     State(state): State<AppState>,
@@ -400,7 +400,7 @@ struct RunsQuery {
 
 #[utoipa::path(get, path = "/dags/{dag_id}/runs", tag = "runs",
     params(("dag_id" = String, Path, description = "DAG id"), RunsQuery, Paging),
-    responses((status = 200, body = Vec<RunSummary>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<RunSummary>), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody)))]
 /// A DAG's runs, newest logical date first.
 async fn list_runs(
     State(state): State<AppState>,
@@ -555,7 +555,7 @@ pub(crate) async fn do_backfill(
     request_body = BackfillBody,
     responses((status = 200, description = "dry run: the intervals", body = Vec<IntervalJson>),
         (status = 201, description = "the runs created or rerun", body = BackfillResult),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// Backfills the intervals whose logical dates fall on the days `from..=to`.
 async fn backfill(
     State(state): State<AppState>,
@@ -582,7 +582,7 @@ struct GridQuery {
 
 #[utoipa::path(get, path = "/dags/{dag_id}/grid", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id"), GridQuery),
-    responses((status = 200, body = Grid), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Grid), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// The newest runs × the DAG's tasks.
 async fn dag_grid(
     State(state): State<AppState>,
@@ -599,7 +599,7 @@ async fn dag_grid(
 
 #[utoipa::path(get, path = "/runs/{run_id}", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
-    responses((status = 200, body = RunJson), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = RunJson), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// A run with its task instances (the shape of `weir runs show --json`).
 async fn get_run(
     State(state): State<AppState>,
@@ -664,7 +664,7 @@ pub(crate) async fn do_clear(
 #[utoipa::path(post, path = "/runs/{run_id}/clear", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
     request_body = ClearBody,
-    responses((status = 200, body = Changed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Changed), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// Clears task instances so they run again.
 async fn clear_run(
     State(state): State<AppState>,
@@ -700,7 +700,7 @@ pub(crate) async fn do_cancel(
 
 #[utoipa::path(post, path = "/runs/{run_id}/cancel", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
-    responses((status = 200, body = RunJson), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = RunJson), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
 /// Cancels a queued or running run: running tasks are stopped and failed, the rest skipped.
 async fn cancel_run(
     State(state): State<AppState>,
@@ -775,7 +775,7 @@ pub(crate) async fn do_mark(
 #[utoipa::path(post, path = "/runs/{run_id}/mark", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
     request_body = MarkBody,
-    responses((status = 200, body = Changed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Changed), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// Marks task instances success or failed by hand; the scheduler then re-evaluates the run.
 async fn mark_run(
     State(state): State<AppState>,
@@ -831,7 +831,7 @@ pub(crate) async fn log_target(
 #[utoipa::path(get, path = "/runs/{run_id}/tasks/{task_id}/logs", tag = "runs",
     params(("run_id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id"), LogQuery),
     responses((status = 200, description = "the log, one line per line", content_type = "text/plain", body = String),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
 /// A try's log as text, streamed from the store a chunk at a time (a large log is never held
 /// whole); `tail` reads only the last lines.
 async fn task_logs(
@@ -878,7 +878,7 @@ async fn task_logs(
 }
 
 #[utoipa::path(get, path = "/audit", tag = "admin", params(Paging),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody)))]
 /// The audit log, newest first (admins only).
 async fn audit_log(
     State(state): State<AppState>,

@@ -1,0 +1,241 @@
+//! The HTML pages and forms: login, what each role sees, forms with and without CSRF tokens,
+//! escaping, metrics and health.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use weir_store::Role;
+use weir_testkit::TestDb;
+
+use crate::Server;
+
+#[tokio::test]
+async fn pages_show_each_role_what_it_may_do() {
+    let server = Server::start(TestDb::sqlite().await).await;
+    let run = server.trigger(json!({"logical_date": "2024-05-01"})).await;
+
+    // Anonymous: every page sends to the login page, keeping where it was going.
+    let res = server
+        .http
+        .get(format!("{}/dags/web_demo", server.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/login?next=/dags/web_demo");
+
+    let (viewer, _) = server.log_in("viewer").await;
+    let (operator, _) = server.log_in("operator").await;
+    let pages = [
+        "/".to_owned(),
+        "/dags/web_demo".to_owned(),
+        "/dags/web_demo?tab=graph".to_owned(),
+        "/dags/web_demo?tab=yaml".to_owned(),
+        "/dags/web_demo?tab=runs".to_owned(),
+        format!("/runs/{run}"),
+        format!("/runs/{run}/tasks/extract"),
+    ];
+    for page in &pages {
+        let (status, html) = server.page(&viewer, page).await;
+        assert_eq!(status, StatusCode::OK, "viewer {page}: {html}");
+        assert!(
+            !html.contains(">Trigger<"),
+            "a viewer sees a Trigger button on {page}"
+        );
+        assert!(
+            !html.contains("Mark success"),
+            "a viewer sees Mark success on {page}"
+        );
+        let (status, html) = server.page(&operator, page).await;
+        assert_eq!(status, StatusCode::OK, "operator {page}");
+        if page == "/" || page == "/dags/web_demo" {
+            assert!(
+                html.contains(">Trigger<"),
+                "the operator has no Trigger on {page}"
+            );
+        }
+    }
+    let (_, html) = server.page(&viewer, "/").await;
+    assert!(
+        html.contains("web_demo") && html.contains("every day at 06:00"),
+        "{html}"
+    );
+    let (_, html) = server.page(&viewer, "/dags/web_demo?tab=yaml").await;
+    assert!(
+        html.contains("echo extracting {{ params.who }}"),
+        "the YAML tab shows the file"
+    );
+    let (_, html) = server.page(&viewer, "/dags/web_demo?tab=graph").await;
+    assert_eq!(html.matches("<g class=\"node").count(), 3, "{html}");
+    let (_, html) = server
+        .page(&viewer, &format!("/runs/{run}/tasks/extract"))
+        .await;
+    assert!(
+        html.contains("echo extracting world"),
+        "rendered fields: {html}"
+    );
+    for forbidden in [
+        "/audit",
+        "/dags/web_demo/trigger",
+        "/dags/web_demo/backfill",
+    ] {
+        let (status, _) = server.page(&viewer, forbidden).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "viewer {forbidden}");
+    }
+    let (admin, _) = server.log_in("admin").await;
+    let (status, html) = server.page(&admin, "/audit").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("trigger") && html.contains("operator"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn forms_need_the_role_and_the_csrf_token() {
+    let server = Server::start(TestDb::sqlite().await).await;
+    let url = format!("{}/dags/web_demo/trigger", server.base);
+    let form = |csrf: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("logical_date".to_owned(), "2024-04-01".to_owned()),
+            ("param.times".to_owned(), "5".to_owned()),
+            ("param.loud".to_owned(), "true".to_owned()),
+            ("param.who".to_owned(), "<b>you</b>".to_owned()),
+        ]
+    };
+    let (viewer, viewer_csrf) = server.log_in("viewer").await;
+    let res = server
+        .http
+        .post(&url)
+        .header("cookie", &viewer)
+        .form(&form(&viewer_csrf))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let (operator, csrf) = server.log_in("operator").await;
+    let res = server
+        .http
+        .post(&url)
+        .header("cookie", &operator)
+        .form(&form(""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.expect("body").contains("CSRF"));
+    assert!(
+        server
+            .store()
+            .list_runs(&Default::default())
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+
+    let res = server
+        .http
+        .post(&url)
+        .header("cookie", &operator)
+        .form(&form(&csrf))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let runs = server
+        .store()
+        .list_runs(&weir_store::RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].params,
+        json!({"who": "<b>you</b>", "times": 5, "loud": true})
+    );
+    let location = res.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let (status, html) = server.page(&operator, &location).await;
+    assert_eq!(status, StatusCode::OK, "{location}");
+    assert!(
+        !html.contains("<b>you</b>") && html.contains("&lt;b&gt;you"),
+        "params are escaped: {html}"
+    );
+
+    // A param of the wrong type is refused with its name.
+    let mut bad = form(&csrf);
+    bad[1].1 = "2024-04-02".to_owned();
+    bad[2].1 = "five".to_owned();
+    let res = server
+        .http
+        .post(&url)
+        .header("cookie", &operator)
+        .form(&bad)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.expect("body").contains("times"));
+}
+
+#[tokio::test]
+async fn metrics_and_health_report_from_the_database() {
+    let server = Server::start(TestDb::sqlite().await).await;
+    server.trigger(json!({})).await;
+    let res = server
+        .http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(res.status(), StatusCode::OK);
+    let health: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(health["database"], "ok");
+    // No scheduler runs in this test: degraded, said so.
+    assert_eq!(health["status"], "degraded");
+    server
+        .store()
+        .scheduler_heartbeat("s1", "host", true, 12.5, chrono::Utc::now())
+        .await
+        .expect("beat");
+    let health: serde_json::Value = server
+        .http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+
+    let anonymous = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let text = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(server.token(Role::Viewer))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for line in [
+        "weir_runs{state=\"queued\"} 1",
+        "weir_task_instances{state=\"scheduled\"} 3",
+        "weir_scheduler_loop_seconds{scheduler=\"s1\"} 0.0125",
+        "# TYPE weir_queue_depth gauge",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+}
