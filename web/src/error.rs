@@ -99,7 +99,13 @@ impl From<SchedulerError> for WebError {
 
 impl From<tera::Error> for WebError {
     fn from(e: tera::Error) -> WebError {
-        WebError::internal(format!("template: {e:?}"))
+        // The details (with the template's source) go to the log, not to the visitor.
+        tracing::error!(error = ?e, "rendering a page failed");
+        WebError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the page could not be rendered (the server log has the details)",
+        )
     }
 }
 

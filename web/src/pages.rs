@@ -184,6 +184,7 @@ async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) 
     let mut ctx = tera::Context::new();
     ctx.insert("next", safe_next(q.next.as_deref()));
     ctx.insert("error", &q.error);
+    ctx.insert("name", "");
     render(&state, None, "login.html", ctx)
 }
 

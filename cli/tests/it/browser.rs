@@ -1,0 +1,111 @@
+//! The web UI in a real headless Chromium (Debian's `chromium`, driven by playwright-core
+//! from npm; `.ci/run` installs both): a `weir standalone` on the example DAGs, and
+//! web/e2e/e2e.mjs logs in, triggers, watches the grid turn green live, follows a task's
+//! live log, clears a task and sees it rerun, and checks a viewer can neither see nor POST a
+//! trigger. Screenshots go to a temporary folder, or to docs/screenshots/ with
+//! `WEIR_SCREENSHOTS=docs`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use super::{repo, stderr};
+
+/// A DAG whose one task logs a line every 0.4 s for 4 s: long enough to watch live.
+const SLOW_LOG: &str = "id: slow_log
+description: Logs slowly, for the browser test's live log
+tasks:
+  tick:
+    kind: shell
+    run: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo \"tick $i\"; sleep 0.4; done'
+";
+
+#[test]
+fn the_web_ui_works_in_a_real_browser() {
+    let e2e = repo().join("web/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `npm ci` in web/e2e (.ci/run does)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists() || std::env::var("CHROMIUM").is_ok(),
+        "no Chromium: `apt-get install chromium` (.ci/run does), or set CHROMIUM"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = Command::new("cp")
+        .args(["-r", "dags", "data", "weir.toml"])
+        .arg(dir.path())
+        .current_dir(repo())
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    std::fs::write(dir.path().join("dags/slow_log.yaml"), SLOW_LOG).expect("slow_log");
+    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("standalone")
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_WEB_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start standalone");
+    // Its first lines name the admin's password and the address it listens on.
+    let mut lines = BufReader::new(standalone.stdout.take().expect("stdout")).lines();
+    let (mut password, mut base) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(rest) = line.split("password ").nth(1) {
+            password = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.split("web UI at ").nth(1) {
+            base = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+    }
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let (Some(password), Some(base)) = (password, base) else {
+        let _ = standalone.kill();
+        panic!("standalone did not print the admin password and its address");
+    };
+    let mut create = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["users", "create", "viewer", "--role", "viewer", "--password-stdin"])
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("users create");
+    create
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"viewer-password\n")
+        .expect("password");
+    assert!(create.wait().expect("wait").success());
+    let shots = match std::env::var("WEIR_SCREENSHOTS") {
+        Ok(d) => repo().join(d).join("screenshots"),
+        Err(_) => dir.path().join("screenshots"),
+    };
+    let out = Command::new("node")
+        .arg(e2e.join("e2e.mjs"))
+        .current_dir(&e2e)
+        .env("BASE_URL", base.trim_end_matches('/'))
+        .env("ADMIN_PASSWORD", &password)
+        .env("VIEWER_PASSWORD", "viewer-password")
+        .env("SHOTS", &shots)
+        .output()
+        .expect("node");
+    let _ = Command::new("kill")
+        .args(["-TERM", &standalone.id().to_string()])
+        .status();
+    let _ = standalone.wait();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    for shot in ["login", "dags", "dags-dark", "trigger", "grid", "graph", "task-log", "run", "backfill", "audit", "viewer-dag"] {
+        assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
+    }
+}
