@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Web benchmark (issue: web UI). A Postgres metadata database holding 10,000 runs x 30 tasks
+# of one DAG (300,000 task instances; 1 run in 50 failed), 9 smaller DAGs of 100 runs each,
+# and one task instance with a 100 MB log (1,000,000 lines). A release `weir web` serves it;
+# `wrk` (Debian's) requests each page for DURATION seconds with CONNECTIONS connections, and
+# the script reports, per page:
+#   - the server time p50/p95/max, from weir's own access log (`weir::access`, ms per request);
+#   - wrk's client-side latency p50/p95/p99 and requests/s;
+# and the server's peak RSS (VmHWM) after all of it (the log tail must not read the whole log).
+# Needs: psql and a Postgres (PGURL, default the local server), wrk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+cargo build --release -q -p weir
+weir=$PWD/target/release/weir
+pg=${PGURL:-postgres://postgres@127.0.0.1:5432}
+db=weir_bench_web
+duration=${DURATION:-10}
+conns=${CONNECTIONS:-2}
+port=${PORT:-18080}
+tmp=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+psql -q "$pg/postgres" -c "drop database if exists $db" -c "create database $db"
+export WEIR_DATABASE_URL="$pg/$db" WEIR_DAGS_FOLDER="$tmp/dags"
+mkdir -p "$tmp/dags"
+
+# bench_30: 30 tasks in 6 layers of 5, each depending on two of the layer before.
+python3 - "$tmp/dags" <<'PY'
+import sys
+d = sys.argv[1]
+lines = ["id: bench_30", "schedule: '@hourly'", "start_date: 2020-01-01", "paused: true", "tags: [bench]", "tasks:"]
+for k in range(1, 31):
+    layer = (k - 1) // 5
+    deps = "" if layer == 0 else f", depends_on: [t{(layer - 1) * 5 + 1 + (k % 5):02d}, t{(layer - 1) * 5 + 1 + ((k + 2) % 5):02d}]"
+    lines.append(f"  t{k:02d}: {{kind: noop{deps}}}")
+open(f"{d}/bench_30.yaml", "w").write("\n".join(lines) + "\n")
+for n in range(1, 10):
+    open(f"{d}/small_{n}.yaml", "w").write(
+        f"id: small_{n}\nschedule: '@daily'\nstart_date: 2020-01-01\npaused: true\ntags: [small]\n"
+        "tasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_on: a}\n  c: {kind: noop, depends_on: b}\n")
+PY
+"$weir" dags list >/dev/null
+
+echo "filling the database: 10,000 runs x 30 tasks, 9 x 100 runs x 3 tasks, a 100 MB log..."
+psql -q "$pg/$db" <<'SQL'
+insert into weir_runs (run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start,
+                       data_interval_end, params, created_at, started_at, ended_at)
+select d.dag_id || '__' || to_char(s.ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), d.dag_id, d.version_id,
+       'scheduled', case when s.i % 50 = 0 then 'failed' else 'success' end,
+       s.ts, s.ts, s.ts + interval '1 hour', '{}', s.ts, s.ts, s.ts + interval '5 minutes'
+from weir_dags d
+cross join lateral (
+    select i, timestamptz '2020-01-01 00:00Z' + i * interval '1 hour' as ts
+    from generate_series(1, case when d.dag_id = 'bench_30' then 10000 else 100 end) i
+) s;
+insert into weir_task_instances (run_id, dag_id, task_id, state, try_number, max_tries, queue,
+                                 queued_at, started_at, ended_at, worker_id)
+select r.run_id, r.dag_id, t.task_id,
+       case when r.state = 'failed' and t.last then 'failed' else 'success' end,
+       1, 1, 'default', r.started_at, r.started_at + t.k * interval '5 s',
+       r.started_at + t.k * interval '5 s' + interval '4 s', 'bench-worker'
+from weir_runs r
+join (
+    select 'bench_30' as dag_id, 't' || lpad(k::text, 2, '0') as task_id, k, k = 30 as last from generate_series(1, 30) k
+    union all
+    select d.dag_id, x.task_id, x.k, x.k = 3 from weir_dags d
+    cross join (values ('a', 1), ('b', 2), ('c', 3)) as x(task_id, k) where d.dag_id like 'small_%'
+) t on t.dag_id = r.dag_id;
+insert into weir_task_logs (ti_id, try_number, stream, line, at)
+select (select id from weir_task_instances where dag_id = 'bench_30' and task_id = 't01' order by id desc limit 1),
+       1, 'stdout', 'line ' || i || ' ' || repeat('x', 88), timestamptz '2021-02-21 16:00Z' + i * interval '1 ms'
+from generate_series(1, 1000000) i;
+analyze;
+SQL
+psql -qAt "$pg/$db" -c "select count(*) || ' runs' from weir_runs" \
+  -c "select count(*) || ' task instances' from weir_task_instances" \
+  -c "select pg_size_pretty(sum(length(line) + 1)) || ' of log text in ' || count(*) || ' lines' from weir_task_logs"
+
+echo "bench-password" | "$weir" users create bench --role viewer --password-stdin >/dev/null
+token=$("$weir" users token bench 2>/dev/null)
+
+RUST_LOG=weir::access=info WEIR_WEB_BIND=127.0.0.1:$port "$weir" web 2>"$tmp/access.log" &
+server=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+
+cat > "$tmp/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("  wrk: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, %.0f req/s, %d errors\n",
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    summary.requests / (summary.duration / 1e6),
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
+end
+LUA
+
+# The run whose t01 has the 100 MB log (the newest run).
+run=$(psql -qAt "$pg/$db" -c "select t.run_id from weir_task_logs l join weir_task_instances t on t.id = l.ti_id limit 1")
+pages=(
+  "/"
+  "/api/v1/dags"
+  "/dags/bench_30"
+  "/api/v1/dags/bench_30/grid"
+  "/dags/bench_30?runs=100"
+  "/dags/bench_30?tab=runs&page=100"
+  "/runs/$run"
+  "/runs/$run/tasks/t01"
+  "/api/v1/runs/$run/tasks/t01/logs?tail=500"
+)
+for page in "${pages[@]}"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port$page")
+  [ "$code" = 200 ] || { echo "$page answered $code" >&2; exit 1; }
+  : > "$tmp/access.log"
+  echo "$page"
+  wrk -t1 -c"$conns" -d"${duration}s" -s "$tmp/report.lua" -H "Authorization: Bearer $token" \
+    "http://127.0.0.1:$port$page" | grep "wrk:"
+  python3 - "$tmp/access.log" <<'PY'
+import re, statistics, sys
+ms = sorted(float(m) for m in re.findall(r"\bms=([0-9.]+)", open(sys.argv[1]).read()))
+if ms:
+    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+    print(f"  server: p50 {statistics.median(ms):.1f} ms, p95 {p95:.1f} ms, max {ms[-1]:.1f} ms over {len(ms)} requests")
+PY
+done
+
+echo "whole 100 MB log, streamed once:"
+start=$(date +%s.%N)
+bytes=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/runs/$run/tasks/t01/logs" | wc -c)
+echo "  $bytes bytes in $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "server peak RSS: $(grep VmHWM /proc/$server/status | awk '{print $2/1024 " MB"}')"
