@@ -54,6 +54,8 @@ try {
   for (const dag of ["hello_shell", "hr_migration", "covid_daily", "table_copy", "slow_log"]) {
     check(await page.isVisible(`tr[data-dag="${dag}"]`), `the DAG list shows ${dag}`);
   }
+  const banner = await page.textContent(".banner.error");
+  check(/broken\.yaml:3:\d+/.test(banner), `the import-error banner names file and line: ${banner}`);
   await page.screenshot({ path: join(shots, "dags.png"), fullPage: true });
   await page.emulateMedia({ colorScheme: "dark" });
   await page.screenshot({ path: join(shots, "dags-dark.png"), fullPage: true });

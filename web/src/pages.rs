@@ -610,7 +610,10 @@ fn task_href(run_id: &str, t: &TaskInstanceRow) -> String {
 /// The run page's task table (the page's and the live update's).
 pub(crate) async fn run_tasks_html(state: &AppState, run: &RunRow) -> Result<String, WebError> {
     let now = state.clock.now();
-    let tasks = state.store.task_instances(&run.run_id).await?;
+    let dag = ops::version_dag(&state.store, run.version_id).await?;
+    let mut tasks = state.store.task_instances(&run.run_id).await?;
+    // In the DAG's order (as written), a mapped task's instances by index.
+    tasks.sort_by_key(|t| (dag.tasks.get_index_of(&t.task_id).unwrap_or(usize::MAX), t.map_index));
     let rows: Vec<TaskRowView> = tasks
         .iter()
         .map(|t| TaskRowView {

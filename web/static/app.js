@@ -22,7 +22,13 @@ function liveRegions() {
     source.addEventListener("html", (e) => {
       el.innerHTML = e.data;
       localizeTimes(el);
-      el.dispatchEvent(new CustomEvent("weir:updated", { bubbles: true }));
+      // The run page's state pill follows its task table.
+      const table = el.querySelector("[data-run-state]");
+      const pill = document.getElementById("run-state");
+      if (table && pill) {
+        pill.textContent = table.dataset.runState;
+        pill.className = "pill state-" + table.dataset.runState;
+      }
     });
     source.addEventListener("error", () => { /* EventSource reconnects by itself */ });
   }

@@ -39,6 +39,9 @@ fn the_web_ui_works_in_a_real_browser() {
         .expect("cp");
     assert!(copy.success());
     std::fs::write(dir.path().join("dags/slow_log.yaml"), SLOW_LOG).expect("slow_log");
+    // A file that does not import: the DAG list shows it in its banner.
+    std::fs::write(dir.path().join("dags/broken.yaml"), "id: broken\ntasks:\n  a: {kind: shel}\n")
+        .expect("broken");
     let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("standalone")
         .current_dir(dir.path())
