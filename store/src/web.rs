@@ -330,26 +330,23 @@ impl Store {
     pub async fn try_spans(&self, ti_id: i64, tries: i32) -> Result<Vec<TrySpan>> {
         let mut spans = Vec::new();
         for try_number in 1..=tries {
-            let (first, last): (Option<DateTime<Utc>>, Option<(DateTime<Utc>, String)>) = with_pool!(
-                self,
-                |pool| {
-                    let first = sqlx::query_scalar(
-                        "SELECT at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id LIMIT 1",
-                    )
-                    .bind(ti_id)
-                    .bind(try_number)
-                    .fetch_optional(pool)
-                    .await?;
-                    let last = sqlx::query_as(
-                        "SELECT at, line FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id DESC LIMIT 1",
-                    )
-                    .bind(ti_id)
-                    .bind(try_number)
-                    .fetch_optional(pool)
-                    .await?;
-                    (first, last)
-                }
-            );
+            let (first, last) = with_pool!(self, |pool| {
+                let first: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    "SELECT at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id LIMIT 1",
+                )
+                .bind(ti_id)
+                .bind(try_number)
+                .fetch_optional(pool)
+                .await?;
+                let last: Option<(DateTime<Utc>, String)> = sqlx::query_as(
+                    "SELECT at, line FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(ti_id)
+                .bind(try_number)
+                .fetch_optional(pool)
+                .await?;
+                (first, last)
+            });
             spans.push(TrySpan {
                 try_number,
                 first,

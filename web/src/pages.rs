@@ -613,7 +613,12 @@ pub(crate) async fn run_tasks_html(state: &AppState, run: &RunRow) -> Result<Str
     let dag = ops::version_dag(&state.store, run.version_id).await?;
     let mut tasks = state.store.task_instances(&run.run_id).await?;
     // In the DAG's order (as written), a mapped task's instances by index.
-    tasks.sort_by_key(|t| (dag.tasks.get_index_of(&t.task_id).unwrap_or(usize::MAX), t.map_index));
+    tasks.sort_by_key(|t| {
+        (
+            dag.tasks.get_index_of(&t.task_id).unwrap_or(usize::MAX),
+            t.map_index,
+        )
+    });
     let rows: Vec<TaskRowView> = tasks
         .iter()
         .map(|t| TaskRowView {
@@ -883,7 +888,7 @@ async fn task_page(
     ctx.insert("log_truncated", &(log_lines.len() as i64 >= LOG_TAIL));
     ctx.insert("after", &after);
     ctx.insert("live", &live);
-    ctx.insert("back", &format!("{base}"));
+    ctx.insert("back", &base);
     ctx.insert(
         "log_url",
         &format!(

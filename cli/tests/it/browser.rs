@@ -40,8 +40,11 @@ fn the_web_ui_works_in_a_real_browser() {
     assert!(copy.success());
     std::fs::write(dir.path().join("dags/slow_log.yaml"), SLOW_LOG).expect("slow_log");
     // A file that does not import: the DAG list shows it in its banner.
-    std::fs::write(dir.path().join("dags/broken.yaml"), "id: broken\ntasks:\n  a: {kind: shel}\n")
-        .expect("broken");
+    std::fs::write(
+        dir.path().join("dags/broken.yaml"),
+        "id: broken\ntasks:\n  a: {kind: shel}\n",
+    )
+    .expect("broken");
     let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("standalone")
         .current_dir(dir.path())
@@ -71,7 +74,14 @@ fn the_web_ui_works_in_a_real_browser() {
         panic!("standalone did not print the admin password and its address");
     };
     let mut create = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["users", "create", "viewer", "--role", "viewer", "--password-stdin"])
+        .args([
+            "users",
+            "create",
+            "viewer",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ])
         .current_dir(dir.path())
         .env_remove("WEIR_DATABASE_URL")
         .stdin(Stdio::piped())
@@ -108,7 +118,19 @@ fn the_web_ui_works_in_a_real_browser() {
         String::from_utf8_lossy(&out.stdout),
         stderr(&out)
     );
-    for shot in ["login", "dags", "dags-dark", "trigger", "grid", "graph", "task-log", "run", "backfill", "audit", "viewer-dag"] {
+    for shot in [
+        "login",
+        "dags",
+        "dags-dark",
+        "trigger",
+        "grid",
+        "graph",
+        "task-log",
+        "run",
+        "backfill",
+        "audit",
+        "viewer-dag",
+    ] {
         assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use reqwest::{Client, Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::SystemClock;
 use weir_store::{Role, Store};
