@@ -34,6 +34,17 @@ macro_rules! text_enum {
                     _ => None,
                 }
             }
+
+            /// The value a user typed, or a message listing the values there are.
+            ///
+            /// # Errors
+            /// `` `text` is not one of: a, b, c ``.
+            pub fn parse_or_list(text: &str) -> Result<$name, String> {
+                $name::parse(text).ok_or_else(|| {
+                    let all: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("`{text}` is not one of: {}", all.join(", "))
+                })
+            }
         }
 
         impl fmt::Display for $name {

@@ -81,6 +81,57 @@ struct ErrorDetail {
     message: String,
 }
 
+/// The error answers a route may give, as one OpenAPI responses set (each an [`ErrorBody`]).
+macro_rules! refusals {
+    ($($name:ident: $($code:literal)+;)+) => {$(
+        struct $name;
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+                refusal_responses(&[$($code),+])
+            }
+        }
+    )+};
+}
+
+refusals! {
+    Unauthenticated: 401;
+    ReadRefusals: 401 404;
+    ListRefusals: 400 401;
+    ChangeRefusals: 401 403 404;
+    WriteRefusals: 400 401 403 404;
+    CancelRefusals: 401 403 404 409;
+    TriggerRefusals: 400 401 403 404 409;
+    AdminRefusals: 401 403;
+}
+
+fn refusal_responses(
+    codes: &[u16],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    codes
+        .iter()
+        .map(|code| {
+            let description = match code {
+                400 => "Bad request: the message names the field",
+                401 => "No or bad credentials",
+                403 => "Role too low, or no CSRF token with a session cookie",
+                404 => "No such DAG, run or task",
+                _ => "Conflicts with the current state",
+            };
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build();
+            (code.to_string(), response.into())
+        })
+        .collect()
+}
+
 fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_dags))
@@ -133,6 +184,21 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body_<T>
     }
 }
 
+/// Records what the caller did in the audit log.
+async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), WebError> {
+    let now = state.clock.now();
+    Ok(state
+        .store
+        .audit(&caller.name, action, target, &detail, now)
+        .await?)
+}
+
 /// An operator's state-changing call: role, then CSRF (cookie sessions only).
 fn operator(caller: &Caller, headers: &HeaderMap) -> Result<(), WebError> {
     caller.require(Role::Operator)?;
@@ -181,7 +247,7 @@ fn page<T: Serialize>(
 }
 
 #[utoipa::path(get, path = "/dags", tag = "dags", params(Paging),
-    responses((status = 200, description = "OK", body = Vec<DagSummary>), (status = 401, description = "No or bad credentials", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<DagSummary>), Unauthenticated))]
 /// Every DAG with its schedule, paused flag, import error, recent runs and next run.
 async fn list_dags(
     State(state): State<AppState>,
@@ -224,7 +290,7 @@ struct DagDetail {
 
 #[utoipa::path(get, path = "/dags/{dag_id}", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, description = "OK", body = DagDetail), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = DagDetail), ReadRefusals))]
 /// One DAG, with its tasks and params.
 async fn get_dag(
     State(state): State<AppState>,
@@ -272,16 +338,7 @@ pub(crate) async fn set_paused(
 ) -> Result<Paused, WebError> {
     let changed = state.store.set_paused(dag_id, paused).await?;
     let action = if paused { "pause" } else { "unpause" };
-    state
-        .store
-        .audit(
-            &caller.name,
-            action,
-            dag_id,
-            &serde_json::json!({}),
-            state.clock.now(),
-        )
-        .await?;
+    audit(state, caller, action, dag_id, serde_json::json!({})).await?;
     Ok(Paused {
         dag_id: dag_id.to_owned(),
         paused,
@@ -291,7 +348,7 @@ pub(crate) async fn set_paused(
 
 #[utoipa::path(post, path = "/dags/{dag_id}/pause", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, description = "OK", body = Paused), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Paused), ChangeRefusals))]
 /// Pauses a DAG: the scheduler creates no runs for it (running ones finish).
 async fn pause_dag(
     State(state): State<AppState>,
@@ -305,7 +362,7 @@ async fn pause_dag(
 
 #[utoipa::path(post, path = "/dags/{dag_id}/unpause", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, description = "OK", body = Paused), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Paused), ChangeRefusals))]
 /// Unpauses a DAG.
 async fn unpause_dag(
     State(state): State<AppState>,
@@ -358,24 +415,21 @@ pub(crate) async fn do_trigger(
         now,
     )
     .await?;
-    state
-        .store
-        .audit(
-            &caller.name,
-            "trigger",
-            &t.run.run_id,
-            &serde_json::json!({ "dag_id": dag_id, "params": body.params, "rerun": t.rerun }),
-            now,
-        )
-        .await?;
+    audit(
+        state,
+        caller,
+        "trigger",
+        &t.run.run_id,
+        serde_json::json!({ "dag_id": dag_id, "params": body.params, "rerun": t.rerun }),
+    )
+    .await?;
     Ok(view::run_json(&state.store, &t.run).await?)
 }
 
 #[utoipa::path(post, path = "/dags/{dag_id}/runs", tag = "runs",
     params(("dag_id" = String, Path, description = "DAG id")),
     request_body = TriggerBody,
-    responses((status = 201, description = "Created", body = RunJson), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody),
-        (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = RunJson), TriggerRefusals))]
 /// Triggers a manual run.
 async fn trigger(
     State(state): State<AppState>,
@@ -400,7 +454,7 @@ struct RunsQuery {
 
 #[utoipa::path(get, path = "/dags/{dag_id}/runs", tag = "runs",
     params(("dag_id" = String, Path, description = "DAG id"), RunsQuery, Paging),
-    responses((status = 200, description = "OK", body = Vec<RunSummary>), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<RunSummary>), ListRefusals))]
 /// A DAG's runs, newest logical date first.
 async fn list_runs(
     State(state): State<AppState>,
@@ -411,16 +465,9 @@ async fn list_runs(
 ) -> Result<Response, WebError> {
     state.store.dag(&dag_id).await?;
     let run_state = match q.state.as_deref() {
-        Some(s) => Some(RunState::parse(s).ok_or_else(|| {
-            WebError::bad_request(format!(
-                "state `{s}` is not a run state: {}",
-                RunState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?),
+        Some(s) => Some(
+            RunState::parse_or_list(s).map_err(|e| WebError::bad_request(format!("state {e}")))?,
+        ),
         None => None,
     };
     // One more than asked tells whether there is a next page.
@@ -532,16 +579,7 @@ pub(crate) async fn do_backfill(
     };
     let now = state.clock.now();
     let done = ops::backfill(&state.store, &dag, version_id, &intervals, rerun, now).await?;
-    state
-        .store
-        .audit(
-            &caller.name,
-            "backfill",
-            dag_id,
-            &serde_json::json!({ "from": body.from, "to": body.to, "rerun": format!("{:?}", body.rerun).to_lowercase(), "runs": done.run_ids.len() }),
-            now,
-        )
-        .await?;
+    audit(state, caller, "backfill", dag_id, serde_json::json!({ "from": body.from, "to": body.to, "rerun": format!("{:?}", body.rerun).to_lowercase(), "runs": done.run_ids.len() })).await?;
     Ok(BackfillAnswer::Done(BackfillResult {
         run_ids: done.run_ids,
         created: done.created,
@@ -554,8 +592,7 @@ pub(crate) async fn do_backfill(
     params(("dag_id" = String, Path, description = "DAG id")),
     request_body = BackfillBody,
     responses((status = 200, description = "dry run: the intervals", body = Vec<IntervalJson>),
-        (status = 201, description = "the runs created or rerun", body = BackfillResult),
-        (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+        (status = 201, description = "the runs created or rerun", body = BackfillResult), WriteRefusals))]
 /// Backfills the intervals whose logical dates fall on the days `from..=to`.
 async fn backfill(
     State(state): State<AppState>,
@@ -582,7 +619,7 @@ struct GridQuery {
 
 #[utoipa::path(get, path = "/dags/{dag_id}/grid", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id"), GridQuery),
-    responses((status = 200, description = "OK", body = Grid), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Grid), ReadRefusals))]
 /// The newest runs × the DAG's tasks.
 async fn dag_grid(
     State(state): State<AppState>,
@@ -599,7 +636,7 @@ async fn dag_grid(
 
 #[utoipa::path(get, path = "/runs/{run_id}", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
-    responses((status = 200, description = "OK", body = RunJson), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = RunJson), ReadRefusals))]
 /// A run with its task instances (the shape of `weir runs show --json`).
 async fn get_run(
     State(state): State<AppState>,
@@ -645,16 +682,7 @@ pub(crate) async fn do_clear(
         failed_only: body.failed_only,
     };
     let changed = ops::clear(&state.store, &run, &selection).await?;
-    state
-        .store
-        .audit(
-            &caller.name,
-            "clear",
-            run_id,
-            &serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "failed_only": body.failed_only, "cleared": changed }),
-            state.clock.now(),
-        )
-        .await?;
+    audit(state, caller, "clear", run_id, serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "failed_only": body.failed_only, "cleared": changed })).await?;
     Ok(Changed {
         run_id: run_id.to_owned(),
         changed,
@@ -664,7 +692,7 @@ pub(crate) async fn do_clear(
 #[utoipa::path(post, path = "/runs/{run_id}/clear", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
     request_body = ClearBody,
-    responses((status = 200, description = "OK", body = Changed), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Changed), WriteRefusals))]
 /// Clears task instances so they run again.
 async fn clear_run(
     State(state): State<AppState>,
@@ -691,16 +719,13 @@ pub(crate) async fn do_cancel(
             run.state
         )));
     }
-    state
-        .store
-        .audit(&caller.name, "cancel", run_id, &serde_json::json!({}), now)
-        .await?;
+    audit(state, caller, "cancel", run_id, serde_json::json!({})).await?;
     Ok(view::run_json(&state.store, &state.store.run(run_id).await?).await?)
 }
 
 #[utoipa::path(post, path = "/runs/{run_id}/cancel", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
-    responses((status = 200, description = "OK", body = RunJson), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = RunJson), CancelRefusals))]
 /// Cancels a queued or running run: running tasks are stopped and failed, the rest skipped.
 async fn cancel_run(
     State(state): State<AppState>,
@@ -756,16 +781,7 @@ pub(crate) async fn do_mark(
         now,
     )
     .await?;
-    state
-        .store
-        .audit(
-            &caller.name,
-            action,
-            run_id,
-            &serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "changed": changed }),
-            now,
-        )
-        .await?;
+    audit(state, caller, action, run_id, serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "changed": changed })).await?;
     Ok(Changed {
         run_id: run_id.to_owned(),
         changed,
@@ -775,7 +791,7 @@ pub(crate) async fn do_mark(
 #[utoipa::path(post, path = "/runs/{run_id}/mark", tag = "runs",
     params(("run_id" = String, Path, description = "Run id")),
     request_body = MarkBody,
-    responses((status = 200, description = "OK", body = Changed), (status = 400, description = "Bad request: the message names the field", body = ErrorBody), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Changed), WriteRefusals))]
 /// Marks task instances success or failed by hand; the scheduler then re-evaluates the run.
 async fn mark_run(
     State(state): State<AppState>,
@@ -830,8 +846,7 @@ pub(crate) async fn log_target(
 
 #[utoipa::path(get, path = "/runs/{run_id}/tasks/{task_id}/logs", tag = "runs",
     params(("run_id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id"), LogQuery),
-    responses((status = 200, description = "the log, one line per line", content_type = "text/plain", body = String),
-        (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 404, description = "No such DAG, run or task", body = ErrorBody)))]
+    responses((status = 200, description = "the log, one line per line", content_type = "text/plain", body = String), ReadRefusals))]
 /// A try's log as text, streamed from the store a chunk at a time (a large log is never held
 /// whole); `tail` reads only the last lines.
 async fn task_logs(
@@ -878,7 +893,7 @@ async fn task_logs(
 }
 
 #[utoipa::path(get, path = "/audit", tag = "admin", params(Paging),
-    responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 401, description = "No or bad credentials", body = ErrorBody), (status = 403, description = "Role too low, or no CSRF token with a session cookie", body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<AuditEntry>), AdminRefusals))]
 /// The audit log, newest first (admins only).
 async fn audit_log(
     State(state): State<AppState>,

@@ -562,10 +562,7 @@ async fn pause_form(
     Path(dag_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(form.csrf.as_deref())?;
-    api::set_paused(&state, &caller, &dag_id, true).await?;
-    Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
+    paused_form(&state, &caller, &dag_id, &form, true).await
 }
 
 async fn unpause_form(
@@ -574,9 +571,19 @@ async fn unpause_form(
     Path(dag_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
+    paused_form(&state, &caller, &dag_id, &form, false).await
+}
+
+async fn paused_form(
+    state: &AppState,
+    caller: &Caller,
+    dag_id: &str,
+    form: &CsrfForm,
+    paused: bool,
+) -> PageResult {
     caller.require(Role::Operator)?;
     caller.check_csrf(form.csrf.as_deref())?;
-    api::set_paused(&state, &caller, &dag_id, false).await?;
+    api::set_paused(state, caller, dag_id, paused).await?;
     Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
 }
 

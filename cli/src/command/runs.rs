@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use weir_model::{Dag, RunState, TaskState};
 use weir_scheduler::SchedulerError;
@@ -171,16 +171,7 @@ pub(crate) async fn list(
 ) -> Result<u8> {
     let store = open_store(config).await?;
     let state = match state {
-        Some(s) => Some(RunState::parse(s).with_context(|| {
-            format!(
-                "--state `{s}` is not a run state: {}",
-                RunState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?),
+        Some(s) => Some(RunState::parse_or_list(s).map_err(|e| anyhow::anyhow!("--state {e}"))?),
         None => None,
     };
     let runs = store

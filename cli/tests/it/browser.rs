@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use super::{repo, stderr};
+use super::{examples_copy, repo, stderr};
 
 /// A DAG whose one task logs a line every 0.4 s for 4 s: long enough to watch live.
 const SLOW_LOG: &str = "id: slow_log
@@ -30,14 +30,7 @@ fn the_web_ui_works_in_a_real_browser() {
         std::path::Path::new("/usr/bin/chromium").exists() || std::env::var("CHROMIUM").is_ok(),
         "no Chromium: `apt-get install chromium` (.ci/run does), or set CHROMIUM"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let copy = Command::new("cp")
-        .args(["-r", "dags", "data", "weir.toml"])
-        .arg(dir.path())
-        .current_dir(repo())
-        .status()
-        .expect("cp");
-    assert!(copy.success());
+    let dir = examples_copy();
     std::fs::write(dir.path().join("dags/slow_log.yaml"), SLOW_LOG).expect("slow_log");
     // A file that does not import: the DAG list shows it in its banner.
     std::fs::write(

@@ -38,6 +38,19 @@ fn weir_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run weir")
 }
 
+/// A temporary copy of the repository's dags, data and weir.toml: the README's setup.
+fn examples_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = Command::new("cp")
+        .args(["-r", "dags", "data", "weir.toml"])
+        .arg(dir.path())
+        .current_dir(repo())
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    dir
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -510,14 +523,7 @@ fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
 /// triggered with `--wait` succeeds, each task on its first try.
 #[test]
 fn the_example_dags_run_to_success_under_standalone() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let copy = Command::new("cp")
-        .args(["-r", "dags", "data", "weir.toml"])
-        .arg(dir.path())
-        .current_dir(repo())
-        .status()
-        .expect("cp");
-    assert!(copy.success());
+    let dir = examples_copy();
     let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("standalone")
         .current_dir(dir.path())

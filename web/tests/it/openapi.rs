@@ -59,6 +59,21 @@ async fn the_openapi_document_validates_and_matches_the_routes() {
     expected.sort();
     assert_eq!(documented, expected);
 
+    // Every operation declares its refusals: 401 always, 403 for each that changes something.
+    for (method, path) in &documented {
+        let declared = &doc["paths"][path][method]["responses"];
+        assert!(
+            declared.get("401").is_some(),
+            "{method} {path} does not declare 401"
+        );
+        if method == "post" {
+            assert!(
+                declared.get("403").is_some(),
+                "{method} {path} does not declare 403"
+            );
+        }
+    }
+
     // Every documented operation answers at its path (a route that does not exist answers
     // 404 with an empty body, or 405), and declares the responses it gives.
     let run = server.trigger(json!({})).await;
