@@ -23,6 +23,18 @@ pub(crate) struct Config {
     pub(crate) smtp: Option<SmtpConfig>,
     /// Environment variables templates may read as `env.NAME`.
     pub(crate) template_env: Vec<String>,
+    /// A weir web server the CLI asks instead of the database.
+    pub(crate) remote: RemoteConfig,
+}
+
+/// `[remote]`: remote mode of the CLI (docs/web.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RemoteConfig {
+    /// The web server's base URL (`WEIR_API_URL`).
+    pub(crate) url: Option<String>,
+    /// An API token (`WEIR_API_TOKEN`); `${VAR}` is expanded.
+    pub(crate) token: Option<String>,
 }
 
 impl Default for Config {
@@ -39,6 +51,7 @@ impl Default for Config {
             notifiers: BTreeMap::new(),
             smtp: None,
             template_env: Vec::new(),
+            remote: RemoteConfig::default(),
         }
     }
 }
@@ -182,6 +195,16 @@ impl Config {
         }
         if let Some(v) = env.get("WEIR_WEB_BIND") {
             config.web.bind = v.clone();
+        }
+        if let Some(v) = env.get("WEIR_API_URL") {
+            config.remote.url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = env.get("WEIR_API_TOKEN") {
+            config.remote.token = Some(v.clone());
+        } else if let Some(t) = &config.remote.token {
+            config.remote.token = Some(
+                expand(t, env).with_context(|| format!("{}: [remote] token", origin.display()))?,
+            );
         }
         if let Some(v) = env.get("WEIR_WORKER_CONCURRENCY") {
             config.worker.concurrency = v

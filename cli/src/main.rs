@@ -4,6 +4,7 @@ mod args;
 mod command;
 mod config;
 mod engine;
+mod remote;
 
 use std::process::ExitCode;
 

@@ -176,6 +176,18 @@ pub fn parse_param_overrides(
     dag: &Dag,
     pairs: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
+    parse_param_pairs(|key| dag.spec.params.get(key), pairs)
+}
+
+/// [`parse_param_overrides`] with the params' defaults looked up by `default_of` (a remote
+/// DAG's, read from the API).
+///
+/// # Errors
+/// A malformed pair or a value that does not parse as the default's type.
+pub fn parse_param_pairs<'a>(
+    default_of: impl Fn(&str) -> Option<&'a serde_json::Value>,
+    pairs: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut out = serde_json::Map::new();
     for pair in pairs {
         let Some((key, text)) = pair.split_once('=') else {
@@ -183,7 +195,7 @@ pub fn parse_param_overrides(
                 "--param `{pair}` is not key=value"
             )));
         };
-        let value = match dag.spec.params.get(key) {
+        let value = match default_of(key) {
             Some(serde_json::Value::String(_)) | None => serde_json::Value::String(text.to_owned()),
             Some(default) => serde_json::from_str(text).map_err(|_| {
                 SchedulerError::Invalid(format!(

@@ -35,6 +35,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn run_async(config: &Config, command: Command) -> Result<u8> {
+    if let Some(url) = config.remote.url.as_deref()
+        && crate::remote::handles(&command)
+    {
+        let remote = crate::remote::Remote::new(url, config.remote.token.as_deref())?;
+        if let Some(code) = crate::remote::run(&remote, &command).await {
+            return code;
+        }
+    }
     Ok(match command {
         Command::Standalone { no_auth } => serve::standalone(config, no_auth).await?,
         Command::Web { no_auth } => serve::web(config, no_auth).await?,

@@ -6,6 +6,7 @@ mod data;
 mod engine;
 mod http;
 mod notify;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,470 @@
+//! Remote mode: with `[remote] url` (or `WEIR_API_URL`) and an API token (`[remote] token`
+//! or `WEIR_API_TOKEN`), the commands that ask weir something go to a weir web server's API
+//! instead of the database: `dags list|pause|unpause`, `trigger`, `backfill`, `runs list|show`,
+//! `logs` and `clear`. Their `--json` output is the API's, which has the local shapes.
+//! Everything else (services, `db`, `users`, `dags validate|show|schema`, `tasks test`)
+//! stays local.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::args::{
+    BackfillArgs, ClearArgs, Command, DagsCommand, LogsArgs, RunsCommand, TriggerArgs,
+};
+use crate::command::{EXIT_FAILED, EXIT_OK};
+
+/// How often `--wait` asks for the run again.
+const POLL: Duration = Duration::from_secs(1);
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} (the API answered {status})")]
+pub(crate) struct ApiError {
+    status: u16,
+    message: String,
+}
+
+/// A weir web server's API, with a token.
+pub(crate) struct Remote {
+    http: reqwest::Client,
+    api: String,
+    token: String,
+}
+
+impl Remote {
+    /// The remote of the configuration, when one is set.
+    pub(crate) fn new(url: &str, token: Option<&str>) -> Result<Remote> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            bail!(
+                "remote mode ({url}) needs an API token: set WEIR_API_TOKEN or [remote] token (`weir users token NAME` mints one)"
+            );
+        };
+        // reqwest is built without a default TLS provider (the workspace picks ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Remote {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .context("building the HTTP client")?,
+            api: format!("{}/api/v1", url.trim_end_matches('/')),
+            token: token.to_owned(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.api))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the weir API at {}", self.api))?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        Err(ApiError { status, message }.into())
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self
+            .send(reqwest::Method::GET, path, None)
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        Ok(self
+            .send(reqwest::Method::POST, path, Some(body))
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Whether `command` goes to the API in remote mode.
+pub(crate) fn handles(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Dags(
+            DagsCommand::List { .. } | DagsCommand::Pause { .. } | DagsCommand::Unpause { .. }
+        ) | Command::Trigger(_)
+            | Command::Backfill(_)
+            | Command::Runs(_)
+            | Command::Logs(_)
+            | Command::Clear(_)
+    )
+}
+
+/// Runs `command` against the API; `None` when it is a command that always runs locally.
+pub(crate) async fn run(remote: &Remote, command: &Command) -> Option<Result<u8>> {
+    Some(match command {
+        Command::Dags(DagsCommand::List { json }) => dags_list(remote, *json).await,
+        Command::Dags(DagsCommand::Pause { dag }) => pause(remote, dag, true).await,
+        Command::Dags(DagsCommand::Unpause { dag }) => pause(remote, dag, false).await,
+        Command::Trigger(args) => trigger(remote, args).await,
+        Command::Backfill(args) => backfill(remote, args).await,
+        Command::Runs(RunsCommand::List { dag, state, json }) => {
+            runs_list(remote, dag.as_deref(), state.as_deref(), *json).await
+        }
+        Command::Runs(RunsCommand::Show { run, json }) => runs_show(remote, run, *json).await,
+        Command::Logs(args) => logs(remote, args).await,
+        Command::Clear(args) => clear(remote, args).await,
+        _ => return None,
+    })
+}
+
+fn print_json(v: &Value) -> Result<u8> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(EXIT_OK)
+}
+
+async fn dags_list(remote: &Remote, json: bool) -> Result<u8> {
+    let dags = remote.get("/dags?limit=1000").await?;
+    if json {
+        return print_json(&dags);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24}  {:<16}  {:<20}  {:<6}  FILE",
+        "DAG ID", "SCHEDULE", "TIMEZONE", "PAUSED"
+    )?;
+    for d in dags.as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<24}  {:<16}  {:<20}  {:<6}  {}{}",
+            d["dag_id"].as_str().unwrap_or(""),
+            d["schedule"].as_str().unwrap_or("(manual)"),
+            d["timezone"].as_str().unwrap_or(""),
+            if d["paused"] == true { "yes" } else { "no" },
+            d["file"].as_str().unwrap_or(""),
+            if d["import_error"].is_string() {
+                "  (file has errors: last good version kept)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn pause(remote: &Remote, dag: &str, paused: bool) -> Result<u8> {
+    let action = if paused { "pause" } else { "unpause" };
+    let answer = remote
+        .post(&format!("/dags/{}/{action}", seg(dag)), &json!({}))
+        .await?;
+    let word = if paused { "paused" } else { "unpaused" };
+    let already = if answer["changed"] == false {
+        "was already "
+    } else {
+        ""
+    };
+    println!("{dag} {already}{word}");
+    Ok(EXIT_OK)
+}
+
+async fn trigger(remote: &Remote, args: &TriggerArgs) -> Result<u8> {
+    let dag = remote.get(&format!("/dags/{}", seg(&args.dag))).await?;
+    let defaults = dag["params"].as_object().cloned().unwrap_or_default();
+    let params = weir_scheduler::plan::parse_param_pairs(|k| defaults.get(k), &args.params)?;
+    let body = json!({"params": params, "logical_date": args.logical_date, "rerun": args.rerun});
+    let run = match remote
+        .post(&format!("/dags/{}/runs", seg(&args.dag)), &body)
+        .await
+    {
+        Ok(run) => run,
+        Err(e) => match e.downcast_ref::<ApiError>() {
+            Some(a) if a.status == 409 => bail!("{}: pass --rerun to run it again", a.message),
+            _ => return Err(e),
+        },
+    };
+    let run_id = run["run_id"]
+        .as_str()
+        .context("the API's run has no run_id")?
+        .to_owned();
+    if !args.json {
+        eprintln!(
+            "triggered {run_id} (logical date {})",
+            run["logical_date"].as_str().unwrap_or("")
+        );
+    }
+    let run = if args.wait {
+        wait_for(remote, &run_id).await?
+    } else {
+        run
+    };
+    if args.json {
+        print_json(&run)?;
+    } else if args.wait {
+        print_run(&run)?;
+    }
+    Ok(if args.wait && run["state"] != "success" {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+async fn wait_for(remote: &Remote, run_id: &str) -> Result<Value> {
+    loop {
+        let run = remote.get(&format!("/runs/{}", seg(run_id))).await?;
+        if matches!(
+            run["state"].as_str(),
+            Some("success" | "failed" | "cancelled")
+        ) {
+            return Ok(run);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn print_run(run: &Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    writeln!(
+        out,
+        "{}  {}  {} ({}), logical date {}",
+        s(&run["run_id"]),
+        s(&run["state"]),
+        s(&run["dag_id"]),
+        s(&run["run_type"]),
+        s(&run["logical_date"])
+    )?;
+    for t in run["tasks"].as_array().into_iter().flatten() {
+        let label = match t["map_index"].as_i64() {
+            Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
+            _ => s(&t["task_id"]),
+        };
+        let error = t["error"]
+            .as_str()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {label:<24}  {:<15}  try {}{error}",
+            s(&t["state"]),
+            t["try_number"]
+        )?;
+    }
+    Ok(())
+}
+
+async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
+    if args.max_active_runs.is_some() {
+        bail!(
+            "--max-active-runs is not available in remote mode (the API creates every run at once)"
+        );
+    }
+    let rerun = if args.rerun_all {
+        "all"
+    } else if args.rerun_failed {
+        "failed"
+    } else {
+        "none"
+    };
+    let body = json!({"from": args.from, "to": args.to, "dry_run": args.dry_run, "rerun": rerun});
+    let answer = remote
+        .post(&format!("/dags/{}/backfills", seg(&args.dag)), &body)
+        .await?;
+    if args.dry_run {
+        if args.json {
+            return print_json(&answer);
+        }
+        for i in answer.as_array().into_iter().flatten() {
+            println!("{}", i["logical_date"].as_str().unwrap_or(""));
+        }
+        return Ok(EXIT_OK);
+    }
+    eprintln!(
+        "backfill of `{}`: {} run(s) created, {} rerun, {} existing kept",
+        args.dag, answer["created"], answer["rerun"], answer["kept"]
+    );
+    if !args.wait {
+        return Ok(EXIT_OK);
+    }
+    let mut runs = Vec::new();
+    for id in answer["run_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        runs.push(wait_for(remote, id).await?);
+    }
+    let failed = runs.iter().filter(|r| r["state"] != "success").count();
+    if args.json {
+        print_json(&Value::Array(runs.clone()))?;
+    }
+    eprintln!("{} run(s) finished, {failed} failed", runs.len());
+    Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+async fn runs_list(
+    remote: &Remote,
+    dag: Option<&str>,
+    state: Option<&str>,
+    json: bool,
+) -> Result<u8> {
+    let Some(dag) = dag else {
+        bail!("in remote mode `runs list` needs a DAG: weir runs list DAG");
+    };
+    let mut path = format!("/dags/{}/runs?limit=100", seg(dag));
+    if let Some(s) = state {
+        path.push_str(&format!("&state={}", seg(s)));
+    }
+    let runs = remote.get(&path).await?;
+    if json {
+        return print_json(&runs);
+    }
+    for r in runs.as_array().into_iter().flatten() {
+        println!(
+            "{:<48}  {:<9}  {:<9}  {}",
+            r["run_id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["run_type"].as_str().unwrap_or(""),
+            r["logical_date"].as_str().unwrap_or("")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+async fn runs_show(remote: &Remote, run: &str, json: bool) -> Result<u8> {
+    let run = remote.get(&format!("/runs/{}", seg(run))).await?;
+    if json {
+        return print_json(&run);
+    }
+    print_run(&run)?;
+    Ok(EXIT_OK)
+}
+
+async fn clear(remote: &Remote, args: &ClearArgs) -> Result<u8> {
+    if args.reset_state {
+        bail!("--reset-state is not available in remote mode (run it where the database is)");
+    }
+    let run = remote.get(&format!("/runs/{}", seg(&args.run))).await?;
+    if run["dag_id"] != args.dag.as_str() {
+        bail!(
+            "run {} belongs to DAG `{}`, not `{}`",
+            args.run,
+            run["dag_id"].as_str().unwrap_or(""),
+            args.dag
+        );
+    }
+    let body = json!({"task_ids": args.task.iter().collect::<Vec<_>>(), "downstream": args.downstream, "failed_only": args.failed_only});
+    let answer = remote
+        .post(&format!("/runs/{}/clear", seg(&args.run)), &body)
+        .await?;
+    println!(
+        "cleared {} task instance(s) of {}",
+        answer["changed"], args.run
+    );
+    Ok(EXIT_OK)
+}
+
+/// Prints a try's log; with `--follow`, reads the live stream the web UI reads (Server-Sent
+/// Events) until the try ends.
+async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
+    let try_q = args
+        .try_number
+        .map(|n| format!("?try={n}"))
+        .unwrap_or_default();
+    let path = format!(
+        "/runs/{}/tasks/{}/logs{try_q}",
+        seg(&args.run),
+        seg(&args.task)
+    );
+    let mut res = remote.send(reqwest::Method::GET, &path, None).await?;
+    let mut out = std::io::stdout();
+    let mut lines = 0_i64;
+    while let Some(chunk) = res.chunk().await? {
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as i64;
+        out.write_all(&chunk)?;
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(EXIT_OK);
+    }
+    // The live stream sends the lines after a line id; the text answer has none, so follow
+    // from the start and skip the lines already printed.
+    let base = remote.api.trim_end_matches("/api/v1");
+    let sep = if try_q.is_empty() { '?' } else { '&' };
+    let url = format!(
+        "{base}/live/runs/{}/tasks/{}/log{try_q}{sep}after=0",
+        seg(&args.run),
+        seg(&args.task)
+    );
+    let mut res = remote
+        .http
+        .get(&url)
+        .bearer_auth(&remote.token)
+        .timeout(Duration::from_secs(24 * 3600))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut buffer = String::new();
+    let mut skip = lines;
+    while let Some(chunk) = res.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let name = event
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .map(str::trim);
+            let data: String = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect::<Vec<_>>()
+                .join("\n");
+            match name {
+                Some("lines") => {
+                    let batch: Vec<Value> = serde_json::from_str(&data)?;
+                    for l in batch {
+                        if skip > 0 {
+                            skip -= 1;
+                            continue;
+                        }
+                        writeln!(out, "{}", l["line"].as_str().unwrap_or(""))?;
+                    }
+                    out.flush()?;
+                }
+                Some("end") => return Ok(EXIT_OK),
+                Some("error") => bail!("the log stream failed: {data}"),
+                _ => {}
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,183 @@
+//! Remote mode: the CLI with `WEIR_API_URL` and `WEIR_API_TOKEN` asks a running weir through
+//! its API, from a folder with no database (none is created there), with the local output
+//! shapes and exit codes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+use super::{examples_copy, stderr, stdout};
+
+/// Runs `weir` in `dir` against the API at `url` with `token`.
+fn remote(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_API_URL", url)
+        .env("WEIR_API_TOKEN", token)
+        .output()
+        .expect("weir")
+}
+
+fn token_for(dir: &std::path::Path, name: &str, role: &str) -> String {
+    let mut create = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["users", "create", name, "--role", role, "--password-stdin"])
+        .current_dir(dir)
+        .env_remove("WEIR_DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("users create");
+    create
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a long password\n")
+        .expect("password");
+    assert!(create.wait().expect("wait").success());
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["users", "token", name])
+        .current_dir(dir)
+        .env_remove("WEIR_DATABASE_URL")
+        .output()
+        .expect("users token");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+#[test]
+fn the_cli_works_against_a_remote_weir() {
+    let server_dir = examples_copy();
+    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("standalone")
+        .current_dir(server_dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .env("WEIR_WEB_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("standalone");
+    let mut lines = BufReader::new(standalone.stdout.take().expect("stdout")).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("web UI at ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("the address standalone listens on");
+    std::thread::spawn(move || lines.for_each(drop));
+    let operator = token_for(server_dir.path(), "ops", "operator");
+    let viewer = token_for(server_dir.path(), "watcher", "viewer");
+    let here = tempfile::tempdir().expect("tempdir");
+    let dir = here.path();
+    let check = || -> Result<(), String> {
+        let o = remote(dir, &url, &operator, &["dags", "list", "--json"]);
+        let dags: serde_json::Value = serde_json::from_str(&stdout(&o))
+            .map_err(|e| format!("dags list: {e}: {}", stderr(&o)))?;
+        if !dags
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["dag_id"] == "hello_shell"))
+        {
+            return Err(format!("no hello_shell in {dags}"));
+        }
+        let o = remote(
+            dir,
+            &url,
+            &operator,
+            &[
+                "trigger",
+                "hello_shell",
+                "--param",
+                "greeting=from afar",
+                "--logical-date",
+                "2024-02-01",
+                "--wait",
+                "--json",
+            ],
+        );
+        if o.status.code() != Some(0) {
+            return Err(format!("trigger: {:?} {}", o.status.code(), stderr(&o)));
+        }
+        let run: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).map_err(|e| e.to_string())?;
+        if run["state"] != "success" || run["tasks"].as_array().map(Vec::len) != Some(5) {
+            return Err(format!("trigger --wait: {run}"));
+        }
+        let run_id = run["run_id"].as_str().unwrap_or("").to_owned();
+        let o = remote(
+            dir,
+            &url,
+            &operator,
+            &["trigger", "hello_shell", "--logical-date", "2024-02-01"],
+        );
+        if o.status.code() != Some(2) || !stderr(&o).contains("--rerun") {
+            return Err(format!(
+                "a second trigger at the same date: {:?} {}",
+                o.status.code(),
+                stderr(&o)
+            ));
+        }
+        let o = remote(dir, &url, &operator, &["runs", "show", &run_id, "--json"]);
+        let shown: serde_json::Value =
+            serde_json::from_str(&stdout(&o)).map_err(|e| e.to_string())?;
+        if shown["run_id"] != run_id.as_str() || shown["logical_date"] != "2024-01-31T23:00:00Z" {
+            return Err(format!("runs show: {shown}"));
+        }
+        let log = stdout(&remote(dir, &url, &operator, &["logs", &run_id, "greet"]));
+        // `ds` is the logical date in UTC (as Airflow): midnight in Zurich is 23:00 UTC the day before.
+        if !log.contains("from afar from 2024-01-31") {
+            return Err(format!("logs: {log}"));
+        }
+        let followed = remote(
+            dir,
+            &url,
+            &operator,
+            &["logs", &run_id, "greet", "--follow"],
+        );
+        if stdout(&followed) != log {
+            return Err(format!(
+                "logs --follow of a finished try differs:\n{}\nvs\n{log}",
+                stdout(&followed)
+            ));
+        }
+        let o = remote(
+            dir,
+            &url,
+            &operator,
+            &["clear", "hello_shell", "--run", &run_id, "--task", "greet"],
+        );
+        if !stdout(&o).contains("cleared 1 task instance(s)") {
+            return Err(format!("clear: {} {}", stdout(&o), stderr(&o)));
+        }
+        let o = remote(dir, &url, &viewer, &["trigger", "hello_shell"]);
+        if o.status.code() != Some(2) || !stderr(&o).contains("operator role") {
+            return Err(format!(
+                "a viewer's trigger: {:?} {}",
+                o.status.code(),
+                stderr(&o)
+            ));
+        }
+        let o = remote(dir, &url, "weir_wrong", &["runs", "list", "hello_shell"]);
+        if o.status.code() != Some(2) || !stderr(&o).contains("unknown API token") {
+            return Err(format!(
+                "a wrong token: {:?} {}",
+                o.status.code(),
+                stderr(&o)
+            ));
+        }
+        Ok(())
+    };
+    let outcome = check();
+    let _ = Command::new("kill")
+        .args(["-TERM", &standalone.id().to_string()])
+        .status();
+    let _ = standalone.wait();
+    outcome.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !dir.join(".weir").exists(),
+        "remote mode created a local database"
+    );
+}
