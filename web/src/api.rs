@@ -298,11 +298,15 @@ async fn get_dag(
     Path(dag_id): Path<String>,
 ) -> Result<Json<DagDetail>, WebError> {
     let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
-    let (dags, _) = view::dag_summaries(&state.store, state.clock.now()).await?;
-    let summary = dags
+    let row = state.store.dag(&dag_id).await?;
+    let import_error = state
+        .store
+        .import_errors()
+        .await?
         .into_iter()
-        .find(|d| d.dag_id == dag_id)
-        .ok_or_else(|| WebError::not_found(format!("no DAG `{dag_id}`")))?;
+        .find(|e| e.file == row.file)
+        .map(|e| e.message);
+    let summary = view::dag_summary(&state.store, &row, import_error, state.clock.now()).await?;
     let tasks = dag
         .tasks
         .values()

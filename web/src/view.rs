@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use weir_model::{Dag, Schedule};
-use weir_store::{GridCell, RunBrief, RunRow, Store, TaskInstanceRow};
+use weir_store::{DagRow, GridCell, RunBrief, RunRow, Store, TaskInstanceRow};
 
 use crate::error::WebError;
 
@@ -177,44 +177,58 @@ pub(crate) async fn dag_summaries(
 ) -> Result<(Vec<DagSummary>, Vec<weir_store::ImportErrorRow>), WebError> {
     let dags = store.list_dags().await?;
     let errors = store.import_errors().await?;
-    let mut by_file: HashMap<&str, &str> = HashMap::new();
-    for e in &errors {
-        by_file.insert(e.file.as_str(), e.message.as_str());
-    }
-    let recents =
-        futures_util::future::join_all(dags.iter().map(|d| store.recent_runs(&d.dag_id, 0, DOTS)))
-            .await;
-    let versions = futures_util::future::join_all(
-        dags.iter()
-            .map(|d| weir_scheduler::ops::version_dag(store, d.version_id)),
+    let error_of = |d: &DagRow| {
+        errors
+            .iter()
+            .find(|e| e.file == d.file)
+            .map(|e| e.message.clone())
+    };
+    let summaries = futures_util::future::join_all(
+        dags.iter().map(|d| dag_summary(store, d, error_of(d), now)),
     )
     .await;
-    let mut out = Vec::with_capacity(dags.len());
-    for ((d, recent), dag) in dags.iter().zip(recents).zip(versions) {
-        let dag = dag?;
-        let next_run = if d.paused {
-            None
-        } else {
-            match dag.schedule() {
-                Some(Schedule::Cron(c)) => c.next_after(dag.timezone, now).map(rfc),
-                _ => None,
-            }
-        };
-        out.push(DagSummary {
-            dag_id: d.dag_id.clone(),
-            schedule: d.schedule.clone(),
-            timezone: d.timezone.clone(),
-            paused: d.paused,
-            file: d.file.clone(),
-            import_error: by_file.get(d.file.as_str()).map(|m| (*m).to_owned()),
-            schedule_words: dag.schedule().map(schedule_words),
-            description: dag.spec.description.clone(),
-            tags: dag.spec.tags.clone(),
-            next_run,
-            recent_runs: recent?.into_iter().map(dot).collect(),
-        });
-    }
-    Ok((out, errors))
+    Ok((summaries.into_iter().collect::<Result<_, _>>()?, errors))
+}
+
+/// One DAG as the list shows it.
+pub(crate) async fn dag_summary(
+    store: &Store,
+    d: &DagRow,
+    import_error: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<DagSummary, WebError> {
+    let (recent, dag) = tokio::try_join!(
+        async { Ok::<_, WebError>(store.recent_runs(&d.dag_id, 0, DOTS).await?) },
+        async { Ok::<_, WebError>(weir_scheduler::ops::version_dag(store, d.version_id).await?) },
+    )?;
+    Ok(DagSummary {
+        dag_id: d.dag_id.clone(),
+        schedule: d.schedule.clone(),
+        timezone: d.timezone.clone(),
+        paused: d.paused,
+        file: d.file.clone(),
+        import_error,
+        schedule_words: dag.schedule().map(schedule_words),
+        description: dag.spec.description.clone(),
+        tags: dag.spec.tags.clone(),
+        next_run: if d.paused { None } else { next_run(&dag, now) },
+        recent_runs: recent.into_iter().map(dot).collect(),
+    })
+}
+
+/// When the scheduler next creates a run: the first cron tick after now (and not before the
+/// start date), unless that is past the end date.
+fn next_run(dag: &Dag, now: DateTime<Utc>) -> Option<String> {
+    let Some(Schedule::Cron(c)) = dag.schedule() else {
+        return None;
+    };
+    let next = match dag.start_date {
+        Some(start) if start > now => c.align_to_next(dag.timezone, start),
+        _ => c.next_after(dag.timezone, now),
+    }?;
+    dag.end_date
+        .is_none_or(|end| next <= end)
+        .then(|| rfc(next))
 }
 
 fn dot(r: RunBrief) -> RunDot {
@@ -466,6 +480,31 @@ mod tests {
         assert_eq!(words("*/10 * * * *"), "every 10 minutes");
         assert_eq!(words("0 2 1 * *"), "on day 1 of every month at 02:00");
         assert_eq!(words("0 2 1,15 * *"), "cron 0 2 1,15 * *");
+    }
+
+    #[test]
+    fn the_next_run_respects_start_and_end_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T05:00:00Z")
+            .expect("now")
+            .with_timezone(&Utc);
+        let dag = |extra: &str| {
+            weir_testkit::dag(&format!(
+                "id: d\nschedule: '0 6 * * *'\ntimezone: Europe/Paris\n{extra}tasks:\n  a: {{kind: noop}}\n"
+            ))
+        };
+        // 06:00 in Paris is now: the next tick is tomorrow's.
+        assert_eq!(
+            next_run(&dag("start_date: 2024-01-01\n"), now).as_deref(),
+            Some("2026-11-23T05:00:00Z")
+        );
+        assert_eq!(
+            next_run(&dag("start_date: 2030-01-01\n"), now).as_deref(),
+            Some("2030-01-01T05:00:00Z")
+        );
+        assert_eq!(
+            next_run(&dag("start_date: 2020-01-01\nend_date: 2021-01-01\n"), now),
+            None
+        );
     }
 
     #[test]
