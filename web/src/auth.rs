@@ -318,6 +318,8 @@ pub(crate) async fn log_in(
             now + SESSION_LIFETIME,
         )
         .await?;
+    // Expired sessions go at each login (no digest is empty: only expired rows match).
+    store.delete_session("", now).await?;
     store.audit(name, "login", name, &detail, now).await?;
     Ok(id)
 }
