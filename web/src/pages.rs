@@ -832,7 +832,7 @@ async fn task_page(
                 .and_then(|r| {
                     weir_worker::worker::render_with_files(&r, &task.step, &version.files)
                 })
-                .map(|step| serde_json::to_string_pretty(&step).unwrap_or_default())
+                .map(|step| rendered_fields(&step))
                 .map_err(|e| {
                     format!("cannot render here: {e} (the worker renders with its own environment)")
                 })
@@ -915,6 +915,25 @@ async fn task_page(
         ),
     );
     render(&state, Some(&caller), "task.html", ctx)
+}
+
+/// A rendered step's fields as (name, text) pairs: strings as they are (a script reads as a
+/// script), anything else as JSON.
+fn rendered_fields(step: &weir_model::Step) -> Vec<(String, String)> {
+    let value = serde_json::to_value(step).unwrap_or_default();
+    let Value::Object(fields) = value else {
+        return vec![("step".to_owned(), value.to_string())];
+    };
+    fields
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => serde_json::to_string_pretty(&other).unwrap_or_default(),
+            };
+            (k, text)
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
