@@ -106,6 +106,9 @@ pub(crate) fn dag_svg(
         r#"<svg class="dag-graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="graph of {}">"#,
         escape(dag.id())
     );
+    svg.push_str(
+        r#"<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path class="arrow" d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>"#,
+    );
     for e in dag.graph.edge_indices() {
         let Some((a, b)) = dag.graph.edge_endpoints(e) else {
             continue;
@@ -119,7 +122,7 @@ pub(crate) fn dag_svg(
         let mid = (sx + tx) / 2.0;
         let _ = write!(
             svg,
-            r#"<path class="edge" d="M{sx:.1},{sy:.1} C{mid:.1},{sy:.1} {mid:.1},{ty:.1} {tx:.1},{ty:.1}"/>"#
+            r#"<path class="edge" marker-end="url(#arrow)" d="M{sx:.1},{sy:.1} C{mid:.1},{sy:.1} {mid:.1},{ty:.1} {tx:.1},{ty:.1}"/>"#
         );
     }
     for layer in &layers {
