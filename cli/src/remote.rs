@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use weir_model::text::url_segment;
+
 use crate::args::{
     BackfillArgs, ClearArgs, Command, DagsCommand, LogsArgs, RunsCommand, TriggerArgs,
 };
@@ -100,18 +102,6 @@ impl Remote {
     }
 }
 
-/// A path segment with everything but unreserved characters percent-encoded.
-fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Whether `command` goes to the API in remote mode.
 pub(crate) fn handles(command: &Command) -> bool {
     matches!(
@@ -182,7 +172,7 @@ async fn dags_list(remote: &Remote, json: bool) -> Result<u8> {
 async fn pause(remote: &Remote, dag: &str, paused: bool) -> Result<u8> {
     let action = if paused { "pause" } else { "unpause" };
     let answer = remote
-        .post(&format!("/dags/{}/{action}", seg(dag)), &json!({}))
+        .post(&format!("/dags/{}/{action}", url_segment(dag)), &json!({}))
         .await?;
     let word = if paused { "paused" } else { "unpaused" };
     let already = if answer["changed"] == false {
@@ -195,12 +185,14 @@ async fn pause(remote: &Remote, dag: &str, paused: bool) -> Result<u8> {
 }
 
 async fn trigger(remote: &Remote, args: &TriggerArgs) -> Result<u8> {
-    let dag = remote.get(&format!("/dags/{}", seg(&args.dag))).await?;
+    let dag = remote
+        .get(&format!("/dags/{}", url_segment(&args.dag)))
+        .await?;
     let defaults = dag["params"].as_object().cloned().unwrap_or_default();
     let params = weir_scheduler::plan::parse_param_pairs(|k| defaults.get(k), &args.params)?;
     let body = json!({"params": params, "logical_date": args.logical_date, "rerun": args.rerun});
     let run = match remote
-        .post(&format!("/dags/{}/runs", seg(&args.dag)), &body)
+        .post(&format!("/dags/{}/runs", url_segment(&args.dag)), &body)
         .await
     {
         Ok(run) => run,
@@ -238,7 +230,9 @@ async fn trigger(remote: &Remote, args: &TriggerArgs) -> Result<u8> {
 
 async fn wait_for(remote: &Remote, run_id: &str) -> Result<Value> {
     loop {
-        let run = remote.get(&format!("/runs/{}", seg(run_id))).await?;
+        let run = remote
+            .get(&format!("/runs/{}", url_segment(run_id)))
+            .await?;
         if matches!(
             run["state"].as_str(),
             Some("success" | "failed" | "cancelled")
@@ -295,7 +289,10 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
     };
     let body = json!({"from": args.from, "to": args.to, "dry_run": args.dry_run, "rerun": rerun});
     let answer = remote
-        .post(&format!("/dags/{}/backfills", seg(&args.dag)), &body)
+        .post(
+            &format!("/dags/{}/backfills", url_segment(&args.dag)),
+            &body,
+        )
         .await?;
     if args.dry_run {
         if args.json {
@@ -339,9 +336,9 @@ async fn runs_list(
     let Some(dag) = dag else {
         bail!("in remote mode `runs list` needs a DAG: weir runs list DAG");
     };
-    let mut path = format!("/dags/{}/runs?limit=100", seg(dag));
+    let mut path = format!("/dags/{}/runs?limit=100", url_segment(dag));
     if let Some(s) = state {
-        path.push_str(&format!("&state={}", seg(s)));
+        path.push_str(&format!("&state={}", url_segment(s)));
     }
     let runs = remote.get(&path).await?;
     if json {
@@ -360,7 +357,7 @@ async fn runs_list(
 }
 
 async fn runs_show(remote: &Remote, run: &str, json: bool) -> Result<u8> {
-    let run = remote.get(&format!("/runs/{}", seg(run))).await?;
+    let run = remote.get(&format!("/runs/{}", url_segment(run))).await?;
     if json {
         return print_json(&run);
     }
@@ -372,7 +369,9 @@ async fn clear(remote: &Remote, args: &ClearArgs) -> Result<u8> {
     if args.reset_state {
         bail!("--reset-state is not available in remote mode (run it where the database is)");
     }
-    let run = remote.get(&format!("/runs/{}", seg(&args.run))).await?;
+    let run = remote
+        .get(&format!("/runs/{}", url_segment(&args.run)))
+        .await?;
     if run["dag_id"] != args.dag.as_str() {
         bail!(
             "run {} belongs to DAG `{}`, not `{}`",
@@ -383,7 +382,7 @@ async fn clear(remote: &Remote, args: &ClearArgs) -> Result<u8> {
     }
     let body = json!({"task_ids": args.task.iter().collect::<Vec<_>>(), "downstream": args.downstream, "failed_only": args.failed_only});
     let answer = remote
-        .post(&format!("/runs/{}/clear", seg(&args.run)), &body)
+        .post(&format!("/runs/{}/clear", url_segment(&args.run)), &body)
         .await?;
     println!(
         "cleared {} task instance(s) of {}",
@@ -401,8 +400,8 @@ async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
         .unwrap_or_default();
     let path = format!(
         "/runs/{}/tasks/{}/logs{try_q}",
-        seg(&args.run),
-        seg(&args.task)
+        url_segment(&args.run),
+        url_segment(&args.task)
     );
     let mut res = remote.send(reqwest::Method::GET, &path, None).await?;
     let mut out = std::io::stdout();
@@ -421,8 +420,8 @@ async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
     let sep = if try_q.is_empty() { '?' } else { '&' };
     let url = format!(
         "{base}/live/runs/{}/tasks/{}/log{try_q}{sep}after=0",
-        seg(&args.run),
-        seg(&args.task)
+        url_segment(&args.run),
+        url_segment(&args.task)
     );
     let mut res = remote
         .http

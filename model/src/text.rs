@@ -72,3 +72,29 @@ pub(crate) fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>
     }
     d.deserialize_any(V)
 }
+
+/// A URL path segment (or query value) with everything but RFC 3986's unreserved characters
+/// percent-encoded: run ids hold `:` and `+`, task ids anything a YAML key may.
+#[must_use]
+pub fn url_segment(segment: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_segments_keep_only_unreserved_characters() {
+        assert_eq!(
+            url_segment("hello__2024-03-01T06:00:00+01:00/x y"),
+            "hello__2024-03-01T06%3A00%3A00%2B01%3A00%2Fx%20y"
+        );
+        assert_eq!(url_segment("a-b.c_d~e"), "a-b.c_d~e");
+    }
+}

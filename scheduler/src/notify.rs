@@ -343,10 +343,10 @@ impl Rendered {
         let path = match (&n.task_id, n.try_number) {
             (Some(t), Some(try_number)) => format!(
                 "/runs/{}/tasks/{}?try={try_number}",
-                encode(&n.run_id),
-                encode(t)
+                weir_model::text::url_segment(&n.run_id),
+                weir_model::text::url_segment(t)
             ),
-            _ => format!("/runs/{}", encode(&n.run_id)),
+            _ => format!("/runs/{}", weir_model::text::url_segment(&n.run_id)),
         };
         let url = format!("{base_url}{path}");
         let mut body = String::new();
@@ -388,16 +388,6 @@ impl Rendered {
             }
         })
     }
-}
-
-/// A path segment with everything but RFC 3986's unreserved characters percent-encoded.
-fn encode(segment: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use weir_model::Dag;
 use weir_scheduler::ops;
 use weir_store::{Role, RunRow, TaskInstanceRow};
 
+use weir_model::text::url_segment;
+
 use crate::AppState;
 use crate::api::{
     self, BackfillAnswer, BackfillBody, ClearBody, MarkBody, MarkState, RerunArg, TriggerBody,
@@ -139,21 +141,10 @@ async fn page_caller(
     match auth::authenticate(state, headers).await {
         Ok(Some(c)) => Ok(c),
         Ok(None) => {
-            Err(Redirect::to(&format!("/login?next={}", urlencode(uri_path))).into_response())
+            Err(Redirect::to(&format!("/login?next={}", url_segment(uri_path))).into_response())
         }
         Err(e) => Err(PageError(e).into_response()),
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Unwraps the caller or returns the redirect to the login page.
@@ -491,7 +482,7 @@ async fn trigger_form(
         rerun: field(&fields, "rerun").is_some(),
     };
     let run = api::do_trigger(&state, &caller, &dag_id, &body).await?;
-    Ok(Redirect::to(&format!("/runs/{}", urlencode(&run.run_id))).into_response())
+    Ok(Redirect::to(&format!("/runs/{}", url_segment(&run.run_id))).into_response())
 }
 
 async fn backfill_page(
@@ -605,8 +596,8 @@ struct TaskRowView {
 fn task_href(run_id: &str, t: &TaskInstanceRow) -> String {
     let mut href = format!(
         "/runs/{}/tasks/{}",
-        urlencode(run_id),
-        urlencode(&t.task_id)
+        url_segment(run_id),
+        url_segment(&t.task_id)
     );
     if t.map_index >= 0 {
         href.push_str(&format!("?map_index={}", t.map_index));
@@ -684,8 +675,8 @@ async fn run_page(
     let svg = graph::dag_svg(&dag, &states, &|task| {
         Some(format!(
             "/runs/{}/tasks/{}",
-            urlencode(&href_run),
-            urlencode(task)
+            url_segment(&href_run),
+            url_segment(task)
         ))
     });
     let mut ctx = tera::Context::new();
@@ -727,7 +718,7 @@ async fn cancel_form(
     caller.require(Role::Operator)?;
     caller.check_csrf(form.csrf.as_deref())?;
     api::do_cancel(&state, &caller, &run_id).await?;
-    Ok(Redirect::to(&format!("/runs/{}", urlencode(&run_id))).into_response())
+    Ok(Redirect::to(&format!("/runs/{}", url_segment(&run_id))).into_response())
 }
 
 async fn mark_form(
@@ -765,7 +756,7 @@ async fn mark_form(
 fn back(fields: &Fields, run_id: &str) -> String {
     match field(fields, "back") {
         Some(b) if b.starts_with("/runs/") => b.to_owned(),
-        _ => format!("/runs/{}", urlencode(run_id)),
+        _ => format!("/runs/{}", url_segment(run_id)),
     }
 }
 
@@ -900,8 +891,8 @@ async fn task_page(
         "log_url",
         &format!(
             "/api/v1/runs/{}/tasks/{}/logs?try={try_number}&map_index={}",
-            urlencode(&run_id),
-            urlencode(&task_id),
+            url_segment(&run_id),
+            url_segment(&task_id),
             ti.map_index
         ),
     );
@@ -909,8 +900,8 @@ async fn task_page(
         "live_url",
         &format!(
             "/live/runs/{}/tasks/{}/log?try={try_number}&map_index={}&after={after}",
-            urlencode(&run_id),
-            urlencode(&task_id),
+            url_segment(&run_id),
+            url_segment(&task_id),
             ti.map_index
         ),
     );

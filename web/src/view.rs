@@ -386,7 +386,7 @@ pub(crate) async fn grid(
         store.recent_runs(dag.id(), 0, limit),
         store.grid_cells(dag.id(), limit)
     )?;
-    let mut runs: Vec<GridRun> = briefs
+    let runs: Vec<GridRun> = briefs
         .iter()
         .rev()
         .map(|r| GridRun {
@@ -399,7 +399,6 @@ pub(crate) async fn grid(
                 .map(|s| human_duration(r.ended_at.unwrap_or(now) - s)),
         })
         .collect();
-    runs.shrink_to_fit();
     let column: HashMap<&str, usize> = runs
         .iter()
         .enumerate()

@@ -21,7 +21,7 @@ async fn pages_show_each_role_what_it_may_do() {
         .await
         .expect("get");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(res.headers()["location"], "/login?next=/dags/web_demo");
+    assert_eq!(res.headers()["location"], "/login?next=%2Fdags%2Fweb_demo");
 
     let (viewer, _) = server.log_in("viewer").await;
     let (operator, _) = server.log_in("operator").await;
