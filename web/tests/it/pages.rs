@@ -239,3 +239,106 @@ async fn metrics_and_health_report_from_the_database() {
         assert!(text.contains(line), "no `{line}` in:\n{text}");
     }
 }
+
+/// A try that ran (claimed and completed as a worker does) shows on the task page: its
+/// validation checks as a table, its other outputs, its log, and the try in the tries list.
+#[tokio::test]
+async fn the_task_page_shows_checks_outputs_and_the_log_of_a_try() {
+    let server = Server::start(TestDb::sqlite().await).await;
+    let run = server.trigger(json!({"logical_date": "2024-05-02"})).await;
+    let store = server.store();
+    let now = chrono::Utc::now();
+    let ti = store
+        .task_instances(&run)
+        .await
+        .expect("tis")
+        .into_iter()
+        .find(|t| t.task_id == "extract")
+        .expect("extract");
+    store
+        .transition_tasks(
+            &[ti.id],
+            weir_model::TaskState::Scheduled,
+            weir_model::TaskState::Queued,
+            now,
+        )
+        .await
+        .expect("queue");
+    let claimed = store
+        .claim_tasks(
+            "w1",
+            &["default".to_owned()],
+            10,
+            now,
+            now + chrono::Duration::minutes(5),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let outputs = json!({
+        "checks": [
+            {"check": "row_count >= 10", "passed": true, "severity": "error", "observed": 12, "samples": []},
+            {"check": "not_null(email)", "passed": false, "severity": "warn", "observed": 2, "samples": [{"id": 7}]},
+        ],
+        "checks_passed": 1,
+        "checks_failed": 1,
+        "rows_checked": 12,
+    });
+    store
+        .complete_task(
+            &weir_store::Completion {
+                ti_id: ti.id,
+                worker_id: "w1".to_owned(),
+                try_number: 1,
+                state: weir_model::TaskState::Success,
+                outputs: Some(outputs),
+                error: None,
+                due_at: None,
+                log: vec![weir_store::NewLogLine {
+                    stream: "stdout",
+                    text: "validated <12> rows".to_owned(),
+                    at: now,
+                }],
+                give_back_try: false,
+                notify: Vec::new(),
+                wake: false,
+            },
+            now,
+        )
+        .await
+        .expect("complete");
+    let (viewer, _) = server.log_in("viewer").await;
+    let (status, html) = server
+        .page(&viewer, &format!("/runs/{run}/tasks/extract"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let checks = html
+        .split("<table class=\"checks\">")
+        .nth(1)
+        .expect("a checks table");
+    let checks = checks.split("</table>").next().expect("its end");
+    assert_eq!(
+        checks.matches("<tr class=\"passed\">").count(),
+        1,
+        "{checks}"
+    );
+    assert_eq!(
+        checks.matches("<tr class=\"failed\">").count(),
+        1,
+        "{checks}"
+    );
+    assert!(
+        checks.contains("not_null(email)") && checks.contains("warn"),
+        "{checks}"
+    );
+    assert!(html.contains("rows_checked"), "the other outputs are shown");
+    assert!(
+        html.contains("validated &lt;12&gt; rows"),
+        "the log, escaped"
+    );
+    assert!(html.contains("try 1"), "the tries list");
+    assert!(
+        !html.contains("data-log="),
+        "a finished try's log is not live"
+    );
+}
