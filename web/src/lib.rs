@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::routes())
         .merge(live::routes())
         .merge(ops_metrics::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::same_origin,
+        ))
         .layer(axum::middleware::from_fn(ops_metrics::access_log))
         .with_state(state)
 }

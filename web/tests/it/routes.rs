@@ -497,6 +497,44 @@ async fn a_cookie_session_needs_the_csrf_token_to_change_anything() {
         .expect("post");
     assert_eq!(res.status(), StatusCode::OK);
     assert!(server.store().dag("web_demo").await.expect("dag").paused);
+    // A browser's request from another site is refused even with the right token; the same
+    // site passes.
+    let unpause = format!("{}/api/v1/dags/web_demo/unpause", server.base);
+    let res = server
+        .http
+        .post(&unpause)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&res.text().await.expect("body")), "csrf");
+    assert!(server.store().dag("web_demo").await.expect("dag").paused);
+    let res = server
+        .http
+        .post(&unpause)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", &server.base)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = server
+        .http
+        .post(format!("{}/login", server.base))
+        .header("origin", "http://evil.example")
+        .form(&[("name", "admin"), ("password", crate::PASSWORD)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "a cross-site login is refused"
+    );
     // Reading needs no token.
     let res = server
         .http
