@@ -25,7 +25,11 @@ pub(crate) enum Command {
         no_auth: bool,
     },
     /// Runs the scheduler.
-    Scheduler,
+    Scheduler {
+        /// Also serve `/metrics` and `/health` on this address (e.g. 127.0.0.1:9101).
+        #[arg(long, value_name = "ADDR")]
+        metrics_bind: Option<std::net::SocketAddr>,
+    },
     /// Runs a worker.
     Worker {
         /// Queues to take tasks from (comma-separated).
@@ -34,6 +38,10 @@ pub(crate) enum Command {
         /// Task instances run at once.
         #[arg(long)]
         concurrency: Option<u32>,
+        /// Also serve `/metrics` and `/health` on this address (this worker's task durations
+        /// and loaded rows, with the database's gauges).
+        #[arg(long, value_name = "ADDR")]
+        metrics_bind: Option<std::net::SocketAddr>,
     },
     /// Runs the web server.
     Web {

@@ -106,6 +106,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only `/metrics` and `/health` (for `weir worker` and `weir scheduler`, whose process
+/// figures only they know), with the same auth.
+pub fn ops_router(state: AppState) -> Router {
+    ops_metrics::install_recorder();
+    Router::new()
+        .merge(ops_metrics::routes())
+        .layer(axum::middleware::from_fn(ops_metrics::access_log))
+        .with_state(state)
+}
+
 /// Binds the configured address (port 0 picks a free one: see `local_addr`).
 ///
 /// # Errors
@@ -123,7 +133,19 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serves `router` (from [`router`] or [`ops_router`]) on `listener` until `shutdown`.
+///
+/// # Errors
+/// The listener fails.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -46,11 +46,12 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
     Ok(match command {
         Command::Standalone { no_auth } => serve::standalone(config, no_auth).await?,
         Command::Web { no_auth } => serve::web(config, no_auth).await?,
-        Command::Scheduler => serve::scheduler(config).await?,
+        Command::Scheduler { metrics_bind } => serve::scheduler(config, metrics_bind).await?,
         Command::Worker {
             queues,
             concurrency,
-        } => serve::worker(config, &queues, concurrency).await?,
+            metrics_bind,
+        } => serve::worker(config, &queues, concurrency, metrics_bind).await?,
         Command::Db(DbCommand::Migrate) => serve::migrate(config).await?,
         Command::Db(DbCommand::Cleanup { older_than }) => {
             serve::cleanup(config, &older_than).await?

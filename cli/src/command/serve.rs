@@ -95,20 +95,22 @@ pub(crate) async fn web(config: &Config, no_auth: bool) -> Result<u8> {
 }
 
 /// The scheduler alone (one is active per database; others stand by).
-pub(crate) async fn scheduler(config: &Config) -> Result<u8> {
+pub(crate) async fn scheduler(
+    config: &Config,
+    metrics_bind: Option<std::net::SocketAddr>,
+) -> Result<u8> {
     let store = open_store(config).await?;
     eprintln!(
         "weir scheduler: dags from {}, metadata in {}",
         config.dags_folder.display(),
         store.display_url()
     );
-    weir_scheduler::run(
-        store.clone(),
-        scheduler_config(config)?,
-        clock(),
-        shutdown_on_signal(),
-    )
-    .await?;
+    let shutdown = shutdown_on_signal();
+    let metrics = metrics_server(&store, config, metrics_bind, &shutdown).await?;
+    weir_scheduler::run(store.clone(), scheduler_config(config)?, clock(), shutdown).await?;
+    if let Some(m) = metrics {
+        m.await.context("metrics task")?.context("metrics server")?;
+    }
     store.close().await;
     Ok(EXIT_OK)
 }
@@ -118,6 +120,7 @@ pub(crate) async fn worker(
     config: &Config,
     queues: &[String],
     concurrency: Option<u32>,
+    metrics_bind: Option<std::net::SocketAddr>,
 ) -> Result<u8> {
     let store = open_store(config).await?;
     let cfg = worker_config(config, queues, concurrency)?;
@@ -127,9 +130,41 @@ pub(crate) async fn worker(
         cfg.concurrency,
         store.display_url()
     );
-    weir_worker::run(store.clone(), cfg, clock(), shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    let metrics = metrics_server(&store, config, metrics_bind, &shutdown).await?;
+    weir_worker::run(store.clone(), cfg, clock(), shutdown).await?;
+    if let Some(m) = metrics {
+        m.await.context("metrics task")?.context("metrics server")?;
+    }
     store.close().await;
     Ok(EXIT_OK)
+}
+
+/// With `--metrics-bind`, serves `/metrics` and `/health` of this process until `shutdown`.
+async fn metrics_server(
+    store: &weir_store::Store,
+    config: &Config,
+    bind: Option<std::net::SocketAddr>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(bind) = bind else {
+        return Ok(None);
+    };
+    let web = weir_web::WebConfig {
+        bind,
+        base_url: crate::engine::base_url(config),
+        no_auth: false,
+    };
+    let listener = weir_web::bind(&web)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (--metrics-bind)"))?;
+    eprintln!("metrics at http://{}/metrics", listener.local_addr()?);
+    let state = weir_web::AppState::new(store.clone(), web, clock())?;
+    Ok(Some(tokio::spawn(weir_web::serve_router(
+        listener,
+        weir_web::ops_router(state),
+        shutdown.clone(),
+    ))))
 }
 
 /// `weir db cleanup --older-than D`: deletes finished runs that ended more than `D` ago, with

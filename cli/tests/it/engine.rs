@@ -975,3 +975,125 @@ async fn postgres_a_standby_scheduler_takes_over_when_the_active_one_dies() {
     let _ = second.wait();
     assert_eq!(done.state, RunState::Success);
 }
+
+/// Postgres only: a `weir worker --metrics-bind` process serves `/metrics` (to an API token
+/// only) with its own figures (the tries it ran, the rows it loaded) beside the database's
+/// gauges, while the scheduler runs elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_separate_worker_serves_its_own_metrics() {
+    use std::io::BufRead;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/m.yaml"),
+        "id: m\ntasks:\n  a: {kind: shell, run: echo a}\n  b: {kind: shell, run: echo b, depends_on: a}\n",
+    )
+    .expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n", db.url),
+    )
+    .expect("config");
+    let now = Utc::now();
+    let hash = weir_web::auth::hash_password("a long password").expect("hash");
+    db.store
+        .create_user("scraper", weir_store::Role::Viewer, &hash, now)
+        .await
+        .expect("user");
+    let token = weir_web::auth::new_api_token();
+    db.store
+        .add_token("scraper", &weir_web::auth::digest(&token), now)
+        .await
+        .expect("token");
+
+    let shutdown = CancellationToken::new();
+    let mut cfg = scheduler_config(dir.path());
+    cfg.scan_interval = Duration::from_millis(500);
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        db.store.clone(),
+        cfg,
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "worker",
+            "--concurrency",
+            "3",
+            "--metrics-bind",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start worker");
+    let mut lines = std::io::BufReader::new(worker.stderr.take().expect("stderr")).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("metrics at ").map(str::to_owned))
+        .expect("the worker prints its metrics address");
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while db.store.dag("m").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DAG was never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run =
+        weir_scheduler::ops::trigger(&db.store, "m", &Default::default(), None, false, Utc::now())
+            .await
+            .expect("trigger")
+            .run;
+    while !db
+        .store
+        .run(&run.run_id)
+        .await
+        .expect("run")
+        .state
+        .is_finished()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let anonymous = http.get(&url).send().await.expect("metrics");
+    let text = http
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    let _ = worker.wait();
+    shutdown.cancel();
+    let _ = scheduler.await;
+    assert_eq!(anonymous.status(), reqwest::StatusCode::UNAUTHORIZED);
+    for line in [
+        "weir_task_duration_seconds_count{kind=\"shell\",outcome=\"success\"} 2",
+        "weir_runs{state=\"success\"} 1",
+        "weir_task_instances{state=\"success\"} 2",
+    ] {
+        assert!(text.contains(line), "no `{line}` in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("weir_worker_slots{worker=") && l.ends_with(" 3")),
+        "no slots of this worker in:\n{text}"
+    );
+}
