@@ -165,14 +165,14 @@ pub fn openapi_document() -> &'static utoipa::openapi::OpenApi {
 }
 
 /// A JSON body whose rejections answer in the API's error shape.
-struct Body_<T>(T);
+struct JsonBody<T>(T);
 
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Body_<T> {
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = WebError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, WebError> {
         match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body_(v)),
+            Ok(Json(v)) => Ok(JsonBody(v)),
             Err(e @ JsonRejection::MissingJsonContentType(_)) => Err(WebError::bad_request(
                 format!("{e}: send Content-Type: application/json"),
             )),
@@ -440,7 +440,7 @@ async fn trigger(
     caller: Caller,
     headers: HeaderMap,
     Path(dag_id): Path<String>,
-    Body_(body): Body_<TriggerBody>,
+    JsonBody(body): JsonBody<TriggerBody>,
 ) -> Result<(StatusCode, Json<RunJson>), WebError> {
     operator(&caller, &headers)?;
     Ok((
@@ -603,7 +603,7 @@ async fn backfill(
     caller: Caller,
     headers: HeaderMap,
     Path(dag_id): Path<String>,
-    Body_(body): Body_<BackfillBody>,
+    JsonBody(body): JsonBody<BackfillBody>,
 ) -> Result<Response, WebError> {
     operator(&caller, &headers)?;
     let answer = do_backfill(&state, &caller, &dag_id, &body).await?;
@@ -703,7 +703,7 @@ async fn clear_run(
     caller: Caller,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Body_(body): Body_<ClearBody>,
+    JsonBody(body): JsonBody<ClearBody>,
 ) -> Result<Json<Changed>, WebError> {
     operator(&caller, &headers)?;
     Ok(Json(do_clear(&state, &caller, &run_id, &body).await?))
@@ -802,7 +802,7 @@ async fn mark_run(
     caller: Caller,
     headers: HeaderMap,
     Path(run_id): Path<String>,
-    Body_(body): Body_<MarkBody>,
+    JsonBody(body): JsonBody<MarkBody>,
 ) -> Result<Json<Changed>, WebError> {
     operator(&caller, &headers)?;
     Ok(Json(do_mark(&state, &caller, &run_id, &body).await?))
