@@ -5,10 +5,10 @@
 //! trigger. Screenshots go to a temporary folder, or to docs/screenshots/ with
 //! `WEIR_SCREENSHOTS=docs`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::{examples_copy, repo, stderr};
+use super::{Standalone, examples_copy, repo, stderr};
 
 /// A DAG whose one task logs a line every 0.4 s for 4 s: long enough to watch live.
 const SLOW_LOG: &str = "id: slow_log
@@ -38,34 +38,12 @@ fn the_web_ui_works_in_a_real_browser() {
         "id: broken\ntasks:\n  a: {kind: shel}\n",
     )
     .expect("broken");
-    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("standalone")
-        .current_dir(dir.path())
-        .env_remove("WEIR_DATABASE_URL")
-        .env("WEIR_WEB_BIND", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start standalone");
-    // Its first lines name the admin's password and the address it listens on.
-    let mut lines = BufReader::new(standalone.stdout.take().expect("stdout")).lines();
-    let (mut password, mut base) = (None, None);
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if let Some(rest) = line.split("password ").nth(1) {
-            password = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(rest) = line.split("web UI at ").nth(1) {
-            base = rest.split_whitespace().next().map(str::to_owned);
-            break;
-        }
-    }
-    // Keep reading its output so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let (Some(password), Some(base)) = (password, base) else {
-        let _ = standalone.kill();
-        panic!("standalone did not print the admin password and its address");
-    };
+    let standalone = Standalone::start(dir.path());
+    let base = standalone.url.clone();
+    let password = standalone
+        .admin_password
+        .clone()
+        .expect("standalone printed the first admin's password");
     let mut create = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
             "users",
@@ -101,10 +79,7 @@ fn the_web_ui_works_in_a_real_browser() {
         .env("SHOTS", &shots)
         .output()
         .expect("node");
-    let _ = Command::new("kill")
-        .args(["-TERM", &standalone.id().to_string()])
-        .status();
-    let _ = standalone.wait();
+    drop(standalone);
     assert!(
         out.status.success(),
         "{}\n{}",

@@ -52,6 +52,62 @@ fn examples_copy() -> tempfile::TempDir {
     dir
 }
 
+/// A running `weir standalone` in `dir` with its web server on a free port.
+struct Standalone {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    url: String,
+    /// The first admin's password, printed on the first start.
+    admin_password: Option<String>,
+}
+
+impl Standalone {
+    fn start(dir: &Path) -> Standalone {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("standalone")
+            .current_dir(dir)
+            .env_remove("WEIR_DATABASE_URL")
+            .env("WEIR_WEB_BIND", "127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start standalone");
+        // Its first lines name the admin's password and the address it listens on.
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (mut admin_password, mut url) = (None, None);
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(rest) = line.split("password ").nth(1) {
+                admin_password = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.split("web UI at ").nth(1) {
+                url = rest.split_whitespace().next().map(str::to_owned);
+                break;
+            }
+        }
+        // Keep reading its output so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let Some(url) = url else {
+            let _ = child.kill();
+            panic!("standalone did not print its address");
+        };
+        Standalone {
+            child,
+            url,
+            admin_password,
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

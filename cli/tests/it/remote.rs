@@ -2,10 +2,10 @@
 //! its API, from a folder with no database (none is created there), with the local output
 //! shapes and exit codes.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use super::{examples_copy, stderr, stdout};
+use super::{Standalone, examples_copy, stderr, stdout};
 
 /// Runs `weir` in `dir` against the API at `url` with `token`.
 fn remote(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Output {
@@ -48,27 +48,8 @@ fn token_for(dir: &std::path::Path, name: &str, role: &str) -> String {
 #[test]
 fn the_cli_works_against_a_remote_weir() {
     let server_dir = examples_copy();
-    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("standalone")
-        .current_dir(server_dir.path())
-        .env_remove("WEIR_DATABASE_URL")
-        .env("WEIR_WEB_BIND", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("standalone");
-    let mut lines = BufReader::new(standalone.stdout.take().expect("stdout")).lines();
-    let url = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("web UI at ")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_owned)
-        })
-        .expect("the address standalone listens on");
-    std::thread::spawn(move || lines.for_each(drop));
+    let standalone = Standalone::start(server_dir.path());
+    let url = standalone.url.clone();
     let operator = token_for(server_dir.path(), "ops", "operator");
     let viewer = token_for(server_dir.path(), "watcher", "viewer");
     let here = tempfile::tempdir().expect("tempdir");
@@ -171,10 +152,7 @@ fn the_cli_works_against_a_remote_weir() {
         Ok(())
     };
     let outcome = check();
-    let _ = Command::new("kill")
-        .args(["-TERM", &standalone.id().to_string()])
-        .status();
-    let _ = standalone.wait();
+    drop(standalone);
     outcome.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         !dir.join(".weir").exists(),
