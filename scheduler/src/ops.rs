@@ -91,7 +91,7 @@ pub async fn trigger(
             })
         }
         Some(existing) => Err(SchedulerError::Conflict(format!(
-            "DAG `{}` already has a run at {} ({}): rerun it instead",
+            "DAG `{}` already has a run at {} ({})",
             dag.id(),
             logical_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             existing.run_id
