@@ -201,8 +201,7 @@ async fn audit(
 
 /// An operator's state-changing call: role, then CSRF (cookie sessions only).
 fn operator(caller: &Caller, headers: &HeaderMap) -> Result<(), WebError> {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))
+    caller.operate(headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()))
 }
 
 /// `limit` and `offset` of a list.

@@ -166,6 +166,17 @@ impl Caller {
         }
     }
 
+    /// Refuses a state-changing request unless the caller is an operator (or admin) and, on a
+    /// cookie session, `csrf` is the session's token: the check every form and API call that
+    /// changes something makes first.
+    ///
+    /// # Errors
+    /// [`WebError::forbidden`], then [`WebError::csrf`].
+    pub fn operate(&self, csrf: Option<&str>) -> Result<(), WebError> {
+        self.require(Role::Operator)?;
+        self.check_csrf(csrf)
+    }
+
     /// The CSRF token forms must carry (empty when none is needed).
     #[must_use]
     pub fn csrf(&self) -> &str {

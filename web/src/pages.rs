@@ -473,8 +473,7 @@ async fn trigger_form(
     Path(dag_id): Path<String>,
     Form(fields): Form<Fields>,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(field(&fields, "csrf"))?;
+    caller.operate(field(&fields, "csrf"))?;
     let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
     let body = TriggerBody {
         params: form_params(&dag, &fields)?,
@@ -508,8 +507,7 @@ async fn backfill_form(
     Path(dag_id): Path<String>,
     Form(fields): Form<Fields>,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(field(&fields, "csrf"))?;
+    caller.operate(field(&fields, "csrf"))?;
     let date = |name: &str| {
         let text = field(&fields, name).unwrap_or("").trim();
         chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
@@ -572,8 +570,7 @@ async fn paused_form(
     form: &CsrfForm,
     paused: bool,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(form.csrf.as_deref())?;
+    caller.operate(form.csrf.as_deref())?;
     api::set_paused(state, caller, dag_id, paused).await?;
     Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
 }
@@ -694,8 +691,7 @@ async fn clear_form(
     Path(run_id): Path<String>,
     Form(fields): Form<Fields>,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(field(&fields, "csrf"))?;
+    caller.operate(field(&fields, "csrf"))?;
     let body = ClearBody {
         task_ids: field(&fields, "task_id")
             .filter(|t| !t.is_empty())
@@ -715,8 +711,7 @@ async fn cancel_form(
     Path(run_id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(form.csrf.as_deref())?;
+    caller.operate(form.csrf.as_deref())?;
     api::do_cancel(&state, &caller, &run_id).await?;
     Ok(Redirect::to(&format!("/runs/{}", url_segment(&run_id))).into_response())
 }
@@ -727,8 +722,7 @@ async fn mark_form(
     Path(run_id): Path<String>,
     Form(fields): Form<Fields>,
 ) -> PageResult {
-    caller.require(Role::Operator)?;
-    caller.check_csrf(field(&fields, "csrf"))?;
+    caller.operate(field(&fields, "csrf"))?;
     let to = match field(&fields, "state") {
         Some("success") => MarkState::Success,
         Some("failed") => MarkState::Failed,
