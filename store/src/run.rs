@@ -175,6 +175,8 @@ pub struct RunFilter {
     pub state: Option<RunState>,
     /// At most this many, newest logical date first.
     pub limit: i64,
+    /// After skipping this many.
+    pub offset: i64,
 }
 
 /// The id of a DAG's run at a logical date: readable, and unique because `(dag_id,
@@ -285,7 +287,7 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM weir_runs
              WHERE ($1 IS NULL OR dag_id = $1) AND ($2 IS NULL OR state = $2)
-             ORDER BY logical_date DESC, run_id LIMIT $3"
+             ORDER BY logical_date DESC, run_id LIMIT $3 OFFSET $4"
         );
         let limit = if filter.limit > 0 { filter.limit } else { 100 };
         let rows = with_pool!(self, |pool| {
@@ -293,6 +295,7 @@ impl Store {
                 .bind(filter.dag_id.as_deref())
                 .bind(filter.state.map(RunState::as_str))
                 .bind(limit)
+                .bind(filter.offset.max(0))
                 .fetch_all(pool)
                 .await?
         });

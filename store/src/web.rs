@@ -197,17 +197,19 @@ impl Store {
         Ok(())
     }
 
-    /// The newest audit entries with an id below `before` (`i64::MAX` for the newest).
+    /// The newest audit entries with an id below `before` (`i64::MAX` for the newest),
+    /// `offset` skipped.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn audit_log(&self, before: i64, limit: i64) -> Result<Vec<AuditRow>> {
+    pub async fn audit_log(&self, before: i64, offset: i64, limit: i64) -> Result<Vec<AuditRow>> {
         Ok(with_pool!(self, |pool| {
             sqlx::query_as::<_, AuditRow>(
-                "SELECT id, at, user_name, action, target, detail FROM weir_audit WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                "SELECT id, at, user_name, action, target, detail FROM weir_audit WHERE id < $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
             )
             .bind(before)
             .bind(limit)
+            .bind(offset)
             .fetch_all(pool)
             .await?
         }))

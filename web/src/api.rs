@@ -221,6 +221,14 @@ impl Paging {
     fn offset(&self) -> i64 {
         self.offset.unwrap_or(0).max(0)
     }
+
+    /// A page from rows fetched with `limit() + 1`: the first `limit()`, mapped, and whether
+    /// there were more.
+    fn split<R, T>(&self, rows: Vec<R>, map: impl FnMut(R) -> T) -> (Vec<T>, bool) {
+        let limit = usize::try_from(self.limit()).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        (rows.into_iter().take(limit).map(map).collect(), more)
+    }
 }
 
 /// A list answer: the page, with a `Link: rel="next"` header when `more`.
@@ -474,24 +482,16 @@ async fn list_runs(
         None => None,
     };
     // One more than asked tells whether there is a next page.
-    let mut runs = state
+    let runs = state
         .store
         .list_runs(&RunFilter {
             dag_id: Some(dag_id.clone()),
             state: run_state,
-            limit: paging.offset() + paging.limit() + 1,
+            limit: paging.limit() + 1,
+            offset: paging.offset(),
         })
         .await?;
-    let runs: Vec<_> = runs
-        .drain(..)
-        .skip(usize::try_from(paging.offset()).unwrap_or(0))
-        .collect();
-    let more = runs.len() as i64 > paging.limit();
-    let items: Vec<RunSummary> = runs
-        .iter()
-        .take(usize::try_from(paging.limit()).unwrap_or(0))
-        .map(RunSummary::from)
-        .collect();
+    let (items, more) = paging.split(runs, |r| RunSummary::from(&r));
     let extra = q.state.map(|s| format!("&state={s}")).unwrap_or_default();
     Ok(page(
         items,
@@ -904,20 +904,12 @@ async fn audit_log(
     Query(paging): Query<Paging>,
 ) -> Result<Response, WebError> {
     caller.require(Role::Admin)?;
-    let mut rows = state
+    // One more than asked tells whether there is a next page.
+    let rows = state
         .store
-        .audit_log(i64::MAX, paging.offset() + paging.limit() + 1)
+        .audit_log(i64::MAX, paging.offset(), paging.limit() + 1)
         .await?;
-    let rows: Vec<AuditRow> = rows
-        .drain(..)
-        .skip(usize::try_from(paging.offset()).unwrap_or(0))
-        .collect();
-    let more = rows.len() as i64 > paging.limit();
-    let items: Vec<AuditEntry> = rows
-        .into_iter()
-        .take(usize::try_from(paging.limit()).unwrap_or(0))
-        .map(AuditEntry::from)
-        .collect();
+    let (items, more) = paging.split(rows, AuditEntry::from);
     Ok(page(items, more, "/audit", &paging, ""))
 }
 

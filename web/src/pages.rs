@@ -936,7 +936,7 @@ async fn audit_page(
     caller.require(Role::Admin)?;
     let rows = state
         .store
-        .audit_log(q.before.unwrap_or(i64::MAX), PER_PAGE)
+        .audit_log(q.before.unwrap_or(i64::MAX), 0, PER_PAGE)
         .await?;
     let next = (rows.len() as i64 == PER_PAGE)
         .then(|| rows.last().map(|r| r.id))

@@ -179,6 +179,7 @@ pub(crate) async fn list(
             dag_id: dag.map(str::to_owned),
             state,
             limit: 100,
+            ..RunFilter::default()
         })
         .await?;
     let mut out = std::io::stdout().lock();

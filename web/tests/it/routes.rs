@@ -387,6 +387,21 @@ async fn backfill_cancel_mark_clear_and_audit(server: Server) {
     for (got, want) in actions.iter().zip(expected) {
         assert_eq!(got, &("operator".to_owned(), want.to_owned()));
     }
+    // A page of the audit log: skipping the newest, two entries, and more after them.
+    let res = server
+        .http
+        .get(format!("{}/api/v1/audit?limit=2&offset=1", server.base))
+        .bearer_auth(server.token(Role::Admin))
+        .send()
+        .await
+        .expect("audit");
+    assert!(res.headers().get("link").is_some(), "a next page");
+    let page: Vec<Value> = res.json().await.expect("json");
+    let page: Vec<&str> = page
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(page, ["clear", "mark_success"]);
 }
 
 #[tokio::test]
