@@ -481,7 +481,7 @@ async fn trigger_form(
         rerun: field(&fields, "rerun").is_some(),
     };
     let run = api::do_trigger(&state, &caller, &dag_id, &body).await?;
-    Ok(Redirect::to(&format!("/runs/{}", url_segment(&run.run_id))).into_response())
+    Ok(Redirect::to(&format!("/runs/{}", url_segment(&run.run.run_id))).into_response())
 }
 
 async fn backfill_page(

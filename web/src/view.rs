@@ -16,23 +16,13 @@ pub(crate) fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// A run as `weir runs show --json` prints it (SPEC §5).
+/// A run as `weir runs show --json` prints it (SPEC §5): the run's fields (with its start
+/// and end, which SPEC §5 allows to add) and its task instances.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunJson {
-    /// Run id.
-    pub run_id: String,
-    /// DAG id.
-    pub dag_id: String,
-    /// `queued`, `running`, `success`, `failed` or `cancelled`.
-    pub state: String,
-    /// `scheduled`, `manual` or `backfill`.
-    pub run_type: String,
-    /// RFC 3339 UTC.
-    pub logical_date: String,
-    /// RFC 3339 UTC.
-    pub data_interval_start: String,
-    /// RFC 3339 UTC.
-    pub data_interval_end: String,
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunSummary,
     /// Its task instances, in the DAG's order.
     pub tasks: Vec<TaskJson>,
 }
@@ -118,13 +108,7 @@ impl From<&RunRow> for RunSummary {
 pub async fn run_json(store: &Store, run: &RunRow) -> Result<RunJson, weir_store::StoreError> {
     let tasks = store.task_instances(&run.run_id).await?;
     Ok(RunJson {
-        run_id: run.run_id.clone(),
-        dag_id: run.dag_id.clone(),
-        state: run.state.as_str().to_owned(),
-        run_type: run.run_type.as_str().to_owned(),
-        logical_date: rfc(run.logical_date),
-        data_interval_start: rfc(run.data_interval_start),
-        data_interval_end: rfc(run.data_interval_end),
+        run: RunSummary::from(run),
         tasks: tasks.into_iter().map(TaskJson::from).collect(),
     })
 }
