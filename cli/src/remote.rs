@@ -16,6 +16,7 @@ use weir_model::text::url_segment;
 use crate::args::{
     BackfillArgs, ClearArgs, Command, DagsCommand, LogsArgs, RunsCommand, TriggerArgs,
 };
+use crate::command::runs::{TaskLine, write_run};
 use crate::command::{EXIT_FAILED, EXIT_OK};
 
 /// How often `--wait` asks for the run again.
@@ -244,34 +245,33 @@ async fn wait_for(remote: &Remote, run_id: &str) -> Result<Value> {
 }
 
 fn print_run(run: &Value) -> Result<()> {
-    let mut out = std::io::stdout().lock();
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    writeln!(
-        out,
-        "{}  {}  {} ({}), logical date {}",
-        s(&run["run_id"]),
-        s(&run["state"]),
-        s(&run["dag_id"]),
-        s(&run["run_type"]),
-        s(&run["logical_date"])
-    )?;
-    for t in run["tasks"].as_array().into_iter().flatten() {
-        let label = match t["map_index"].as_i64() {
-            Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
-            _ => s(&t["task_id"]),
-        };
-        let error = t["error"]
-            .as_str()
-            .map(|e| format!("  {e}"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "  {label:<24}  {:<15}  try {}{error}",
-            s(&t["state"]),
-            t["try_number"]
-        )?;
-    }
-    Ok(())
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    let tasks = run["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| TaskLine {
+            label: match t["map_index"].as_i64() {
+                Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
+                _ => s(&t["task_id"]),
+            },
+            state: s(&t["state"]),
+            try_number: t["try_number"].as_i64().unwrap_or(0),
+            // The API's times are whole seconds.
+            took: match (time(&t["started_at"]), time(&t["ended_at"])) {
+                (Some(a), Some(b)) => format!("{}s", (b - a).num_seconds()),
+                _ => String::new(),
+            },
+            error: t["error"].as_str().map(str::to_owned),
+        })
+        .collect();
+    let header = ["run_id", "state", "dag_id", "run_type", "logical_date"]
+        .map(|k| run[k].as_str().unwrap_or(""));
+    write_run(header, tasks)
 }
 
 async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {

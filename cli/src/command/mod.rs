@@ -2,7 +2,7 @@
 
 mod backfill;
 mod dags;
-mod runs;
+pub(crate) mod runs;
 mod serve;
 mod task_test;
 mod users;

@@ -114,34 +114,56 @@ async fn wait_for(store: &Store, run_id: &str, verbose: bool) -> Result<RunRow> 
 }
 
 async fn print_run(store: &Store, run: &RunRow) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{}  {}  {} ({}), logical date {}",
-        run.run_id,
-        run.state,
-        run.dag_id,
-        run.run_type,
-        rfc(run.logical_date)
-    )?;
     let tasks = store.task_instances(&run.run_id).await?;
-    let width = tasks.iter().map(|t| t.task_id.len() + 4).max().unwrap_or(4);
-    for t in tasks {
-        let label = if t.map_index >= 0 {
-            format!("{}[{}]", t.task_id, t.map_index)
-        } else {
-            t.task_id.clone()
-        };
-        let took = match (t.started_at, t.ended_at) {
+    let lines = tasks.into_iter().map(|t| TaskLine {
+        took: match (t.started_at, t.ended_at) {
             (Some(s), Some(e)) => format!("{:.2}s", (e - s).num_milliseconds() as f64 / 1000.0),
             _ => String::new(),
-        };
+        },
+        label: if t.map_index >= 0 {
+            format!("{}[{}]", t.task_id, t.map_index)
+        } else {
+            t.task_id
+        },
+        state: t.state.as_str().to_owned(),
+        try_number: i64::from(t.try_number),
+        error: t.error,
+    });
+    let header = [
+        run.run_id.as_str(),
+        run.state.as_str(),
+        run.dag_id.as_str(),
+        run.run_type.as_str(),
+        &rfc(run.logical_date),
+    ];
+    write_run(header, lines.collect())
+}
+
+/// A task instance's line under a run (`runs show`, `trigger --wait`, local or remote).
+pub(crate) struct TaskLine {
+    pub(crate) label: String,
+    pub(crate) state: String,
+    pub(crate) try_number: i64,
+    /// How long its try took, in words (empty when unknown).
+    pub(crate) took: String,
+    pub(crate) error: Option<String>,
+}
+
+/// Prints a run: `[run_id, state, dag_id, run_type, logical_date]`, then a line a task.
+pub(crate) fn write_run(header: [&str; 5], tasks: Vec<TaskLine>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let [run_id, state, dag_id, run_type, logical_date] = header;
+    writeln!(
+        out,
+        "{run_id}  {state}  {dag_id} ({run_type}), logical date {logical_date}"
+    )?;
+    let width = tasks.iter().map(|t| t.label.len()).max().unwrap_or(0) + 4;
+    for t in tasks {
         let error = t.error.map(|e| format!("  {e}")).unwrap_or_default();
         writeln!(
             out,
-            "  {label:<width$}  {:<15}  try {}  {took}{error}",
-            t.state.as_str(),
-            t.try_number
+            "  {:<width$}  {:<15}  try {}  {}{error}",
+            t.label, t.state, t.try_number, t.took
         )?;
     }
     Ok(())
