@@ -89,29 +89,18 @@ impl TestDb {
 async fn postgres_admin_url() -> String {
     static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     URL.get_or_init(|| async {
-        if let Ok(url) = std::env::var("WEIR_TEST_POSTGRES_URL") {
-            // Named explicitly: used as is, never replaced by another server.
-            return url;
-        }
-        let forced = std::env::var("WEIR_TEST_POSTGRES").is_ok_and(|v| v == "throwaway");
-        if !forced && answers(DEFAULT_POSTGRES_URL).await {
-            return DEFAULT_POSTGRES_URL.to_owned();
-        }
-        match tokio::task::spawn_blocking(cluster::start).await {
-            Ok(Ok(c)) => {
-                let why = if forced {
-                    "WEIR_TEST_POSTGRES=throwaway".to_owned()
-                } else {
-                    format!("no Postgres at {DEFAULT_POSTGRES_URL}")
-                };
-                eprintln!("weir-testkit: {why}; using a throwaway cluster at {}", c.url);
-                c.url
-            }
-            Ok(Err(e)) => panic!(
-                "Postgres is needed for this test: nothing answers at {DEFAULT_POSTGRES_URL} and {e}"
-            ),
-            Err(e) => panic!("starting a throwaway Postgres panicked: {e}"),
-        }
+        choose_server(
+            &ServerChoice {
+                name: "Postgres",
+                url_var: "WEIR_TEST_POSTGRES_URL",
+                force_var: "WEIR_TEST_POSTGRES",
+                default_url: DEFAULT_POSTGRES_URL,
+                throwaway: "cluster",
+            },
+            answers(DEFAULT_POSTGRES_URL),
+            cluster::start,
+        )
+        .await
     })
     .await
     .clone()
@@ -123,34 +112,70 @@ async fn postgres_admin_url() -> String {
 async fn mysql_admin_url() -> String {
     static URL: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     URL.get_or_init(|| async {
-        if let Ok(url) = std::env::var("WEIR_TEST_MYSQL_URL") {
-            return url;
-        }
-        let forced = std::env::var("WEIR_TEST_MYSQL").is_ok_and(|v| v == "throwaway");
-        if !forced && mysql_answers(DEFAULT_MYSQL_URL).await {
-            return DEFAULT_MYSQL_URL.to_owned();
-        }
-        match tokio::task::spawn_blocking(cluster::start_mariadb).await {
-            Ok(Ok(c)) => {
-                let why = if forced {
-                    "WEIR_TEST_MYSQL=throwaway".to_owned()
-                } else {
-                    format!("no MariaDB at {DEFAULT_MYSQL_URL}")
-                };
-                eprintln!("weir-testkit: {why}; using a throwaway server at {}", c.url);
-                c.url
-            }
-            Ok(Err(e)) => panic!(
-                "MariaDB is needed for this test: nothing answers at {DEFAULT_MYSQL_URL} and {e}"
-            ),
-            Err(e) => panic!("starting a throwaway MariaDB panicked: {e}"),
-        }
+        choose_server(
+            &ServerChoice {
+                name: "MariaDB",
+                url_var: "WEIR_TEST_MYSQL_URL",
+                force_var: "WEIR_TEST_MYSQL",
+                default_url: DEFAULT_MYSQL_URL,
+                throwaway: "server",
+            },
+            mysql_answers(DEFAULT_MYSQL_URL),
+            cluster::start_mariadb,
+        )
+        .await
     })
     .await
     .clone()
 }
 
-/// Whether a MySQL/MariaDB server accepts a connection at `url` within a few seconds.
+/// How to find a test server of one kind.
+struct ServerChoice {
+    name: &'static str,
+    /// Names the server to use, as is (never replaced by another).
+    url_var: &'static str,
+    /// `=throwaway` forces a throwaway server.
+    force_var: &'static str,
+    default_url: &'static str,
+    /// What the throwaway one is called in the message.
+    throwaway: &'static str,
+}
+
+/// The URL of `url_var` when set; else the default server when it answers; else a throwaway
+/// one from the machine's binaries. Panics, saying why, when none can be had.
+async fn choose_server(
+    c: &ServerChoice,
+    default_answers: impl std::future::Future<Output = bool>,
+    start: fn() -> Result<cluster::Cluster, String>,
+) -> String {
+    if let Ok(url) = std::env::var(c.url_var) {
+        return url;
+    }
+    let forced = std::env::var(c.force_var).is_ok_and(|v| v == "throwaway");
+    if !forced && default_answers.await {
+        return c.default_url.to_owned();
+    }
+    match tokio::task::spawn_blocking(start).await {
+        Ok(Ok(server)) => {
+            let why = if forced {
+                format!("{}=throwaway", c.force_var)
+            } else {
+                format!("no {} at {}", c.name, c.default_url)
+            };
+            eprintln!(
+                "weir-testkit: {why}; using a throwaway {} at {}",
+                c.throwaway, server.url
+            );
+            server.url
+        }
+        Ok(Err(e)) => panic!(
+            "{} is needed for this test: nothing answers at {} and {e}",
+            c.name, c.default_url
+        ),
+        Err(e) => panic!("starting a throwaway {} panicked: {e}", c.name),
+    }
+}
+
 async fn mysql_answers(url: &str) -> bool {
     use sqlx::Connection;
     matches!(
