@@ -356,6 +356,10 @@ pub struct LoadSource {
     /// CSV quote character (default `"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote: Option<char>,
+    /// CSV: accept rows with fewer or more fields than the header (or `columns`): missing
+    /// fields are empty (NULL), extra ones are ignored. Off by default: such a row is a reject.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_ragged: bool,
 }
 
 /// Formats a load can read.

@@ -206,6 +206,27 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A database error in the database's own words, for task errors and rejects: the message,
+/// and on Postgres its detail (`Key (department_id)=(99) is not present in table ...`).
+/// Never the server's source location, which sqlx's `Display` appends as `at line N` and a
+/// reader takes for a line of their file.
+pub fn db_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => {
+            let mut text = d.message().to_owned();
+            if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                && let Some(detail) = pg.detail()
+            {
+                text.push_str(" (");
+                text.push_str(detail);
+                text.push(')');
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Begins a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`: it waits (the
 /// busy timeout) for the write lock up front, where a deferred transaction that read first
 /// fails at once when another connection wrote meanwhile ("database is locked").

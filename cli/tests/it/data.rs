@@ -6,20 +6,24 @@ use weir_testkit::{DataBackend, TestDataDb, TestDb};
 
 use crate::engine::{Engine, worker_config};
 
-const BACKENDS: [DataBackend; 3] = [
+pub(crate) const BACKENDS: [DataBackend; 3] = [
     DataBackend::Sqlite,
     DataBackend::Postgres,
     DataBackend::MariaDb,
 ];
 
-async fn engine_with(data: &TestDataDb, meta: &TestDb, files: &[(&str, &str)]) -> Engine {
+pub(crate) async fn engine_with(
+    data: &TestDataDb,
+    meta: &TestDb,
+    files: &[(&str, &str)],
+) -> Engine {
     let mut wcfg = worker_config();
     wcfg.connections = [("wh".to_owned(), data.url.clone())].into_iter().collect();
     Engine::with_worker(meta, files, wcfg).await
 }
 
 /// Rows of a query on the data database, as text (to check what a step left behind).
-async fn query_text(data: &TestDataDb, sql: &str) -> Vec<Vec<Option<String>>> {
+pub(crate) async fn query_text(data: &TestDataDb, sql: &str) -> Vec<Vec<Option<String>>> {
     use sqlx::Row;
     async fn rows<DB: sqlx::Database>(url: &str, sql: &str) -> Vec<Vec<Option<String>>>
     where

@@ -7,6 +7,7 @@ mod engine;
 mod http;
 mod notify;
 mod remote;
+mod rows;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

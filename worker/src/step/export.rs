@@ -163,12 +163,13 @@ where
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     use futures_util::TryStreamExt;
-    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let db = |e: sqlx::Error| crate::conn::db_error(&e);
+    let mut conn = pool.acquire().await.map_err(db)?;
     let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
     let mut names: Option<Vec<String>> = None;
-    while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+    while let Some(row) = rows.try_next().await.map_err(db)? {
         let names = names.get_or_insert_with(|| column_names(&row));
-        let values = row_values(&row).map_err(|e| e.to_string())?;
+        let values = row_values(&row).map_err(db)?;
         out.row(names, values)?;
     }
     Ok(())

@@ -27,8 +27,10 @@ use weir_model::spec::{
     ColumnSpec, ColumnType, CreateMode, LoadMode, LoadStep, OnError, RejectLimit, SourceFormat,
 };
 
+mod csv_rows;
 mod json_array;
 
+use csv_rows::CsvRows;
 use json_array::JsonArray;
 
 use super::sqltext::Dialect;
@@ -86,22 +88,29 @@ type Spent = Box<dyn std::any::Any + Send>;
 /// (most rows never are; a string per row was a large share of a CSV load's time).
 #[derive(Debug, Clone)]
 enum Raw {
-    /// The text itself (a JSON line or element; empty when unreadable).
+    /// A JSON array's element, as JSON.
     Text(String),
-    /// A CSV row's line, written back into its batch's shared text: `text[start..end]`.
-    Shared(Arc<str>, usize, usize),
-    /// A CSV row while its batch is being read: `start..end` of the batch's text.
-    Pending(usize, usize),
+    /// A JSON-lines line's bytes.
+    Bytes(Vec<u8>),
+    /// A CSV row: bytes `start..end` of the file, read back when the row is rejected.
+    Range {
+        path: Arc<Path>,
+        start: u64,
+        end: u64,
+    },
     /// A database source's row, written as a JSON array.
     Fields(Vec<Option<String>>),
 }
 
 impl Raw {
+    /// The row as the rejects table keeps it: its bytes as text ([`csv_rows::raw_text`]).
     fn text(&self) -> String {
         match self {
             Raw::Text(t) => t.clone(),
-            Raw::Shared(text, start, end) => text.get(*start..*end).unwrap_or("").to_owned(),
-            Raw::Pending(..) => String::new(),
+            Raw::Bytes(b) => csv_rows::raw_text(b),
+            Raw::Range { path, start, end } => {
+                csv_rows::raw_text(&csv_rows::read_range(path, *start, *end))
+            }
             Raw::Fields(values) => serde_json::to_string(values).unwrap_or_default(),
         }
     }
@@ -160,7 +169,7 @@ impl From<sqlx::Error> for LoadError {
     fn from(e: sqlx::Error) -> LoadError {
         let retryable = crate::conn::is_transient(&e);
         LoadError {
-            message: e.to_string(),
+            message: crate::conn::db_error(&e),
             retryable,
         }
     }
@@ -349,14 +358,6 @@ async fn load(
     Ok(out)
 }
 
-/// The source's CSV delimiter (`,` unless set).
-fn delimiter(step: &LoadStep) -> u8 {
-    step.source
-        .delimiter
-        .and_then(|d| u8::try_from(d).ok())
-        .unwrap_or(b',')
-}
-
 /// The format a file or URL name implies: `.csv`, `.jsonl`/`.ndjson`, `.json` (any case, a
 /// URL's query ignored).
 fn format_of_name(name: &str) -> Option<SourceFormat> {
@@ -487,13 +488,7 @@ fn columns(step: &LoadStep, files: &[PathBuf], format: SourceFormat) -> Result<C
                     "a csv source without a header needs `columns` (fields are matched by position)",
                 ));
             }
-            let mut reader = csv_reader(step, first)?;
-            reader
-                .headers()
-                .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?
-                .iter()
-                .map(str::to_owned)
-                .collect()
+            csv_rows::header(step, first)?
         }
         SourceFormat::Jsonl => {
             use std::io::BufRead;
@@ -545,26 +540,6 @@ fn columns(step: &LoadStep, files: &[PathBuf], format: SourceFormat) -> Result<C
     })
 }
 
-fn csv_reader(step: &LoadStep, path: &Path) -> Result<csv::Reader<std::fs::File>, LoadError> {
-    let mut b = csv::ReaderBuilder::new();
-    b.has_headers(step.source.header.unwrap_or(true))
-        .flexible(true);
-    if let Some(d) = step.source.delimiter {
-        b.delimiter(
-            u8::try_from(d)
-                .map_err(|_| LoadError::fatal("the delimiter must be one ASCII character"))?,
-        );
-    }
-    if let Some(q) = step.source.quote {
-        b.quote(
-            u8::try_from(q)
-                .map_err(|_| LoadError::fatal("the quote must be one ASCII character"))?,
-        );
-    }
-    b.from_path(path)
-        .map_err(|e| LoadError::fatal(format!("{}: {e}", path.display())))
-}
-
 /// Parses one field as a column's type. `None` is NULL (an empty CSV field, a JSON null or a
 /// missing key). Text is kept exactly as written (a JSON `""` stays an empty string); other
 /// types ignore surrounding spaces, and blank is NULL.
@@ -575,6 +550,11 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
     };
     if text.is_none() && spec.not_null {
         return Err(format!("`{column}` is empty but not_null"));
+    }
+    if text.is_some_and(|t| t.contains('\0')) {
+        return Err(format!(
+            "`{column}` holds a NUL byte (0x00), which a database's text cannot hold"
+        ));
     }
     let bad = |what: &str, t: &str| format!("`{column}`: `{t}` is not {what}");
     Ok(match spec.ty {
@@ -791,13 +771,14 @@ where
 {
     use futures_util::TryStreamExt;
     let mut names_tx = Some(names_tx);
-    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let db = |e: sqlx::Error| crate::conn::db_error(&e);
+    let mut conn = pool.acquire().await.map_err(db)?;
     let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+    while let Some(row) = rows.try_next().await.map_err(db)? {
         if let Some(n) = names_tx.take() {
             let _ = n.send(super::sqltext::column_names(&row));
         }
-        let values = super::sqltext::row_values(&row).map_err(|e| e.to_string())?;
+        let values = super::sqltext::row_values(&row).map_err(db)?;
         if tx.send(Ok(values)).await.is_err() {
             // The load stopped reading (it failed): stop streaming.
             return Ok(());
@@ -916,20 +897,16 @@ struct RowReader<'a> {
     files: std::slice::Iter<'a, PathBuf>,
     label: Option<&'a str>,
     current: Option<Source>,
-    /// The record rows are read into (one for all: no allocation per row).
-    record: csv::StringRecord,
 }
 
 /// The file being read.
 enum Source {
-    Csv {
-        name: Arc<str>,
-        reader: csv::Reader<std::fs::File>,
-        at: Vec<FieldAt>,
-    },
+    Csv(CsvRows),
     Jsonl {
         name: Arc<str>,
-        lines: std::iter::Enumerate<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+        lines: std::io::BufReader<std::fs::File>,
+        /// Lines read so far.
+        number: u64,
     },
     Json {
         name: Arc<str>,
@@ -952,70 +929,24 @@ impl<'a> RowReader<'a> {
             files: files.iter(),
             label,
             current: None,
-            record: csv::StringRecord::new(),
         }
     }
 
     /// The next rows, at most `batch`; `None` once every file is read.
     fn next_batch(&mut self, batch: usize) -> Result<Option<Vec<InputRow>>, LoadError> {
         let mut rows = Vec::with_capacity(batch.min(10_000));
-        // The CSV rows' lines, written back one after the other (shared by the batch's rows).
-        let mut lines = String::new();
         while rows.len() < batch {
             if self.current.is_none() {
                 let Some(path) = self.files.next() else { break };
                 self.current = Some(self.open(path)?);
             }
-            let record = &mut self.record;
             let row = match self.current.as_mut() {
-                Some(Source::Csv { name, reader, at }) => {
-                    // The line a record starts on (the reader's own position is past it).
-                    let before = reader.position().line();
-                    let read = reader.read_record(record);
-                    let line = record.position().map_or(before, csv::Position::line);
-                    match read {
-                        Ok(false) => None,
-                        Ok(true) => {
-                            let start = lines.len();
-                            push_csv_line(&mut lines, record, self.step);
-                            Some(InputRow {
-                                file: Arc::clone(name),
-                                line,
-                                parsed: parse_csv(self.step, self.columns, record, at),
-                                raw: Raw::Pending(start, lines.len()),
-                            })
-                        }
-                        // Not valid UTF-8, or a broken quote: the row is rejected, not lost.
-                        Err(e) => Some(InputRow {
-                            file: Arc::clone(name),
-                            line,
-                            raw: Raw::Text(String::new()),
-                            parsed: Err(format!("unreadable csv row: {e}")),
-                        }),
-                    }
-                }
-                Some(Source::Jsonl { name, lines }) => loop {
-                    match lines.next() {
-                        None => break None,
-                        Some((_, Ok(l))) if l.trim().is_empty() => {}
-                        Some((i, Ok(l))) => {
-                            break Some(InputRow {
-                                file: Arc::clone(name),
-                                line: u64::try_from(i + 1).unwrap_or(u64::MAX),
-                                parsed: parse_json(self.columns, &l),
-                                raw: Raw::Text(l),
-                            });
-                        }
-                        Some((i, Err(e))) => {
-                            break Some(InputRow {
-                                file: Arc::clone(name),
-                                line: u64::try_from(i + 1).unwrap_or(u64::MAX),
-                                raw: Raw::Text(String::new()),
-                                parsed: Err(format!("unreadable line: {e}")),
-                            });
-                        }
-                    }
-                },
+                Some(Source::Csv(csv)) => csv.next_row(self.columns)?,
+                Some(Source::Jsonl {
+                    name,
+                    lines,
+                    number,
+                }) => next_json_line(name, lines, number, self.columns),
                 Some(Source::Json { name, array }) => match array.next_element() {
                     Ok(None) => None,
                     Ok(Some((line, value))) => Some(InputRow {
@@ -1034,14 +965,6 @@ impl<'a> RowReader<'a> {
                 None => self.current = None,
             }
         }
-        if !lines.is_empty() {
-            let lines: Arc<str> = lines.into();
-            for row in &mut rows {
-                if let Raw::Pending(start, end) = row.raw {
-                    row.raw = Raw::Shared(Arc::clone(&lines), start, end);
-                }
-            }
-        }
         Ok((!rows.is_empty()).then_some(rows))
     }
 
@@ -1056,79 +979,66 @@ impl<'a> RowReader<'a> {
                 .map_err(|e| LoadError::fatal(format!("{name}: {e}")))
         };
         Ok(match self.format {
-            SourceFormat::Csv => {
-                let mut reader = csv_reader(self.step, path)?;
-                let at = self.csv_positions(&mut reader, &name)?;
-                Source::Csv { name, reader, at }
-            }
-            SourceFormat::Jsonl => {
-                use std::io::BufRead;
-                let lines = open()?.lines().enumerate();
-                Source::Jsonl { name, lines }
-            }
+            SourceFormat::Csv => Source::Csv(CsvRows::open(
+                self.step,
+                self.columns,
+                path,
+                Arc::clone(&name),
+            )?),
+            SourceFormat::Jsonl => Source::Jsonl {
+                lines: open()?,
+                name,
+                number: 0,
+            },
             SourceFormat::Json => {
                 let array = JsonArray::new(open()?);
                 Source::Json { name, array }
             }
         })
     }
-
-    /// Where each column is in a csv file: by header name (`from`, else the column's name), or
-    /// by position without a header. A named column missing from the header is an error before
-    /// any row is written.
-    fn csv_positions(
-        &self,
-        reader: &mut csv::Reader<std::fs::File>,
-        file: &str,
-    ) -> Result<Vec<FieldAt>, LoadError> {
-        if !self.step.source.header.unwrap_or(true) {
-            return Ok((0..self.columns.names.len()).map(FieldAt).collect());
-        }
-        let headers = reader
-            .headers()
-            .map_err(|e| LoadError::fatal(format!("{file}: {e}")))?
-            .clone();
-        self.columns
-            .names
-            .iter()
-            .zip(&self.columns.specs)
-            .map(|(name, spec)| {
-                let wanted = spec.from.as_deref().unwrap_or(name);
-                headers
-                    .iter()
-                    .position(|h| h.trim() == wanted)
-                    .map(FieldAt)
-                    .ok_or_else(|| {
-                        LoadError::fatal(format!("{file}: no column `{wanted}` in the header"))
-                    })
-            })
-            .collect()
-    }
 }
 
-fn parse_csv(
-    step: &LoadStep,
+/// The next non-blank line of a JSON-lines file, parsed (`None` at its end). A line that is not
+/// UTF-8 is a reject that keeps its bytes.
+fn next_json_line(
+    name: &Arc<str>,
+    lines: &mut std::io::BufReader<std::fs::File>,
+    number: &mut u64,
     columns: &Columns,
-    record: &csv::StringRecord,
-    at: &[FieldAt],
-) -> Result<Vec<Value>, String> {
-    if !step.source.header.unwrap_or(true) && record.len() != columns.names.len() {
-        return Err(format!(
-            "{} field(s), {} column(s) expected",
-            record.len(),
-            columns.names.len()
-        ));
+) -> Option<InputRow> {
+    use std::io::BufRead;
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        *number += 1;
+        let row = |raw: Raw, parsed| {
+            Some(InputRow {
+                file: Arc::clone(name),
+                line: *number,
+                raw,
+                parsed,
+            })
+        };
+        match lines.read_until(b'\n', &mut bytes) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return row(Raw::Bytes(Vec::new()), Err(format!("unreadable line: {e}"))),
+        }
+        while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+            bytes.pop();
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = match std::str::from_utf8(&bytes) {
+            Ok(line) => parse_json(columns, line),
+            Err(e) => Err(format!(
+                "not valid UTF-8 (byte {} of the line)",
+                e.valid_up_to() + 1
+            )),
+        };
+        return row(Raw::Bytes(bytes), parsed);
     }
-    let mut values = Vec::with_capacity(columns.names.len());
-    for ((name, spec), FieldAt(i)) in columns.names.iter().zip(&columns.specs).zip(at) {
-        // An empty CSV field is NULL: CSV has no other way to write it.
-        values.push(parse_value(
-            name,
-            spec,
-            record.get(*i).filter(|f| !f.is_empty()),
-        )?);
-    }
-    Ok(values)
 }
 
 fn parse_json(columns: &Columns, line: &str) -> Result<Vec<Value>, String> {
@@ -1159,34 +1069,6 @@ fn parse_object(columns: &Columns, value: serde_json::Value) -> Result<Vec<Value
         .collect()
 }
 
-/// A csv record written back as a line onto `out` (the raw row of a reject), quoted where needed.
-fn push_csv_line(out: &mut String, record: &csv::StringRecord, step: &LoadStep) {
-    let delimiter = char::from(delimiter(step));
-    let quote = step.source.quote.unwrap_or('"');
-    for (i, field) in record.iter().enumerate() {
-        if i > 0 {
-            out.push(delimiter);
-        }
-        let special = |b: &u8| {
-            matches!(b, b'\n' | b'\r')
-                || u32::from(*b) == u32::from(delimiter)
-                || u32::from(*b) == u32::from(quote)
-        };
-        if field.as_bytes().iter().any(special) {
-            out.push(quote);
-            for c in field.chars() {
-                if c == quote {
-                    out.push(quote);
-                }
-                out.push(c);
-            }
-            out.push(quote);
-        } else {
-            out.push_str(field);
-        }
-    }
-}
-
 /// Counts of a load.
 #[derive(Debug, Default, Clone)]
 struct Counts {
@@ -1200,9 +1082,10 @@ struct Counts {
     /// `upsert` only: rows whose key was new, and rows that changed an existing row.
     inserted: u64,
     updated: u64,
+    /// `upsert`: the sequence number the next staged row gets (rows are merged by ranges of it).
+    seq: u64,
 }
 
-/// The statements of a load on one dialect.
 /// Rows gathered for one Postgres `COPY`, already in its CSV form: a `COPY` spans several
 /// read batches (each `COPY` and its savepoint cost the server about 2 ms, a seventh of a
 /// 10,000-row batch), while memory holds only text, not typed rows.
@@ -1218,6 +1101,9 @@ struct CopyGroup {
     rejects: Vec<Reject>,
     read: u64,
     skipped: u64,
+    /// `upsert`: the staging sequence number of the group's first row (row `i` has
+    /// `first_seq + i`).
+    first_seq: u64,
 }
 
 impl CopyGroup {
@@ -1248,11 +1134,16 @@ impl From<Origin> for Reject {
     }
 }
 
+/// The staging table's column numbering rows in load order (`upsert`).
+const SEQ: &str = "__weir_seq";
+
 /// Rows per Postgres `COPY` (at least one read batch).
 const COPY_GROUP_ROWS: usize = 30_000;
 
 struct Plan {
     dialect: Dialect,
+    /// The loaded columns.
+    columns: Columns,
     /// `incremental`: the cursor column's position, and the stored value rows must exceed.
     cursor: Option<(usize, Option<Value>)>,
     /// The table rows go into during the load (the target, or the staging table of `replace`).
@@ -1332,8 +1223,13 @@ impl Plan {
             .collect::<Result<_, _>>()
             .map_err(LoadError::fatal)?;
         // The staging table of an upsert refuses a key twice: the later row is rejected.
+        // Its rows are numbered in load order (`__weir_seq`) and merged a batch at a time, so
+        // that a row the target refuses is found and rejected like any other.
         let staging_definition = if step.mode == LoadMode::Upsert {
-            format!("{definition}, PRIMARY KEY ({})", keys.join(", "))
+            format!(
+                "{definition}, {SEQ} BIGINT NOT NULL, PRIMARY KEY ({}), UNIQUE ({SEQ})",
+                keys.join(", ")
+            )
         } else {
             definition.clone()
         };
@@ -1384,6 +1280,7 @@ impl Plan {
         };
         Ok(Plan {
             dialect,
+            columns: columns.clone(),
             cursor,
             into,
             target,
@@ -1391,7 +1288,11 @@ impl Plan {
             keys,
             upsert: step.mode == LoadMode::Upsert,
             rejects,
-            column_list: quoted.join(", "),
+            column_list: if step.mode == LoadMode::Upsert {
+                format!("{}, {SEQ}", quoted.join(", "))
+            } else {
+                quoted.join(", ")
+            },
             create_target,
             create_rejects,
             on_error,
@@ -1478,10 +1379,10 @@ impl Plan {
                 // more when memory crosses threads.
                 let (batches, mut received) = tokio::sync::mpsc::channel(1);
                 let (spent, to_free) = std::sync::mpsc::channel::<Spent>();
-                let (step, columns, batch) = (step.clone(), columns.clone(), self.batch);
+                let (read_step, read_columns, batch) = (step.clone(), columns.clone(), self.batch);
                 tokio::task::spawn_blocking(move || {
                     let mut reader =
-                        RowReader::new(&step, &columns, format, &files, label.as_deref());
+                        RowReader::new(&read_step, &read_columns, format, &files, label.as_deref());
                     loop {
                         while let Ok(rows) = to_free.try_recv() {
                             drop(rows);
@@ -1501,7 +1402,7 @@ impl Plan {
                         let mut sp = sqlx::Connection::begin(&mut *tx).await?;
                         let (copied, gathered) = tokio::join!(
                             DB::copy_chunks(&mut *sp, &self.into, &self.column_list, to_copy),
-                            self.gather_group(&mut received, &spent, chunks)
+                            self.gather_group(&mut received, &spent, chunks, counts.seq)
                         );
                         let Some(group) = gathered? else {
                             sp.rollback().await?;
@@ -1511,6 +1412,7 @@ impl Plan {
                             Ok(()) => sp.commit().await?,
                             Err(_) => sp.rollback().await?,
                         }
+                        counts.seq += u64::try_from(group.rows.len()).unwrap_or(0);
                         self.settle_group(&mut tx, group, copied, ctx, &mut counts, log)
                             .await?;
                     }
@@ -1580,9 +1482,6 @@ impl Plan {
         if self.upsert
             && let Some((stage, _)) = &self.staging
         {
-            let merged = self.merge(&mut tx, stage, columns).await?;
-            counts.updated = merged.0;
-            counts.inserted = merged.1;
             match self.dialect {
                 Dialect::Postgres | Dialect::Sqlite => {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {stage}")))
@@ -1664,15 +1563,83 @@ impl Plan {
         Ok(counts)
     }
 
-    /// Merges the staging table into the target: rows whose key exists and whose other columns
-    /// differ are updated (an unchanged row is not rewritten); rows with a new key are inserted.
-    /// Returns (updated, inserted).
-    async fn merge<DB>(
+    /// `upsert`: merges the staged rows `first..first + n` (one batch) into the target; a
+    /// range the target refuses (a foreign key, a unique column, a check, a trigger) is merged
+    /// again by halves down to the refused rows, which become rejects. `origin(i)` is where row
+    /// `first + i` came from.
+    async fn merge_staged<DB>(
         &self,
         tx: &mut sqlx::Transaction<'static, DB>,
+        first: u64,
+        n: usize,
+        origin: impl Fn(usize) -> Reject,
+        counts: &mut Counts,
+    ) -> Result<Vec<Reject>, LoadError>
+    where
+        DB: WriteRows,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'r> Option<String>: sqlx::Decode<'r, DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
+    {
+        let mut rejects = Vec::new();
+        let Some((stage, _)) = self.staging.as_ref().filter(|_| self.upsert) else {
+            return Ok(rejects);
+        };
+        if n == 0 {
+            return Ok(rejects);
+        }
+        let seqs = |range: &std::ops::Range<usize>| {
+            let at = |i: usize| first + u64::try_from(i).unwrap_or(u64::MAX);
+            (at(range.start), at(range.end) - 1)
+        };
+        let mut try_range = async |tx: &mut sqlx::Transaction<'static, DB>, range| {
+            let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+            match self.merge(&mut sp, stage, seqs(&range)).await {
+                Ok((updated, inserted)) => {
+                    sp.commit().await?;
+                    counts.updated += updated;
+                    counts.inserted += inserted;
+                    Ok::<_, sqlx::Error>(None)
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    Ok(Some(e))
+                }
+            }
+        };
+        let Some(error) = try_range(tx, 0..n).await? else {
+            return Ok(rejects);
+        };
+        tracing::debug!(%error, "merge refused; narrowing down the refused rows");
+        let reject = |i: usize, e: &sqlx::Error| Reject {
+            reason: database_reason(e),
+            ..origin(i)
+        };
+        if n == 1 {
+            rejects.push(reject(0, &error));
+        }
+        let mut halving = Halving::new(n);
+        while let Some(range) = halving.next_range() {
+            if let Some(e) = try_range(tx, range.clone()).await?
+                && halving.refused(range.clone())
+            {
+                rejects.push(reject(range.start, &e));
+            }
+        }
+        // They were counted as loaded when they reached the staging table.
+        counts.loaded -= u64::try_from(rejects.len()).unwrap_or(0);
+        Ok(rejects)
+    }
+
+    /// Merges the staged rows numbered `seqs` (inclusive) into the target: rows whose key
+    /// exists and whose other columns differ are updated (an unchanged row is not rewritten);
+    /// rows with a new key are inserted. Returns (updated, inserted).
+    async fn merge<DB>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
         stage: &str,
-        columns: &Columns,
-    ) -> Result<(u64, u64), LoadError>
+        seqs: (u64, u64),
+    ) -> Result<(u64, u64), sqlx::Error>
     where
         DB: WriteRows,
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
@@ -1680,12 +1647,14 @@ impl Plan {
         usize: sqlx::ColumnIndex<DB::Row>,
     {
         let d = self.dialect;
-        let quoted: Vec<String> = columns
+        let in_range = format!("s.{SEQ} BETWEEN {} AND {}", seqs.0, seqs.1);
+        let quoted: Vec<String> = self
+            .columns
             .names
             .iter()
             .map(|n| d.ident(n))
             .collect::<Result<_, _>>()
-            .map_err(LoadError::fatal)?;
+            .map_err(sqlx::Error::Protocol)?;
         let others: Vec<&String> = quoted.iter().filter(|q| !self.keys.contains(q)).collect();
         let join = self
             .keys
@@ -1709,14 +1678,14 @@ impl Plan {
             let changed = count(
                 tx,
                 &format!(
-                    "SELECT COUNT(*) FROM {stage} AS s JOIN {} AS t ON {join} WHERE {differs}",
+                    "SELECT COUNT(*) FROM {stage} AS s JOIN {} AS t ON {join} WHERE ({differs}) AND {in_range}",
                     self.target
                 ),
             )
             .await?;
             let sql = match d {
                 Dialect::Postgres | Dialect::Sqlite => format!(
-                    "UPDATE {} AS t SET {} FROM {stage} AS s WHERE {join} AND ({differs})",
+                    "UPDATE {} AS t SET {} FROM {stage} AS s WHERE {join} AND ({differs}) AND {in_range}",
                     self.target,
                     others
                         .iter()
@@ -1725,7 +1694,7 @@ impl Plan {
                         .join(", ")
                 ),
                 Dialect::MySql => format!(
-                    "UPDATE {} AS t JOIN {stage} AS s ON {join} SET {} WHERE {differs}",
+                    "UPDATE {} AS t JOIN {stage} AS s ON {join} SET {} WHERE ({differs}) AND {in_range}",
                     self.target,
                     others
                         .iter()
@@ -1746,7 +1715,7 @@ impl Plan {
             .collect::<Vec<_>>()
             .join(", ");
         let new_keys = format!(
-            "FROM {stage} AS s WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {join})",
+            "FROM {stage} AS s WHERE {in_range} AND NOT EXISTS (SELECT 1 FROM {} AS t WHERE {join})",
             self.target
         );
         let inserted = count(tx, &format!("SELECT COUNT(*) {new_keys}")).await?;
@@ -1798,6 +1767,8 @@ impl Plan {
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'r> Option<String>: sqlx::Decode<'r, DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
     {
         let rows = self.past_cursor(rows, counts);
         counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
@@ -1815,6 +1786,15 @@ impl Plan {
             match row.parsed {
                 Ok(values) => good.push((values, at)),
                 Err(reason) => rejects.push(Reject { reason, ..at }),
+            }
+        }
+        let first_seq = counts.seq;
+        if self.upsert {
+            for (values, _) in &mut good {
+                values.push(Value::BigInt(Some(
+                    i64::try_from(counts.seq).unwrap_or(i64::MAX),
+                )));
+                counts.seq += 1;
             }
         }
         if !good.is_empty() {
@@ -1865,6 +1845,10 @@ impl Plan {
                 }
             }
         }
+        let refused = self
+            .merge_staged(tx, first_seq, loaded.len(), |i| loaded[i].1.clone(), counts)
+            .await?;
+        rejects.extend(refused);
         self.record_rejects(tx, rejects, ctx, counts, log).await?;
         Ok(loaded)
     }
@@ -1876,12 +1860,16 @@ impl Plan {
         received: &mut tokio::sync::mpsc::Receiver<Result<Option<Vec<InputRow>>, LoadError>>,
         spent: &std::sync::mpsc::Sender<Spent>,
         chunks: tokio::sync::mpsc::Sender<Vec<u8>>,
+        first_seq: u64,
     ) -> Result<Option<CopyGroup>, LoadError> {
         /// Bytes handed to the COPY at a time.
         const CHUNK: usize = 64 * 1024;
         // Bytes of `lines` handed to the COPY so far.
         let mut sent = 0;
-        let mut group = CopyGroup::default();
+        let mut group = CopyGroup {
+            first_seq,
+            ..CopyGroup::default()
+        };
         let mut any = false;
         // Counted over every row taken (rejects are held until the group is written too).
         let mut taken = 0;
@@ -1911,6 +1899,14 @@ impl Plan {
                                 group.lines.push(b',');
                             }
                             copy_field(&mut group.lines, value);
+                        }
+                        if self.upsert {
+                            let seq =
+                                group.first_seq + u64::try_from(group.rows.len()).unwrap_or(0);
+                            group.lines.push(b',');
+                            group
+                                .lines
+                                .extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
                         }
                         group.lines.push(b'\n');
                         if let Some((i, _)) = &self.cursor {
@@ -1966,6 +1962,8 @@ impl Plan {
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'r> Option<String>: sqlx::Decode<'r, DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
     {
         counts.read += group.read;
         counts.skipped += group.skipped;
@@ -2017,6 +2015,16 @@ impl Plan {
                 Self::raise_cursor(v, counts);
             }
         }
+        let refused = self
+            .merge_staged(
+                tx,
+                group.first_seq,
+                all,
+                |i| group.rows[i].1.clone().into(),
+                counts,
+            )
+            .await?;
+        rejects.extend(refused);
         rejects.extend(group.rejects);
         self.record_rejects(tx, rejects, ctx, counts, log).await
     }
@@ -2433,7 +2441,7 @@ fn value_text(v: &Value) -> Option<String> {
 }
 
 /// `SELECT COUNT(*) ...` inside the transaction.
-async fn count<DB>(tx: &mut sqlx::Transaction<'static, DB>, sql: &str) -> Result<u64, LoadError>
+async fn count<DB>(tx: &mut sqlx::Transaction<'_, DB>, sql: &str) -> Result<u64, sqlx::Error>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
@@ -2448,15 +2456,12 @@ where
     text.as_deref()
         .unwrap_or("0")
         .parse()
-        .map_err(|_| LoadError::fatal(format!("a count came back as {text:?}")))
+        .map_err(|_| sqlx::Error::Protocol(format!("a count came back as {text:?}")))
 }
 
 /// The database's own words for a refused row.
 fn database_reason(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => format!("refused by the database: {}", d.message()),
-        other => format!("refused by the database: {other}"),
-    }
+    format!("refused by the database: {}", crate::conn::db_error(e))
 }
 
 fn exceeds(limit: &RejectLimit, rejected: u64, read: u64) -> bool {

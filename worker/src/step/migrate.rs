@@ -131,7 +131,7 @@ where
     for<'q> chrono::DateTime<chrono::Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
-    let db_error = |what: &str, e: sqlx::Error| format!("{what}: {e}");
+    let db_error = |what: &str, e: sqlx::Error| format!("{what}: {}", crate::conn::db_error(&e));
     sqlx::raw_sql(dialect.create_history())
         .execute(pool)
         .await
@@ -198,7 +198,13 @@ where
         sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql.to_owned()))
             .execute(&mut *tx)
             .await
-            .map_err(|e| format!("{} failed, not recorded: {e}", m.file_name))?;
+            .map_err(|e| {
+                format!(
+                    "{} failed, not recorded: {}",
+                    m.file_name,
+                    crate::conn::db_error(&e)
+                )
+            })?;
         let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         sqlx::query(dialect.insert_history())
             .bind(version)
@@ -229,7 +235,7 @@ where
     let rows = sqlx::query("SELECT version, checksum FROM weir_schema_history ORDER BY version")
         .fetch_all(executor)
         .await
-        .map_err(|e| format!("reading weir_schema_history: {e}"))?;
+        .map_err(|e| format!("reading weir_schema_history: {}", crate::conn::db_error(&e)))?;
     rows.iter()
         .map(|r| {
             Ok((

@@ -40,9 +40,10 @@ pub async fn run(step: &SqlStep, conns: &Connections, log: &LogSink) -> TaskOutc
         }
         Err((index, e)) => {
             let error = format!(
-                "statement block {} of {} failed, transaction rolled back: {e}",
+                "statement block {} of {} failed, transaction rolled back: {}",
                 index + 1,
-                step.sql.len()
+                step.sql.len(),
+                crate::conn::db_error(&e)
             );
             log.note(&error);
             TaskOutcome::Failed {

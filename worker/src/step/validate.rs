@@ -113,9 +113,9 @@ enum CheckError {
 impl From<sqlx::Error> for CheckError {
     fn from(e: sqlx::Error) -> CheckError {
         if crate::conn::is_transient(&e) {
-            CheckError::Retryable(e.to_string())
+            CheckError::Retryable(crate::conn::db_error(&e))
         } else {
-            CheckError::Broken(e.to_string())
+            CheckError::Broken(crate::conn::db_error(&e))
         }
     }
 }

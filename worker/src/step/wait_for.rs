@@ -58,7 +58,7 @@ pub async fn check(step: &WaitForStep, conns: &Connections, log: &LogSink) -> Ta
                 }
                 Err(e) => {
                     return TaskOutcome::Failed {
-                        error: format!("the sensor's query failed: {e}"),
+                        error: format!("the sensor's query failed: {}", crate::conn::db_error(&e)),
                         retryable: true,
                     };
                 }
