@@ -269,6 +269,15 @@ pub struct SqlStep {
     /// `first_row`: the first row's columns become outputs.
     #[serde(default)]
     pub fetch: Fetch,
+    /// `false`: running the statements twice would do harm (an `INSERT` that appends): weir
+    /// records the commit in the target's `weir_commits` in the same transaction, and a retry
+    /// after a commit whose outcome was lost records it instead of running again.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub idempotent: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What a `sql` step returns.

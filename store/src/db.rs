@@ -162,7 +162,7 @@ impl Store {
                 })
                 // A worker that cannot reach the database for this long fails its step loudly.
                 .acquire_timeout(Duration::from_secs(30))
-                .connect(url)
+                .connect_with(pg_options(url)?)
                 .await?;
             Db::Postgres(pool)
         } else if let Some(path) = url.strip_prefix("sqlite://") {
@@ -420,6 +420,19 @@ pub fn redact(url: &str) -> String {
         Some((user, _)) => format!("{}{user}:***@{}", &url[..scheme_end + 3], &rest[at + 1..]),
         None => url.to_owned(),
     }
+}
+
+/// A Postgres URL's options, naming the process to the server (`application_name`
+/// `weir[PID]`, unless the URL sets one): `pg_stat_activity` tells which weir process holds
+/// which connection.
+fn pg_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
+    use std::str::FromStr as _;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    Ok(if options.get_application_name().is_some() {
+        options
+    } else {
+        options.application_name(&format!("weir[{}]", std::process::id()))
+    })
 }
 
 #[cfg(test)]

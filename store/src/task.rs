@@ -71,6 +71,9 @@ pub struct TaskInstanceRow {
     pub outputs: Option<serde_json::Value>,
     /// Why the last try failed.
     pub error: Option<String>,
+    /// The try number at the instance's last clear (0 if never cleared): tries after it belong
+    /// to the current series (a writing step adopts only their commits, see `weir_commits`).
+    pub cleared_try: i32,
 }
 
 impl TaskInstanceRow {
@@ -105,6 +108,7 @@ struct RawTask {
     lease_expires_at: Option<DateTime<Utc>>,
     outputs: Option<String>,
     error: Option<String>,
+    cleared_try: i32,
 }
 
 impl TryFrom<RawTask> for TaskInstanceRow {
@@ -121,6 +125,7 @@ impl TryFrom<RawTask> for TaskInstanceRow {
             dag_id: r.dag_id,
             task_id: r.task_id,
             map_index: r.map_index,
+            cleared_try: r.cleared_try,
             try_number: r.try_number,
             max_tries: r.max_tries,
             queue: r.queue,
@@ -138,7 +143,7 @@ impl TryFrom<RawTask> for TaskInstanceRow {
 }
 
 const TASK_COLUMNS: &str = "id, run_id, dag_id, task_id, map_index, map_item, state, try_number, max_tries, queue, pool, \
-     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error";
+     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error, cleared_try";
 
 /// A claimed task instance: the row as it is now `running` under the caller's lease.
 pub type ClaimedTask = TaskInstanceRow;
@@ -837,7 +842,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             for (id, extra_tries) in items {
                 cleared += sqlx::query(
-                    "UPDATE weir_task_instances SET state = 'scheduled', max_tries = try_number + $3, due_at = NULL,
+                    "UPDATE weir_task_instances SET state = 'scheduled', max_tries = try_number + $3, cleared_try = try_number, due_at = NULL,
                          queued_at = NULL, started_at = NULL, ended_at = NULL, lease_expires_at = NULL, error = NULL, outputs = NULL
                      WHERE id = $1 AND run_id = $2",
                 )

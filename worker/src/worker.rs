@@ -19,7 +19,7 @@ use crate::conn::{Connections, Masker};
 use crate::error::{Result, WorkerError};
 use crate::log::{LogSink, store_lines};
 use crate::outcome::TaskOutcome;
-use crate::step::{execute, shell::ShellEnv};
+use crate::step::{execute, ledger::Attempt, shell::ShellEnv};
 
 /// What a worker needs from the configuration.
 #[derive(Debug, Clone)]
@@ -367,6 +367,14 @@ impl Worker {
         };
         let env = ShellEnv {
             incremental_cursor,
+            attempt: Some(Attempt {
+                dag_id: run.dag_id.clone(),
+                run_id: run.run_id.clone(),
+                task_id: ti.task_id.clone(),
+                map_index: ti.map_index,
+                try_number: ti.try_number,
+                cleared_try: ti.cleared_try,
+            }),
             vars: vec![
                 ("WEIR_DAG_ID".into(), run.dag_id.clone()),
                 ("WEIR_RUN_ID".into(), run.run_id.clone()),

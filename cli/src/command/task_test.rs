@@ -61,8 +61,10 @@ pub(crate) async fn test(
         }
     });
     // An incremental load tested here reads everything: no store is opened.
+    // Nor is a commit ledger kept: a test run is not a try of an instance.
     let env = ShellEnv {
         incremental_cursor: None,
+        attempt: None,
         vars: vec![
             ("WEIR_DAG_ID".into(), dag_id.into()),
             ("WEIR_RUN_ID".into(), run_id.clone()),

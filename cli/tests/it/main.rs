@@ -4,6 +4,7 @@
 mod browser;
 mod data;
 mod engine;
+mod exactly_once;
 mod http;
 mod notify;
 mod remote;

@@ -48,6 +48,8 @@ pub struct LoadContext {
     /// `incremental`: the largest cursor value loaded by earlier runs (rows up to it are
     /// skipped).
     pub cursor: Option<String>,
+    /// The try, for the commit ledger (exactly-once loads); none in `weir tasks test`.
+    pub attempt: Option<super::ledger::Attempt>,
 }
 
 /// A typed value ready to bind.
@@ -184,6 +186,24 @@ async fn load(
     let started = Instant::now();
     let pool = conns.pool(&step.target.conn).await?;
     let dialect = Dialect::of(&pool);
+    if let Some(attempt) = &ctx.attempt
+        && let Some((earlier, outputs)) = super::ledger::committed_before(&pool, attempt)
+            .await
+            .map_err(|e| LoadError {
+                retryable: crate::conn::is_transient(&e),
+                message: format!(
+                    "reading the commit ledger ({}): {}",
+                    super::ledger::TABLE,
+                    crate::conn::db_error(&e)
+                ),
+            })?
+    {
+        log.note(format!(
+            "try {earlier} committed this load ({} row(s)) but its outcome was never recorded: recording it instead of loading again",
+            outputs.get("rows_loaded").cloned().unwrap_or_default()
+        ));
+        return Ok(outputs);
+    }
     // Holds an HTTP source's download until the load is over.
     let mut _download = None;
     let (input, columns) = if let Some(pattern) = &step.source.file {
@@ -306,12 +326,31 @@ async fn load(
             "the source needs `file`, `http` or `conn` (with `table` or `query`)",
         ));
     };
-    let plan = Plan::new(step, dialect, &columns, ctx.cursor.as_deref())?;
+    let mut plan = Plan::new(step, dialect, &columns, ctx.cursor.as_deref())?;
+    plan.started = started;
     let counts = match &pool {
         DataPool::Postgres(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
         DataPool::MySql(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
         DataPool::Sqlite(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
     };
+    let out = outputs(step, ctx, &counts, started);
+    log.note(format!(
+        "read {}, loaded {}, rejected {} in {:.3}s",
+        counts.read,
+        counts.loaded,
+        counts.rejected,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(out)
+}
+
+/// A load's outputs (see docs/dag-format.md).
+fn outputs(
+    step: &LoadStep,
+    ctx: &LoadContext,
+    counts: &Counts,
+    started: Instant,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     let (inserted, updated) = if step.mode == LoadMode::Upsert {
         (counts.inserted, counts.updated)
@@ -348,14 +387,7 @@ async fn load(
         "seconds".into(),
         serde_json::json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
     );
-    log.note(format!(
-        "read {}, loaded {}, rejected {} in {:.3}s",
-        counts.read,
-        counts.loaded,
-        counts.rejected,
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(out)
+    out
 }
 
 /// The format a file or URL name implies: `.csv`, `.jsonl`/`.ndjson`, `.json` (any case, a
@@ -1142,6 +1174,8 @@ const COPY_GROUP_ROWS: usize = 30_000;
 
 struct Plan {
     dialect: Dialect,
+    /// When the load began (for the outputs the commit ledger keeps).
+    started: Instant,
     /// The loaded columns.
     columns: Columns,
     /// `incremental`: the cursor column's position, and the stored value rows must exceed.
@@ -1280,6 +1314,7 @@ impl Plan {
         };
         Ok(Plan {
             dialect,
+            started: Instant::now(),
             columns: columns.clone(),
             cursor,
             into,
@@ -1318,6 +1353,7 @@ impl Plan {
         for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
         for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
         for<'r> Option<String>: sqlx::Decode<'r, DB>,
         usize: sqlx::ColumnIndex<DB::Row>,
@@ -1479,6 +1515,12 @@ impl Plan {
                 counts.rejected, counts.read, self.rejects
             )));
         }
+        // The commit ledger's marker goes in with the rows (MySQL's `replace` swaps tables
+        // after its transaction: its marker follows the swap).
+        let swapped_later = self.dialect == Dialect::MySql && step.mode == LoadMode::Replace;
+        if !swapped_later {
+            self.mark::<DB>(&mut tx, step, ctx, &counts).await?;
+        }
         if self.upsert
             && let Some((stage, _)) = &self.staging
         {
@@ -1548,6 +1590,7 @@ impl Plan {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
                         .execute(&mut *conn)
                         .await?;
+                    self.mark::<DB>(&mut conn, step, ctx, &counts).await?;
                 }
             }
         } else {
@@ -1561,6 +1604,31 @@ impl Plan {
             )));
         }
         Ok(counts)
+    }
+
+    /// Records in the commit ledger that this try's load committed (see [`super::ledger`]).
+    async fn mark<DB>(
+        &self,
+        conn: &mut DB::Connection,
+        step: &LoadStep,
+        ctx: &LoadContext,
+        counts: &Counts,
+    ) -> Result<(), LoadError>
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let Some(attempt) = &ctx.attempt else {
+            return Ok(());
+        };
+        attempt
+            .record::<DB>(conn, &outputs(step, ctx, counts, self.started))
+            .await?;
+        Ok(())
     }
 
     /// `upsert`: merges the staged rows `first..first + n` (one batch) into the target; a

@@ -3,6 +3,7 @@
 pub mod export;
 pub mod guard;
 pub mod http;
+pub mod ledger;
 pub mod load;
 pub mod migrate;
 pub mod shell;
@@ -51,12 +52,16 @@ pub async fn execute(
             outputs: serde_json::Map::new(),
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
-        Step::Sql(s) => bounded(sql::run(s, conns, log), timeout, log, cancel).await,
+        Step::Sql(s) => {
+            let attempt = env.attempt.as_ref().filter(|_| !s.idempotent);
+            bounded(sql::run(s, attempt, conns, log), timeout, log, cancel).await
+        }
         Step::Load(l) => {
             let ctx = load::LoadContext {
                 run_id: env.get("WEIR_RUN_ID").to_owned(),
                 task_id: env.get("WEIR_TASK_ID").to_owned(),
                 cursor: env.incremental_cursor.clone(),
+                attempt: env.attempt.clone(),
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }

@@ -33,6 +33,8 @@ pub struct ShellEnv {
     pub vars: Vec<(String, String)>,
     /// An incremental load's stored cursor (read by the worker from weir's database).
     pub incremental_cursor: Option<String>,
+    /// The try, for the commit ledger of writing steps (none in `weir tasks test`).
+    pub attempt: Option<super::ledger::Attempt>,
 }
 
 impl ShellEnv {

@@ -7,13 +7,21 @@
 
 use weir_model::spec::{Fetch, SqlStep};
 
+use super::ledger::{Attempt, committed_before};
 use super::sqltext::row_map;
 use crate::conn::{Connections, DataPool};
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
 
-/// Runs a rendered `sql` step (its `file` already read into `sql`).
-pub async fn run(step: &SqlStep, conns: &Connections, log: &LogSink) -> TaskOutcome {
+/// Runs a rendered `sql` step (its `file` already read into `sql`). With `attempt` (a step
+/// declared `idempotent: false`) the commit is recorded in the target's ledger, and a commit an
+/// earlier try left is adopted instead of running the statements again.
+pub async fn run(
+    step: &SqlStep,
+    attempt: Option<&Attempt>,
+    conns: &Connections,
+    log: &LogSink,
+) -> TaskOutcome {
     let pool = match conns.pool(&step.conn).await {
         Ok(p) => p,
         Err(e) => return e.into(),
@@ -24,10 +32,31 @@ pub async fn run(step: &SqlStep, conns: &Connections, log: &LogSink) -> TaskOutc
         step.conn
     ));
     let started = std::time::Instant::now();
+    if let Some(attempt) = attempt {
+        match committed_before(&pool, attempt).await {
+            Ok(None) => {}
+            Ok(Some((earlier, outputs))) => {
+                log.note(format!(
+                    "try {earlier} committed these statements but its outcome was never recorded: recording it instead of running them again"
+                ));
+                return TaskOutcome::Succeeded { outputs };
+            }
+            Err(e) => {
+                return TaskOutcome::Failed {
+                    error: format!(
+                        "reading the commit ledger ({}): {}",
+                        super::ledger::TABLE,
+                        crate::conn::db_error(&e)
+                    ),
+                    retryable: crate::conn::is_transient(&e),
+                };
+            }
+        }
+    }
     let result = match &pool {
-        DataPool::Postgres(p) => execute(p, step).await,
-        DataPool::MySql(p) => execute(p, step).await,
-        DataPool::Sqlite(p) => execute(p, step).await,
+        DataPool::Postgres(p) => execute(p, step, attempt).await,
+        DataPool::MySql(p) => execute(p, step, attempt).await,
+        DataPool::Sqlite(p) => execute(p, step, attempt).await,
     };
     match result {
         Ok(outputs) => {
@@ -58,11 +87,19 @@ pub async fn run(step: &SqlStep, conns: &Connections, log: &LogSink) -> TaskOutc
 type Outputs = serde_json::Map<String, serde_json::Value>;
 
 /// The statements in one transaction; on failure, which block failed.
-async fn execute<DB>(pool: &sqlx::Pool<DB>, step: &SqlStep) -> Result<Outputs, (usize, sqlx::Error)>
+async fn execute<DB>(
+    pool: &sqlx::Pool<DB>,
+    step: &SqlStep,
+    attempt: Option<&Attempt>,
+) -> Result<Outputs, (usize, sqlx::Error)>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
     for<'r> Option<String>: sqlx::Decode<'r, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> chrono::DateTime<chrono::Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     let mut tx = crate::conn::begin_write(pool).await.map_err(|e| (0, e))?;
@@ -78,6 +115,12 @@ where
         } else {
             query.execute(&mut *tx).await.map_err(|e| (i, e))?;
         }
+    }
+    if let Some(attempt) = attempt {
+        attempt
+            .record::<DB>(&mut tx, &outputs)
+            .await
+            .map_err(|e| (last, e))?;
     }
     tx.commit().await.map_err(|e| (last, e))?;
     Ok(outputs)
