@@ -744,6 +744,40 @@ fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
     if s.conn.is_none() && (s.query.is_some() || s.table.is_some()) {
         err("source", "`query` and `table` go with `conn`".into());
     }
+    if let Some(p) = &s.paginate {
+        if s.http.is_none() {
+            err("source", "`paginate` goes with an `http` source".into());
+        }
+        let ways = [
+            p.next.is_some(),
+            p.page_param.is_some(),
+            p.offset_param.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if ways != 1 {
+            err(
+                "source",
+                "`paginate` needs exactly one of `next`, `page_param` or `offset_param`".into(),
+            );
+        }
+        if p.cursor_param.is_some() && p.next.as_deref().is_none_or(|n| n == "link_header") {
+            err(
+                "source",
+                "`cursor_param` goes with `next: PATH` (a cursor in the page's JSON)".into(),
+            );
+        }
+        if p.max_pages == Some(0) {
+            err("source", "`max_pages` must be at least 1".into());
+        }
+    }
+    if s.records.is_some()
+        && s.format
+            .is_some_and(|f| f != crate::spec::SourceFormat::Json)
+    {
+        err("source", "`records` goes with `format: json`".into());
+    }
     if !(1..=100_000).contains(&l.batch_size) {
         err(
             "batch_size",

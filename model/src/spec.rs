@@ -365,10 +365,46 @@ pub struct LoadSource {
     /// CSV quote character (default `"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote: Option<char>,
+    /// `json`: where the records are in each document, a dot path to an array inside an object
+    /// (`items`, `data.results`); absent: the document is the array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
+    /// `http`: how to follow an API's pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Box<Paginate>>,
     /// CSV: accept rows with fewer or more fields than the header (or `columns`): missing
     /// fields are empty (NULL), extra ones are ignored. Off by default: such a row is a reject.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_ragged: bool,
+}
+
+/// How an HTTP source's pages are followed: exactly one of `next` (a `Link: rel="next"` header
+/// or a value in each page's JSON), `page_param` (page numbers) or `offset_param` (offsets).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Paginate {
+    /// `link_header`: the URL of `Link: <...>; rel="next"`; or a dot path in the page's JSON
+    /// (`next`, `links.next`, `meta.next_cursor`) to the next page's URL, or to a cursor when
+    /// `cursor_param` is set. No value (absent, null, empty): the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// With `next` holding a cursor: the query parameter the cursor is sent in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_param: Option<String>,
+    /// The query parameter of the page number; pages are read until one has no records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_param: Option<String>,
+    /// The query parameter of the offset (records to skip); it grows by each page's records
+    /// until a page has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_param: Option<String>,
+    /// The first page number or offset (default 1 for pages, 0 for offsets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    /// At most this many pages (default 1000); an API that still has a next page after them
+    /// fails the task rather than load part of the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pages: Option<u32>,
 }
 
 /// Formats a load can read.
@@ -777,6 +813,9 @@ pub struct HttpStep {
     /// Write the response body to this path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_to: Option<String>,
+    /// Response headers to keep as the `headers` output (`{link: ..., x-total-count: ...}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_headers: Vec<String>,
 }
 
 /// HTTP methods.

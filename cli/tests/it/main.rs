@@ -7,6 +7,7 @@ mod engine;
 mod exactly_once;
 mod http;
 mod notify;
+mod pages;
 mod remote;
 mod rows;
 

@@ -39,6 +39,48 @@ pub fn client() -> Result<&'static reqwest::Client, String> {
         .map_err(Clone::clone)
 }
 
+/// A URL as logs and errors show it: secret-like query parameters (`token`, `key`, `secret`,
+/// `password`, `signature`, `sig`, `auth`, `access_token`, ...) and a password read `***`; the
+/// rest stays, so that one page can be told from another.
+pub fn url_label(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.split(['?', '#']).next().unwrap_or(url).to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        name == "sig"
+            || [
+                "token",
+                "key",
+                "secret",
+                "passw",
+                "signature",
+                "auth",
+                "credential",
+            ]
+            .iter()
+            .any(|word| name.contains(word))
+    };
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let shown = if secret(&k) {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), shown)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// Runs a rendered `http` step.
 pub async fn run(step: &HttpStep, log: &LogSink) -> TaskOutcome {
     match request(step, log).await {
@@ -72,12 +114,11 @@ async fn request(
     } else if let Some(body) = &step.body {
         req = req.body(body.clone());
     }
-    log.note(format!("{method} {}", step.url));
+    let shown = url_label(&step.url);
+    log.note(format!("{method} {shown}"));
     let mut response = req.send().await.map_err(|e| {
-        (
-            format!("{method} {}: {e}", step.url),
-            e.is_timeout() || e.is_connect() || e.is_request(),
-        )
+        let retryable = e.is_timeout() || e.is_connect() || e.is_request();
+        (format!("{method} {shown}: {}", e.without_url()), retryable)
     })?;
     let status = response.status();
     let expected = if step.expect_status.is_empty() {
@@ -91,7 +132,7 @@ async fn request(
         return Err((
             format!(
                 "{method} {}: status {status}, expected {}; body: {shown}",
-                step.url,
+                url_label(&step.url),
                 if step.expect_status.is_empty() {
                     "2xx".to_owned()
                 } else {
@@ -103,6 +144,28 @@ async fn request(
     }
     let mut outputs = serde_json::Map::new();
     outputs.insert("status".into(), status.as_u16().to_string().into());
+    if !step.output_headers.is_empty() {
+        // The headers asked for, by their lower-case names; several values are joined by `, `.
+        let headers: serde_json::Map<String, serde_json::Value> = step
+            .output_headers
+            .iter()
+            .map(|name| {
+                let values: Vec<&str> = response
+                    .headers()
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                let value = if values.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    values.join(", ").into()
+                };
+                (name.to_ascii_lowercase(), value)
+            })
+            .collect();
+        outputs.insert("headers".into(), headers.into());
+    }
     if let Some(to) = &step.save_to {
         let to = PathBuf::from(to);
         let partial = super::partial_path(&to);

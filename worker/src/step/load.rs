@@ -29,6 +29,7 @@ use weir_model::spec::{
 
 mod csv_rows;
 mod json_array;
+mod pages;
 
 use csv_rows::CsvRows;
 use json_array::JsonArray;
@@ -221,32 +222,32 @@ async fn load(
             step.mode,
             columns.names.len()
         ));
-        let label = None;
         (
             Input::Files {
                 files,
                 format,
-                label,
+                labels: Vec::new(),
             },
             columns,
         )
     } else if let Some(url) = &step.source.http {
-        let (file, format) = download(step, url, log).await?;
-        let files = vec![file.path().to_path_buf()];
+        let pages = pages::download(step, url, log).await?;
+        let format = pages.first().map_or(SourceFormat::Csv, |p| p.format);
+        let files: Vec<PathBuf> = pages.iter().map(|p| p.file.path().to_path_buf()).collect();
+        let labels = pages.iter().map(|p| p.label.clone()).collect();
         let columns = columns(step, &files, format)?;
-        _download = Some(file);
+        _download = Some(pages);
         log.note(format!(
             "loading the download into `{}` ({:?}, {} column(s))",
             step.target.table,
             step.mode,
             columns.names.len()
         ));
-        let label = Some(url_label(url));
         (
             Input::Files {
                 files,
                 format,
-                label,
+                labels,
             },
             columns,
         )
@@ -419,69 +420,6 @@ fn format_of_content_type(content_type: &str) -> Option<SourceFormat> {
         "application/json" => Some(SourceFormat::Json),
         _ => None,
     }
-}
-
-/// An HTTP source's name in logs and rejects: the URL without its query string, which may
-/// carry a token.
-fn url_label(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or(url).to_owned()
-}
-
-/// Streams an HTTP source to a temporary file; returns it with the format to read it as
-/// (`format`, else the URL's extension, else the `Content-Type`, else csv). A 5xx, 429 or
-/// network failure may be retried; another status fails the task.
-async fn download(
-    step: &LoadStep,
-    url: &str,
-    log: &LogSink,
-) -> Result<(tempfile::NamedTempFile, SourceFormat), LoadError> {
-    use tokio::io::AsyncWriteExt;
-    let label = url_label(url);
-    let client = super::http::client().map_err(LoadError::fatal)?;
-    let mut request = client.get(url);
-    for (name, value) in &step.source.headers {
-        request = request.header(name, value);
-    }
-    let network = |e: reqwest::Error| LoadError {
-        retryable: true,
-        message: format!("downloading {label}: {}", e.without_url()),
-    };
-    let mut response = request.send().await.map_err(network)?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let excerpt: String = body.chars().take(300).collect();
-        return Err(LoadError {
-            retryable: status.is_server_error() || status.as_u16() == 429,
-            message: format!("downloading {label}: the server answered {status}: {excerpt}"),
-        });
-    }
-    let format = step
-        .source
-        .format
-        .or_else(|| format_of_name(url))
-        .or_else(|| {
-            response
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(format_of_content_type)
-        })
-        .unwrap_or(SourceFormat::Csv);
-    let local = |e: std::io::Error| LoadError {
-        retryable: true,
-        message: format!("downloading {label} to a temporary file: {e}"),
-    };
-    let file = tempfile::NamedTempFile::new().map_err(local)?;
-    let mut out = tokio::fs::File::from_std(file.reopen().map_err(local)?);
-    let mut bytes = 0_u64;
-    while let Some(chunk) = response.chunk().await.map_err(network)? {
-        out.write_all(&chunk).await.map_err(local)?;
-        bytes += u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-    }
-    out.flush().await.map_err(local)?;
-    log.note(format!("downloaded {label} ({bytes} bytes, {format:?})"));
-    Ok((file, format))
 }
 
 fn matching_files(pattern: &str) -> Result<Vec<PathBuf>, LoadError> {
@@ -747,8 +685,9 @@ enum Input {
     Files {
         files: Vec<PathBuf>,
         format: SourceFormat,
-        /// The name rejects give the (single) file instead of its path: an HTTP source's URL.
-        label: Option<String>,
+        /// The names rejects give the files instead of their paths (an HTTP source's pages), in
+        /// the same order; empty: the paths.
+        labels: Vec<String>,
     },
     /// A query's rows, streamed from another connection by a task of their own.
     Database {
@@ -926,8 +865,10 @@ struct RowReader<'a> {
     step: &'a LoadStep,
     columns: &'a Columns,
     format: SourceFormat,
-    files: std::slice::Iter<'a, PathBuf>,
-    label: Option<&'a str>,
+    files: &'a [PathBuf],
+    labels: &'a [String],
+    /// The next file to open.
+    next: usize,
     current: Option<Source>,
 }
 
@@ -952,14 +893,15 @@ impl<'a> RowReader<'a> {
         columns: &'a Columns,
         format: SourceFormat,
         files: &'a [PathBuf],
-        label: Option<&'a str>,
+        labels: &'a [String],
     ) -> RowReader<'a> {
         RowReader {
             step,
             columns,
             format,
-            files: files.iter(),
-            label,
+            files,
+            labels,
+            next: 0,
             current: None,
         }
     }
@@ -969,8 +911,12 @@ impl<'a> RowReader<'a> {
         let mut rows = Vec::with_capacity(batch.min(10_000));
         while rows.len() < batch {
             if self.current.is_none() {
-                let Some(path) = self.files.next() else { break };
-                self.current = Some(self.open(path)?);
+                let Some(path) = self.files.get(self.next) else {
+                    break;
+                };
+                let label = self.labels.get(self.next);
+                self.next += 1;
+                self.current = Some(self.open(path, label)?);
             }
             let row = match self.current.as_mut() {
                 Some(Source::Csv(csv)) => csv.next_row(self.columns)?,
@@ -1000,10 +946,9 @@ impl<'a> RowReader<'a> {
         Ok((!rows.is_empty()).then_some(rows))
     }
 
-    fn open(&self, path: &Path) -> Result<Source, LoadError> {
-        let name: Arc<str> = self
-            .label
-            .map_or_else(|| path.display().to_string(), str::to_owned)
+    fn open(&self, path: &Path, label: Option<&String>) -> Result<Source, LoadError> {
+        let name: Arc<str> = label
+            .map_or_else(|| path.display().to_string(), Clone::clone)
             .into();
         let open = || {
             std::fs::File::open(path)
@@ -1405,7 +1350,7 @@ impl Plan {
             Input::Files {
                 files,
                 format,
-                label,
+                labels,
             } => {
                 // Files are read and parsed on a thread of their own, one batch ahead of the
                 // database: reading and writing overlap. Dropping the receiver (a failed
@@ -1418,7 +1363,7 @@ impl Plan {
                 let (read_step, read_columns, batch) = (step.clone(), columns.clone(), self.batch);
                 tokio::task::spawn_blocking(move || {
                     let mut reader =
-                        RowReader::new(&read_step, &read_columns, format, &files, label.as_deref());
+                        RowReader::new(&read_step, &read_columns, format, &files, &labels);
                     loop {
                         while let Ok(rows) = to_free.try_recv() {
                             drop(rows);
