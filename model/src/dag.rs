@@ -453,7 +453,7 @@ fn decode_step(
         "shell" => one::<ShellStep>(node, also_valid, context, sink, Step::Shell),
         "sql" => one::<SqlStep>(node, also_valid, context, sink, Step::Sql),
         "migrate" => one::<MigrateStep>(node, also_valid, context, sink, Step::Migrate),
-        "load" => one::<LoadStep>(node, also_valid, context, sink, Step::Load),
+        "load" => one::<LoadStep>(node, also_valid, context, sink, |l| Step::Load(Box::new(l))),
         "validate" => one::<ValidateStep>(node, also_valid, context, sink, Step::Validate),
         "export" => one::<ExportStep>(node, also_valid, context, sink, Step::Export),
         "http" => one::<HttpStep>(node, also_valid, context, sink, Step::Http),
@@ -771,6 +771,21 @@ fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
         if p.max_pages == Some(0) {
             err("source", "`max_pages` must be at least 1".into());
         }
+    }
+    if s.claim.is_some() && s.file.is_none() {
+        err("source", "`claim` goes with a `file` source".into());
+    }
+    if l.column_set.is_some() == l.column_sets.is_empty() {
+        err(
+            "column_set",
+            "`column_set` picks one of `column_sets`: give both or neither".into(),
+        );
+    }
+    if l.column_set.is_some() && l.columns.is_some() {
+        err(
+            "columns",
+            "`columns` and `column_set` exclude each other".into(),
+        );
     }
     if s.records.is_some()
         && s.format

@@ -200,7 +200,7 @@ pub enum Step {
     /// Versioned schema migrations.
     Migrate(MigrateStep),
     /// Rows from a source into a table.
-    Load(LoadStep),
+    Load(Box<LoadStep>),
     /// Data-quality checks.
     Validate(ValidateStep),
     /// A table or query to a file.
@@ -310,6 +310,13 @@ pub struct LoadStep {
     /// Typed columns, in order; absent = the source's columns as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub columns: Option<IndexMap<String, ColumnSpec>>,
+    /// Named sets of `columns`, one of which `column_set` picks at run time (a mapped task
+    /// loading files of different shapes).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub column_sets: IndexMap<String, IndexMap<String, ColumnSpec>>,
+    /// Which of `column_sets` to use: a template, e.g. `"{{ item.shape }}"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column_set: Option<String>,
     /// How rows meet what the table holds.
     #[serde(default)]
     pub mode: LoadMode,
@@ -369,6 +376,10 @@ pub struct LoadSource {
     /// (`items`, `data.results`); absent: the document is the array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<String>,
+    /// `file`: move the matching files into a folder of this try's own before reading them, so
+    /// that each arrived file is loaded by one run only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
     /// `http`: how to follow an API's pages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paginate: Option<Box<Paginate>>,
@@ -376,6 +387,20 @@ pub struct LoadSource {
     /// fields are empty (NULL), extra ones are ignored. Off by default: such a row is a reject.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_ragged: bool,
+}
+
+/// Claiming a file source's files: moved (renamed, atomically) into
+/// `move_to/<run id>/<task id>[.<map index>]/` before they are read; a retry reads the files
+/// already claimed there. After the load commits they move on to the same place under
+/// `archive_to`, when given.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// The folder claimed files are moved into (on the files' file system).
+    pub move_to: String,
+    /// The folder loaded files are moved to after the commit; absent: they stay claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_to: Option<String>,
 }
 
 /// How an HTTP source's pages are followed: exactly one of `next` (a `Link: rel="next"` header

@@ -2,6 +2,7 @@
 //! engine (scheduler + worker) end to end in `engine`.
 
 mod browser;
+mod claim;
 mod data;
 mod engine;
 mod exactly_once;

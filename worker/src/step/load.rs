@@ -27,6 +27,7 @@ use weir_model::spec::{
     ColumnSpec, ColumnType, CreateMode, LoadMode, LoadStep, OnError, RejectLimit, SourceFormat,
 };
 
+mod claim;
 mod csv_rows;
 mod json_array;
 mod pages;
@@ -185,10 +186,12 @@ async fn load(
     log: &LogSink,
 ) -> Result<serde_json::Map<String, serde_json::Value>, LoadError> {
     let started = Instant::now();
+    let step = &with_column_set(step)?;
+    let claim = step.source.claim.as_ref();
     let pool = conns.pool(&step.target.conn).await?;
     let dialect = Dialect::of(&pool);
     if let Some(attempt) = &ctx.attempt
-        && let Some((earlier, outputs)) = super::ledger::committed_before(&pool, attempt)
+        && let Some((earlier, mut outputs)) = super::ledger::committed_before(&pool, attempt)
             .await
             .map_err(|e| LoadError {
                 retryable: crate::conn::is_transient(&e),
@@ -203,17 +206,27 @@ async fn load(
             "try {earlier} committed this load ({} row(s)) but its outcome was never recorded: recording it instead of loading again",
             outputs.get("rows_loaded").cloned().unwrap_or_default()
         ));
+        // Its files may not have been archived yet.
+        if let Some(c) = claim {
+            outputs.insert("files".into(), paths(&claim::archive(c, ctx)?));
+        }
         return Ok(outputs);
     }
     // Holds an HTTP source's download until the load is over.
     let mut _download = None;
+    // A file source's files, for the `files` output.
+    let mut read_files = None;
     let (input, columns) = if let Some(pattern) = &step.source.file {
         let format = step
             .source
             .format
             .or_else(|| format_of_name(pattern))
             .unwrap_or(SourceFormat::Csv);
-        let files = matching_files(pattern)?;
+        let files = match claim {
+            Some(c) => claim::claim(pattern, c, ctx)?,
+            None => matching_files(pattern)?,
+        };
+        read_files = Some(files.clone());
         let columns = columns(step, &files, format)?;
         log.note(format!(
             "loading {} file(s) matching `{pattern}` into `{}` ({:?}, {} column(s))",
@@ -334,7 +347,14 @@ async fn load(
         DataPool::MySql(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
         DataPool::Sqlite(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
     };
-    let out = outputs(step, ctx, &counts, started);
+    let mut out = outputs(step, ctx, &counts, started);
+    if let Some(files) = read_files {
+        let files = match claim {
+            Some(c) => claim::archive(c, ctx)?,
+            None => files,
+        };
+        out.insert("files".into(), paths(&files));
+    }
     log.note(format!(
         "read {}, loaded {}, rejected {} in {:.3}s",
         counts.read,
@@ -343,6 +363,31 @@ async fn load(
         started.elapsed().as_secs_f64()
     ));
     Ok(out)
+}
+
+/// Paths as a JSON list.
+fn paths(files: &[PathBuf]) -> serde_json::Value {
+    files.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// The step with `columns` taken from `column_sets` by its (rendered) `column_set`.
+fn with_column_set(step: &LoadStep) -> Result<std::borrow::Cow<'_, LoadStep>, LoadError> {
+    let Some(name) = &step.column_set else {
+        return Ok(std::borrow::Cow::Borrowed(step));
+    };
+    let set = step.column_sets.get(name.trim()).ok_or_else(|| {
+        LoadError::fatal(format!(
+            "`column_set` is `{name}`, which is not one of `column_sets` ({})",
+            step.column_sets
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let mut chosen = step.clone();
+    chosen.columns = Some(set.clone());
+    Ok(std::borrow::Cow::Owned(chosen))
 }
 
 /// A load's outputs (see docs/dag-format.md).

@@ -3,8 +3,9 @@
 //! back to the scheduler with a next-check time (`interval`), so waiting holds no worker slot.
 //! The task's `timeout` bounds the whole wait, from the first check.
 //!
-//! Checks: `file` (a glob matches at least one file), `sql` on `conn` (the first cell of the
-//! first row is truthy: not NULL, empty, `0`, `f` or `false`), `http` (a GET answers 2xx).
+//! Checks: `file` (a glob matches at least one file; every match, in name order, is the `files`
+//! output, a list `foreach` can map over), `sql` on `conn` (the first cell of the first row is
+//! truthy: not NULL, empty, `0`, `f` or `false`), `http` (a GET answers 2xx).
 
 use weir_model::spec::WaitForStep;
 
@@ -15,13 +16,23 @@ use crate::outcome::TaskOutcome;
 
 /// Runs one check of a rendered `wait_for` step.
 pub async fn check(step: &WaitForStep, conns: &Connections, log: &LogSink) -> TaskOutcome {
+    let mut files = None;
     let found = match (&step.file, &step.sql, &step.http) {
         (Some(pattern), None, None) => match glob::glob(pattern) {
             Ok(paths) => {
-                let first = paths.filter_map(Result::ok).find(|p| p.is_file());
-                first
-                    .map(|p| format!("file {}", p.display()))
-                    .ok_or_else(|| format!("no file matches `{pattern}`"))
+                let mut matched: Vec<String> = paths
+                    .filter_map(Result::ok)
+                    .filter(|p| p.is_file())
+                    .map(|p| p.display().to_string())
+                    .collect();
+                matched.sort();
+                let found = match matched.as_slice() {
+                    [] => Err(format!("no file matches `{pattern}`")),
+                    [one] => Ok(format!("file {one}")),
+                    [first, ..] => Ok(format!("{} files, the first {first}", matched.len())),
+                };
+                files = Some(matched);
+                found
             }
             Err(e) => {
                 return TaskOutcome::Failed {
@@ -74,10 +85,11 @@ pub async fn check(step: &WaitForStep, conns: &Connections, log: &LogSink) -> Ta
                     };
                 }
             };
+            let shown = super::http::url_label(url);
             match client.get(url).send().await {
-                Ok(r) if r.status().is_success() => Ok(format!("{url} answered {}", r.status())),
-                Ok(r) => Err(format!("{url} answered {}", r.status())),
-                Err(e) => Err(format!("{url}: {e}")),
+                Ok(r) if r.status().is_success() => Ok(format!("{shown} answered {}", r.status())),
+                Ok(r) => Err(format!("{shown} answered {}", r.status())),
+                Err(e) => Err(format!("{shown}: {}", e.without_url())),
             }
         }
         _ => {
@@ -92,6 +104,9 @@ pub async fn check(step: &WaitForStep, conns: &Connections, log: &LogSink) -> Ta
             log.note(format!("found: {what}"));
             let mut outputs = serde_json::Map::new();
             outputs.insert("found".into(), what.into());
+            if let Some(files) = files {
+                outputs.insert("files".into(), files.into());
+            }
             TaskOutcome::Succeeded { outputs }
         }
         Err(why) => {
