@@ -126,8 +126,28 @@ pub(crate) struct ConnectionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub(crate) enum NotifierConfig {
-    Email { to: Vec<String> },
-    Webhook { url: String },
+    /// `subject` and `body`: the notifier's own message, tera templates over the
+    /// notification's context (docs/notifications.md); absent, weir's default.
+    Email {
+        to: Vec<String>,
+        subject: Option<String>,
+        body: Option<String>,
+    },
+    Webhook {
+        url: String,
+        subject: Option<String>,
+        body: Option<String>,
+    },
+}
+
+impl NotifierConfig {
+    /// The notifier's own subject and body templates.
+    pub(crate) fn message(&self) -> (Option<&String>, Option<&String>) {
+        match self {
+            NotifierConfig::Email { subject, body, .. }
+            | NotifierConfig::Webhook { subject, body, .. } => (subject.as_ref(), body.as_ref()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,9 +257,24 @@ impl Config {
             }
         }
         for (name, notifier) in &mut config.notifiers {
-            if let NotifierConfig::Webhook { url } = notifier {
+            if let NotifierConfig::Webhook { url, .. } = notifier {
                 *url = expand(url, env)
                     .with_context(|| format!("{}: notifier `{name}`", origin.display()))?;
+            }
+            let (subject, body) = notifier.message();
+            let mut checker = weir_model::template::TemplateChecker::default();
+            for (field, text) in [("subject", subject), ("body", body)] {
+                if let Some(text) = text
+                    && let Err(e) = checker.check(text)
+                {
+                    bail!(
+                        "{}: notifier `{name}`: {field} template, line {} column {}: {}",
+                        origin.display(),
+                        e.line,
+                        e.col,
+                        e.message
+                    );
+                }
             }
         }
         if config.worker.concurrency == 0 {
@@ -270,7 +305,7 @@ impl Config {
             .into_iter()
             .collect();
         for n in self.notifiers.values() {
-            if let NotifierConfig::Webhook { url } = n {
+            if let NotifierConfig::Webhook { url, .. } = n {
                 out.push(url.clone());
             }
         }
@@ -376,7 +411,7 @@ mod tests {
         assert_eq!(smtp.port, 587);
         assert!(matches!(smtp.tls, SmtpTls::Starttls));
         assert!(
-            matches!(&c.notifiers["slack"], NotifierConfig::Webhook { url } if url == "https://hooks/T0K")
+            matches!(&c.notifiers["slack"], NotifierConfig::Webhook { url, .. } if url == "https://hooks/T0K")
         );
         assert_eq!(c.secrets(), ["pw1", "https://hooks/T0K"]);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::{Clock, SystemClock};
-use weir_scheduler::notify::{Notifier, NotifyConfig, Smtp};
+use weir_scheduler::notify::{MessageTemplate, Notifier, NotifyConfig, Smtp};
 use weir_scheduler::{Scheduler, SchedulerConfig};
 use weir_store::Store;
 use weir_worker::WorkerConfig;
@@ -70,9 +70,20 @@ fn notify_config(config: &Config) -> NotifyConfig {
         .notifiers
         .iter()
         .map(|(name, n)| {
+            let (subject, body) = n.message();
+            let message = MessageTemplate {
+                subject: subject.cloned(),
+                body: body.cloned(),
+            };
             let notifier = match n {
-                NotifierConfig::Email { to } => Notifier::Email { to: to.clone() },
-                NotifierConfig::Webhook { url } => Notifier::Webhook { url: url.clone() },
+                NotifierConfig::Email { to, .. } => Notifier::Email {
+                    to: to.clone(),
+                    message,
+                },
+                NotifierConfig::Webhook { url, .. } => Notifier::Webhook {
+                    url: url.clone(),
+                    message,
+                },
             };
             (name.clone(), notifier)
         })

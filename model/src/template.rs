@@ -71,6 +71,20 @@ fn tojson(value: Value, _: Kwargs, _: &State<'_>) -> TeraResult<String> {
     serde_json::to_string(&value).map_err(|e| tera::Error::message(format!("tojson: {e}")))
 }
 
+/// Renders one template over a JSON context with weir's environment (notification messages).
+///
+/// # Errors
+/// The template's error, with tera's location inside the template.
+pub fn render_json(text: &str, context: &serde_json::Value) -> Result<String, String> {
+    if !is_template(text) {
+        return Ok(text.to_owned());
+    }
+    let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
+    environment()
+        .render_str(text, &context, false)
+        .map_err(|e| render_error(&e))
+}
+
 /// What a task's templates can read (SPEC §2), for one try.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RenderContext {

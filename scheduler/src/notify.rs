@@ -18,8 +18,9 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use weir_model::TaskState;
 use weir_model::clock::Clock;
-use weir_store::{ClaimedNotification, Notice, NoticeEvent, Store};
+use weir_store::{ClaimedNotification, Notice, NoticeEvent, Store, TaskInstanceRow};
 
 use crate::error::Result;
 
@@ -41,12 +42,34 @@ pub enum Notifier {
     Email {
         /// Recipients.
         to: Vec<String>,
+        /// Its own subject and body, if any.
+        message: MessageTemplate,
     },
     /// A JSON `POST` to this URL.
     Webhook {
         /// The URL (a secret: Slack's carry the token).
         url: String,
+        /// Its own subject and body (the `text` field), if any.
+        message: MessageTemplate,
     },
+}
+
+impl Notifier {
+    fn message(&self) -> &MessageTemplate {
+        match self {
+            Notifier::Email { message, .. } | Notifier::Webhook { message, .. } => message,
+        }
+    }
+}
+
+/// A notifier's own subject and body: tera templates over the notification's context (see
+/// docs/notifications.md); `None`: weir's default.
+#[derive(Debug, Clone, Default)]
+pub struct MessageTemplate {
+    /// The subject (an email's, the first line of a webhook's `text`).
+    pub subject: Option<String>,
+    /// The body.
+    pub body: Option<String>,
 }
 
 /// How the SMTP relay is reached.
@@ -199,13 +222,24 @@ impl Dispatcher {
     }
 
     async fn send(&self, n: &ClaimedNotification) -> std::result::Result<(), String> {
-        let message = Rendered::new(&n.notice, &self.cfg.base_url);
-        match self.cfg.notifiers.get(&n.notifier) {
-            None => Err(format!(
+        let Some(notifier) = self.cfg.notifiers.get(&n.notifier) else {
+            return Err(format!(
                 "notifier `{}` is not in the configuration of this scheduler (add it under [notifiers])",
                 n.notifier
-            )),
-            Some(Notifier::Webhook { url }) => {
+            ));
+        };
+        // The run's tasks as the database has them now (a finished run's are final); without
+        // them the message still goes, with the notice's own facts.
+        let tasks = match self.store.task_instances(&n.notice.run_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(run_id = %n.notice.run_id, error = %e, "reading the run's tasks for a notification failed");
+                Vec::new()
+            }
+        };
+        let message = Rendered::new(&n.notice, &self.cfg.base_url, &tasks, notifier.message());
+        match notifier {
+            Notifier::Webhook { url, .. } => {
                 let http = self.http.as_ref().map_err(Clone::clone)?;
                 let response = http
                     .post(url)
@@ -222,7 +256,7 @@ impl Dispatcher {
                     Err(format!("webhook answered {status}"))
                 }
             }
-            Some(Notifier::Email { to }) => {
+            Notifier::Email { to, .. } => {
                 // The relay that could not be set up (a bad CA file) is said on each send.
                 let mailer = self.mailer.as_ref().map_err(Clone::clone)?;
                 let (Some(smtp), Some(mailer)) = (&self.cfg.smtp, mailer) else {
@@ -298,26 +332,38 @@ fn email(smtp: &Smtp, to: &[String], message: &Rendered) -> std::result::Result<
         a.parse::<Mailbox>()
             .map_err(|e| format!("address `{a}`: {e}"))
     };
+    // A MIME message: MIME-Version, Content-Type text/plain with its charset, a
+    // Content-Transfer-Encoding fit for the text, Date and Message-ID.
     let mut builder = Message::builder()
         .from(mailbox(&smtp.from)?)
-        .subject(&message.title);
+        .subject(&message.title)
+        .date_now()
+        .message_id(None);
     for a in to {
         builder = builder.to(mailbox(a)?);
     }
     builder
-        .body(message.body.clone())
+        .singlepart(lettre::message::SinglePart::plain(message.body.clone()))
         .map_err(|e| format!("building the email: {e}"))
 }
 
-/// A notice as words: a one-line title and a body of `field: value` lines with a link.
+/// A notice as words: a one-line title and a body of `field: value` lines, the run's load
+/// counts and a link; or the notifier's own templates over the same facts.
 struct Rendered {
     title: String,
     body: String,
     url: String,
+    /// The run's tasks, for the webhook's JSON.
+    tasks: serde_json::Value,
 }
 
 impl Rendered {
-    fn new(n: &Notice, base_url: &str) -> Rendered {
+    fn new(
+        n: &Notice,
+        base_url: &str,
+        tasks: &[TaskInstanceRow],
+        template: &MessageTemplate,
+    ) -> Rendered {
         let task = n.task_id.as_deref().map(|t| match n.map_index {
             Some(i) => format!("{t}[{i}]"),
             None => t.to_owned(),
@@ -349,6 +395,7 @@ impl Rendered {
             _ => format!("/runs/{}", weir_model::text::url_segment(&n.run_id)),
         };
         let url = format!("{base_url}{path}");
+        let loads = load_counts(tasks);
         let mut body = String::new();
         let _ = writeln!(body, "DAG:   {}", n.dag_id);
         let _ = writeln!(body, "Run:   {}", n.run_id);
@@ -364,8 +411,109 @@ impl Rendered {
         if let Some(e) = &n.error {
             let _ = writeln!(body, "Error: {}", e.replace('\n', "\n       "));
         }
+        if !loads.is_empty() {
+            let _ = writeln!(body, "Loads:");
+            for l in &loads {
+                let _ = writeln!(body, "  {}", l.line);
+            }
+        }
         let _ = writeln!(body, "Log:   {url}");
-        Rendered { title, body, url }
+        let task_facts = task_facts(tasks);
+        let mut rendered = Rendered {
+            title,
+            body,
+            url,
+            tasks: task_facts,
+        };
+        if template.subject.is_some() || template.body.is_some() {
+            let context = rendered.context(n, &loads);
+            let render = |text: &str| weir_model::template::render_json(text, &context);
+            // A template that fails to render must not cost the message: weir's own goes, saying
+            // why.
+            let mut broken = Vec::new();
+            if let Some(subject) = &template.subject {
+                match render(subject) {
+                    // A subject is one line.
+                    Ok(text) => {
+                        rendered.title = text
+                            .lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                    }
+                    Err(e) => broken.push(format!("subject: {e}")),
+                }
+            }
+            if let Some(body) = &template.body {
+                match render(body) {
+                    Ok(text) => rendered.body = text,
+                    Err(e) => broken.push(format!("body: {e}")),
+                }
+            }
+            for b in broken {
+                tracing::warn!(run_id = %n.run_id, error = %b, "a notifier's template failed; sending the default");
+                let _ = writeln!(
+                    rendered.body,
+                    "(The notifier's {b}; this part is weir's default.)"
+                );
+            }
+        }
+        rendered
+    }
+
+    /// What a notifier's templates read: the notice's facts, `url`, the run's `tasks` (state,
+    /// error, outputs; a mapped task's `outputs` a list), `loads` (each load's counts and
+    /// totals), `failed` (the failed tasks) and the default `title` and `body`.
+    fn context(&self, n: &Notice, loads: &[LoadLine]) -> serde_json::Value {
+        let failed: Vec<serde_json::Value> = self
+            .tasks
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(id, t)| {
+                let instances = t["instances"].as_array().cloned().unwrap_or_default();
+                instances
+                    .into_iter()
+                    .filter(|i| i["state"] == "failed" || i["state"] == "upstream_failed")
+                    .map(move |i| {
+                        serde_json::json!({"task_id": id, "map_index": i["map_index"], "state": i["state"], "error": i["error"]})
+                    })
+            })
+            .collect();
+        let sum = |key: &str| -> u64 {
+            loads
+                .iter()
+                .map(|l| l.counts.get(key).copied().unwrap_or(0))
+                .sum()
+        };
+        serde_json::json!({
+            "event": n.event.as_str(),
+            "dag_id": n.dag_id,
+            "run_id": n.run_id,
+            "ds": n.ds,
+            "logical_date": n.logical_date,
+            "task_id": n.task_id,
+            "map_index": n.map_index,
+            "try_number": n.try_number,
+            "max_tries": n.max_tries,
+            "error": n.error,
+            "at": n.at,
+            "url": self.url,
+            "tasks": self.tasks,
+            "failed": failed,
+            "loads": loads.iter().map(|l| serde_json::json!({"task_id": l.task, "counts": l.counts})).collect::<Vec<_>>(),
+            "totals": {
+                "rows_read": sum("rows_read"),
+                "rows_loaded": sum("rows_loaded"),
+                "rows_inserted": sum("rows_inserted"),
+                "rows_updated": sum("rows_updated"),
+                "rows_unchanged": sum("rows_unchanged"),
+                "rows_rejected": sum("rows_rejected"),
+            },
+            "title": self.title,
+            "body": self.body,
+        })
     }
 
     /// The webhook's JSON: Slack's `text`, and the facts under `weir`.
@@ -385,9 +533,100 @@ impl Rendered {
                 "error": n.error,
                 "at": n.at,
                 "url": self.url,
+                "tasks": self.tasks,
             }
         })
     }
+}
+
+/// A load's counts, and the line the default body gives it.
+struct LoadLine {
+    task: String,
+    counts: BTreeMap<String, u64>,
+    line: String,
+}
+
+/// The counts of every task of the run that loaded rows (outputs with `rows_loaded`).
+fn load_counts(tasks: &[TaskInstanceRow]) -> Vec<LoadLine> {
+    let mut out = Vec::new();
+    for t in tasks {
+        let Some(outputs) = t.outputs.as_ref().and_then(|o| o.as_object()) else {
+            continue;
+        };
+        if !outputs.contains_key("rows_loaded") {
+            continue;
+        }
+        let counts: BTreeMap<String, u64> = outputs
+            .iter()
+            .filter(|(k, _)| k.starts_with("rows_"))
+            .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+            .collect();
+        let name = if t.map_index >= 0 {
+            format!("{}[{}]", t.task_id, t.map_index)
+        } else {
+            t.task_id.clone()
+        };
+        let n = |k: &str| counts.get(k).copied().unwrap_or(0);
+        let line = format!(
+            "{name}: {} inserted, {} updated, {} unchanged, {} rejected (of {} read)",
+            n("rows_inserted"),
+            n("rows_updated"),
+            n("rows_unchanged"),
+            n("rows_rejected"),
+            n("rows_read")
+        );
+        out.push(LoadLine {
+            task: name,
+            counts,
+            line,
+        });
+    }
+    out
+}
+
+/// The run's tasks by id: `state`, `error`, `try_number` and `outputs` of an unmapped task; a
+/// mapped task's `outputs` is the list of its instances' (in map-index order) and its `state`
+/// the worst of theirs. Every task also lists its `instances`.
+fn task_facts(tasks: &[TaskInstanceRow]) -> serde_json::Value {
+    let mut by_id: BTreeMap<&str, Vec<&TaskInstanceRow>> = BTreeMap::new();
+    for t in tasks {
+        by_id.entry(t.task_id.as_str()).or_default().push(t);
+    }
+    let mut out = serde_json::Map::new();
+    for (id, mut list) in by_id {
+        list.sort_by_key(|t| t.map_index);
+        let instance = |t: &TaskInstanceRow| {
+            serde_json::json!({
+                "map_index": t.map_index,
+                "state": t.state.as_str(),
+                "error": t.error,
+                "try_number": t.try_number,
+                "outputs": t.outputs.clone().unwrap_or_else(|| serde_json::json!({})),
+            })
+        };
+        let instances: Vec<serde_json::Value> = list.iter().map(|t| instance(t)).collect();
+        let entry = match list.as_slice() {
+            [one] if one.map_index < 0 => {
+                let mut e = instance(one);
+                e["instances"] = serde_json::Value::Array(instances);
+                e
+            }
+            _ => {
+                let worst = list
+                    .iter()
+                    .map(|t| t.state)
+                    .find(|s| *s != TaskState::Success)
+                    .unwrap_or(TaskState::Success);
+                serde_json::json!({
+                    "state": worst.as_str(),
+                    "outputs": instances.iter().map(|i| i["outputs"].clone()).collect::<Vec<_>>(),
+                    "instances": instances,
+                })
+            }
+        };
+        out.insert(id.to_owned(), entry);
+    }
+    serde_json::Value::Object(out)
 }
 
 #[cfg(test)]
@@ -412,7 +651,12 @@ mod tests {
 
     #[test]
     fn a_retry_names_the_task_try_error_and_log_link() {
-        let r = Rendered::new(&notice(NoticeEvent::TaskRetry), "http://weir.example:8080");
+        let r = Rendered::new(
+            &notice(NoticeEvent::TaskRetry),
+            "http://weir.example:8080",
+            &[],
+            &MessageTemplate::default(),
+        );
         assert_eq!(
             r.title,
             "weir: task load of hr will retry after try 2 of 3 (2024-01-02)"
@@ -436,7 +680,7 @@ mod tests {
         let mut n = notice(NoticeEvent::TaskFailed);
         n.try_number = None;
         n.map_index = Some(4);
-        let r = Rendered::new(&n, "http://w");
+        let r = Rendered::new(&n, "http://w", &[], &MessageTemplate::default());
         assert_eq!(
             r.title,
             "weir: task load[4] of hr failed, before its first try (2024-01-02)"

@@ -19,8 +19,8 @@ pub enum TaskOutcome {
         retryable: bool,
     },
     /// Ran to its end and found a problem it reports in its outputs (failed `validate`
-    /// checks): recorded with the outputs, retried per the task's policy (late data may
-    /// arrive).
+    /// checks): recorded with the outputs and not retried (the same data fails the same way;
+    /// waiting for late data is a sensor's job).
     FailedWithOutputs {
         /// Why.
         error: String,

@@ -468,15 +468,13 @@ impl Worker {
                     }
                 }
             }
-            TaskOutcome::FailedWithOutputs { error, outputs } => {
-                let (state, due) = after_failure();
-                (
-                    state,
-                    Some(serde_json::Value::Object(outputs.clone())),
-                    Some(error.clone()),
-                    due,
-                )
-            }
+            // The data failed the checks: another try finds the same.
+            TaskOutcome::FailedWithOutputs { error, outputs } => (
+                TaskState::Failed,
+                Some(serde_json::Value::Object(outputs.clone())),
+                Some(error.clone()),
+                None,
+            ),
             TaskOutcome::TimedOut { after } => {
                 let (state, due) = after_failure();
                 (

@@ -323,6 +323,8 @@ tasks:
     kind: validate
     depends_on: [fill]
     conn: wh
+    retries: 2
+    retry_delay: 1s
     checks:
       - row_count: {table: people, min: 1, max: 10}
       - not_null: {table: people, columns: [id, name]}
@@ -362,10 +364,24 @@ async fn validate_checks_report_structured_results_on_every_database() {
 
         let strict = by_id("strict");
         assert_eq!(strict.state, TaskState::Failed, "{backend:?}");
+        // The error names each failed check, what it saw and its failing keys or rows.
+        let error = strict.error.clone().unwrap_or_default();
+        assert!(
+            error.starts_with(
+                "4 check(s) failed: check 2 not_null: id: 0, name: 1; failing rows: {"
+            ),
+            "{backend:?}: {error}"
+        );
+        for part in [
+            "; check 3 unique: duplicated_keys: 1; failing rows: {\"id\":\"2\",\"copies\":\"2\"}",
+            "; check 4 accepted_values: rows_with_other_values: 1; failing rows: {\"value\":\"sales\",\"occurrences\":\"1\"}",
+            "; check 5 range: rows_outside: 2; failing rows: ",
+        ] {
+            assert!(error.contains(part), "{backend:?}: {error}");
+        }
         assert_eq!(
-            strict.error.as_deref(),
-            Some("check(s) failed: 2 (not_null), 3 (unique), 4 (accepted_values), 5 (range)"),
-            "{backend:?}"
+            strict.try_number, 1,
+            "{backend:?}: failed data is not retried"
         );
         let out = strict.outputs.clone().expect("outputs kept on failure");
         assert_eq!(out["checks_passed"], 3, "{backend:?}: {out}");

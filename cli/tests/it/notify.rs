@@ -304,3 +304,149 @@ async fn notifications_reach_mail_and_webhooks_sqlite() {
 async fn notifications_reach_mail_and_webhooks_postgres() {
     notifications_reach_mail_and_webhooks(TestDb::postgres().await).await;
 }
+
+const ETL: &str = "id: etl
+on_success: [plain, custom, hook]
+tasks:
+  schema:
+    kind: sql
+    conn: wh
+    sql:
+      - create table cases (id integer primary key, n integer)
+      - insert into cases (id, n) values (1, 0)
+  load:
+    kind: load
+    depends_on: [schema]
+    source: {file: cases.csv}
+    target: {conn: wh, table: cases}
+    columns:
+      id: {type: int}
+      n: {type: int}
+    mode: upsert
+    key: [id]
+";
+
+/// Messages that say what happened: the default one lists every load's counts; a notifier's
+/// own subject and body are templates over the run's tasks, outputs and totals; mail is
+/// proper MIME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_carry_the_load_counts_and_follow_templates() {
+    let db = TestDb::sqlite().await;
+    let smtp = SmtpSink::start(false).await;
+    let (hooks, bodies) = webhook_sink().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("dags");
+    std::fs::write(dir.path().join("dags/etl.yaml"), ETL).expect("dag");
+    std::fs::write(dir.path().join("cases.csv"), "id,n\n1,5\n2,7\n3,9\n").expect("csv");
+    let config = |custom_body: &str| {
+        format!(
+            r#"[web]
+base_url = "http://weir.test:8080"
+
+[connections.wh]
+url = "sqlite://{wh}?mode=rwc"
+
+[smtp]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+from = "weir@example.org"
+
+[notifiers.plain]
+kind = "email"
+to = ["ops@example.org"]
+
+[notifiers.custom]
+kind = "email"
+to = ["boss@example.org"]
+subject = "{{{{ dag_id }}}} {{{{ ds }}}}: {{{{ totals.rows_inserted }}}} inserted, {{{{ totals.rows_updated }}}} updated"
+body = """{custom_body}"""
+
+[notifiers.hook]
+kind = "webhook"
+url = "{hooks}/hook"
+subject = "{{{{ dag_id }}}} {{{{ tasks.load.state }}}}"
+body = "loaded {{{{ tasks.load.outputs.rows_loaded }}}}"
+"#,
+            wh = dir.path().join("wh.db").display(),
+            port = smtp.port
+        )
+    };
+    // A template that does not parse stops weir at start, naming the notifier and the place.
+    std::fs::write(dir.path().join("weir.toml"), config("{% for l in loads %}")).expect("config");
+    let broken = weir(dir.path(), &db.url, &["dags", "list"]).await;
+    assert!(!broken.status.success());
+    let stderr = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        stderr.contains("notifier `custom`: body template, line 1"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        config("{% for l in loads %}{{ l.task_id }}={{ l.counts.rows_inserted }}/{{ l.counts.rows_updated }}\n{% endfor %}state={{ tasks.load.state }} url={{ url }}"),
+    )
+    .expect("config");
+    let mut standalone = tokio::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("standalone")
+        .current_dir(dir.path())
+        .env("WEIR_DATABASE_URL", &db.url)
+        .env("WEIR_WEB_BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("standalone");
+    let run = weir(dir.path(), &db.url, &["trigger", "etl", "--wait", "--json"]).await;
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let run: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    let ds = &run["logical_date"].as_str().expect("date")[..10];
+    let mails = smtp.wait_for(2, Duration::from_secs(20)).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while bodies.lock().expect("lock").is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = standalone.start_kill();
+    let _ = standalone.wait().await;
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    let to = |who: &str| mails.iter().find(|m| m.to == [who]).expect("mail").text();
+    for mail in [to("ops@example.org"), to("boss@example.org")] {
+        for header in [
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "Message-ID: <",
+            "Date: ",
+        ] {
+            assert!(
+                mail.lines().any(|l| l.starts_with(header)),
+                "{header} missing:\n{mail}"
+            );
+        }
+    }
+    let plain = to("ops@example.org");
+    assert!(
+        plain.contains(
+            "Loads:\r\n  load: 2 inserted, 1 updated, 0 unchanged, 0 rejected (of 3 read)"
+        ) || plain
+            .contains("Loads:\n  load: 2 inserted, 1 updated, 0 unchanged, 0 rejected (of 3 read)"),
+        "{plain}"
+    );
+    let custom = to("boss@example.org");
+    assert!(
+        custom.contains(&format!("Subject: etl {ds}: 2 inserted, 1 updated")),
+        "{custom}"
+    );
+    let run_id = run["run_id"].as_str().expect("run id");
+    let link = format!("http://weir.test:8080/runs/{}", run_id.replace(':', "%3A"));
+    assert!(
+        custom.contains(&format!("load=2/1\r\nstate=success url={link}"))
+            || custom.contains(&format!("load=2/1\nstate=success url={link}")),
+        "{custom}"
+    );
+    let bodies = bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["text"], "etl success\nloaded 3");
+    assert_eq!(
+        bodies[0]["weir"]["tasks"]["load"]["outputs"]["rows_updated"],
+        1
+    );
+}

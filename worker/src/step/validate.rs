@@ -48,8 +48,9 @@ pub async fn run(step: &ValidateStep, conns: &Connections, log: &LogSink) -> Tas
                 samples: Vec::new(),
             },
         };
+        let summary = summary(&outcome);
         log.note(format!(
-            "check {} {name}: {} (observed {})",
+            "check {} {name}: {} ({summary})",
             i + 1,
             if outcome.passed {
                 "passed"
@@ -58,14 +59,13 @@ pub async fn run(step: &ValidateStep, conns: &Connections, log: &LogSink) -> Tas
             } else {
                 "FAILED"
             },
-            outcome.observed
         ));
         if outcome.passed {
             passed += 1;
         } else {
             failed += 1;
             if severity == CheckSeverity::Error {
-                failing_errors.push(format!("{} ({name})", i + 1));
+                failing_errors.push(format!("check {} {name}: {summary}", i + 1));
             }
         }
         results.push(json!({
@@ -84,10 +84,71 @@ pub async fn run(step: &ValidateStep, conns: &Connections, log: &LogSink) -> Tas
         TaskOutcome::Succeeded { outputs }
     } else {
         TaskOutcome::FailedWithOutputs {
-            error: format!("check(s) failed: {}", failing_errors.join(", ")),
+            error: format!(
+                "{} check(s) failed: {}",
+                failing_errors.len(),
+                failing_errors.join("; ")
+            ),
             outputs,
         }
     }
+}
+
+/// A check's result in words: what it observed, and the failing keys (or a few failing rows).
+fn summary(outcome: &Outcome) -> String {
+    /// Keys named in a message at most.
+    const SHOWN: usize = 5;
+    let mut text = match &outcome.observed {
+        Value::Object(m) => match m.get("error") {
+            Some(e) => format!(
+                "error: {}",
+                e.as_str().map_or_else(|| e.to_string(), str::to_owned)
+            ),
+            None => m
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+        other => format!("observed {other}"),
+    };
+    if outcome.passed || outcome.samples.is_empty() {
+        return text;
+    }
+    let keys: Vec<String> = outcome
+        .samples
+        .iter()
+        .filter_map(|s| {
+            let key = s.get("key")?;
+            let key = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
+            Some(match s.get("problem").and_then(Value::as_str) {
+                Some(p) => format!("{key} ({p})"),
+                None => key,
+            })
+        })
+        .collect();
+    if keys.is_empty() {
+        let rows: Vec<String> = outcome
+            .samples
+            .iter()
+            .take(2)
+            .map(Value::to_string)
+            .collect();
+        text.push_str(&format!("; failing rows: {}", rows.join(", ")));
+    } else {
+        text.push_str(&format!(
+            "; keys: {}",
+            keys.iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if keys.len() > SHOWN {
+            text.push_str(&format!(" and {} more in the outputs", keys.len() - SHOWN));
+        }
+    }
+    text
 }
 
 fn severity(check: &Check) -> CheckSeverity {
