@@ -52,6 +52,8 @@ pub(crate) enum Command {
     /// Metadata database commands.
     #[command(subcommand)]
     Db(DbCommand),
+    /// The rows a load task rejected: the newest reject of each source line, or one run's.
+    Rejects(RejectsArgs),
     /// DAG commands.
     #[command(subcommand)]
     Dags(DagsCommand),
@@ -177,6 +179,26 @@ pub(crate) struct BackfillArgs {
     /// Waits for the runs to finish.
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RejectsArgs {
+    /// DAG id.
+    pub(crate) dag: String,
+    /// The load task.
+    pub(crate) task: String,
+    /// Only this run's rejects.
+    #[arg(long)]
+    pub(crate) run: Option<String>,
+    /// The target table, when the task's is a template (`schema.table`).
+    #[arg(long)]
+    pub(crate) table: Option<String>,
+    /// Rows shown at most.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,

@@ -107,12 +107,15 @@ impl Default for SchedulerConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RetentionConfig {
     pub(crate) keep_runs: String,
+    /// How long loads keep rows in their `<table>__rejects` (`forever`: no limit).
+    pub(crate) keep_rejects: String,
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {
             keep_runs: "90d".to_owned(),
+            keep_rejects: "90d".to_owned(),
         }
     }
 }

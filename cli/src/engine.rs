@@ -156,6 +156,10 @@ pub(crate) fn worker_config(
         poll_interval: Duration::from_millis(500),
         connections: config.connection_urls(),
         secrets: config.secrets(),
+        keep_rejects: match config.retention.keep_rejects.as_str() {
+            "forever" => None,
+            text => Some(duration(text, "retention.keep_rejects")?),
+        },
     })
 }
 

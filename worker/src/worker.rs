@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     /// Values masked as `***` in task logs and errors (passwords, tokens); the connections'
     /// passwords are added to them.
     pub secrets: Vec<String>,
+    /// How long a load keeps rows in its `<table>__rejects` (older ones are deleted by the
+    /// next load into the table); `None`: forever.
+    pub keep_rejects: Option<Duration>,
 }
 
 /// Running tries of this worker: instance id → the token that stops it.
@@ -367,6 +370,7 @@ impl Worker {
         };
         let env = ShellEnv {
             incremental_cursor,
+            keep_rejects: self.cfg.keep_rejects,
             attempt: Some(Attempt {
                 dag_id: run.dag_id.clone(),
                 run_id: run.run_id.clone(),

@@ -64,6 +64,7 @@ async fn main() {
         notify: weir_scheduler::notify::NotifyConfig::default(),
     };
     let wcfg = WorkerConfig {
+        keep_rejects: None,
         queues: vec!["default".into()],
         concurrency,
         heartbeat_timeout: Duration::from_secs(30),

@@ -2,6 +2,7 @@
 
 mod backfill;
 mod dags;
+mod rejects;
 pub(crate) mod runs;
 mod serve;
 mod task_test;
@@ -73,6 +74,7 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Runs(RunsCommand::Show { run, json }) => runs::show(config, &run, json).await?,
         Command::Logs(args) => runs::logs(config, &args).await?,
         Command::Clear(args) => runs::clear(config, &args).await?,
+        Command::Rejects(args) => rejects::show(config, &args).await?,
         Command::Tasks(TasksCommand::Test { dag, task, date }) => {
             task_test::test(config, &dag, &task, date.as_deref()).await?
         }

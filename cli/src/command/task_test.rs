@@ -65,6 +65,7 @@ pub(crate) async fn test(
     let env = ShellEnv {
         incremental_cursor: None,
         attempt: None,
+        keep_rejects: None,
         vars: vec![
             ("WEIR_DAG_ID".into(), dag_id.into()),
             ("WEIR_RUN_ID".into(), run_id.clone()),

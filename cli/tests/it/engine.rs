@@ -195,6 +195,7 @@ fn scheduler_config(dir: &Path) -> SchedulerConfig {
 
 pub(crate) fn worker_config() -> WorkerConfig {
     WorkerConfig {
+        keep_rejects: None,
         queues: vec!["default".into()],
         concurrency: 8,
         heartbeat_timeout: Duration::from_secs(30),

@@ -388,3 +388,110 @@ async fn ragged_rows_load_when_allowed() {
         .map(|r| r.map(|v| v.map(str::to_owned)))
     );
 }
+
+/// Reruns append their rejects (the history stays); the `<table>__rejects_latest` view and
+/// `weir rejects` show each source line once, `--run` one run's; rejects older than
+/// `[retention] keep_rejects` go with the next load; the first rejects are in the outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_keep_their_history_and_show_the_latest_per_line() {
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("people.csv");
+    std::fs::write(&csv, "id,name\n1,Ada\nx,Bad\n3,Grace\ny,Worse\n").expect("csv");
+    let dag = format!(
+        "id: people\ntasks:\n  load:\n    kind: load\n    source: {{file: \"{}\"}}\n    target: {{conn: wh, table: people}}\n    columns:\n      id: {{type: int}}\n      name: {{type: text}}\n    mode: replace\n    rejects: {{on_error: reject}}\n",
+        csv.display()
+    );
+    let mut wcfg = crate::engine::worker_config();
+    wcfg.connections = [("wh".to_owned(), data.url.clone())].into_iter().collect();
+    wcfg.keep_rejects = Some(std::time::Duration::from_secs(90 * 86_400));
+    let mut engine =
+        crate::engine::Engine::with_worker(&meta, &[("people.yaml", &dag)], wcfg).await;
+    let first = engine.trigger("people", serde_json::json!({})).await;
+    engine.drive(&first.run_id).await;
+    let tis = engine.tasks(&first.run_id).await;
+    assert_eq!(
+        tis[0].outputs.as_ref().map(|o| o["rejects"].clone()),
+        Some(serde_json::json!([
+            {"file": csv.display().to_string(), "line": 3, "reason": "`id`: `x` is not an int"},
+            {"file": csv.display().to_string(), "line": 5, "reason": "`id`: `y` is not an int"},
+        ]))
+    );
+    // An old reject from long ago, past the retention.
+    query_text(
+        &data,
+        "insert into people__rejects (run_id, task_id, source_file, line_number, raw_row, reason, rejected_at) \
+         values ('old', 'load', 'old.csv', 9, 'z', 'ancient', '2020-01-01 00:00:00+00:00')",
+    )
+    .await;
+    engine.clock.advance(chrono::Duration::hours(1));
+    let second = engine.trigger("people", serde_json::json!({})).await;
+    engine.drive(&second.run_id).await;
+    assert_eq!(
+        query_text(
+            &data,
+            "select run_id, line_number from people__rejects order by run_id, line_number"
+        )
+        .await
+        .len(),
+        4,
+        "both runs' rejects are kept; the ancient one is gone"
+    );
+    assert_eq!(
+        query_text(
+            &data,
+            "select line_number, run_id from people__rejects_latest order by line_number"
+        )
+        .await,
+        [
+            [Some("3".to_owned()), Some(second.run_id.clone())],
+            [Some("5".to_owned()), Some(second.run_id.clone())],
+        ]
+    );
+    let config = dir.path().join("weir.toml");
+    std::fs::create_dir(dir.path().join("dags")).expect("dags");
+    std::fs::write(dir.path().join("dags/people.yaml"), &dag).expect("dag");
+    std::fs::write(
+        &config,
+        format!(
+            "dags_folder = \"dags\"\n[connections.wh]\nurl = \"{}\"\n",
+            data.url
+        ),
+    )
+    .expect("config");
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .output()
+            .expect("weir rejects")
+    };
+    let out = cli(&["rejects", "people", "load"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("2 rejected line(s) of people.load"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}:3: `id`: `x` is not an int [run {}]\n    x,Bad\n",
+            csv.display(),
+            second.run_id
+        )),
+        "{text}"
+    );
+    let out = cli(&[
+        "rejects",
+        "people",
+        "load",
+        "--run",
+        &first.run_id,
+        "--json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+    assert_eq!(rows[1]["raw_row"], "y,Worse");
+}

@@ -52,6 +52,8 @@ pub struct LoadContext {
     pub cursor: Option<String>,
     /// The try, for the commit ledger (exactly-once loads); none in `weir tasks test`.
     pub attempt: Option<super::ledger::Attempt>,
+    /// Reject rows older than this are deleted by the load (`None`: kept forever).
+    pub keep_rejects: Option<std::time::Duration>,
 }
 
 /// A typed value ready to bind.
@@ -415,6 +417,18 @@ fn outputs(
         ("rows_rejected", counts.rejected),
     ] {
         out.insert(k.into(), v.into());
+    }
+    if !counts.first_rejects.is_empty() {
+        out.insert(
+            "rejects".into(),
+            counts
+                .first_rejects
+                .iter()
+                .map(|(file, line, reason)| {
+                    serde_json::json!({"file": file.as_ref(), "line": line, "reason": reason})
+                })
+                .collect(),
+        );
     }
     if step.incremental.is_some() {
         out.insert("rows_skipped".into(), counts.skipped.into());
@@ -1106,7 +1120,12 @@ struct Counts {
     updated: u64,
     /// `upsert`: the sequence number the next staged row gets (rows are merged by ranges of it).
     seq: u64,
+    /// The first rejects (file, line, reason), for the `rejects` output.
+    first_rejects: Vec<(Arc<str>, u64, String)>,
 }
+
+/// Rejects named in a load's outputs at most (the table has them all).
+const REJECTS_IN_OUTPUTS: usize = 20;
 
 /// Rows gathered for one Postgres `COPY`, already in its CSV form: a `COPY` spans several
 /// read batches (each `COPY` and its savepoint cost the server about 2 ms, a seventh of a
@@ -1180,6 +1199,8 @@ struct Plan {
     /// Merge the staging table into the target rather than swap it in.
     upsert: bool,
     rejects: String,
+    /// The rejects table's name as written (`schema.table__rejects`).
+    rejects_name: String,
     column_list: String,
     create_target: Option<String>,
     create_rejects: String,
@@ -1217,9 +1238,8 @@ impl Plan {
                 )));
             }
         }
-        let rejects = dialect
-            .ident(&format!("{}__rejects", step.target.table))
-            .map_err(LoadError::fatal)?;
+        let rejects_name = format!("{}__rejects", step.target.table);
+        let rejects = dialect.ident(&rejects_name).map_err(LoadError::fatal)?;
         let quoted: Vec<String> = columns
             .names
             .iter()
@@ -1313,6 +1333,7 @@ impl Plan {
             keys,
             upsert: step.mode == LoadMode::Upsert,
             rejects,
+            rejects_name,
             column_list: if step.mode == LoadMode::Upsert {
                 format!("{}, {SEQ}", quoted.join(", "))
             } else {
@@ -1380,6 +1401,18 @@ impl Plan {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DELETE FROM {}", self.target)))
                 .execute(&mut *tx)
                 .await?;
+        }
+        // `[retention] keep_rejects`: the table's old rejects go, with this load's commit.
+        if self.on_error == OnError::Reject
+            && let Some(keep) = ctx.keep_rejects
+            && let Ok(keep) = chrono::Duration::from_std(keep)
+        {
+            let mut prune = sqlx::QueryBuilder::<DB>::new(format!(
+                "DELETE FROM {} WHERE rejected_at < ",
+                self.rejects
+            ));
+            prune.push_bind(Utc::now() - keep);
+            prune.build().execute(&mut *tx).await?;
         }
         let mut counts = Counts::default();
         let casts: Vec<Option<&str>> = columns
@@ -1586,6 +1619,9 @@ impl Plan {
         } else {
             tx.commit().await?;
         }
+        if self.on_error == OnError::Reject {
+            self.create_latest_view(pool).await;
+        }
         if counts.read != counts.loaded + counts.rejected {
             // The invariant is structural; this would be a bug, and must not pass silently.
             return Err(LoadError::fatal(format!(
@@ -1594,6 +1630,32 @@ impl Plan {
             )));
         }
         Ok(counts)
+    }
+
+    /// `<table>__rejects_latest`: the newest reject of each source line of each task (a rerun
+    /// appends its rejects again; the history stays in `<table>__rejects`). Made once, after
+    /// the commit; failing to make it does not fail the load.
+    async fn create_latest_view<DB>(&self, pool: &sqlx::Pool<DB>)
+    where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    {
+        let Ok(view) = self.dialect.ident(&format!("{}_latest", self.rejects_name)) else {
+            return;
+        };
+        let create = match self.dialect {
+            Dialect::Sqlite => "CREATE VIEW IF NOT EXISTS",
+            Dialect::Postgres | Dialect::MySql => "CREATE OR REPLACE VIEW",
+        };
+        let sql = format!(
+            "{create} {view} AS SELECT run_id, task_id, source_file, line_number, raw_row, reason, rejected_at \
+             FROM (SELECT r.*, ROW_NUMBER() OVER (PARTITION BY task_id, source_file, line_number \
+             ORDER BY rejected_at DESC, run_id DESC) AS weir_n FROM {} r) x WHERE weir_n = 1",
+            self.rejects
+        );
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await {
+            tracing::debug!(error = %e, "creating the latest-rejects view failed");
+        }
     }
 
     /// Records in the commit ledger that this try's load committed (see [`super::ledger`]).
@@ -2155,6 +2217,13 @@ impl Plan {
         for r in rejects.iter().take(3) {
             log.note(format!("rejected {} line {}: {}", r.file, r.line, r.reason));
         }
+        let room = REJECTS_IN_OUTPUTS.saturating_sub(counts.first_rejects.len());
+        counts.first_rejects.extend(
+            rejects
+                .iter()
+                .take(room)
+                .map(|r| (Arc::clone(&r.file), r.line, r.reason.clone())),
+        );
         let now = Utc::now();
         for chunk in rejects.chunks(REJECTS_PER_INSERT) {
             let mut insert = sqlx::QueryBuilder::<DB>::new(format!(

@@ -62,6 +62,7 @@ pub async fn execute(
                 task_id: env.get("WEIR_TASK_ID").to_owned(),
                 cursor: env.incremental_cursor.clone(),
                 attempt: env.attempt.clone(),
+                keep_rejects: env.keep_rejects,
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }

@@ -35,6 +35,8 @@ pub struct ShellEnv {
     pub incremental_cursor: Option<String>,
     /// The try, for the commit ledger of writing steps (none in `weir tasks test`).
     pub attempt: Option<super::ledger::Attempt>,
+    /// A load's retention of reject rows (`[retention] keep_rejects`).
+    pub keep_rejects: Option<std::time::Duration>,
 }
 
 impl ShellEnv {
