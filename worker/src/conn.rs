@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{MySqlPool, PgPool, SqlitePool};
+use sqlx::{ConnectOptions as _, MySqlPool, PgPool, SqlitePool};
 use tokio::sync::Mutex;
 
 /// An open data connection.
@@ -82,30 +82,34 @@ impl Connections {
             url: shown.clone(),
             error: mask_url_password(&e.to_string(), url).into_owned(),
         };
+        // Data steps run long statements on purpose (a million-row stream): sqlx's "slow
+        // statement" is a debug line here, not a warning.
+        let (slow_level, slow_after) = (log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(failed)?
+                .log_slow_statements(slow_level, slow_after);
             DataPool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect(url)
+                    .connect_with(options)
                     .await
                     .map_err(failed)?,
             )
-        } else if let Some(rest) = url.strip_prefix("mariadb://") {
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let url = match url.strip_prefix("mariadb://") {
+                Some(rest) => format!("mysql://{rest}"),
+                None => url.clone(),
+            };
+            let options = sqlx::mysql::MySqlConnectOptions::from_str(&url)
+                .map_err(failed)?
+                .log_slow_statements(slow_level, slow_after);
             DataPool::MySql(
                 MySqlPoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)
                     .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect(&format!("mysql://{rest}"))
-                    .await
-                    .map_err(failed)?,
-            )
-        } else if url.starts_with("mysql://") {
-            DataPool::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect(url)
+                    .connect_with(options)
                     .await
                     .map_err(failed)?,
             )
@@ -116,7 +120,8 @@ impl Connections {
                 .map_err(failed)?
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(CONNECT_TIMEOUT);
+                .busy_timeout(CONNECT_TIMEOUT)
+                .log_slow_statements(slow_level, slow_after);
             DataPool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(MAX_CONNECTIONS)

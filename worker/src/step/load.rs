@@ -106,6 +106,11 @@ enum Raw {
     },
     /// A database source's row, written as a JSON array.
     Fields(Vec<Option<String>>),
+    /// A database source's row in a `COPY` group: its fields are read back from its line
+    /// ([`CopyGroup::origin`]).
+    InCopyGroup,
+    /// A database source's row that typed: its fields are its typed values ([`Raw::fields`]).
+    Typed,
 }
 
 impl Raw {
@@ -118,6 +123,15 @@ impl Raw {
                 csv_rows::raw_text(&csv_rows::read_range(path, *start, *end))
             }
             Raw::Fields(values) => serde_json::to_string(values).unwrap_or_default(),
+            Raw::InCopyGroup | Raw::Typed => String::new(),
+        }
+    }
+
+    /// A typed database row's raw row, from its values (the loaded columns only).
+    fn fields(self, values: &[Value], columns: usize) -> Raw {
+        match self {
+            Raw::Typed => Raw::Fields(values.iter().take(columns).map(value_text).collect()),
+            other => other,
         }
     }
 }
@@ -297,12 +311,7 @@ async fn load(
             _ => sql,
         };
         let source_pool = source.clone();
-        let (names, rx) = stream_source(
-            source,
-            sql,
-            usize::try_from(step.batch_size).unwrap_or(10_000),
-        )
-        .await?;
+        let (names, typing, rows) = stream_source(source, sql, label.clone().into()).await;
         let columns = match &step.columns {
             Some(_) => columns(step, &[], SourceFormat::Csv)?,
             None => {
@@ -336,7 +345,17 @@ async fn load(
             step.mode,
             columns.names.len()
         ));
-        (Input::Database { rx, label, at }, columns)
+        let (spent, to_free) = std::sync::mpsc::channel::<Spent>();
+        // The reader types the rows itself from here on (a closed channel: it already ended).
+        let _ = typing.send(Typing {
+            columns: columns.clone(),
+            at,
+            batch: usize::try_from(step.batch_size)
+                .unwrap_or(10_000)
+                .clamp(1, 100_000),
+            to_free,
+        });
+        (Input::Database { rows, spent }, columns)
     } else {
         return Err(LoadError::fatal(
             "the source needs `file`, `http` or `conn` (with `table` or `query`)",
@@ -577,13 +596,8 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
         ColumnType::Text => field,
         _ => field.map(str::trim).filter(|t| !t.is_empty()),
     };
-    if text.is_none() && spec.not_null {
-        return Err(format!("`{column}` is empty but not_null"));
-    }
-    if text.is_some_and(|t| t.contains('\0')) {
-        return Err(format!(
-            "`{column}` holds a NUL byte (0x00), which a database's text cannot hold"
-        ));
+    if let Some(problem) = text_problem(column, spec, text) {
+        return Err(problem);
     }
     let bad = |what: &str, t: &str| format!("`{column}`: `{t}` is not {what}");
     Ok(match spec.ty {
@@ -656,9 +670,12 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
             text.map(|t| match spec.format.as_deref() {
                 Some(f) => NaiveDateTime::parse_from_str(t, f)
                     .map_err(|_| bad(&format!("a timestamp ({f})"), t)),
-                None => ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-                    .iter()
-                    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                None => iso_timestamp(t)
+                    .or_else(|| {
+                        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                            .iter()
+                            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                    })
                     .or_else(|| DateTime::parse_from_rfc3339(t).ok().map(|d| d.naive_utc()))
                     .ok_or_else(|| bad("a timestamp (ISO 8601)", t)),
             })
@@ -669,8 +686,10 @@ fn parse_value(column: &str, spec: &ColumnSpec, field: Option<&str>) -> Result<V
                 Some(f) => DateTime::parse_from_str(t, f)
                     .map(|d| d.with_timezone(&Utc))
                     .map_err(|_| bad(&format!("a timestamp with offset ({f})"), t)),
-                None => DateTime::parse_from_rfc3339(t)
-                    .map(|d| d.with_timezone(&Utc))
+                None => iso_timestamp(t)
+                    .map(|n| n.and_utc())
+                    .ok_or(())
+                    .or_else(|()| DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)))
                     .or_else(|_| {
                         // No offset written: UTC.
                         ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
@@ -700,6 +719,48 @@ fn iso_date(t: &str) -> Option<NaiveDate> {
     };
     let year = i32::try_from(number(0..4)?).ok()?;
     NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)
+}
+
+/// Why a field cannot load whatever its type: empty but `not_null`, or holding a NUL byte.
+fn text_problem(column: &str, spec: &ColumnSpec, text: Option<&str>) -> Option<String> {
+    match text {
+        None if spec.not_null => Some(format!("`{column}` is empty but not_null")),
+        Some(t) if t.contains('\0') => Some(format!(
+            "`{column}` holds a NUL byte (0x00), which a database's text cannot hold"
+        )),
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` (or with `T`), without an offset, read directly: what
+/// databases print and most files hold (chrono's format-driven parser was a fifth of a
+/// database copy's time). `None`: another shape (an offset included), or no such time.
+fn iso_timestamp(t: &str) -> Option<NaiveDateTime> {
+    let b = t.as_bytes();
+    if b.len() < 19 || !matches!(b[10], b' ' | b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let date = iso_date(t.get(..10)?)?;
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0_u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let nanos = match &b[19..] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            let n = number(20..b.len())?;
+            n * 10_u32.pow(u32::try_from(9 - digits.len()).ok()?)
+        }
+        _ => return None,
+    };
+    let time = chrono::NaiveTime::from_hms_nano_opt(
+        number(11..13)?,
+        number(14..16)?,
+        number(17..19)?,
+        nanos,
+    )?;
+    Some(date.and_time(time))
 }
 
 /// The ranges of a refused batch left to write again, each refused one halved in turn down to
@@ -748,75 +809,157 @@ enum Input {
         /// the same order; empty: the paths.
         labels: Vec<String>,
     },
-    /// A query's rows, streamed from another connection by a task of their own.
+    /// A query's rows, streamed from another connection and typed by a task of their own.
     Database {
-        rx: tokio::sync::mpsc::Receiver<Result<Vec<Option<String>>, String>>,
-        /// `conn:table`, for rejects.
-        label: String,
-        /// Source position of each loaded column.
-        at: Vec<usize>,
+        /// Batches of typed rows; `Ok(None)` after the last.
+        rows: Batches,
+        /// Rows done with, back to the reader to be freed there.
+        spent: std::sync::mpsc::Sender<Spent>,
     },
 }
 
-/// Starts streaming `sql` on `source` (rows as text); returns the column names (empty when
-/// there are no rows) and the rows, at most `buffer` ahead of the writer.
+/// Batches of read rows on their way to the writer; `Ok(None)` after the last.
+type Batches = tokio::sync::mpsc::Receiver<Result<Option<Vec<InputRow>>, LoadError>>;
+
+/// How a database source's reader types its rows, sent to it once the columns are known
+/// (from the first row's names and the target's types).
+struct Typing {
+    columns: Columns,
+    /// Source position of each loaded column.
+    at: Vec<usize>,
+    /// Rows per batch.
+    batch: usize,
+    to_free: std::sync::mpsc::Receiver<Spent>,
+}
+
+impl Typing {
+    /// One source row as a typed input row, read from the row's own text (only a text column
+    /// is copied out of it); a row that does not type keeps all its fields for the reject.
+    fn row<R>(&self, row: &R, file: &Arc<str>, line: u64) -> Result<InputRow, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> Option<&'r str>: sqlx::Decode<'r, R::Database>,
+        for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
+    {
+        let mut typed = Vec::with_capacity(self.at.len());
+        for ((name, spec), i) in self
+            .columns
+            .names
+            .iter()
+            .zip(&self.columns.specs)
+            .zip(&self.at)
+        {
+            let field: Option<&str> = row.try_get_unchecked(*i)?;
+            let value = if spec.ty == ColumnType::Text {
+                text_problem(name, spec, field)
+                    .map_or_else(|| Ok(Value::Text(field.map(str::to_owned))), Err)
+            } else {
+                parse_value(name, spec, field)
+            };
+            match value {
+                Ok(v) => typed.push(v),
+                Err(reason) => {
+                    return Ok(InputRow {
+                        file: Arc::clone(file),
+                        line,
+                        raw: Raw::Fields(super::sqltext::row_values(row)?),
+                        parsed: Err(reason),
+                    });
+                }
+            }
+        }
+        Ok(InputRow {
+            file: Arc::clone(file),
+            line,
+            raw: Raw::Typed,
+            parsed: Ok(typed),
+        })
+    }
+}
+
+/// Starts streaming `sql` on `source`: returns the column names (empty when there are no
+/// rows), where to send how the rows are typed, and the batches of typed rows. The reader
+/// reads, types and batches on its own task (reading and typing the source, and writing the
+/// target, overlap), at most a batch ahead of the writer.
 async fn stream_source(
     source: DataPool,
     sql: String,
-    buffer: usize,
-) -> Result<
-    (
-        Vec<String>,
-        tokio::sync::mpsc::Receiver<Result<Vec<Option<String>>, String>>,
-    ),
-    LoadError,
-> {
-    let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
+    label: Arc<str>,
+) -> (Vec<String>, tokio::sync::oneshot::Sender<Typing>, Batches) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
     let (names_tx, names_rx) = tokio::sync::oneshot::channel();
+    let (typing_tx, typing_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let result = match &source {
-            DataPool::Postgres(p) => produce(p, &sql, &tx, names_tx).await,
-            DataPool::MySql(p) => produce(p, &sql, &tx, names_tx).await,
-            DataPool::Sqlite(p) => produce(p, &sql, &tx, names_tx).await,
+            DataPool::Postgres(p) => produce(p, &sql, &label, names_tx, typing_rx, &tx).await,
+            DataPool::MySql(p) => produce(p, &sql, &label, names_tx, typing_rx, &tx).await,
+            DataPool::Sqlite(p) => produce(p, &sql, &label, names_tx, typing_rx, &tx).await,
         };
         if let Err(e) = result {
-            let _ = tx.send(Err(e)).await;
+            // The source failed mid-way: nothing is committed.
+            let _ = tx
+                .send(Err(LoadError {
+                    message: format!("{label}: {e}"),
+                    retryable: true,
+                }))
+                .await;
         }
     });
     let names = names_rx.await.unwrap_or_default();
-    Ok((names, rx))
+    (names, typing_tx, rx)
 }
 
 async fn produce<DB>(
     pool: &sqlx::Pool<DB>,
     sql: &str,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<Option<String>>, String>>,
+    label: &Arc<str>,
     names_tx: tokio::sync::oneshot::Sender<Vec<String>>,
+    typing: tokio::sync::oneshot::Receiver<Typing>,
+    tx: &tokio::sync::mpsc::Sender<Result<Option<Vec<InputRow>>, LoadError>>,
 ) -> Result<(), String>
 where
     DB: sqlx::Database,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'r> Option<String>: sqlx::Decode<'r, DB>,
+    for<'r> Option<&'r str>: sqlx::Decode<'r, DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
     use futures_util::TryStreamExt;
-    let mut names_tx = Some(names_tx);
     let db = |e: sqlx::Error| crate::conn::db_error(&e);
     let mut conn = pool.acquire().await.map_err(db)?;
     let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let Some(first) = rows.try_next().await.map_err(db)? else {
+        let _ = names_tx.send(Vec::new());
+        let _ = tx.send(Ok(None)).await;
+        return Ok(());
+    };
+    let _ = names_tx.send(super::sqltext::column_names(&first));
+    // The load gave up before typing anything (a missing column): stop.
+    let Ok(typing) = typing.await else {
+        return Ok(());
+    };
+    let mut number = 1_u64;
+    let mut batch = Vec::with_capacity(typing.batch.min(10_000));
+    batch.push(typing.row(&first, label, number).map_err(db)?);
     while let Some(row) = rows.try_next().await.map_err(db)? {
-        if let Some(n) = names_tx.take() {
-            let _ = n.send(super::sqltext::column_names(&row));
-        }
-        let values = super::sqltext::row_values(&row).map_err(db)?;
-        if tx.send(Ok(values)).await.is_err() {
-            // The load stopped reading (it failed): stop streaming.
-            return Ok(());
+        number += 1;
+        batch.push(typing.row(&row, label, number).map_err(db)?);
+        if batch.len() >= typing.batch {
+            while let Ok(done) = typing.to_free.try_recv() {
+                drop(done);
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(typing.batch.min(10_000)));
+            if tx.send(Ok(Some(full))).await.is_err() {
+                // The load stopped reading (it failed): stop streaming.
+                return Ok(());
+            }
         }
     }
-    if let Some(n) = names_tx.take() {
-        let _ = n.send(Vec::new());
+    if !batch.is_empty() && tx.send(Ok(Some(batch))).await.is_err() {
+        return Ok(());
     }
+    let _ = tx.send(Ok(None)).await;
     Ok(())
 }
 
@@ -1145,9 +1288,38 @@ struct CopyGroup {
     /// `upsert`: the staging sequence number of the group's first row (row `i` has
     /// `first_seq + i`).
     first_seq: u64,
+    /// Whether each line ends with the staging sequence number (`upsert`).
+    seq_column: bool,
 }
 
 impl CopyGroup {
+    /// Where row `i` came from, its raw row read back from its `COPY` line when it was a
+    /// database row's (as a JSON array of its fields, like [`Raw::Fields`]).
+    fn origin(&self, i: usize) -> Reject {
+        let mut reject: Reject = self.rows[i].1.clone().into();
+        if matches!(reject.raw, Raw::InCopyGroup) {
+            let line = self.lines_of(i, i + 1);
+            let mut fields: Vec<Option<String>> = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line)
+                .byte_records()
+                .next()
+                .and_then(Result::ok)
+                .map(|r| {
+                    r.iter()
+                        .map(|f| (!f.is_empty()).then(|| String::from_utf8_lossy(f).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // An upsert's line ends with its staging sequence number.
+            if self.seq_column {
+                fields.pop();
+            }
+            reject.raw = Raw::Fields(fields);
+        }
+        reject
+    }
+
     /// The `COPY` lines of rows `from..to`.
     fn lines_of(&self, from: usize, to: usize) -> &[u8] {
         let start = if from == 0 { 0 } else { self.rows[from - 1].0 };
@@ -1178,8 +1350,13 @@ impl From<Origin> for Reject {
 /// The staging table's column numbering rows in load order (`upsert`).
 const SEQ: &str = "__weir_seq";
 
-/// Rows per Postgres `COPY` (at least one read batch).
-const COPY_GROUP_ROWS: usize = 30_000;
+/// Rows per Postgres `COPY` at most (at least one read batch). Each `COPY` ends with a wait
+/// for the server and a savepoint; fewer, larger ones were a tenth faster on a 1M-row copy.
+const COPY_GROUP_ROWS: usize = 250_000;
+
+/// Text per Postgres `COPY` at most: the group's text is kept until the server took it (to
+/// write it again in halves when it refused a row), so this bounds a load's memory.
+const COPY_GROUP_BYTES: usize = 6 * 1024 * 1024;
 
 struct Plan {
     dialect: Dialect,
@@ -1424,20 +1601,19 @@ impl Plan {
                 _ => None,
             })
             .collect();
+        // Rows are read and typed by a task of their own, a batch ahead of the database:
+        // reading and writing overlap. Dropping the receiver (a failed batch, a timeout) stops
+        // the reader at its next batch. Loaded rows go back to the reader to be freed there:
+        // freeing them here cost the writer (the critical path) a tenth of its time, and
+        // glibc's allocator more when memory crosses threads.
+        let (batches, mut received) = tokio::sync::mpsc::channel(1);
+        let (mut spent, to_free) = std::sync::mpsc::channel::<Spent>();
         match input {
             Input::Files {
                 files,
                 format,
                 labels,
             } => {
-                // Files are read and parsed on a thread of their own, one batch ahead of the
-                // database: reading and writing overlap. Dropping the receiver (a failed
-                // batch, a timeout) stops the reader at its next batch.
-                // Loaded rows go back to the reader to be freed there: freeing them here cost
-                // the writer (the critical path) a tenth of its time, and glibc's allocator
-                // more when memory crosses threads.
-                let (batches, mut received) = tokio::sync::mpsc::channel(1);
-                let (spent, to_free) = std::sync::mpsc::channel::<Spent>();
                 let (read_step, read_columns, batch) = (step.clone(), columns.clone(), self.batch);
                 tokio::task::spawn_blocking(move || {
                     let mut reader =
@@ -1453,82 +1629,43 @@ impl Plan {
                         }
                     }
                 });
-                if DB::COPY {
-                    // A group's rows stream into one COPY (in a savepoint) as they are read;
-                    // the group's text is kept until it is known whether the database took it.
-                    loop {
-                        let (chunks, to_copy) = tokio::sync::mpsc::channel(4);
-                        let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-                        let (copied, gathered) = tokio::join!(
-                            DB::copy_chunks(&mut *sp, &self.into, &self.column_list, to_copy),
-                            self.gather_group(&mut received, &spent, chunks, counts.seq)
-                        );
-                        let Some(group) = gathered? else {
-                            sp.rollback().await?;
-                            break;
-                        };
-                        match copied {
-                            Ok(()) => sp.commit().await?,
-                            Err(_) => sp.rollback().await?,
-                        }
-                        counts.seq += u64::try_from(group.rows.len()).unwrap_or(0);
-                        self.settle_group(&mut tx, group, copied, ctx, &mut counts, log)
-                            .await?;
-                    }
-                }
-                while let Some(rows) = received.recv().await.transpose()?.flatten() {
-                    let done = self
-                        .write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
-                        .await?;
-                    let _ = spent.send(Box::new(done));
-                }
             }
-            Input::Database { mut rx, label, at } => {
-                let label: Arc<str> = label.into();
-                let mut number = 0_u64;
-                loop {
-                    let mut rows = Vec::new();
-                    while rows.len() < self.batch {
-                        match rx.recv().await {
-                            Some(Ok(values)) => {
-                                number += 1;
-                                let parsed = columns
-                                    .names
-                                    .iter()
-                                    .zip(&columns.specs)
-                                    .zip(&at)
-                                    .map(|((n, spec), i)| {
-                                        parse_value(
-                                            n,
-                                            spec,
-                                            values.get(*i).and_then(Option::as_deref),
-                                        )
-                                    })
-                                    .collect();
-                                rows.push(InputRow {
-                                    file: Arc::clone(&label),
-                                    line: number,
-                                    raw: Raw::Fields(values),
-                                    parsed,
-                                });
-                            }
-                            // The source failed mid-way: nothing is committed.
-                            Some(Err(e)) => {
-                                return Err(LoadError {
-                                    message: format!("{label}: {e}"),
-                                    retryable: true,
-                                });
-                            }
-                            None => break,
-                        }
-                    }
-                    if rows.is_empty() {
-                        break;
-                    }
-                    self.write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
-                        .await?;
-                }
+            Input::Database {
+                rows,
+                spent: to_reader,
+            } => {
+                received = rows;
+                spent = to_reader;
             }
+        }
+        if DB::COPY {
+            // A group's rows stream into one COPY (in a savepoint) as they are read; the
+            // group's text is kept until it is known whether the database took it.
+            loop {
+                let (chunks, to_copy) = tokio::sync::mpsc::channel(4);
+                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+                let (copied, gathered) = tokio::join!(
+                    DB::copy_chunks(&mut *sp, &self.into, &self.column_list, to_copy),
+                    self.gather_group(&mut received, &spent, chunks, counts.seq)
+                );
+                let Some(group) = gathered? else {
+                    sp.rollback().await?;
+                    break;
+                };
+                match copied {
+                    Ok(()) => sp.commit().await?,
+                    Err(_) => sp.rollback().await?,
+                }
+                counts.seq += u64::try_from(group.rows.len()).unwrap_or(0);
+                self.settle_group(&mut tx, group, copied, ctx, &mut counts, log)
+                    .await?;
+            }
+        }
+        while let Some(rows) = received.recv().await.transpose()?.flatten() {
+            let done = self
+                .write_batch(&mut tx, rows, &casts, ctx, &mut counts, log)
+                .await?;
+            let _ = spent.send(Box::new(done));
         }
         if let Some(limit) = &self.max
             && exceeds(limit, counts.rejected, counts.read)
@@ -1935,6 +2072,11 @@ impl Plan {
                     tracing::debug!(error = %batch_error, "batch refused; narrowing down the bad rows");
                     let reject = |row: usize, e: &sqlx::Error| Reject {
                         reason: database_reason(e),
+                        raw: good[row]
+                            .1
+                            .raw
+                            .clone()
+                            .fields(&good[row].0, self.columns.names.len()),
                         ..good[row].1.clone()
                     };
                     if good.len() == 1 {
@@ -1966,7 +2108,20 @@ impl Plan {
             }
         }
         let refused = self
-            .merge_staged(tx, first_seq, loaded.len(), |i| loaded[i].1.clone(), counts)
+            .merge_staged(
+                tx,
+                first_seq,
+                loaded.len(),
+                |i| Reject {
+                    raw: loaded[i]
+                        .1
+                        .raw
+                        .clone()
+                        .fields(&loaded[i].0, self.columns.names.len()),
+                    ..loaded[i].1.clone()
+                },
+                counts,
+            )
             .await?;
         rejects.extend(refused);
         self.record_rejects(tx, rejects, ctx, counts, log).await?;
@@ -1988,12 +2143,13 @@ impl Plan {
         let mut sent = 0;
         let mut group = CopyGroup {
             first_seq,
+            seq_column: self.upsert,
             ..CopyGroup::default()
         };
         let mut any = false;
         // Counted over every row taken (rejects are held until the group is written too).
         let mut taken = 0;
-        while taken < COPY_GROUP_ROWS.max(self.batch) {
+        while taken < COPY_GROUP_ROWS.max(self.batch) && group.lines.len() < COPY_GROUP_BYTES {
             let Some(rows) = received.recv().await.transpose()?.flatten() else {
                 break;
             };
@@ -2035,6 +2191,11 @@ impl Plan {
                         let Reject {
                             file, line, raw, ..
                         } = at;
+                        // A database row's fields are in its COPY line: not kept twice.
+                        let raw = match raw {
+                            Raw::Fields(_) | Raw::Typed => Raw::InCopyGroup,
+                            other => other,
+                        };
                         group
                             .rows
                             .push((group.lines.len(), Origin { file, line, raw }));
@@ -2053,7 +2214,8 @@ impl Plan {
             if first {
                 // Sized once, from the first batch (growing by doubling left freed blocks).
                 let per_row = group.lines.len() / taken.max(1) + 1;
-                let want = per_row * COPY_GROUP_ROWS.max(self.batch);
+                let want = (per_row * COPY_GROUP_ROWS.max(self.batch))
+                    .min(COPY_GROUP_BYTES + group.lines.len());
                 group.lines.reserve(want.saturating_sub(group.lines.len()));
             }
         }
@@ -2111,7 +2273,7 @@ impl Plan {
                 tracing::debug!(error = %group_error, "COPY refused; narrowing down the bad rows");
                 let reject = |row: usize, e: &sqlx::Error| Reject {
                     reason: database_reason(e),
-                    ..group.rows[row].1.clone().into()
+                    ..group.origin(row)
                 };
                 if all == 1 {
                     rejects.push(reject(0, &group_error));
@@ -2136,13 +2298,7 @@ impl Plan {
             }
         }
         let refused = self
-            .merge_staged(
-                tx,
-                group.first_seq,
-                all,
-                |i| group.rows[i].1.clone().into(),
-                counts,
-            )
+            .merge_staged(tx, group.first_seq, all, |i| group.origin(i), counts)
             .await?;
         rejects.extend(refused);
         rejects.extend(group.rejects);
@@ -2637,6 +2793,34 @@ fn sql_type(dialect: Dialect, ty: ColumnType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_timestamps_are_read_directly_and_checked() {
+        let at = |t: &str| iso_timestamp(t).map(|d| d.to_string());
+        assert_eq!(
+            at("2024-02-29 23:59:58").as_deref(),
+            Some("2024-02-29 23:59:58")
+        );
+        assert_eq!(
+            at("2024-02-29T01:02:03.000450").as_deref(),
+            Some("2024-02-29 01:02:03.000450")
+        );
+        assert_eq!(
+            at("2024-01-01T00:00:00.5").as_deref(),
+            Some("2024-01-01 00:00:00.500")
+        );
+        for other in [
+            "2023-02-29 00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01 00:00:00+02:00",
+            "2024-01-01 00:00",
+            "2024-01-01 00:00:00.",
+            "2024-01-01 00:00:00.1234567890",
+        ] {
+            assert_eq!(at(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn iso_dates_are_read_directly_and_checked() {

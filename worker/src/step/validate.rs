@@ -432,8 +432,9 @@ async fn side_count(side: &CheckSide, conns: &Connections) -> Result<u64, CheckE
 }
 
 async fn compare_count(c: &CompareCountCheck, conns: &Connections) -> Result<Outcome, CheckError> {
-    let source = side_count(&c.source, conns).await?;
-    let target = side_count(&c.target, conns).await?;
+    // Both sides count at once.
+    let (source, target) = tokio::join!(side_count(&c.source, conns), side_count(&c.target, conns));
+    let (source, target) = (source?, target?);
     let diff = source.abs_diff(target);
     let allowed = match &c.tolerance {
         None => 0,
@@ -507,15 +508,21 @@ fn normalize(value: Option<&str>) -> String {
     t.to_owned()
 }
 
-/// One side's rows as key → hash of the other columns, streamed in.
-async fn side_hashes(
-    side: &CheckSide,
-    key: &[String],
-    columns: &[String],
-    conns: &Connections,
-) -> Result<std::collections::HashMap<String, [u8; 32]>, CheckError> {
-    use sha2::{Digest, Sha256};
-    let pool = pool_for(conns, Some(&side.conn), None).await?;
+/// A row's key (its normalized key columns) and the hash of its other columns.
+type Keyed = (String, [u8; 16]);
+
+/// Rows a side hands to the comparison at a time.
+const KEYED_CHUNK: usize = 1000;
+
+/// Streams one side's rows, ordered by the key, as (key, hash) chunks to `out`, on a task of its
+/// own: both sides are read and hashed at once, and the comparison matches rows as they come.
+async fn side_stream(
+    side: CheckSide,
+    key: Vec<String>,
+    columns: Vec<String>,
+    pool: DataPool,
+    out: tokio::sync::mpsc::Sender<Vec<Keyed>>,
+) -> Result<u64, CheckError> {
     let d = Dialect::of(&pool);
     let from = match (&side.table, &side.query) {
         (Some(t), None) => d.ident(t)?,
@@ -526,52 +533,120 @@ async fn side_hashes(
             ));
         }
     };
-    let wanted: Vec<&String> = key.iter().chain(columns.iter()).collect();
+    let quoted_key = key
+        .iter()
+        .map(|k| d.ident(k))
+        .collect::<Result<Vec<_>, _>>()?;
     let select = if columns.is_empty() {
         "*".to_owned()
     } else {
-        wanted
-            .iter()
+        key.iter()
+            .chain(columns.iter())
             .map(|c| d.ident(c))
             .collect::<Result<Vec<_>, _>>()?
             .join(", ")
     };
-    let rows = text_rows(&pool, &format!("SELECT {select} FROM {from}"), usize::MAX).await?;
-    let mut out = std::collections::HashMap::with_capacity(rows.len());
-    for row in rows {
-        let text = |c: &str| row.get(c).and_then(|v| v.as_str()).map(str::to_owned);
-        for k in key {
-            if !row.contains_key(k) {
-                return Err(CheckError::Broken(format!(
-                    "key column `{k}` is not in the rows"
-                )));
+    // In key order on both sides, so that matching rows arrive close together and the rows
+    // waiting for their other side stay few.
+    let sql = format!(
+        "SELECT {select} FROM {from} ORDER BY {}",
+        quoted_key.join(", ")
+    );
+    crate::with_data_pool!(&pool, |p| stream_keyed(p, &sql, &key, &columns, &out).await)
+}
+
+/// Where a side's columns are in its rows.
+struct Layout {
+    /// The key columns' places, in key order.
+    key_at: Vec<usize>,
+    /// The other compared columns, by name (hashed in name order), with their places.
+    others: Vec<(String, usize)>,
+}
+
+async fn stream_keyed<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+    key: &[String],
+    columns: &[String],
+    out: &tokio::sync::mpsc::Sender<Vec<Keyed>>,
+) -> Result<u64, CheckError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> Option<&'r str>: sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use futures_util::TryStreamExt;
+    use sha2::{Digest, Sha256};
+    use sqlx::{Column as _, Row as _};
+    let mut conn = pool.acquire().await?;
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let mut layout: Option<Layout> = None;
+    let mut chunk = Vec::with_capacity(KEYED_CHUNK);
+    let mut count = 0_u64;
+    while let Some(row) = rows.try_next().await? {
+        let Layout { key_at, others } = match &layout {
+            Some(l) => l,
+            None => {
+                let names: Vec<String> =
+                    row.columns().iter().map(|c| c.name().to_owned()).collect();
+                let key_at = key
+                    .iter()
+                    .map(|k| {
+                        names.iter().position(|n| n == k).ok_or_else(|| {
+                            CheckError::Broken(format!("key column `{k}` is not in the rows"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut others: Vec<(String, usize)> = names
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| {
+                        !key.contains(n) && (columns.is_empty() || columns.contains(n))
+                    })
+                    .map(|(i, n)| (n.clone(), i))
+                    .collect();
+                others.sort();
+                layout.insert(Layout { key_at, others })
             }
+        };
+        let mut key_text = String::new();
+        for (n, i) in key_at.iter().enumerate() {
+            if n > 0 {
+                key_text.push('\u{1f}');
+            }
+            key_text.push_str(&normalize(row.try_get_unchecked::<Option<&str>, _>(*i)?));
         }
-        let key_text = key
-            .iter()
-            .map(|k| normalize(text(k).as_deref()))
-            .collect::<Vec<_>>()
-            .join("\u{1f}");
         let mut hasher = Sha256::new();
-        let mut names: Vec<&String> = row.keys().filter(|n| !key.contains(n)).collect();
-        if !columns.is_empty() {
-            names.retain(|n| columns.contains(n));
-        }
-        names.sort();
-        for n in names {
-            hasher.update(n.as_bytes());
+        for (name, i) in others {
+            hasher.update(name.as_bytes());
             hasher.update(b"=");
-            hasher.update(normalize(text(n).as_deref()).as_bytes());
+            hasher.update(normalize(row.try_get_unchecked::<Option<&str>, _>(*i)?).as_bytes());
             hasher.update(b"\x1f");
         }
-        out.insert(key_text, hasher.finalize().into());
+        let digest = hasher.finalize();
+        let mut hash = [0_u8; 16];
+        hash.copy_from_slice(&digest[..16]);
+        chunk.push((key_text, hash));
+        count += 1;
+        if chunk.len() == KEYED_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(KEYED_CHUNK));
+            if out.send(full).await.is_err() {
+                return Ok(count);
+            }
+        }
     }
-    Ok(out)
+    if !chunk.is_empty() {
+        let _ = out.send(chunk).await;
+    }
+    Ok(count)
 }
 
 /// Row-level comparison of two tables (or queries), possibly on two databases: keys missing
 /// from the target, extra in the target, and rows whose other columns differ. Values are
-/// compared as normalized text (see `normalize`).
+/// compared as normalized text (see `normalize`). Both sides are read at once, each in key
+/// order; a row waits in memory only until its other side comes (with keys ordered alike on
+/// both sides, a few; at worst, one side's keys and 16-byte hashes).
 async fn compare_checksum(
     c: &CompareChecksumCheck,
     conns: &Connections,
@@ -579,18 +654,76 @@ async fn compare_checksum(
     if c.key.is_empty() {
         return Err(CheckError::Broken("`key` is empty".into()));
     }
-    let source = side_hashes(&c.source, &c.key, &c.columns, conns).await?;
-    let mut target = side_hashes(&c.target, &c.key, &c.columns, conns).await?;
-    let (source_rows, target_rows) = (source.len(), target.len());
-    let (mut missing, mut changed) = (Vec::new(), Vec::new());
-    for (k, h) in &source {
-        match target.remove(k) {
-            None => missing.push(k.clone()),
-            Some(t) if t != *h => changed.push(k.clone()),
-            Some(_) => {}
+    let source_pool = pool_for(conns, Some(&c.source.conn), None).await?;
+    let target_pool = pool_for(conns, Some(&c.target.conn), None).await?;
+    let (source_tx, mut source_rx) = tokio::sync::mpsc::channel(4);
+    let (target_tx, mut target_rx) = tokio::sync::mpsc::channel(4);
+    let source = tokio::spawn(side_stream(
+        c.source.clone(),
+        c.key.clone(),
+        c.columns.clone(),
+        source_pool,
+        source_tx,
+    ));
+    let target = tokio::spawn(side_stream(
+        c.target.clone(),
+        c.key.clone(),
+        c.columns.clone(),
+        target_pool,
+        target_tx,
+    ));
+    // Rows seen on one side only so far: key → (from the source?, hash).
+    let mut waiting: std::collections::HashMap<String, (bool, [u8; 16])> =
+        std::collections::HashMap::new();
+    let mut changed = Vec::new();
+    let mut changed_count = 0_u64;
+    let (mut source_open, mut target_open) = (true, true);
+    while source_open || target_open {
+        let (from_source, chunk) = tokio::select! {
+            chunk = source_rx.recv(), if source_open => (true, chunk),
+            chunk = target_rx.recv(), if target_open => (false, chunk),
+        };
+        let Some(chunk) = chunk else {
+            if from_source {
+                source_open = false;
+            } else {
+                target_open = false;
+            }
+            continue;
+        };
+        for (key, hash) in chunk {
+            match waiting.remove(&key) {
+                Some((side, other)) if side != from_source => {
+                    if other != hash {
+                        changed_count += 1;
+                        if changed.len() < SAMPLES {
+                            changed.push(key);
+                        }
+                    }
+                }
+                // A key twice on one side: the later row counts (as a map would keep it).
+                _ => {
+                    waiting.insert(key, (from_source, hash));
+                }
+            }
+        }
+        tokio::task::consume_budget().await;
+    }
+    let side = |r: Result<Result<u64, CheckError>, tokio::task::JoinError>| {
+        r.map_err(|e| CheckError::Broken(format!("a side of the comparison stopped: {e}")))?
+    };
+    let (source_rows, target_rows) = (side(source.await)?, side(target.await)?);
+    let (mut missing, mut extra): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let (mut missing_count, mut extra_count) = (0_u64, 0_u64);
+    for (key, (from_source, _)) in waiting {
+        if from_source {
+            missing_count += 1;
+            missing.push(key);
+        } else {
+            extra_count += 1;
+            extra.push(key);
         }
     }
-    let mut extra: Vec<String> = target.into_keys().collect();
     for list in [&mut missing, &mut changed, &mut extra] {
         list.sort();
     }
@@ -610,13 +743,13 @@ async fn compare_checksum(
         .take(SAMPLES)
         .collect();
     Ok(Outcome {
-        passed: missing.is_empty() && extra.is_empty() && changed.is_empty(),
+        passed: missing_count == 0 && extra_count == 0 && changed_count == 0,
         observed: json!({
             "source_rows": source_rows,
             "target_rows": target_rows,
-            "missing": missing.len(),
-            "extra": extra.len(),
-            "changed": changed.len(),
+            "missing": missing_count,
+            "extra": extra_count,
+            "changed": changed_count,
         }),
         samples,
     })
