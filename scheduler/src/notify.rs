@@ -487,7 +487,27 @@ impl Rendered {
                 .map(|l| l.counts.get(key).copied().unwrap_or(0))
                 .sum()
         };
-        serde_json::json!({
+        let mut context = self.facts(n);
+        context.extend(serde_json::json!({
+            "failed": failed,
+            "loads": loads.iter().map(|l| serde_json::json!({"task_id": l.task, "counts": l.counts})).collect::<Vec<_>>(),
+            "totals": {
+                "rows_read": sum("rows_read"),
+                "rows_loaded": sum("rows_loaded"),
+                "rows_inserted": sum("rows_inserted"),
+                "rows_updated": sum("rows_updated"),
+                "rows_unchanged": sum("rows_unchanged"),
+                "rows_rejected": sum("rows_rejected"),
+            },
+            "title": self.title,
+            "body": self.body,
+        }).as_object().cloned().unwrap_or_default());
+        serde_json::Value::Object(context)
+    }
+
+    /// The event's facts, the link and the run's tasks (the webhook's `weir` object).
+    fn facts(&self, n: &Notice) -> serde_json::Map<String, serde_json::Value> {
+        let facts = serde_json::json!({
             "event": n.event.as_str(),
             "dag_id": n.dag_id,
             "run_id": n.run_id,
@@ -501,40 +521,15 @@ impl Rendered {
             "at": n.at,
             "url": self.url,
             "tasks": self.tasks,
-            "failed": failed,
-            "loads": loads.iter().map(|l| serde_json::json!({"task_id": l.task, "counts": l.counts})).collect::<Vec<_>>(),
-            "totals": {
-                "rows_read": sum("rows_read"),
-                "rows_loaded": sum("rows_loaded"),
-                "rows_inserted": sum("rows_inserted"),
-                "rows_updated": sum("rows_updated"),
-                "rows_unchanged": sum("rows_unchanged"),
-                "rows_rejected": sum("rows_rejected"),
-            },
-            "title": self.title,
-            "body": self.body,
-        })
+        });
+        facts.as_object().cloned().unwrap_or_default()
     }
 
     /// The webhook's JSON: Slack's `text`, and the facts under `weir`.
     fn webhook_body(&self, n: &Notice) -> serde_json::Value {
         serde_json::json!({
             "text": format!("{}\n{}", self.title, self.body.trim_end()),
-            "weir": {
-                "event": n.event.as_str(),
-                "dag_id": n.dag_id,
-                "run_id": n.run_id,
-                "ds": n.ds,
-                "logical_date": n.logical_date,
-                "task_id": n.task_id,
-                "map_index": n.map_index,
-                "try_number": n.try_number,
-                "max_tries": n.max_tries,
-                "error": n.error,
-                "at": n.at,
-                "url": self.url,
-                "tasks": self.tasks,
-            }
+            "weir": self.facts(n),
         })
     }
 }

@@ -1396,9 +1396,17 @@ impl Plan {
         let target = dialect
             .ident(&step.target.table)
             .map_err(LoadError::fatal)?;
+        // An upsert stages in a temporary table of its connection (no WAL, nothing left
+        // behind); `replace` stages the table that becomes the target.
+        let bare_table = step
+            .target
+            .table
+            .rsplit('.')
+            .next()
+            .unwrap_or(&step.target.table);
         let staging_name = match step.mode {
             LoadMode::Replace => Some(format!("{}__weir_new", step.target.table)),
-            LoadMode::Upsert => Some(format!("{}__weir_stage", step.target.table)),
+            LoadMode::Upsert => Some(format!("{bare_table}__weir_stage")),
             _ => None,
         };
         let staging = staging_name
@@ -1550,7 +1558,8 @@ impl Plan {
         if let Some(create) = &self.create_target {
             ddl.push(create.clone());
         }
-        if let Some((name, definition)) = &self.staging {
+        // An upsert's temporary stage is made in the transaction's own connection, below.
+        if let Some((name, definition)) = self.staging.as_ref().filter(|_| !self.upsert) {
             ddl.push(format!("DROP TABLE IF EXISTS {name}"));
             ddl.push(format!("CREATE TABLE {name} ({definition})"));
         }
@@ -1569,6 +1578,12 @@ impl Plan {
             ddl.clear();
         }
         let mut tx = crate::conn::begin_write(pool).await?;
+        if let Some((name, definition)) = self.staging.as_ref().filter(|_| self.upsert) {
+            // One a failed load left in this pooled connection goes first (MySQL does not roll
+            // back a temporary table's creation).
+            ddl.push(self.drop_stage(name));
+            ddl.push(format!("CREATE TEMPORARY TABLE {name} ({definition})"));
+        }
         for statement in ddl {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
                 .execute(&mut *tx)
@@ -1684,21 +1699,10 @@ impl Plan {
         if self.upsert
             && let Some((stage, _)) = &self.staging
         {
-            match self.dialect {
-                Dialect::Postgres | Dialect::Sqlite => {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {stage}")))
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                }
-                Dialect::MySql => {
-                    tx.commit().await?;
-                    let mut conn = pool.acquire().await?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {stage}")))
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(self.drop_stage(stage)))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         } else if let Some((name, _)) = &self.staging {
             let bare = step
                 .target
@@ -1792,6 +1796,15 @@ impl Plan {
         );
         if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await {
             tracing::debug!(error = %e, "creating the latest-rejects view failed");
+        }
+    }
+
+    /// Drops an upsert's temporary stage, and only a temporary table of that name.
+    fn drop_stage(&self, stage: &str) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("DROP TABLE IF EXISTS pg_temp.{stage}"),
+            Dialect::MySql => format!("DROP TEMPORARY TABLE IF EXISTS {stage}"),
+            Dialect::Sqlite => format!("DROP TABLE IF EXISTS temp.{stage}"),
         }
     }
 
@@ -1931,15 +1944,6 @@ impl Plan {
                 })
                 .collect::<Vec<_>>()
                 .join(" OR ");
-            // Counted before the statements run (a generic result has no row count).
-            let changed = count(
-                tx,
-                &format!(
-                    "SELECT COUNT(*) FROM {stage} AS s JOIN {} AS t ON {join} WHERE ({differs}) AND {in_range}",
-                    self.target
-                ),
-            )
-            .await?;
             let sql = match d {
                 Dialect::Postgres | Dialect::Sqlite => format!(
                     "UPDATE {} AS t SET {} FROM {stage} AS s WHERE {join} AND ({differs}) AND {in_range}",
@@ -1960,10 +1964,10 @@ impl Plan {
                         .join(", ")
                 ),
             };
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut **tx)
                 .await?;
-            changed
+            DB::affected(&result)
         };
         let list = quoted.join(", ");
         let from_stage = quoted
@@ -1975,14 +1979,13 @@ impl Plan {
             "FROM {stage} AS s WHERE {in_range} AND NOT EXISTS (SELECT 1 FROM {} AS t WHERE {join})",
             self.target
         );
-        let inserted = count(tx, &format!("SELECT COUNT(*) {new_keys}")).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {} ({list}) SELECT {from_stage} {new_keys}",
             self.target
         )))
         .execute(&mut **tx)
         .await?;
-        Ok((updated, inserted))
+        Ok((updated, DB::affected(&result)))
     }
 
     /// Raises the high-water mark to a loaded row's cursor value.
@@ -2416,6 +2419,9 @@ trait WriteRows: sqlx::Database {
     /// Whether [`WriteRows::copy_lines`] works (Postgres).
     const COPY: bool = false;
 
+    /// The rows a statement changed.
+    fn affected(result: &Self::QueryResult) -> u64;
+
     /// Writes rows already in `COPY` CSV form (one line each), as they come from `chunks`,
     /// with one `COPY` that ends when `chunks` closes.
     fn copy_chunks(
@@ -2438,6 +2444,10 @@ trait WriteRows: sqlx::Database {
 
 impl WriteRows for sqlx::Postgres {
     const COPY: bool = true;
+
+    fn affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
 
     async fn copy_chunks(
         conn: &mut sqlx::PgConnection,
@@ -2611,6 +2621,10 @@ fn push_timestamp(buf: &mut Vec<u8>, t: NaiveDateTime) {
 }
 
 impl WriteRows for sqlx::MySql {
+    fn affected(result: &sqlx::mysql::MySqlQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     async fn write_rows(
         conn: &mut sqlx::MySqlConnection,
         into: &str,
@@ -2623,6 +2637,10 @@ impl WriteRows for sqlx::MySql {
 }
 
 impl WriteRows for sqlx::Sqlite {
+    fn affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
     async fn write_rows(
         conn: &mut sqlx::SqliteConnection,
         into: &str,
@@ -2721,25 +2739,6 @@ fn value_text(v: &Value) -> Option<String> {
         Value::Timestamp(x) => x.map(|x| x.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
         Value::TimestampTz(x) => x.map(|x| x.to_rfc3339()),
     }
-}
-
-/// `SELECT COUNT(*) ...` inside the transaction.
-async fn count<DB>(tx: &mut sqlx::Transaction<'_, DB>, sql: &str) -> Result<u64, sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'r> Option<String>: sqlx::Decode<'r, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-{
-    use sqlx::Row;
-    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut **tx)
-        .await?;
-    let text: Option<String> = row.try_get_unchecked(0)?;
-    text.as_deref()
-        .unwrap_or("0")
-        .parse()
-        .map_err(|_| sqlx::Error::Protocol(format!("a count came back as {text:?}")))
 }
 
 /// The database's own words for a refused row.
