@@ -718,6 +718,17 @@ fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut
                     format!("{bad} is not an HTTP status code (100-599)"),
                 );
             }
+            if h.paginate.is_some()
+                && (h.save_to.is_none() || h.method != crate::spec::HttpMethod::Get)
+            {
+                err(
+                    "paginate",
+                    "`paginate` follows a GET's pages into `save_to`: give `save_to` (and no other method)".into(),
+                );
+            }
+            if h.records.is_some() && h.paginate.is_none() {
+                err("records", "`records` goes with `paginate`".into());
+            }
         }
         _ => {}
     }

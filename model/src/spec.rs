@@ -841,6 +841,14 @@ pub struct HttpStep {
     /// Response headers to keep as the `headers` output (`{link: ..., x-total-count: ...}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_headers: Vec<String>,
+    /// A GET's pages, followed as a `load` follows them; the records of every page go to
+    /// `save_to`, one JSON value a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Box<Paginate>>,
+    /// With `paginate`: where each JSON page's records are (a dot path); absent, the page is
+    /// the array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
 }
 
 /// HTTP methods.

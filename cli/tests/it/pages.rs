@@ -204,6 +204,12 @@ async fn paginated_apis_load_every_record_once() {
         "capped",
         &format!("{{http: \"{base}/paged\", records: items, paginate: {{page_param: page, max_pages: 3}}}}"),
     ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let saved = dir.path().join("repos.jsonl");
+    dag.push_str(&format!(
+        "  fetch_all:\n    kind: http\n    url: \"{base}/cursor\"\n    records: items\n    paginate: {{next: meta.next_cursor, cursor_param: cursor}}\n    save_to: \"{}\"\n",
+        saved.display()
+    ));
     dag.push_str(&load(
         "down",
         &format!("{{http: \"{base}/down\", records: items, paginate: {{page_param: page}}}}"),
@@ -273,6 +279,26 @@ async fn paginated_apis_load_every_record_once() {
         link_ti.try_number, 1,
         "the page retries kept the task's try"
     );
+
+    // The http step follows the same pages into one file of records.
+    let fetched = by_id("fetch_all");
+    assert_eq!(fetched.state, TaskState::Success, "{:?}", fetched.error);
+    let out = fetched.outputs.clone().expect("outputs");
+    assert_eq!(
+        (out["pages"].as_u64(), out["records"].as_u64()),
+        (
+            Some(RECORDS.div_ceil(PER_PAGE) as u64),
+            Some(RECORDS as u64)
+        ),
+        "{out}"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&saved)
+        .expect("saved")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), RECORDS);
+    assert_eq!(lines[RECORDS - 1]["name"], format!("repo-{RECORDS}"));
 
     let capped = by_id("capped");
     assert_eq!(capped.state, TaskState::Failed);

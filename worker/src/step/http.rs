@@ -81,6 +81,94 @@ pub fn url_label(url: &str) -> String {
     parsed.to_string()
 }
 
+/// A GET's pages (`paginate`), each with its own retries as a `load` fetches them, their
+/// records written to `save_to` one JSON value a line (beside it, then renamed into place).
+/// Outputs: `pages`, `records`, `bytes`, `path`.
+async fn pages(
+    step: &HttpStep,
+    log: &LogSink,
+) -> Result<serde_json::Map<String, serde_json::Value>, (String, bool)> {
+    use std::io::{BufRead as _, Write as _};
+    let source = weir_model::spec::LoadSource {
+        http: Some(step.url.clone()),
+        headers: step.headers.clone(),
+        format: Some(weir_model::spec::SourceFormat::Json),
+        records: step.records.clone(),
+        paginate: step.paginate.clone(),
+        ..weir_model::spec::LoadSource::default()
+    };
+    let pages = super::load::pages::download(&source, &step.url, log)
+        .await
+        .map_err(|e| (e.message, e.retryable))?;
+    let Some(to) = step.save_to.as_ref().map(PathBuf::from) else {
+        return Err(("`paginate` needs `save_to`".into(), false));
+    };
+    let partial = super::partial_path(&to);
+    let io = |what: &str, e: std::io::Error| (format!("{what}: {e}"), true);
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| io(&format!("creating {}", parent.display()), e))?;
+    }
+    let written: Result<u64, (String, bool)> = (|| {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&partial)
+                .map_err(|e| io(&format!("creating {}", partial.display()), e))?,
+        );
+        let mut records = 0_u64;
+        for page in &pages {
+            let file = page.file.reopen().map_err(|e| io(&page.label, e))?;
+            if page.format == weir_model::spec::SourceFormat::Jsonl {
+                // Already one record a line (`records` was taken out of the page).
+                for line in std::io::BufReader::new(file).lines() {
+                    let line = line.map_err(|e| io(&page.label, e))?;
+                    if !line.trim().is_empty() {
+                        writeln!(out, "{line}")
+                            .map_err(|e| io(&partial.display().to_string(), e))?;
+                        records += 1;
+                    }
+                }
+            } else {
+                let doc: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file))
+                    .map_err(|e| (format!("{}: the page is not JSON: {e}", page.label), false))?;
+                let items = match doc {
+                    serde_json::Value::Array(items) => items,
+                    other => vec![other],
+                };
+                for item in items {
+                    writeln!(out, "{item}").map_err(|e| io(&partial.display().to_string(), e))?;
+                    records += 1;
+                }
+            }
+        }
+        out.into_inner()
+            .map_err(|e| io(&partial.display().to_string(), e.into_error()))?
+            .sync_all()
+            .map_err(|e| io(&partial.display().to_string(), e))?;
+        std::fs::rename(&partial, &to)
+            .map_err(|e| io(&format!("moving to {}", to.display()), e))?;
+        Ok(records)
+    })();
+    let records = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let bytes = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+    log.note(format!(
+        "saved {records} record(s) of {} page(s) to {}",
+        pages.len(),
+        to.display()
+    ));
+    let mut outputs = serde_json::Map::new();
+    outputs.insert("pages".into(), pages.len().into());
+    outputs.insert("records".into(), records.into());
+    outputs.insert("bytes".into(), bytes.into());
+    outputs.insert("path".into(), to.display().to_string().into());
+    Ok(outputs)
+}
+
 /// Runs a rendered `http` step.
 pub async fn run(step: &HttpStep, log: &LogSink) -> TaskOutcome {
     match request(step, log).await {
@@ -96,6 +184,9 @@ async fn request(
     step: &HttpStep,
     log: &LogSink,
 ) -> Result<serde_json::Map<String, serde_json::Value>, (String, bool)> {
+    if step.paginate.is_some() {
+        return pages(step, log).await;
+    }
     let client = client().map_err(|e| (e, false))?;
     let method = match step.method {
         HttpMethod::Get => reqwest::Method::GET,

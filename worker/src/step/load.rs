@@ -30,7 +30,7 @@ use weir_model::spec::{
 mod claim;
 mod csv_rows;
 mod json_array;
-mod pages;
+pub(crate) mod pages;
 
 use csv_rows::CsvRows;
 use json_array::JsonArray;
@@ -162,9 +162,9 @@ pub async fn run(
     }
 }
 
-struct LoadError {
-    message: String,
-    retryable: bool,
+pub(crate) struct LoadError {
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
 }
 
 impl LoadError {
@@ -260,7 +260,7 @@ async fn load(
             columns,
         )
     } else if let Some(url) = &step.source.http {
-        let pages = pages::download(step, url, log).await?;
+        let pages = pages::download(&step.source, url, log).await?;
         let format = pages.first().map_or(SourceFormat::Csv, |p| p.format);
         let files: Vec<PathBuf> = pages.iter().map(|p| p.file.path().to_path_buf()).collect();
         let labels = pages.iter().map(|p| p.label.clone()).collect();

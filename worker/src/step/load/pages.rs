@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use weir_model::spec::{LoadStep, Paginate, SourceFormat};
+use weir_model::spec::{LoadSource, Paginate, SourceFormat};
 
 use super::{LoadError, format_of_content_type, format_of_name};
 use crate::log::LogSink;
@@ -26,23 +26,23 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_PAGES: u32 = 1000;
 
 /// One downloaded page, ready to be read like a file.
-pub(super) struct Page {
-    pub(super) file: tempfile::NamedTempFile,
+pub(crate) struct Page {
+    pub(crate) file: tempfile::NamedTempFile,
     /// The page's URL (secret-like query parameters hidden), and its number when paginated.
-    pub(super) label: String,
-    pub(super) format: SourceFormat,
+    pub(crate) label: String,
+    pub(crate) format: SourceFormat,
 }
 
 /// Downloads `url`, and with `paginate` every page after it, in order.
-pub(super) async fn download(
-    step: &LoadStep,
+pub(crate) async fn download(
+    source: &LoadSource,
     url: &str,
     log: &LogSink,
 ) -> Result<Vec<Page>, LoadError> {
     let client = crate::step::http::client().map_err(LoadError::fatal)?;
     let base = reqwest::Url::parse(url)
         .map_err(|e| LoadError::fatal(format!("{}: not a URL: {e}", url_label(url))))?;
-    let paginate = step.source.paginate.as_deref();
+    let paginate = source.paginate.as_deref();
     let max_pages = paginate.map_or(1, |p| p.max_pages.unwrap_or(DEFAULT_MAX_PAGES));
     // Page and offset pagination count records from the first page's number on.
     let mut position = paginate.map_or(0, |p| {
@@ -53,7 +53,7 @@ pub(super) async fn download(
         Some(param) => with_param(&base, param, &position.to_string()),
         None => base.clone(),
     });
-    let mut format = step.source.format;
+    let mut format = source.format;
     let mut pages = Vec::new();
     let mut seen = HashSet::new();
     while let Some(url) = next.take() {
@@ -73,7 +73,7 @@ pub(super) async fn download(
                 "{label}: the API sent the same page again (a pagination loop)"
             )));
         }
-        let (file, headers) = fetch(client, step, &url, &label, log).await?;
+        let (file, headers) = fetch(client, source, &url, &label, log).await?;
         let format = *format.get_or_insert_with(|| {
             format_of_name(url.path())
                 .or_else(|| {
@@ -85,7 +85,7 @@ pub(super) async fn download(
                 .unwrap_or(SourceFormat::Csv)
         });
         let wants_json = format == SourceFormat::Json
-            && (step.source.records.is_some()
+            && (source.records.is_some()
                 || paginate.is_some_and(|p| p.next.as_deref().is_some_and(|n| n != "link_header"))
                 || paginate.is_some_and(|p| numbered_param(p).is_some()));
         let document = if wants_json {
@@ -93,7 +93,7 @@ pub(super) async fn download(
         } else {
             None
         };
-        let page = match (&step.source.records, &document) {
+        let page = match (&source.records, &document) {
             (Some(path), Some(doc)) => {
                 let Some(serde_json::Value::Array(records)) = lookup(doc, path) else {
                     return Err(LoadError::fatal(format!(
@@ -117,12 +117,12 @@ pub(super) async fn download(
             break;
         };
         next = if let Some(param) = numbered_param(p) {
-            let count = match (&step.source.records, &document) {
+            let count = match (&source.records, &document) {
                 (Some(path), Some(doc)) => lookup(doc, path)
                     .and_then(|v| v.as_array())
                     .map_or(0, Vec::len),
                 (None, Some(serde_json::Value::Array(a))) => a.len(),
-                _ => count_records(&page, step)?,
+                _ => count_records(&page, source)?,
             };
             if count == 0 {
                 log.note(format!("{}: no records, the last page", page.label));
@@ -252,13 +252,13 @@ fn json_lines(
 }
 
 /// Records in a CSV or JSON-lines page (data rows, blank lines not counted).
-fn count_records(page: &Page, step: &LoadStep) -> Result<usize, LoadError> {
+fn count_records(page: &Page, source: &LoadSource) -> Result<usize, LoadError> {
     use std::io::BufRead as _;
     let io = |e: std::io::Error| LoadError::fatal(format!("{}: {e}", page.label));
     match page.format {
         SourceFormat::Csv => {
             let mut reader = csv::ReaderBuilder::new()
-                .has_headers(step.source.header.unwrap_or(true))
+                .has_headers(source.header.unwrap_or(true))
                 .flexible(true)
                 .from_reader(page.file.reopen().map_err(io)?);
             Ok(reader.byte_records().count())
@@ -273,14 +273,14 @@ fn count_records(page: &Page, step: &LoadStep) -> Result<usize, LoadError> {
 /// One page to a temporary file, with its own retries; returns it with the response headers.
 async fn fetch(
     client: &reqwest::Client,
-    step: &LoadStep,
+    source: &LoadSource,
     url: &reqwest::Url,
     label: &str,
     log: &LogSink,
 ) -> Result<(tempfile::NamedTempFile, reqwest::header::HeaderMap), LoadError> {
     let mut attempt = 1;
     loop {
-        let (reason, wait) = match fetch_once(client, step, url, label).await {
+        let (reason, wait) = match fetch_once(client, source, url, label).await {
             Ok(page) => return Ok(page),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(reason, retry_after)) => (reason, retry_after),
@@ -312,13 +312,13 @@ enum Failure {
 
 async fn fetch_once(
     client: &reqwest::Client,
-    step: &LoadStep,
+    source: &LoadSource,
     url: &reqwest::Url,
     label: &str,
 ) -> Result<(tempfile::NamedTempFile, reqwest::header::HeaderMap), Failure> {
     use tokio::io::AsyncWriteExt;
     let mut request = client.get(url.clone());
-    for (name, value) in &step.source.headers {
+    for (name, value) in &source.headers {
         request = request.header(name, value);
     }
     let network = |e: reqwest::Error| Failure::Transient(e.without_url().to_string(), None);
