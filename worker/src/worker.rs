@@ -376,6 +376,7 @@ impl Worker {
                 run_id: run.run_id.clone(),
                 task_id: ti.task_id.clone(),
                 map_index: ti.map_index,
+                ti_id: ti.id,
                 try_number: ti.try_number,
                 cleared_try: ti.cleared_try,
             }),

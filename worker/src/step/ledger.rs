@@ -66,6 +66,8 @@ pub struct Attempt {
     pub task_id: String,
     /// Map index (-1 unless mapped).
     pub map_index: i32,
+    /// The instance's row id in weir's database (a mapped task expanded again has new rows).
+    pub ti_id: i64,
     /// This try.
     pub try_number: i32,
     /// The try number at the instance's last clear: earlier commits are not adopted.
@@ -73,12 +75,12 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The instance's key: a hash of DAG, run, task and map index (a fixed-length key every
-    /// database can index).
+    /// The instance's key: a hash of DAG, run, task, map index and row id (a fixed-length key
+    /// every database can index).
     fn instance(&self) -> String {
         let digest = Sha256::digest(format!(
-            "{}\n{}\n{}\n{}",
-            self.dag_id, self.run_id, self.task_id, self.map_index
+            "{}\n{}\n{}\n{}\n{}",
+            self.dag_id, self.run_id, self.task_id, self.map_index, self.ti_id
         ));
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -53,7 +53,10 @@ pub(crate) async fn download(
         Some(param) => with_param(&base, param, &position.to_string()),
         None => base.clone(),
     });
-    let mut format = source.format;
+    // `records` is a path inside JSON pages, whatever the server calls them.
+    let mut format = source
+        .format
+        .or_else(|| source.records.as_ref().map(|_| SourceFormat::Json));
     let mut pages = Vec::new();
     let mut seen = HashSet::new();
     while let Some(url) = next.take() {
