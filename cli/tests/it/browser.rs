@@ -24,11 +24,11 @@ fn the_web_ui_works_in_a_real_browser() {
     let e2e = repo().join("web/e2e");
     assert!(
         e2e.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run `npm ci` in web/e2e (.ci/run does)"
+        "playwright-core is missing: run scripts/test (it runs `npm ci` in web/e2e)"
     );
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists() || std::env::var("CHROMIUM").is_ok(),
-        "no Chromium: `apt-get install chromium` (.ci/run does), or set CHROMIUM"
+        "Chromium is missing: run scripts/test (it installs Debian's chromium), or set CHROMIUM"
     );
     let dir = examples_copy();
     std::fs::write(dir.path().join("dags/slow_log.yaml"), SLOW_LOG).expect("slow_log");
