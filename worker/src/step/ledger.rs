@@ -24,17 +24,34 @@ const KEEP_DAYS: i64 = 30;
 
 type Outputs = serde_json::Map<String, serde_json::Value>;
 
+/// The commit ledger could not be read: why, and whether another try may do better.
+#[derive(Debug)]
+pub struct LedgerError {
+    /// What failed, naming the ledger table.
+    pub message: String,
+    /// A lost connection or a lock conflict.
+    pub retryable: bool,
+}
+
 /// The outputs an earlier try of `attempt`'s series committed on `pool` (creating the ledger
 /// table when missing), with its try number.
 ///
 /// # Errors
-/// The database's.
+/// The ledger cannot be made or read.
 pub async fn committed_before(
     pool: &DataPool,
     attempt: &Attempt,
-) -> Result<Option<(i32, Outputs)>, sqlx::Error> {
+) -> Result<Option<(i32, Outputs)>, LedgerError> {
     let dialect = Dialect::of(pool);
-    crate::with_data_pool!(pool, |p| committed_on(p, dialect, attempt).await)
+    crate::with_data_pool!(pool, |p| committed_on(p, dialect, attempt).await).map_err(|e| {
+        LedgerError {
+            message: format!(
+                "reading the commit ledger ({TABLE}): {}",
+                crate::conn::db_error(&e)
+            ),
+            retryable: crate::conn::is_transient(&e),
+        }
+    })
 }
 
 async fn committed_on<DB>(

@@ -1,22 +1,28 @@
-//! `kind: load`: rows from CSV, JSON-lines or JSON-array files (a glob, in name order), from an
-//! HTTP download, or from a table or query on another connection, into a table, typed by
-//! `columns`; modes `append`, `truncate_insert`, `replace` and `upsert`; `incremental` cursors.
+//! `kind: load`: rows from CSV, JSON-lines or JSON-array files (a glob, in name order; claimed
+//! first with `claim`), from HTTP downloads (an API's pages with `paginate`), or from a table
+//! or query on another connection, into a table, typed by `columns`; modes `append`,
+//! `truncate_insert`, `replace` and `upsert`; `incremental` cursors.
 //!
 //! - **Every row is loaded or rejected with a reason**: rows_read = rows_loaded +
-//!   rows_rejected. A row that does not parse (a bad number, an empty `not_null` field, a
-//!   missing column) or that the database refuses (a constraint) is rejected; with
-//!   `rejects: {on_error: reject}` it goes to `<table>__rejects` (run id, task, file, line, raw
-//!   row, reason) and the load goes on up to `max`; without `rejects`, or with
-//!   `on_error: fail`, the first bad row fails the task, naming its file and line.
-//! - **A failed try leaves the target as it was**: everything happens in one transaction (a
-//!   batch the database refuses is retried row by row inside savepoints, to find the bad rows);
+//!   rows_rejected. A row that does not parse (a bad number, an empty `not_null` field, a NUL
+//!   byte, a wrong field count) or that the database refuses (any constraint, in every mode)
+//!   is rejected; with `rejects: {on_error: reject}` it goes to `<table>__rejects` (run id,
+//!   task, file, line, raw row, reason) and the load goes on up to `max`; without `rejects`, or
+//!   with `on_error: fail`, the first bad row fails the task, naming its file and line.
+//! - **A failed try leaves the target as it was**: everything happens in one transaction (what
+//!   the database refuses is written again by halves inside savepoints, to find the bad rows);
 //!   `replace` fills a staging table and swaps it in at the end (MySQL: an atomic `RENAME
-//!   TABLE`, after the transaction).
-//! - **Memory does not grow with the input**: files are read as streams (an HTTP source is
-//!   first streamed to a temporary file, so a retry of the database part never downloads
-//!   twice within a try and the download's size does not matter), database sources through a
-//!   bounded channel, `batch_size` rows at a time. Postgres takes each batch through
-//!   `COPY`, the others through multi-row `INSERT`s (`WriteRows`).
+//!   TABLE`, after the transaction). **A committed try is never loaded again**: its commit
+//!   carries a marker in the target's ledger ([`super::ledger`]).
+//! - **Memory does not grow with the input**: files are read as streams (HTTP pages are first
+//!   streamed to temporary files), database sources by a reader task of their own,
+//!   `batch_size` rows at a time. Postgres takes rows through `COPY` groups bounded in size,
+//!   the others through multi-row `INSERT`s (`WriteRows`).
+//!
+//! This file is still larger than one module should be: reading (files, CSV rows, pages,
+//! claims) has moved into the submodules beside it, and the plan and its writers are to
+//! follow in the structural step planned next, as a move of its own rather than inside this
+//! change's behaviour.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,7 +115,7 @@ enum Raw {
     /// A database source's row in a `COPY` group: its fields are read back from its line
     /// ([`CopyGroup::origin`]).
     InCopyGroup,
-    /// A database source's row that typed: its fields are its typed values ([`Raw::fields`]).
+    /// A database source's row that typed: its fields are its typed values ([`Plan::origin_of`]).
     Typed,
 }
 
@@ -124,14 +130,6 @@ impl Raw {
             }
             Raw::Fields(values) => serde_json::to_string(values).unwrap_or_default(),
             Raw::InCopyGroup | Raw::Typed => String::new(),
-        }
-    }
-
-    /// A typed database row's raw row, from its values (the loaded columns only).
-    fn fields(self, values: &[Value], columns: usize) -> Raw {
-        match self {
-            Raw::Typed => Raw::Fields(values.iter().take(columns).map(value_text).collect()),
-            other => other,
         }
     }
 }
@@ -210,12 +208,8 @@ async fn load(
         && let Some((earlier, mut outputs)) = super::ledger::committed_before(&pool, attempt)
             .await
             .map_err(|e| LoadError {
-                retryable: crate::conn::is_transient(&e),
-                message: format!(
-                    "reading the commit ledger ({}): {}",
-                    super::ledger::TABLE,
-                    crate::conn::db_error(&e)
-                ),
+                message: e.message,
+                retryable: e.retryable,
             })?
     {
         log.note(format!(
@@ -361,12 +355,11 @@ async fn load(
             "the source needs `file`, `http` or `conn` (with `table` or `query`)",
         ));
     };
-    let mut plan = Plan::new(step, dialect, &columns, ctx.cursor.as_deref())?;
-    plan.started = started;
+    let plan = Plan::new(step, dialect, columns, ctx.cursor.as_deref(), started)?;
     let counts = match &pool {
-        DataPool::Postgres(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
-        DataPool::MySql(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
-        DataPool::Sqlite(p) => plan.execute(p, input, step, ctx, &columns, log).await?,
+        DataPool::Postgres(p) => plan.execute(p, input, step, ctx, log).await?,
+        DataPool::MySql(p) => plan.execute(p, input, step, ctx, log).await?,
+        DataPool::Sqlite(p) => plan.execute(p, input, step, ctx, log).await?,
     };
     let mut out = outputs(step, ctx, &counts, started);
     if let Some(files) = read_files {
@@ -1390,8 +1383,9 @@ impl Plan {
     fn new(
         step: &LoadStep,
         dialect: Dialect,
-        columns: &Columns,
+        columns: Columns,
         stored_cursor: Option<&str>,
+        started: Instant,
     ) -> Result<Plan, LoadError> {
         let target = dialect
             .ident(&step.target.table)
@@ -1509,8 +1503,8 @@ impl Plan {
         };
         Ok(Plan {
             dialect,
-            started: Instant::now(),
-            columns: columns.clone(),
+            started,
+            columns,
             cursor,
             into,
             target,
@@ -1540,7 +1534,6 @@ impl Plan {
         input: Input,
         step: &LoadStep,
         ctx: &LoadContext,
-        columns: &Columns,
         log: &LogSink,
     ) -> Result<Counts, LoadError>
     where
@@ -1607,7 +1600,8 @@ impl Plan {
             prune.build().execute(&mut *tx).await?;
         }
         let mut counts = Counts::default();
-        let casts: Vec<Option<&str>> = columns
+        let casts: Vec<Option<&str>> = self
+            .columns
             .specs
             .iter()
             .map(|s| match (self.dialect, s.ty) {
@@ -1621,15 +1615,16 @@ impl Plan {
         // the reader at its next batch. Loaded rows go back to the reader to be freed there:
         // freeing them here cost the writer (the critical path) a tenth of its time, and
         // glibc's allocator more when memory crosses threads.
-        let (batches, mut received) = tokio::sync::mpsc::channel(1);
-        let (mut spent, to_free) = std::sync::mpsc::channel::<Spent>();
-        match input {
+        let (mut received, spent) = match input {
             Input::Files {
                 files,
                 format,
                 labels,
             } => {
-                let (read_step, read_columns, batch) = (step.clone(), columns.clone(), self.batch);
+                let (batches, received) = tokio::sync::mpsc::channel(1);
+                let (spent, to_free) = std::sync::mpsc::channel::<Spent>();
+                let (read_step, read_columns, batch) =
+                    (step.clone(), self.columns.clone(), self.batch);
                 tokio::task::spawn_blocking(move || {
                     let mut reader =
                         RowReader::new(&read_step, &read_columns, format, &files, &labels);
@@ -1644,15 +1639,11 @@ impl Plan {
                         }
                     }
                 });
+                (received, spent)
             }
-            Input::Database {
-                rows,
-                spent: to_reader,
-            } => {
-                received = rows;
-                spent = to_reader;
-            }
-        }
+            // The database reader types and batches its rows itself (`stream_source`).
+            Input::Database { rows, spent } => (rows, spent),
+        };
         if DB::COPY {
             // A group's rows stream into one COPY (in a savepoint) as they are read; the
             // group's text is kept until it is known whether the database took it.
@@ -1797,6 +1788,22 @@ impl Plan {
         if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await {
             tracing::debug!(error = %e, "creating the latest-rejects view failed");
         }
+    }
+
+    /// Where a row written by value came from; a typed database row's raw row is rebuilt from
+    /// its values (the loaded columns only: an upsert's row also carries its staging number).
+    fn origin_of(&self, (values, at): &(Vec<Value>, Reject)) -> Reject {
+        let mut origin = at.clone();
+        if matches!(origin.raw, Raw::Typed) {
+            origin.raw = Raw::Fields(
+                values
+                    .iter()
+                    .take(self.columns.names.len())
+                    .map(value_text)
+                    .collect(),
+            );
+        }
+        origin
     }
 
     /// Drops an upsert's temporary stage, and only a temporary table of that name.
@@ -2075,12 +2082,7 @@ impl Plan {
                     tracing::debug!(error = %batch_error, "batch refused; narrowing down the bad rows");
                     let reject = |row: usize, e: &sqlx::Error| Reject {
                         reason: database_reason(e),
-                        raw: good[row]
-                            .1
-                            .raw
-                            .clone()
-                            .fields(&good[row].0, self.columns.names.len()),
-                        ..good[row].1.clone()
+                        ..self.origin_of(&good[row])
                     };
                     if good.len() == 1 {
                         rejects.push(reject(0, &batch_error));
@@ -2115,14 +2117,7 @@ impl Plan {
                 tx,
                 first_seq,
                 loaded.len(),
-                |i| Reject {
-                    raw: loaded[i]
-                        .1
-                        .raw
-                        .clone()
-                        .fields(&loaded[i].0, self.columns.names.len()),
-                    ..loaded[i].1.clone()
-                },
+                |i| self.origin_of(&loaded[i]),
                 counts,
             )
             .await?;

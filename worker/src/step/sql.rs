@@ -43,12 +43,8 @@ pub async fn run(
             }
             Err(e) => {
                 return TaskOutcome::Failed {
-                    error: format!(
-                        "reading the commit ledger ({}): {}",
-                        super::ledger::TABLE,
-                        crate::conn::db_error(&e)
-                    ),
-                    retryable: crate::conn::is_transient(&e),
+                    error: e.message,
+                    retryable: e.retryable,
                 };
             }
         }

@@ -33,17 +33,7 @@ pub(super) fn claim(
     if !already.is_empty() {
         return Ok(already);
     }
-    let matching: Vec<PathBuf> = glob::glob(pattern)
-        .map_err(|e| LoadError::fatal(format!("`{pattern}` is not a valid glob: {e}")))?
-        .filter_map(Result::ok)
-        .filter(|p| p.is_file())
-        .collect();
-    if matching.is_empty() {
-        return Err(LoadError {
-            retryable: true,
-            message: format!("no file matches `{pattern}` (nothing to claim)"),
-        });
-    }
+    let matching = super::matching_files(pattern)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| LoadError::fatal(format!("creating {}: {e}", dir.display())))?;
     for path in matching {

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use weir_model::spec::LoadStep;
+use weir_model::spec::{LoadSource, LoadStep};
 
 use super::{Columns, FieldAt, InputRow, LoadError, Raw, parse_value};
 
@@ -40,7 +40,7 @@ impl CsvRows {
         path: &Path,
         name: Arc<str>,
     ) -> Result<CsvRows, LoadError> {
-        let mut reader = reader(step, path)?;
+        let mut reader = reader(&step.source, path)?;
         let file =
             std::fs::File::open(path).map_err(|e| LoadError::fatal(format!("{name}: {e}")))?;
         let (at, expected) = if step.source.header.unwrap_or(true) {
@@ -187,17 +187,19 @@ impl CsvRows {
 
 /// A CSV reader as the source describes it. Records may have any length: the count is checked
 /// per row, so that a short or long row is a reject rather than a failed load.
-fn reader(step: &LoadStep, path: &Path) -> Result<csv::Reader<std::fs::File>, LoadError> {
+pub(super) fn reader(
+    source: &LoadSource,
+    path: &Path,
+) -> Result<csv::Reader<std::fs::File>, LoadError> {
     let mut b = csv::ReaderBuilder::new();
-    b.has_headers(step.source.header.unwrap_or(true))
-        .flexible(true);
-    if let Some(d) = step.source.delimiter {
+    b.has_headers(source.header.unwrap_or(true)).flexible(true);
+    if let Some(d) = source.delimiter {
         b.delimiter(
             u8::try_from(d)
                 .map_err(|_| LoadError::fatal("the delimiter must be one ASCII character"))?,
         );
     }
-    if let Some(q) = step.source.quote {
+    if let Some(q) = source.quote {
         b.quote(
             u8::try_from(q)
                 .map_err(|_| LoadError::fatal("the quote must be one ASCII character"))?,
@@ -209,7 +211,7 @@ fn reader(step: &LoadStep, path: &Path) -> Result<csv::Reader<std::fs::File>, Lo
 
 /// The header of a CSV file, as column names.
 pub(super) fn header(step: &LoadStep, path: &Path) -> Result<Vec<String>, LoadError> {
-    let mut reader = reader(step, path)?;
+    let mut reader = reader(&step.source, path)?;
     Ok(reader
         .headers()
         .map_err(|e| LoadError::fatal(format!("{}: {e}", path.display())))?

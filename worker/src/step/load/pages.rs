@@ -259,13 +259,10 @@ fn count_records(page: &Page, source: &LoadSource) -> Result<usize, LoadError> {
     use std::io::BufRead as _;
     let io = |e: std::io::Error| LoadError::fatal(format!("{}: {e}", page.label));
     match page.format {
-        SourceFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(source.header.unwrap_or(true))
-                .flexible(true)
-                .from_reader(page.file.reopen().map_err(io)?);
-            Ok(reader.byte_records().count())
-        }
+        // Read as the load reads it (delimiter, quote, header).
+        SourceFormat::Csv => Ok(super::csv_rows::reader(source, page.file.path())?
+            .byte_records()
+            .count()),
         _ => Ok(std::io::BufReader::new(page.file.reopen().map_err(io)?)
             .split(b'\n')
             .filter(|l| l.as_ref().is_ok_and(|l| !l.trim_ascii().is_empty()))
