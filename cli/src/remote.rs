@@ -146,25 +146,29 @@ async fn dags_list(remote: &Remote, json: bool) -> Result<u8> {
         return print_json(&dags);
     }
     let mut out = std::io::stdout().lock();
+    let list: Vec<&serde_json::Value> = dags.as_array().into_iter().flatten().collect();
+    let width = list
+        .iter()
+        .filter_map(|d| d["dag_id"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(6)
+        .max(6);
     writeln!(
         out,
-        "{:<24}  {:<16}  {:<20}  {:<6}  FILE",
-        "DAG ID", "SCHEDULE", "TIMEZONE", "PAUSED"
+        "{:<width$}  {:<16}  {:<20}  {:<7}  FILE",
+        "DAG ID", "SCHEDULE", "TIMEZONE", "STATE"
     )?;
-    for d in dags.as_array().into_iter().flatten() {
+    for d in list {
         writeln!(
             out,
-            "{:<24}  {:<16}  {:<20}  {:<6}  {}{}",
+            "{:<width$}  {:<16}  {:<20}  {:<7}  {}{}",
             d["dag_id"].as_str().unwrap_or(""),
             d["schedule"].as_str().unwrap_or("(manual)"),
             d["timezone"].as_str().unwrap_or(""),
-            if d["paused"] == true { "yes" } else { "no" },
+            crate::command::dags::dag_state(d["paused"] == true, d["removed_at"].is_string()),
             d["file"].as_str().unwrap_or(""),
-            if d["import_error"].is_string() {
-                "  (file has errors: last good version kept)"
-            } else {
-                ""
-            }
+            crate::command::dags::dag_note(d["import_error"].is_string(), d["removed_at"].as_str()),
         )?;
     }
     Ok(EXIT_OK)

@@ -49,6 +49,9 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
     /// Where the DAG's `id` is written, for problems found across files (duplicate ids).
     pub id_loc: Option<Loc>,
+    /// The DAG's `id` as written, when it is a string, even in a file with errors: a file that
+    /// does not import still claims its DAG (the DAG keeps its last good version, not removed).
+    pub dag_id: Option<String>,
 }
 
 impl Parsed {
@@ -58,6 +61,7 @@ impl Parsed {
             dag: None,
             diagnostics: vec![diagnostic],
             id_loc: None,
+            dag_id: None,
         }
     }
 
@@ -265,7 +269,8 @@ impl Dag {
 pub fn parse_dag(text: &str, known: Option<&Known>) -> Parsed {
     let mut diagnostics = Vec::new();
     let mut id_loc = None;
-    let dag = parse_inner(text, known, &mut diagnostics, &mut id_loc);
+    let mut dag_id = None;
+    let dag = parse_inner(text, known, &mut diagnostics, &mut id_loc, &mut dag_id);
     tidy(&mut diagnostics);
     let dag = if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         None
@@ -276,6 +281,7 @@ pub fn parse_dag(text: &str, known: Option<&Known>) -> Parsed {
         dag,
         diagnostics,
         id_loc,
+        dag_id,
     }
 }
 
@@ -284,6 +290,7 @@ fn parse_inner(
     known: Option<&Known>,
     out: &mut Vec<Diagnostic>,
     id_loc: &mut Option<Loc>,
+    dag_id: &mut Option<String>,
 ) -> Option<Dag> {
     let root = match Node::parse(text) {
         Ok((root, problems)) => {
@@ -316,6 +323,7 @@ fn parse_inner(
         }
     };
     *id_loc = root.get("id").map(|n| n.loc);
+    *dag_id = root.get("id").and_then(Node::as_str).map(str::to_owned);
     let sink = Sink::default();
     let tasks_node = root.get("tasks");
     if tasks_node.is_none() {

@@ -139,6 +139,8 @@ pub type Stamp = Option<(u64, Option<SystemTime>)>;
 struct Seen {
     own: Stamp,
     deps: Vec<(PathBuf, Stamp)>,
+    /// The DAG id the file claims (written as a string), valid or not.
+    dag_id: Option<String>,
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -154,6 +156,16 @@ pub struct Scan {
     pub changed: Vec<DagFile>,
     /// Files gone since the last scan.
     pub removed: Vec<PathBuf>,
+    /// Every DAG file in the folder now, with the DAG id it claims (in a valid file or not;
+    /// `None`: the id cannot be read, as in a file that is not YAML).
+    pub claims: BTreeMap<PathBuf, Option<String>>,
+}
+
+impl Scan {
+    /// The DAG id a file of the folder claims.
+    pub fn claim_of(&self, path: &Path) -> Option<&str> {
+        self.claims.get(path).and_then(Option::as_deref)
+    }
 }
 
 impl FolderScanner {
@@ -207,10 +219,20 @@ impl FolderScanner {
                 Seen {
                     own,
                     deps: file.deps.clone(),
+                    dag_id: file.parsed.dag_id.clone(),
                 },
             );
         }
-        Ok(Scan { changed, removed })
+        let claims = self
+            .seen
+            .iter()
+            .map(|(path, seen)| (path.clone(), seen.dag_id.clone()))
+            .collect();
+        Ok(Scan {
+            changed,
+            removed,
+            claims,
+        })
     }
 }
 

@@ -37,6 +37,24 @@ pub async fn latest_dag(store: &Store, dag_id: &str) -> Result<(i64, Dag)> {
     Ok((row.version_id, version_dag(store, row.version_id).await?))
 }
 
+/// Refuses to start runs of a DAG that no file defines any more ([`SchedulerError::Conflict`],
+/// saying why and how to bring it back).
+///
+/// # Errors
+/// A removed or unknown DAG, database failures.
+pub async fn ensure_active(store: &Store, dag_id: &str) -> Result<()> {
+    let row = store.dag(dag_id).await?;
+    match row.removed_at {
+        Some(at) => Err(SchedulerError::Conflict(format!(
+            "DAG `{dag_id}` was removed at {}: no file in the dags folder defines it any more (it was read from {}); \
+             its history is kept, and it can run again once a file defines it",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            row.file
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The DAG as a stored version describes it (what a run pins).
 ///
 /// # Errors
@@ -79,6 +97,7 @@ pub async fn trigger(
     now: DateTime<Utc>,
 ) -> Result<Triggered> {
     let (version_id, dag) = latest_dag(store, dag_id).await?;
+    ensure_active(store, dag_id).await?;
     let logical_date = logical_date.unwrap_or(now);
     match store.run_at(dag.id(), logical_date).await? {
         Some(existing) if rerun => {
@@ -149,6 +168,7 @@ pub async fn backfill(
     rerun: Rerun,
     now: DateTime<Utc>,
 ) -> Result<Backfilled> {
+    ensure_active(store, dag.id()).await?;
     let mut done = Backfilled::default();
     for interval in intervals {
         let run_id = match store.run_at(dag.id(), interval.start).await? {

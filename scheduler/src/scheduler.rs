@@ -4,8 +4,8 @@
 //! notifications (a task finished, a run was created) and by timers, and keeps one scheduler
 //! active per database.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::Clock;
 use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
-use weir_model::{Dag, Known, RunState, RunType, Schedule, TaskState};
+use weir_model::{Dag, Diagnostic, Known, RunState, RunType, Schedule, TaskState};
 use weir_store::{
     ActiveRun, Notice, NoticeEvent, Notification, RunRow, Store, StoreError, TaskInstanceRow,
     try_notifications,
@@ -217,54 +217,85 @@ impl Scheduler {
         let scan = self
             .scanner
             .scan(&self.cfg.dags_folder, Some(&self.cfg.known))?;
-        for file in scan.changed {
+        for file in &scan.changed {
             let name = file.display();
-            match &file.parsed.dag {
-                Some(dag) => {
-                    // One DAG id, one file: a second file with the same id is an import error.
-                    match self.store.dag(dag.id()).await {
-                        Ok(existing)
-                            if existing.file != name
-                                && std::path::Path::new(&existing.file).exists() =>
-                        {
-                            let message = format!(
-                                "{name}: DAG id `{}` is already used by {}",
-                                dag.id(),
-                                existing.file
-                            );
-                            self.store
-                                .record_import_error(&name, Some(dag.id()), &message, now)
-                                .await?;
-                            continue;
-                        }
-                        Ok(_) | Err(StoreError::NotFound(_)) => {}
-                        Err(e) => return Err(e.into()),
+            // One DAG id, one file: the file the store has for it keeps it while it still
+            // claims it (valid or not); another file with the same id is an import error.
+            let owner = match &file.parsed.dag_id {
+                Some(id) => match self.store.dag(id).await {
+                    Ok(existing)
+                        if existing.file != name
+                            && scan.claim_of(Path::new(&existing.file)) == Some(id.as_str()) =>
+                    {
+                        Some(existing.file)
                     }
+                    Ok(_) | Err(StoreError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            };
+            match (&file.parsed.dag, owner) {
+                (Some(dag), None) => {
                     let version = self
                         .store
                         .sync_dag(&name, &dag.spec, &file.source, &file.files, now)
                         .await?;
                     tracing::debug!(dag_id = dag.id(), version, file = %name, "DAG synced");
                 }
-                None => {
-                    let message: Vec<String> = file
+                (dag, owner) => {
+                    let mut message: Vec<String> = file
                         .parsed
                         .diagnostics
                         .iter()
                         .filter(|d| d.severity == weir_model::Severity::Error)
                         .map(|d| d.display(&name).to_string())
                         .collect();
-                    tracing::warn!(file = %name, problems = message.len(), "DAG file does not import; its last good version stays scheduled");
+                    if let (Some(owner), Some(id)) = (owner, &file.parsed.dag_id) {
+                        let place = Diagnostic::error(
+                            file.parsed.id_loc,
+                            format!("DAG id `{id}` is already used by {owner}"),
+                        );
+                        message.insert(0, place.display(&name).to_string());
+                    }
+                    if dag.is_none() {
+                        tracing::warn!(file = %name, problems = message.len(), "DAG file does not import; its last good version stays scheduled");
+                    }
                     self.store
-                        .record_import_error(&name, None, &message.join("\n"), now)
+                        .record_import_error(
+                            &name,
+                            file.parsed.dag_id.as_deref(),
+                            &message.join("\n"),
+                            now,
+                        )
                         .await?;
                 }
             }
         }
-        for gone in scan.removed {
+        for gone in &scan.removed {
             self.store
                 .clear_import_error(&gone.display().to_string())
                 .await?;
+        }
+        let claimed: BTreeSet<&str> = scan.claims.values().flatten().map(String::as_str).collect();
+        let unreadable: BTreeSet<String> = scan
+            .claims
+            .iter()
+            .filter(|(_, id)| id.is_none())
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        for (dag_id, removed) in self
+            .store
+            .mark_removed_dags(&claimed, &unreadable, now)
+            .await?
+        {
+            if removed {
+                tracing::warn!(
+                    dag_id,
+                    "no file defines the DAG any more: removed (no new runs)"
+                );
+            } else {
+                tracing::info!(dag_id, "a file defines the DAG again: active");
+            }
         }
         Ok(())
     }
@@ -292,7 +323,7 @@ impl Scheduler {
 
     async fn create_scheduled_runs(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
         for row in self.store.list_dags().await? {
-            if row.paused || row.schedule.is_none() {
+            if row.paused || row.schedule.is_none() || row.removed_at.is_some() {
                 continue;
             }
             let dag = self.dag_version(row.version_id).await?;

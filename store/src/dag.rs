@@ -26,6 +26,8 @@ pub struct DagRow {
     pub timezone: String,
     /// When the version last changed.
     pub updated_at: DateTime<Utc>,
+    /// Since when no file in the dags folder defines it (no new runs; history kept).
+    pub removed_at: Option<DateTime<Utc>>,
 }
 
 /// A stored DAG version.
@@ -141,6 +143,7 @@ impl Store {
                 "INSERT INTO weir_dags (dag_id, file, paused, version_id, schedule, timezone, updated_at, source)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (dag_id) DO UPDATE SET file = $2, version_id = $4, schedule = $5, timezone = $6, source = $8,
+                     removed_at = NULL,
                      updated_at = CASE WHEN weir_dags.version_id = $4 THEN weir_dags.updated_at ELSE $7 END",
             )
             .bind(&spec.id)
@@ -204,12 +207,47 @@ impl Store {
         Ok(())
     }
 
+    /// Marks removed every DAG that no file of the dags folder defines any more, and active
+    /// again every removed DAG that one does. `claimed` holds the DAG ids files claim now,
+    /// `unreadable` the files whose id cannot be read: the DAG such a file held is kept (it
+    /// may still define it once fixed). Called after every scan, so a wrong mark made by
+    /// another process is corrected on the next. Returns the DAGs that changed, and whether
+    /// each is now removed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn mark_removed_dags(
+        &self,
+        claimed: &std::collections::BTreeSet<&str>,
+        unreadable: &std::collections::BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, bool)>> {
+        let dags = self.list_dags().await?;
+        let changes: Vec<(String, bool)> = dags
+            .into_iter()
+            .filter_map(|d| {
+                let gone = !claimed.contains(d.dag_id.as_str()) && !unreadable.contains(&d.file);
+                (gone != d.removed_at.is_some()).then_some((d.dag_id, gone))
+            })
+            .collect();
+        for (dag_id, gone) in &changes {
+            with_pool!(self, |pool| {
+                sqlx::query("UPDATE weir_dags SET removed_at = $2 WHERE dag_id = $1")
+                    .bind(dag_id)
+                    .bind(gone.then_some(now))
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        Ok(changes)
+    }
+
     /// Every DAG, by id.
     ///
     /// # Errors
     /// Database failures.
     pub async fn list_dags(&self) -> Result<Vec<DagRow>> {
-        const SQL: &str = "SELECT dag_id, file, paused, version_id, schedule, timezone, updated_at FROM weir_dags ORDER BY dag_id";
+        const SQL: &str = "SELECT dag_id, file, paused, version_id, schedule, timezone, updated_at, removed_at FROM weir_dags ORDER BY dag_id";
         Ok(with_pool!(self, |pool| sqlx::query_as::<_, DagRow>(SQL)
             .fetch_all(pool)
             .await?))
@@ -220,7 +258,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::NotFound`] when there is no such DAG.
     pub async fn dag(&self, dag_id: &str) -> Result<DagRow> {
-        const SQL: &str = "SELECT dag_id, file, paused, version_id, schedule, timezone, updated_at FROM weir_dags WHERE dag_id = $1";
+        const SQL: &str = "SELECT dag_id, file, paused, version_id, schedule, timezone, updated_at, removed_at FROM weir_dags WHERE dag_id = $1";
         let row = with_pool!(self, |pool| sqlx::query_as::<_, DagRow>(SQL)
             .bind(dag_id)
             .fetch_optional(pool)

@@ -344,6 +344,7 @@ async fn dag_page(
     ctx.insert("dag_id", &dag_id);
     ctx.insert("tab", tab);
     ctx.insert("paused", &row.paused);
+    ctx.insert("removed_at", &row.removed_at.map(view::rfc));
     ctx.insert("file", &row.file);
     ctx.insert("description", &dag.spec.description);
     ctx.insert("schedule", &row.schedule);
@@ -430,6 +431,7 @@ async fn trigger_page(
     let caller = caller_or_login!(state, headers, &format!("/dags/{dag_id}/trigger"));
     caller.require(Role::Operator)?;
     let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
+    ops::ensure_active(&state.store, &dag_id).await?;
     let mut ctx = tera::Context::new();
     ctx.insert("dag_id", &dag_id);
     ctx.insert("timezone", &dag.timezone.name());

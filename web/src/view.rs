@@ -139,6 +139,9 @@ pub struct DagSummary {
     pub file: String,
     /// The file's import error, when its last read failed (the last good version still runs).
     pub import_error: Option<String>,
+    /// Since when no file defines the DAG, RFC 3339 UTC: it gets no new runs and cannot be
+    /// triggered; its history is kept.
+    pub removed_at: Option<String>,
     /// The schedule in words.
     pub schedule_words: Option<String>,
     /// Description.
@@ -192,10 +195,15 @@ pub(crate) async fn dag_summary(
         paused: d.paused,
         file: d.file.clone(),
         import_error,
+        removed_at: d.removed_at.map(rfc),
         schedule_words: dag.schedule().map(schedule_words),
         description: dag.spec.description.clone(),
         tags: dag.spec.tags.clone(),
-        next_run: if d.paused { None } else { next_run(&dag, now) },
+        next_run: if d.paused || d.removed_at.is_some() {
+            None
+        } else {
+            next_run(&dag, now)
+        },
         recent_runs: recent.into_iter().map(dot).collect(),
     })
 }

@@ -54,6 +54,8 @@ struct DagRow {
     paused: Option<bool>,
     file: String,
     import_error: Option<String>,
+    /// Since when no file defines the DAG (RFC 3339); it gets no new runs.
+    removed_at: Option<String>,
 }
 
 /// The DAGs the store knows (the folder synced into it first, when it is here), and the files
@@ -76,6 +78,9 @@ async fn rows(config: &Config) -> Result<Vec<DagRow>> {
             schedule: d.schedule,
             timezone: Some(d.timezone),
             paused: Some(d.paused),
+            removed_at: d
+                .removed_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             file: d.file,
         })
         .collect();
@@ -87,12 +92,31 @@ async fn rows(config: &Config) -> Result<Vec<DagRow>> {
             schedule: None,
             timezone: None,
             paused: None,
+            removed_at: None,
             file: e.file.clone(),
             import_error: Some(e.message.clone()),
         });
     }
     store.close().await;
     Ok(rows)
+}
+
+/// A DAG's state in a list: `removed` (no file defines it), `paused` or `active`.
+pub(crate) fn dag_state(paused: bool, removed: bool) -> &'static str {
+    match (removed, paused) {
+        (true, _) => "removed",
+        (false, true) => "paused",
+        (false, false) => "active",
+    }
+}
+
+/// What a list says after a DAG's file: a removed DAG's date, a broken file's fallback.
+pub(crate) fn dag_note(import_error: bool, removed_at: Option<&str>) -> String {
+    match removed_at {
+        Some(at) => format!("  (file gone since {at}: no new runs, history kept)"),
+        None if import_error => "  (file has errors: last good version kept)".to_owned(),
+        None => String::new(),
+    }
 }
 
 /// Lists the DAGs and the files that failed to import.
@@ -112,23 +136,19 @@ pub(crate) async fn list(config: &Config, json: bool) -> Result<u8> {
         .max(6);
     writeln!(
         out,
-        "{:<width$}  {:<16}  {:<20}  {:<6}  FILE",
-        "DAG ID", "SCHEDULE", "TIMEZONE", "PAUSED"
+        "{:<width$}  {:<16}  {:<20}  {:<7}  FILE",
+        "DAG ID", "SCHEDULE", "TIMEZONE", "STATE"
     )?;
     for r in rows.iter().filter(|r| r.timezone.is_some()) {
         writeln!(
             out,
-            "{:<width$}  {:<16}  {:<20}  {:<6}  {}{}",
+            "{:<width$}  {:<16}  {:<20}  {:<7}  {}{}",
             r.dag_id.as_deref().unwrap_or(""),
             r.schedule.as_deref().unwrap_or("(manual)"),
             r.timezone.as_deref().unwrap_or(""),
-            if r.paused == Some(true) { "yes" } else { "no" },
+            dag_state(r.paused == Some(true), r.removed_at.is_some()),
             r.file,
-            if r.import_error.is_some() {
-                "  (file has errors: last good version kept)"
-            } else {
-                ""
-            }
+            dag_note(r.import_error.is_some(), r.removed_at.as_deref()),
         )?;
     }
     let broken: Vec<&DagRow> = rows.iter().filter(|r| r.import_error.is_some()).collect();

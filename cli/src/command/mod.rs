@@ -1,7 +1,7 @@
 //! One module per command group; each returns the process exit code.
 
 mod backfill;
-mod dags;
+pub(crate) mod dags;
 mod rejects;
 pub(crate) mod runs;
 mod serve;

@@ -1098,3 +1098,91 @@ async fn postgres_a_separate_worker_serves_its_own_metrics() {
         "no slots of this worker in:\n{text}"
     );
 }
+
+both_backends!(
+    a_dag_whose_file_is_gone_stops_getting_runs_and_comes_back_with_a_file,
+    |db| {
+        let dag = "id: hourly\nschedule: \"0 * * * *\"\nstart_date: 2024-03-01\ncatchup: false\ntasks:\n  a: {kind: shell, run: echo a}\n  b: {kind: shell, run: echo b, depends_on: a}\n";
+        let mut e = Engine::new(&db, &[("hourly.yaml", dag)]).await;
+        let count = |e: &Engine| {
+            let store = e.store.clone();
+            async move {
+                store
+                    .list_runs(&weir_store::RunFilter {
+                        dag_id: Some("hourly".into()),
+                        limit: 1000,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("runs")
+                    .len()
+            }
+        };
+        assert_eq!(count(&e).await, 1, "the latest interval's run");
+        let running = e
+            .store
+            .list_runs(&weir_store::RunFilter::default())
+            .await
+            .expect("runs")
+            .remove(0);
+        // Start the run, then delete the file: the run finishes on its pinned version.
+        e.tick().await;
+        std::fs::remove_file(e.path("dags/hourly.yaml")).expect("rm");
+        e.clock.set(t("2024-03-01T15:30:00Z"));
+        e.scheduler.run_once().await.expect("pass");
+        let row = e.store.dag("hourly").await.expect("history kept");
+        assert!(row.removed_at.is_some(), "marked removed");
+        assert_eq!(count(&e).await, 1, "no new scheduled run for a removed DAG");
+        assert_eq!(e.drive(&running.run_id).await.state, RunState::Success);
+        let refused = weir_scheduler::ops::trigger(
+            &e.store,
+            "hourly",
+            &serde_json::Map::new(),
+            None,
+            false,
+            e.clock.now(),
+        )
+        .await
+        .expect_err("trigger refused");
+        let text = refused.to_string();
+        assert!(
+            text.contains("removed") && text.contains("hourly.yaml"),
+            "says why: {text}"
+        );
+        // Another file defining the id brings it back (a rename), and it is scheduled again.
+        std::fs::write(e.path("dags/renamed.yml"), dag).expect("write");
+        e.clock.set(t("2024-03-01T16:30:00Z"));
+        e.scheduler.run_once().await.expect("pass");
+        let row = e.store.dag("hourly").await.expect("dag");
+        assert_eq!(row.removed_at, None, "active again");
+        assert!(row.file.ends_with("renamed.yml"), "{}", row.file);
+        assert_eq!(count(&e).await, 2, "scheduled again");
+        // A file that no longer parses still claims its DAG: its last good version stays.
+        std::fs::write(e.path("dags/renamed.yml"), "id: hourly\ntasks: [oops\n").expect("write");
+        e.scheduler.run_once().await.expect("pass");
+        assert_eq!(e.store.dag("hourly").await.expect("dag").removed_at, None);
+        // A file whose id changed no longer defines the old one.
+        std::fs::write(
+            e.path("dags/renamed.yml"),
+            dag.replace("id: hourly", "id: other"),
+        )
+        .expect("write");
+        e.scheduler.run_once().await.expect("pass");
+        assert!(
+            e.store
+                .dag("hourly")
+                .await
+                .expect("dag")
+                .removed_at
+                .is_some()
+        );
+        assert_eq!(e.store.dag("other").await.expect("dag").removed_at, None);
+        // A process that marked it wrongly (another folder) is corrected by the next scan.
+        e.store
+            .mark_removed_dags(&Default::default(), &Default::default(), e.clock.now())
+            .await
+            .expect("mark");
+        e.scheduler.run_once().await.expect("pass");
+        assert_eq!(e.store.dag("other").await.expect("dag").removed_at, None);
+    }
+);
