@@ -96,18 +96,24 @@ pub struct RenderContext {
     pub task_id: String,
     /// The try about to run (from 1).
     pub try_number: i32,
-    /// `YYYY-MM-DD` of the logical date, in UTC.
+    /// `YYYY-MM-DD` of the logical date in the DAG's time zone: the day the user means.
     pub ds: String,
-    /// `YYYYMMDD`.
+    /// `YYYYMMDD` of the same day.
     pub ds_nodash: String,
-    /// The logical date, RFC 3339.
+    /// The logical date in the DAG's time zone, RFC 3339 with its offset.
     pub ts: String,
     /// Same as `ts`.
     pub logical_date: String,
-    /// RFC 3339.
+    /// `YYYY-MM-DD` of the logical date in UTC.
+    pub ds_utc: String,
+    /// The logical date in UTC, RFC 3339 (`Z`).
+    pub ts_utc: String,
+    /// The data interval's start in the DAG's time zone, RFC 3339 with its offset.
     pub data_interval_start: String,
-    /// RFC 3339.
+    /// The data interval's end, likewise.
     pub data_interval_end: String,
+    /// The DAG's IANA time zone.
+    pub timezone: String,
     /// The run's params.
     pub params: serde_json::Value,
     /// This instance's `foreach` item (null otherwise).
@@ -119,26 +125,35 @@ pub struct RenderContext {
 }
 
 impl RenderContext {
-    /// The context of a run at `logical_date` with its interval.
+    /// The context of a run at `logical_date` with its interval, of a DAG in time zone `tz`:
+    /// dates are the DAG's (a daily DAG's `ds` is the day it runs for, wherever the zone is);
+    /// `ds_utc` and `ts_utc` keep the UTC forms.
     pub fn for_run(
         dag_id: &str,
         run_id: &str,
         logical_date: chrono::DateTime<chrono::Utc>,
         interval: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+        tz: chrono_tz::Tz,
         params: serde_json::Value,
     ) -> RenderContext {
+        let local = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz);
         let rfc = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            // `Z` for UTC itself, the offset otherwise.
+            local(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
         };
+        let day = local(logical_date);
         RenderContext {
             dag_id: dag_id.to_owned(),
             run_id: run_id.to_owned(),
-            ds: logical_date.format("%Y-%m-%d").to_string(),
-            ds_nodash: logical_date.format("%Y%m%d").to_string(),
+            ds: day.format("%Y-%m-%d").to_string(),
+            ds_nodash: day.format("%Y%m%d").to_string(),
             ts: rfc(logical_date),
             logical_date: rfc(logical_date),
+            ds_utc: logical_date.format("%Y-%m-%d").to_string(),
+            ts_utc: logical_date.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             data_interval_start: rfc(interval.0),
             data_interval_end: rfc(interval.1),
+            timezone: tz.name().to_owned(),
             params,
             ..RenderContext::default()
         }
@@ -425,6 +440,7 @@ mod tests {
             "d__x",
             t("2024-03-01T06:00:00Z"),
             (t("2024-03-01T06:00:00Z"), t("2024-03-02T06:00:00Z")),
+            chrono_tz::Tz::UTC,
             serde_json::json!({"n": 3}),
         );
         ctx.add_outputs("up", serde_json::json!({"rows": "42"}));
@@ -445,6 +461,98 @@ mod tests {
             super::parse_items("a\nb\n"),
             Ok(vec![serde_json::json!("a"), serde_json::json!("b")])
         );
+    }
+
+    /// Midnight of the DAG's day, east and west of UTC and on both sides of DST changes: `ds`
+    /// is the local day, `ds_utc` the UTC one, timestamps carry the local offset.
+    #[test]
+    fn dates_are_the_dags_days_in_its_time_zone() {
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .unwrap_or_default()
+        };
+        let cases = [
+            // zone, logical date (UTC), interval end (UTC), ds, ds_utc, ts, data_interval_end
+            (
+                "Europe/Zurich",
+                "2024-02-29T23:00:00Z",
+                "2024-03-01T23:00:00Z",
+                "2024-03-01",
+                "2024-02-29",
+                "2024-03-01T00:00:00+01:00",
+                "2024-03-02T00:00:00+01:00",
+            ),
+            // Berlin springs forward on March 31st: a 23-hour day.
+            (
+                "Europe/Berlin",
+                "2024-03-30T23:00:00Z",
+                "2024-03-31T22:00:00Z",
+                "2024-03-31",
+                "2024-03-30",
+                "2024-03-31T00:00:00+01:00",
+                "2024-04-01T00:00:00+02:00",
+            ),
+            // Los Angeles falls back on November 3rd: a 25-hour day.
+            (
+                "America/Los_Angeles",
+                "2024-11-03T07:00:00Z",
+                "2024-11-04T08:00:00Z",
+                "2024-11-03",
+                "2024-11-03",
+                "2024-11-03T00:00:00-07:00",
+                "2024-11-04T00:00:00-08:00",
+            ),
+            // West of UTC late in the day: the UTC date is already tomorrow.
+            (
+                "America/New_York",
+                "2024-05-01T23:30:00Z",
+                "2024-05-02T23:30:00Z",
+                "2024-05-01",
+                "2024-05-01",
+                "2024-05-01T19:30:00-04:00",
+                "2024-05-02T19:30:00-04:00",
+            ),
+            (
+                "Asia/Tokyo",
+                "2024-04-30T15:00:00Z",
+                "2024-05-01T15:00:00Z",
+                "2024-05-01",
+                "2024-04-30",
+                "2024-05-01T00:00:00+09:00",
+                "2024-05-02T00:00:00+09:00",
+            ),
+            (
+                "UTC",
+                "2024-05-01T00:00:00Z",
+                "2024-05-02T00:00:00Z",
+                "2024-05-01",
+                "2024-05-01",
+                "2024-05-01T00:00:00Z",
+                "2024-05-02T00:00:00Z",
+            ),
+        ];
+        for (zone, logical, end, ds, ds_utc, ts, interval_end) in cases {
+            let tz: chrono_tz::Tz = zone.parse().expect("zone");
+            let ctx = super::RenderContext::for_run(
+                "d",
+                "r",
+                t(logical),
+                (t(logical), t(end)),
+                tz,
+                serde_json::json!({}),
+            );
+            let r = super::Renderer::new(&ctx).expect("renderer");
+            let out = r
+                .render("{{ ds }}|{{ ds_nodash }}|{{ ds_utc }}|{{ ts }}|{{ ts_utc }}|{{ data_interval_start }}|{{ data_interval_end }}")
+                .expect("render");
+            let want = format!(
+                "{ds}|{}|{ds_utc}|{ts}|{}|{ts}|{interval_end}",
+                ds.replace('-', ""),
+                t(logical).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
+            assert_eq!(out, want, "{zone}");
+        }
     }
 
     #[test]

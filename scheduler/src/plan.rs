@@ -121,6 +121,7 @@ pub fn new_run(
         data_interval_start: interval.start,
         data_interval_end: interval.end,
         params,
+        timezone: dag.timezone.name().to_owned(),
         tasks,
     })
 }

@@ -84,7 +84,7 @@ impl Notice {
             dag_id: run.dag_id.clone(),
             run_id: run.run_id.clone(),
             logical_date: run.logical_date,
-            ds: run.logical_date.format("%Y-%m-%d").to_string(),
+            ds: run.ds(),
             task_id: None,
             map_index: None,
             try_number: None,

@@ -25,6 +25,8 @@ pub struct NewRun {
     pub data_interval_end: DateTime<Utc>,
     /// Params with overrides applied (a JSON object).
     pub params: serde_json::Value,
+    /// The DAG's IANA time zone: its dates are rendered in it.
+    pub timezone: String,
     /// The task instances to create with it.
     pub tasks: Vec<NewTaskInstance>,
 }
@@ -65,6 +67,8 @@ pub struct RunRow {
     pub data_interval_end: DateTime<Utc>,
     /// Params (a JSON object).
     pub params: serde_json::Value,
+    /// The DAG's IANA time zone when the run was created (its `ds` is a day in it).
+    pub timezone: String,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Went running.
@@ -81,8 +85,22 @@ impl RunRow {
             &self.run_id,
             self.logical_date,
             (self.data_interval_start, self.data_interval_end),
+            self.tz(),
             self.params.clone(),
         )
+    }
+
+    /// The run's time zone (UTC for a name this build does not know).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
+
+    /// `YYYY-MM-DD` of the logical date in the run's time zone (`ds`).
+    pub fn ds(&self) -> String {
+        self.logical_date
+            .with_timezone(&self.tz())
+            .format("%Y-%m-%d")
+            .to_string()
     }
 }
 
@@ -119,6 +137,7 @@ struct RawRun {
     data_interval_start: DateTime<Utc>,
     data_interval_end: DateTime<Utc>,
     params: String,
+    timezone: String,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -139,6 +158,7 @@ impl TryFrom<RawRun> for RunRow {
             logical_date: r.logical_date,
             data_interval_start: r.data_interval_start,
             data_interval_end: r.data_interval_end,
+            timezone: r.timezone,
             created_at: r.created_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
@@ -153,7 +173,7 @@ impl TryFrom<RawRun> for RunRow {
 /// and its next retry's due time (an `up_for_retry` instance always belongs to an unfinished
 /// run).
 pub(crate) const ACTIVE_RUNS_SQL: &str = "SELECT r.run_id, r.dag_id, r.version_id, r.run_type, r.state, r.logical_date,
-         r.data_interval_start, r.data_interval_end, r.params, r.created_at, r.started_at, r.ended_at,
+         r.data_interval_start, r.data_interval_end, r.params, r.timezone, r.created_at, r.started_at, r.ended_at,
          EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id AND t.state = 'scheduled') AS any_scheduled,
          EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id
                  AND t.state IN ('scheduled', 'queued', 'running', 'up_for_retry')) AS any_unfinished,
@@ -164,7 +184,7 @@ pub(crate) const LAST_SCHEDULED_SQL: &str =
     "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
 
 const RUN_COLUMNS: &str = "run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start, \
-     data_interval_end, params, created_at, started_at, ended_at";
+     data_interval_end, params, timezone, created_at, started_at, ended_at";
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
@@ -201,8 +221,8 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query(
                 "INSERT INTO weir_runs (run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start,
-                     data_interval_end, params, created_at)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)
+                     data_interval_end, params, created_at, timezone)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&run_id)
@@ -214,6 +234,7 @@ impl Store {
             .bind(new.data_interval_end)
             .bind(&params)
             .bind(now)
+            .bind(&new.timezone)
             .execute(&mut *tx)
             .await?
             .rows_affected();

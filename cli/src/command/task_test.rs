@@ -41,6 +41,7 @@ pub(crate) async fn test(
         &run_id,
         logical_date,
         (logical_date, logical_date),
+        dag.timezone,
         params,
     );
     ctx.task_id = task_id.to_owned();

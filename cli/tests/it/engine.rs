@@ -645,13 +645,14 @@ both_backends!(
             .map(str::to_owned)
             .collect();
         stamps.sort();
-        // 06:00 New York is 11:00Z before DST (March 10th, 2024) and 10:00Z after.
+        // 06:00 New York is 11:00Z before DST (March 10th, 2024) and 10:00Z after; dates are
+        // written in the DAG's zone, with its offset.
         assert_eq!(
             stamps,
             [
-                "2024-03-09 2024-03-09T11:00:00Z",
-                "2024-03-10 2024-03-10T10:00:00Z",
-                "2024-03-11 2024-03-11T10:00:00Z"
+                "2024-03-09 2024-03-09T06:00:00-05:00",
+                "2024-03-10 2024-03-10T06:00:00-04:00",
+                "2024-03-11 2024-03-11T06:00:00-04:00"
             ]
         );
     }
@@ -1184,5 +1185,54 @@ both_backends!(
             .expect("mark");
         e.scheduler.run_once().await.expect("pass");
         assert_eq!(e.store.dag("other").await.expect("dag").removed_at, None);
+    }
+);
+
+both_backends!(
+    a_midnight_dag_east_of_utc_renders_its_own_days_across_dst,
+    |db| {
+        let dag = "id: berlin\nschedule: \"@daily\"\ntimezone: Europe/Berlin\nstart_date: 2024-03-01\ncatchup: false\npaused: true\nparams:\n  out: x\ntasks:\n  stamp:\n    kind: shell\n    run: echo \"{{ ds }} {{ ds_utc }} {{ data_interval_end }}\" >> \"{{ params.out }}\"\n";
+        let mut e = Engine::new(&db, &[("berlin.yaml", dag)]).await;
+        let out = e.path("stamps");
+        let (version_id, parsed) = weir_scheduler::ops::latest_dag(&e.store, "berlin")
+            .await
+            .expect("dag");
+        let planned = parsed
+            .plan_backfill(
+                "2024-03-30".parse().expect("d"),
+                "2024-04-01".parse().expect("d"),
+            )
+            .expect("plan");
+        let overrides = serde_json::Map::from_iter([(
+            "out".to_owned(),
+            serde_json::json!(out.display().to_string()),
+        )]);
+        for interval in &planned {
+            let new = weir_scheduler::plan::new_run(
+                &parsed,
+                version_id,
+                RunType::Backfill,
+                *interval,
+                &overrides,
+            )
+            .expect("run");
+            let run = e
+                .store
+                .create_run(&new, e.clock.now())
+                .await
+                .expect("create")
+                .expect("new");
+            assert_eq!(e.drive(&run.run_id).await.state, RunState::Success);
+        }
+        let stamps = std::fs::read_to_string(&out).expect("stamps");
+        // Berlin springs forward on March 31st, 2024: that day has 23 hours.
+        assert_eq!(
+            stamps.lines().collect::<Vec<_>>(),
+            [
+                "2024-03-30 2024-03-29 2024-03-31T00:00:00+01:00",
+                "2024-03-31 2024-03-30 2024-04-01T00:00:00+02:00",
+                "2024-04-01 2024-03-31 2024-04-02T00:00:00+02:00",
+            ]
+        );
     }
 );

@@ -457,6 +457,30 @@ fn tasks_test_runs_one_task_with_its_date_and_writes_nothing() {
     );
 }
 
+/// Dates are the DAG's days: midnight in Zurich is the previous evening in UTC, midnight in Los
+/// Angeles is the same day's morning in UTC; `ds` is the local day in both.
+#[test]
+fn tasks_test_renders_the_dags_day_east_and_west_of_utc() {
+    for (zone, ds_utc, offset) in [
+        ("Europe/Zurich", "2024-04-30", "+02:00"),
+        ("America/Los_Angeles", "2024-05-01", "-07:00"),
+    ] {
+        let dir = folder_with_dag(&format!(
+            "id: d\ntimezone: {zone}\ntasks:\n  hello:\n    kind: shell\n    run: echo \"{{{{ ds }}}} {{{{ ds_nodash }}}} {{{{ ds_utc }}}} {{{{ ts }}}} $WEIR_DS\"\n"
+        ));
+        let ok = weir_in(
+            dir.path(),
+            &["tasks", "test", "d", "hello", "--date", "2024-05-01"],
+        );
+        assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+        assert_eq!(
+            stdout(&ok),
+            format!("2024-05-01 20240501 {ds_utc} 2024-05-01T00:00:00{offset} 2024-05-01\n"),
+            "{zone}"
+        );
+    }
+}
+
 /// The process guard: a task's whole process group dies with the process that runs it, even
 /// on SIGKILL, grandchildren included.
 #[test]

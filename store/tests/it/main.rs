@@ -39,6 +39,7 @@ fn new_run(version_id: i64, logical: &str, tasks: usize) -> NewRun {
         data_interval_start: t(logical),
         data_interval_end: t(logical),
         params: serde_json::json!({"x": 1}),
+        timezone: "UTC".into(),
         tasks: (0..tasks)
             .map(|i| NewTaskInstance {
                 task_id: format!("t{i:02}"),
