@@ -23,6 +23,9 @@ pub(crate) enum Command {
         /// Serve the web UI and API without login, everyone an admin (loopback only).
         #[arg(long)]
         no_auth: bool,
+        /// The web UI's address (default `[web] bind`, 127.0.0.1:8080), e.g. 0.0.0.0:9090.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
     },
     /// Runs the scheduler.
     Scheduler {
@@ -48,6 +51,9 @@ pub(crate) enum Command {
         /// Serve without login, everyone an admin (local development; loopback only).
         #[arg(long)]
         no_auth: bool,
+        /// The address to listen on (default `[web] bind`, 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
     },
     /// Metadata database commands.
     #[command(subcommand)]

@@ -25,6 +25,9 @@ pub(crate) struct Config {
     pub(crate) template_env: Vec<String>,
     /// A weir web server the CLI asks instead of the database.
     pub(crate) remote: RemoteConfig,
+    /// The file the configuration was read from (none: defaults and the environment only).
+    #[serde(skip)]
+    pub(crate) origin: Option<PathBuf>,
 }
 
 /// `[remote]`: remote mode of the CLI (docs/web.md).
@@ -52,6 +55,7 @@ impl Default for Config {
             smtp: None,
             template_env: Vec::new(),
             remote: RemoteConfig::default(),
+            origin: None,
         }
     }
 }
@@ -191,15 +195,38 @@ impl Config {
             Some(p) => (
                 std::fs::read_to_string(p)
                     .with_context(|| format!("reading configuration {}", p.display()))?,
-                p.to_path_buf(),
+                Some(p.to_path_buf()),
             ),
             None if Path::new("weir.toml").exists() => (
                 std::fs::read_to_string("weir.toml").context("reading weir.toml")?,
-                PathBuf::from("weir.toml"),
+                Some(PathBuf::from("weir.toml")),
             ),
-            None => (String::new(), PathBuf::from("weir.toml")),
+            None => (String::new(), None),
         };
-        Config::parse(&text, &origin, &env)
+        let shown = origin.clone().unwrap_or_else(|| PathBuf::from("weir.toml"));
+        let mut config = Config::parse(&text, &shown, &env)?;
+        config.origin = origin;
+        Ok(config)
+    }
+
+    /// This configuration with the web server's address from `--bind`, when given.
+    pub(crate) fn with_bind(&self, bind: Option<String>) -> Config {
+        let mut config = self.clone();
+        if let Some(bind) = bind {
+            config.web.bind = bind;
+        }
+        config
+    }
+
+    /// Where the database setting came from, for messages: ` from /srv/weir/weir.toml`.
+    pub(crate) fn origin_note(&self) -> String {
+        if std::env::var_os("WEIR_DATABASE_URL").is_some() {
+            return " from WEIR_DATABASE_URL".to_owned();
+        }
+        match &self.origin {
+            Some(p) => format!(" from {}", p.display()),
+            None => " (the default: no weir.toml here)".to_owned(),
+        }
     }
 
     /// Parses configuration text and applies `env` (`WEIR_*` overrides and `${VAR}` expansion).
@@ -210,6 +237,15 @@ impl Config {
     ) -> Result<Config> {
         let mut config: Config =
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
+        // Relative paths written in (or implied by) a configuration file are relative to its
+        // folder, wherever weir runs from; the environment's are relative to the working
+        // directory.
+        let base = origin.parent().unwrap_or(Path::new(""));
+        config.dags_folder = relative_to(base, &config.dags_folder);
+        config.database_url = sqlite_relative_to(base, &config.database_url);
+        for conn in config.connections.values_mut() {
+            conn.url = sqlite_relative_to(base, &conn.url);
+        }
         if let Some(v) = env.get("WEIR_DATABASE_URL") {
             config.database_url = v.clone();
         }
@@ -324,6 +360,29 @@ impl Config {
     }
 }
 
+/// `path` read from a file in folder `base`.
+fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || base.as_os_str().is_empty() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// A `sqlite://PATH` URL read from a file in folder `base` (other URLs as they are).
+fn sqlite_relative_to(base: &Path, url: &str) -> String {
+    match weir_store::sqlite_file(url) {
+        Some(file) if file.is_relative() && !base.as_os_str().is_empty() => {
+            let query = url
+                .split_once('?')
+                .map(|(_, q)| format!("?{q}"))
+                .unwrap_or_default();
+            format!("sqlite://{}{query}", base.join(file).display())
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Replaces `${VAR}` with the variable's value; a missing variable is an error naming it.
 fn expand(text: &str, env: &BTreeMap<String, String>) -> Result<String> {
     let mut out = String::with_capacity(text.len());
@@ -362,6 +421,38 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://.weir/weir.db");
         assert_eq!(c.dags_folder, PathBuf::from("dags"));
         assert_eq!(c.worker.concurrency, 8);
+    }
+
+    #[test]
+    fn relative_paths_of_a_file_are_relative_to_its_folder() {
+        let origin = Path::new("/srv/weir/weir.toml");
+        let c = Config::parse("", origin, &env(&[])).expect("defaults");
+        assert_eq!(c.dags_folder, PathBuf::from("/srv/weir/dags"));
+        assert_eq!(c.database_url, "sqlite:///srv/weir/.weir/weir.db");
+        let c = Config::parse(
+            "database_url = \"sqlite://state/w.db?mode=rwc\"\ndags_folder = \"/abs/dags\"\n[connections.wh]\nurl = \"postgres://h/db\"\n",
+            origin,
+            &env(&[]),
+        )
+        .expect("parse");
+        assert_eq!(c.database_url, "sqlite:///srv/weir/state/w.db?mode=rwc");
+        assert_eq!(c.dags_folder, PathBuf::from("/abs/dags"));
+        assert_eq!(c.connections["wh"].url, "postgres://h/db");
+        // The environment's values are the working directory's.
+        let c = Config::parse(
+            "",
+            origin,
+            &env(&[
+                ("WEIR_DATABASE_URL", "sqlite://here.db"),
+                ("WEIR_DAGS_FOLDER", "d"),
+            ]),
+        )
+        .expect("parse");
+        assert_eq!(c.database_url, "sqlite://here.db");
+        assert_eq!(c.dags_folder, PathBuf::from("d"));
+        // ./weir.toml: relative to the working directory, which is its folder.
+        let c = Config::parse("", Path::new("weir.toml"), &env(&[])).expect("parse");
+        assert_eq!(c.database_url, "sqlite://.weir/weir.db");
     }
 
     #[test]

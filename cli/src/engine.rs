@@ -15,14 +15,51 @@ use weir_worker::WorkerConfig;
 
 use crate::config::{Config, NotifierConfig, SmtpTls};
 
-/// Opens (creating and migrating as needed) the metadata database of `config`.
-pub(crate) async fn open_store(config: &Config) -> Result<Store> {
+/// Opens the metadata database of `config`, creating and migrating it as needed: for the
+/// services, `weir db migrate` and `weir users create`.
+pub(crate) async fn create_store(config: &Config) -> Result<Store> {
     Store::connect(&config.database_url).await.with_context(|| {
         format!(
             "opening the metadata database {}",
             weir_store::redact(&config.database_url)
         )
     })
+}
+
+/// Opens the metadata database of `config`, which must exist (with weir's schema): a command
+/// run from the wrong folder, or with the wrong `--config`, must not create an empty database
+/// that no scheduler reads. Pending migrations are applied.
+pub(crate) async fn open_store(config: &Config) -> Result<Store> {
+    let url = &config.database_url;
+    let missing = |place: String| {
+        anyhow::anyhow!(
+            "no weir metadata database {place} (database_url = {}{}).\n\
+             Run weir where its configuration is (or pass --config PATH/weir.toml); to create a new \
+             one, start weir (`weir standalone`) or run `weir db migrate`",
+            weir_store::redact(url),
+            config.origin_note()
+        )
+    };
+    if let Some(file) = weir_store::sqlite_file(url)
+        && !file.exists()
+    {
+        let shown = std::path::absolute(&file).unwrap_or(file);
+        return Err(missing(format!("at {}", shown.display())));
+    }
+    let store = Store::connect_without_migrating(url)
+        .await
+        .with_context(|| format!("opening the metadata database {}", weir_store::redact(url)))?;
+    if store.applied_migrations().await?.is_none() {
+        store.close().await;
+        return Err(missing(format!("in {}", weir_store::redact(url))));
+    }
+    store.migrate().await.with_context(|| {
+        format!(
+            "migrating the metadata database {}",
+            weir_store::redact(url)
+        )
+    })?;
+    Ok(store)
 }
 
 pub(crate) fn clock() -> Arc<dyn Clock> {

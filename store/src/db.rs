@@ -236,6 +236,36 @@ impl Store {
         Ok(())
     }
 
+    /// How many migrations the database has applied; `None` when it holds no weir schema (an
+    /// empty database, or another application's).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn applied_migrations(&self) -> Result<Option<i64>> {
+        let exists: bool = match &self.db {
+            Db::Postgres(pool) => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations')",
+            )
+            .fetch_one(pool)
+            .await?,
+            Db::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+            )
+            .fetch_one(pool)
+            .await?,
+        };
+        if !exists {
+            return Ok(None);
+        }
+        let n: i64 = with_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success"
+        )
+        .fetch_one(pool)
+        .await?);
+        Ok(Some(n))
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         match self.db {
@@ -404,6 +434,13 @@ async fn sqlite_setup_lock(url: &str) -> Result<Option<std::fs::File>> {
     .map_err(|e| failed(e.to_string()))?
     .map(Some)
     .map_err(|e| failed(e.to_string()))
+}
+
+/// The file of a `sqlite://PATH` URL (`None` for other URLs and in-memory databases).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?;
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && !path.starts_with(':')).then(|| std::path::PathBuf::from(path))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

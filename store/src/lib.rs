@@ -38,7 +38,7 @@ mod web;
 mod worker;
 
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
-pub use db::{Backend, Leadership, Store, redact};
+pub use db::{Backend, Leadership, Store, redact, sqlite_file};
 pub use error::StoreError;
 pub use log::{LogLine, NewLogLine};
 pub use notify::{

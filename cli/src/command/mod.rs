@@ -45,8 +45,10 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         }
     }
     Ok(match command {
-        Command::Standalone { no_auth } => serve::standalone(config, no_auth).await?,
-        Command::Web { no_auth } => serve::web(config, no_auth).await?,
+        Command::Standalone { no_auth, bind } => {
+            serve::standalone(&config.with_bind(bind), no_auth).await?
+        }
+        Command::Web { no_auth, bind } => serve::web(&config.with_bind(bind), no_auth).await?,
         Command::Scheduler { metrics_bind } => serve::scheduler(config, metrics_bind).await?,
         Command::Worker {
             queues,

@@ -5,13 +5,13 @@ use anyhow::{Context, Result};
 use super::EXIT_OK;
 use crate::config::Config;
 use crate::engine::{
-    clock, open_store, scheduler_config, shutdown_on_signal, web_config, worker_config,
+    clock, create_store, scheduler_config, shutdown_on_signal, web_config, worker_config,
 };
 
 /// Scheduler, worker and web server in one process over one store (SQLite by default),
 /// until Ctrl-C.
 pub(crate) async fn standalone(config: &Config, no_auth: bool) -> Result<u8> {
-    let store = open_store(config).await?;
+    let store = create_store(config).await?;
     let dags = crate::engine::sync_dags(&store, config).await;
     dags.context("reading the dags folder")?;
     let dag_count = store.list_dags().await?.len();
@@ -77,8 +77,14 @@ async fn web_server(
 
 /// The web server alone (any number of them, against the same database).
 pub(crate) async fn web(config: &Config, no_auth: bool) -> Result<u8> {
-    let store = open_store(config).await?;
+    let store = create_store(config).await?;
     let (listener, state) = web_server(&store, config, no_auth).await?;
+    if !no_auth && store.users().await?.is_empty() {
+        eprintln!(
+            "weir web: the database has no users yet, so nobody can sign in. Create the first admin with\n  \
+             weir users create NAME --role admin\n(it prints a password; `weir standalone` creates one by itself)"
+        );
+    }
     eprintln!(
         "weir web: http://{}, metadata in {}{}",
         listener.local_addr()?,
@@ -99,7 +105,7 @@ pub(crate) async fn scheduler(
     config: &Config,
     metrics_bind: Option<std::net::SocketAddr>,
 ) -> Result<u8> {
-    let store = open_store(config).await?;
+    let store = create_store(config).await?;
     eprintln!(
         "weir scheduler: dags from {}, metadata in {}",
         config.dags_folder.display(),
@@ -122,7 +128,7 @@ pub(crate) async fn worker(
     concurrency: Option<u32>,
     metrics_bind: Option<std::net::SocketAddr>,
 ) -> Result<u8> {
-    let store = open_store(config).await?;
+    let store = create_store(config).await?;
     let cfg = worker_config(config, queues, concurrency)?;
     eprintln!(
         "weir worker: queues {}, {} slots, metadata in {}",
@@ -172,7 +178,7 @@ async fn metrics_server(
 pub(crate) async fn cleanup(config: &Config, older_than: &str) -> Result<u8> {
     let age = weir_model::duration::parse_duration(older_than)
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
-    let store = open_store(config).await?;
+    let store = create_store(config).await?;
     let cutoff = clock().now() - chrono::Duration::from_std(age.0).unwrap_or(chrono::Duration::MAX);
     let deleted = weir_scheduler::delete_old_runs(&store, cutoff).await?;
     println!(
@@ -185,8 +191,31 @@ pub(crate) async fn cleanup(config: &Config, older_than: &str) -> Result<u8> {
 
 /// Applies the metadata migrations.
 pub(crate) async fn migrate(config: &Config) -> Result<u8> {
-    let store = open_store(config).await?;
-    println!("metadata database {} is up to date", store.display_url());
+    let url = &config.database_url;
+    let created_file = weir_store::sqlite_file(url).is_some_and(|f| !f.exists());
+    let before = if created_file {
+        None
+    } else {
+        let store = weir_store::Store::connect_without_migrating(url).await?;
+        let before = store.applied_migrations().await?;
+        store.close().await;
+        before
+    };
+    let store = create_store(config).await?;
+    let after = store.applied_migrations().await?.unwrap_or_default();
+    match before {
+        None => println!(
+            "created the weir schema in {} ({after} migrations){}",
+            store.display_url(),
+            config.origin_note()
+        ),
+        Some(n) if n < after => println!(
+            "metadata database {}: applied {} migration(s), now up to date",
+            store.display_url(),
+            after - n
+        ),
+        Some(_) => println!("metadata database {} is up to date", store.display_url()),
+    }
     store.close().await;
     Ok(EXIT_OK)
 }

@@ -10,7 +10,7 @@ use weir_web::auth::{digest, hash_password, new_api_token, random_secret};
 
 use crate::args::Role as RoleArg;
 use crate::config::Config;
-use crate::engine::{clock, open_store};
+use crate::engine::{clock, create_store, open_store};
 
 /// The shortest password `users create` accepts.
 const MIN_PASSWORD: usize = 8;
@@ -48,7 +48,7 @@ pub(crate) async fn create(
     } else {
         (random_secret()[..32].to_owned(), true)
     };
-    let store = open_store(config).await?;
+    let store = create_store(config).await?;
     store
         .create_user(name, role(r), &hash_password(&password)?, clock().now())
         .await?;

@@ -24,11 +24,16 @@ fn weir_in(dir: &Path, args: &[&str]) -> Output {
     weir_env(dir, args, &[])
 }
 
-/// Runs `weir` in the repository with a metadata database of its own (never `.weir/`).
+/// Runs `weir` in the repository with a metadata database of its own (never `.weir/`),
+/// created first as `weir db migrate` does (commands other than the services and `db migrate`
+/// refuse to create one).
 fn weir(args: &[&str]) -> Output {
     let db = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", db.path().join("weir.db").display());
-    weir_env(&repo(), args, &[("WEIR_DATABASE_URL", &url)])
+    let env = [("WEIR_DATABASE_URL", url.as_str())];
+    let migrated = weir_env(&repo(), &["db", "migrate"], &env);
+    assert_eq!(migrated.status.code(), Some(0), "{}", stderr(&migrated));
+    weir_env(&repo(), args, &env)
 }
 
 fn weir_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -67,14 +72,20 @@ struct Standalone {
 
 impl Standalone {
     fn start(dir: &Path) -> Standalone {
+        Standalone::start_with(dir, &[], std::process::Stdio::null())
+    }
+
+    /// Starts it with `env` added and its log (stderr) going to `log`; returns once it serves.
+    fn start_with(dir: &Path, env: &[(&str, &str)], log: std::process::Stdio) -> Standalone {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .arg("standalone")
             .current_dir(dir)
             .env_remove("WEIR_DATABASE_URL")
             .env("WEIR_WEB_BIND", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start standalone");
         // Its first lines name the admin's password and the address it listens on.
@@ -218,6 +229,10 @@ fn a_broken_file_does_not_hide_the_others() {
         stderr(&o)
     );
 
+    assert_eq!(
+        weir_in(dir.path(), &["db", "migrate"]).status.code(),
+        Some(0)
+    );
     let o = weir_in(dir.path(), &["dags", "list", "--json"]);
     assert_eq!(o.status.code(), Some(0));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
@@ -559,21 +574,13 @@ fn missing_or_misnamed_referenced_files_are_errors_at_their_place() {
 fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
     let dir = folder_with_dag("id: traced\ntasks:\n  hello: {kind: shell, run: echo hi}\n");
     let log_path = dir.path().join("standalone.log");
-    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("standalone")
-        .current_dir(dir.path())
-        .env_remove("WEIR_DATABASE_URL")
-        .env("WEIR_WEB_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "weir_scheduler=debug,weir_worker=debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).expect("log file"))
-        .spawn()
-        .expect("start standalone");
+    let standalone = Standalone::start_with(
+        dir.path(),
+        &[("RUST_LOG", "weir_scheduler=debug,weir_worker=debug")],
+        std::fs::File::create(&log_path).expect("log file").into(),
+    );
     let triggered = weir_in(dir.path(), &["trigger", "traced", "--wait", "--json"]);
-    let _ = Command::new("kill")
-        .args(["-TERM", &standalone.id().to_string()])
-        .status();
-    let _ = standalone.wait();
+    drop(standalone);
     assert_eq!(triggered.status.code(), Some(0), "{}", stderr(&triggered));
     let run: serde_json::Value = serde_json::from_str(&stdout(&triggered)).expect("json");
     let run_id = run["run_id"].as_str().expect("run id").to_owned();
@@ -609,15 +616,7 @@ fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
 #[test]
 fn the_example_dags_run_to_success_under_standalone() {
     let dir = examples_copy();
-    let mut standalone = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("standalone")
-        .current_dir(dir.path())
-        .env_remove("WEIR_DATABASE_URL")
-        .env("WEIR_WEB_BIND", "127.0.0.1:0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start standalone");
+    let standalone = Standalone::start(dir.path());
     let mut outcomes = Vec::new();
     for dag in ["hello_shell", "hr_migration", "covid_daily", "table_copy"] {
         let out = weir_in(dir.path(), &["trigger", dag, "--wait", "--json"]);
@@ -632,10 +631,7 @@ fn the_example_dags_run_to_success_under_standalone() {
             .collect();
         outcomes.push((dag, out.status.code(), run["state"].clone(), trouble));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &standalone.id().to_string()])
-        .status();
-    let _ = standalone.wait();
+    drop(standalone);
     for (dag, code, state, trouble) in &outcomes {
         assert_eq!(
             (code, state.as_str(), trouble.is_empty()),
@@ -773,4 +769,91 @@ fn users_are_created_listed_given_tokens_and_deleted() {
         n
     });
     assert_eq!(tokens_left, 0, "a deleted user's tokens go too");
+}
+
+/// Paths in a configuration file are relative to its folder, wherever weir runs; commands that
+/// read never create a database, and say where they looked; `db migrate` says it created one;
+/// `weir web` on a database without users says how to make the first admin.
+#[test]
+fn a_config_elsewhere_is_read_from_its_folder_and_reads_never_create_a_database() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let conf = root.path().join("srv");
+    std::fs::create_dir_all(conf.join("dags")).expect("mkdir");
+    std::fs::write(
+        conf.join("weir.toml"),
+        "database_url = \"sqlite://state/weir.db\"\ndags_folder = \"dags\"\n",
+    )
+    .expect("config");
+    std::fs::write(
+        conf.join("dags/d.yaml"),
+        "id: d\ntasks:\n  a: {kind: shell, run: echo a}\n",
+    )
+    .expect("dag");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    let config = conf.join("weir.toml");
+    let config = config.to_str().expect("utf-8");
+    let db = conf.join("state/weir.db");
+    for args in [
+        &["runs", "list"][..],
+        &["dags", "list"],
+        &["users", "list"],
+        &["trigger", "d"],
+        &["logs", "d__x", "a"],
+    ] {
+        let o = weir_in(&elsewhere, &[&["--config", config][..], args].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("no weir metadata database at {}", db.display()))
+                && err.contains("weir db migrate")
+                && err.contains(config),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!db.exists(), "a read command created the database");
+    assert!(
+        std::fs::read_dir(&elsewhere).expect("ls").next().is_none(),
+        "something was created in the working directory"
+    );
+    let o = weir_in(&elsewhere, &["--config", config, "db", "migrate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("created the weir schema"),
+        "{}",
+        stdout(&o)
+    );
+    let o = weir_in(&elsewhere, &["--config", config, "db", "migrate"]);
+    assert!(stdout(&o).contains("is up to date"), "{}", stdout(&o));
+    let o = weir_in(&elsewhere, &["--config", config, "dags", "list", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(rows[0]["dag_id"], "d", "the config's dags folder was read");
+    assert!(
+        std::fs::read_dir(&elsewhere).expect("ls").next().is_none(),
+        "something was created in the working directory"
+    );
+    // `weir web` says how to create the first admin.
+    use std::io::BufRead;
+    let mut web = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--config", config, "web", "--bind", "127.0.0.1:0"])
+        .current_dir(&elsewhere)
+        .env_remove("WEIR_DATABASE_URL")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("web");
+    // Should the line never come, stop it: its stderr closes and the read below ends.
+    let pid = web.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    });
+    let lines = std::io::BufReader::new(web.stderr.take().expect("stderr")).lines();
+    let said: Vec<String> = lines
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("weir users create NAME --role admin"))
+        .collect();
+    let _ = web.kill();
+    let _ = web.wait();
+    assert!(said.iter().any(|l| l.contains("no users yet")), "{said:?}");
 }

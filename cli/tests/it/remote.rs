@@ -108,8 +108,8 @@ fn the_cli_works_against_a_remote_weir() {
             return Err(format!("runs show: {shown}"));
         }
         let log = stdout(&remote(dir, &url, &operator, &["logs", &run_id, "greet"]));
-        // `ds` is the logical date in UTC (as Airflow): midnight in Zurich is 23:00 UTC the day before.
-        if !log.contains("from afar from 2024-01-31") {
+        // `ds` is the DAG's day: midnight in Zurich (23:00 UTC the day before) renders 02-01.
+        if !log.contains("from afar from 2024-02-01") {
             return Err(format!("logs: {log}"));
         }
         let followed = remote(
