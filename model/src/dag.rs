@@ -191,16 +191,21 @@ impl Dag {
 
     /// Every task downstream of `task_id` (transitively), by id.
     pub fn downstream(&self, task_id: &str) -> std::collections::BTreeSet<String> {
-        let mut out = std::collections::BTreeSet::new();
-        let mut stack: Vec<NodeIndex> = self.node(task_id).into_iter().collect();
-        while let Some(n) = stack.pop() {
-            for next in self.graph.neighbors(n) {
-                if out.insert(self.graph[next].clone()) {
-                    stack.push(next);
-                }
-            }
-        }
-        out
+        self.reach(task_id, petgraph::Direction::Outgoing)
+    }
+
+    /// Every task upstream of `task_id` (transitively): the tasks whose outputs its templates
+    /// may read.
+    pub fn ancestors(&self, task_id: &str) -> std::collections::BTreeSet<String> {
+        self.reach(task_id, petgraph::Direction::Incoming)
+    }
+
+    fn reach(
+        &self,
+        task_id: &str,
+        direction: petgraph::Direction,
+    ) -> std::collections::BTreeSet<String> {
+        reach(&self.graph, self.node(task_id), direction)
     }
 
     /// Tasks grouped by depth: level 0 has no upstream, level n depends on level n-1 at most.
@@ -380,6 +385,7 @@ fn parse_inner(
         tasks: &task_nodes,
     };
     let graph = check_spec(&spec, Some(&places), known, out);
+    check_template_references(text, &task_nodes, &spec, &graph, out);
     if !all_decoded || out.iter().any(|d| d.severity == Severity::Error) {
         return None;
     }
@@ -578,7 +584,7 @@ fn check_spec(
                     format!("task `{id}` depends on itself"),
                 ));
             } else if !spec.tasks.contains_key(dep) {
-                let hint = did_you_mean(dep, ids.iter().copied())
+                let hint = did_you_mean(dep, ids.iter().copied().filter(|t| t != id))
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
                 out.push(Diagnostic::error(
@@ -796,6 +802,12 @@ fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
     }
     if s.claim.is_some() && s.file.is_none() {
         err("source", "`claim` goes with a `file` source".into());
+    }
+    if s.header == Some(false) && l.columns.is_none() && l.column_sets.is_empty() {
+        err(
+            "source",
+            "a CSV source with `header: false` needs `columns` (or `column_sets`): its first line does not name them".into(),
+        );
     }
     if l.column_set.is_some() == l.column_sets.is_empty() {
         err(
@@ -1047,6 +1059,24 @@ fn cycle_through(
 /// The tasks as graph nodes (edges upstream → downstream) and each task's node.
 type TaskGraph = (StableDiGraph<String, ()>, HashMap<String, NodeIndex>);
 
+/// The tasks reachable from `start` along edges in `direction`, by id.
+fn reach(
+    graph: &StableDiGraph<String, ()>,
+    start: Option<NodeIndex>,
+    direction: petgraph::Direction,
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack: Vec<NodeIndex> = start.into_iter().collect();
+    while let Some(n) = stack.pop() {
+        for next in graph.neighbors_directed(n, direction) {
+            if out.insert(graph[next].clone()) {
+                stack.push(next);
+            }
+        }
+    }
+    out
+}
+
 fn graph_of(spec: &DagSpec) -> TaskGraph {
     let mut graph = StableDiGraph::with_capacity(spec.tasks.len(), spec.tasks.len());
     let mut nodes = HashMap::with_capacity(spec.tasks.len());
@@ -1089,6 +1119,75 @@ fn check_templates(
                     Some(loc),
                     format!("task `{id}`: template does not parse: {}", e.message),
                 ));
+            }
+        });
+    }
+}
+
+/// What templates read must exist when they render: `params.<name>` a declared param,
+/// `tasks.<id>` a task upstream of the one rendering (only those have run, and only their
+/// outputs are in its context).
+fn check_template_references(
+    source: &str,
+    tasks: &HashMap<String, (&Node, &Node)>,
+    spec: &DagSpec,
+    graph: &TaskGraph,
+    out: &mut Vec<Diagnostic>,
+) {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut checker = TemplateChecker::default();
+    let params: Vec<&str> = spec.params.keys().map(String::as_str).collect();
+    let task_ids: Vec<&str> = spec.tasks.keys().map(String::as_str).collect();
+    let mut ids: Vec<&String> = tasks.keys().collect();
+    ids.sort();
+    for id in ids {
+        let (_, node) = tasks[id];
+        let upstream = reach(
+            &graph.0,
+            graph.1.get(id.as_str()).copied(),
+            petgraph::Direction::Incoming,
+        );
+        node.for_each_str(&mut |n, text| {
+            if !crate::template::is_template(text) || checker.check(text).is_err() {
+                return;
+            }
+            for r in crate::template::references(text) {
+                let message = match r.root {
+                    "params" if !spec.params.contains_key(&r.name) => {
+                        let hint = did_you_mean(&r.name, params.iter().copied())
+                            .map(|s| format!(" (did you mean `params.{s}`?)"))
+                            .unwrap_or_default();
+                        let declared = if params.is_empty() {
+                            "the DAG declares no `params`".to_owned()
+                        } else {
+                            format!("it declares {}", backticked(&params))
+                        };
+                        format!(
+                            "task `{id}`: `params.{}` is not a param of this DAG{hint}: {declared}",
+                            r.name
+                        )
+                    }
+                    "tasks" if !spec.tasks.contains_key(&r.name) => {
+                        let hint = did_you_mean(&r.name, task_ids.iter().copied())
+                            .map(|s| format!(" (did you mean `tasks.{s}`?)"))
+                            .unwrap_or_default();
+                        format!(
+                            "task `{id}`: `tasks.{}` is not a task of this DAG{hint}",
+                            r.name
+                        )
+                    }
+                    "tasks" if r.name == *id => format!(
+                        "task `{id}`: `tasks.{id}` is the task itself: templates read the outputs of tasks upstream"
+                    ),
+                    "tasks" if !upstream.contains(&r.name) => format!(
+                        "task `{id}`: reads `tasks.{0}`, but `{0}` is not upstream of `{id}` (its outputs would not exist yet): \
+                         add `{0}` to `depends_on`, directly or through another task",
+                        r.name
+                    ),
+                    _ => continue,
+                };
+                let loc = template_error_place(&lines, n.loc, text, r.line, r.col);
+                out.push(Diagnostic::error(Some(loc), message));
             }
         });
     }

@@ -4,7 +4,8 @@
 ///
 /// Closeness is the Damerau–Levenshtein distance (a swap of two letters counts once); a
 /// candidate qualifies within a third of the longer name's length (at least 1) and when not
-/// every letter of the shorter name would change; one that differs only in case always does.
+/// every letter of the longer name would change (`aa` suggests `a`; `x` does not suggest
+/// `a`); one that differs only in case always does.
 pub fn did_you_mean<'a>(
     typed: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -23,7 +24,7 @@ pub fn did_you_mean<'a>(
         })
         .filter(|(distance, c)| {
             let (a, b) = (typed.chars().count(), c.chars().count());
-            *distance <= (a.max(b) / 3).max(1) && *distance < a.min(b)
+            *distance <= (a.max(b) / 3).max(1) && *distance < a.max(b)
         })
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, c)| c)
@@ -48,6 +49,11 @@ mod tests {
     #[test]
     fn a_name_far_from_every_candidate_gets_no_suggestion() {
         assert_eq!(did_you_mean("banana", ["depends_on", "retries"]), None);
+    }
+
+    #[test]
+    fn a_doubled_letter_finds_the_short_name() {
+        assert_eq!(did_you_mean("aa", ["a", "b"]), Some("a"));
     }
 
     #[test]

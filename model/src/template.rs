@@ -195,6 +195,36 @@ impl RenderContext {
             .collect();
     }
 
+    /// What a template can read besides the dates, for error messages: the params' names and
+    /// the upstream outputs' keys.
+    fn available(&self) -> String {
+        let names = |v: &serde_json::Value| match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+            }
+            _ => "nothing".to_owned(),
+        };
+        let outputs: Vec<String> = self
+            .tasks
+            .iter()
+            .map(|(id, t)| match &t["outputs"] {
+                serde_json::Value::Array(list) => {
+                    format!("tasks.{id}.outputs (a list of {})", list.len())
+                }
+                other => format!("tasks.{id}.outputs: {}", names(other)),
+            })
+            .collect();
+        format!(
+            "`params` has: {}; upstream outputs: {}",
+            names(&self.params),
+            if outputs.is_empty() {
+                "none".to_owned()
+            } else {
+                outputs.join("; ")
+            }
+        )
+    }
+
     /// Records an upstream task's outputs (`tasks.<id>.outputs`).
     pub fn add_outputs(&mut self, task_id: &str, outputs: serde_json::Value) {
         let mut entry = serde_json::Map::new();
@@ -208,6 +238,8 @@ impl RenderContext {
 pub struct Renderer {
     tera: tera::Tera,
     context: tera::Context,
+    /// What the context holds, for errors: `params` has: …; upstream outputs: ….
+    available: String,
 }
 
 impl Renderer {
@@ -216,10 +248,12 @@ impl Renderer {
     /// # Errors
     /// A context that does not serialize (never with JSON values).
     pub fn new(context: &RenderContext) -> Result<Renderer, String> {
+        let available = context.available();
         let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
         Ok(Renderer {
             tera: environment(),
             context,
+            available,
         })
     }
 
@@ -233,7 +267,7 @@ impl Renderer {
         }
         self.tera
             .render_str(text, &self.context, false)
-            .map_err(|e| render_error(&e))
+            .map_err(|e| format!("{}; {}", render_error(&e), self.available))
     }
 
     /// A step with every string field rendered (what a try runs).
@@ -277,6 +311,8 @@ impl Renderer {
     }
 }
 
+/// Tera's error as one line: its message and where in the template, without tera's drawing
+/// of the line or the internal name of a one-off template.
 fn render_error(e: &tera::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -285,10 +321,27 @@ fn render_error(e: &tera::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut message = Vec::new();
+    let mut place = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(at) = line.strip_prefix("--> ") {
+            let mut parts = at.rsplitn(3, ':');
+            let col = parts.next().unwrap_or_default();
+            let row = parts.next().unwrap_or_default();
+            place = Some(format!("line {row}, column {col}"));
+        } else if line.starts_with('|')
+            || line.chars().next().is_some_and(|c| c.is_ascii_digit()) && line.contains(" | ")
+        {
+            // tera's excerpt of the template, drawn over several lines
+        } else {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let message = message.join(" ");
+    match place {
+        Some(place) => format!("{message} (template {place})"),
+        None => message,
+    }
 }
 
 /// Whether a rendered `when` means "skip": empty, `false`, `0`, `no`, `none` (any case).
@@ -320,6 +373,131 @@ pub fn parse_items(rendered: &str) -> Result<Vec<serde_json::Value>, String> {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::Value::String(l.to_owned()))
         .collect())
+}
+
+/// A name a template reads under `params.` or `tasks.` (`params.day`, `tasks.extract.outputs`),
+/// found by reading the template's expressions: validation checks that the param is declared
+/// and the task is upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// `params` or `tasks`.
+    pub root: &'static str,
+    /// The param or task id.
+    pub name: String,
+    /// Line inside the template, from 1.
+    pub line: usize,
+    /// Column inside the template, from 1.
+    pub col: usize,
+}
+
+/// The `params.<name>` and `tasks.<id>` (also `params["name"]`) a template reads, in order.
+/// Only expressions (`{{ }}`, `{% %}`) are read; string literals, comments and `raw` blocks
+/// are skipped, and `x.params.y` is a field of `x`, not a reference.
+pub fn references(text: &str) -> Vec<Reference> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut in_raw = false;
+    while let Some(open) = text[i..].find(['{']).map(|p| p + i) {
+        let next = bytes.get(open + 1).copied();
+        let close = match next {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            Some(b'#') => "#}",
+            _ => {
+                i = open + 1;
+                continue;
+            }
+        };
+        let Some(end) = text[open + 2..].find(close).map(|p| p + open + 2) else {
+            break;
+        };
+        let inner = &text[open + 2..end];
+        let words: Vec<&str> = inner
+            .trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace())
+            .split_whitespace()
+            .collect();
+        if next == Some(b'%') && words.first() == Some(&"raw") {
+            in_raw = true;
+        } else if next == Some(b'%') && words.first() == Some(&"endraw") {
+            in_raw = false;
+        } else if next != Some(b'#') && !in_raw {
+            scan_expression(text, open + 2, end, &mut out);
+        }
+        i = end + close.len();
+    }
+    out
+}
+
+/// Finds references in `text[start..end]`, one expression.
+fn scan_expression(text: &str, start: usize, end: usize, out: &mut Vec<Reference>) {
+    let bytes = text.as_bytes();
+    let ident_start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+    let ident_char = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = start;
+    let mut after_dot = false;
+    while i < end {
+        let b = bytes[i];
+        if matches!(b, b'"' | b'\'' | b'`') {
+            i = text[i + 1..end]
+                .find(b as char)
+                .map_or(end, |p| i + 1 + p + 1);
+            after_dot = false;
+            continue;
+        }
+        if ident_start(b) {
+            let word_end = (i..end).find(|&j| !ident_char(bytes[j])).unwrap_or(end);
+            let word = &text[i..word_end];
+            let root = match word {
+                "params" if !after_dot => Some("params"),
+                "tasks" if !after_dot => Some("tasks"),
+                _ => None,
+            };
+            if let Some(root) = root
+                && let Some(name) = member(text, word_end, end)
+            {
+                let (line, col) = line_col(text, i);
+                out.push(Reference {
+                    root,
+                    name,
+                    line,
+                    col,
+                });
+            }
+            after_dot = false;
+            i = word_end;
+            continue;
+        }
+        if !b.is_ascii_whitespace() {
+            after_dot = b == b'.';
+        }
+        i += 1;
+    }
+}
+
+/// The member named right after position `at`: `.name` or `["name"]`.
+fn member(text: &str, at: usize, end: usize) -> Option<String> {
+    let rest = text[at..end].trim_start();
+    if let Some(field) = rest.strip_prefix('.') {
+        let name: String = field
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        return (!name.is_empty()).then_some(name);
+    }
+    let inner = rest.strip_prefix('[')?.trim_start();
+    let quote = inner.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let body = &inner[1..];
+    body.find(quote).map(|p| body[..p].to_owned())
+}
+
+/// Line and column (from 1) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |p| offset - p - 1) + 1;
+    (line, col)
 }
 
 /// Parses templates to find syntax errors; one checker serves a whole DAG file and parses
@@ -451,7 +629,13 @@ mod tests {
             out.as_deref(),
             Ok("2024-03-01 20240301 4 42 t1 2024-03-02T06:00:00Z")
         );
-        assert!(r.render("{{ nope.x }}").is_err());
+        let err = r
+            .render("{{ tasks.nope.outputs.rows }}")
+            .expect_err("no such task");
+        assert_eq!(
+            err,
+            "Field `nope` is not defined. Available fields: up (template line 1, column 10); `params` has: n; upstream outputs: tasks.up.outputs: rows"
+        );
         assert!(super::is_falsy(" No ") && super::is_falsy("") && !super::is_falsy("yes"));
         assert_eq!(
             super::parse_items("[1, \"a\"]"),
@@ -553,6 +737,25 @@ mod tests {
             );
             assert_eq!(out, want, "{zone}");
         }
+    }
+
+    #[test]
+    fn references_are_found_in_expressions_only() {
+        let refs = super::references(
+            "echo {{ params.day }} '{{ \"params.no\" }}' {# params.comment #}\n{% if tasks.extract.outputs.rows > 0 %}{{ params[\"n\"] }}{{ x.params.y }}{% endif %}{% raw %}{{ params.raw }}{% endraw %} params.text",
+        );
+        let got: Vec<(&str, &str, usize, usize)> = refs
+            .iter()
+            .map(|r| (r.root, r.name.as_str(), r.line, r.col))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("params", "day", 1, 9),
+                ("tasks", "extract", 2, 7),
+                ("params", "n", 2, 43)
+            ]
+        );
     }
 
     #[test]

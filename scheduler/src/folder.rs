@@ -33,8 +33,8 @@ impl DagFile {
     }
 }
 
-/// Reads and validates every DAG file under `paths`, in path order. A DAG id defined twice is
-/// an error in every file after the first.
+/// Reads and validates every DAG file under `paths`, in path order. A DAG id written in two
+/// files (valid or not) is an error in every file after the first.
 ///
 /// # Errors
 /// A path that does not exist or a folder that cannot be read.
@@ -62,7 +62,8 @@ pub fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<Da
     let mut out = read_all(files, known);
     let mut first_seen: HashMap<String, PathBuf> = HashMap::new();
     for file in &mut out {
-        let Some(id) = file.parsed.dag.as_ref().map(|d| d.id().to_owned()) else {
+        // A file with errors still claims its id: two files must not share one, valid or not.
+        let Some(id) = file.parsed.dag_id.clone() else {
             continue;
         };
         match first_seen.get(&id) {

@@ -812,7 +812,7 @@ async fn task_page(
     let rendered = match dag.tasks.get(&task_id) {
         Some(task) => {
             let ctx =
-                weir_worker::worker::try_context(&state.store, &run, &ti, task, &BTreeMap::new())
+                weir_worker::worker::try_context(&state.store, &run, &ti, &dag, &BTreeMap::new())
                     .await?;
             let version = state.store.dag_version(run.version_id).await?;
             weir_model::template::Renderer::new(&ctx)

@@ -355,7 +355,7 @@ impl Worker {
         let task = version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
             WorkerError::UnknownTask(ti.task_id.clone(), run.version_id).to_string()
         })?;
-        let ctx = try_context(&self.store, &run, ti, task, &self.cfg.template_env)
+        let ctx = try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
             .await
             .map_err(|e| e.to_string())?;
         let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files)?;
@@ -589,9 +589,9 @@ fn record_metrics(kind: Option<&'static str>, outcome: &TaskOutcome, took: Durat
         .record(took.as_secs_f64());
 }
 
-/// The template context of one try of `ti` (a task of `run`): the run's dates and params, the
-/// try, the `foreach` item, the outputs of the task's own upstream tasks, and the allowed
-/// environment. The worker renders with it; the web UI shows what it renders.
+/// The template context of one try of `ti` (a task of `dag`, the run's version): the run's
+/// dates and params, the try, the `foreach` item, the outputs of every task upstream of it
+/// (direct or not), and the allowed environment. The worker renders with it; the web UI shows what it renders.
 ///
 /// # Errors
 /// Database failures.
@@ -599,18 +599,17 @@ pub async fn try_context(
     store: &Store,
     run: &RunRow,
     ti: &weir_store::TaskInstanceRow,
-    task: &Task,
+    dag: &Dag,
     template_env: &BTreeMap<String, String>,
 ) -> std::result::Result<weir_model::template::RenderContext, weir_store::StoreError> {
     let mut ctx = run.render_context();
     ctx.task_id = ti.task_id.clone();
     ctx.try_number = ti.try_number;
     ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
-    // Only the task's own upstream outputs: `tasks.<id>` names upstream tasks.
-    if !task.depends_on.is_empty() {
-        let outputs = store
-            .succeeded_outputs(&run.run_id, &task.depends_on)
-            .await?;
+    // Only outputs of tasks upstream: validation allows `tasks.<id>` for those only.
+    let upstream: Vec<String> = dag.ancestors(&ti.task_id).into_iter().collect();
+    if !upstream.is_empty() {
+        let outputs = store.succeeded_outputs(&run.run_id, &upstream).await?;
         ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
     }
     ctx.set_env(template_env);

@@ -433,6 +433,33 @@ both_backends!(templates_params_and_outputs_flow_downstream, |db| {
     );
 });
 
+both_backends!(a_template_reads_the_outputs_of_any_ancestor, |db| {
+    let dag = "id: far\ntasks:\n  extract:\n    kind: shell\n    run: echo rows=7 >> \"$WEIR_OUTPUT\"\n  check:\n    kind: shell\n    depends_on: [extract]\n    run: echo checked\n  report:\n    kind: shell\n    depends_on: [check]\n    when: \"{{ tasks.extract.outputs.rows != '0' }}\"\n    run: echo \"extracted {{ tasks.extract.outputs.rows }}\"\n";
+    let mut e = Engine::new(&db, &[("far.yaml", dag)]).await;
+    let run = e.trigger("far", serde_json::json!({})).await;
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(
+        done.state,
+        RunState::Success,
+        "{:?}",
+        e.tasks(&run.run_id).await
+    );
+    let report = e
+        .tasks(&run.run_id)
+        .await
+        .into_iter()
+        .find(|t| t.task_id == "report")
+        .expect("report");
+    assert_eq!(report.state, TaskState::Success);
+    assert!(
+        e.log_of(&report, 1)
+            .await
+            .contains(&"extracted 7".to_owned()),
+        "{:?}",
+        e.log_of(&report, 1).await
+    );
+});
+
 both_backends!(foreach_maps_and_when_skips, |db| {
     let dag = "id: fan\nparams:\n  tables: [a, b, c]\n  full: false\ntasks:\n  list:\n    kind: shell\n    run: echo 'names=[\"x\", \"y\"]' >> \"$WEIR_OUTPUT\"\n  per_table:\n    kind: shell\n    foreach: \"{{ params.tables | tojson }}\"\n    run: echo \"table={{ item }}\" >> \"$WEIR_OUTPUT\"\n  per_name:\n    kind: shell\n    depends_on: [list]\n    foreach: \"{{ tasks.list.outputs.names }}\"\n    run: echo \"{{ item }}\"\n  empty:\n    kind: noop\n    foreach: []\n  full_only:\n    kind: noop\n    when: \"{{ params.full }}\"\n  summary:\n    kind: shell\n    depends_on: [per_table]\n    run: echo \"{{ tasks.per_table.outputs | length }}\"\n";
     let mut e = Engine::new(&db, &[("fan.yaml", dag)]).await;

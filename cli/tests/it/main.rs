@@ -269,10 +269,24 @@ fn a_dag_id_used_twice_is_an_error_in_the_second_file() {
         "tasks:\n  a: {kind: noop}\nid: same\n",
     )
     .expect("write");
+    // A file with errors of its own still claims its id.
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "id: same
+tasks:
+  a: {kind: nop}
+",
+    )
+    .expect("write");
     let o = weir_in(dir.path(), &["dags", "validate", "."]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stdout(&o).contains("./b.yaml:3:5: DAG id `same` is already used by ./a.yaml"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("./c.yaml:1:5: DAG id `same` is already used by ./a.yaml"),
         "{}",
         stdout(&o)
     );
