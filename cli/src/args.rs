@@ -263,6 +263,10 @@ pub(crate) struct ClearArgs {
     /// Only failed task instances.
     #[arg(long)]
     pub(crate) failed_only: bool,
+    /// Rerun on the DAG's current version (default: the version the run pinned when it was
+    /// created; the run moves to the current one, with its new tasks and without dropped ones).
+    #[arg(long)]
+    pub(crate) latest_version: bool,
     /// Also forgets incremental load cursors.
     #[arg(long)]
     pub(crate) reset_state: bool,

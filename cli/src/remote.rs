@@ -384,7 +384,7 @@ async fn clear(remote: &Remote, args: &ClearArgs) -> Result<u8> {
             args.dag
         );
     }
-    let body = json!({"task_ids": args.task.iter().collect::<Vec<_>>(), "downstream": args.downstream, "failed_only": args.failed_only});
+    let body = json!({"task_ids": args.task.iter().collect::<Vec<_>>(), "downstream": args.downstream, "failed_only": args.failed_only, "latest_version": args.latest_version});
     let answer = remote
         .post(&format!("/runs/{}/clear", url_segment(&args.run)), &body)
         .await?;

@@ -216,6 +216,9 @@ pub struct ClearSelection {
     pub downstream: bool,
     /// Only the failed and upstream-failed ones.
     pub failed_only: bool,
+    /// Rerun on the DAG's current version instead of the run's pinned one (the run moves to
+    /// it: new tasks are added, dropped ones removed).
+    pub latest_version: bool,
 }
 
 /// Clears instances of a run so they run again (with a full set of tries). How many.
@@ -223,7 +226,15 @@ pub struct ClearSelection {
 /// # Errors
 /// Unknown run or task, database failures.
 pub async fn clear(store: &Store, run: &RunRow, selection: &ClearSelection) -> Result<u64> {
-    let dag = version_dag(store, run.version_id).await?;
+    let dag = if selection.latest_version {
+        let (version_id, dag) = latest_dag(store, &run.dag_id).await?;
+        if version_id != run.version_id {
+            move_to_version(store, run, version_id, &dag).await?;
+        }
+        dag
+    } else {
+        version_dag(store, run.version_id).await?
+    };
     let selected = select_tasks(&dag, &selection.task_ids, selection.downstream)?;
     let instances = store.task_instances(&run.run_id).await?;
     let items = with_extra_tries(
@@ -237,6 +248,33 @@ pub async fn clear(store: &Store, run: &RunRow, selection: &ClearSelection) -> R
             }),
     );
     Ok(store.clear_tasks(&run.run_id, &items).await?)
+}
+
+/// Moves `run` to `version_id` (whose DAG is `dag`): instances for its new tasks, `removed`
+/// for the tasks it dropped.
+async fn move_to_version(store: &Store, run: &RunRow, version_id: i64, dag: &Dag) -> Result<()> {
+    let existing: BTreeSet<String> = store
+        .task_instances(&run.run_id)
+        .await?
+        .into_iter()
+        .map(|t| t.task_id)
+        .collect();
+    let change = weir_store::VersionMove {
+        add: dag
+            .tasks
+            .values()
+            .filter(|t| !existing.contains(&t.id))
+            .map(crate::plan::new_instance)
+            .collect(),
+        remove: existing
+            .into_iter()
+            .filter(|id| !dag.tasks.contains_key(id))
+            .collect(),
+    };
+    store
+        .move_run_to_version(&run.run_id, &run.dag_id, version_id, &change)
+        .await?;
+    Ok(())
 }
 
 /// Marks instances of a run (the tasks, and downstream of them when asked) success or

@@ -100,19 +100,7 @@ pub fn new_run(
     overrides: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<NewRun> {
     let params = apply_params(dag, overrides)?;
-    let tasks = dag
-        .tasks
-        .values()
-        .map(|t| NewTaskInstance {
-            task_id: t.id.clone(),
-            max_tries: i32::try_from(t.retry.retries)
-                .unwrap_or(i32::MAX - 1)
-                .saturating_add(1),
-            queue: t.queue.clone(),
-            pool: t.pool.clone(),
-            priority: t.priority,
-        })
-        .collect();
+    let tasks = dag.tasks.values().map(new_instance).collect();
     Ok(NewRun {
         dag_id: dag.id().to_owned(),
         version_id,
@@ -124,6 +112,19 @@ pub fn new_run(
         timezone: dag.timezone.name().to_owned(),
         tasks,
     })
+}
+
+/// A new instance of `task` (all its tries ahead).
+pub fn new_instance(task: &weir_model::Task) -> NewTaskInstance {
+    NewTaskInstance {
+        task_id: task.id.clone(),
+        max_tries: i32::try_from(task.retry.retries)
+            .unwrap_or(i32::MAX - 1)
+            .saturating_add(1),
+        queue: task.queue.clone(),
+        pool: task.pool.clone(),
+        priority: task.priority,
+    }
 }
 
 /// The DAG's params with `overrides` applied; an override must name a param and have its

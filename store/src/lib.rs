@@ -44,7 +44,7 @@ pub use log::{LogLine, NewLogLine};
 pub use notify::{
     ClaimedNotification, Notice, NoticeEvent, Notification, NotificationRow, try_notifications,
 };
-pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, run_id_for};
+pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use user::{Role, UserRow};
 pub use web::{AuditRow, GridCell, RunBrief, SchedulerRow, SessionRow, StateCounts, TrySpan};

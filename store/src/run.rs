@@ -199,6 +199,15 @@ pub struct RunFilter {
     pub offset: i64,
 }
 
+/// What moving a run to another DAG version changes in it.
+#[derive(Debug, Clone, Default)]
+pub struct VersionMove {
+    /// Instances to create for tasks the new version adds (`scheduled`).
+    pub add: Vec<NewTaskInstance>,
+    /// Tasks the new version no longer has: their instances become `removed` (unless running).
+    pub remove: Vec<String>,
+}
+
 /// The id of a DAG's run at a logical date: readable, and unique because `(dag_id,
 /// logical_date)` is.
 pub fn run_id_for(dag_id: &str, logical_date: DateTime<Utc>) -> String {
@@ -209,6 +218,56 @@ pub fn run_id_for(dag_id: &str, logical_date: DateTime<Utc>) -> String {
 }
 
 impl Store {
+    /// Moves a run to DAG version `version_id` (a clear on the latest version): the run pins
+    /// it from now on, tasks it adds get instances, tasks it dropped are `removed`. Tries
+    /// already made keep the version they ran (`TaskInstanceRow::version_id`, and their log).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn move_run_to_version(
+        &self,
+        run_id: &str,
+        dag_id: &str,
+        version_id: i64,
+        change: &VersionMove,
+    ) -> Result<()> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("UPDATE weir_runs SET version_id = $2 WHERE run_id = $1")
+                .bind(run_id)
+                .bind(version_id)
+                .execute(&mut *tx)
+                .await?;
+            for t in &change.add {
+                sqlx::query(
+                    "INSERT INTO weir_task_instances (run_id, dag_id, task_id, map_index, state, max_tries, queue, pool, priority)
+                     VALUES ($1, $2, $3, -1, 'scheduled', $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(run_id)
+                .bind(dag_id)
+                .bind(&t.task_id)
+                .bind(t.max_tries)
+                .bind(&t.queue)
+                .bind(&t.pool)
+                .bind(t.priority)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for task_id in &change.remove {
+                sqlx::query(
+                    "UPDATE weir_task_instances SET state = 'removed', due_at = NULL
+                     WHERE run_id = $1 AND task_id = $2 AND state <> 'running'",
+                )
+                .bind(run_id)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// Creates a run with its task instances (all `scheduled`), unless the DAG already has a
     /// run at that logical date: then nothing changes and `None` is returned.
     ///

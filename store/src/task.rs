@@ -74,6 +74,9 @@ pub struct TaskInstanceRow {
     /// The try number at the instance's last clear (0 if never cleared): tries after it belong
     /// to the current series (a writing step adopts only their commits, see `weir_commits`).
     pub cleared_try: i32,
+    /// The DAG version its latest try ran (set when a try is claimed; `None` before the
+    /// first): a clear on the latest version moves the run, so tries of one run may differ.
+    pub version_id: Option<i64>,
 }
 
 impl TaskInstanceRow {
@@ -109,6 +112,7 @@ struct RawTask {
     outputs: Option<String>,
     error: Option<String>,
     cleared_try: i32,
+    version_id: Option<i64>,
 }
 
 impl TryFrom<RawTask> for TaskInstanceRow {
@@ -126,6 +130,7 @@ impl TryFrom<RawTask> for TaskInstanceRow {
             task_id: r.task_id,
             map_index: r.map_index,
             cleared_try: r.cleared_try,
+            version_id: r.version_id,
             try_number: r.try_number,
             max_tries: r.max_tries,
             queue: r.queue,
@@ -143,7 +148,7 @@ impl TryFrom<RawTask> for TaskInstanceRow {
 }
 
 const TASK_COLUMNS: &str = "id, run_id, dag_id, task_id, map_index, map_item, state, try_number, max_tries, queue, pool, \
-     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error, cleared_try";
+     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error, cleared_try, version_id";
 
 /// A claimed task instance: the row as it is now `running` under the caller's lease.
 pub type ClaimedTask = TaskInstanceRow;
@@ -451,7 +456,8 @@ impl Store {
                 let sql = format!(
                     "WITH picked AS MATERIALIZED ({CLAIM_PICK_PG} FOR UPDATE SKIP LOCKED)
                      UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
-                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
+                         version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
                      FROM picked
                      WHERE weir_task_instances.id = picked.id AND weir_task_instances.state = 'queued'
                      RETURNING {}",
@@ -470,7 +476,8 @@ impl Store {
             Db::Sqlite(pool) => {
                 let sql = format!(
                     "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
-                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
+                         version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
                      WHERE state = 'queued' AND id IN (
                          SELECT id FROM weir_task_instances
                          WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($4))

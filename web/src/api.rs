@@ -663,6 +663,9 @@ pub(crate) struct ClearBody {
     /// Only failed and upstream-failed instances.
     #[serde(default)]
     pub(crate) failed_only: bool,
+    /// Rerun on the DAG's current version (default: the run's pinned version).
+    #[serde(default)]
+    pub(crate) latest_version: bool,
 }
 
 /// How many task instances a clear or mark changed.
@@ -683,9 +686,10 @@ pub(crate) async fn do_clear(
         task_ids: body.task_ids.clone(),
         downstream: body.downstream,
         failed_only: body.failed_only,
+        latest_version: body.latest_version,
     };
     let changed = ops::clear(&state.store, &run, &selection).await?;
-    audit(state, caller, "clear", run_id, serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "failed_only": body.failed_only, "cleared": changed })).await?;
+    audit(state, caller, "clear", run_id, serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "failed_only": body.failed_only, "latest_version": body.latest_version, "cleared": changed })).await?;
     Ok(Changed {
         run_id: run_id.to_owned(),
         changed,

@@ -684,7 +684,62 @@ async fn run_page(
     ctx.insert("params", &run.params.to_string());
     ctx.insert("svg", &svg);
     ctx.insert("tasks_html", &run_tasks_html(&state, &run).await?);
+    ctx.insert("version_id", &run.version_id);
+    let current = state.store.dag(&run.dag_id).await?.version_id;
+    ctx.insert("current_version_id", &current);
+    if current != run.version_id {
+        let (old, new) = tokio::try_join!(
+            state.store.dag_version(run.version_id),
+            state.store.dag_version(current)
+        )?;
+        ctx.insert("version_diff", &version_diff(&old, &new));
+    }
     render(&state, Some(&caller), "run.html", ctx)
+}
+
+/// One line of a version diff: `+`, `-` or ` ` and the text.
+#[derive(serde::Serialize)]
+struct DiffLine {
+    sign: &'static str,
+    text: String,
+}
+
+/// What changed between two versions of a DAG, as unified-diff lines (three lines of context)
+/// over their specs and the files they read, each written as indented JSON.
+fn version_diff(old: &weir_store::DagVersion, new: &weir_store::DagVersion) -> Vec<DiffLine> {
+    let text = |v: &weir_store::DagVersion| {
+        let mut out = serde_json::to_string_pretty(&v.spec).unwrap_or_default();
+        for (path, body) in &v.files {
+            out.push_str(&format!("\n--- file {path}\n{body}"));
+        }
+        out.push('\n');
+        out
+    };
+    let (old, new) = (text(old), text(new));
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    let mut lines = Vec::new();
+    for group in diff.grouped_ops(3) {
+        if !lines.is_empty() {
+            lines.push(DiffLine {
+                sign: "…",
+                text: String::new(),
+            });
+        }
+        for op in group {
+            for change in diff.iter_changes(&op) {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Delete => "-",
+                    similar::ChangeTag::Insert => "+",
+                    similar::ChangeTag::Equal => " ",
+                };
+                lines.push(DiffLine {
+                    sign,
+                    text: change.value().trim_end_matches('\n').to_owned(),
+                });
+            }
+        }
+    }
+    lines
 }
 
 async fn clear_form(
@@ -702,6 +757,7 @@ async fn clear_form(
             .collect(),
         downstream: field(&fields, "downstream").is_some(),
         failed_only: field(&fields, "failed_only").is_some(),
+        latest_version: field(&fields, "latest_version").is_some(),
     };
     api::do_clear(&state, &caller, &run_id, &body).await?;
     Ok(Redirect::to(&back(&fields, &run_id)).into_response())

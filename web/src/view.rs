@@ -48,6 +48,9 @@ pub struct TaskJson {
     /// Why the last try failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The DAG version its last try ran (none before the first try).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<i64>,
 }
 
 impl From<TaskInstanceRow> for TaskJson {
@@ -61,6 +64,7 @@ impl From<TaskInstanceRow> for TaskJson {
             ended_at: t.ended_at.map(rfc),
             outputs: t.outputs.unwrap_or_else(|| serde_json::json!({})),
             error: t.error,
+            version_id: t.version_id,
         }
     }
 }
@@ -86,6 +90,10 @@ pub struct RunSummary {
     pub started_at: Option<String>,
     /// RFC 3339 UTC.
     pub ended_at: Option<String>,
+    /// The DAG version the run pins (a clear on the latest version moves it).
+    pub version_id: i64,
+    /// The DAG's IANA time zone: `ds` is the logical date's day in it.
+    pub timezone: String,
 }
 
 impl From<&RunRow> for RunSummary {
@@ -100,6 +108,8 @@ impl From<&RunRow> for RunSummary {
             data_interval_end: rfc(r.data_interval_end),
             started_at: r.started_at.map(rfc),
             ended_at: r.ended_at.map(rfc),
+            version_id: r.version_id,
+            timezone: r.timezone.clone(),
         }
     }
 }

@@ -266,6 +266,7 @@ impl Worker {
                     run,
                 }) => {
                     tracing::debug!("try started");
+                    sink.note(format!("DAG version {}", ti.version_id.unwrap_or(run.version_id)));
                     let outcome = execute(
                         &step,
                         &env,
@@ -348,12 +349,15 @@ impl Worker {
     /// Renders the task's step for this try.
     async fn prepare(&self, ti: &ClaimedTask) -> std::result::Result<Prepared, String> {
         let run = self.run_row(&ti.run_id).await.map_err(|e| e.to_string())?;
+        // The version the claim read from the run (a clear may have moved the run to a newer
+        // one since this process cached the run's row).
+        let version_id = ti.version_id.unwrap_or(run.version_id);
         let version = self
-            .dag_version(run.version_id)
+            .dag_version(version_id)
             .await
             .map_err(|e| e.to_string())?;
         let task = version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
-            WorkerError::UnknownTask(ti.task_id.clone(), run.version_id).to_string()
+            WorkerError::UnknownTask(ti.task_id.clone(), version_id).to_string()
         })?;
         let ctx = try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
             .await

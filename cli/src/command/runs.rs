@@ -297,6 +297,7 @@ pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
         task_ids: args.task.iter().cloned().collect(),
         downstream: args.downstream,
         failed_only: args.failed_only,
+        latest_version: args.latest_version,
     };
     let cleared = ops::clear(&store, &run, &selection).await?;
     println!("cleared {cleared} task instance(s) of {}", run.run_id);
