@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// weir: a workflow orchestrator for data teams.
@@ -164,12 +163,15 @@ pub(crate) struct TriggerArgs {
 pub(crate) struct BackfillArgs {
     /// DAG id.
     pub(crate) dag: String,
-    /// First day (inclusive, in the DAG's time zone).
+    /// First day (inclusive, in the DAG's time zone): 2024-03-01.
     #[arg(long)]
-    pub(crate) from: NaiveDate,
+    pub(crate) from: String,
     /// Last day (inclusive).
     #[arg(long)]
-    pub(crate) to: NaiveDate,
+    pub(crate) to: String,
+    /// Parameter override `key=value` for every run (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub(crate) params: Vec<String>,
     /// Reruns runs of the range that failed.
     #[arg(long, conflicts_with = "rerun_all")]
     pub(crate) rerun_failed: bool,
@@ -221,6 +223,18 @@ pub(crate) enum TasksCommand {
         /// Logical date (default: today).
         #[arg(long)]
         date: Option<String>,
+        /// Parameter override `key=value` (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// An upstream task's output the task reads, `task.key=value` (repeatable).
+        #[arg(long = "output", value_name = "TASK.KEY=VALUE")]
+        outputs: Vec<String>,
+        /// For a `foreach` task: the item (JSON, or plain text for a string).
+        #[arg(long, conflicts_with = "map_index")]
+        item: Option<String>,
+        /// For a `foreach` task: the item at this index of its list (default 0).
+        #[arg(long)]
+        map_index: Option<usize>,
     },
 }
 
@@ -233,6 +247,12 @@ pub(crate) enum RunsCommand {
         /// Only runs in this state.
         #[arg(long)]
         state: Option<String>,
+        /// At most this many runs, newest logical date first.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Skips this many first (the next page: `--offset 50`).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -281,6 +301,9 @@ pub(crate) struct LogsArgs {
     /// Try number (default: the latest).
     #[arg(long = "try")]
     pub(crate) try_number: Option<u32>,
+    /// Only this instance of a `foreach` task (default: every instance).
+    #[arg(long)]
+    pub(crate) map_index: Option<i32>,
     /// Keeps printing as the log grows.
     #[arg(long)]
     pub(crate) follow: bool,

@@ -1,6 +1,7 @@
 //! The `weir` binary: parses arguments, loads configuration, sets up tracing, dispatches.
 
 mod args;
+mod audit;
 mod command;
 mod config;
 mod engine;

@@ -125,8 +125,18 @@ pub(crate) async fn run(remote: &Remote, command: &Command) -> Option<Result<u8>
         Command::Dags(DagsCommand::Unpause { dag }) => pause(remote, dag, false).await,
         Command::Trigger(args) => trigger(remote, args).await,
         Command::Backfill(args) => backfill(remote, args).await,
-        Command::Runs(RunsCommand::List { dag, state, json }) => {
-            runs_list(remote, dag.as_deref(), state.as_deref(), *json).await
+        Command::Runs(RunsCommand::List {
+            dag,
+            state,
+            limit,
+            offset,
+            json,
+        }) => {
+            let page = crate::command::runs::Page {
+                limit: *limit,
+                offset: *offset,
+            };
+            runs_list(remote, dag.as_deref(), state.as_deref(), &page, *json).await
         }
         Command::Runs(RunsCommand::Show { run, json }) => runs_show(remote, run, *json).await,
         Command::Logs(args) => logs(remote, args).await,
@@ -248,34 +258,47 @@ async fn wait_for(remote: &Remote, run_id: &str) -> Result<Value> {
     }
 }
 
+/// An RFC 3339 time of the API's JSON.
+fn time(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Prints a run of the API as the local CLI does (the same function writes both).
 fn print_run(run: &Value) -> Result<()> {
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    let time = |v: &Value| {
-        v.as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    };
     let tasks = run["tasks"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|t| TaskLine {
-            label: match t["map_index"].as_i64() {
-                Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
-                _ => s(&t["task_id"]),
-            },
+            label: crate::command::runs::label(
+                &s(&t["task_id"]),
+                t["map_index"]
+                    .as_i64()
+                    .and_then(|i| i32::try_from(i).ok())
+                    .unwrap_or(-1),
+            ),
+            task_id: s(&t["task_id"]),
             state: s(&t["state"]),
             try_number: t["try_number"].as_i64().unwrap_or(0),
-            // The API's times are whole seconds.
-            took: match (time(&t["started_at"]), time(&t["ended_at"])) {
-                (Some(a), Some(b)) => format!("{}s", (b - a).num_seconds()),
-                _ => String::new(),
-            },
+            started: time(&t["started_at"]),
+            ended: time(&t["ended_at"]),
             error: t["error"].as_str().map(str::to_owned),
         })
         .collect();
-    let header = ["run_id", "state", "dag_id", "run_type", "logical_date"]
-        .map(|k| run[k].as_str().unwrap_or(""));
-    write_run(header, tasks)
+    let header = crate::command::runs::RunHeader {
+        run_id: s(&run["run_id"]),
+        state: s(&run["state"]),
+        dag_id: s(&run["dag_id"]),
+        run_type: s(&run["run_type"]),
+        logical_date: time(&run["logical_date"]).unwrap_or_default(),
+        timezone: run["timezone"].as_str().unwrap_or("UTC").to_owned(),
+        started: time(&run["started_at"]),
+        ended: time(&run["ended_at"]),
+    };
+    write_run(&header, tasks)
 }
 
 async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
@@ -291,7 +314,14 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
     } else {
         "none"
     };
-    let body = json!({"from": args.from, "to": args.to, "dry_run": args.dry_run, "rerun": rerun});
+    let (from, to) = crate::command::runs::backfill_days(args)?;
+    let dag = remote
+        .get(&format!("/dags/{}", url_segment(&args.dag)))
+        .await?;
+    let defaults = dag["params"].as_object().cloned().unwrap_or_default();
+    let params = weir_scheduler::plan::parse_param_pairs(|k| defaults.get(k), &args.params)?;
+    let body =
+        json!({"from": from, "to": to, "dry_run": args.dry_run, "rerun": rerun, "params": params});
     let answer = remote
         .post(
             &format!("/dags/{}/backfills", url_segment(&args.dag)),
@@ -312,6 +342,18 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
         args.dag, answer["created"], answer["rerun"], answer["kept"]
     );
     if !args.wait {
+        if args.json {
+            let mut runs = Vec::new();
+            for id in answer["run_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                runs.push(remote.get(&format!("/runs/{}", url_segment(id))).await?);
+            }
+            print_json(&Value::Array(runs))?;
+        }
         return Ok(EXIT_OK);
     }
     let mut runs = Vec::new();
@@ -335,27 +377,62 @@ async fn runs_list(
     remote: &Remote,
     dag: Option<&str>,
     state: Option<&str>,
+    page: &crate::command::runs::Page,
     json: bool,
 ) -> Result<u8> {
     let Some(dag) = dag else {
         bail!("in remote mode `runs list` needs a DAG: weir runs list DAG");
     };
-    let mut path = format!("/dags/{}/runs?limit=100", url_segment(dag));
+    let limit = page.limit.max(1);
+    // One more than shown: whether a next page exists.
+    let mut path = format!(
+        "/dags/{}/runs?limit={}&offset={}",
+        url_segment(dag),
+        limit + 1,
+        page.offset
+    );
     if let Some(s) = state {
         path.push_str(&format!("&state={}", url_segment(s)));
     }
-    let runs = remote.get(&path).await?;
+    let mut runs: Vec<Value> = remote
+        .get(&path)
+        .await?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let more = runs.len() > limit as usize;
+    runs.truncate(limit as usize);
     if json {
-        return print_json(&runs);
+        print_json(&Value::Array(runs.clone()))?;
+    } else {
+        let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        let rows: Vec<crate::command::runs::RunListLine> = runs
+            .iter()
+            .map(|r| crate::command::runs::RunListLine {
+                run_id: s(&r["run_id"]),
+                state: s(&r["state"]),
+                run_type: s(&r["run_type"]),
+                logical: crate::command::runs::logical(
+                    time(&r["logical_date"]).unwrap_or_default(),
+                    r["timezone"].as_str().unwrap_or("UTC"),
+                ),
+                started: s(&r["started_at"]),
+                took: crate::command::runs::took(time(&r["started_at"]), time(&r["ended_at"])),
+            })
+            .collect();
+        crate::command::runs::write_run_list(&mut std::io::stdout().lock(), &rows)?;
     }
-    for r in runs.as_array().into_iter().flatten() {
-        println!(
-            "{:<48}  {:<9}  {:<9}  {}",
-            r["run_id"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["run_type"].as_str().unwrap_or(""),
-            r["logical_date"].as_str().unwrap_or("")
+    let shown = runs.len() as i64;
+    // The API does not count: a next page is known to exist, or not.
+    let total = i64::from(page.offset) + shown + i64::from(more);
+    if more {
+        let last = i64::from(page.offset) + shown;
+        eprintln!(
+            "runs {}-{last}, newest first; more follow: --offset {last}",
+            i64::from(page.offset) + 1
         );
+    } else {
+        crate::command::runs::say_page(runs.len(), total, page);
     }
     Ok(EXIT_OK)
 }
@@ -398,10 +475,18 @@ async fn clear(remote: &Remote, args: &ClearArgs) -> Result<u8> {
 /// Prints a try's log; with `--follow`, reads the live stream the web UI reads (Server-Sent
 /// Events) until the try ends.
 async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
-    let try_q = args
-        .try_number
-        .map(|n| format!("?try={n}"))
-        .unwrap_or_default();
+    let mut query: Vec<String> = Vec::new();
+    if let Some(n) = args.try_number {
+        query.push(format!("try={n}"));
+    }
+    if let Some(m) = args.map_index {
+        query.push(format!("map_index={m}"));
+    }
+    let try_q = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
     let path = format!(
         "/runs/{}/tasks/{}/logs{try_q}",
         url_segment(&args.run),

@@ -253,7 +253,52 @@ impl Dag {
         }
         let begin = crate::schedule::start_of_day(self.timezone, from);
         let end = crate::schedule::start_of_day(self.timezone, to.succ_opt().unwrap_or(to));
+        let local = |t: DateTime<Utc>| t.with_timezone(&self.timezone).format("%Y-%m-%d %H:%M %Z");
+        if let Some(start) = self.start_date
+            && end <= start
+        {
+            return Err(format!(
+                "{from} to {to} is before the DAG's start_date ({}): it has no runs there, nothing to backfill",
+                local(start)
+            ));
+        }
+        if let Some(last) = self.end_date
+            && begin > last
+        {
+            return Err(format!(
+                "{from} to {to} is after the DAG's end_date ({}): it has no runs there, nothing to backfill",
+                local(last)
+            ));
+        }
         schedule.plan_intervals(self.timezone, begin, end, self.start_date, self.end_date)
+    }
+
+    /// What a backfill of `from..=to` leaves out, to say so: days before the DAG's
+    /// `start_date` or after its `end_date`.
+    pub fn backfill_notes(&self, from: NaiveDate, to: NaiveDate) -> Vec<String> {
+        let begin = crate::schedule::start_of_day(self.timezone, from);
+        let end = crate::schedule::start_of_day(self.timezone, to.succ_opt().unwrap_or(to));
+        let local = |t: DateTime<Utc>| t.with_timezone(&self.timezone).format("%Y-%m-%d %H:%M %Z");
+        let mut notes = Vec::new();
+        if let Some(start) = self.start_date
+            && begin < start
+            && start < end
+        {
+            notes.push(format!(
+                "the range starts before the DAG's start_date ({}): the days before it have no runs",
+                local(start)
+            ));
+        }
+        if let Some(last) = self.end_date
+            && last < end
+            && begin <= last
+        {
+            notes.push(format!(
+                "the range ends after the DAG's end_date ({}): the days after it have no runs",
+                local(last)
+            ));
+        }
+        notes
     }
 
     /// Rebuilds a DAG from a stored spec (no file, so no places in messages).

@@ -155,8 +155,8 @@ pub struct Backfilled {
 }
 
 /// Creates a backfill run for each interval (or reruns the existing one per `rerun`), of the
-/// DAG's version `version_id`. One interval at a time: a caller pacing the backfill calls
-/// it with a slice at a time.
+/// DAG's version `version_id`, with `params` over the defaults (new runs only). One interval at
+/// a time: a caller pacing the backfill calls it with a slice at a time.
 ///
 /// # Errors
 /// Database failures.
@@ -166,6 +166,7 @@ pub async fn backfill(
     version_id: i64,
     intervals: &[DataInterval],
     rerun: Rerun,
+    params: &Map<String, Value>,
     now: DateTime<Utc>,
 ) -> Result<Backfilled> {
     ensure_active(store, dag.id()).await?;
@@ -193,7 +194,7 @@ pub async fn backfill(
                 existing.run_id
             }
             None => {
-                let new = new_run(dag, version_id, RunType::Backfill, *interval, &Map::new())?;
+                let new = new_run(dag, version_id, RunType::Backfill, *interval, params)?;
                 done.created += 1;
                 store
                     .create_run(&new, now)

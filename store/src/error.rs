@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The row asked for does not exist.
-    #[error("{0} not found")]
+    #[error("no {0}")]
     NotFound(String),
     /// The change conflicts with what is stored (a unique key, a state that moved on).
     #[error("conflict: {0}")]

@@ -382,6 +382,22 @@ impl Store {
         rows.into_iter().map(RunRow::try_from).collect()
     }
 
+    /// How many runs `filter` matches (ignoring its limit and offset).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn count_runs(&self, filter: &RunFilter) -> Result<i64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM weir_runs WHERE ($1 IS NULL OR dag_id = $1) AND ($2 IS NULL OR state = $2)"
+        )
+        .bind(filter.dag_id.as_deref())
+        .bind(filter.state.map(RunState::as_str))
+        .fetch_one(pool)
+        .await?
+        }))
+    }
+
     /// Unfinished runs (queued or running), oldest logical date first: the scheduler's work.
     ///
     /// # Errors

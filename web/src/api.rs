@@ -516,6 +516,10 @@ pub(crate) struct BackfillBody {
     /// `none` (keep existing runs), `failed` (rerun their failed tasks) or `all`.
     #[serde(default)]
     pub(crate) rerun: RerunArg,
+    /// Param overrides for the runs it creates.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub(crate) params: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize, ToSchema)]
@@ -581,8 +585,17 @@ pub(crate) async fn do_backfill(
         RerunArg::All => ops::Rerun::All,
     };
     let now = state.clock.now();
-    let done = ops::backfill(&state.store, &dag, version_id, &intervals, rerun, now).await?;
-    audit(state, caller, "backfill", dag_id, serde_json::json!({ "from": body.from, "to": body.to, "rerun": format!("{:?}", body.rerun).to_lowercase(), "runs": done.run_ids.len() })).await?;
+    let done = ops::backfill(
+        &state.store,
+        &dag,
+        version_id,
+        &intervals,
+        rerun,
+        &body.params,
+        now,
+    )
+    .await?;
+    audit(state, caller, "backfill", dag_id, serde_json::json!({ "from": body.from, "to": body.to, "rerun": format!("{:?}", body.rerun).to_lowercase(), "params": body.params, "runs": done.run_ids.len() })).await?;
     Ok(BackfillAnswer::Done(BackfillResult {
         run_ids: done.run_ids,
         created: done.created,
@@ -842,12 +855,32 @@ pub(crate) async fn log_target(
         .into_iter()
         .filter(|t| t.task_id == task_id)
         .collect();
-    let ti = match map_index {
-        Some(m) => instances.into_iter().find(|t| t.map_index == m),
-        None => instances.into_iter().next(),
+    if instances.is_empty() {
+        return Err(WebError::not_found(format!(
+            "no task `{task_id}` in run `{run_id}`"
+        )));
     }
-    .ok_or_else(|| WebError::not_found(format!("run {run_id} has no task `{task_id}`")))?;
+    let ti = match map_index {
+        Some(m) => instances
+            .into_iter()
+            .find(|t| t.map_index == m)
+            .ok_or_else(|| {
+                WebError::not_found(format!(
+                    "no instance {m} of task `{task_id}` in run `{run_id}`"
+                ))
+            })?,
+        None => instances
+            .into_iter()
+            .next()
+            .ok_or_else(|| WebError::not_found(format!("no task `{task_id}` in run `{run_id}`")))?,
+    };
     let try_number = try_number.unwrap_or(ti.try_number).max(1);
+    if try_number > ti.try_number.max(1) {
+        return Err(WebError::not_found(format!(
+            "no try {try_number} of task `{task_id}` in run `{run_id}`: it has had {}",
+            ti.try_number
+        )));
+    }
     Ok((ti, try_number))
 }
 

@@ -42,6 +42,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("task.html", include_str!("../templates/task.html")),
     ("trigger.html", include_str!("../templates/trigger.html")),
+    ("params.html", include_str!("../templates/params.html")),
     ("backfill.html", include_str!("../templates/backfill.html")),
     ("audit.html", include_str!("../templates/audit.html")),
 ];
@@ -500,6 +501,8 @@ async fn backfill_page(
     ctx.insert("from", "");
     ctx.insert("to", "");
     ctx.insert("rerun", "none");
+    ctx.insert("params", &param_fields(&dag));
+    ctx.insert("notes", &Vec::<String>::new());
     render(&state, Some(&caller), "backfill.html", ctx)
 }
 
@@ -523,15 +526,16 @@ async fn backfill_form(
         _ => RerunArg::None,
     };
     let preview = field(&fields, "action") != Some("run");
+    let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
     let body = BackfillBody {
         from: date("from")?,
         to: date("to")?,
         dry_run: preview,
         rerun,
+        params: form_params(&dag, &fields)?,
     };
     match api::do_backfill(&state, &caller, &dag_id, &body).await? {
         BackfillAnswer::DryRun(intervals) => {
-            let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
             let mut ctx = tera::Context::new();
             ctx.insert("dag_id", &dag_id);
             ctx.insert("timezone", &dag.timezone.name());
@@ -539,6 +543,15 @@ async fn backfill_form(
             ctx.insert("to", &body.to.to_string());
             ctx.insert("rerun", rerun_text);
             ctx.insert("preview", &intervals);
+            ctx.insert("notes", &dag.backfill_notes(body.from, body.to));
+            // The form keeps what was typed.
+            let mut params = param_fields(&dag);
+            for p in &mut params {
+                if let Some(v) = field(&fields, &format!("param.{}", p.name)) {
+                    p.value = v.to_owned();
+                }
+            }
+            ctx.insert("params", &params);
             render(&state, Some(&caller), "backfill.html", ctx)
         }
         BackfillAnswer::Done(_) => {

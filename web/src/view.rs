@@ -16,6 +16,12 @@ pub(crate) fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// RFC 3339 UTC with milliseconds: when tries start and end (a task's duration is often
+/// under a second).
+pub(crate) fn rfc_ms(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 /// A run as `weir runs show --json` prints it (SPEC §5): the run's fields (with its start
 /// and end, which SPEC §5 allows to add) and its task instances.
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,9 +44,9 @@ pub struct TaskJson {
     pub state: String,
     /// The try running or last run (0 before the first).
     pub try_number: i32,
-    /// RFC 3339 UTC.
+    /// RFC 3339 UTC, with milliseconds.
     pub started_at: Option<String>,
-    /// RFC 3339 UTC.
+    /// RFC 3339 UTC, with milliseconds.
     pub ended_at: Option<String>,
     /// Outputs of the last successful try.
     #[schema(value_type = Object)]
@@ -60,8 +66,8 @@ impl From<TaskInstanceRow> for TaskJson {
             map_index: t.map_index,
             state: t.state.as_str().to_owned(),
             try_number: t.try_number,
-            started_at: t.started_at.map(rfc),
-            ended_at: t.ended_at.map(rfc),
+            started_at: t.started_at.map(rfc_ms),
+            ended_at: t.ended_at.map(rfc_ms),
             outputs: t.outputs.unwrap_or_else(|| serde_json::json!({})),
             error: t.error,
             version_id: t.version_id,
@@ -86,9 +92,9 @@ pub struct RunSummary {
     pub data_interval_start: String,
     /// RFC 3339 UTC.
     pub data_interval_end: String,
-    /// RFC 3339 UTC.
+    /// RFC 3339 UTC, with milliseconds.
     pub started_at: Option<String>,
-    /// RFC 3339 UTC.
+    /// RFC 3339 UTC, with milliseconds.
     pub ended_at: Option<String>,
     /// The DAG version the run pins (a clear on the latest version moves it).
     pub version_id: i64,
@@ -106,8 +112,8 @@ impl From<&RunRow> for RunSummary {
             logical_date: rfc(r.logical_date),
             data_interval_start: rfc(r.data_interval_start),
             data_interval_end: rfc(r.data_interval_end),
-            started_at: r.started_at.map(rfc),
-            ended_at: r.ended_at.map(rfc),
+            started_at: r.started_at.map(rfc_ms),
+            ended_at: r.ended_at.map(rfc_ms),
             version_id: r.version_id,
             timezone: r.timezone.clone(),
         }

@@ -266,7 +266,10 @@ impl Worker {
                     run,
                 }) => {
                     tracing::debug!("try started");
-                    sink.note(format!("DAG version {}", ti.version_id.unwrap_or(run.version_id)));
+                    sink.note(format!(
+                        "DAG version {}",
+                        ti.version_id.unwrap_or(run.version_id)
+                    ));
                     let outcome = execute(
                         &step,
                         &env,
@@ -356,9 +359,10 @@ impl Worker {
             .dag_version(version_id)
             .await
             .map_err(|e| e.to_string())?;
-        let task = version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
-            WorkerError::UnknownTask(ti.task_id.clone(), version_id).to_string()
-        })?;
+        let task =
+            version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
+                WorkerError::UnknownTask(ti.task_id.clone(), version_id).to_string()
+            })?;
         let ctx = try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
             .await
             .map_err(|e| e.to_string())?;

@@ -25,11 +25,15 @@ pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
         std::slice::from_ref(&config.dags_folder),
         Some(&config.known()),
     )?;
+    let (from, to) = super::runs::backfill_days(args)?;
     let (_, dag) = find_dag(&files, &args.dag)?;
-    let intervals = match dag.plan_backfill(args.from, args.to) {
+    let intervals = match dag.plan_backfill(from, to) {
         Ok(i) => i,
         Err(e) => bail!("{e}"),
     };
+    for note in dag.backfill_notes(from, to) {
+        eprintln!("note: {note}");
+    }
     let utc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -54,8 +58,8 @@ pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
         intervals.len(),
         dag.id(),
         tz.name(),
-        args.from,
-        args.to
+        from,
+        to
     )?;
     for i in &intervals {
         writeln!(

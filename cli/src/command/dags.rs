@@ -167,6 +167,10 @@ pub(crate) async fn set_paused(config: &Config, dag_id: &str, paused: bool) -> R
     crate::engine::sync_dags(&store, config).await?;
     let changed = store.set_paused(dag_id, paused).await?;
     let word = if paused { "paused" } else { "unpaused" };
+    if changed {
+        let action = if paused { "pause" } else { "unpause" };
+        crate::audit::record(&store, action, dag_id, serde_json::json!({})).await?;
+    }
     println!(
         "{dag_id} {}{word}",
         if changed { "" } else { "was already " }

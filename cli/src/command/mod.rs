@@ -70,15 +70,37 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Trigger(args) => runs::trigger(config, &args).await?,
         Command::Backfill(args) if args.dry_run => backfill::dry_run(config, &args)?,
         Command::Backfill(args) => runs::backfill(config, &args).await?,
-        Command::Runs(RunsCommand::List { dag, state, json }) => {
-            runs::list(config, dag.as_deref(), state.as_deref(), json).await?
+        Command::Runs(RunsCommand::List {
+            dag,
+            state,
+            limit,
+            offset,
+            json,
+        }) => {
+            let page = runs::Page { limit, offset };
+            runs::list(config, dag.as_deref(), state.as_deref(), &page, json).await?
         }
         Command::Runs(RunsCommand::Show { run, json }) => runs::show(config, &run, json).await?,
         Command::Logs(args) => runs::logs(config, &args).await?,
         Command::Clear(args) => runs::clear(config, &args).await?,
         Command::Rejects(args) => rejects::show(config, &args).await?,
-        Command::Tasks(TasksCommand::Test { dag, task, date }) => {
-            task_test::test(config, &dag, &task, date.as_deref()).await?
+        Command::Tasks(TasksCommand::Test {
+            dag,
+            task,
+            date,
+            params,
+            outputs,
+            item,
+            map_index,
+        }) => {
+            let given = task_test::Given {
+                date,
+                params,
+                outputs,
+                item,
+                map_index,
+            };
+            task_test::test(config, &dag, &task, &given).await?
         }
         Command::Users(UsersCommand::Create {
             name,

@@ -56,6 +56,13 @@ pub(crate) async fn trigger(config: &Config, args: &TriggerArgs) -> Result<u8> {
             other => other.into(),
         })?;
     let run = triggered.run;
+    crate::audit::record(
+        &store,
+        "trigger",
+        &run.run_id,
+        serde_json::json!({"dag_id": dag.id(), "params": overrides, "rerun": triggered.rerun}),
+    )
+    .await?;
     if triggered.rerun && !args.json {
         eprintln!("rerunning {}", run.run_id);
     }
@@ -86,24 +93,27 @@ pub(crate) async fn trigger(config: &Config, args: &TriggerArgs) -> Result<u8> {
     })
 }
 
-/// Polls a run until it is finished, printing task state changes when `verbose`.
+/// Polls a run until it is finished, printing task state changes when `verbose`, in the order
+/// they happened.
 async fn wait_for(store: &Store, run_id: &str, verbose: bool) -> Result<RunRow> {
     let mut seen: std::collections::HashMap<(String, i32), TaskState> =
         std::collections::HashMap::new();
     loop {
         let run = store.run(run_id).await?;
         if verbose {
+            let mut changes: Vec<(Option<DateTime<Utc>>, String, TaskState)> = Vec::new();
             for t in store.task_instances(run_id).await? {
                 let key = (t.task_id.clone(), t.map_index);
                 if seen.get(&key) != Some(&t.state) {
-                    let label = if t.map_index >= 0 {
-                        format!("{}[{}]", t.task_id, t.map_index)
-                    } else {
-                        t.task_id.clone()
-                    };
-                    eprintln!("  {label}: {}", t.state);
+                    // When the instance reached its state, as far as the row tells.
+                    let at = t.ended_at.or(t.started_at).or(t.queued_at);
+                    changes.push((at, label(&t.task_id, t.map_index), t.state));
                     seen.insert(key, t.state);
                 }
+            }
+            changes.sort_by(|a, b| (a.0.is_none(), a.0, &a.1).cmp(&(b.0.is_none(), b.0, &b.1)));
+            for (_, label, state) in changes {
+                eprintln!("  {label}: {state}");
             }
         }
         if run.state.is_finished() {
@@ -113,58 +123,133 @@ async fn wait_for(store: &Store, run_id: &str, verbose: bool) -> Result<RunRow> 
     }
 }
 
-async fn print_run(store: &Store, run: &RunRow) -> Result<()> {
-    let tasks = store.task_instances(&run.run_id).await?;
-    let lines = tasks.into_iter().map(|t| TaskLine {
-        took: match (t.started_at, t.ended_at) {
-            (Some(s), Some(e)) => format!("{:.2}s", (e - s).num_milliseconds() as f64 / 1000.0),
-            _ => String::new(),
-        },
-        label: if t.map_index >= 0 {
-            format!("{}[{}]", t.task_id, t.map_index)
-        } else {
-            t.task_id
-        },
-        state: t.state.as_str().to_owned(),
-        try_number: i64::from(t.try_number),
-        error: t.error,
-    });
-    let header = [
-        run.run_id.as_str(),
-        run.state.as_str(),
-        run.dag_id.as_str(),
-        run.run_type.as_str(),
-        &rfc(run.logical_date),
-    ];
-    write_run(header, lines.collect())
+/// `task` or `task[3]` for an instance of a mapped task.
+pub(crate) fn label(task_id: &str, map_index: i32) -> String {
+    if map_index >= 0 {
+        format!("{task_id}[{map_index}]")
+    } else {
+        task_id.to_owned()
+    }
 }
 
-/// A task instance's line under a run (`runs show`, `trigger --wait`, local or remote).
+async fn print_run(store: &Store, run: &RunRow) -> Result<()> {
+    let tasks = store.task_instances(&run.run_id).await?;
+    let lines = tasks
+        .into_iter()
+        .map(|t| TaskLine {
+            label: label(&t.task_id, t.map_index),
+            task_id: t.task_id,
+            state: t.state.as_str().to_owned(),
+            try_number: i64::from(t.try_number),
+            started: t.started_at,
+            ended: t.ended_at,
+            error: t.error,
+        })
+        .collect();
+    write_run(
+        &RunHeader {
+            run_id: run.run_id.clone(),
+            state: run.state.as_str().to_owned(),
+            dag_id: run.dag_id.clone(),
+            run_type: run.run_type.as_str().to_owned(),
+            logical_date: run.logical_date,
+            timezone: run.timezone.clone(),
+            started: run.started_at,
+            ended: run.ended_at,
+        },
+        lines,
+    )
+}
+
+/// A run's first line (`runs show`, `trigger --wait`, local or remote).
+pub(crate) struct RunHeader {
+    pub(crate) run_id: String,
+    pub(crate) state: String,
+    pub(crate) dag_id: String,
+    pub(crate) run_type: String,
+    pub(crate) logical_date: DateTime<Utc>,
+    pub(crate) timezone: String,
+    pub(crate) started: Option<DateTime<Utc>>,
+    pub(crate) ended: Option<DateTime<Utc>>,
+}
+
+/// A task instance's line under a run.
 pub(crate) struct TaskLine {
+    pub(crate) task_id: String,
     pub(crate) label: String,
     pub(crate) state: String,
     pub(crate) try_number: i64,
-    /// How long its try took, in words (empty when unknown).
-    pub(crate) took: String,
+    pub(crate) started: Option<DateTime<Utc>>,
+    pub(crate) ended: Option<DateTime<Utc>>,
     pub(crate) error: Option<String>,
 }
 
-/// Prints a run: `[run_id, state, dag_id, run_type, logical_date]`, then a line a task.
-pub(crate) fn write_run(header: [&str; 5], tasks: Vec<TaskLine>) -> Result<()> {
+/// A logical date as the CLI shows it: in the DAG's zone, with UTC beside it.
+pub(crate) fn logical(t: DateTime<Utc>, timezone: &str) -> String {
+    match timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) if tz != chrono_tz::Tz::UTC => format!(
+            "{} ({})",
+            t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"),
+            rfc(t)
+        ),
+        _ => rfc(t),
+    }
+}
+
+/// How long something took, or has been running.
+pub(crate) fn took(started: Option<DateTime<Utc>>, ended: Option<DateTime<Utc>>) -> String {
+    match (started, ended) {
+        (Some(s), Some(e)) => words((e - s).to_std().unwrap_or_default()),
+        (Some(s), None) => format!(
+            "{} so far",
+            words((Utc::now() - s).to_std().unwrap_or_default())
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Prints a run, then a line a task in the order they started; a failed run ends with how
+/// to read the failed tasks' logs.
+pub(crate) fn write_run(run: &RunHeader, mut tasks: Vec<TaskLine>) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let [run_id, state, dag_id, run_type, logical_date] = header;
     writeln!(
         out,
-        "{run_id}  {state}  {dag_id} ({run_type}), logical date {logical_date}"
+        "{}  {}  {} ({}), logical date {}{}",
+        run.run_id,
+        run.state,
+        run.dag_id,
+        run.run_type,
+        logical(run.logical_date, &run.timezone),
+        match took(run.started, run.ended) {
+            t if t.is_empty() => String::new(),
+            t => format!(", took {t}"),
+        }
     )?;
-    let width = tasks.iter().map(|t| t.label.len()).max().unwrap_or(0) + 4;
-    for t in tasks {
-        let error = t.error.map(|e| format!("  {e}")).unwrap_or_default();
+    tasks.sort_by(|a, b| {
+        (a.started.is_none(), a.started, &a.label).cmp(&(b.started.is_none(), b.started, &b.label))
+    });
+    let width = tasks.iter().map(|t| t.label.len()).max().unwrap_or(0);
+    for t in &tasks {
+        let error = t
+            .error
+            .as_ref()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default();
         writeln!(
             out,
             "  {:<width$}  {:<15}  try {}  {}{error}",
-            t.label, t.state, t.try_number, t.took
+            t.label,
+            t.state,
+            t.try_number,
+            took(t.started, t.ended)
         )?;
+    }
+    let failed: Vec<&TaskLine> = tasks.iter().filter(|t| t.state == "failed").collect();
+    if !failed.is_empty() {
+        writeln!(out, "logs of what failed:")?;
+        for t in failed {
+            writeln!(out, "  weir logs {} {}", run.run_id, t.task_id)?;
+        }
     }
     Ok(())
 }
@@ -184,26 +269,36 @@ pub(crate) async fn show(config: &Config, run_id: &str, json: bool) -> Result<u8
     Ok(EXIT_OK)
 }
 
-/// `weir runs list [DAG] [--state S] [--json]`.
+/// Which page of `runs list` to show.
+pub(crate) struct Page {
+    pub(crate) limit: u32,
+    pub(crate) offset: u32,
+}
+
+/// `weir runs list [DAG] [--state S] [--limit N] [--offset N] [--json]`.
 pub(crate) async fn list(
     config: &Config,
     dag: Option<&str>,
     state: Option<&str>,
+    page: &Page,
     json: bool,
 ) -> Result<u8> {
-    let store = open_store(config).await?;
     let state = match state {
         Some(s) => Some(RunState::parse_or_list(s).map_err(|e| anyhow::anyhow!("--state {e}"))?),
         None => None,
     };
-    let runs = store
-        .list_runs(&RunFilter {
-            dag_id: dag.map(str::to_owned),
-            state,
-            limit: 100,
-            ..RunFilter::default()
-        })
-        .await?;
+    let store = open_store(config).await?;
+    if let Some(dag) = dag {
+        // An unknown DAG is an error, as everywhere, not an empty list.
+        latest_dag(&store, config, dag).await?;
+    }
+    let filter = RunFilter {
+        dag_id: dag.map(str::to_owned),
+        state,
+        limit: i64::from(page.limit.max(1)),
+        offset: i64::from(page.offset),
+    };
+    let (runs, total) = tokio::try_join!(store.list_runs(&filter), store.count_runs(&filter))?;
     let mut out = std::io::stdout().lock();
     if json {
         let rows: Vec<serde_json::Value> = runs
@@ -213,23 +308,82 @@ pub(crate) async fn list(
                     "run_id": r.run_id, "dag_id": r.dag_id, "state": r.state.as_str(), "run_type": r.run_type.as_str(),
                     "logical_date": rfc(r.logical_date), "data_interval_start": rfc(r.data_interval_start),
                     "data_interval_end": rfc(r.data_interval_end),
+                    "started_at": r.started_at.map(rfc), "ended_at": r.ended_at.map(rfc),
                 })
             })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-        return Ok(EXIT_OK);
+    } else {
+        let rows: Vec<RunListLine> = runs
+            .iter()
+            .map(|r| RunListLine {
+                run_id: r.run_id.clone(),
+                state: r.state.as_str().to_owned(),
+                run_type: r.run_type.as_str().to_owned(),
+                logical: logical(r.logical_date, &r.timezone),
+                started: r.started_at.map(rfc).unwrap_or_default(),
+                took: took(r.started_at, r.ended_at),
+            })
+            .collect();
+        write_run_list(&mut out, &rows)?;
     }
-    for r in runs {
+    say_page(runs.len(), total, page);
+    Ok(EXIT_OK)
+}
+
+/// One line of `runs list`.
+pub(crate) struct RunListLine {
+    pub(crate) run_id: String,
+    pub(crate) state: String,
+    pub(crate) run_type: String,
+    pub(crate) logical: String,
+    pub(crate) started: String,
+    pub(crate) took: String,
+}
+
+/// The runs as aligned columns under a header.
+pub(crate) fn write_run_list(out: &mut impl Write, rows: &[RunListLine]) -> Result<()> {
+    let w = |f: &dyn Fn(&RunListLine) -> usize, min: usize| {
+        rows.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let (id, logical, started) = (
+        w(&|r| r.run_id.len(), 6),
+        w(&|r| r.logical.len(), 12),
+        w(&|r| r.started.len(), 7),
+    );
+    writeln!(
+        out,
+        "{:<id$}  {:<9}  {:<9}  {:<logical$}  {:<started$}  DURATION",
+        "RUN ID", "STATE", "TYPE", "LOGICAL DATE", "STARTED"
+    )?;
+    for r in rows {
         writeln!(
             out,
-            "{:<48}  {:<9}  {:<9}  {}",
-            r.run_id,
-            r.state.as_str(),
-            r.run_type.as_str(),
-            rfc(r.logical_date)
+            "{:<id$}  {:<9}  {:<9}  {:<logical$}  {:<started$}  {}",
+            r.run_id, r.state, r.run_type, r.logical, r.started, r.took
         )?;
     }
-    Ok(EXIT_OK)
+    Ok(())
+}
+
+/// Says on stderr which rows a page shows, and how to get the next.
+pub(crate) fn say_page(shown: usize, total: i64, page: &Page) {
+    let first = i64::from(page.offset) + 1;
+    let last = i64::from(page.offset) + shown as i64;
+    if shown == 0 {
+        eprintln!(
+            "no runs{}",
+            if total > 0 {
+                format!(" past --offset {} ({total} in all)", page.offset)
+            } else {
+                String::new()
+            }
+        );
+    } else if last < total {
+        eprintln!("runs {first}-{last} of {total}, newest first; the next page: --offset {last}");
+    } else {
+        eprintln!("runs {first}-{last} of {total}, newest first");
+    }
 }
 
 /// `weir logs RUN TASK [--try N] [--follow]`.
@@ -243,7 +397,34 @@ pub(crate) async fn logs(config: &Config, args: &LogsArgs) -> Result<u8> {
         .filter(|t| t.task_id == args.task)
         .collect();
     if instances.is_empty() {
-        bail!("run {} has no task `{}`", run.run_id, args.task);
+        bail!("no task `{}` in run `{}`", args.task, run.run_id);
+    }
+    let instances: Vec<TaskInstanceRow> = match args.map_index {
+        Some(m) => {
+            let one: Vec<TaskInstanceRow> =
+                instances.into_iter().filter(|t| t.map_index == m).collect();
+            if one.is_empty() {
+                bail!(
+                    "no instance {m} of task `{}` in run `{}`",
+                    args.task,
+                    run.run_id
+                );
+            }
+            one
+        }
+        None => instances,
+    };
+    if let Some(n) = args.try_number
+        && let Some(ti) = instances
+            .iter()
+            .find(|t| i64::from(n) > i64::from(t.try_number.max(1)))
+    {
+        bail!(
+            "no try {n} of task `{}` in run `{}`: it has had {}",
+            label(&ti.task_id, ti.map_index),
+            run.run_id,
+            ti.try_number
+        );
     }
     let many = instances.len() > 1;
     let mut out = std::io::stdout().lock();
@@ -300,19 +481,51 @@ pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
         latest_version: args.latest_version,
     };
     let cleared = ops::clear(&store, &run, &selection).await?;
+    crate::audit::record(
+        &store,
+        "clear",
+        &run.run_id,
+        serde_json::json!({"task_ids": selection.task_ids, "downstream": args.downstream, "failed_only": args.failed_only, "latest_version": args.latest_version, "reset_state": args.reset_state, "cleared": cleared}),
+    )
+    .await?;
     println!("cleared {cleared} task instance(s) of {}", run.run_id);
     Ok(EXIT_OK)
 }
 
+/// `--from`/`--to` of a backfill: whole days, read by the one date parser every command uses
+/// (a time of day is refused: a backfill covers days).
+pub(crate) fn parse_day(flag: &str, text: &str) -> Result<NaiveDate> {
+    match weir_model::date::parse_date(text) {
+        Ok(weir_model::date::DateSpec::Date(d)) => Ok(d),
+        Ok(_) => bail!(
+            "{flag}: `{text}` has a time of day; a backfill covers whole days: write `2024-03-01`"
+        ),
+        Err(e) => bail!("{flag}: {e}"),
+    }
+}
+
+/// The days of a backfill, `--from` to `--to`.
+pub(crate) fn backfill_days(args: &BackfillArgs) -> Result<(NaiveDate, NaiveDate)> {
+    Ok((
+        parse_day("--from", &args.from)?,
+        parse_day("--to", &args.to)?,
+    ))
+}
+
 /// `weir backfill DAG --from D --to D` (not dry-run): creates a backfill run per interval.
 pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8> {
-    let store = open_store(config).await?;
-    let (version_id, dag) = latest_dag(&store, config, &args.dag).await?;
-    let intervals = dag
-        .plan_backfill(args.from, args.to)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let (from, to) = backfill_days(args)?;
     if args.max_active_runs.is_some() && !args.wait {
         bail!("--max-active-runs paces a backfill as it runs: use it with --wait");
+    }
+    let store = open_store(config).await?;
+    let (version_id, dag) = latest_dag(&store, config, &args.dag).await?;
+    let params = parse_param_overrides(&dag, &args.params)?;
+    let intervals = dag
+        .plan_backfill(from, to)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for note in dag.backfill_notes(from, to) {
+        eprintln!("note: {note}");
     }
     let limit = args.max_active_runs.map_or(usize::MAX, |n| {
         usize::try_from(n.max(1)).unwrap_or(usize::MAX)
@@ -320,8 +533,10 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
     let bar = if args.wait && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(intervals.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs finished  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} runs finished  {msg}  {elapsed} elapsed, {eta} left",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
@@ -334,6 +549,7 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
     } else {
         ops::Rerun::None
     };
+    let started = std::time::Instant::now();
     let mut pending: Vec<String> = Vec::new();
     let mut failed = 0;
     let mut done = ops::Backfilled::default();
@@ -348,6 +564,7 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
             version_id,
             std::slice::from_ref(interval),
             rerun,
+            &params,
             now,
         )
         .await?;
@@ -358,19 +575,25 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
         done.run_ids.extend(one.run_ids);
     }
     let (created, rerun, kept, all) = (done.created, done.rerun, done.kept, done.run_ids);
+    crate::audit::record(
+        &store,
+        "backfill",
+        dag.id(),
+        serde_json::json!({"from": from, "to": to, "params": params, "runs": all.len()}),
+    )
+    .await?;
     eprintln!(
         "backfill of `{}`: {} interval(s): {created} run(s) created, {rerun} rerun, {kept} existing kept",
         dag.id(),
         intervals.len()
     );
-    if !args.wait {
-        return Ok(EXIT_OK);
-    }
-    while !pending.is_empty() {
-        pending = still_active(&store, pending, &bar, &mut failed).await?;
-    }
-    if let Some(bar) = &bar {
-        bar.finish();
+    if args.wait {
+        while !pending.is_empty() {
+            pending = still_active(&store, pending, &bar, &mut failed).await?;
+        }
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
     }
     if args.json {
         let mut runs = Vec::new();
@@ -379,8 +602,26 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
         }
         println!("{}", serde_json::to_string_pretty(&runs)?);
     }
-    eprintln!("{} run(s) finished, {failed} failed", all.len());
+    if !args.wait {
+        return Ok(EXIT_OK);
+    }
+    eprintln!(
+        "{} run(s) finished in {}, {failed} failed",
+        all.len(),
+        words(started.elapsed())
+    );
     Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// A duration in words: `850ms`, `12.4s`, `3m 05s`, `2h 10m`.
+pub(crate) fn words(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", d.as_secs_f64()),
+        60_000..3_600_000 => format!("{}m {:02}s", ms / 60_000, (ms / 1_000) % 60),
+        _ => format!("{}h {:02}m", ms / 3_600_000, (ms / 60_000) % 60),
+    }
 }
 
 async fn still_active(

@@ -1,5 +1,6 @@
-//! `weir tasks test DAG TASK [--date D]`: one task, here and now, nothing written to weir's
-//! store (a data step does write to its own connection: testing a load loads).
+//! `weir tasks test DAG TASK [--date D] [--param K=V] [--output T.K=V] [--item X | --map-index
+//! N]`: one task, here and now, nothing written to weir's store (a data step does write to its
+//! own connection: testing a load loads).
 
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
@@ -14,13 +15,22 @@ use super::{EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
 use weir_scheduler::folder::{find_dag, load_dag_files};
 
-/// Renders the task for the date (upstream outputs are empty: nothing ran) and runs it,
-/// printing its log; exit 1 when it fails.
+/// What the command line gives the test: the date, params, upstream outputs, the item.
+pub(crate) struct Given {
+    pub(crate) date: Option<String>,
+    pub(crate) params: Vec<String>,
+    pub(crate) outputs: Vec<String>,
+    pub(crate) item: Option<String>,
+    pub(crate) map_index: Option<usize>,
+}
+
+/// Renders the task for the date with the given params and upstream outputs (none ran here)
+/// and runs it, printing its log; exit 1 when it fails.
 pub(crate) async fn test(
     config: &Config,
     dag_id: &str,
     task_id: &str,
-    date: Option<&str>,
+    given: &Given,
 ) -> Result<u8> {
     let files = load_dag_files(
         std::slice::from_ref(&config.dags_folder),
@@ -31,10 +41,11 @@ pub(crate) async fn test(
         let hint = weir_model::suggest::did_you_mean(task_id, dag.tasks.keys().map(String::as_str))
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
-        bail!("DAG `{dag_id}` has no task `{task_id}`{hint}");
+        bail!("no task `{task_id}` in DAG `{dag_id}`{hint}");
     };
-    let logical_date = super::runs::parse_test_date(dag, date)?;
-    let params = weir_scheduler::plan::apply_params(dag, &serde_json::Map::new())?;
+    let logical_date = super::runs::parse_test_date(dag, given.date.as_deref())?;
+    let overrides = weir_scheduler::plan::parse_param_overrides(dag, &given.params)?;
+    let params = weir_scheduler::plan::apply_params(dag, &overrides)?;
     let run_id = format!("{dag_id}__test");
     let mut ctx = RenderContext::for_run(
         dag_id,
@@ -46,9 +57,47 @@ pub(crate) async fn test(
     );
     ctx.task_id = task_id.to_owned();
     ctx.try_number = 1;
+    for (upstream, outputs) in upstream_outputs(dag, task_id, &given.outputs)? {
+        ctx.add_outputs(&upstream, serde_json::Value::Object(outputs));
+    }
+    let map_index = match (&task.foreach, &given.item, given.map_index) {
+        (None, None, None) => -1,
+        (None, _, _) => {
+            bail!("task `{task_id}` has no `foreach`: --item and --map-index are for mapped tasks")
+        }
+        (Some(_), Some(item), _) => {
+            ctx.item = serde_json::from_str(item)
+                .unwrap_or_else(|_| serde_json::Value::String(item.clone()));
+            0
+        }
+        (Some(foreach), None, index) => {
+            let items = match foreach {
+                weir_model::spec::Foreach::Items(items) => items.clone(),
+                weir_model::spec::Foreach::Template(t) => Renderer::new(&ctx)
+                    .and_then(|r| r.render(t))
+                    .and_then(|text| weir_model::template::parse_items(&text))
+                    .map_err(|e| anyhow::anyhow!("`foreach`: {e} (give the item with --item)"))?,
+            };
+            let index = index.unwrap_or(0);
+            let Some(item) = items.get(index) else {
+                bail!(
+                    "--map-index {index}: `foreach` of task `{task_id}` has {} item(s)",
+                    items.len()
+                );
+            };
+            if given.map_index.is_none() {
+                eprintln!(
+                    "testing item 0 of {} ({item}); --map-index N or --item X picks another",
+                    items.len()
+                );
+            }
+            ctx.item = item.clone();
+            i32::try_from(index).unwrap_or(i32::MAX)
+        }
+    };
     let step = Renderer::new(&ctx)
         .and_then(|r| render_with_files(&r, &task.step, &file.files))
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(|e| anyhow::anyhow!("task `{task_id}`: {e}"))?;
     let urls = config.connection_urls();
     let conns = Connections::new(urls.clone());
     let (sink, mut rx) = LogSink::channel(Masker::for_config(&config.secrets(), &urls));
@@ -71,6 +120,8 @@ pub(crate) async fn test(
             ("WEIR_DAG_ID".into(), dag_id.into()),
             ("WEIR_RUN_ID".into(), run_id.clone()),
             ("WEIR_TASK_ID".into(), task_id.into()),
+            ("WEIR_MAP_INDEX".into(), map_index.to_string()),
+            ("WEIR_TRY_NUMBER".into(), "1".into()),
             ("WEIR_DS".into(), ctx.ds.clone()),
         ],
     };
@@ -95,8 +146,68 @@ pub(crate) async fn test(
             Ok(EXIT_OK)
         }
         other => {
-            eprintln!("task failed: {other:?}");
+            eprintln!("task `{task_id}` {}", failure(&other));
             Ok(EXIT_FAILED)
         }
+    }
+}
+
+/// `--output extract.rows=10`: outputs of tasks upstream of `task_id`, by task.
+fn upstream_outputs(
+    dag: &weir_model::Dag,
+    task_id: &str,
+    given: &[String],
+) -> Result<std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>> {
+    let upstream = dag.ancestors(task_id);
+    let mut out: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for pair in given {
+        let Some((path, value)) = pair.split_once('=') else {
+            bail!("--output `{pair}`: write TASK.KEY=VALUE, e.g. --output extract.rows=10");
+        };
+        let Some((task, key)) = path
+            .split_once('.')
+            .filter(|(t, k)| !t.is_empty() && !k.is_empty())
+        else {
+            bail!("--output `{pair}`: write TASK.KEY=VALUE, e.g. --output extract.rows=10");
+        };
+        if !upstream.contains(task) {
+            let list = if upstream.is_empty() {
+                "it has no upstream tasks".to_owned()
+            } else {
+                format!(
+                    "its upstream tasks are {}",
+                    upstream
+                        .iter()
+                        .map(|u| format!("`{u}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            bail!("--output `{pair}`: `{task}` is not upstream of `{task_id}` ({list})");
+        }
+        out.entry(task.to_owned())
+            .or_default()
+            .insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
+    }
+    Ok(out)
+}
+
+/// A failed test's outcome in words: `failed: exit code 3`, `timed out after 5m`.
+fn failure(outcome: &TaskOutcome) -> String {
+    match outcome {
+        TaskOutcome::Failed { error, .. } => format!("failed: {error}"),
+        TaskOutcome::FailedWithOutputs { error, outputs } => {
+            format!(
+                "failed: {error}; outputs: {}",
+                serde_json::Value::Object(outputs.clone())
+            )
+        }
+        TaskOutcome::NotYet { reason, .. } => format!("is still waiting: {reason}"),
+        TaskOutcome::TimedOut { after } => {
+            format!("timed out after {}", super::runs::words(*after))
+        }
+        TaskOutcome::Cancelled { reason } => format!("was stopped: {reason}"),
+        TaskOutcome::Succeeded { .. } => "succeeded".to_owned(),
     }
 }

@@ -52,6 +52,13 @@ pub(crate) async fn create(
     store
         .create_user(name, role(r), &hash_password(&password)?, clock().now())
         .await?;
+    crate::audit::record(
+        &store,
+        "user_create",
+        name,
+        serde_json::json!({"role": role(r).as_str()}),
+    )
+    .await?;
     println!("created user {name} ({})", role(r).as_str());
     if generated {
         println!("password (shown once): {password}");
@@ -86,6 +93,7 @@ pub(crate) async fn delete(config: &Config, name: &str) -> Result<u8> {
     if !store.delete_user(name).await? {
         bail!("no user named `{name}`");
     }
+    crate::audit::record(&store, "user_delete", name, serde_json::json!({})).await?;
     println!("deleted user {name} and their API tokens");
     Ok(0)
 }
@@ -97,6 +105,7 @@ pub(crate) async fn token(config: &Config, name: &str) -> Result<u8> {
     store
         .add_token(name, &digest(&token), clock().now())
         .await?;
+    crate::audit::record(&store, "token_create", name, serde_json::json!({})).await?;
     println!("{token}");
     eprintln!("API token for {name}: shown once; send it as `Authorization: Bearer TOKEN`");
     Ok(0)

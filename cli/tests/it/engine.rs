@@ -1264,60 +1264,73 @@ both_backends!(
     }
 );
 
-both_backends!(
-    a_clear_on_the_latest_version_reruns_the_fixed_dag,
-    |db| {
-        let broken = "id: fixme\ntasks:\n  a: {kind: shell, run: exit 3}\n  gone: {kind: noop}\n";
-        let mut e = Engine::new(&db, &[("fixme.yaml", broken)]).await;
-        let run = e.trigger("fixme", serde_json::json!({})).await;
-        assert_eq!(e.drive(&run.run_id).await.state, RunState::Failed);
-        let first = e.store.dag("fixme").await.expect("dag").version_id;
-        std::fs::write(
+both_backends!(a_clear_on_the_latest_version_reruns_the_fixed_dag, |db| {
+    let broken = "id: fixme\ntasks:\n  a: {kind: shell, run: exit 3}\n  gone: {kind: noop}\n";
+    let mut e = Engine::new(&db, &[("fixme.yaml", broken)]).await;
+    let run = e.trigger("fixme", serde_json::json!({})).await;
+    assert_eq!(e.drive(&run.run_id).await.state, RunState::Failed);
+    let first = e.store.dag("fixme").await.expect("dag").version_id;
+    std::fs::write(
             e.path("dags/fixme.yaml"),
             "id: fixme\ntasks:\n  a: {kind: shell, run: echo fixed}\n  added: {kind: shell, run: echo new, depends_on: [a]}\n",
         )
         .expect("fix");
-        e.scheduler.sync_folder_once().await.expect("sync");
-        let fixed = e.store.dag("fixme").await.expect("dag").version_id;
-        assert_ne!(first, fixed);
-        // The default reruns the pinned version: the same failure.
-        let row = e.store.run(&run.run_id).await.expect("run");
-        let selection = weir_scheduler::ops::ClearSelection {
-            failed_only: true,
-            ..Default::default()
-        };
-        weir_scheduler::ops::clear(&e.store, &row, &selection)
+    e.scheduler.sync_folder_once().await.expect("sync");
+    let fixed = e.store.dag("fixme").await.expect("dag").version_id;
+    assert_ne!(first, fixed);
+    // The default reruns the pinned version: the same failure.
+    let row = e.store.run(&run.run_id).await.expect("run");
+    let selection = weir_scheduler::ops::ClearSelection {
+        failed_only: true,
+        ..Default::default()
+    };
+    weir_scheduler::ops::clear(&e.store, &row, &selection)
+        .await
+        .expect("clear");
+    assert_eq!(e.drive(&run.run_id).await.state, RunState::Failed);
+    // On the latest version: the fix runs, the new task is added, the dropped one removed.
+    let row = e.store.run(&run.run_id).await.expect("run");
+    let selection = weir_scheduler::ops::ClearSelection {
+        failed_only: true,
+        latest_version: true,
+        ..Default::default()
+    };
+    weir_scheduler::ops::clear(&e.store, &row, &selection)
+        .await
+        .expect("clear");
+    let done = e.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Success);
+    assert_eq!(done.version_id, fixed, "the run moved to the fixed version");
+    let tis = e.tasks(&run.run_id).await;
+    let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+    assert_eq!(
+        (
+            by_id("a").state,
+            by_id("a").version_id,
+            by_id("a").try_number
+        ),
+        (TaskState::Success, Some(fixed), 3)
+    );
+    assert_eq!(
+        (by_id("added").state, by_id("added").version_id),
+        (TaskState::Success, Some(fixed))
+    );
+    assert_eq!(by_id("gone").state, TaskState::Removed);
+    assert_eq!(
+        by_id("gone").version_id,
+        Some(first),
+        "its try ran the first version"
+    );
+    // Each try's log names the version it ran.
+    let a = by_id("a");
+    assert!(
+        e.log_of(a, 1)
             .await
-            .expect("clear");
-        assert_eq!(e.drive(&run.run_id).await.state, RunState::Failed);
-        // On the latest version: the fix runs, the new task is added, the dropped one removed.
-        let row = e.store.run(&run.run_id).await.expect("run");
-        let selection = weir_scheduler::ops::ClearSelection {
-            failed_only: true,
-            latest_version: true,
-            ..Default::default()
-        };
-        weir_scheduler::ops::clear(&e.store, &row, &selection)
+            .contains(&format!("DAG version {first}"))
+    );
+    assert!(
+        e.log_of(a, 3)
             .await
-            .expect("clear");
-        let done = e.drive(&run.run_id).await;
-        assert_eq!(done.state, RunState::Success);
-        assert_eq!(done.version_id, fixed, "the run moved to the fixed version");
-        let tis = e.tasks(&run.run_id).await;
-        let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
-        assert_eq!(
-            (by_id("a").state, by_id("a").version_id, by_id("a").try_number),
-            (TaskState::Success, Some(fixed), 3)
-        );
-        assert_eq!(
-            (by_id("added").state, by_id("added").version_id),
-            (TaskState::Success, Some(fixed))
-        );
-        assert_eq!(by_id("gone").state, TaskState::Removed);
-        assert_eq!(by_id("gone").version_id, Some(first), "its try ran the first version");
-        // Each try's log names the version it ran.
-        let a = by_id("a");
-        assert!(e.log_of(a, 1).await.contains(&format!("DAG version {first}")));
-        assert!(e.log_of(a, 3).await.contains(&format!("DAG version {fixed}")));
-    }
-);
+            .contains(&format!("DAG version {fixed}"))
+    );
+});
