@@ -871,3 +871,200 @@ fn a_config_elsewhere_is_read_from_its_folder_and_reads_never_create_a_database(
     let _ = web.wait();
     assert!(said.iter().any(|l| l.contains("no users yet")), "{said:?}");
 }
+
+const CLI_DAG: &str = "id: d
+schedule: \"@daily\"
+start_date: 2024-03-01
+paused: true
+params:
+  n: 1
+tasks:
+  extract:
+    kind: shell
+    run: echo rows={{ params.n }} >> \"$WEIR_OUTPUT\"
+  check:
+    kind: shell
+    depends_on: [extract]
+    run: echo checked
+  report:
+    kind: shell
+    depends_on: [check]
+    run: echo \"report {{ tasks.extract.outputs.rows }} n={{ params.n }}\"
+  each:
+    kind: shell
+    foreach: [red, green, blue]
+    run: echo \"item {{ item }} $WEIR_MAP_INDEX\"
+  broken:
+    kind: shell
+    run: echo oops >&2; exit 3
+";
+
+/// `tasks test` with params, upstream outputs and mapped items, and plain failure messages.
+#[test]
+fn tasks_test_takes_params_outputs_and_items() {
+    let dir = folder_with_dag(CLI_DAG);
+    let run = |args: &[&str]| weir_in(dir.path(), &[&["tasks", "test", "d"][..], args].concat());
+    let o = run(&["report", "--param", "n=5", "--output", "extract.rows=42"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "report 42 n=5\n");
+    let o = run(&["report", "--output", "each.x=1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "`each` is not upstream of `report` (its upstream tasks are `check`, `extract`)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["each", "--map-index", "2"]);
+    assert_eq!(stdout(&o), "item blue 2\n", "{}", stderr(&o));
+    let o = run(&["each", "--item", "violet"]);
+    assert_eq!(stdout(&o), "item violet 0\n", "{}", stderr(&o));
+    let o = run(&["each", "--map-index", "7"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("has 3 item(s)"), "{}", stderr(&o));
+    let o = run(&["broken"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("task `broken` failed: exit code 3")
+            && !stderr(&o).contains("Failed {"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Every command answers wrong input the same way, and lists say what they show.
+#[test]
+fn the_cli_answers_wrong_input_consistently_and_pages_lists() {
+    let dir = folder_with_dag(CLI_DAG);
+    let standalone = Standalone::start(dir.path());
+    let w = |args: &[&str]| weir_in(dir.path(), args);
+    // Unknown ids: exit 2, one wording.
+    let o = w(&["runs", "list", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no DAG `nope`"), "{}", stderr(&o));
+    let o = w(&["runs", "show", "d__nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no run `d__nope`"), "{}", stderr(&o));
+    // Dates: one parser, one message.
+    let bad_backfill = w(&[
+        "backfill",
+        "d",
+        "--from",
+        "03/01/2024",
+        "--to",
+        "2024-03-02",
+    ]);
+    let bad_trigger = w(&["trigger", "d", "--logical-date", "2024/03/01"]);
+    for (o, text) in [
+        (
+            &bad_backfill,
+            "`03/01/2024` is not a date: write `2024-01-31`",
+        ),
+        (
+            &bad_trigger,
+            "`2024/03/01` is not a date: write `2024-01-31`",
+        ),
+    ] {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(o).contains(text), "{}", stderr(o));
+    }
+    // A range before start_date says so; one partly before it says what it skips.
+    let o = w(&[
+        "backfill",
+        "d",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-31",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("before the DAG's start_date"),
+        "{}",
+        stderr(&o)
+    );
+    let o = w(&[
+        "backfill",
+        "d",
+        "--from",
+        "2024-02-28",
+        "--to",
+        "2024-03-04",
+        "--param",
+        "n=7",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: the range starts before the DAG's start_date"),
+        "{}",
+        stderr(&o)
+    );
+    let runs: serde_json::Value = serde_json::from_slice(&o.stdout).expect("backfill --json");
+    assert_eq!(runs.as_array().map(Vec::len), Some(4), "{runs}");
+    // Paged lists with a header.
+    let o = w(&["runs", "list", "d", "--limit", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("RUN ID") && lines[0].contains("DURATION"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[1].starts_with("d__2024-03-04"), "newest first: {out}");
+    assert!(stderr(&o).contains("runs 1-2 of"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--offset 2"), "{}", stderr(&o));
+    // A failed run's summary lists tasks as they ran and points to the logs.
+    let o = w(&["trigger", "d", "--logical-date", "2024-03-10", "--wait"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let run_id = "d__2024-03-10T00:00:00Z";
+    assert!(
+        stdout(&o).contains(&format!("weir logs {run_id} broken")),
+        "{}",
+        stdout(&o)
+    );
+    let position = |t: &str| stdout(&o).find(&format!("  {t} ")).expect(t);
+    assert!(
+        position("extract") < position("check") && position("check") < position("report"),
+        "{}",
+        stdout(&o)
+    );
+    // Logs: a try that never ran, one instance of a mapped task.
+    let o = w(&["logs", run_id, "broken", "--try", "9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no try 9 of task `broken`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = w(&["logs", run_id, "each", "--map-index", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("item green 1") && !stdout(&o).contains("item red"),
+        "{}",
+        stdout(&o)
+    );
+    // The params given to the backfill reached its runs.
+    let o = w(&["logs", "d__2024-03-02T00:00:00Z", "report"]);
+    assert!(stdout(&o).contains("report 7 n=7"), "{}", stdout(&o));
+    drop(standalone);
+    // The CLI's actions are in the audit log.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let audit = rt.block_on(async {
+        let url = format!("sqlite://{}", dir.path().join(".weir/weir.db").display());
+        let store = weir_store::Store::connect(&url).await.expect("store");
+        store.audit_log(i64::MAX, 0, 100).await.expect("audit")
+    });
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert!(
+        actions.contains(&"backfill") && actions.contains(&"trigger"),
+        "{actions:?}"
+    );
+    assert!(
+        audit.iter().all(|a| a.user_name.starts_with("cli:")),
+        "{:?}",
+        audit.iter().map(|a| &a.user_name).collect::<Vec<_>>()
+    );
+}

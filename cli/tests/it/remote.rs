@@ -101,6 +101,37 @@ fn the_cli_works_against_a_remote_weir() {
                 stderr(&o)
             ));
         }
+        // Text output is the local one: the DAG's zone, durations in words (ms precision).
+        let o = remote(dir, &url, &operator, &["runs", "show", &run_id]);
+        let text = stdout(&o);
+        if !text.contains("logical date 2024-02-01 00:00 CET (2024-01-31T23:00:00Z)")
+            || !text.contains("ms\n")
+            || text.contains(" 0s")
+        {
+            return Err(format!("runs show: {text}"));
+        }
+        let o = remote(
+            dir,
+            &url,
+            &operator,
+            &["runs", "list", "hello_shell", "--limit", "5"],
+        );
+        if !stdout(&o).starts_with("RUN ID") || !stdout(&o).contains(&run_id) {
+            return Err(format!("runs list: {} {}", stdout(&o), stderr(&o)));
+        }
+        let o = remote(
+            dir,
+            &url,
+            &operator,
+            &["logs", &run_id, "greet", "--try", "9"],
+        );
+        if o.status.code() != Some(2) || !stderr(&o).contains("no try 9 of task `greet`") {
+            return Err(format!(
+                "logs --try 9: {:?} {}",
+                o.status.code(),
+                stderr(&o)
+            ));
+        }
         let o = remote(dir, &url, &operator, &["runs", "show", &run_id, "--json"]);
         let shown: serde_json::Value =
             serde_json::from_str(&stdout(&o)).map_err(|e| e.to_string())?;
