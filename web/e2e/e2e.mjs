@@ -3,13 +3,15 @@
 // passes: BASE_URL, ADMIN_PASSWORD, VIEWER_PASSWORD, SHOTS (a folder for screenshots).
 // Every check throws on failure; the process exits 1 with the step that failed.
 import { chromium } from "playwright-core";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const base = need("BASE_URL");
 const adminPassword = need("ADMIN_PASSWORD");
 const viewerPassword = need("VIEWER_PASSWORD");
 const shots = need("SHOTS");
+const fixmeFile = need("FIXME_FILE");
+const fixmeFixed = need("FIXME_FIXED");
 mkdirSync(shots, { recursive: true });
 
 function need(name) {
@@ -37,6 +39,7 @@ try {
   page.setDefaultTimeout(30_000);
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("dialog", (d) => d.accept());
 
   step = "log in as the admin";
   await page.goto(`${base}/`);
@@ -56,6 +59,8 @@ try {
   }
   const banner = await page.textContent(".banner.error");
   check(/broken\.yaml:3:\d+/.test(banner), `the import-error banner names file and line: ${banner}`);
+  const cut = await page.$eval(".banner.error pre", (pre) => pre.scrollWidth > pre.clientWidth + 1);
+  check(!cut, "a long import error wraps instead of being cut off");
   await page.screenshot({ path: join(shots, "dags.png"), fullPage: true });
   await page.emulateMedia({ colorScheme: "dark" });
   await page.screenshot({ path: join(shots, "dags-dark.png"), fullPage: true });
@@ -71,11 +76,39 @@ try {
   await page.waitForURL(/\/runs\/hello_shell__/);
   const runId = decodeURIComponent(page.url().split("/runs/")[1]);
 
+  step = "the run page follows the run to its end without reloading";
+  let runNavigations = 0;
+  const countRunNav = (f) => { if (f === page.mainFrame()) runNavigations += 1; };
+  page.on("framenavigated", countRunNav);
+  await page.waitForSelector("#run-state.state-success", { timeout: 60_000 });
+  // State, graph, dates and actions come in one update.
+  const nodes = await page.$$eval("svg.dag-graph g.node", (gs) => gs.map((g) => g.getAttribute("class")));
+  check(nodes.length === 5 && nodes.every((c) => c.includes("state-success")), `every graph node is green: ${nodes}`);
+  const ended = await page.$eval("dl.facts", (dl) => [...dl.querySelectorAll("dt")].find((d) => d.textContent === "Ended").nextElementSibling.textContent.trim());
+  check(ended !== "—" && ended !== "", `the Ended date is shown: ${ended}`);
+  check((await page.$$("button:has-text('Cancel run')")).length === 0, "a finished run offers no Cancel");
+  page.off("framenavigated", countRunNav);
+  check(runNavigations === 0, `the run page updated in place (${runNavigations} navigations)`);
+
+  step = "a second trigger at the same date explains how to rerun";
+  for (let i = 0; i < 2; i++) {
+    await page.goto(`${base}/dags/hello_shell/trigger`);
+    await page.fill("input[name=logical_date]", "2024-01-15");
+    await page.click("button[type=submit]:has-text('Trigger')");
+    await page.waitForLoadState();
+  }
+  check(await page.isVisible("header.top a.brand"), "the conflict page has the site's layout");
+  const conflict = await page.textContent("main");
+  check(/409/.test(conflict) && conflict.includes("clear and rerun"), `the conflict page says how to rerun: ${conflict}`);
+  await page.screenshot({ path: join(shots, "conflict.png"), fullPage: true });
+
   step = "watch the run turn green in the grid without reloading";
   await page.goto(`${base}/dags/hello_shell`);
   page.on("framenavigated", (f) => { if (f === page.mainFrame()) navigations += 1; });
   await page.waitForSelector(`#grid a.run-bar[data-run="${runId}"][data-state="success"]`, { timeout: 60_000 });
   check(navigations === 0, `the grid updated in place (${navigations} navigations)`);
+  const labels = await page.$$eval("#grid .run-date", (ls) => ls.map((l) => l.textContent));
+  check(labels.length > 0 && labels.every((l) => /^\d\d-\d\d/.test(l)), `grid columns are labelled with dates: ${labels}`);
   const cells = await page.$$eval(`#grid a.cell[data-run="${runId}"]`, (as) => as.map((a) => a.dataset.state));
   check(cells.length === 5 && cells.every((s) => s === "success"), `every task is green: ${cells}`);
   await page.screenshot({ path: join(shots, "grid.png"), fullPage: true });
@@ -115,6 +148,26 @@ try {
   }, null, { timeout: 60_000 });
   await page.screenshot({ path: join(shots, "run.png"), fullPage: true });
 
+  step = "fix a failed DAG and rerun it on its current version";
+  await page.goto(`${base}/dags/fixme/trigger`);
+  await page.click("button[type=submit]:has-text('Trigger')");
+  await page.waitForURL(/\/runs\/fixme__/);
+  const fixmeRun = page.url();
+  await page.waitForSelector("#run-state.state-failed", { timeout: 60_000 });
+  writeFileSync(fixmeFile, fixmeFixed);
+  // The scheduler reads the new version within its scan interval; the page shows it live.
+  await page.waitForSelector("#latest-version", { timeout: 30_000 });
+  await page.click("#version-diff summary");
+  const diff = await page.textContent("#version-diff pre.diff");
+  check(diff.includes("+") && diff.includes("fixed-version") && diff.includes("exit 3"), `the diff shows the fix: ${diff}`);
+  await page.screenshot({ path: join(shots, "version-diff.png"), fullPage: true });
+  await page.check("#latest-version");
+  await page.click("button[name=failed_only]");
+  await page.waitForURL(fixmeRun);
+  await page.waitForSelector("#run-state.state-success", { timeout: 60_000 });
+  const version = await page.textContent("#run-version");
+  check(version.includes("(current)"), `the run moved to the current version: ${version}`);
+
   step = "preview a backfill";
   await page.goto(`${base}/dags/covid_daily/backfill`);
   await page.fill("input[name=from]", "2021-03-01");
@@ -125,7 +178,9 @@ try {
 
   step = "the audit log";
   await page.goto(`${base}/audit`);
-  check((await page.textContent("table.audit")).includes("clear"), "the audit log shows the clear");
+  const audit = await page.textContent("table.audit");
+  check(audit.includes("clear"), "the audit log shows the clear");
+  check(audit.includes("user_create") && audit.includes("cli:"), `the audit log shows the CLI's user creation: ${audit}`);
   await page.screenshot({ path: join(shots, "audit.png"), fullPage: true });
   check(errors.length === 0, `no script errors: ${errors}`);
 

@@ -150,13 +150,17 @@ impl IntoResponse for PageError {
             return axum::response::Redirect::to("/login").into_response();
         }
         let title = e.status.canonical_reason().unwrap_or("Error");
-        let page = format!(
-            "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-             <link rel=stylesheet href=\"/static/app.css\"><title>{title} · weir</title>\
-             <main class=error-page><h1>{} {title}</h1><p class=error-message>{}</p><p><a href=\"/\">Back to the DAGs</a></p></main>",
-            e.status.as_u16(),
-            escape(&e.message)
-        );
+        // The site's own layout (without the user's menu: the error may be that there is no
+        // user), rendered by the same embedded templates.
+        let page = crate::pages::error_page(e.status.as_u16(), title, &e.message, None, None)
+            .unwrap_or_else(|| {
+                format!(
+                    "<!doctype html><html lang=en><meta charset=utf-8><title>{title} · weir</title>\
+                     <main class=error-page><h1>{} {title}</h1><p class=error-message>{}</p><p><a href=\"/\">The DAGs</a></p></main>",
+                    e.status.as_u16(),
+                    escape(&e.message)
+                )
+            });
         (e.status, Html(page)).into_response()
     }
 }

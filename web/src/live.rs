@@ -1,5 +1,5 @@
-//! Server-Sent Events for the live parts of pages: the DAG grid and the run page's task table
-//! are re-rendered on the server and sent when they change; a task's log sends its new lines
+//! Server-Sent Events for the live parts of pages: the DAG grid and the run page (its state,
+//! actions, dates, graph and tasks) are re-rendered on the server and sent when they change; a task's log sends its new lines
 //! as they are stored. Each stream polls the database (the truth, whichever worker writes),
 //! every [`POLL`], and ends when its client goes away.
 
@@ -98,18 +98,21 @@ async fn grid(
     }))
 }
 
+/// The run page's whole live part (state, actions, dates, graph, tasks): they change together.
 async fn run(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> Result<Events, WebError> {
     state.store.run(&run_id).await?;
+    let caller = std::sync::Arc::new(caller);
     Ok(on_change(move || {
         let state = state.clone();
         let run_id = run_id.clone();
+        let caller = std::sync::Arc::clone(&caller);
         async move {
             let run = state.store.run(&run_id).await?;
-            pages::run_tasks_html(&state, &run).await
+            pages::run_body_html(&state, &caller, &run).await
         }
     }))
 }

@@ -36,6 +36,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dag.html", include_str!("../templates/dag.html")),
     ("grid.html", include_str!("../templates/grid.html")),
     ("run.html", include_str!("../templates/run.html")),
+    ("run_body.html", include_str!("../templates/run_body.html")),
     (
         "run_tasks.html",
         include_str!("../templates/run_tasks.html"),
@@ -45,10 +46,31 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("params.html", include_str!("../templates/params.html")),
     ("backfill.html", include_str!("../templates/backfill.html")),
     ("audit.html", include_str!("../templates/audit.html")),
+    ("error.html", include_str!("../templates/error.html")),
 ];
 
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
+
+/// An error page in the site's layout; `hint` says what to do, `back` links to the form.
+/// `None` only when the templates themselves fail.
+pub(crate) fn error_page(
+    status: u16,
+    reason: &str,
+    message: &str,
+    hint: Option<&str>,
+    back: Option<&str>,
+) -> Option<String> {
+    static TEMPLATES: std::sync::OnceLock<Option<tera::Tera>> = std::sync::OnceLock::new();
+    let tera = TEMPLATES.get_or_init(|| templates().ok()).as_ref()?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("status", &status);
+    ctx.insert("reason", reason);
+    ctx.insert("message", message);
+    ctx.insert("hint", &hint);
+    ctx.insert("back", &back);
+    tera.render("error.html", &ctx).ok()
+}
 
 /// The embedded templates, parsed once per process.
 pub(crate) fn templates() -> Result<tera::Tera, WebError> {
@@ -112,23 +134,24 @@ struct Layout<'a> {
     no_auth: bool,
 }
 
+fn layout<'a>(state: &AppState, c: &'a Caller) -> Layout<'a> {
+    Layout {
+        user: &c.name,
+        role: c.role.as_str(),
+        csrf: c.csrf(),
+        can_operate: c.can_operate(),
+        is_admin: c.role >= Role::Admin,
+        no_auth: state.config.no_auth,
+    }
+}
+
 fn render(
     state: &AppState,
     caller: Option<&Caller>,
     name: &str,
     mut ctx: tera::Context,
 ) -> PageResult {
-    ctx.insert(
-        "layout",
-        &caller.map(|c| Layout {
-            user: &c.name,
-            role: c.role.as_str(),
-            csrf: c.csrf(),
-            can_operate: c.can_operate(),
-            is_admin: c.role >= Role::Admin,
-            no_auth: state.config.no_auth,
-        }),
-    );
+    ctx.insert("layout", &caller.map(|c| layout(state, c)));
     let html = state.templates.render(name, &ctx)?;
     Ok(Html(html).into_response())
 }
@@ -483,7 +506,23 @@ async fn trigger_form(
         logical_date: field(&fields, "logical_date").map(str::to_owned),
         rerun: field(&fields, "rerun").is_some(),
     };
-    let run = api::do_trigger(&state, &caller, &dag_id, &body).await?;
+    let run = match api::do_trigger(&state, &caller, &dag_id, &body).await {
+        Ok(run) => run,
+        // A run at that date already: say how to rerun it, in the layout, with a way back.
+        Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+            let hint = "To run it again, tick \"If a run exists at that date, clear and rerun it\" on the trigger form, or clear it from its run page.";
+            let page = error_page(
+                409,
+                "Conflict",
+                &e.message,
+                Some(hint),
+                Some(&format!("/dags/{}/trigger", url_segment(&dag_id))),
+            )
+            .ok_or(PageError(e))?;
+            return Ok((axum::http::StatusCode::CONFLICT, Html(page)).into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Redirect::to(&format!("/runs/{}", url_segment(&run.run.run_id))).into_response())
 }
 
@@ -677,13 +716,27 @@ async fn run_page(
 ) -> PageResult {
     let caller = caller_or_login!(state, headers, &format!("/runs/{run_id}"));
     let run = state.store.run(&run_id).await?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("run_id", &run_id);
+    ctx.insert("body", &run_body_html(&state, &caller, &run).await?);
+    render(&state, Some(&caller), "run.html", ctx)
+}
+
+/// The run page's live part, for `caller` (whose role decides the actions shown): state,
+/// actions, dates, version, graph and tasks. The page and its live stream render it alike, so
+/// everything on it moves on together.
+pub(crate) async fn run_body_html(
+    state: &AppState,
+    caller: &Caller,
+    run: &RunRow,
+) -> Result<String, WebError> {
     let dag = ops::version_dag(&state.store, run.version_id).await?;
-    let tasks = state.store.task_instances(&run_id).await?;
+    let tasks = state.store.task_instances(&run.run_id).await?;
     let mut states: HashMap<String, String> = HashMap::new();
     for t in &tasks {
         states.insert(t.task_id.clone(), t.state.as_str().to_owned());
     }
-    let href_run = run_id.clone();
+    let href_run = run.run_id.clone();
     let svg = graph::dag_svg(&dag, &states, &|task| {
         Some(format!(
             "/runs/{}/tasks/{}",
@@ -692,11 +745,11 @@ async fn run_page(
         ))
     });
     let mut ctx = tera::Context::new();
-    ctx.insert("run", &view::RunSummary::from(&run));
+    ctx.insert("run", &view::RunSummary::from(run));
     ctx.insert("finished", &run.state.is_finished());
     ctx.insert("params", &run.params.to_string());
     ctx.insert("svg", &svg);
-    ctx.insert("tasks_html", &run_tasks_html(&state, &run).await?);
+    ctx.insert("tasks_html", &run_tasks_html(state, run).await?);
     ctx.insert("version_id", &run.version_id);
     let current = state.store.dag(&run.dag_id).await?.version_id;
     ctx.insert("current_version_id", &current);
@@ -707,7 +760,8 @@ async fn run_page(
         )?;
         ctx.insert("version_diff", &version_diff(&old, &new));
     }
-    render(&state, Some(&caller), "run.html", ctx)
+    ctx.insert("layout", &layout(state, caller));
+    Ok(state.templates.render("run_body.html", &ctx)?)
 }
 
 /// One line of a version diff: `+`, `-` or ` ` and the text.

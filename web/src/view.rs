@@ -352,6 +352,9 @@ pub struct GridRun {
     pub run_type: String,
     /// RFC 3339 UTC.
     pub logical_date: String,
+    /// The logical date as the column's label, in the DAG's time zone: `03-01` for a run at
+    /// midnight, `03-01 06:00` otherwise.
+    pub label: String,
     /// How long it took (or has been running), in words.
     pub duration: Option<String>,
 }
@@ -402,6 +405,14 @@ pub(crate) async fn grid(
             state: r.state.clone(),
             run_type: r.run_type.clone(),
             logical_date: rfc(r.logical_date),
+            label: {
+                let local = r.logical_date.with_timezone(&dag.timezone);
+                if local.time() == chrono::NaiveTime::MIN {
+                    local.format("%m-%d").to_string()
+                } else {
+                    local.format("%m-%d %H:%M").to_string()
+                }
+            },
             duration: r
                 .started_at
                 .map(|s| human_duration(r.ended_at.unwrap_or(now) - s)),

@@ -20,15 +20,13 @@ function liveRegions() {
   for (const el of document.querySelectorAll("[data-live]")) {
     const source = new EventSource(el.dataset.live);
     source.addEventListener("html", (e) => {
+      // What the user set inside the region survives the update: ticked boxes, open details.
+      const checked = [...el.querySelectorAll("input[type=checkbox][id]")].map((i) => [i.id, i.checked]);
+      const open = [...el.querySelectorAll("details[id]")].map((d) => [d.id, d.open]);
       el.innerHTML = e.data;
+      for (const [id, value] of checked) { const i = document.getElementById(id); if (i) i.checked = value; }
+      for (const [id, value] of open) { const d = document.getElementById(id); if (d) d.open = value; }
       localizeTimes(el);
-      // The run page's state pill follows its task table.
-      const table = el.querySelector("[data-run-state]");
-      const pill = document.getElementById("run-state");
-      if (table && pill) {
-        pill.textContent = table.dataset.runState;
-        pill.className = "pill state-" + table.dataset.runState;
-      }
     });
     source.addEventListener("error", () => { /* EventSource reconnects by itself */ });
   }
@@ -66,13 +64,12 @@ function liveLog() {
   if (follow) follow.addEventListener("change", toEnd);
 }
 
-// Forms with data-confirm ask first.
+// Forms with data-confirm ask first (live regions replace their forms: one listener for all).
 function confirms() {
-  for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (e) => {
-      if (!window.confirm(form.dataset.confirm)) e.preventDefault();
-    });
-  }
+  document.addEventListener("submit", (e) => {
+    const form = e.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) e.preventDefault();
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -19,6 +19,18 @@ tasks:
     run: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo \"tick $i\"; sleep 0.4; done'
 ";
 
+const FIXME_BROKEN: &str = "id: fixme
+description: Fails until its file is fixed, for the browser test's rerun on the latest version
+tasks:
+  step: {kind: shell, run: echo broken; exit 3}
+";
+
+const FIXME_FIXED: &str = "id: fixme
+description: Fails until its file is fixed, for the browser test's rerun on the latest version
+tasks:
+  step: {kind: shell, run: echo fixed-version}
+";
+
 #[test]
 fn the_web_ui_works_in_a_real_browser() {
     let e2e = repo().join("web/e2e");
@@ -32,12 +44,18 @@ fn the_web_ui_works_in_a_real_browser() {
     );
     let dir = examples_copy();
     std::fs::write(dir.path().join("dags/slow_log.yaml"), SLOW_LOG).expect("slow_log");
-    // A file that does not import: the DAG list shows it in its banner.
+    // A file that does not import: the DAG list shows it in its banner, whole however long.
     std::fs::write(
         dir.path().join("dags/broken.yaml"),
-        "id: broken\ntasks:\n  a: {kind: shel}\n",
+        format!(
+            "id: broken\ntasks:\n  a: {{kind: shel{}}}\n",
+            "l".repeat(300)
+        ),
     )
     .expect("broken");
+    // A DAG that fails until the browser test fixes its file (FIXME_FILE), then reruns it on
+    // the fixed version.
+    std::fs::write(dir.path().join("dags/fixme.yaml"), FIXME_BROKEN).expect("fixme");
     let standalone = Standalone::start(dir.path());
     let base = standalone.url.clone();
     let password = standalone
@@ -76,6 +94,8 @@ fn the_web_ui_works_in_a_real_browser() {
         .env("BASE_URL", base.trim_end_matches('/'))
         .env("ADMIN_PASSWORD", &password)
         .env("VIEWER_PASSWORD", "viewer-password")
+        .env("FIXME_FILE", dir.path().join("dags/fixme.yaml"))
+        .env("FIXME_FIXED", FIXME_FIXED)
         .env("SHOTS", &shots)
         .output()
         .expect("node");
@@ -98,6 +118,8 @@ fn the_web_ui_works_in_a_real_browser() {
         "backfill",
         "audit",
         "viewer-dag",
+        "conflict",
+        "version-diff",
     ] {
         assert!(shots.join(format!("{shot}.png")).exists(), "no {shot}.png");
     }
