@@ -21,9 +21,13 @@ pub fn dag_schema() -> Value {
     value
 }
 
-/// schemars renders `TaskSpec` as the common fields plus a `oneOf` over kinds, which lets
-/// any key through. A DAG file rejects unknown keys, so each kind's variant gets the common
-/// properties and `additionalProperties: false`: editors then flag typos the way weir does.
+/// schemars renders `TaskSpec` as the common fields plus a `oneOf` over kinds, each variant a
+/// `$ref` to its step's fields, which lets any key through. A DAG file rejects unknown keys,
+/// so each variant gets its step's properties inlined (not behind a `$ref`: under draft
+/// 2020-12 `additionalProperties` sees only properties of its own schema object, so a
+/// `$ref`'d `run` or `sql` would count as additional), the common properties, and
+/// `additionalProperties: false`: editors then accept every valid task and flag typos the way
+/// weir does.
 fn close_tasks(root: &mut Value) {
     let common = crate::yaml::struct_fields::<TaskCommon>();
     let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) else {
@@ -50,6 +54,7 @@ fn close_tasks(root: &mut Value) {
         .map(|variant| {
             let mut variant = variant.clone();
             if let Some(obj) = variant.as_object_mut() {
+                inline_step(obj, defs);
                 let props = obj
                     .entry("properties")
                     .or_insert_with(|| Value::Object(Map::new()));
@@ -73,6 +78,51 @@ fn close_tasks(root: &mut Value) {
     );
     new_task.insert("oneOf".into(), Value::Array(closed));
     defs.insert("TaskSpec".into(), Value::Object(new_task));
+}
+
+/// Replaces a variant's `$ref` to its step by the step's properties and required keys.
+fn inline_step(variant: &mut Map<String, Value>, defs: &Map<String, Value>) {
+    let Some(target) = variant
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+        .and_then(|name| defs.get(name))
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    // Only a plain object schema inlines; anything richer keeps its `$ref`.
+    if target.keys().any(|k| {
+        !matches!(
+            k.as_str(),
+            "description" | "type" | "properties" | "required"
+        )
+    }) {
+        return;
+    }
+    variant.remove("$ref");
+    if let Some(props) = target.get("properties").and_then(Value::as_object) {
+        let own = variant
+            .entry("properties")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(own) = own.as_object_mut() {
+            for (k, v) in props {
+                own.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    if let Some(required) = target.get("required").and_then(Value::as_array) {
+        let own = variant
+            .entry("required")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(own) = own.as_array_mut() {
+            for r in required {
+                if !own.contains(r) {
+                    own.push(r.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Schema of fields that take one string or a list of them.

@@ -4,6 +4,7 @@ mod cron;
 mod examples;
 mod invalid;
 mod model;
+mod schema;
 
 use std::path::PathBuf;
 
