@@ -246,6 +246,9 @@ impl Config {
         for conn in config.connections.values_mut() {
             conn.url = sqlite_relative_to(base, &conn.url);
         }
+        if let Some(ca) = config.smtp.as_mut().and_then(|s| s.ca_file.as_mut()) {
+            *ca = relative_to(base, ca);
+        }
         if let Some(v) = env.get("WEIR_DATABASE_URL") {
             config.database_url = v.clone();
         }

@@ -1068,3 +1068,32 @@ fn the_cli_answers_wrong_input_consistently_and_pages_lists() {
         audit.iter().map(|a| &a.user_name).collect::<Vec<_>>()
     );
 }
+
+/// The README's validate example is the real output for the README's own DAG with the two
+/// typos it names.
+#[test]
+fn the_readme_validate_example_is_real_output() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let section = &readme[readme.find("## A DAG").expect("## A DAG")..];
+    let block = |fence: &str, from: &str| -> String {
+        let start = from.find(fence).expect(fence) + fence.len();
+        let end = from[start..].find("```").expect("end of block") + start;
+        from[start..end].trim_start_matches('\n').to_owned()
+    };
+    let dag = block("```yaml", section);
+    assert!(dag.contains("timezone: Europe/Zurich") && dag.contains("depends_on: [prepare]"));
+    let broken = dag
+        .replace("Europe/Zurich", "Europe/Zuerich")
+        .replace("depends_on:", "depnds_on:");
+    let console = block("```console", section);
+    let mut lines = console.lines();
+    let command = lines.next().expect("command").trim_start_matches("$ ");
+    let expected: Vec<&str> = lines.collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/hello.yaml"), broken).expect("write");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let o = weir_in(dir.path(), &args);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), expected);
+}
