@@ -211,6 +211,27 @@ impl FolderScanner {
             .cloned()
             .collect();
         removed.sort();
+        // A DAG id a removed or changed file claimed may now belong to another file that was
+        // refused as its duplicate: read the other claimants again.
+        let released: std::collections::HashSet<&String> = removed
+            .iter()
+            .chain(&changed_paths)
+            .filter_map(|p| self.seen.get(p).and_then(|s| s.dag_id.as_ref()))
+            .collect();
+        if !released.is_empty() {
+            let mut again: Vec<PathBuf> = self
+                .seen
+                .iter()
+                .filter(|(p, s)| {
+                    current.contains_key(*p)
+                        && !changed_paths.contains(p)
+                        && s.dag_id.as_ref().is_some_and(|id| released.contains(id))
+                })
+                .map(|(p, _)| p.clone())
+                .collect();
+            changed_paths.append(&mut again);
+            changed_paths.sort();
+        }
         self.seen.retain(|p, _| current.contains_key(p));
         let changed = read_all(changed_paths, known);
         for file in &changed {

@@ -1334,3 +1334,28 @@ both_backends!(a_clear_on_the_latest_version_reruns_the_fixed_dag, |db| {
             .contains(&format!("DAG version {fixed}"))
     );
 });
+
+both_backends!(a_duplicate_takes_over_when_the_first_file_goes, |db| {
+    let first = "id: twin\ntasks:\n  a: {kind: shell, run: echo first}\n";
+    let second = "id: twin\ntasks:\n  a: {kind: shell, run: echo second}\n";
+    let mut e = Engine::new(&db, &[("a.yaml", first), ("b.yaml", second)]).await;
+    let row = e.store.dag("twin").await.expect("dag");
+    assert!(row.file.ends_with("a.yaml"), "{}", row.file);
+    let errors = e.store.import_errors().await.expect("errors");
+    assert!(
+        errors
+            .iter()
+            .any(|x| x.file.ends_with("b.yaml") && x.message.contains("already used by")),
+        "{errors:?}"
+    );
+    std::fs::remove_file(e.path("dags/a.yaml")).expect("rm");
+    e.scheduler.run_once().await.expect("pass");
+    let row = e.store.dag("twin").await.expect("dag");
+    assert!(
+        row.file.ends_with("b.yaml"),
+        "the duplicate took over: {}",
+        row.file
+    );
+    assert_eq!(row.removed_at, None);
+    assert!(e.store.import_errors().await.expect("errors").is_empty());
+});

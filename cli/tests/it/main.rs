@@ -843,6 +843,30 @@ fn a_config_elsewhere_is_read_from_its_folder_and_reads_never_create_a_database(
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(rows[0]["dag_id"], "d", "the config's dags folder was read");
+    // Its file gone, the DAG is listed as removed and cannot be triggered.
+    std::fs::rename(conf.join("dags/d.yaml"), conf.join("d.yaml.off")).expect("mv");
+    let o = weir_in(&elsewhere, &["--config", config, "dags", "list"]);
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("d "))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("removed") && line.contains("file gone since"),
+        "{}",
+        stdout(&o)
+    );
+    let o = weir_in(&elsewhere, &["--config", config, "trigger", "d"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("was removed"), "{}", stderr(&o));
+    std::fs::rename(conf.join("d.yaml.off"), conf.join("dags/d.yaml")).expect("mv back");
+    let o = weir_in(&elsewhere, &["--config", config, "dags", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        rows[0]["removed_at"],
+        serde_json::Value::Null,
+        "active again"
+    );
     assert!(
         std::fs::read_dir(&elsewhere).expect("ls").next().is_none(),
         "something was created in the working directory"
