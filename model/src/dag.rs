@@ -100,7 +100,7 @@ impl RetryPolicy {
         }
         let delay =
             self.delay_before(u32::try_from(try_number.saturating_add(1)).unwrap_or(u32::MAX));
-        let due = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let due = crate::duration::later(now, delay);
         (crate::TaskState::UpForRetry, Some(due))
     }
 
@@ -587,8 +587,36 @@ fn check_spec(
             format!("`end_date` {end} is before `start_date` {start}"),
         ));
     }
+    if let Some(start) = spec.start_date {
+        let start = start.resolve(tz);
+        if chrono::Datelike::year(&start) < 1970 {
+            out.push(Diagnostic::warning(
+                key("start_date"),
+                format!(
+                    "`start_date` {} is before 1970: is the year a typo?",
+                    start.format("%Y-%m-%d")
+                ),
+            ));
+        }
+        if spec.catchup
+            && let Some(crate::Schedule::Cron(cron)) = &spec.schedule
+        {
+            let limit = spec.max_catchup_runs as usize;
+            let missed = crate::schedule::count_intervals(cron, tz, start, Utc::now(), limit + 1);
+            if missed > limit {
+                out.push(Diagnostic::warning(
+                    key("catchup"),
+                    format!(
+                        "`catchup` from {} spans more than {limit} intervals: only the latest {limit} run (`max_catchup_runs`); raise it to run more, or backfill older days on purpose",
+                        start.format("%Y-%m-%d")
+                    ),
+                ));
+            }
+        }
+    }
     for (name, value) in [
         ("max_active_runs", spec.max_active_runs),
+        ("max_catchup_runs", spec.max_catchup_runs),
         ("max_active_tasks", spec.max_active_tasks),
     ] {
         if value == 0 {

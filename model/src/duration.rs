@@ -31,10 +31,37 @@ impl Duration {
     }
 }
 
-/// Parses `1h30m`-style text.
+/// The longest duration weir accepts, 100 years: any instant it is added to stays far inside
+/// what dates and both databases can hold, so no DAG or configuration value can overflow a
+/// date computation.
+pub const MAX: std::time::Duration = std::time::Duration::from_secs(36_500 * 86_400);
+
+/// `t + d`, saturating at the latest instant chrono represents instead of panicking.
+pub fn later(
+    t: chrono::DateTime<chrono::Utc>,
+    d: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// `t - d`, saturating at the earliest instant.
+pub fn earlier(
+    t: chrono::DateTime<chrono::Utc>,
+    d: std::time::Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// Parses `1h30m`-style text, at most [`MAX`].
 ///
 /// # Errors
-/// A message saying what a duration looks like.
+/// A message saying what a duration looks like, or that it is too long.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
         format!(
@@ -71,7 +98,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("`{text}` is too long a duration"))?;
         rest = &rest[unit_len..];
     }
-    Ok(Duration(std::time::Duration::from_millis(total)))
+    let d = std::time::Duration::from_millis(total);
+    if d > MAX {
+        return Err(format!(
+            "`{text}` is longer than 36500d (100 years), the longest duration weir accepts"
+        ));
+    }
+    Ok(Duration(d))
 }
 
 impl fmt::Display for Duration {
@@ -137,7 +170,7 @@ impl JsonSchema for Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{MAX, earlier, later, parse_duration};
 
     fn secs(text: &str) -> u64 {
         parse_duration(text)
@@ -173,6 +206,21 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn durations_stop_at_a_hundred_years_and_date_sums_saturate() {
+        assert!(parse_duration("36500d").is_ok());
+        let err = parse_duration("100000000d").expect_err("too long");
+        assert!(err.contains("longer than 36500d"), "{err}");
+        let err = parse_duration("36500d1ms").expect_err("too long");
+        assert!(err.contains("longer than 36500d"), "{err}");
+        let end = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        assert_eq!(later(end, MAX), end);
+        assert_eq!(
+            earlier(chrono::DateTime::<chrono::Utc>::MIN_UTC, MAX),
+            chrono::DateTime::<chrono::Utc>::MIN_UTC
+        );
     }
 
     #[test]

@@ -219,6 +219,90 @@ impl CronSchedule {
     pub fn align_to_next(&self, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.next_after(tz, t - chrono::Duration::microseconds(1))
     }
+
+    /// The starts of the complete intervals (ended by `now`) from the tick `first` on, the
+    /// last `keep` of them, and whether there were more.
+    fn latest_starts(
+        &self,
+        tz: Tz,
+        first: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        keep: usize,
+    ) -> (std::collections::VecDeque<DateTime<Utc>>, bool) {
+        let mut starts = std::collections::VecDeque::with_capacity(keep.min(4096) + 1);
+        let mut more = false;
+        let mut tick = first;
+        while let Some(start) = tick {
+            match self.next_after(tz, start) {
+                Some(end) if end <= now => {
+                    starts.push_back(start);
+                    if starts.len() > keep {
+                        starts.pop_front();
+                        more = true;
+                    }
+                    tick = Some(end);
+                }
+                _ => break,
+            }
+        }
+        (starts, more)
+    }
+
+    /// Where a catch-up from the tick `first` starts so that at most `limit` complete
+    /// intervals lie between it and `now`: `first` itself when there are no more than that,
+    /// else the start of the `limit`-th latest. Looks back over a window that doubles, so a
+    /// start date centuries ago costs a few steps of about `limit` ticks, not one per tick.
+    pub fn catchup_start(
+        &self,
+        tz: Tz,
+        first: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> DateTime<Utc> {
+        let limit = limit.max(1);
+        let mut window = chrono::Duration::hours(1);
+        loop {
+            let from = now
+                .checked_sub_signed(window)
+                .map_or(first, |t| t.max(first));
+            let aligned = if from == first {
+                Some(first)
+            } else {
+                self.align_to_next(tz, from)
+            };
+            let (starts, more) = self.latest_starts(tz, aligned, now, limit);
+            if more && starts.len() == limit {
+                return starts.front().copied().unwrap_or(first);
+            }
+            if from == first {
+                return first;
+            }
+            window = window * 2;
+        }
+    }
+}
+
+/// How many complete intervals of `cron` start at or after `from` and end by `now`, counting
+/// at most `cap`.
+pub fn count_intervals(
+    cron: &CronSchedule,
+    tz: Tz,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+    cap: usize,
+) -> usize {
+    let mut n = 0;
+    let mut tick = cron.align_to_next(tz, from);
+    while let Some(start) = tick.filter(|_| n < cap) {
+        match cron.next_after(tz, start) {
+            Some(end) if end <= now => {
+                n += 1;
+                tick = Some(end);
+            }
+            _ => break,
+        }
+    }
+    n
 }
 
 impl Schedule {

@@ -39,9 +39,17 @@ pub struct DagSpec {
     /// Create runs for every missed interval since `start_date` (default false).
     #[serde(default)]
     pub catchup: bool,
-    /// Runs of this DAG that may be active at once (default 16).
+    /// Runs of this DAG that may be active at once (default 16). The scheduler creates no
+    /// scheduled run while this many are queued or running.
     #[serde(default = "default_sixteen")]
     pub max_active_runs: u32,
+    /// With `catchup`, the most missed intervals run (default 1000): the latest ones; older
+    /// ones are skipped (backfill them on purpose).
+    #[serde(
+        default = "default_max_catchup_runs",
+        skip_serializing_if = "is_default_max_catchup_runs"
+    )]
+    pub max_catchup_runs: u32,
     /// Running task instances of this DAG across its runs (default 16).
     #[serde(default = "default_sixteen")]
     pub max_active_tasks: u32,
@@ -70,6 +78,17 @@ pub struct DagSpec {
 
 fn default_sixteen() -> u32 {
     16
+}
+
+fn default_max_catchup_runs() -> u32 {
+    1000
+}
+
+// Not written when default: a stored version's JSON (and so its hash) stays what it was
+// before the key existed.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_default_max_catchup_runs(n: &u32) -> bool {
+    *n == default_max_catchup_runs()
 }
 
 /// Task fields a DAG can set once for all its tasks.

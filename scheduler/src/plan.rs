@@ -48,6 +48,8 @@ pub fn due_intervals(
     };
     let within_end = |t: DateTime<Utc>| dag.end_date.is_none_or(|e| t <= e);
     if dag.spec.catchup {
+        // At most `max_catchup_runs` missed intervals, the latest ones.
+        let first = cron.catchup_start(tz, first, now, dag.spec.max_catchup_runs as usize);
         let mut out = Vec::new();
         let mut tick = Some(first);
         while let Some(start) = tick.filter(|t| within_end(*t)) {

@@ -106,6 +106,8 @@ pub struct Scheduler {
     next_scan: Option<DateTime<Utc>>,
     /// When retention last ran (a hint: a restarted scheduler runs it again, harmlessly).
     last_retention: Option<DateTime<Utc>>,
+    /// The dags folder's last read error, said once until it changes.
+    folder_problem: Option<String>,
 }
 
 impl Scheduler {
@@ -119,6 +121,7 @@ impl Scheduler {
             versions: HashMap::new(),
             next_scan: None,
             last_retention: None,
+            folder_problem: None,
         }
     }
 
@@ -139,14 +142,26 @@ impl Scheduler {
         let mut pass = Pass::default();
         let scan_due = self.next_scan.is_none_or(|t| now >= t);
         if full || scan_due {
-            self.sync_folder(now).await?;
+            match self.sync_folder(now).await {
+                // A folder gone or unreadable (renamed, an unmounted volume) stops nothing: the
+                // DAGs keep their last versions and nothing is marked removed until it is back.
+                Err(SchedulerError::Folder(e)) => {
+                    if self.folder_problem.as_ref() != Some(&e) {
+                        tracing::error!(error = %e, "cannot read the dags folder; scheduling the DAGs as last read");
+                        self.folder_problem = Some(e);
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    if self.folder_problem.take().is_some() {
+                        tracing::info!("the dags folder is readable again");
+                    }
+                }
+            }
             self.create_scheduled_runs(now, &mut pass).await?;
             self.reap_expired(now, &mut pass).await?;
             self.apply_retention(now).await?;
-            self.next_scan = Some(
-                now + chrono::Duration::from_std(self.cfg.scan_interval)
-                    .unwrap_or(chrono::Duration::seconds(2)),
-            );
+            self.next_scan = Some(weir_model::duration::later(now, self.cfg.scan_interval));
         }
         let mut usage = None;
         let active = self.store.active_runs().await?;
@@ -195,7 +210,7 @@ impl Scheduler {
             return Ok(());
         }
         self.last_retention = Some(now);
-        let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let cutoff = weir_model::duration::earlier(now, keep);
         let deleted = delete_old_runs(&self.store, cutoff).await?;
         if deleted > 0 {
             tracing::info!(deleted, cutoff = %cutoff, "retention: old runs deleted");
@@ -322,13 +337,22 @@ impl Scheduler {
     }
 
     async fn create_scheduled_runs(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
+        let unfinished = self.store.unfinished_runs_by_dag().await?;
         for row in self.store.list_dags().await? {
             if row.paused || row.schedule.is_none() || row.removed_at.is_some() {
                 continue;
             }
             let dag = self.dag_version(row.version_id).await?;
+            // No more scheduled runs than may be active: a long catch-up creates runs as
+            // earlier ones finish, instead of filling the database ahead of them.
+            let room = i64::from(dag.spec.max_active_runs)
+                - unfinished.get(dag.id()).copied().unwrap_or(0);
+            if room <= 0 {
+                continue;
+            }
             let last = self.store.last_scheduled_logical_date(dag.id()).await?;
-            let due = due_intervals(&dag, last, now);
+            let mut due = due_intervals(&dag, last, now);
+            due.truncate(usize::try_from(room).unwrap_or(usize::MAX));
             for interval in &due {
                 let new = new_run(
                     &dag,
@@ -810,7 +834,6 @@ async fn lead_and_schedule(
                     }
                     pass.next_due
                 }
-                Err(SchedulerError::Folder(e)) => return Err(SchedulerError::Folder(e)),
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduler pass failed; retrying");
                     Some(clock.now() + chrono::Duration::seconds(1))

@@ -382,6 +382,21 @@ impl Store {
         rows.into_iter().map(RunRow::try_from).collect()
     }
 
+    /// Unfinished (queued or running) runs per DAG id.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn unfinished_runs_by_dag(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT dag_id, COUNT(*) FROM weir_runs WHERE state IN ('queued', 'running') GROUP BY dag_id"
+        )
+        .fetch_all(pool)
+        .await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
     /// How many runs `filter` matches (ignoring its limit and offset).
     ///
     /// # Errors

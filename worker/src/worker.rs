@@ -159,8 +159,7 @@ impl Worker {
     }
 
     fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + chrono::Duration::from_std(self.cfg.heartbeat_timeout)
-            .unwrap_or(chrono::Duration::seconds(30))
+        weir_model::duration::later(now, self.cfg.heartbeat_timeout)
     }
 
     async fn dag_version(&self, version_id: i64) -> Result<Arc<Version>> {
@@ -469,9 +468,7 @@ impl Worker {
                     ),
                     _ => {
                         give_back_try = true;
-                        let next = now
-                            + chrono::Duration::from_std(*check_again_in)
-                                .unwrap_or(chrono::Duration::seconds(30));
+                        let next = weir_model::duration::later(now, *check_again_in);
                         (
                             TaskState::UpForRetry,
                             Some(serde_json::json!({ "waiting_since": since.to_rfc3339() })),

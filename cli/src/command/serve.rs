@@ -52,13 +52,45 @@ pub(crate) async fn standalone(config: &Config, no_auth: bool) -> Result<u8> {
         shutdown.clone(),
     ));
     let web = tokio::spawn(weir_web::serve(listener, state, shutdown.clone()));
-    let (s, w, h) = tokio::join!(scheduler, worker, web);
+    // The parts live and die together: one that stops on its own (an error, a panic) stops
+    // the others and the process exits non-zero, so a supervisor restarts it; never a
+    // process that looks alive with a dead scheduler.
+    type Part = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+    let parts: [(&str, Part); 3] = [
+        ("scheduler", Box::pin(flatten(scheduler))),
+        ("worker", Box::pin(flatten(worker))),
+        ("web server", Box::pin(flatten(web))),
+    ];
+    let (names, futures): (Vec<&str>, Vec<_>) = parts.into_iter().unzip();
+    let (first, index, rest) = futures_util::future::select_all(futures).await;
+    let stopped_by_signal = shutdown.is_cancelled();
     shutdown.cancel();
-    s.context("scheduler task")?.context("scheduler")?;
-    w.context("worker task")?.context("worker")?;
-    h.context("web task")?.context("web server")?;
+    let mut failure = first.err().map(|e| e.context(names[index]));
+    if failure.is_none() && !stopped_by_signal {
+        failure = Some(anyhow::anyhow!("the {} stopped on its own", names[index]));
+    }
+    for result in futures_util::future::join_all(rest).await {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "while stopping");
+        }
+    }
     store.close().await;
-    Ok(EXIT_OK)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(EXIT_OK),
+    }
+}
+
+/// A spawned part's outcome as one result: its error, or its panic as an error.
+async fn flatten<E>(handle: tokio::task::JoinHandle<Result<(), E>>) -> anyhow::Result<()>
+where
+    E: Into<anyhow::Error>,
+{
+    match handle.await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) if e.is_panic() => Err(anyhow::anyhow!("panicked: {e}")),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
 }
 
 /// Binds the web server's address and builds its state.
@@ -179,7 +211,7 @@ pub(crate) async fn cleanup(config: &Config, older_than: &str) -> Result<u8> {
     let age = weir_model::duration::parse_duration(older_than)
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let store = create_store(config).await?;
-    let cutoff = clock().now() - chrono::Duration::from_std(age.0).unwrap_or(chrono::Duration::MAX);
+    let cutoff = weir_model::duration::earlier(clock().now(), age.0);
     let deleted = weir_scheduler::delete_old_runs(&store, cutoff).await?;
     println!(
         "deleted {deleted} run(s) that ended before {}",

@@ -1359,3 +1359,71 @@ both_backends!(a_duplicate_takes_over_when_the_first_file_goes, |db| {
     assert_eq!(row.removed_at, None);
     assert!(e.store.import_errors().await.expect("errors").is_empty());
 });
+
+// Values that used to overflow date arithmetic and crash the scheduler for good: the longest
+// durations a DAG may write, a huge backoff, a sensor checking again in a century. Every
+// pass and try completes; the instance waits, nothing panics.
+both_backends!(
+    extreme_durations_never_crash_the_scheduler_or_the_worker,
+    |db| {
+        let dag = "id: extreme\ntasks:\n  fail:\n    kind: shell\n    run: exit 1\n    retries: 1000\n    retry_delay: 36500d\n    retry_backoff: 1000000\n    max_retry_delay: 36500d\n  wait:\n    kind: wait_for\n    file: /nonexistent/never\n    interval: 36500d\n    timeout: 36500d\n";
+        let mut e = Engine::new(&db, &[("extreme.yaml", dag)]).await;
+        let run = e.trigger("extreme", serde_json::json!({})).await;
+        for _ in 0..3 {
+            e.tick().await;
+        }
+        let tis = e.tasks(&run.run_id).await;
+        for t in &tis {
+            assert_eq!(t.state, TaskState::UpForRetry, "{t:?}");
+            let due = t.due_at.expect("due");
+            assert!(
+                due > e.clock.now() + chrono::Duration::days(365 * 99),
+                "{due}"
+            );
+        }
+        // A folder gone (renamed, unmounted) stops nothing and removes nothing.
+        std::fs::rename(e.path("dags"), e.path("dags.moved")).expect("mv");
+        e.scheduler
+            .run_once()
+            .await
+            .expect("a pass without the folder");
+        assert_eq!(e.store.dag("extreme").await.expect("dag").removed_at, None);
+        std::fs::rename(e.path("dags.moved"), e.path("dags")).expect("mv back");
+        e.scheduler.run_once().await.expect("pass");
+    }
+);
+
+// A start date centuries ago with catchup: runs are created only as fast as they may run
+// (`max_active_runs`), and only the latest `max_catchup_runs` intervals are caught up.
+both_backends!(a_catchup_from_year_one_is_bounded, |db| {
+    let dag = "id: ancient\nschedule: \"@hourly\"\nstart_date: 0001-01-01\ncatchup: true\nmax_active_runs: 3\nmax_catchup_runs: 5\ntasks:\n  a: {kind: shell, run: echo a}\n";
+    let mut e = Engine::new(&db, &[("ancient.yaml", dag)]).await;
+    let runs = |e: &Engine| {
+        let store = e.store.clone();
+        async move {
+            let mut r = store
+                .list_runs(&weir_store::RunFilter {
+                    dag_id: Some("ancient".into()),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("runs");
+            r.sort_by_key(|r| r.logical_date);
+            r
+        }
+    };
+    let first = runs(&e).await;
+    assert_eq!(first.len(), 3, "no more runs than may be active");
+    // The latest 5 complete hourly intervals end by 12:00: 07:00 .. 11:00.
+    assert_eq!(first[0].logical_date, t("2024-03-01T07:00:00Z"));
+    e.scheduler.run_once().await.expect("pass");
+    assert_eq!(runs(&e).await.len(), 3, "still bounded while they wait");
+    for r in &first {
+        assert_eq!(e.drive(&r.run_id).await.state, RunState::Success);
+    }
+    e.scheduler.run_once().await.expect("pass");
+    let all = runs(&e).await;
+    assert_eq!(all.len(), 5, "the rest of the window, no more");
+    assert_eq!(all[4].logical_date, t("2024-03-01T11:00:00Z"));
+});

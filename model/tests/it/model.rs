@@ -212,3 +212,30 @@ fn the_json_schema_names_every_kind_and_closes_each() {
         );
     }
 }
+
+#[test]
+fn an_ancient_start_date_with_catchup_is_warned_about() {
+    let parsed = weir_model::parse_dag(
+        "id: d\nschedule: \"@hourly\"\nstart_date: 0001-01-01\ncatchup: true\ntasks:\n  a: {kind: noop}\n",
+        None,
+    );
+    assert!(
+        parsed.dag.is_some(),
+        "warnings only: {:?}",
+        parsed.diagnostics
+    );
+    let text: Vec<String> = parsed
+        .diagnostics
+        .iter()
+        .map(|d| format!("{:?} {}", d.loc.map(|l| (l.line, l.col)), d.message))
+        .collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("before 1970: is the year a typo?")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("spans more than 1000 intervals") && t.contains("max_catchup_runs")),
+        "{text:?}"
+    );
+}
