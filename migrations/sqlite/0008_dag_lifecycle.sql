@@ -9,3 +9,7 @@ update weir_runs set timezone = coalesce((select d.timezone from weir_dags d whe
 
 -- The DAG version an instance's latest try ran (a clear may move a run to a newer version).
 alter table weir_task_instances add column version_id bigint;
+
+-- Tries lost with their worker (its lease expired): retried without using up the task's
+-- retries, up to a few times (a task that kills its worker each time still ends).
+alter table weir_task_instances add column lost_tries integer not null default 0;

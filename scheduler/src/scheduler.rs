@@ -50,6 +50,10 @@ pub struct SchedulerConfig {
 /// Runs deleted per retention transaction.
 pub const RETENTION_BATCH: i64 = 200;
 
+/// How many tries of one instance may be lost with their worker (lease expired) and run again
+/// without counting against its retries; past that, a lost try is a failed try.
+pub const MAX_LOST_TRIES: i32 = 3;
+
 /// Deletes finished runs that ended before `cutoff`, in batches, and the settled
 /// notifications written before it; returns how many runs went.
 ///
@@ -642,11 +646,24 @@ impl Scheduler {
     /// it per its task's policy.
     async fn reap_expired(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
         for ti in self.store.expired_leases(now).await? {
+            let worker = ti.worker_id.as_deref().unwrap_or("?");
+            // A try lost with its worker is not the task's failure: it runs again without
+            // using up a retry, a few times (a task that kills its worker each time still ends).
+            if ti.lost_tries < MAX_LOST_TRIES {
+                let error = format!(
+                    "worker {worker} stopped heartbeating (no heartbeat for {}s): the try was lost and runs again (not counted against retries)",
+                    self.cfg.heartbeat_timeout.as_secs()
+                );
+                if self.store.reap_lost(&ti, &error, now).await? {
+                    tracing::warn!(run_id = %ti.run_id, task_id = %ti.task_id, try_number = ti.try_number, worker_id = worker, "lease expired; try lost, runs again");
+                    pass.reaped += 1;
+                }
+                continue;
+            }
             let run = self.store.run(&ti.run_id).await?;
             let dag = self.dag_version(run.version_id).await?;
             let error = format!(
-                "worker {} stopped heartbeating (no heartbeat for {}s): the try is presumed lost",
-                ti.worker_id.as_deref().unwrap_or("?"),
+                "worker {worker} stopped heartbeating (no heartbeat for {}s), and {MAX_LOST_TRIES} tries of this instance were lost that way: counted as a failed try",
                 self.cfg.heartbeat_timeout.as_secs()
             );
             let (to, due) = retry_decision(&dag, &ti, now);

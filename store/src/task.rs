@@ -77,6 +77,8 @@ pub struct TaskInstanceRow {
     /// The DAG version its latest try ran (set when a try is claimed; `None` before the
     /// first): a clear on the latest version moves the run, so tries of one run may differ.
     pub version_id: Option<i64>,
+    /// Tries lost with their worker and given back (not counted against retries).
+    pub lost_tries: i32,
 }
 
 impl TaskInstanceRow {
@@ -113,6 +115,7 @@ struct RawTask {
     error: Option<String>,
     cleared_try: i32,
     version_id: Option<i64>,
+    lost_tries: i32,
 }
 
 impl TryFrom<RawTask> for TaskInstanceRow {
@@ -131,6 +134,7 @@ impl TryFrom<RawTask> for TaskInstanceRow {
             map_index: r.map_index,
             cleared_try: r.cleared_try,
             version_id: r.version_id,
+            lost_tries: r.lost_tries,
             try_number: r.try_number,
             max_tries: r.max_tries,
             queue: r.queue,
@@ -148,7 +152,15 @@ impl TryFrom<RawTask> for TaskInstanceRow {
 }
 
 const TASK_COLUMNS: &str = "id, run_id, dag_id, task_id, map_index, map_item, state, try_number, max_tries, queue, pool, \
-     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error, cleared_try, version_id";
+     priority, due_at, queued_at, started_at, ended_at, worker_id, lease_expires_at, outputs, error, cleared_try, version_id, lost_tries";
+
+/// A heartbeat's lease extension of the tries a worker names (`$3`: an array on Postgres, a
+/// JSON list on SQLite).
+const HEARTBEAT_PG: &str = "UPDATE weir_task_instances SET lease_expires_at = $2
+     WHERE worker_id = $1 AND state = 'running' AND id = ANY($3) RETURNING id";
+const HEARTBEAT_SQLITE: &str = "UPDATE weir_task_instances SET lease_expires_at = $2
+     WHERE worker_id = $1 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
+     RETURNING id";
 
 /// A claimed task instance: the row as it is now `running` under the caller's lease.
 pub type ClaimedTask = TaskInstanceRow;
@@ -716,35 +728,58 @@ impl Store {
         Ok(out)
     }
 
-    /// Extends the leases of the worker's running instances to `lease_until` and returns the
-    /// ids it still holds: a try whose id is missing was taken away (reaped, cleared) and must
-    /// be stopped.
+    /// Extends the leases of the tries `running` (those the worker is running now) to
+    /// `lease_until` and returns the ones it still holds: a try missing from the answer was
+    /// taken away (reaped, cleared) and must be stopped. Only the tries named are extended: a
+    /// row left `running` under this worker's id that it does not run (a claim whose answer
+    /// was lost, an outcome it gave up recording) keeps its lease ending, so the scheduler
+    /// reaps it instead of it being held forever.
     ///
     /// # Errors
     /// Database failures.
     pub async fn heartbeat(
         &self,
         worker_id: &str,
+        running: &[i64],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<i64>> {
-        let held = with_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            sqlx::query("UPDATE weir_workers SET heartbeat_at = $2 WHERE worker_id = $1")
-                .bind(worker_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            let held: Vec<i64> = sqlx::query_scalar(
-                "UPDATE weir_task_instances SET lease_expires_at = $2 WHERE worker_id = $1 AND state = 'running' RETURNING id",
-            )
-            .bind(worker_id)
-            .bind(lease_until)
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            held
-        });
+        const BEAT: &str = "UPDATE weir_workers SET heartbeat_at = $2 WHERE worker_id = $1";
+        let held = match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin_write().await?;
+                sqlx::query(BEAT)
+                    .bind(worker_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let held: Vec<i64> = sqlx::query_scalar(HEARTBEAT_PG)
+                    .bind(worker_id)
+                    .bind(lease_until)
+                    .bind(running)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                held
+            }
+            Db::Sqlite(pool) => {
+                let ids = serde_json::to_string(running)?;
+                let mut tx = pool.begin_write().await?;
+                sqlx::query(BEAT)
+                    .bind(worker_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let held: Vec<i64> = sqlx::query_scalar(HEARTBEAT_SQLITE)
+                    .bind(worker_id)
+                    .bind(lease_until)
+                    .bind(&ids)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                held
+            }
+        };
         Ok(held)
     }
 
@@ -790,10 +825,40 @@ impl Store {
         notify: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        self.reap(ti, to, due_at, error, notify, false, now).await
+    }
+
+    /// Takes back a try whose worker is gone and gives it back: the instance is retried at
+    /// once and one more try is allowed, so the lost try does not use up the task's retries.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn reap_lost(
+        &self,
+        ti: &TaskInstanceRow,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.reap(ti, TaskState::UpForRetry, Some(now), error, &[], true, now)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn reap(
+        &self,
+        ti: &TaskInstanceRow,
+        to: TaskState,
+        due_at: Option<DateTime<Utc>>,
+        error: &str,
+        notify: &[Notification],
+        give_back: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
         let changed = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let changed = sqlx::query(
-                "UPDATE weir_task_instances SET state = $3, due_at = $4, error = $5, ended_at = $6, lease_expires_at = NULL
+                "UPDATE weir_task_instances SET state = $3, due_at = $4, error = $5, ended_at = $6, lease_expires_at = NULL,
+                     max_tries = max_tries + $7, lost_tries = lost_tries + $7
                  WHERE id = $1 AND try_number = $2 AND state = 'running' AND lease_expires_at < $6",
             )
             .bind(ti.id)
@@ -802,6 +867,7 @@ impl Store {
             .bind(due_at)
             .bind(error)
             .bind(now)
+            .bind(i32::from(give_back))
             .execute(&mut *tx)
             .await?
             .rows_affected();

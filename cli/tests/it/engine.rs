@@ -1427,3 +1427,81 @@ both_backends!(a_catchup_from_year_one_is_bounded, |db| {
     assert_eq!(all.len(), 5, "the rest of the window, no more");
     assert_eq!(all[4].logical_date, t("2024-03-01T11:00:00Z"));
 });
+
+// A heartbeat extends only the tries the worker runs: a row left `running` under its id that
+// it does not run (a claim whose answer was lost) expires and is reaped, not held forever;
+// and a try claimed while a heartbeat's statement ran is never taken for lost.
+both_backends!(
+    heartbeats_extend_only_tries_the_worker_runs_and_never_stop_a_fresh_claim,
+    |db| {
+        let dag =
+            "id: beat\ntasks:\n  a: {kind: shell, run: echo a}\n  b: {kind: shell, run: echo b}\n";
+        let mut e = Engine::new(&db, &[("beat.yaml", dag)]).await;
+        let run = e.trigger("beat", serde_json::json!({})).await;
+        e.scheduler.run_once().await.expect("pass");
+        // `a`: claimed, tracked as running here. `b` stays queued for now.
+        let first = e.worker.claim(1).await.expect("claim");
+        assert_eq!(first.len(), 1);
+        let a = first[0].id;
+        let a_token = CancellationToken::new();
+        e.worker.track(a, a_token.clone());
+        // `b` is claimed while the heartbeat's statement is in flight.
+        let b_token = CancellationToken::new();
+        let worker = e.worker.clone();
+        let (token, claimed) = (
+            b_token.clone(),
+            std::sync::Arc::new(std::sync::Mutex::new(None)),
+        );
+        let slot = std::sync::Arc::clone(&claimed);
+        e.worker
+            .heartbeat_then(async move {
+                let b = worker.claim(1).await.expect("claim b");
+                worker.track(b[0].id, token);
+                *slot.lock().expect("slot") = Some(b[0].clone());
+            })
+            .await
+            .expect("heartbeat");
+        assert!(!a_token.is_cancelled(), "a try held is kept");
+        assert!(
+            !b_token.is_cancelled(),
+            "a try claimed during the heartbeat is not taken for lost"
+        );
+        let b = claimed.lock().expect("slot").clone().expect("b claimed");
+        // An orphan: `b`'s row is ours but this worker forgets it (as after a lost answer).
+        e.worker.untrack(b.id);
+        let lease_before = e
+            .store
+            .task_instance(b.id)
+            .await
+            .expect("b")
+            .lease_expires_at;
+        e.clock.set(e.clock.now() + chrono::Duration::seconds(20));
+        e.worker.heartbeat().await.expect("heartbeat");
+        let b_row = e.store.task_instance(b.id).await.expect("b");
+        assert_eq!(
+            b_row.lease_expires_at, lease_before,
+            "an orphan's lease is not extended"
+        );
+        let a_row = e.store.task_instance(a).await.expect("a");
+        assert!(
+            a_row.lease_expires_at > lease_before,
+            "a tracked try's lease is"
+        );
+        // Past its lease the orphan is reaped and retried; it then runs to success.
+        e.clock.set(e.clock.now() + chrono::Duration::seconds(20));
+        e.worker.heartbeat().await.expect("heartbeat");
+        e.scheduler.run_once().await.expect("pass");
+        let b_row = e.store.task_instance(b.id).await.expect("b");
+        assert_ne!(
+            b_row.state,
+            TaskState::Running,
+            "the orphan was reaped: {b_row:?}"
+        );
+        e.worker.untrack(a);
+        e.worker
+            .run_try(first[0].clone(), CancellationToken::new())
+            .await
+            .expect("a");
+        assert_eq!(e.drive(&run.run_id).await.state, RunState::Success);
+    }
+);

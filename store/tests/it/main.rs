@@ -215,7 +215,7 @@ both_backends!(
         assert_eq!(claimed.len(), 1);
         assert_eq!(
             db.store
-                .heartbeat("w1", now, now + Duration::seconds(30))
+                .heartbeat("w1", &[ti.id], now, now + Duration::seconds(30))
                 .await
                 .expect("hb"),
             vec![ti.id]
@@ -276,7 +276,7 @@ both_backends!(
         // The old worker comes back: it no longer holds the instance and cannot complete it.
         assert!(
             db.store
-                .heartbeat("w1", later, later + Duration::seconds(30))
+                .heartbeat("w1", &[ti.id], later, later + Duration::seconds(30))
                 .await
                 .expect("hb")
                 .is_empty()
