@@ -718,9 +718,12 @@ pub async fn run(
     let stop_tries = CancellationToken::new();
     let slot_freed = Arc::new(tokio::sync::Notify::new());
 
+    // Heartbeats go on through the shutdown's grace period: a try finishing then must keep its
+    // lease, or the scheduler would give it to another worker while it still runs.
+    let stop_beating = CancellationToken::new();
     let beat = {
         let worker = worker.clone();
-        let stop = shutdown.clone();
+        let stop = stop_beating.clone();
         let period = cfg.heartbeat_timeout / 3;
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
@@ -822,6 +825,7 @@ pub async fn run(
         stop_tries.cancel();
         tracker.wait().await;
     }
+    stop_beating.cancel();
     beat.abort();
     if let Some(l) = listener {
         l.abort();

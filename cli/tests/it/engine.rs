@@ -1505,3 +1505,130 @@ both_backends!(
         assert_eq!(e.drive(&run.run_id).await.state, RunState::Success);
     }
 );
+
+/// Postgres: a worker told to stop (SIGTERM) while its tries run finishes them within its grace
+/// period and records them, heartbeating all along: its tries outlive their 3-second lease, and
+/// nothing is given to the other worker, so no task runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_sigtermed_worker_finishes_its_tries_and_nothing_runs_twice() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("tries.log");
+    let mut dag = String::from("id: term\nparams:\n  log: x\ntasks:\n");
+    for i in 0..4 {
+        dag.push_str(&format!(
+            "  t{i}:\n    kind: shell\n    run: |\n      echo \"start $WEIR_TASK_ID $WEIR_TRY_NUMBER\" >> \"{{{{ params.log }}}}\"\n      sleep 6\n      echo \"end $WEIR_TASK_ID $WEIR_TRY_NUMBER\" >> \"{{{{ params.log }}}}\"\n"
+        ));
+    }
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/term.yaml"), &dag).expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
+    )
+    .expect("config");
+    let shutdown = CancellationToken::new();
+    let mut cfg = scheduler_config(dir.path());
+    cfg.heartbeat_timeout = Duration::from_secs(3);
+    cfg.scan_interval = Duration::from_millis(500);
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        db.store.clone(),
+        cfg,
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    let spawn_worker = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["worker", "--concurrency", "4"])
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start worker")
+    };
+    let mut first = spawn_worker();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        if let Ok(r) = db.store.dag("term").await {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let parsed =
+        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
+            .expect("dag");
+    let now = weir_model::clock::SystemClock.now();
+    let overrides = serde_json::Map::from_iter([(
+        "log".to_owned(),
+        serde_json::json!(log.display().to_string()),
+    )]);
+    let new = weir_scheduler::plan::new_run(
+        &parsed,
+        row.version_id,
+        RunType::Manual,
+        weir_model::DataInterval {
+            start: now,
+            end: now,
+        },
+        &overrides,
+    )
+    .expect("run");
+    let run = db
+        .store
+        .create_run(&new, now)
+        .await
+        .expect("create")
+        .expect("new");
+    loop {
+        let started = std::fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if started == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks never all started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A second worker stands ready to take anything the first one lets go of.
+    let mut second = spawn_worker();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first_exit = first.wait().expect("first worker exits");
+    shutdown.cancel();
+    let _ = scheduler.await;
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(done.state, RunState::Success);
+    assert!(
+        first_exit.success(),
+        "a graceful stop exits 0: {first_exit:?}"
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    let starts = text.lines().filter(|l| l.starts_with("start")).count();
+    assert_eq!(starts, 4, "every task ran once, none repeated:\n{text}");
+    for t in db.store.task_instances(&run.run_id).await.expect("tis") {
+        assert_eq!(
+            (t.state, t.try_number),
+            (TaskState::Success, 1),
+            "{}",
+            t.task_id
+        );
+    }
+}
