@@ -112,6 +112,11 @@ pub struct Scheduler {
     last_retention: Option<DateTime<Utc>>,
     /// The dags folder's last read error, said once until it changes.
     folder_problem: Option<String>,
+    /// Since when this scheduler has reached the database without a failure (`None` right
+    /// after a failed pass). Leases are reaped only after a whole heartbeat timeout of it: a
+    /// lease that expired while the database was unreachable says nothing about its worker,
+    /// which could not heartbeat either and is recording its outcome now.
+    db_ok_since: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -120,12 +125,13 @@ impl Scheduler {
         Scheduler {
             store,
             cfg,
-            clock,
             scanner: FolderScanner::default(),
             versions: HashMap::new(),
             next_scan: None,
             last_retention: None,
             folder_problem: None,
+            db_ok_since: Some(clock.now()),
+            clock,
         }
     }
 
@@ -142,6 +148,19 @@ impl Scheduler {
     /// `scan_interval`; limits are counted only when something is ready to queue; runs with
     /// nothing waiting for a decision cost nothing beyond the one active-runs statement.
     async fn pass(&mut self, full: bool) -> Result<Pass> {
+        let result = self.pass_inner(full).await;
+        match &result {
+            Err(SchedulerError::Store(_)) => self.db_ok_since = None,
+            _ => {
+                if self.db_ok_since.is_none() {
+                    self.db_ok_since = Some(self.clock.now());
+                }
+            }
+        }
+        result
+    }
+
+    async fn pass_inner(&mut self, full: bool) -> Result<Pass> {
         let now = self.clock.now();
         let mut pass = Pass::default();
         let scan_due = self.next_scan.is_none_or(|t| now >= t);
@@ -645,6 +664,14 @@ impl Scheduler {
     /// Fails the try of every running instance whose worker stopped heartbeating, and retries
     /// it per its task's policy.
     async fn reap_expired(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
+        let settled = self.db_ok_since.is_some_and(|since| {
+            now - since
+                >= chrono::Duration::from_std(self.cfg.heartbeat_timeout)
+                    .unwrap_or(chrono::Duration::MAX)
+        });
+        if !settled {
+            return Ok(());
+        }
         for ti in self.store.expired_leases(now).await? {
             let worker = ti.worker_id.as_deref().unwrap_or("?");
             // A try lost with its worker is not the task's failure: it runs again without

@@ -330,3 +330,122 @@ pub(crate) fn stop(cluster: &Cluster) {
         drop(keeper.take());
     }
 }
+
+/// A Postgres cluster of the test's own that the test can restart (`pg_ctl restart -m fast`
+/// or `-m immediate`) while weir's processes use it: what a database restart or failover does
+/// to them. Stopped and removed when dropped.
+pub struct RestartablePostgres {
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+    bin: PathBuf,
+    dir: PathBuf,
+    /// The server's options (`pg_ctl start -o`): port, socket folder, listen address.
+    options: String,
+}
+
+impl RestartablePostgres {
+    /// Creates and starts the cluster.
+    ///
+    /// # Errors
+    /// No binaries, or a cluster that does not start.
+    pub fn start() -> Result<RestartablePostgres, String> {
+        let bin =
+            binaries().ok_or_else(|| format!("no Postgres binaries found; {INSTALL_HINT}"))?;
+        let dir = server_dir("weir-test-pg-restart-", "postgres")?;
+        let data = dir.join("data");
+        let init = as_cluster_user(&bin.join("initdb"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .map_err(|e| format!("running initdb: {e}"))?;
+        if !init.status.success() {
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&init.stderr)
+            ));
+        }
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.display()
+        );
+        let server = RestartablePostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            dir,
+            options,
+        };
+        server.pg_ctl(&["-o", &server.options], "start")?;
+        Ok(server)
+    }
+
+    /// Restarts the server: `fast` (clients disconnected, a clean shutdown) or `immediate`
+    /// (no shutdown checkpoint: crash recovery at start). Returns once it accepts
+    /// connections again.
+    ///
+    /// # Errors
+    /// `pg_ctl` failing.
+    pub fn restart(&self, mode: &str) -> Result<(), String> {
+        self.pg_ctl(&["-m", mode], "restart")
+    }
+
+    /// Stops the server (`fast` or `immediate`), keeps it down for `down`, then starts it
+    /// again: an outage during which running tasks end and their outcomes cannot be written.
+    ///
+    /// # Errors
+    /// `pg_ctl` failing.
+    pub fn outage(&self, mode: &str, down: Duration) -> Result<(), String> {
+        self.pg_ctl(&["-m", mode], "stop")?;
+        std::thread::sleep(down);
+        self.pg_ctl(&["-o", &self.options], "start")
+    }
+
+    /// The server's log so far (for a failing test's message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `pg_ctl ACTION`. Its output goes to a file, not a pipe: the server it starts
+    /// would inherit a pipe and hold it open for its whole life.
+    fn pg_ctl(&self, args: &[&str], action: &str) -> Result<(), String> {
+        let out_path = self.dir.join(format!("pg_ctl-{action}.out"));
+        let out = std::fs::File::create(&out_path).map_err(|e| format!("pg_ctl output: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("pg_ctl output: {e}"))?;
+        let status = as_cluster_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-t", "60", "-l"])
+            .arg(self.dir.join("server.log"))
+            .args(args)
+            .arg(action)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .map_err(|e| format!("running pg_ctl {action}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctl {action} failed: {}\n{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default(),
+                self.log()
+            ))
+        }
+    }
+}
+
+impl Drop for RestartablePostgres {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate"], "stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

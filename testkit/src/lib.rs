@@ -15,6 +15,7 @@
 //! - [`smtp`]: a real SMTP server on a loopback port that keeps what it receives.
 
 mod cluster;
+pub use cluster::RestartablePostgres;
 pub mod smtp;
 
 use std::sync::atomic::{AtomicU64, Ordering};

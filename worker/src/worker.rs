@@ -112,6 +112,13 @@ async fn record_batches(
     }
 }
 
+/// Recording a try's outcome is retried after this, doubling up to [`RECORD_RETRY_MAX`], for
+/// [`RECORD_RETRY_FOR`] in all: a database restart or failover costs seconds, and the outcome
+/// is kept meanwhile.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(600);
+
 /// A DAG version as a worker uses it: the validated DAG and the files it reads.
 struct Version {
     dag: Dag,
@@ -520,23 +527,40 @@ impl Worker {
             wake: state != TaskState::Success
                 || owner.is_none_or(|(dag, _, _)| dag.has_downstream(&ti.task_id)),
         };
-        let (done, recorded) = oneshot::channel();
-        if self.recorder.send((completion, done)).is_err() {
-            return Err(WorkerError::Record("the recorder stopped".into()));
-        }
-        match recorded.await {
-            Ok(Ok(true)) => Ok(()),
-            // Reaped, cleared or cancelled meanwhile: someone else owns the instance now.
-            Ok(Ok(false)) => {
-                tracing::warn!(
-                    ti_id = ti.id,
-                    try_number = ti.try_number,
-                    "lease lost before the try ended; its outcome is dropped"
-                );
-                Ok(())
+        // The outcome is known: it is recorded, however long the database takes to come back
+        // (a restart, a failover), rather than forgotten and the task run again. The try stays
+        // tracked meanwhile, so heartbeats keep its lease once the database answers.
+        let started = std::time::Instant::now();
+        let mut wait = RECORD_RETRY_FIRST;
+        loop {
+            let (done, recorded) = oneshot::channel();
+            if self.recorder.send((completion.clone(), done)).is_err() {
+                return Err(WorkerError::Record("the recorder stopped".into()));
             }
-            Ok(Err(e)) => Err(WorkerError::Record(e)),
-            Err(_) => Err(WorkerError::Record("the recorder stopped".into())),
+            match recorded.await {
+                Ok(Ok(true)) => {
+                    if started.elapsed() > RECORD_RETRY_FIRST {
+                        tracing::info!(ti_id = ti.id, "the try's outcome is recorded after all");
+                    }
+                    return Ok(());
+                }
+                // Reaped, cleared or cancelled meanwhile: someone else owns the instance now.
+                Ok(Ok(false)) => {
+                    tracing::warn!(
+                        ti_id = ti.id,
+                        try_number = ti.try_number,
+                        "lease lost before the try ended; its outcome is dropped"
+                    );
+                    return Ok(());
+                }
+                Ok(Err(e)) if started.elapsed() < RECORD_RETRY_FOR => {
+                    tracing::warn!(ti_id = ti.id, error = %e, retry_in_ms = wait.as_millis() as u64, "recording the try's outcome failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECORD_RETRY_MAX);
+                }
+                Ok(Err(e)) => return Err(WorkerError::Record(e)),
+                Err(_) => return Err(WorkerError::Record("the recorder stopped".into())),
+            }
         }
     }
 

@@ -1632,3 +1632,128 @@ async fn postgres_a_sigtermed_worker_finishes_its_tries_and_nothing_runs_twice()
         );
     }
 }
+
+/// Postgres restarted (`fast`), stopped for 3 s while tasks end, and restarted (`immediate`)
+/// under a running fan-out served by a
+/// real `weir scheduler` and `weir worker`: both processes stay up, reconnect, record the
+/// outcomes they hold once the database is back, and the run finishes with every task run
+/// exactly once (its own ledger says so) and no task's executions overlapping.
+#[test]
+fn postgres_restarts_mid_run_cost_seconds_and_repeat_nothing() {
+    let pg = weir_testkit::RestartablePostgres::start().expect("a Postgres of the test's own");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    let mut dag = String::from("id: fan\nparams:\n  ledger: x\ntasks:\n");
+    for i in 0..24 {
+        dag.push_str(&format!(
+            "  t{i:02}:\n    kind: shell\n    run: |\n      echo \"start $WEIR_TASK_ID $(date +%s.%N)\" >> \"{{{{ params.ledger }}}}\"\n      sleep 1.5\n      echo \"end $WEIR_TASK_ID $(date +%s.%N)\" >> \"{{{{ params.ledger }}}}\"\n"
+        ));
+    }
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/fan.yaml"), &dag).expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n", pg.url),
+    )
+    .expect("config");
+    let weir = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .output()
+            .expect("weir")
+    };
+    assert!(weir(&["db", "migrate"]).status.success());
+    let spawn = |args: &[&str], log: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).expect("log"))
+            .spawn()
+            .expect("spawn")
+    };
+    let mut scheduler = spawn(&["scheduler"], "scheduler.log");
+    let mut worker = spawn(&["worker", "--concurrency", "4"], "worker.log");
+    let trigger = weir(&[
+        "trigger",
+        "fan",
+        "--param",
+        &format!("ledger={}", ledger.display()),
+        "--json",
+    ]);
+    assert!(trigger.status.success(), "{}", crate::stderr(&trigger));
+    let run: serde_json::Value = serde_json::from_slice(&trigger.stdout).expect("json");
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+    let starts = || {
+        std::fs::read_to_string(&ledger)
+            .map(|s| s.lines().filter(|l| l.starts_with("start")).count())
+            .unwrap_or(0)
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_until("the fan-out never started", &|| starts() >= 4);
+    pg.restart("fast").expect("restart fast");
+    wait_until("nothing ran after the first restart", &|| starts() >= 10);
+    // Down for longer than a task runs: the running tasks end while no outcome can be written.
+    pg.outage("immediate", Duration::from_secs(3))
+        .expect("outage");
+    wait_until("nothing ran after the outage", &|| starts() >= 18);
+    pg.restart("immediate").expect("restart immediate");
+    let restarted = std::time::Instant::now();
+    let state = || {
+        let o = weir(&["runs", "show", &run_id, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|r| r["state"].as_str().map(str::to_owned))
+    };
+    wait_until("the run never finished after the restarts", &|| {
+        matches!(state().as_deref(), Some("success" | "failed"))
+    });
+    let finished_after = restarted.elapsed();
+    let alive = (
+        scheduler.try_wait().expect("wait").is_none(),
+        worker.try_wait().expect("wait").is_none(),
+    );
+    let _ = scheduler.kill();
+    let _ = worker.kill();
+    let _ = scheduler.wait();
+    let _ = worker.wait();
+    let logs = format!(
+        "scheduler:\n{}\nworker:\n{}",
+        std::fs::read_to_string(dir.path().join("scheduler.log")).unwrap_or_default(),
+        std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default()
+    );
+    assert_eq!(
+        alive,
+        (true, true),
+        "both processes survive the restarts\n{logs}"
+    );
+    assert_eq!(state().as_deref(), Some("success"), "{logs}");
+    // Every task ran exactly once: its outcome was recorded, never lost and run again.
+    let text = std::fs::read_to_string(&ledger).expect("ledger");
+    let mut runs: std::collections::BTreeMap<&str, usize> = Default::default();
+    for line in text.lines().filter(|l| l.starts_with("start")) {
+        *runs
+            .entry(line.split_whitespace().nth(1).unwrap_or(""))
+            .or_default() += 1;
+    }
+    let repeated: Vec<(&&str, &usize)> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(runs.len(), 24, "{text}");
+    assert!(
+        repeated.is_empty(),
+        "repeated executions: {repeated:?}\n{logs}"
+    );
+    eprintln!(
+        "the run finished {:.1}s after the immediate restart",
+        finished_after.as_secs_f64()
+    );
+}
