@@ -13,3 +13,10 @@ alter table weir_task_instances add column version_id bigint;
 -- Tries lost with their worker (its lease expired): retried without using up the task's
 -- retries, up to a few times (a task that kills its worker each time still ends).
 alter table weir_task_instances add column lost_tries integer not null default 0;
+
+-- A worker's process, for noticing its death at once instead of when its leases expire:
+-- its pid on its machine (hostname, boot and pid namespace), and whether it holds a
+-- session-level lock on Postgres (its session ends the moment the process dies).
+alter table weir_workers add column pid integer;
+alter table weir_workers add column machine text;
+alter table weir_workers add column session_lock boolean not null default false;

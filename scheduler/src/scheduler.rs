@@ -669,6 +669,21 @@ impl Scheduler {
                 >= chrono::Duration::from_std(self.cfg.heartbeat_timeout)
                     .unwrap_or(chrono::Duration::MAX)
         });
+        // Workers known dead (process or database session gone) lose their tries at once,
+        // not a lease later; the tries run again without using up retries. A process seen
+        // gone is certain; a missing session only once the database has been reachable a
+        // while (a database restart ends every session).
+        for worker in self.store.dead_workers(settled).await? {
+            for ti in self.store.running_of_worker(&worker).await? {
+                let error = format!(
+                    "worker {worker} died (its process or database session ended): the try was lost and runs again (not counted against retries)"
+                );
+                if self.store.reap_dead(&ti, &error, now).await? {
+                    tracing::warn!(run_id = %ti.run_id, task_id = %ti.task_id, try_number = ti.try_number, worker_id = %worker, "worker dead; try lost, runs again");
+                    pass.reaped += 1;
+                }
+            }
+        }
         if !settled {
             return Ok(());
         }

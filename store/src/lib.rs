@@ -48,7 +48,7 @@ pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use user::{Role, UserRow};
 pub use web::{AuditRow, GridCell, RunBrief, SchedulerRow, SessionRow, StateCounts, TrySpan};
-pub use worker::WorkerRow;
+pub use worker::{WorkerRow, WorkerSession, machine_id};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

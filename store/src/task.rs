@@ -162,6 +162,17 @@ const HEARTBEAT_SQLITE: &str = "UPDATE weir_task_instances SET lease_expires_at 
      WHERE worker_id = $1 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
      RETURNING id";
 
+/// How a try is taken back from its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reap {
+    /// Its lease expired and it counts as a failed try.
+    Failed,
+    /// Its lease expired: lost, given back.
+    Lost,
+    /// Its worker is known dead: given back, without waiting for the lease.
+    WorkerDead,
+}
+
 /// A claimed task instance: the row as it is now `running` under the caller's lease.
 pub type ClaimedTask = TaskInstanceRow;
 
@@ -825,7 +836,8 @@ impl Store {
         notify: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.reap(ti, to, due_at, error, notify, false, now).await
+        self.reap(ti, to, due_at, error, notify, Reap::Failed, now)
+            .await
     }
 
     /// Takes back a try whose worker is gone and gives it back: the instance is retried at
@@ -839,8 +851,56 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.reap(ti, TaskState::UpForRetry, Some(now), error, &[], true, now)
-            .await
+        self.reap(
+            ti,
+            TaskState::UpForRetry,
+            Some(now),
+            error,
+            &[],
+            Reap::Lost,
+            now,
+        )
+        .await
+    }
+
+    /// Takes back a try of a worker known dead (its process or session is gone), its lease
+    /// not expired yet, and gives it back as [`Store::reap_lost`] does.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn reap_dead(
+        &self,
+        ti: &TaskInstanceRow,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.reap(
+            ti,
+            TaskState::UpForRetry,
+            Some(now),
+            error,
+            &[],
+            Reap::WorkerDead,
+            now,
+        )
+        .await
+    }
+
+    /// The running tries of a worker.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn running_of_worker(&self, worker_id: &str) -> Result<Vec<TaskInstanceRow>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE worker_id = $1 AND state = 'running' ORDER BY id"
+        );
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                .bind(worker_id)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -851,15 +911,16 @@ impl Store {
         due_at: Option<DateTime<Utc>>,
         error: &str,
         notify: &[Notification],
-        give_back: bool,
+        how: Reap,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let give_back = how != Reap::Failed;
         let changed = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let changed = sqlx::query(
                 "UPDATE weir_task_instances SET state = $3, due_at = $4, error = $5, ended_at = $6, lease_expires_at = NULL,
                      max_tries = max_tries + $7, lost_tries = lost_tries + $7
-                 WHERE id = $1 AND try_number = $2 AND state = 'running' AND lease_expires_at < $6",
+                 WHERE id = $1 AND try_number = $2 AND state = 'running' AND (lease_expires_at < $6 OR $8)",
             )
             .bind(ti.id)
             .bind(ti.try_number)
@@ -868,6 +929,7 @@ impl Store {
             .bind(error)
             .bind(now)
             .bind(i32::from(give_back))
+            .bind(how == Reap::WorkerDead)
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -2,8 +2,73 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::with_pool;
+use crate::db::{Db, with_pool};
 use crate::{Result, Store};
+
+/// The first key of workers' session locks (`pg_advisory_lock(space, hashtext(worker_id))`).
+const WORKER_LOCK_SPACE: i32 = 7_377_002;
+
+/// This machine as far as process ids mean anything: hostname, boot and pid namespace (two
+/// containers sharing a hostname are different machines here).
+pub fn machine_id() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "{}/{}/{ns}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id")
+    )
+}
+
+/// Whether process `pid` of this machine exists (one of another user counts: it exists).
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// A worker's Postgres session holding its lock (see [`Store::worker_session`]).
+#[derive(Debug)]
+pub struct WorkerSession {
+    pool: sqlx::PgPool,
+    worker_id: String,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl WorkerSession {
+    /// Checks the session and takes the lock again on a new one when it was lost (a database
+    /// restart ends every session).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn keep(&mut self) -> Result<()> {
+        use sqlx::Connection;
+        if let Some(conn) = &mut self.conn
+            && conn.ping().await.is_ok()
+        {
+            return Ok(());
+        }
+        self.conn = None;
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
+            .bind(WORKER_LOCK_SPACE)
+            .bind(&self.worker_id)
+            .execute(&mut conn)
+            .await?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+}
 
 /// A registered worker.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -53,7 +118,100 @@ impl Store {
         Ok(())
     }
 
-    /// Records a clean stop.
+    /// Records the worker's process: its pid on this machine ([`machine_id`]), so that a
+    /// scheduler on the same machine notices its death at once.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn record_worker_process(&self, worker_id: &str, pid: u32) -> Result<()> {
+        let pid = i64::from(pid);
+        let machine = machine_id();
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE weir_workers SET pid = $2, machine = $3 WHERE worker_id = $1")
+                .bind(worker_id)
+                .bind(pid)
+                .bind(&machine)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// On Postgres, takes a session-level lock named after the worker on a connection of its
+    /// own, held as long as the returned session lives (and re-taken by [`WorkerSession::keep`]
+    /// after the connection was lost): when the process dies its session ends and the lock
+    /// with it, which the scheduler sees at once. `None` on SQLite.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn worker_session(&self, worker_id: &str) -> Result<Option<WorkerSession>> {
+        let Db::Postgres(pool) = &self.db else {
+            return Ok(None);
+        };
+        let mut session = WorkerSession {
+            pool: pool.clone(),
+            worker_id: worker_id.to_owned(),
+            conn: None,
+        };
+        session.keep().await?;
+        sqlx::query("UPDATE weir_workers SET session_lock = true WHERE worker_id = $1")
+            .bind(worker_id)
+            .execute(pool)
+            .await?;
+        Ok(Some(session))
+    }
+
+    /// Workers running tries that are known dead now, without waiting for their leases: on
+    /// any backend those of this machine whose process is gone; with `sessions`, on Postgres,
+    /// also those whose session lock is gone (not right after a database restart, which ends
+    /// every session: live workers take theirs again within a heartbeat). Only workers with
+    /// running tries are looked at.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn dead_workers(&self, sessions: bool) -> Result<Vec<String>> {
+        const CANDIDATES: &str = "SELECT DISTINCT w.worker_id, CAST(w.pid AS BIGINT), w.machine, w.session_lock FROM weir_workers w
+             JOIN weir_task_instances t ON t.worker_id = w.worker_id AND t.state = 'running'";
+        let rows: Vec<(String, Option<i64>, Option<String>, bool)> =
+            with_pool!(self, |pool| sqlx::query_as(CANDIDATES)
+                .fetch_all(pool)
+                .await?);
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let here = machine_id();
+        let mut dead: Vec<String> = rows
+            .iter()
+            .filter(|(_, pid, machine, _)| {
+                machine.as_deref() == Some(here.as_str()) && pid.is_some_and(|p| !process_alive(p))
+            })
+            .map(|(id, ..)| id.clone())
+            .collect();
+        if let (true, Db::Postgres(pool)) = (sessions, &self.db) {
+            let locked: Vec<String> = rows
+                .iter()
+                .filter(|(.., session)| *session)
+                .map(|(id, ..)| id.clone())
+                .collect();
+            if !locked.is_empty() {
+                let gone: Vec<String> = sqlx::query_scalar(
+                    "SELECT w FROM unnest($1::text[]) AS w WHERE NOT EXISTS (
+                         SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                           AND l.classid = $2::oid AND l.objid = hashtext(w)::oid AND l.objsubid = 2)",
+                )
+                .bind(&locked)
+                .bind(WORKER_LOCK_SPACE)
+                .fetch_all(pool)
+                .await?;
+                for g in gone {
+                    if !dead.contains(&g) {
+                        dead.push(g);
+                    }
+                }
+            }
+        }
+        Ok(dead)
+    }
     ///
     /// # Errors
     /// Database failures.

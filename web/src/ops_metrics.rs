@@ -167,7 +167,8 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
 
 #[derive(Serialize)]
 struct Health {
-    /// `ok`, `degraded` (no live scheduler) or `down` (no database).
+    /// `ok`, or `degraded` (no live scheduler, or the database unreachable: this process
+    /// keeps running and reconnects by itself).
     status: &'static str,
     database: String,
     scheduler: Option<SchedulerHealth>,
@@ -191,7 +192,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
-                status: "down",
+                status: "degraded",
                 database: format!("unreachable: {e}"),
                 scheduler: None,
             }),

@@ -735,6 +735,12 @@ pub async fn run(
             clock.now(),
         )
         .await?;
+    store
+        .record_worker_process(&worker.id, std::process::id())
+        .await?;
+    // Postgres: a session lock that ends with this process, so the scheduler notices a death
+    // at once; kept (and re-taken after a database restart) by the heartbeat loop.
+    let session = store.worker_session(&worker.id).await?;
     tracing::info!(worker_id = %worker.id, queues = ?cfg.queues, concurrency, "worker started");
     let listener = store.listen();
     let slots = Arc::new(Semaphore::new(concurrency));
@@ -749,12 +755,18 @@ pub async fn run(
         let worker = worker.clone();
         let stop = stop_beating.clone();
         let period = cfg.heartbeat_timeout / 3;
+        let mut session = session;
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(period) => {}
+                }
+                if let Some(s) = &mut session
+                    && let Err(e) = s.keep().await
+                {
+                    tracing::warn!(error = %e, "cannot hold the worker's database session; retrying");
                 }
                 match worker.heartbeat().await {
                     Ok(()) => last_ok = tokio::time::Instant::now(),

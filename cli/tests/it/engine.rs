@@ -687,8 +687,9 @@ both_backends!(
 
 /// Postgres only (SQLite is one process): two `weir worker` processes share eight 6-second
 /// tasks; one worker is killed with SIGKILL while its tasks run. Its task processes must die
-/// with it, grandchildren included (the `end` line is written by a background subshell), the scheduler must reap its leases after the heartbeat
-/// timeout and retry them on the other worker, and no task's tries may overlap in time.
+/// with it, grandchildren included (the `end` line is written by a background subshell), the
+/// scheduler must see the death from the worker's database session within 2 seconds (not a
+/// lease later) and retry its tries on the other worker, and no task's tries may overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_twice_at_once() {
     let db = TestDb::postgres().await;
@@ -797,6 +798,10 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
         .iter_mut()
         .find(|w| w.id() == victim_pid)
         .expect("victim is one of ours");
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
     victim.kill().expect("SIGKILL");
     victim.wait().expect("reaped");
     let killed_tasks: Vec<String> = db
@@ -809,6 +814,35 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
         .map(|t| t.task_id)
         .collect();
     assert!(!killed_tasks.is_empty());
+    // The worker's death is seen from its database session at once, not when its 3-second
+    // lease expires: its tries are taken back within 2 seconds of the kill.
+    let taken_back = loop {
+        let held = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .into_iter()
+            .filter(|t| {
+                t.state == TaskState::Running
+                    && t.worker_id.as_deref() == Some(victim_worker.as_str())
+            })
+            .count();
+        let waited = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64()
+            - killed_at;
+        if held == 0 {
+            break waited;
+        }
+        assert!(waited < 10.0, "the dead worker's tries were not taken back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        taken_back <= 2.0,
+        "taken back {taken_back:.2}s after the kill"
+    );
 
     let done = loop {
         let r = db.store.run(&run.run_id).await.expect("run");
@@ -864,8 +898,8 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
         );
         let second = spans.get(&(task.clone(), "2".into())).expect("second try");
         assert!(
-            second.0 > first.0 + 3.0,
-            "{task}: the retry started before the lease could expire"
+            second.0 > killed_at,
+            "{task}: the retry started before the kill"
         );
     }
     for ((task, try_number), (start, end)) in &spans {

@@ -1121,3 +1121,78 @@ fn the_readme_validate_example_is_real_output() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), expected);
 }
+
+/// `kill -9` of a standalone with a task in flight (`retries: 0`), then a restart: the lost
+/// try is not the task's failure; the new process sees its predecessor dead at once and the
+/// task runs again within 2 seconds, and the run succeeds.
+#[test]
+fn a_killed_standalone_reruns_its_lost_try_at_once_after_a_restart() {
+    // The DAG names the ledger by its absolute path, known once the folder exists.
+    let dir = folder_with_dag("id: d\ntasks:\n  slow: {kind: noop}\n");
+    std::fs::write(
+        dir.path().join("dags/d.yaml"),
+        format!(
+            "id: d\ntasks:\n  slow:\n    kind: shell\n    run: |\n      echo \"start $WEIR_TRY_NUMBER $(date +%s.%N)\" >> {0}\n      sleep 4\n      echo \"end $WEIR_TRY_NUMBER\" >> {0}\n",
+            dir.path().join("ledger").display()
+        ),
+    )
+    .expect("dag");
+    let mut first = Standalone::start(dir.path());
+    let o = weir_in(dir.path(), &["trigger", "d", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let run: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+    let ledger = dir.path().join("ledger");
+    let starts = || {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("start"))
+            .map(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .collect::<Vec<f64>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while starts().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    first.child.kill().expect("kill -9");
+    first.child.wait().expect("reap");
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let second = Standalone::start(dir.path());
+    while starts().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost try never ran again"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rerun_after = starts()[1] - restarted_at;
+    assert!(
+        rerun_after <= 2.0,
+        "the task ran again {rerun_after:.2}s after the restart"
+    );
+    let mut state = String::new();
+    while std::time::Instant::now() < deadline {
+        let o = weir_in(dir.path(), &["runs", "show", &run_id, "--json"]);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        state = r["state"].as_str().unwrap_or("").to_owned();
+        if state == "success" || state == "failed" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(second);
+    assert_eq!(state, "success");
+}
