@@ -266,6 +266,20 @@ impl Store {
         Ok(Some(n))
     }
 
+    /// The same database through a pool of its own, sharing this store's in-process wake-ups:
+    /// for the web server of `standalone`, so that viewers never take the engine's connections.
+    ///
+    /// # Errors
+    /// An unreachable database.
+    pub async fn with_own_pool(&self) -> Result<Store> {
+        let other = Store::connect_without_migrating(&self.url).await?;
+        Ok(Store {
+            db: other.db,
+            url: Arc::clone(&self.url),
+            wakeups: Arc::clone(&self.wakeups),
+        })
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         match self.db {

@@ -20,6 +20,7 @@ mod api;
 pub mod auth;
 mod error;
 mod graph;
+mod hub;
 mod live;
 mod ops_metrics;
 mod pages;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub(crate) config: Arc<WebConfig>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) templates: Arc<tera::Tera>,
+    /// Live views shared by their watchers, and the bounds on open streams.
+    pub(crate) hub: Arc<hub::Hub>,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
             config: Arc::new(config),
             clock,
             templates: Arc::new(pages::templates()?),
+            hub: Arc::default(),
         })
     }
 }

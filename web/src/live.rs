@@ -42,35 +42,45 @@ fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
     Sse::new(boxed).keep_alive(KeepAlive::default())
 }
 
-/// A stream that sends `render()`'s HTML as an `html` event whenever it differs from what was
-/// sent last (the first time at once).
-fn on_change<F, Fut>(render: F) -> Events
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<String, WebError>> + Send,
-{
+/// A stream of a shared view (see [`crate::hub`]): its current HTML at once, then each
+/// change, as `html` events, with `slot` replaced by this viewer's own text (its CSRF token);
+/// an `error` event when the view cannot be rendered. Holds `ticket` while it is open.
+fn shared(
+    mut rx: tokio::sync::watch::Receiver<Option<crate::hub::Rendered>>,
+    ticket: crate::hub::Ticket,
+    slot: Option<(&'static str, String)>,
+) -> Events {
     let stream = futures_util::stream::unfold(
-        (render, None::<String>, true),
-        |(render, last, mut first)| async move {
+        (rx.clone(), ticket, slot, true),
+        |(mut rx, ticket, slot, first)| async move {
             loop {
-                if !first {
-                    tokio::time::sleep(POLL).await;
+                if !first && rx.changed().await.is_err() {
+                    return None;
                 }
-                first = false;
-                match render().await {
-                    Ok(html) if last.as_deref() != Some(html.as_str()) => {
-                        let event = Event::default().event("html").data(html.clone());
-                        return Some((Ok(event), (render, Some(html), false)));
+                let current = rx.borrow_and_update().clone();
+                let event = match current {
+                    Some(Ok(html)) => {
+                        let html = match &slot {
+                            Some((slot, text)) => html.replace(slot, text),
+                            None => html,
+                        };
+                        Event::default().event("html").data(html)
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let event = Event::default().event("error").data(e.message);
-                        return Some((Ok(event), (render, last, false)));
+                    Some(Err(message)) => Event::default().event("error").data(message),
+                    None if first => {
+                        // Not rendered yet: wait for the first rendering.
+                        if rx.changed().await.is_err() {
+                            return None;
+                        }
+                        continue;
                     }
-                }
+                    None => continue,
+                };
+                return Some((Ok(event), (rx, ticket, slot, false)));
             }
         },
     );
+    let _ = rx.borrow_and_update();
     sse(stream)
 }
 
@@ -81,40 +91,52 @@ struct GridQuery {
 
 async fn grid(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(dag_id): Path<String>,
     Query(q): Query<GridQuery>,
 ) -> Result<Events, WebError> {
     ops::latest_dag(&state.store, &dag_id).await?;
+    let ticket = state.hub.admit(&caller.name)?;
     let runs = q.runs.unwrap_or(pages::GRID_RUNS).clamp(1, 365);
-    Ok(on_change(move || {
-        let state = state.clone();
+    let key = format!("grid\n{dag_id}\n{runs}");
+    let view = state.clone();
+    let rx = state.hub.watch(key, POLL, move || {
+        let state = view.clone();
         let dag_id = dag_id.clone();
         async move {
             // The latest version each time: a new task shows up as a new row.
             let (_, dag) = ops::latest_dag(&state.store, &dag_id).await?;
             pages::grid_html(&state, &dag, runs).await
         }
-    }))
+    });
+    Ok(shared(rx, ticket, None))
 }
 
 /// The run page's whole live part (state, actions, dates, graph, tasks): they change together.
+/// One rendering per run and role serves every viewer; each gets its own CSRF token in it.
 async fn run(
     State(state): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
 ) -> Result<Events, WebError> {
     state.store.run(&run_id).await?;
-    let caller = std::sync::Arc::new(caller);
-    Ok(on_change(move || {
-        let state = state.clone();
+    let ticket = state.hub.admit(&caller.name)?;
+    let can_operate = caller.can_operate();
+    let key = format!("run\n{run_id}\n{can_operate}");
+    let view = state.clone();
+    let rx = state.hub.watch(key, POLL, move || {
+        let state = view.clone();
         let run_id = run_id.clone();
-        let caller = std::sync::Arc::clone(&caller);
         async move {
             let run = state.store.run(&run_id).await?;
-            pages::run_body_html(&state, &caller, &run).await
+            pages::run_body_html(&state, can_operate, &run).await
         }
-    }))
+    });
+    Ok(shared(
+        rx,
+        ticket,
+        Some((pages::CSRF_SLOT, caller.csrf().to_owned())),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -129,15 +151,16 @@ struct LogQuery {
 /// (with the instance's state) when the try is over and every line was sent.
 async fn log(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((run_id, task_id)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Events, WebError> {
     let (ti, try_number) =
         crate::api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
+    let ticket = state.hub.admit(&caller.name)?;
     let after = q.after.unwrap_or(0);
-    let stream = futures_util::stream::unfold(Some((state, after)), move |s| async move {
-        let (state, after) = s?;
+    let stream = futures_util::stream::unfold(Some((state, after, ticket)), move |s| async move {
+        let (state, after, ticket) = s?;
         loop {
             let lines = match state.store.logs(ti.id, try_number, after, LOG_BATCH).await {
                 Ok(l) => l,
@@ -155,7 +178,7 @@ async fn log(
                 let event = Event::default()
                     .event("lines")
                     .data(serde_json::Value::Array(data).to_string());
-                return Some((Ok(event), Some((state, next))));
+                return Some((Ok(event), Some((state, next, ticket))));
             }
             let now = match state.store.task_instance(ti.id).await {
                 Ok(t) => t,

@@ -152,6 +152,12 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
             s.loop_ms / 1000.0
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP weir_live_streams Live page streams open on this web server.\n# TYPE weir_live_streams gauge\nweir_live_streams {}\n# HELP weir_live_views Live views polled for them (one poll each, however many watch).\n# TYPE weir_live_views gauge\nweir_live_views {}",
+        state.hub.open_streams(),
+        state.hub.views()
+    );
     if let Some(h) = handle() {
         out.push_str(&h.render());
     }

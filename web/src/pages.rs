@@ -718,16 +718,21 @@ async fn run_page(
     let run = state.store.run(&run_id).await?;
     let mut ctx = tera::Context::new();
     ctx.insert("run_id", &run_id);
-    ctx.insert("body", &run_body_html(&state, &caller, &run).await?);
+    let body = run_body_html(&state, caller.can_operate(), &run).await?;
+    ctx.insert("body", &body.replace(CSRF_SLOT, caller.csrf()));
     render(&state, Some(&caller), "run.html", ctx)
 }
 
-/// The run page's live part, for `caller` (whose role decides the actions shown): state,
-/// actions, dates, version, graph and tasks. The page and its live stream render it alike, so
-/// everything on it moves on together.
+/// Where the run page's live part carries the viewer's CSRF token: the part is rendered once
+/// for all its viewers (of one role), and each stream writes its own token in.
+pub(crate) const CSRF_SLOT: &str = "__weir_csrf_slot__";
+
+/// The run page's live part for viewers who may operate or not (the actions shown): state,
+/// actions, dates, version, graph and tasks, with [`CSRF_SLOT`] where the viewer's token
+/// goes. The page and its live stream render it alike, so everything on it moves on together.
 pub(crate) async fn run_body_html(
     state: &AppState,
-    caller: &Caller,
+    can_operate: bool,
     run: &RunRow,
 ) -> Result<String, WebError> {
     let dag = ops::version_dag(&state.store, run.version_id).await?;
@@ -760,7 +765,10 @@ pub(crate) async fn run_body_html(
         )?;
         ctx.insert("version_diff", &version_diff(&old, &new));
     }
-    ctx.insert("layout", &layout(state, caller));
+    ctx.insert(
+        "layout",
+        &serde_json::json!({"can_operate": can_operate, "csrf": CSRF_SLOT}),
+    );
     Ok(state.templates.render("run_body.html", &ctx)?)
 }
 

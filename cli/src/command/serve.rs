@@ -25,7 +25,10 @@ pub(crate) async fn standalone(config: &Config, no_auth: bool) -> Result<u8> {
     for e in &errors {
         println!("import error: {}", e.message);
     }
-    let (listener, state) = web_server(&store, config, no_auth).await?;
+    // The web server reads through a pool of its own: viewers never take the engine's
+    // database connections.
+    let web_store = store.with_own_pool().await?;
+    let (listener, state) = web_server(&web_store, config, no_auth).await?;
     if let Some(password) = weir_web::auth::ensure_first_admin(&store, clock().now()).await? {
         println!(
             "created the first user: `{}` (admin), password {password}\n  (shown once: keep it; `weir users create` adds users, `weir users delete` removes them)",

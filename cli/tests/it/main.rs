@@ -1196,3 +1196,91 @@ fn a_killed_standalone_reruns_its_lost_try_at_once_after_a_restart() {
     drop(second);
     assert_eq!(state, "success");
 }
+
+/// Two hundred open live pages of one run, from four users: the run is rendered once per poll
+/// for all of them (one view), a user's streams are bounded (429 past 64), and the run still
+/// finishes.
+#[test]
+fn many_live_viewers_share_one_view_and_are_bounded() {
+    use std::io::{Read, Write};
+    let dir = folder_with_dag(
+        "id: d\ntasks:\n  a: {kind: shell, run: sleep 1}\n  b: {kind: shell, run: sleep 1, depends_on: [a]}\n",
+    );
+    let standalone = Standalone::start(dir.path());
+    let o = weir_in(dir.path(), &["trigger", "d", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let run: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let name = format!("viewer{i}");
+        let o = weir_in(dir.path(), &["users", "create", &name, "--role", "viewer"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let o = weir_in(dir.path(), &["users", "token", &name]);
+        tokens.push(stdout(&o).trim().to_owned());
+    }
+    let addr = standalone
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let open = |token: &str| -> (std::net::TcpStream, String) {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET /live/runs/{} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n",
+            weir_model::text::url_segment(&run_id)
+        )
+        .expect("request");
+        let mut head = [0_u8; 12];
+        s.read_exact(&mut head).expect("status line");
+        (s, String::from_utf8_lossy(&head).into_owned())
+    };
+    let mut streams = Vec::new();
+    for token in &tokens {
+        for _ in 0..50 {
+            let (s, status) = open(token);
+            assert!(status.ends_with("200"), "{status}");
+            streams.push(s);
+        }
+    }
+    let metrics = |token: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("metrics");
+        text
+    };
+    let text = metrics(&tokens[0]);
+    assert!(text.contains("weir_live_streams 200"), "{text}");
+    assert!(
+        text.contains("weir_live_views 1\n"),
+        "one rendering serves them all: {text}"
+    );
+    // Past 64 streams a user is refused.
+    for _ in 0..14 {
+        let (s, status) = open(&tokens[0]);
+        assert!(status.ends_with("200"), "{status}");
+        streams.push(s);
+    }
+    let (_, status) = open(&tokens[0]);
+    assert!(status.ends_with("429"), "the 65th stream: {status}");
+    // The run finishes under its viewers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = weir_in(dir.path(), &["runs", "show", &run_id, "--json"]);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if r["state"] == "success" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(streams);
+    drop(standalone);
+}
