@@ -755,6 +755,12 @@ pub async fn run(
         let worker = worker.clone();
         let stop = stop_beating.clone();
         let period = cfg.heartbeat_timeout / 3;
+        // Fencing: should this process stop running (paused, stalled), the process guard
+        // kills its tasks after two and a half heartbeat periods without a beat, before their leases
+        // (three periods) let the scheduler give them to another worker.
+        if let Err(e) = crate::step::guard::fence(period * 5 / 2) {
+            tracing::warn!(error = %e, "cannot fence tasks with the process guard");
+        }
         let mut session = session;
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
@@ -763,6 +769,7 @@ pub async fn run(
                     () = stop.cancelled() => break,
                     () = tokio::time::sleep(period) => {}
                 }
+                crate::step::guard::beat();
                 if let Some(s) = &mut session
                     && let Err(e) = s.keep().await
                 {

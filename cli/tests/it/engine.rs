@@ -1791,3 +1791,143 @@ fn postgres_restarts_mid_run_cost_seconds_and_repeat_nothing() {
         finished_after.as_secs_f64()
     );
 }
+
+/// Postgres: a worker paused with SIGSTOP past its lease cannot stop its own tasks; its
+/// process guard fences them (kills their groups) before the scheduler gives them to another
+/// worker, so the tasks' own records never show two executions of one task at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_paused_worker_is_fenced_and_no_task_runs_twice_at_once() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("alive.log");
+    let mut dag = String::from("id: pause\nparams:\n  log: x\ntasks:\n");
+    for i in 0..4 {
+        dag.push_str(&format!(
+            "  t{i}:\n    kind: shell\n    run: |\n      for n in $(seq 1 40); do echo \"alive $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"; sleep 0.2; done\n"
+        ));
+    }
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(dir.path().join("dags/pause.yaml"), &dag).expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
+    )
+    .expect("config");
+    let shutdown = CancellationToken::new();
+    let mut cfg = scheduler_config(dir.path());
+    cfg.heartbeat_timeout = Duration::from_secs(3);
+    cfg.scan_interval = Duration::from_millis(500);
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        db.store.clone(),
+        cfg,
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    let spawn_worker = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["worker", "--concurrency", "4"])
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start worker")
+    };
+    let mut paused = spawn_worker();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let row = loop {
+        if let Ok(r) = db.store.dag("pause").await {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let parsed =
+        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
+            .expect("dag");
+    let now = weir_model::clock::SystemClock.now();
+    let overrides = serde_json::Map::from_iter([(
+        "log".to_owned(),
+        serde_json::json!(log.display().to_string()),
+    )]);
+    let new = weir_scheduler::plan::new_run(
+        &parsed,
+        row.version_id,
+        RunType::Manual,
+        weir_model::DataInterval {
+            start: now,
+            end: now,
+        },
+        &overrides,
+    )
+    .expect("run");
+    let run = db
+        .store
+        .create_run(&new, now)
+        .await
+        .expect("create")
+        .expect("new");
+    let started = |text: &str| {
+        text.lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    while started(&std::fs::read_to_string(&log).unwrap_or_default()) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks never all started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-STOP", &paused.id().to_string()])
+        .status();
+    let mut other = spawn_worker();
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &paused.id().to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    let _ = scheduler.await;
+    for w in [&mut paused, &mut other] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert_eq!(done.state, RunState::Success);
+    // From the tasks' own records: the first try's last sign of life comes before the
+    // second try's first.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let mut spans: std::collections::BTreeMap<(String, String), (f64, f64)> = Default::default();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let at: f64 = parts[3].parse().expect("time");
+        let span = spans
+            .entry((parts[1].to_owned(), parts[2].to_owned()))
+            .or_insert((at, at));
+        span.0 = span.0.min(at);
+        span.1 = span.1.max(at);
+    }
+    for i in 0..4 {
+        let task = format!("t{i}");
+        let first = spans.get(&(task.clone(), "1".into())).expect("first try");
+        let second = spans.get(&(task.clone(), "2".into())).expect("second try");
+        assert!(
+            first.1 < second.0,
+            "{task}: try 1 was alive at {:.2} after try 2 started at {:.2}",
+            first.1,
+            second.0
+        );
+    }
+}

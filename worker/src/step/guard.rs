@@ -1,15 +1,17 @@
 //! The process guard: task process groups die with the process that started them, even when
 //! that process is killed with SIGKILL.
 //!
-//! One small `awk` per process (started on first use) reads `+PGID` / `-PGID` lines on a pipe
+//! One small `bash` per process (started on first use) reads `+PGID` / `-PGID` lines on a pipe
 //! from us. When the pipe reaches end of file, which the kernel guarantees once we are gone
-//! however we died, it kills every group still listed. Compared with the parent-death signal
+//! however we died, it kills every group still listed. A worker also fences its tasks with it:
+//! after `fence SECONDS` the guard expects a `beat` line at least that often and kills every
+//! listed group when none comes, so a worker that is paused (SIGSTOP), swapped out or stalled,
+//! and cannot stop its own tasks, still has them stopped before the scheduler gives them to
+//! another worker. The guard is its own process: it runs while the worker does not. Compared with the parent-death signal
 //! this kills whole groups (grandchildren included, which a parent-death signal on `bash` would
 //! leave running) and costs one process per worker instead of an extra `exec` per task
 //! (weir forbids `unsafe`, which setting the signal in the child through `pre_exec` needs; going
 //! through `setpriv` cost a third of the CPU of a short task; measured in docs/benchmarks.md).
-//! `awk` (a required package on Debian) reads its input buffered; only the state at end of
-//! file matters, so buffering delays nothing.
 //!
 //! The guard runs in its own process group, so Ctrl-C at a terminal reaches the worker (which
 //! shuts down gracefully) and not the guard.
@@ -19,15 +21,30 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// The guard's program: keep the set of live groups; at end of input kill them all (the ids
-/// are numbers written by us, safe in the `kill` command line).
-const SCRIPT: &str = r#"/^\+/ { live[substr($0, 2)] = 1; next }
-/^-/ { delete live[substr($0, 2)]; next }
-END {
-  groups = ""
-  for (g in live) groups = groups " -" g
-  if (groups != "") system("kill -s KILL --" groups " 2>/dev/null")
-}"#;
+/// The guard's program: keep the set of live groups; at end of input, or when a fence is set
+/// and no line came within it, kill them all (the ids are numbers written by us, safe on the
+/// `kill` command line).
+const SCRIPT: &str = r#"declare -A live
+fence=
+kill_all() {
+  if [ ${#live[@]} -gt 0 ]; then
+    groups=()
+    for g in "${!live[@]}"; do groups+=("-$g"); done
+    kill -s KILL -- "${groups[@]}" 2>/dev/null
+    live=()
+  fi
+}
+while true; do
+  if [ -n "$fence" ]; then IFS= read -r -t "$fence" line; else IFS= read -r line; fi
+  status=$?
+  if [ $status -gt 128 ]; then kill_all; continue; fi
+  if [ $status -ne 0 ]; then kill_all; exit 0; fi
+  case "$line" in
+    +*) live[${line:1}]=1 ;;
+    -*) unset "live[${line:1}]" ;;
+    fence\ *) fence=${line#fence } ;;
+  esac
+done"#;
 
 struct Guard {
     child: Child,
@@ -37,8 +54,8 @@ struct Guard {
 static GUARD: OnceLock<Mutex<Option<Guard>>> = OnceLock::new();
 
 fn start() -> std::io::Result<Guard> {
-    let mut child = Command::new("awk")
-        .arg(SCRIPT)
+    let mut child = Command::new("bash")
+        .args(["-c", SCRIPT])
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -81,9 +98,25 @@ fn send(line: &str) -> std::io::Result<()> {
 /// Puts a process group under the guard: it is killed if this process dies first.
 ///
 /// # Errors
-/// The guard cannot be started (no `awk`) or written to.
+/// The guard cannot be started (no `bash`) or written to.
 pub fn watch(group: i32) -> std::io::Result<()> {
     send(&format!("+{group}"))
+}
+
+/// Fences this process's tasks: from now on, when no [`beat`] reaches the guard within
+/// `within`, it kills every task group it watches.
+///
+/// # Errors
+/// The guard cannot be started or written to.
+pub fn fence(within: std::time::Duration) -> std::io::Result<()> {
+    send(&format!("fence {:.3}", within.as_secs_f64().max(0.1)))
+}
+
+/// Tells the guard this process is alive (see [`fence`]).
+pub fn beat() {
+    if let Err(e) = send("beat") {
+        tracing::warn!(error = %e, "could not reach the task process guard");
+    }
 }
 
 /// Takes a process group off the guard once it is gone (so a reused id is never killed).
