@@ -46,12 +46,12 @@ fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
 /// change, as `html` events, with `slot` replaced by this viewer's own text (its CSRF token);
 /// an `error` event when the view cannot be rendered. Holds `ticket` while it is open.
 fn shared(
-    mut rx: tokio::sync::watch::Receiver<Option<crate::hub::Rendered>>,
+    rx: tokio::sync::watch::Receiver<Option<crate::hub::Rendered>>,
     ticket: crate::hub::Ticket,
     slot: Option<(&'static str, String)>,
 ) -> Events {
     let stream = futures_util::stream::unfold(
-        (rx.clone(), ticket, slot, true),
+        (rx, ticket, slot, true),
         |(mut rx, ticket, slot, first)| async move {
             loop {
                 if !first && rx.changed().await.is_err() {
@@ -80,7 +80,6 @@ fn shared(
             }
         },
     );
-    let _ = rx.borrow_and_update();
     sse(stream)
 }
 
