@@ -532,7 +532,9 @@ impl Worker {
         // tracked meanwhile, so heartbeats keep its lease once the database answers.
         let started = std::time::Instant::now();
         let mut wait = RECORD_RETRY_FIRST;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let (done, recorded) = oneshot::channel();
             if self.recorder.send((completion.clone(), done)).is_err() {
                 return Err(WorkerError::Record("the recorder stopped".into()));
@@ -545,6 +547,15 @@ impl Worker {
                     return Ok(());
                 }
                 // Reaped, cleared or cancelled meanwhile: someone else owns the instance now.
+                // (After a failed attempt, that attempt may also have committed unseen.)
+                Ok(Ok(false)) if attempts > 1 => {
+                    tracing::warn!(
+                        ti_id = ti.id,
+                        try_number = ti.try_number,
+                        "the try is no longer this worker's: an earlier attempt recorded it, or it was taken over"
+                    );
+                    return Ok(());
+                }
                 Ok(Ok(false)) => {
                     tracing::warn!(
                         ti_id = ti.id,
@@ -612,8 +623,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Registers a claimed try as running here (its lease is extended by heartbeats) and
-    /// returns the token that stops it.
+    /// Registers a claimed try as running here: heartbeats extend its lease, and `token` is
+    /// cancelled should the try be taken away.
     pub fn track(&self, ti_id: i64, token: CancellationToken) {
         self.running
             .lock()
@@ -629,13 +640,6 @@ impl Worker {
             .remove(&ti_id);
     }
 
-    /// Whether the try is tracked as running here.
-    pub fn is_tracked(&self, ti_id: i64) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(&ti_id)
-    }
 }
 
 /// Renders a step; a `sql` step's `file` becomes its (rendered) text from the version's files.
