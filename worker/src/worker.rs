@@ -639,7 +639,6 @@ impl Worker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&ti_id);
     }
-
 }
 
 /// Renders a step; a `sql` step's `file` becomes its (rendered) text from the version's files.
