@@ -243,9 +243,6 @@ impl Config {
         let base = origin.parent().unwrap_or(Path::new(""));
         config.dags_folder = relative_to(base, &config.dags_folder);
         config.database_url = sqlite_relative_to(base, &config.database_url);
-        for conn in config.connections.values_mut() {
-            conn.url = sqlite_relative_to(base, &conn.url);
-        }
         if let Some(ca) = config.smtp.as_mut().and_then(|s| s.ca_file.as_mut()) {
             *ca = relative_to(base, ca);
         }
@@ -273,16 +270,22 @@ impl Config {
                 .parse()
                 .with_context(|| format!("WEIR_WORKER_CONCURRENCY={v} is not a number"))?;
         }
+        let mut from_env = std::collections::BTreeSet::new();
         for (key, value) in env {
             if let Some(name) = key.strip_prefix("WEIR_CONN_") {
                 config
                     .connections
                     .insert(name.to_lowercase(), ConnectionConfig { url: value.clone() });
+                from_env.insert(name.to_lowercase());
             }
         }
         for (name, conn) in &mut config.connections {
             conn.url = expand(&conn.url, env)
                 .with_context(|| format!("{}: connection `{name}`", origin.display()))?;
+            // A file's relative SQLite path, once `${VAR}`s are in: relative to the file.
+            if !from_env.contains(name) {
+                conn.url = sqlite_relative_to(base, &conn.url);
+            }
         }
         if let Some(smtp) = &mut config.smtp {
             match &smtp.password {
@@ -441,6 +444,16 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///srv/weir/state/w.db?mode=rwc");
         assert_eq!(c.dags_folder, PathBuf::from("/abs/dags"));
         assert_eq!(c.connections["wh"].url, "postgres://h/db");
+        // `${VAR}` first, then the file's folder; an absolute expansion stays as it is.
+        let c = Config::parse(
+            "[connections.a]\nurl = \"sqlite://${D}/a.db\"\n[connections.b]\nurl = \"sqlite://b.db\"\n",
+            origin,
+            &env(&[("D", "/data"), ("WEIR_CONN_C", "sqlite://c.db")]),
+        )
+        .expect("parse");
+        assert_eq!(c.connections["a"].url, "sqlite:///data/a.db");
+        assert_eq!(c.connections["b"].url, "sqlite:///srv/weir/b.db");
+        assert_eq!(c.connections["c"].url, "sqlite://c.db");
         // The environment's values are the working directory's.
         let c = Config::parse(
             "",
