@@ -247,12 +247,9 @@ pub(crate) enum RunsCommand {
         /// Only runs in this state.
         #[arg(long)]
         state: Option<String>,
-        /// At most this many runs, newest logical date first.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// Skips this many first (the next page: `--offset 50`).
-        #[arg(long, default_value_t = 0)]
-        offset: u32,
+        /// Which runs of the list.
+        #[command(flatten)]
+        page: Page,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -265,6 +262,17 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which page of a list to show.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct Page {
+    /// At most this many, newest logical date first.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: u32,
+    /// Skips this many first (the next page: `--offset 50`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) offset: u32,
 }
 
 #[derive(Debug, Args)]

@@ -128,16 +128,9 @@ pub(crate) async fn run(remote: &Remote, command: &Command) -> Option<Result<u8>
         Command::Runs(RunsCommand::List {
             dag,
             state,
-            limit,
-            offset,
+            page,
             json,
-        }) => {
-            let page = crate::command::runs::Page {
-                limit: *limit,
-                offset: *offset,
-            };
-            runs_list(remote, dag.as_deref(), state.as_deref(), &page, *json).await
-        }
+        }) => runs_list(remote, dag.as_deref(), state.as_deref(), page, *json).await,
         Command::Runs(RunsCommand::Show { run, json }) => runs_show(remote, run, *json).await,
         Command::Logs(args) => logs(remote, args).await,
         Command::Clear(args) => clear(remote, args).await,
@@ -341,21 +334,10 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
         "backfill of `{}`: {} run(s) created, {} rerun, {} existing kept",
         args.dag, answer["created"], answer["rerun"], answer["kept"]
     );
-    if !args.wait {
-        if args.json {
-            let mut runs = Vec::new();
-            for id in answer["run_ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                runs.push(remote.get(&format!("/runs/{}", url_segment(id))).await?);
-            }
-            print_json(&Value::Array(runs))?;
-        }
+    if !args.wait && !args.json {
         return Ok(EXIT_OK);
     }
+    // Each run as it is now, or, with --wait, once it has finished.
     let mut runs = Vec::new();
     for id in answer["run_ids"]
         .as_array()
@@ -363,7 +345,14 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
         .flatten()
         .filter_map(Value::as_str)
     {
-        runs.push(wait_for(remote, id).await?);
+        runs.push(if args.wait {
+            wait_for(remote, id).await?
+        } else {
+            remote.get(&format!("/runs/{}", url_segment(id))).await?
+        });
+    }
+    if !args.wait {
+        return print_json(&Value::Array(runs));
     }
     let failed = runs.iter().filter(|r| r["state"] != "success").count();
     if args.json {
@@ -377,7 +366,7 @@ async fn runs_list(
     remote: &Remote,
     dag: Option<&str>,
     state: Option<&str>,
-    page: &crate::command::runs::Page,
+    page: &crate::args::Page,
     json: bool,
 ) -> Result<u8> {
     let Some(dag) = dag else {

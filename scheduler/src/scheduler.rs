@@ -678,7 +678,7 @@ impl Scheduler {
                 let error = format!(
                     "worker {worker} died (its process or database session ended): the try was lost and runs again (not counted against retries)"
                 );
-                if self.store.reap_dead(&ti, &error, now).await? {
+                if self.store.reap_lost(&ti, &error, true, now).await? {
                     tracing::warn!(run_id = %ti.run_id, task_id = %ti.task_id, try_number = ti.try_number, worker_id = %worker, "worker dead; try lost, runs again");
                     pass.reaped += 1;
                 }
@@ -696,7 +696,7 @@ impl Scheduler {
                     "worker {worker} stopped heartbeating (no heartbeat for {}s): the try was lost and runs again (not counted against retries)",
                     self.cfg.heartbeat_timeout.as_secs()
                 );
-                if self.store.reap_lost(&ti, &error, now).await? {
+                if self.store.reap_lost(&ti, &error, false, now).await? {
                     tracing::warn!(run_id = %ti.run_id, task_id = %ti.task_id, try_number = ti.try_number, worker_id = worker, "lease expired; try lost, runs again");
                     pass.reaped += 1;
                 }

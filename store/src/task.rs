@@ -5,6 +5,10 @@
 //! reaps expired ones. Every later transition of a worker is guarded by
 //! `state = 'running' AND worker_id = $w AND try_number = $t`, and zero rows affected means the
 //! lease was lost: the worker must stop, because the instance may already run elsewhere.
+//!
+//! Over a thousand lines: claims and heartbeats, completions, and the scheduler's transitions
+//! (queueing, reaping, clearing) are three nouns that the structural step (issue #15) splits
+//! into modules, as a move of its own.
 
 use chrono::{DateTime, Utc};
 use weir_model::TaskState;
@@ -842,6 +846,8 @@ impl Store {
 
     /// Takes back a try whose worker is gone and gives it back: the instance is retried at
     /// once and one more try is allowed, so the lost try does not use up the task's retries.
+    /// The try's lease must have expired, unless `worker_dead` (its process or session is
+    /// known gone).
     ///
     /// # Errors
     /// Database failures.
@@ -849,41 +855,16 @@ impl Store {
         &self,
         ti: &TaskInstanceRow,
         error: &str,
+        worker_dead: bool,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.reap(
-            ti,
-            TaskState::UpForRetry,
-            Some(now),
-            error,
-            &[],
-            Reap::Lost,
-            now,
-        )
-        .await
-    }
-
-    /// Takes back a try of a worker known dead (its process or session is gone), its lease
-    /// not expired yet, and gives it back as [`Store::reap_lost`] does.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn reap_dead(
-        &self,
-        ti: &TaskInstanceRow,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        self.reap(
-            ti,
-            TaskState::UpForRetry,
-            Some(now),
-            error,
-            &[],
-            Reap::WorkerDead,
-            now,
-        )
-        .await
+        let how = if worker_dead {
+            Reap::WorkerDead
+        } else {
+            Reap::Lost
+        };
+        self.reap(ti, TaskState::UpForRetry, Some(now), error, &[], how, now)
+            .await
     }
 
     /// The running tries of a worker.

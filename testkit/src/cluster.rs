@@ -201,15 +201,11 @@ fn argv(command: &Command) -> Vec<String> {
         .collect()
 }
 
-/// Starts a Postgres cluster.
-///
-/// # Errors
-/// No binaries, or a cluster that does not start: the message says what happened and what to
-/// install.
-pub(crate) fn start() -> Result<Cluster, String> {
+/// Creates a cluster's data (`DIR/data`) in a new folder named from `prefix`; returns the
+/// binaries' folder and the cluster's folder.
+fn init_cluster(prefix: &str) -> Result<(PathBuf, PathBuf), String> {
     let bin = binaries().ok_or_else(|| format!("no Postgres binaries found; {INSTALL_HINT}"))?;
-    let dir = server_dir("weir-test-pg-", "postgres")?;
-    let data = dir.join("data");
+    let dir = server_dir(prefix, "postgres")?;
     let init = as_cluster_user(&bin.join("initdb"))
         .args([
             "-U",
@@ -220,7 +216,7 @@ pub(crate) fn start() -> Result<Cluster, String> {
             "--no-sync",
             "-D",
         ])
-        .arg(&data)
+        .arg(dir.join("data"))
         .output()
         .map_err(|e| format!("running initdb: {e}"))?;
     if !init.status.success() {
@@ -229,6 +225,17 @@ pub(crate) fn start() -> Result<Cluster, String> {
             String::from_utf8_lossy(&init.stderr)
         ));
     }
+    Ok((bin, dir))
+}
+
+/// Starts a Postgres cluster.
+///
+/// # Errors
+/// No binaries, or a cluster that does not start: the message says what happened and what to
+/// install.
+pub(crate) fn start() -> Result<Cluster, String> {
+    let (bin, dir) = init_cluster("weir-test-pg-")?;
+    let data = dir.join("data");
     let port = free_port().map_err(|e| format!("no free port: {e}"))?;
     let mut server = as_cluster_user(&bin.join("postgres"));
     server
@@ -349,29 +356,7 @@ impl RestartablePostgres {
     /// # Errors
     /// No binaries, or a cluster that does not start.
     pub fn start() -> Result<RestartablePostgres, String> {
-        let bin =
-            binaries().ok_or_else(|| format!("no Postgres binaries found; {INSTALL_HINT}"))?;
-        let dir = server_dir("weir-test-pg-restart-", "postgres")?;
-        let data = dir.join("data");
-        let init = as_cluster_user(&bin.join("initdb"))
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(&data)
-            .output()
-            .map_err(|e| format!("running initdb: {e}"))?;
-        if !init.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&init.stderr)
-            ));
-        }
+        let (bin, dir) = init_cluster("weir-test-pg-restart-")?;
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",

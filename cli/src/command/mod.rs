@@ -73,13 +73,9 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Runs(RunsCommand::List {
             dag,
             state,
-            limit,
-            offset,
+            page,
             json,
-        }) => {
-            let page = runs::Page { limit, offset };
-            runs::list(config, dag.as_deref(), state.as_deref(), &page, json).await?
-        }
+        }) => runs::list(config, dag.as_deref(), state.as_deref(), &page, json).await?,
         Command::Runs(RunsCommand::Show { run, json }) => runs::show(config, &run, json).await?,
         Command::Logs(args) => runs::logs(config, &args).await?,
         Command::Clear(args) => runs::clear(config, &args).await?,

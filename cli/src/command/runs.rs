@@ -13,7 +13,7 @@ use weir_store::{RunFilter, RunRow, Store, TaskInstanceRow};
 use weir_web::view::run_json;
 
 use super::{EXIT_FAILED, EXIT_OK};
-use crate::args::{BackfillArgs, ClearArgs, LogsArgs, TriggerArgs};
+use crate::args::{BackfillArgs, ClearArgs, LogsArgs, Page, TriggerArgs};
 use crate::config::Config;
 use crate::engine::{open_store, sync_dags};
 
@@ -267,12 +267,6 @@ pub(crate) async fn show(config: &Config, run_id: &str, json: bool) -> Result<u8
         print_run(&store, &run).await?;
     }
     Ok(EXIT_OK)
-}
-
-/// Which page of `runs list` to show.
-pub(crate) struct Page {
-    pub(crate) limit: u32,
-    pub(crate) offset: u32,
 }
 
 /// `weir runs list [DAG] [--state S] [--limit N] [--offset N] [--json]`.
