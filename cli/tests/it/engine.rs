@@ -705,71 +705,14 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
     }
     std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
     std::fs::write(dir.path().join("dags/pair.yaml"), &dag).expect("dag");
-    std::fs::write(
-        dir.path().join("weir.toml"),
-        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
-    )
-    .expect("config");
 
-    let shutdown = CancellationToken::new();
-    let mut cfg = scheduler_config(dir.path());
-    cfg.heartbeat_timeout = Duration::from_secs(3);
-    cfg.scan_interval = Duration::from_millis(500);
-    let scheduler = tokio::spawn(weir_scheduler::run(
-        db.store.clone(),
-        cfg,
-        Arc::new(weir_model::clock::SystemClock),
-        shutdown.clone(),
-    ));
-    let spawn_worker = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["worker", "--concurrency", "4"])
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start worker")
-    };
+    let (shutdown, scheduler) = fault_scheduler(&db, dir.path());
+    let spawn_worker = || fault_worker(dir.path());
     let mut workers = [spawn_worker(), spawn_worker()];
 
     // Wait for the DAG, trigger, and wait until all eight tasks run.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let row = loop {
-        if let Ok(r) = db.store.dag("pair").await {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scheduler never synced the DAG"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let parsed =
-        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
-            .expect("dag");
-    let now = weir_model::clock::SystemClock.now();
-    let overrides = serde_json::Map::from_iter([(
-        "log".to_owned(),
-        serde_json::json!(log.display().to_string()),
-    )]);
-    let new = weir_scheduler::plan::new_run(
-        &parsed,
-        row.version_id,
-        RunType::Manual,
-        weir_model::DataInterval {
-            start: now,
-            end: now,
-        },
-        &overrides,
-    )
-    .expect("run");
-    let run = db
-        .store
-        .create_run(&new, now)
-        .await
-        .expect("create")
-        .expect("new");
+    let run = fault_run(&db, "pair", &log, deadline).await;
     let victim_worker = loop {
         let tis = db.store.task_instances(&run.run_id).await.expect("tis");
         let running: Vec<&TaskInstanceRow> = tis
@@ -913,6 +856,84 @@ async fn postgres_two_workers_and_a_sigkill_lose_nothing_and_never_run_a_task_tw
             }
         }
     }
+}
+
+/// The fault tests' scheduler: in this process, over `db`, the dags folder of `dir`, with a
+/// 3-second lease (also written to `dir/weir.toml` for the `weir worker` processes) and scans
+/// every 500 ms.
+fn fault_scheduler(
+    db: &TestDb,
+    dir: &Path,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), weir_scheduler::SchedulerError>>,
+) {
+    std::fs::write(
+        dir.join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
+    )
+    .expect("config");
+    let shutdown = CancellationToken::new();
+    let mut cfg = scheduler_config(dir);
+    cfg.heartbeat_timeout = Duration::from_secs(3);
+    cfg.scan_interval = Duration::from_millis(500);
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        db.store.clone(),
+        cfg,
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    (shutdown, scheduler)
+}
+
+/// A `weir worker --concurrency 4` process in `dir`.
+fn fault_worker(dir: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["worker", "--concurrency", "4"])
+        .current_dir(dir)
+        .env_remove("WEIR_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start worker")
+}
+
+/// Once the scheduler has synced DAG `dag_id`, a manual run of it with `params.log = log`.
+async fn fault_run(db: &TestDb, dag_id: &str, log: &Path, deadline: std::time::Instant) -> RunRow {
+    let row = loop {
+        if let Ok(r) = db.store.dag(dag_id).await {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler never synced the DAG"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let parsed =
+        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
+            .expect("dag");
+    let now = weir_model::clock::SystemClock.now();
+    let overrides = serde_json::Map::from_iter([(
+        "log".to_owned(),
+        serde_json::json!(log.display().to_string()),
+    )]);
+    let new = weir_scheduler::plan::new_run(
+        &parsed,
+        row.version_id,
+        RunType::Manual,
+        weir_model::DataInterval {
+            start: now,
+            end: now,
+        },
+        &overrides,
+    )
+    .expect("run");
+    db.store
+        .create_run(&new, now)
+        .await
+        .expect("create")
+        .expect("new")
 }
 
 /// Waits until `file` contains `text`, or fails naming what it waited for.
@@ -1556,65 +1577,11 @@ async fn postgres_a_sigtermed_worker_finishes_its_tries_and_nothing_runs_twice()
     }
     std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
     std::fs::write(dir.path().join("dags/term.yaml"), &dag).expect("dag");
-    std::fs::write(
-        dir.path().join("weir.toml"),
-        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
-    )
-    .expect("config");
-    let shutdown = CancellationToken::new();
-    let mut cfg = scheduler_config(dir.path());
-    cfg.heartbeat_timeout = Duration::from_secs(3);
-    cfg.scan_interval = Duration::from_millis(500);
-    let scheduler = tokio::spawn(weir_scheduler::run(
-        db.store.clone(),
-        cfg,
-        Arc::new(weir_model::clock::SystemClock),
-        shutdown.clone(),
-    ));
-    let spawn_worker = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["worker", "--concurrency", "4"])
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start worker")
-    };
+    let (shutdown, scheduler) = fault_scheduler(&db, dir.path());
+    let spawn_worker = || fault_worker(dir.path());
     let mut first = spawn_worker();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let row = loop {
-        if let Ok(r) = db.store.dag("term").await {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "never synced");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let parsed =
-        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
-            .expect("dag");
-    let now = weir_model::clock::SystemClock.now();
-    let overrides = serde_json::Map::from_iter([(
-        "log".to_owned(),
-        serde_json::json!(log.display().to_string()),
-    )]);
-    let new = weir_scheduler::plan::new_run(
-        &parsed,
-        row.version_id,
-        RunType::Manual,
-        weir_model::DataInterval {
-            start: now,
-            end: now,
-        },
-        &overrides,
-    )
-    .expect("run");
-    let run = db
-        .store
-        .create_run(&new, now)
-        .await
-        .expect("create")
-        .expect("new");
+    let run = fault_run(&db, "term", &log, deadline).await;
     loop {
         let started = std::fs::read_to_string(&log)
             .map(|s| s.lines().count())
@@ -1808,65 +1775,11 @@ async fn postgres_a_paused_worker_is_fenced_and_no_task_runs_twice_at_once() {
     }
     std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
     std::fs::write(dir.path().join("dags/pause.yaml"), &dag).expect("dag");
-    std::fs::write(
-        dir.path().join("weir.toml"),
-        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n", db.url),
-    )
-    .expect("config");
-    let shutdown = CancellationToken::new();
-    let mut cfg = scheduler_config(dir.path());
-    cfg.heartbeat_timeout = Duration::from_secs(3);
-    cfg.scan_interval = Duration::from_millis(500);
-    let scheduler = tokio::spawn(weir_scheduler::run(
-        db.store.clone(),
-        cfg,
-        Arc::new(weir_model::clock::SystemClock),
-        shutdown.clone(),
-    ));
-    let spawn_worker = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["worker", "--concurrency", "4"])
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start worker")
-    };
+    let (shutdown, scheduler) = fault_scheduler(&db, dir.path());
+    let spawn_worker = || fault_worker(dir.path());
     let mut paused = spawn_worker();
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let row = loop {
-        if let Ok(r) = db.store.dag("pause").await {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "never synced");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let parsed =
-        weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
-            .expect("dag");
-    let now = weir_model::clock::SystemClock.now();
-    let overrides = serde_json::Map::from_iter([(
-        "log".to_owned(),
-        serde_json::json!(log.display().to_string()),
-    )]);
-    let new = weir_scheduler::plan::new_run(
-        &parsed,
-        row.version_id,
-        RunType::Manual,
-        weir_model::DataInterval {
-            start: now,
-            end: now,
-        },
-        &overrides,
-    )
-    .expect("run");
-    let run = db
-        .store
-        .create_run(&new, now)
-        .await
-        .expect("create")
-        .expect("new");
+    let run = fault_run(&db, "pause", &log, deadline).await;
     let started = |text: &str| {
         text.lines()
             .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
