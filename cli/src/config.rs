@@ -97,12 +97,15 @@ impl Default for WorkerConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SchedulerConfig {
     pub(crate) heartbeat_timeout: String,
+    /// The active scheduler's lease (Postgres): how long a cut-off leader keeps the role.
+    pub(crate) leader_lease: String,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             heartbeat_timeout: "30s".to_owned(),
+            leader_lease: "5s".to_owned(),
         }
     }
 }

@@ -72,6 +72,19 @@ fn duration(text: &str, key: &str) -> Result<Duration> {
         .map_err(|e| anyhow::anyhow!("weir.toml: {key}: {e}"))
 }
 
+/// `scheduler.leader_lease`, between one second (renewals every fifth of it must fit in a
+/// database's round trips) and ten minutes (a standby waits that long for a cut-off leader).
+fn leader_lease(config: &Config) -> Result<Duration> {
+    let lease = duration(&config.scheduler.leader_lease, "scheduler.leader_lease")?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lease) {
+        anyhow::bail!(
+            "weir.toml: scheduler.leader_lease: `{}` is outside 1s..10m",
+            config.scheduler.leader_lease
+        );
+    }
+    Ok(lease)
+}
+
 /// The environment variables templates may read (`template_env` in the configuration).
 fn template_env(config: &Config) -> BTreeMap<String, String> {
     config
@@ -88,6 +101,7 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
             &config.scheduler.heartbeat_timeout,
             "scheduler.heartbeat_timeout",
         )?,
+        leader_lease: leader_lease(config)?,
         pools: config.pools.clone(),
         known: config.known(),
         template_env: template_env(config),

@@ -18,7 +18,7 @@ use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
 use weir_model::{Dag, Diagnostic, Known, RunState, RunType, Schedule, TaskState};
 use weir_store::{
     ActiveRun, Notice, NoticeEvent, Notification, RunRow, Store, StoreError, TaskInstanceRow,
-    try_notifications,
+    WorkerEnd, try_notifications,
 };
 
 use crate::error::{Result, SchedulerError};
@@ -33,6 +33,9 @@ pub struct SchedulerConfig {
     pub dags_folder: PathBuf,
     /// A worker silent this long is presumed dead.
     pub heartbeat_timeout: Duration,
+    /// The active scheduler's lease (Postgres): a standby takes over this long after the
+    /// leader could last renew it.
+    pub leader_lease: Duration,
     /// Pool sizes.
     pub pools: BTreeMap<String, u32>,
     /// Names the configuration defines (for validation warnings).
@@ -117,6 +120,9 @@ pub struct Scheduler {
     /// lease that expired while the database was unreachable says nothing about its worker,
     /// which could not heartbeat either and is recording its outcome now.
     db_ok_since: Option<DateTime<Utc>>,
+    /// Workers whose database session was seen ended, and since when (a cache: a restarted
+    /// scheduler starts the wait again, which only delays).
+    sessions_ended: HashMap<String, DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -131,6 +137,7 @@ impl Scheduler {
             last_retention: None,
             folder_problem: None,
             db_ok_since: Some(clock.now()),
+            sessions_ended: HashMap::new(),
             clock,
         }
     }
@@ -669,11 +676,29 @@ impl Scheduler {
                 >= chrono::Duration::from_std(self.cfg.heartbeat_timeout)
                     .unwrap_or(chrono::Duration::MAX)
         });
-        // Workers known dead (process or database session gone) lose their tries at once,
-        // not a lease later; the tries run again without using up retries. A process seen
-        // gone is certain; a missing session only once the database has been reachable a
-        // while (a database restart ends every session).
-        for worker in self.store.dead_workers(settled).await? {
+        // Workers seen dead lose their tries without waiting for their leases; the tries
+        // run again without using up retries. A process seen gone (same machine) is certain:
+        // at once. A session that ended (only once the database has been reachable a while:
+        // a database restart ends every session) may also be a live worker whose network
+        // reset its connections: such a worker stops its tasks within the session grace of
+        // its last confirmed session, so its tries are taken back once the session has been
+        // seen gone for half as long again.
+        let dead = self.store.dead_workers(settled).await?;
+        let wait = chrono::Duration::from_std(
+            weir_store::session_grace(self.cfg.heartbeat_timeout) * 3 / 2,
+        )
+        .unwrap_or(chrono::Duration::MAX);
+        self.sessions_ended.retain(|w, _| {
+            dead.iter()
+                .any(|(d, end)| d == w && *end == WorkerEnd::SessionEnded)
+        });
+        for (worker, end) in dead {
+            if end == WorkerEnd::SessionEnded {
+                let since = *self.sessions_ended.entry(worker.clone()).or_insert(now);
+                if now - since < wait {
+                    continue;
+                }
+            }
             for ti in self.store.running_of_worker(&worker).await? {
                 let error = format!(
                     "worker {worker} died (its process or database session ended): the try was lost and runs again (not counted against retries)"
@@ -683,6 +708,7 @@ impl Scheduler {
                     pass.reaped += 1;
                 }
             }
+            self.sessions_ended.remove(&worker);
         }
         if !settled {
             return Ok(());
@@ -846,14 +872,17 @@ async fn lead_and_schedule(
 ) -> Result<()> {
     let mut announced_standby = false;
     let mut beat = Heartbeat::new();
+    // A standby asks this often; a leader that died is replaced within it.
+    let standby_retry = (cfg.leader_lease / 2).min(Duration::from_secs(2));
     loop {
+        // A cut-off database never answers: the attempt is bounded like a renewal.
         let leadership = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            l = store.try_lead() => l,
+            l = tokio::time::timeout(cfg.leader_lease, store.try_lead(&beat.id, cfg.leader_lease)) => l,
         };
         let mut leadership = match leadership {
-            Ok(Some(l)) => l,
-            Ok(None) => {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => {
                 beat.maybe(store, false, 0.0, clock.now()).await;
                 if !announced_standby {
                     tracing::info!("another scheduler is active; standing by");
@@ -861,27 +890,35 @@ async fn lead_and_schedule(
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    () = tokio::time::sleep(standby_retry) => continue,
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the database; retrying");
+            failed => {
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot reach the database; retrying"),
+                    _ => tracing::warn!("the database did not answer; retrying"),
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    () = tokio::time::sleep(standby_retry) => continue,
                 }
             }
         };
-        tracing::info!("this scheduler is active");
+        tracing::info!(
+            generation = leadership.generation(),
+            "this scheduler is active"
+        );
+        announced_standby = false;
         let mut scheduler = Scheduler::new(store.clone(), cfg.clone(), Arc::clone(&clock));
         let mut full = true;
         loop {
-            if !leadership.still_held().await {
-                tracing::warn!("lost the scheduler lock; standing by");
-                break;
-            }
+            // Everything a leader does happens while its lease holds: losing it abandons a
+            // pass in the middle (its transaction rolls back; a new leader ended its sessions).
             let started = std::time::Instant::now();
-            let pass = scheduler.pass(full).await;
+            let pass = tokio::select! {
+                () = leadership.lost() => break,
+                pass = scheduler.pass(full) => pass,
+            };
             let loop_ms = started.elapsed().as_secs_f64() * 1000.0;
             beat.maybe(store, true, loop_ms, clock.now()).await;
             let next_due = match pass {
@@ -906,10 +943,12 @@ async fn lead_and_schedule(
                 .min(cfg.scan_interval);
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
+                () = leadership.lost() => break,
                 () = store.scheduler_woken() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        tracing::warn!("lost the scheduler's lease: stopped acting; standing by");
     }
 }
 
@@ -941,11 +980,12 @@ impl Heartbeat {
             return;
         }
         self.last = Some(std::time::Instant::now());
-        if let Err(e) = store
-            .scheduler_heartbeat(&self.id, &self.host, leader, loop_ms, now)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot record the scheduler heartbeat");
+        // Bounded: a database that went silent must not hold up the loop.
+        let write = store.scheduler_heartbeat(&self.id, &self.host, leader, loop_ms, now);
+        match tokio::time::timeout(Duration::from_secs(2), write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the scheduler heartbeat"),
+            Err(_) => tracing::warn!("the scheduler heartbeat got no answer"),
         }
     }
 }

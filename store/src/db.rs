@@ -80,37 +80,6 @@ impl Default for Wakeups {
     }
 }
 
-/// The advisory lock key of the active scheduler.
-const LEADER_LOCK: i64 = 7_377_002;
-
-/// How often the leader checks that its lock's connection is alive. Every scheduler pass
-/// would add a round trip per finished try; a connection that died also fails the pass's own
-/// statements, and every state change is conditional, so a second of overlap is harmless.
-const LEADER_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Proof of being the active scheduler; dropping it gives the role up.
-#[derive(Debug)]
-pub struct Leadership {
-    conn: Option<sqlx::PgConnection>,
-    checked_at: std::time::Instant,
-}
-
-impl Leadership {
-    /// Whether the role is still held (the lock's connection is alive; checked at most every
-    /// [`LEADER_CHECK_EVERY`]).
-    pub async fn still_held(&mut self) -> bool {
-        use sqlx::Connection;
-        match &mut self.conn {
-            None => true,
-            Some(_) if self.checked_at.elapsed() < LEADER_CHECK_EVERY => true,
-            Some(conn) => {
-                self.checked_at = std::time::Instant::now();
-                conn.ping().await.is_ok()
-            }
-        }
-    }
-}
-
 /// A pooled Postgres connection idle this long is checked before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
@@ -124,6 +93,9 @@ pub struct Store {
     pub(crate) db: Db,
     url: Arc<str>,
     wakeups: Arc<Wakeups>,
+    /// The application name of this pool's Postgres sessions, unique to the pool: a scheduler
+    /// taking the lead from a cut-off one ends that one's sessions by it.
+    pub(crate) session_name: Arc<str>,
 }
 
 impl Store {
@@ -145,6 +117,7 @@ impl Store {
     /// # Errors
     /// An unsupported URL or an unreachable database.
     pub async fn connect_without_migrating(url: &str) -> Result<Store> {
+        let session_name = session_name(url);
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
@@ -162,7 +135,7 @@ impl Store {
                 })
                 // A worker that cannot reach the database for this long fails its step loudly.
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(pg_options(url)?)
+                .connect_with(pg_options(url)?.application_name(&session_name))
                 .await?;
             Db::Postgres(pool)
         } else if let Some(path) = url.strip_prefix("sqlite://") {
@@ -201,6 +174,7 @@ impl Store {
             db,
             url: Arc::from(url),
             wakeups: Arc::default(),
+            session_name: Arc::from(session_name),
         })
     }
 
@@ -277,6 +251,7 @@ impl Store {
             db: other.db,
             url: Arc::clone(&self.url),
             wakeups: Arc::clone(&self.wakeups),
+            session_name: other.session_name,
         })
     }
 
@@ -360,33 +335,6 @@ impl Store {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }))
-    }
-
-    /// Tries to become the active scheduler. With Postgres, one session-level advisory lock
-    /// held on its own connection decides: the holder is the leader until that connection
-    /// closes (its process died or lost the database), then a standby's next try wins. With
-    /// SQLite (one process) the caller always leads.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn try_lead(&self) -> Result<Option<Leadership>> {
-        match &self.db {
-            Db::Sqlite(_) => Ok(Some(Leadership {
-                conn: None,
-                checked_at: std::time::Instant::now(),
-            })),
-            Db::Postgres(pool) => {
-                let mut conn = pool.acquire().await?;
-                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(LEADER_LOCK)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok(won.then(|| Leadership {
-                    conn: Some(conn.detach()),
-                    checked_at: std::time::Instant::now(),
-                }))
-            }
-        }
     }
 
     /// Closes the pool.
@@ -478,12 +426,19 @@ pub fn redact(url: &str) -> String {
 /// which connection.
 fn pg_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
     use std::str::FromStr as _;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
-    Ok(if options.get_application_name().is_some() {
-        options
-    } else {
-        options.application_name(&format!("weir[{}]", std::process::id()))
-    })
+    Ok(sqlx::postgres::PgConnectOptions::from_str(url)?)
+}
+
+/// A pool's application name: the URL's `application_name` (or `weir[PID]`) and a random
+/// suffix, within Postgres's 63 bytes.
+fn session_name(url: &str) -> String {
+    let base = pg_options(url)
+        .ok()
+        .and_then(|o| o.get_application_name().map(str::to_owned))
+        .unwrap_or_else(|| format!("weir[{}]", std::process::id()));
+    let base: String = base.chars().take(40).collect();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{base} {}", &suffix[..8])
 }
 
 #[cfg(test)]

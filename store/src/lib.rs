@@ -16,6 +16,7 @@
 //! - [`error`]: the error type; sqlx errors are mapped there only.
 //! - `db`: connecting, migrating, the backend dispatch.
 //! - `dag`: DAG versions, paused flags, import errors.
+//! - `leader`: which scheduler is active (a lease with a generation, fenced on takeover).
 //! - `run`: runs and the creation of their task instances.
 //! - `task`: task-instance transitions: queueing, claiming (leases), heartbeats, completion,
 //!   reaping, clearing.
@@ -29,6 +30,7 @@ mod dag;
 mod db;
 pub mod error;
 mod explain;
+mod leader;
 mod log;
 mod notify;
 mod run;
@@ -38,8 +40,9 @@ mod web;
 mod worker;
 
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
-pub use db::{Backend, Leadership, Store, redact, sqlite_file};
+pub use db::{Backend, Store, redact, sqlite_file};
 pub use error::StoreError;
+pub use leader::Leadership;
 pub use log::{LogLine, NewLogLine};
 pub use notify::{
     ClaimedNotification, Notice, NoticeEvent, Notification, NotificationRow, try_notifications,
@@ -48,7 +51,7 @@ pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use user::{Role, UserRow};
 pub use web::{AuditRow, GridCell, RunBrief, SchedulerRow, SessionRow, StateCounts, TrySpan};
-pub use worker::{WorkerRow, WorkerSession, machine_id};
+pub use worker::{WorkerEnd, WorkerRow, WorkerSession, machine_id, session_grace};
 
 /// Result of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

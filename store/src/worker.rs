@@ -26,6 +26,25 @@ pub fn machine_id() -> String {
     )
 }
 
+/// How a worker was seen to end (see [`Store::dead_workers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// Its process is gone (seen from its own machine): certain.
+    ProcessGone,
+    /// Its Postgres session ended: its process died, or it lost the database (a network
+    /// that reset its connections). A live worker stops its tasks within [`session_grace`]
+    /// of its last confirmed session, so its tries may be taken back once the session has
+    /// been seen gone for longer than that.
+    SessionEnded,
+}
+
+/// How long a worker may go without confirming its database session before its process
+/// guard stops its tasks (it confirms three times as often): a third of the lease, so the
+/// fast path for a dead worker on another machine costs half a lease, not a whole one.
+pub fn session_grace(heartbeat_timeout: std::time::Duration) -> std::time::Duration {
+    heartbeat_timeout / 3
+}
+
 /// Whether process `pid` of this machine exists (one of another user counts: it exists).
 fn process_alive(pid: i64) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
@@ -161,15 +180,15 @@ impl Store {
         Ok(Some(session))
     }
 
-    /// Workers running tries that are known dead now, without waiting for their leases: on
-    /// any backend those of this machine whose process is gone; with `sessions`, on Postgres,
-    /// also those whose session lock is gone (not right after a database restart, which ends
-    /// every session: live workers take theirs again within a heartbeat). Only workers with
-    /// running tries are looked at.
+    /// Workers running tries that are seen ended, without waiting for their leases: on any
+    /// backend those of this machine whose process is gone; with `sessions`, on Postgres, also
+    /// those whose session lock is gone (not right after a database restart, which ends every
+    /// session: live workers take theirs again within a heartbeat). Only workers with running
+    /// tries are looked at.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn dead_workers(&self, sessions: bool) -> Result<Vec<String>> {
+    pub async fn dead_workers(&self, sessions: bool) -> Result<Vec<(String, WorkerEnd)>> {
         const CANDIDATES: &str = "SELECT DISTINCT w.worker_id, CAST(w.pid AS BIGINT), w.machine, w.session_lock FROM weir_workers w
              JOIN weir_task_instances t ON t.worker_id = w.worker_id AND t.state = 'running'";
         let rows: Vec<(String, Option<i64>, Option<String>, bool)> =
@@ -180,12 +199,12 @@ impl Store {
             return Ok(Vec::new());
         }
         let here = machine_id();
-        let mut dead: Vec<String> = rows
+        let mut dead: Vec<(String, WorkerEnd)> = rows
             .iter()
             .filter(|(_, pid, machine, _)| {
                 machine.as_deref() == Some(here.as_str()) && pid.is_some_and(|p| !process_alive(p))
             })
-            .map(|(id, ..)| id.clone())
+            .map(|(id, ..)| (id.clone(), WorkerEnd::ProcessGone))
             .collect();
         if let (true, Db::Postgres(pool)) = (sessions, &self.db) {
             let locked: Vec<String> = rows
@@ -204,8 +223,8 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
                 for g in gone {
-                    if !dead.contains(&g) {
-                        dead.push(g);
+                    if !dead.iter().any(|(id, _)| *id == g) {
+                        dead.push((g, WorkerEnd::SessionEnded));
                     }
                 }
             }

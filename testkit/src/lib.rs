@@ -13,9 +13,13 @@
 //! - [`both_backends!`]: one test body, run on SQLite and on Postgres.
 //! - [`dag`]: parses a DAG from YAML text for tests.
 //! - [`smtp`]: a real SMTP server on a loopback port that keeps what it receives.
+//! - [`CutProxy`]: a TCP proxy a test can cut, a network partition between a process and a
+//!   server.
 
 mod cluster;
 pub use cluster::RestartablePostgres;
+mod proxy;
+pub use proxy::CutProxy;
 pub mod smtp;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -67,6 +67,139 @@ pub struct Worker {
     masker: Masker,
     /// Where finished tries go to be written; see [`record_batches`].
     recorder: mpsc::UnboundedSender<Pending>,
+    /// When the process guard stops this worker's tasks unless a beat comes first (`None`
+    /// before the first beat).
+    fence: Arc<Mutex<Option<tokio::time::Instant>>>,
+}
+
+/// How soon a failed session check or heartbeat is tried again.
+const RETRY_SOON: Duration = Duration::from_millis(250);
+
+/// What the database last confirmed, as deadlines on this process's clock: the leases (from
+/// the last heartbeat, taken a tenth short) and, on Postgres, the session (a scheduler takes a
+/// worker whose session ended for dead after the session grace and a half).
+struct Confirmed {
+    at: tokio::time::Instant,
+    leases_until: tokio::time::Instant,
+    session_until: Option<tokio::time::Instant>,
+    lease: Duration,
+    grace: Duration,
+}
+
+impl Confirmed {
+    fn new(cfg: &WorkerConfig, session: bool) -> Confirmed {
+        let now = tokio::time::Instant::now();
+        let grace = weir_store::session_grace(cfg.heartbeat_timeout);
+        Confirmed {
+            at: now,
+            leases_until: now + cfg.heartbeat_timeout * 9 / 10,
+            session_until: session.then_some(now + grace),
+            lease: cfg.heartbeat_timeout,
+            grace,
+        }
+    }
+
+    /// When the process guard must have stopped the tasks.
+    fn deadline(&self) -> tokio::time::Instant {
+        self.session_until
+            .map_or(self.leases_until, |s| s.min(self.leases_until))
+    }
+}
+
+/// Keeps the worker's session (Postgres) and leases until `stop`, and moves the process
+/// guard's deadline with what the database confirmed: should this process stop running or
+/// lose the database, the guard kills its tasks before the scheduler may give them to another
+/// worker. The session is checked three times per session grace, heartbeats go every third of
+/// a lease; a failure is retried within [`RETRY_SOON`]. No call may hang the loop on a
+/// connection that went silent (a cut network): each is bounded by the session check's period.
+async fn keep_alive(
+    worker: Worker,
+    mut session: Option<weir_store::WorkerSession>,
+    mut confirmed: Confirmed,
+    stop: CancellationToken,
+) {
+    use tokio::time::Instant;
+    let period = confirmed.lease / 3;
+    let tick = if session.is_some() {
+        confirmed.grace / 3
+    } else {
+        period
+    };
+    let mut next_check = confirmed.at + tick;
+    let mut next_heartbeat = confirmed.at + period;
+    let mut failing = (false, false);
+    loop {
+        let wake = if session.is_some() {
+            next_check.min(next_heartbeat)
+        } else {
+            next_heartbeat
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if let Some(s) = &mut session
+            && Instant::now() >= next_check
+        {
+            let sent = Instant::now();
+            match tokio::time::timeout(tick, s.keep()).await {
+                Ok(Ok(())) => {
+                    confirmed.session_until = Some(sent + confirmed.grace);
+                    next_check = sent + tick;
+                    failing.0 = false;
+                }
+                failed => {
+                    if !failing.0 {
+                        match failed {
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "cannot hold the worker's database session; retrying")
+                            }
+                            _ => tracing::warn!(
+                                "the worker's database session did not answer; retrying"
+                            ),
+                        }
+                    }
+                    failing.0 = true;
+                    next_check = Instant::now() + RETRY_SOON;
+                }
+            }
+        }
+        if Instant::now() >= next_heartbeat {
+            let sent = Instant::now();
+            match tokio::time::timeout(tick, worker.heartbeat()).await {
+                Ok(Ok(())) => {
+                    confirmed.leases_until = sent + confirmed.lease * 9 / 10;
+                    next_heartbeat = sent + period;
+                    failing.1 = false;
+                }
+                failed => {
+                    if !failing.1 {
+                        match failed {
+                            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                            _ => tracing::warn!("heartbeat unanswered; retrying"),
+                        }
+                    }
+                    failing.1 = true;
+                    next_heartbeat = Instant::now() + RETRY_SOON.max(tick / 2);
+                }
+            }
+        }
+        worker.fence_at(confirmed.deadline());
+        // Past the leases, the scheduler may have given our tries to another worker: stop
+        // them ourselves too (the guard has killed their processes already).
+        if Instant::now() >= confirmed.leases_until + confirmed.lease / 10 {
+            let running = worker
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !running.is_empty() {
+                tracing::error!("no heartbeat for a whole lease: stopping every running try");
+            }
+            for token in running.values() {
+                token.cancel();
+            }
+        }
+    }
 }
 
 /// A finished try waiting to be written, and who waits for the result (recorded or lease
@@ -162,7 +295,27 @@ impl Worker {
             conns,
             masker,
             recorder,
+            fence: Arc::default(),
         }
+    }
+
+    /// Tells the process guard to stop this worker's tasks at `deadline` unless a later call
+    /// moves it.
+    fn fence_at(&self, deadline: tokio::time::Instant) {
+        *self
+            .fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(deadline);
+        crate::step::guard::beat(deadline.saturating_duration_since(tokio::time::Instant::now()));
+    }
+
+    /// Whether the process guard's deadline has passed: a task that died now was most likely
+    /// killed by it (a fenced try is lost, not failed).
+    fn fenced(&self) -> bool {
+        self.fence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
     }
 
     fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -286,6 +439,12 @@ impl Worker {
                         &cancel,
                     )
                     .await;
+                    let outcome = match outcome {
+                        TaskOutcome::Failed { .. } if self.fenced() => TaskOutcome::Cancelled {
+                            reason: "fenced: this worker could not confirm its leases in time, so its process guard stopped the task".into(),
+                        },
+                        outcome => outcome,
+                    };
                     let outcome = self.keep_cursor(&ti, &step, outcome).await;
                     // A sensor's timeout bounds its whole wait.
                     let wait_limit = matches!(step, Step::WaitFor(_))
@@ -755,52 +914,16 @@ pub async fn run(
     // lease, or the scheduler would give it to another worker while it still runs.
     let stop_beating = CancellationToken::new();
     let beat = {
-        let worker = worker.clone();
-        let stop = stop_beating.clone();
-        let period = cfg.heartbeat_timeout / 3;
-        // Fencing: should this process stop running (paused, stalled), the process guard
-        // kills its tasks after two and a half heartbeat periods without a beat, before their leases
-        // (three periods) let the scheduler give them to another worker.
-        if let Err(e) = crate::step::guard::fence(period * 5 / 2) {
-            tracing::warn!(error = %e, "cannot fence tasks with the process guard");
-        }
-        let mut session = session;
-        tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(period) => {}
-                }
-                crate::step::guard::beat();
-                if let Some(s) = &mut session
-                    && let Err(e) = s.keep().await
-                {
-                    tracing::warn!(error = %e, "cannot hold the worker's database session; retrying");
-                }
-                match worker.heartbeat().await {
-                    Ok(()) => last_ok = tokio::time::Instant::now(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        // Past the lease, the scheduler may have given our tries to another
-                        // worker: stop them rather than risk running one twice at once.
-                        if last_ok.elapsed() >= worker.cfg.heartbeat_timeout {
-                            tracing::error!(
-                                "no heartbeat for a whole lease: stopping every running try"
-                            );
-                            for token in worker
-                                .running
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .values()
-                            {
-                                token.cancel();
-                            }
-                        }
-                    }
-                }
-            }
-        })
+        // Registering (and on Postgres taking the session) has just been confirmed, and every
+        // lease starts later, at its claim: fencing starts before the first claim.
+        let confirmed = Confirmed::new(&worker.cfg, session.is_some());
+        worker.fence_at(confirmed.deadline());
+        tokio::spawn(keep_alive(
+            worker.clone(),
+            session,
+            confirmed,
+            stop_beating.clone(),
+        ))
     };
 
     while !shutdown.is_cancelled() {

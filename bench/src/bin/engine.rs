@@ -56,6 +56,7 @@ async fn main() {
     let scfg = SchedulerConfig {
         dags_folder: dir.path().join("dags"),
         heartbeat_timeout: Duration::from_secs(30),
+        leader_lease: Duration::from_secs(5),
         pools: Default::default(),
         known: Default::default(),
         template_env: Default::default(),

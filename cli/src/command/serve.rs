@@ -42,8 +42,14 @@ pub(crate) async fn standalone(config: &Config, no_auth: bool) -> Result<u8> {
         listener.local_addr()?
     );
     let shutdown = shutdown_on_signal();
+    // On Postgres the scheduler has its own pool too: a scheduler taking the lead from this one
+    // (cut off from the database) ends the old leader's sessions, and must not end the worker's.
+    let scheduler_store = match store.backend() {
+        weir_store::Backend::Postgres => store.with_own_pool().await?,
+        weir_store::Backend::Sqlite => store.clone(),
+    };
     let scheduler = tokio::spawn(weir_scheduler::run(
-        store.clone(),
+        scheduler_store,
         scheduler_config(config)?,
         clock(),
         shutdown.clone(),

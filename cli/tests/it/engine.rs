@@ -182,6 +182,7 @@ fn scheduler_config(dir: &Path) -> SchedulerConfig {
     SchedulerConfig {
         dags_folder: dir.join("dags"),
         heartbeat_timeout: Duration::from_secs(30),
+        leader_lease: Duration::from_secs(5),
         pools: [("small".to_owned(), 1)].into_iter().collect(),
         known: weir_model::Known::default(),
         template_env: [("WEIR_TEST_ALLOWED".to_owned(), "yes".to_owned())]
@@ -1767,14 +1768,7 @@ async fn postgres_a_paused_worker_is_fenced_and_no_task_runs_twice_at_once() {
     let db = TestDb::postgres().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("alive.log");
-    let mut dag = String::from("id: pause\nparams:\n  log: x\ntasks:\n");
-    for i in 0..4 {
-        dag.push_str(&format!(
-            "  t{i}:\n    kind: shell\n    run: |\n      for n in $(seq 1 40); do echo \"alive $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"; sleep 0.2; done\n"
-        ));
-    }
-    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
-    std::fs::write(dir.path().join("dags/pause.yaml"), &dag).expect("dag");
+    alive_dag(dir.path(), "pause");
     let (shutdown, scheduler) = fault_scheduler(&db, dir.path());
     let spawn_worker = || fault_worker(dir.path());
     let mut paused = spawn_worker();
@@ -1819,9 +1813,13 @@ async fn postgres_a_paused_worker_is_fenced_and_no_task_runs_twice_at_once() {
         let _ = w.wait();
     }
     assert_eq!(done.state, RunState::Success);
-    // From the tasks' own records: the first try's last sign of life comes before the
-    // second try's first.
-    let text = std::fs::read_to_string(&log).expect("log");
+    assert_tries_never_overlap(&log, 4);
+}
+
+/// From the tasks' own records (`alive TASK TRY TIME` lines of `t0`..`t{tasks-1}`): each
+/// task ran a second try, and its first try's last sign of life came before the second's first.
+fn assert_tries_never_overlap(log: &Path, tasks: usize) {
+    let text = std::fs::read_to_string(log).expect("log");
     let mut spans: std::collections::BTreeMap<(String, String), (f64, f64)> = Default::default();
     for line in text.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -1832,7 +1830,7 @@ async fn postgres_a_paused_worker_is_fenced_and_no_task_runs_twice_at_once() {
         span.0 = span.0.min(at);
         span.1 = span.1.max(at);
     }
-    for i in 0..4 {
+    for i in 0..tasks {
         let task = format!("t{i}");
         let first = spans.get(&(task.clone(), "1".into())).expect("first try");
         let second = spans.get(&(task.clone(), "2".into())).expect("second try");
@@ -1843,4 +1841,251 @@ async fn postgres_a_paused_worker_is_fenced_and_no_task_runs_twice_at_once() {
             second.0
         );
     }
+}
+
+/// A DAG `id` of four tasks that each write `alive TASK TRY TIME` to `params.log` every 0.2 s
+/// for 8 s, in `dir/dags`.
+fn alive_dag(dir: &Path, id: &str) {
+    let mut dag = format!("id: {id}\nparams:\n  log: x\ntasks:\n");
+    for i in 0..4 {
+        dag.push_str(&format!(
+            "  t{i}:\n    kind: shell\n    run: |\n      for n in $(seq 1 40); do echo \"alive $WEIR_TASK_ID $WEIR_TRY_NUMBER $(date +%s.%N)\" >> \"{{{{ params.log }}}}\"; sleep 0.2; done\n"
+        ));
+    }
+    std::fs::create_dir_all(dir.join("dags")).expect("mkdir");
+    std::fs::write(dir.join(format!("dags/{id}.yaml")), &dag).expect("dag");
+}
+
+/// Postgres: a worker whose network to the database is cut (a proxy the test controls; the
+/// server keeps its session and its session lock) while its tasks run. It gets no heartbeat
+/// through, so its process guard kills the tasks before their leases end; the scheduler then
+/// gives them to another worker. The tasks' own records never show one task running twice at
+/// once, and once the network is back the cut-off worker records nothing over the retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_cut_off_worker_is_fenced_and_no_task_runs_twice_at_once() {
+    cut_off_worker(false).await;
+}
+
+/// The same when the network resets the worker's connections instead: the server ends its
+/// sessions at once (its session lock goes, as when it dies) and new connections are refused.
+/// The worker cannot confirm its session, so its guard stops the tasks within the session
+/// grace; the scheduler, which sees the session gone, waits half as long again before giving
+/// the tries to another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_worker_whose_connections_reset_is_fenced_and_no_task_runs_twice_at_once() {
+    cut_off_worker(true).await;
+}
+
+async fn cut_off_worker(reset: bool) {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("alive.log");
+    alive_dag(dir.path(), "cut");
+    let (shutdown, scheduler) = fault_scheduler(&db, dir.path());
+    // A scheduler judges sessions only once it has reached the database for a whole lease
+    // (3 s here): the fault comes after that, so that a session end is seen for what it is.
+    let sessions_judged = std::time::Instant::now() + Duration::from_millis(3500);
+    let (proxy, through) = weir_testkit::CutProxy::for_url(&db.url).expect("proxy");
+    let cut_dir = dir.path().join("cut");
+    std::fs::create_dir(&cut_dir).expect("mkdir");
+    std::fs::write(
+        cut_dir.join("weir.toml"),
+        format!("database_url = \"{through}\"\ndags_folder = \"../dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n"),
+    )
+    .expect("config");
+    let mut cut_off = fault_worker(&cut_dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let run = fault_run(&db, "cut", &log, deadline).await;
+    let started = |text: &str| {
+        text.lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    while started(&std::fs::read_to_string(&log).unwrap_or_default()) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks never all started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The other worker is up and idle before the fault: it claims the tries the moment the
+    // scheduler gives them back.
+    let mut other = fault_worker(dir.path());
+    while db.store.live_workers().await.expect("workers").len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second worker never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep_until(sessions_judged.into()).await;
+    if reset {
+        proxy.reset();
+    } else {
+        proxy.cut();
+    }
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    proxy.heal();
+    // Back on the network, the cut-off worker's late outcomes are refused (lease lost).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tis = db.store.task_instances(&run.run_id).await.expect("tis");
+    shutdown.cancel();
+    let _ = scheduler.await;
+    for w in [&mut cut_off, &mut other] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert_eq!(done.state, RunState::Success);
+    for t in &tis {
+        assert_eq!(
+            (t.state, t.try_number),
+            (TaskState::Success, 2),
+            "{}",
+            t.task_id
+        );
+    }
+    assert_tries_never_overlap(&log, 4);
+}
+
+/// Postgres: two `weir scheduler` processes; the active one reaches the database through a
+/// proxy the test cuts, so the server keeps its session and its advisory lock. The standby
+/// takes over once the lease (5 s) has expired, within seconds, and schedules; the old leader
+/// stopped acting before that, and once its network is back it finds the lease taken and
+/// stands by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_cut_off_scheduler_steps_down_and_a_standby_takes_over() {
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/after.yaml"),
+        "id: after\nparams:\n  log: x\ntasks:\n  a: {kind: shell, run: echo one}\n  b: {kind: shell, run: echo two, depends_on: [a]}\n",
+    )
+    .expect("dag");
+    let (proxy, through) = weir_testkit::CutProxy::for_url(&db.url).expect("proxy");
+    let spawn_scheduler = |name: &str, url: &str| {
+        let home = dir.path().join(name);
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::write(
+            home.join("weir.toml"),
+            format!("database_url = \"{url}\"\ndags_folder = \"../dags\"\n"),
+        )
+        .expect("config");
+        let log = dir.path().join(format!("{name}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("scheduler")
+            .current_dir(&home)
+            .env_remove("WEIR_DATABASE_URL")
+            .env("RUST_LOG", "weir_scheduler=info,weir_store=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start scheduler");
+        (child, log)
+    };
+    let (mut first, first_log) = spawn_scheduler("first", &through);
+    wait_for_text(
+        &first_log,
+        "this scheduler is active",
+        Duration::from_secs(30),
+    )
+    .await;
+    let (mut second, second_log) = spawn_scheduler("second", &db.url);
+    wait_for_text(&second_log, "standing by", Duration::from_secs(30)).await;
+
+    proxy.cut();
+    let cut_at = std::time::Instant::now();
+    wait_for_text(
+        &second_log,
+        "this scheduler is active",
+        Duration::from_secs(30),
+    )
+    .await;
+    let took_over = cut_at.elapsed();
+    eprintln!(
+        "the standby took over {:.2}s after the cut",
+        took_over.as_secs_f64()
+    );
+    // The lease (5 s) plus a standby's retry (2 s), with room for a loaded machine.
+    assert!(
+        took_over <= Duration::from_secs(10),
+        "the standby took over {:.1}s after the cut",
+        took_over.as_secs_f64()
+    );
+    // The old leader stopped on its own, before the standby took over.
+    let stopped = log_time(&first_log, "lost the scheduler's lease");
+    let took = log_time(&second_log, "this scheduler is active");
+    assert!(
+        stopped < took,
+        "the old leader stopped at {stopped}, after the standby took over at {took}"
+    );
+
+    // The new leader schedules: a run triggered now completes with a worker.
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(weir_worker::run(
+        db.store.clone(),
+        worker_config(),
+        Arc::new(weir_model::clock::SystemClock),
+        shutdown.clone(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let run = fault_run(&db, "after", Path::new("unused"), deadline).await;
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new leader never ran the DAG: {:?}",
+            db.store.task_instances(&run.run_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.state, RunState::Success);
+
+    // Back on the network, the old leader finds the lease taken and stands by.
+    proxy.heal();
+    wait_for_text(
+        &first_log,
+        "another scheduler is active; standing by",
+        Duration::from_secs(30),
+    )
+    .await;
+    shutdown.cancel();
+    let _ = worker.await;
+    for s in [&mut first, &mut second] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let first_text = std::fs::read_to_string(&first_log).expect("log");
+    assert_eq!(
+        first_text.matches("this scheduler is active").count(),
+        1,
+        "the old leader led again:\n{first_text}"
+    );
+}
+
+/// The time of the first line of a `weir` log that contains `text`.
+fn log_time(log: &Path, text: &str) -> DateTime<Utc> {
+    let content = std::fs::read_to_string(log).expect("log");
+    let line = content
+        .lines()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("`{text}` is not in {}:\n{content}", log.display()));
+    let stamp = line.split_whitespace().next().unwrap_or("");
+    DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("no time at the start of `{line}`: {e}"))
+        .with_timezone(&Utc)
 }

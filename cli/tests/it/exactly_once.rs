@@ -157,9 +157,10 @@ async fn crash_after_commit(
     victim.kill().expect("SIGKILL");
     victim.wait().expect("reap");
     sqlx::query(
-        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1",
+        "select pg_terminate_backend(pid) from pg_stat_activity where starts_with(application_name, $1)",
     )
-    .bind(format!("weir[{victim_pid}]"))
+    // Each pool's sessions are `weir[PID] SUFFIX`.
+    .bind(format!("weir[{victim_pid}] "))
     .execute(&mut *lock)
     .await
     .expect("end the dead worker's statements");

@@ -4,9 +4,11 @@
 //! One small `bash` per process (started on first use) reads `+PGID` / `-PGID` lines on a pipe
 //! from us. When the pipe reaches end of file, which the kernel guarantees once we are gone
 //! however we died, it kills every group still listed. A worker also fences its tasks with it:
-//! after `fence SECONDS` the guard expects a `beat` line at least that often and kills every
-//! listed group when none comes, so a worker that is paused (SIGSTOP), swapped out or stalled,
-//! and cannot stop its own tasks, still has them stopped before the scheduler gives them to
+//! each `beat MICROS` line sets a deadline, and when no further beat comes before it the guard
+//! kills every listed group. The worker beats only after the database confirmed its leases, with
+//! a deadline just short of them, so a worker that is paused (SIGSTOP), swapped out, stalled or
+//! cut off from the database, and cannot stop its own tasks, still has them stopped before the
+//! scheduler gives them to
 //! another worker. The guard is its own process: it runs while the worker does not. Compared with the parent-death signal
 //! this kills whole groups (grandchildren included, which a parent-death signal on `bash` would
 //! leave running) and costs one process per worker instead of an extra `exec` per task
@@ -21,11 +23,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-/// The guard's program: keep the set of live groups; at end of input, or when a fence is set
-/// and no line came within it, kill them all (the ids are numbers written by us, safe on the
-/// `kill` command line).
+/// The guard's program: keep the set of live groups; at end of input, or when a beat's deadline
+/// passes before the next beat, kill them all (the ids are numbers written by us, safe on the
+/// `kill` command line). Only a beat moves the deadline: groups coming and going do not prove
+/// that the worker still holds its leases. Times are microseconds of `EPOCHREALTIME`.
 const SCRIPT: &str = r#"declare -A live
-fence=
+deadline=
 kill_all() {
   if [ ${#live[@]} -gt 0 ]; then
     groups=()
@@ -35,14 +38,21 @@ kill_all() {
   fi
 }
 while true; do
-  if [ -n "$fence" ]; then IFS= read -r -t "$fence" line; else IFS= read -r line; fi
+  if [ -n "$deadline" ]; then
+    now=${EPOCHREALTIME/[.,]/}
+    left=$(( deadline - now ))
+    if [ $left -le 0 ]; then kill_all; deadline=; continue; fi
+    IFS= read -r -t "$(( left / 1000000 )).$(printf %06d $(( left % 1000000 )))" line
+  else
+    IFS= read -r line
+  fi
   status=$?
-  if [ $status -gt 128 ]; then kill_all; continue; fi
+  if [ $status -gt 128 ]; then continue; fi
   if [ $status -ne 0 ]; then kill_all; exit 0; fi
   case "$line" in
     +*) live[${line:1}]=1 ;;
     -*) unset "live[${line:1}]" ;;
-    fence\ *) fence=${line#fence } ;;
+    beat\ *) now=${EPOCHREALTIME/[.,]/}; deadline=$(( now + ${line#beat } )) ;;
   esac
 done"#;
 
@@ -56,6 +66,8 @@ static GUARD: OnceLock<Mutex<Option<Guard>>> = OnceLock::new();
 fn start() -> std::io::Result<Guard> {
     let mut child = Command::new("bash")
         .args(["-c", SCRIPT])
+        // `read -t` takes a decimal point whatever the worker's locale.
+        .env("LC_ALL", "C")
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -103,18 +115,11 @@ pub fn watch(group: i32) -> std::io::Result<()> {
     send(&format!("+{group}"))
 }
 
-/// Fences this process's tasks: from now on, when no [`beat`] reaches the guard within
-/// `within`, it kills every task group it watches.
-///
-/// # Errors
-/// The guard cannot be started or written to.
-pub fn fence(within: std::time::Duration) -> std::io::Result<()> {
-    send(&format!("fence {:.3}", within.as_secs_f64().max(0.1)))
-}
-
-/// Tells the guard this process is alive (see [`fence`]).
-pub fn beat() {
-    if let Err(e) = send("beat") {
+/// Tells the guard this process still holds its tasks' leases for `within`: when no further
+/// beat comes in that time, the guard kills every task group it watches.
+pub fn beat(within: std::time::Duration) {
+    let micros = within.as_micros().max(1);
+    if let Err(e) = send(&format!("beat {micros}")) {
         tracing::warn!(error = %e, "could not reach the task process guard");
     }
 }
