@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Chaos trials against release binaries on a private Postgres cluster: per trial, a 40-task
-# fan-out (2 s tasks that write `start`/`end` lines to a ledger) served by `weir scheduler`
-# and two `weir worker --concurrency 4`, and one fault in the middle of it. Prints, per trial:
-# whether the run finished, tasks lost (never completed), executions repeated, pairs of
-# executions of one task that overlapped in time, and the time from the fault to the run's
-# end. Trials: kill-worker (SIGKILL), term-worker (SIGTERM), stop-worker (SIGSTOP past the
-# lease), kill-scheduler, restart-db-fast, restart-db-immediate. Figures: docs/benchmarks.md.
+# fan-out (2 s tasks that write `start`, `tick` every 0.2 s and `end` lines with their try
+# number to a ledger) served by `weir scheduler` and two `weir worker --concurrency 4`, and one
+# fault in the middle of it. Prints, per trial: whether the run finished, tasks lost (never
+# completed), executions repeated, pairs of executions of one task that overlapped in time
+# (an execution lasts from its `start` to its last line), and the time from the fault to the
+# run's end. Trials: kill_worker (SIGKILL), term_worker (SIGTERM), stop_worker (SIGSTOP past
+# the lease), kill_scheduler, restart_db_fast, restart_db_immediate, and through a TCP proxy
+# (bench/src/bin/cutproxy.rs) for 20 s: cut_worker (no byte passes; the server keeps the
+# sessions), reset_worker (connections closed, new ones refused), cut_scheduler (the active
+# one, with a standby beside it). TRIALS="a b" picks some; ROUNDS=N repeats them.
+# Figures: docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p weir
+cargo build --release -q -p weir -p weir-bench --bin weir --bin cutproxy
 weir=$PWD/target/release/weir
+cutproxy=$PWD/target/release/cutproxy
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 tmp=$(mktemp -d)
 chmod 777 "$tmp"
@@ -29,11 +35,11 @@ admin="postgres://postgres@127.0.0.1:$port/postgres"
 
 trial() {
   local name=$1
-  local dir=$tmp/$name
+  local dir=$tmp/$name$2
   mkdir -p "$dir/dags"
-  psql -q "$admin" -c "CREATE DATABASE $name" >/dev/null
+  psql -q "$admin" -c "CREATE DATABASE $name$2" >/dev/null
   cat > "$dir/weir.toml" <<TOML
-database_url = "postgres://postgres@127.0.0.1:$port/$name"
+database_url = "postgres://postgres@127.0.0.1:$port/$name$2"
 dags_folder = "dags"
 [scheduler]
 heartbeat_timeout = "6s"
@@ -45,15 +51,34 @@ TOML
       echo "  t$i:"
       echo "    kind: shell"
       echo "    run: |"
-      echo "      echo \"start \$WEIR_TASK_ID \$(date +%s.%N)\" >> $dir/ledger"
-      echo "      sleep 2"
-      echo "      echo \"end \$WEIR_TASK_ID \$(date +%s.%N)\" >> $dir/ledger"
+      echo "      echo \"start \$WEIR_TASK_ID \$WEIR_TRY_NUMBER \$(date +%s.%N)\" >> $dir/ledger"
+      echo "      for k in 1 2 3 4 5 6 7 8 9 10; do sleep 0.2; echo \"tick \$WEIR_TASK_ID \$WEIR_TRY_NUMBER \$(date +%s.%N)\" >> $dir/ledger; done"
+      echo "      echo \"end \$WEIR_TASK_ID \$WEIR_TRY_NUMBER \$(date +%s.%N)\" >> $dir/ledger"
     done
   } > "$dir/dags/fan.yaml"
   cd "$dir"
   "$weir" db migrate >/dev/null
-  "$weir" scheduler 2>"$dir/scheduler.log" & local sched=$!
-  "$weir" worker --concurrency 4 2>"$dir/worker1.log" & local w1=$!
+  # The network trials put one process behind a proxy the trial controls.
+  local direct="postgres://postgres@127.0.0.1:$port/$name$2"
+  local proxied=$direct
+  case $name in
+    cut_*|reset_*)
+      mkfifo "$dir/proxy.in"
+      "$cutproxy" "$port" < "$dir/proxy.in" > "$dir/proxy.port" & pids+=($!)
+      exec 7> "$dir/proxy.in"
+      until [ -s "$dir/proxy.port" ]; do sleep 0.05; done
+      proxied="postgres://postgres@127.0.0.1:$(head -1 "$dir/proxy.port")/$name$2"
+      ;;
+  esac
+  local sched_url=$direct
+  local w1_url=$direct
+  case $name in cut_scheduler) sched_url=$proxied ;; cut_worker|reset_worker) w1_url=$proxied ;; esac
+  WEIR_DATABASE_URL=$sched_url "$weir" scheduler 2>"$dir/scheduler.log" & local sched=$!
+  if [ "$name" = cut_scheduler ]; then
+    sleep 1
+    "$weir" scheduler 2>"$dir/standby.log" & pids+=($!)
+  fi
+  WEIR_DATABASE_URL=$w1_url "$weir" worker --concurrency 4 2>"$dir/worker1.log" & local w1=$!
   "$weir" worker --concurrency 4 2>"$dir/worker2.log" & local w2=$!
   pids+=("$sched" "$w1" "$w2")
   sleep 1
@@ -69,6 +94,8 @@ TOML
     kill_scheduler) kill -9 "$sched"; sleep 1; "$weir" scheduler 2>"$dir/scheduler2.log" & pids+=($!) ;;
     restart_db_fast) pg_ctl -m fast restart ;;
     restart_db_immediate) pg_ctl -m immediate restart ;;
+    cut_*) echo cut >&7; (sleep 20; echo heal >&7) & ;;
+    reset_*) echo reset >&7; (sleep 20; echo heal >&7) & ;;
   esac
   local state=unfinished deadline=$((SECONDS + 120))
   while [ $SECONDS -lt $deadline ]; do
@@ -81,38 +108,35 @@ TOML
   python3 - "$dir/ledger" "$name" "$state" "$fault_at" "$ended_at" <<'PY'
 import sys, collections
 ledger, name, state, fault, ended = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
-starts, ends = collections.defaultdict(list), collections.defaultdict(list)
+# Per task, per try: its start, last line, and whether it ended.
+spans = collections.defaultdict(dict)
 for line in open(ledger):
-    kind, task, at = line.split()
-    (starts if kind == "start" else ends)[task].append(float(at))
+    kind, task, try_number, at = line.split()
+    at = float(at)
+    first, last, ended_ = spans[task].get(try_number, (at, at, False))
+    spans[task][try_number] = (min(first, at), max(last, at), ended_ or kind == "end")
 tasks = [f"t{i:02d}" for i in range(1, 41)]
-lost = sum(1 for t in tasks if not ends[t])
-repeated = sum(max(0, len(starts[t]) - 1) for t in tasks)
+lost = sum(1 for t in tasks if not any(e for _, _, e in spans[t].values()))
+repeated = sum(max(0, len(spans[t]) - 1) for t in tasks)
 overlapping = 0
 for t in tasks:
-    spans = []
-    ordered = sorted(starts[t])
-    for i, s in enumerate(ordered):
-        # An execution's `end` comes after its start and before the next execution's start.
-        until = ordered[i + 1] if i + 1 < len(ordered) else float("inf")
-        e = min([x for x in ends[t] if s <= x < until], default=None)
-        if e is None:
-            # No `end`: killed. A try running at the fault died with it at the latest when
-            # the fault was a kill; otherwise allow it its whole 2 s.
-            e = min(s + 2.0, fault) if name == "kill_worker" and s < fault else s + 2.0
-        spans.append((s, e))
-    for i in range(len(spans)):
-        for j in range(i + 1, len(spans)):
-            if spans[j][0] < spans[i][1] and spans[i][0] < spans[j][1]:
+    runs = list(spans[t].values())
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            if runs[j][0] < runs[i][1] and runs[i][0] < runs[j][1]:
                 overlapping += 1
 print(f"{name:22} run {state:10} lost {lost:2}  repeated {repeated:2}  overlapping {overlapping:2}  fault to end {ended - fault:5.1f} s")
 PY
   for p in "$sched" "$w1" "$w2"; do kill -CONT "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
   pkill -9 -f "$weir worker" 2>/dev/null || true
   pkill -9 -f "$weir scheduler" 2>/dev/null || true
+  pkill -9 -f "$cutproxy" 2>/dev/null || true
+  exec 7>&- 2>/dev/null || true
   cd - >/dev/null
 }
 
-for t in ${TRIALS:-kill_worker term_worker stop_worker kill_scheduler restart_db_fast restart_db_immediate}; do
-  trial "$t"
+for round in $(seq 1 "${ROUNDS:-1}"); do
+  for t in ${TRIALS:-kill_worker term_worker stop_worker kill_scheduler restart_db_fast restart_db_immediate cut_worker reset_worker cut_scheduler}; do
+    trial "$t" "$round"
+  done
 done

@@ -1635,6 +1635,135 @@ async fn postgres_a_sigtermed_worker_finishes_its_tries_and_nothing_runs_twice()
     }
 }
 
+/// Postgres restarted (`fast`) while a worker's write of a finished try's outcome is in
+/// flight (held behind a row lock the test takes, so the restart cuts that very statement):
+/// the worker keeps the outcome and writes it again once the database is back. The task ran
+/// once; without the retry the outcome would be lost and the task run again after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_outcome_write_cut_by_a_restart_is_written_again_not_rerun() {
+    let pg = weir_testkit::RestartablePostgres::start().expect("a Postgres of the test's own");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/one.yaml"),
+        format!(
+            "id: one\ntasks:\n  a:\n    kind: shell\n    run: |\n      echo start >> {ledger}\n      sleep 1\n      echo end >> {ledger}\n",
+            ledger = ledger.display()
+        ),
+    )
+    .expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!(
+            "database_url = \"{}\"\ndags_folder = \"dags\"\n[scheduler]\nheartbeat_timeout = \"3s\"\n",
+            pg.url
+        ),
+    )
+    .expect("config");
+    let weir = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .output()
+            .expect("weir")
+    };
+    assert!(weir(&["db", "migrate"]).status.success());
+    let spawn = |args: &[&str], log: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).expect("log"))
+            .spawn()
+            .expect("spawn")
+    };
+    let mut scheduler = spawn(&["scheduler"], "scheduler.log");
+    let mut worker = spawn(&["worker"], "worker.log");
+    let trigger = weir(&["trigger", "one", "--json"]);
+    assert!(trigger.status.success(), "{}", crate::stderr(&trigger));
+    let run: serde_json::Value = serde_json::from_slice(&trigger.stdout).expect("json");
+    let run_id = run["run_id"].as_str().expect("run id").to_owned();
+    let db = sqlx::PgPool::connect(&pg.url).await.expect("connect");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ti_id: i64 = loop {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "select id, state from weir_task_instances where run_id = $1 and task_id = 'a'",
+        )
+        .bind(&run_id)
+        .fetch_optional(&db)
+        .await
+        .expect("ti");
+        if let Some((id, state)) = row
+            && state == "running"
+        {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "the task never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Hold the row: the worker's write of the outcome waits behind the lock.
+    let mut lock = db.begin().await.expect("begin");
+    sqlx::query("select 1 from weir_task_instances where id = $1 for no key update")
+        .bind(ti_id)
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            // The completion's statement (the heartbeat waits behind the lock too).
+            "select count(*) from pg_stat_activity
+             where wait_event_type = 'Lock' and query ilike '%ended_at = $8%'",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never wrote the outcome"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The restart ends the worker's statement in flight, and the test's lock with it.
+    pg.restart("fast").expect("restart");
+    drop(lock);
+    drop(db);
+    let state = || {
+        let o = weir(&["runs", "show", &run_id, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|r| r["state"].as_str().map(str::to_owned))
+    };
+    while !matches!(state().as_deref(), Some("success" | "failed")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = scheduler.kill();
+    let _ = worker.kill();
+    let _ = scheduler.wait();
+    let _ = worker.wait();
+    let logs = std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
+    assert_eq!(state().as_deref(), Some("success"), "{logs}");
+    let text = std::fs::read_to_string(&ledger).expect("ledger");
+    assert_eq!(
+        text.lines().filter(|l| *l == "start").count(),
+        1,
+        "the task ran again:\n{text}\n{logs}"
+    );
+    let shown = weir(&["runs", "show", &run_id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
+    assert_eq!(shown["tasks"][0]["try_number"], 1, "{shown}");
+}
+
 /// Postgres restarted (`fast`), stopped for 3 s while tasks end, and restarted (`immediate`)
 /// under a running fan-out served by a
 /// real `weir scheduler` and `weir worker`: both processes stay up, reconnect, record the
