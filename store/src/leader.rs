@@ -134,7 +134,7 @@ impl Store {
         // The renewing connection (and the lock) leave the pool for good.
         let mut conn = conn.detach();
         if !dead {
-            fence_out(&mut conn, &row.session_name, generation, locked).await?;
+            fence_out(&mut conn, &row.session_name, generation, locked).await;
         }
         let (tell, lost) = watch::channel(false);
         let renewing = tokio::spawn(renew(conn, generation, lease, sent + lease, tell));
@@ -148,14 +148,11 @@ impl Store {
 
 /// After taking over an expired lease: ends every session of the old leader's pool (its
 /// in-flight transactions roll back instead of committing when its network returns), then
-/// takes the lock that its lock session no longer holds.
-async fn fence_out(
-    conn: &mut PgConnection,
-    old_session: &str,
-    generation: i64,
-    locked: bool,
-) -> Result<()> {
-    let ended: i64 = sqlx::query_scalar(
+/// takes the lock that its lock session no longer holds. Failing either (a role that may not
+/// signal the other's backends), this leader leads by the lease alone: the lease decides, and
+/// a death is then seen when the lease expires instead of at once.
+async fn fence_out(conn: &mut PgConnection, old_session: &str, generation: i64, locked: bool) {
+    let ended: std::result::Result<i64, sqlx::Error> = sqlx::query_scalar(
         "SELECT count(*) FROM (
              SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity
              WHERE application_name = $1 AND pid <> pg_backend_pid()
@@ -163,34 +160,44 @@ async fn fence_out(
     )
     .bind(old_session)
     .fetch_one(&mut *conn)
-    .await?;
-    tracing::warn!(
-        sessions = ended,
-        old = old_session,
-        "the active scheduler did not renew its lease in time (cut off or stalled): took over and ended its database sessions"
-    );
+    .await;
+    match ended {
+        Ok(n) => tracing::warn!(
+            sessions = n,
+            old = old_session,
+            "the active scheduler did not renew its lease in time (cut off or stalled): took over and ended its database sessions"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            old = old_session,
+            "took over from a scheduler that did not renew its lease, but could not end its database sessions"
+        ),
+    }
     if locked {
-        return Ok(());
+        return;
     }
     // The terminated lock session lets go of the lock within moments.
     for _ in 0..20 {
-        let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
-            .fetch_one(&mut *conn)
-            .await?;
-        if won {
-            sqlx::query("UPDATE weir_leader SET locked = true WHERE id = 1 AND generation = $1")
-                .bind(generation)
-                .execute(&mut *conn)
-                .await?;
-            return Ok(());
+        let won: std::result::Result<bool, sqlx::Error> =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut *conn)
+                .await;
+        if matches!(won, Ok(true)) {
+            let noted = sqlx::query(
+                "UPDATE weir_leader SET locked = true WHERE id = 1 AND generation = $1",
+            )
+            .bind(generation)
+            .execute(&mut *conn)
+            .await;
+            if noted.is_ok() {
+                return;
+            }
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Leading without the lock is safe (the lease decides); a death is then seen when the
-    // lease expires instead of at once.
     tracing::warn!("the old leader's lock is still held; leading by the lease alone");
-    Ok(())
 }
 
 /// Renews the lease every fifth of it until that fails or cannot be done before `valid_until`;

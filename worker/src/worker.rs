@@ -128,6 +128,8 @@ async fn keep_alive(
     let mut next_check = confirmed.at + tick;
     let mut next_heartbeat = confirmed.at + period;
     let mut failing = (false, false);
+    // Whether the tries were stopped for want of heartbeats (said once per outage).
+    let mut stopped_all = false;
     loop {
         let wake = if session.is_some() {
             next_check.min(next_heartbeat)
@@ -171,6 +173,7 @@ async fn keep_alive(
                     confirmed.leases_until = sent + confirmed.lease * 9 / 10;
                     next_heartbeat = sent + period;
                     failing.1 = false;
+                    stopped_all = false;
                 }
                 failed => {
                     if !failing.1 {
@@ -186,14 +189,16 @@ async fn keep_alive(
         }
         worker.fence_at(confirmed.deadline());
         // Past the leases, the scheduler may have given our tries to another worker: stop
-        // them ourselves too (the guard has killed their processes already).
+        // them ourselves too (the guard has killed their processes already). Tries whose
+        // outcome waits to be written stay listed; cancelling them again is harmless.
         if Instant::now() >= confirmed.leases_until + confirmed.lease / 10 {
             let running = worker
                 .running
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !running.is_empty() {
+            if !running.is_empty() && !stopped_all {
                 tracing::error!("no heartbeat for a whole lease: stopping every running try");
+                stopped_all = true;
             }
             for token in running.values() {
                 token.cancel();
