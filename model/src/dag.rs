@@ -589,6 +589,18 @@ fn check_spec(
     }
     if let Some(start) = spec.start_date {
         let start = start.resolve(tz);
+        if spec.schedule.is_some()
+            && chrono::Datelike::year(&start) > crate::schedule::LAST_SCHEDULED_YEAR
+        {
+            out.push(Diagnostic::error(
+                key("start_date"),
+                format!(
+                    "`start_date` {} is after {}, the last year weir schedules in: the DAG would never run",
+                    start.format("%Y-%m-%d"),
+                    crate::schedule::LAST_SCHEDULED_YEAR
+                ),
+            ));
+        }
         if chrono::Datelike::year(&start) < 1970 {
             out.push(Diagnostic::warning(
                 key("start_date"),

@@ -69,6 +69,10 @@ pub const ALIAS_NAMES: [&str; 6] = [
     "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@once",
 ];
 
+/// The last year a cron schedule fires in: the cron library searches no further (`croner`'s
+/// `YEAR_UPPER_LIMIT` is 5000), so a DAG starting later would never run.
+pub const LAST_SCHEDULED_YEAR: i32 = croner::YEAR_UPPER_LIMIT - 1;
+
 /// Parses a schedule: a 5-field cron expression, an `@alias`, or `@once`.
 ///
 /// # Errors

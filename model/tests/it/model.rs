@@ -213,6 +213,23 @@ fn the_json_schema_names_every_kind_and_closes_each() {
     }
 }
 
+/// The cron library searches no further than 4999: a later start would silently never run.
+#[test]
+fn a_start_date_past_the_last_scheduled_year_is_refused() {
+    let parsed = weir_model::parse_dag(
+        "id: d\nschedule: \"@daily\"\nstart_date: 6000-01-01\ntasks:\n  a: {kind: noop}\n",
+        None,
+    );
+    assert!(parsed.dag.is_none());
+    assert!(
+        parsed.diagnostics.iter().any(|d| d
+            .message
+            .contains("`start_date` 6000-01-01 is after 4999, the last year weir schedules in")),
+        "{:?}",
+        parsed.diagnostics
+    );
+}
+
 #[test]
 fn an_ancient_start_date_with_catchup_is_warned_about() {
     let parsed = weir_model::parse_dag(
