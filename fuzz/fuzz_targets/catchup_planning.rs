@@ -40,7 +40,9 @@ fuzz_target!(|input: (u8, u8, i64, i64, u16)| {
     let at = |s: i64| DateTime::<Utc>::from_timestamp(s.rem_euclid(span) - 62_135_596_800, 0);
     let (Some(first), Some(now)) = (at(first), at(now)) else { return };
     let Some(first) = cron.align_to_next(tz, first) else { return };
-    let limit = usize::from(limit).max(1);
+    // Up to ten times the default `max_catchup_runs`: larger bounds only make each input
+    // slower under instrumentation, not different.
+    let limit = usize::from(limit % 10_001).max(1);
     let start = cron.catchup_start(tz, first, now, limit);
     assert!(start >= first, "catch-up starts at {start}, before the first tick {first}");
     let left = count_intervals(&cron, tz, start, now, limit + 2);

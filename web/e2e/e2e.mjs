@@ -187,11 +187,14 @@ try {
   step = "a viewer cannot trigger";
   const viewerCtx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const viewer = await viewerCtx.newPage();
-  await viewer.goto(`${base}/login`);
+  // An open-redirect attempt: a tab that the browser drops turns `/\t/evil.example` into
+  // `//evil.example`. The login must land on weir's own home page.
+  await viewer.goto(`${base}/login?next=/%09/evil.example`);
   await viewer.fill("input[name=name]", "viewer");
   await viewer.fill("input[name=password]", viewerPassword);
   await viewer.click("button[type=submit]");
   await viewer.waitForURL(`${base}/`);
+  check(new URL(viewer.url()).origin === new URL(base).origin, `the login's next stays on weir: ${viewer.url()}`);
   check((await viewer.$$("a.button:has-text('Trigger')")).length === 0, "the viewer's DAG list has no Trigger button");
   await viewer.goto(`${base}/dags/hello_shell`);
   check((await viewer.$$("a:has-text('Trigger')")).length === 0, "the viewer's DAG page has no Trigger link");

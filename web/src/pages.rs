@@ -191,16 +191,53 @@ struct LoginQuery {
 }
 
 /// Only same-site paths are followed after login (no open redirect).
-fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
-        _ => "/",
+fn safe_next(next: Option<&str>) -> String {
+    // Parsed as the browser will parse it (the WHATWG URL standard: tabs and newlines dropped,
+    // backslashes read as slashes, percent-decoding where browsers do), relative to this
+    // server: only a result on this server's origin is kept, as its normalised path.
+    let Ok(here) = url::Url::parse("http://weir.invalid/") else {
+        return "/".to_owned();
+    };
+    match next.map(|n| here.join(n)) {
+        Some(Ok(target)) if target.origin() == here.origin() => {
+            let mut path = target.path().to_owned();
+            if let Some(q) = target.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            path
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_server() {
+        for (next, kept) in [
+            (Some("/dags/etl?tab=runs"), "/dags/etl?tab=runs"),
+            (Some("runs"), "/runs"),
+            (None, "/"),
+            (Some("//evil.example"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (Some("/\t/evil.example"), "/"),
+            (Some("/\r\n/evil.example"), "/"),
+            (Some("\t//evil.example"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("javascript:alert(1)"), "/"),
+            (Some("/%2F/evil.example"), "/%2F/evil.example"),
+        ] {
+            assert_eq!(safe_next(next), kept, "{next:?}");
+        }
     }
 }
 
 async fn login_page(State(state): State<AppState>, Query(q): Query<LoginQuery>) -> PageResult {
     let mut ctx = tera::Context::new();
-    ctx.insert("next", safe_next(q.next.as_deref()));
+    ctx.insert("next", &safe_next(q.next.as_deref()));
     ctx.insert("error", &q.error);
     ctx.insert("name", "");
     render(&state, None, "login.html", ctx)
@@ -218,7 +255,7 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Form(form): Form<LoginForm>,
 ) -> PageResult {
-    let next = safe_next(form.next.as_deref()).to_owned();
+    let next = safe_next(form.next.as_deref());
     match auth::log_in(
         &state,
         form.name.trim(),
