@@ -39,6 +39,9 @@ try {
   page.setDefaultTimeout(30_000);
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // Anything the Content-Security-Policy blocks (an inline style or handler left in a
+  // template) is reported on the console: it counts as an error too.
+  page.on("console", (m) => { if (m.text().includes("Content Security Policy")) errors.push(m.text()); });
   page.on("dialog", (d) => d.accept());
 
   step = "log in as the admin";

@@ -273,8 +273,27 @@ impl OptionalFromRequestParts<AppState> for Caller {
     }
 }
 
+/// Whether a browser's `Origin` is this server's: `[web] base_url`'s origin (scheme, host and
+/// port), or, when that is plain `http` (weir serves HTTP itself), `http://` and the request's
+/// `Host`. The scheme counts: a page served over plain HTTP (which anyone on the path can
+/// alter) must not act on a weir served over HTTPS.
+fn same_site(origin: &str, host: Option<&str>, base_url: &str) -> bool {
+    let Ok(origin) = url::Url::parse(origin).map(|u| u.origin()) else {
+        return false;
+    };
+    let base = url::Url::parse(base_url).ok();
+    if base.as_ref().is_some_and(|b| b.origin() == origin) {
+        return true;
+    }
+    let plain = base.as_ref().is_none_or(|b| b.scheme() == "http");
+    plain
+        && host
+            .and_then(|h| url::Url::parse(&format!("http://{h}")).ok())
+            .is_some_and(|u| u.origin() == origin)
+}
+
 /// Refuses a state-changing request that a browser sent from another site (its `Origin`
-/// is neither this server's `Host` nor `[web] base_url`'s origin): a second line behind the
+/// is not this server's: see [`same_site`]): a second line behind the
 /// CSRF token, which also covers the login form. Requests without `Origin` (API clients,
 /// scripts) pass to the handlers' own checks.
 pub(crate) async fn same_origin(
@@ -296,16 +315,7 @@ pub(crate) async fn same_origin(
             .headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok());
-        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        let base_host = state
-            .config
-            .base_url
-            .split_once("://")
-            .map_or(state.config.base_url.as_str(), |(_, rest)| rest)
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        if host != Some(origin_host) && origin_host != base_host {
+        if !same_site(origin, host, &state.config.base_url) {
             return WebError {
                 status: axum::http::StatusCode::FORBIDDEN,
                 code: "csrf",

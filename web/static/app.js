@@ -15,6 +15,22 @@ function localizeTimes(root) {
   }
 }
 
+// Task names in the grid are indented by their depth (set here, not in a style attribute: the
+// Content-Security-Policy allows no inline styles).
+function indentTasks(root) {
+  for (const th of root.querySelectorAll("th[data-level]")) {
+    th.style.paddingLeft = (Number(th.dataset.level) * 10 + 6) + "px";
+  }
+}
+
+// A <select data-autosubmit> submits its form when changed (no inline handlers under the CSP).
+function autosubmit() {
+  document.addEventListener("change", (e) => {
+    const select = e.target.closest("select[data-autosubmit]");
+    if (select && select.form) select.form.submit();
+  });
+}
+
 // An element with data-live="URL" is replaced by each `html` event of that stream.
 function liveRegions() {
   for (const el of document.querySelectorAll("[data-live]")) {
@@ -27,6 +43,7 @@ function liveRegions() {
       for (const [id, value] of checked) { const i = document.getElementById(id); if (i) i.checked = value; }
       for (const [id, value] of open) { const d = document.getElementById(id); if (d) d.open = value; }
       localizeTimes(el);
+      indentTasks(el);
     });
     source.addEventListener("error", () => { /* EventSource reconnects by itself */ });
   }
@@ -74,6 +91,8 @@ function confirms() {
 
 document.addEventListener("DOMContentLoaded", () => {
   localizeTimes(document);
+  indentTasks(document);
+  autosubmit();
   liveRegions();
   liveLog();
   confirms();

@@ -342,3 +342,57 @@ async fn the_task_page_shows_checks_outputs_and_the_log_of_a_try() {
         "a finished try's log is not live"
     );
 }
+
+/// Every response carries the security headers (issue #14): a policy that allows no inline
+/// script or style and no framing, `nosniff` (task logs are text/plain), and a same-origin
+/// referrer policy. And the login page shows no text taken from its URL.
+#[tokio::test]
+async fn responses_carry_security_headers_and_the_login_page_says_only_its_own_words() {
+    let server = Server::start(TestDb::sqlite().await).await;
+    for path in ["/login", "/api/v1/dags", "/static/app.js", "/no/such/page"] {
+        let res = server
+            .http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("get");
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = header("content-security-policy");
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: `{directive}` not in `{csp}`"
+            );
+        }
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "same-origin", "{path}");
+    }
+    let page = server
+        .http
+        .get(format!(
+            "{}/login?error=Your%20account%20is%20locked%3A%20call%20evil.example",
+            server.base
+        ))
+        .send()
+        .await
+        .expect("login page")
+        .text()
+        .await
+        .expect("body");
+    assert!(!page.contains("evil.example"), "{page}");
+    assert!(!page.contains("flash error"), "{page}");
+}

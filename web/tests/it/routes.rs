@@ -550,6 +550,23 @@ async fn a_cookie_session_needs_the_csrf_token_to_change_anything() {
         StatusCode::FORBIDDEN,
         "a cross-site login is refused"
     );
+    // The scheme is part of the origin: the same host over another scheme is another site.
+    let https_twin = server.base.replacen("http://", "https://", 1);
+    let res = server
+        .http
+        .post(&unpause)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("origin", &https_twin)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "{https_twin} is not {}",
+        server.base
+    );
     // Reading needs no token.
     let res = server
         .http
