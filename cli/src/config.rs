@@ -82,6 +82,8 @@ impl Default for WebConfig {
 pub(crate) struct WorkerConfig {
     pub(crate) concurrency: u32,
     pub(crate) queues: Vec<String>,
+    /// The worker's environment variables tasks see besides the base set (`PREFIX*` allowed).
+    pub(crate) pass_env: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -89,6 +91,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             concurrency: 8,
             queues: vec!["default".to_owned()],
+            pass_env: Vec::new(),
         }
     }
 }
@@ -343,8 +346,9 @@ impl Config {
             .collect()
     }
 
-    /// Values never to show: the SMTP password and webhook URLs (a Slack webhook URL is a
-    /// credential); connection passwords are added by the worker from the URLs.
+    /// Values never to show: the metadata database's password, the SMTP password and webhook
+    /// URLs (a Slack webhook URL is a credential); connection passwords are added by the worker
+    /// from the URLs.
     pub(crate) fn secrets(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .smtp
@@ -352,6 +356,13 @@ impl Config {
             .and_then(|s| s.password.clone())
             .into_iter()
             .collect();
+        if let Some(password) = url::Url::parse(&self.database_url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+            .filter(|p| !p.is_empty())
+        {
+            out.push(password);
+        }
         for n in self.notifiers.values() {
             if let NotifierConfig::Webhook { url, .. } = n {
                 out.push(url.clone());

@@ -207,6 +207,7 @@ pub(crate) fn worker_config(
         poll_interval: Duration::from_millis(500),
         connections: config.connection_urls(),
         secrets: config.secrets(),
+        pass_env: config.worker.pass_env.clone(),
         keep_rejects: match config.retention.keep_rejects.as_str() {
             "forever" => None,
             text => Some(duration(text, "retention.keep_rejects")?),

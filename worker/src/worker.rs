@@ -45,6 +45,9 @@ pub struct WorkerConfig {
     /// How long a load keeps rows in its `<table>__rejects` (older ones are deleted by the
     /// next load into the table); `None`: forever.
     pub keep_rejects: Option<Duration>,
+    /// Names of the worker's environment variables its tasks see besides the base set
+    /// (`[worker] pass_env`; `PREFIX*` for a prefix).
+    pub pass_env: Vec<String>,
 }
 
 /// Running tries of this worker: instance id → the token that stops it.
@@ -70,6 +73,8 @@ pub struct Worker {
     /// When the process guard stops this worker's tasks unless a beat comes first (`None`
     /// before the first beat).
     fence: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// The worker's environment variables its tasks may see (`[worker] pass_env`).
+    inherited: Arc<[(String, String)]>,
 }
 
 /// How soon a failed session check or heartbeat is tried again.
@@ -287,6 +292,7 @@ impl Worker {
         let id = format!("{host}-{}-{}", std::process::id(), &short[..8]);
         let masker = Masker::for_config(&cfg.secrets, &cfg.connections);
         let conns = Arc::new(Connections::new(cfg.connections.clone()));
+        let inherited = crate::step::shell::inherited_env(&cfg.pass_env).into();
         let (recorder, pending) = mpsc::unbounded_channel();
         tokio::spawn(record_batches(store.clone(), Arc::clone(&clock), pending));
         Worker {
@@ -301,6 +307,7 @@ impl Worker {
             masker,
             recorder,
             fence: Arc::default(),
+            inherited,
         }
     }
 
@@ -547,6 +554,7 @@ impl Worker {
             _ => None,
         };
         let env = ShellEnv {
+            inherited: Arc::clone(&self.inherited),
             incremental_cursor,
             keep_rejects: self.cfg.keep_rejects,
             attempt: Some(Attempt {
@@ -891,6 +899,12 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    // Tasks run as this process's user: without this, a task could read the worker's whole
+    // environment (its database URL, tokens) from /proc/PPID/environ. A process that is not
+    // dumpable has its /proc files owned by root; its children (reset at exec) are unaffected.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot hide the worker's /proc files from its tasks");
+    }
     let worker = Worker::new(store.clone(), cfg.clone(), Arc::clone(&clock));
     let concurrency = usize::try_from(cfg.concurrency.max(1)).unwrap_or(1);
     store

@@ -74,6 +74,7 @@ async fn main() {
         poll_interval: Duration::from_millis(500),
         connections: Default::default(),
         secrets: Vec::new(),
+        pass_env: Vec::new(),
     };
     let mut sync = weir_scheduler::Scheduler::new(store.clone(), scfg.clone(), Arc::clone(&clock));
     sync.sync_folder_once().await.expect("sync");

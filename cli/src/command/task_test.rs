@@ -113,6 +113,7 @@ pub(crate) async fn test(
     // An incremental load tested here reads everything: no store is opened.
     // Nor is a commit ledger kept: a test run is not a try of an instance.
     let env = ShellEnv {
+        inherited: weir_worker::step::shell::inherited_env(&config.worker.pass_env).into(),
         incremental_cursor: None,
         attempt: None,
         keep_rejects: None,

@@ -207,6 +207,7 @@ pub(crate) fn worker_config() -> WorkerConfig {
         poll_interval: Duration::from_millis(200),
         connections: Default::default(),
         secrets: Vec::new(),
+        pass_env: Vec::new(),
     }
 }
 
@@ -2217,4 +2218,81 @@ fn log_time(log: &Path, text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(stamp)
         .unwrap_or_else(|e| panic!("no time at the start of `{line}`: {e}"))
         .with_timezone(&Utc)
+}
+
+/// A task runs as its worker's user, so without more it could read the worker's whole
+/// environment (database URL, tokens) from `/proc/$PPID/environ`. The worker makes itself
+/// non-dumpable, which gives its /proc files to root: the task is refused. Root reads anything,
+/// so when the tests run as root the worker runs as `nobody` (uid 65534).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_task_cannot_read_its_workers_environment_through_proc() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::postgres().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let seen = dir.path().join("environ.txt");
+    let refused = dir.path().join("refused.txt");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/peek.yaml"),
+        format!(
+            "id: peek\nparams:\n  log: x\ntasks:\n  a:\n    kind: shell\n    run: |\n      if tr '\\0' '\\n' < /proc/$PPID/environ > {seen}; then :; else echo refused > {refused}; fi\n",
+            seen = seen.display(),
+            refused = refused.display()
+        ),
+    )
+    .expect("dag");
+    let (shutdown, scheduler) = fault_scheduler(&db, dir.path());
+    let as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let mut cmd = if as_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_weir"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+    };
+    let mut worker = cmd
+        .args(["worker", "--concurrency", "1"])
+        .current_dir(dir.path())
+        .env("WEIR_DATABASE_URL", &db.url)
+        .env("WORKER_ONLY_TOKEN", "hunter2-not-for-tasks")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start worker");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let run = fault_run(&db, "peek", Path::new("unused"), deadline).await;
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shutdown.cancel();
+    let _ = scheduler.await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(done.state, RunState::Success);
+    let read = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(
+        !read.contains("WEIR_DATABASE_URL") && !read.contains("hunter2"),
+        "the task read its worker's environment:\n{read}"
+    );
+    assert!(refused.exists(), "the read was not refused");
 }

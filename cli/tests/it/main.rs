@@ -1284,3 +1284,67 @@ fn many_live_viewers_share_one_view_and_are_bounded() {
     drop(streams);
     drop(standalone);
 }
+
+/// A task sees only the documented `WEIR_*` run variables, the base environment programs need
+/// and what `[worker] pass_env` allows: not the worker's database URL (with which a task could
+/// make itself an admin), nor any other variable of the worker. The metadata password, should a
+/// task print it, is masked in its log (issue #14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_sees_no_secret_of_its_worker() {
+    let db = weir_testkit::TestDb::postgres().await;
+    // The server trusts local connections: the password is not checked, only carried.
+    let url = db.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:MetaPassw0rd@",
+        1,
+    );
+    assert_ne!(url, db.url, "a URL with a user: {}", db.url);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dump = dir.path().join("env.txt");
+    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("dags/peek.yaml"),
+        format!(
+            "id: peek\ntasks:\n  a:\n    kind: shell\n    run: |\n      env > {}\n      echo \"seen MetaPassw0rd\"\n",
+            dump.display()
+        ),
+    )
+    .expect("dag");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        "dags_folder = \"dags\"\n[worker]\npass_env = [\"ALLOWED_*\"]\n",
+    )
+    .expect("config");
+    let env = [
+        ("WEIR_DATABASE_URL", url.as_str()),
+        ("WORKER_ONLY_TOKEN", "hunter2-not-for-tasks"),
+        ("ALLOWED_REGION", "eu-west-1"),
+    ];
+    let standalone = Standalone::start_with(dir.path(), &env, std::process::Stdio::null());
+    let out = weir_env(dir.path(), &["trigger", "peek", "--wait", "--json"], &env);
+    let run: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(run["state"], "success", "{}", stderr(&out));
+    let run_id = run["run_id"].as_str().expect("run id");
+    let logs = weir_env(dir.path(), &["logs", run_id, "a"], &env);
+    drop(standalone);
+    let seen = std::fs::read_to_string(&dump).expect("the task's environment");
+    for hidden in [
+        "WEIR_DATABASE_URL",
+        "MetaPassw0rd",
+        "hunter2-not-for-tasks",
+        "WORKER_ONLY_TOKEN",
+    ] {
+        assert!(!seen.contains(hidden), "the task saw {hidden}:\n{seen}");
+    }
+    for shown in [
+        "ALLOWED_REGION=eu-west-1",
+        "WEIR_TASK_ID=a",
+        "WEIR_RUN_ID=",
+        "PATH=",
+    ] {
+        assert!(seen.contains(shown), "the task lacks {shown}:\n{seen}");
+    }
+    let log = stdout(&logs);
+    assert!(log.contains("seen ***"), "{log}");
+    assert!(!log.contains("MetaPassw0rd"), "{log}");
+}

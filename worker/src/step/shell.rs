@@ -26,9 +26,34 @@ use crate::outcome::TaskOutcome;
 /// Time between TERM and KILL when a try is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// Variables of the worker's own environment every task sees: what programs need to run
+/// (`PATH`, the user, the locale, the zone, the temporary folder). Nothing else of the
+/// worker's environment reaches a task (not `WEIR_DATABASE_URL`, not the SMTP password, not a
+/// cloud key) unless `[worker] pass_env` names it.
+pub const BASE_ENV: [&str; 10] = [
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+];
+
+/// The worker's environment variables a task may see: [`BASE_ENV`], every `LC_*`, and those
+/// `pass` names (`NAME`, or `PREFIX*` for every name that starts with `PREFIX`).
+pub fn inherited_env(pass: &[String]) -> Vec<(String, String)> {
+    let allowed = |name: &str| {
+        BASE_ENV.contains(&name)
+            || name.starts_with("LC_")
+            || pass.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => p == name,
+            })
+    };
+    std::env::vars().filter(|(k, _)| allowed(k)).collect()
+}
+
 /// Environment a shell step runs with, besides its own `env`.
 #[derive(Debug, Clone, Default)]
 pub struct ShellEnv {
+    /// The worker's variables the task may see ([`inherited_env`]); nothing else of the
+    /// worker's environment is passed.
+    pub inherited: std::sync::Arc<[(String, String)]>,
     /// `WEIR_*` variables describing the try (dag, run, task, try, ds).
     pub vars: Vec<(String, String)>,
     /// An incremental load's stored cursor (read by the worker from weir's database).
@@ -72,6 +97,8 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env_clear()
+        .envs(env.inherited.iter().map(|(k, v)| (k, v)))
         .env("WEIR_OUTPUT", output_file.path());
     for (k, v) in &env.vars {
         cmd.env(k, v);
