@@ -2296,3 +2296,56 @@ async fn postgres_a_task_cannot_read_its_workers_environment_through_proc() {
     );
     assert!(refused.exists(), "the read was not refused");
 }
+
+// The attack's folder trial as a test: every broken DAG fixture (and a file of random bytes)
+// dropped into a running scheduler's folder is refused with an import error naming it, while
+// the scheduler goes on and the good DAG beside them still runs.
+both_backends!(
+    broken_files_dropped_into_a_running_folder_stop_nothing,
+    |db| {
+        let mut engine = Engine::new(
+            &db,
+            &[(
+                "good.yaml",
+                "id: good\ntasks:\n  a: {kind: shell, run: echo fine}\n",
+            )],
+        )
+        .await;
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/data/invalid");
+        let mut dropped = Vec::new();
+        for entry in std::fs::read_dir(&fixtures).expect("fixtures") {
+            let path = entry.expect("entry").path();
+            let name = format!(
+                "broken_{}",
+                path.file_name().expect("name").to_string_lossy()
+            );
+            std::fs::copy(&path, engine.path("dags").join(&name)).expect("copy");
+            dropped.push(name);
+        }
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(engine.path("dags/broken_noise.yaml"), noise).expect("noise");
+        dropped.push("broken_noise.yaml".into());
+        for _ in 0..3 {
+            engine
+                .scheduler
+                .run_once()
+                .await
+                .expect("a pass with broken files");
+        }
+        let errors = engine.store().import_errors().await.expect("import errors");
+        for name in dropped
+            .iter()
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        {
+            assert!(
+                errors.iter().any(|e| e.file.ends_with(name.as_str())),
+                "{name} has no import error: {errors:?}"
+            );
+        }
+        let run = engine.trigger("good", serde_json::json!({})).await;
+        let done = engine.drive(&run.run_id).await;
+        assert_eq!(done.state, RunState::Success);
+    }
+);
