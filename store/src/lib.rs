@@ -49,7 +49,7 @@ pub use notify::{
 };
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove, run_id_for};
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
-pub use user::{Role, UserRow};
+pub use user::{LoginAttempt, Role, UserRow};
 pub use web::{AuditRow, GridCell, RunBrief, SchedulerRow, SessionRow, StateCounts, TrySpan};
 pub use worker::{WorkerEnd, WorkerRow, WorkerSession, machine_id, session_grace};
 

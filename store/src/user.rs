@@ -202,3 +202,91 @@ impl Store {
         self.user(&name).await
     }
 }
+
+/// A login's place in the rate limit (see [`Store::begin_login`]).
+#[derive(Debug)]
+pub enum LoginAttempt {
+    /// Counted: the attempt's rows, deleted by [`Store::login_succeeded`].
+    Allowed(Vec<i64>),
+    /// Refused: this key had its limit of attempts in the window.
+    Refused(String),
+}
+
+impl Store {
+    /// Counts a password login against each of `limits` (a key and how many attempts it may
+    /// have since `since`) and records it, in one transaction that holds the keys (Postgres:
+    /// transaction-level advisory locks; SQLite: the write lock), so that parallel attempts
+    /// are counted one after the other. Refused when any key is at its limit (nothing is
+    /// recorded then).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn begin_login(
+        &self,
+        limits: &[(String, i64)],
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<LoginAttempt> {
+        use crate::db::BeginWrite;
+        let mut keys: Vec<&(String, i64)> = limits.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if self.backend() == crate::Backend::Postgres {
+                for (key, _) in &keys {
+                    sqlx::query("SELECT pg_advisory_xact_lock(7377003, hashtext($1))")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for (key, allowed) in &keys {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM weir_login_attempts WHERE key = $1 AND at >= $2",
+                )
+                .bind(key)
+                .bind(since)
+                .fetch_one(&mut *tx)
+                .await?;
+                if n >= *allowed {
+                    return Ok(LoginAttempt::Refused(key.clone()));
+                }
+            }
+            let mut ids = Vec::with_capacity(keys.len());
+            for (key, _) in &keys {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO weir_login_attempts (key, at) VALUES ($1, $2) RETURNING id",
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                ids.push(id);
+            }
+            // Old attempts go along (rows older than any window).
+            sqlx::query("DELETE FROM weir_login_attempts WHERE at < $1")
+                .bind(since - chrono::Duration::days(1))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(LoginAttempt::Allowed(ids))
+        })
+    }
+
+    /// A login counted by [`Store::begin_login`] succeeded: it does not count against the
+    /// limit.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn login_succeeded(&self, ids: &[i64]) -> Result<()> {
+        with_pool!(self, |pool| {
+            for id in ids {
+                sqlx::query("DELETE FROM weir_login_attempts WHERE id = $1")
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+            }
+        });
+        Ok(())
+    }
+}

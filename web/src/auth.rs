@@ -11,9 +11,15 @@
 //! - **Roles**: viewer reads; operator also triggers, clears, marks, cancels, pauses and
 //!   backfills; admin also sees the audit log. [`Caller::require`] is called by every handler
 //!   that changes something, and the pages hide what the caller may not do.
-//! - **Login rate limit**: more than [`LOGIN_FAILURES_ALLOWED`] failed logins for one name in
-//!   [`LOGIN_WINDOW`] answer 429 until the window passes; failures are audit rows, so the limit
-//!   holds across web servers.
+//! - **Login rate limit**: password logins are counted per name and client address
+//!   ([`LOGIN_FAILURES_ALLOWED`] in [`LOGIN_WINDOW`]), per name from anywhere
+//!   ([`LOGIN_NAME_ALLOWED`]) and per address for any name ([`LOGIN_ADDRESS_ALLOWED`]); past a
+//!   limit the answer is 429 until the window passes. The count and the new attempt are one
+//!   transaction in the database (parallel attempts cannot all pass, and every web server
+//!   sees the same count); a login that succeeds does not count. The limit stops password
+//!   logins only: the owner's open sessions and API tokens keep working while a name is
+//!   locked. An unknown name costs the same argon2 verification as a known one, so answer
+//!   times do not tell which names exist.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
@@ -32,8 +38,14 @@ use crate::error::WebError;
 pub const SESSION_COOKIE: &str = "weir_session";
 /// How long a session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::hours(12);
-/// Failed logins of one name allowed in [`LOGIN_WINDOW`].
+/// Failed logins of one name from one client address allowed in [`LOGIN_WINDOW`].
 pub const LOGIN_FAILURES_ALLOWED: i64 = 10;
+/// Failed logins of one name from all addresses allowed in [`LOGIN_WINDOW`]: locking a name
+/// out takes many addresses.
+pub const LOGIN_NAME_ALLOWED: i64 = 100;
+/// Failed logins from one client address, for any names, allowed in [`LOGIN_WINDOW`] (against
+/// trying one password on many names).
+pub const LOGIN_ADDRESS_ALLOWED: i64 = 50;
 /// The login rate limit's window.
 pub const LOGIN_WINDOW: Duration = Duration::minutes(5);
 /// The name `standalone` gives the admin it creates on first start.
@@ -48,6 +60,13 @@ pub fn hash_password(password: &str) -> Result<String, WebError> {
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| WebError::internal(format!("hashing the password: {e}")))
+}
+
+/// A PHC string no password matches in practice (a hash of 32 random bytes, made once per
+/// process with the same parameters as real ones), verified for unknown names.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&random_secret()).unwrap_or_default())
 }
 
 /// Whether `password` matches the stored PHC string.
@@ -349,30 +368,39 @@ pub(crate) async fn log_in(
 ) -> Result<String, WebError> {
     let now = state.clock.now();
     let store = &state.store;
-    let failures = store
-        .count_audit("login_failed", name, now - LOGIN_WINDOW)
-        .await?;
-    if failures >= LOGIN_FAILURES_ALLOWED {
-        return Err(WebError::too_many(format!(
-            "too many failed logins for `{name}`: wait {} minutes",
-            LOGIN_WINDOW.num_minutes()
-        )));
-    }
+    let limits = [
+        (format!("name+ip:{name}\n{ip}"), LOGIN_FAILURES_ALLOWED),
+        (format!("name:{name}"), LOGIN_NAME_ALLOWED),
+        (format!("ip:{ip}"), LOGIN_ADDRESS_ALLOWED),
+    ];
+    let attempt = match store.begin_login(&limits, now - LOGIN_WINDOW, now).await? {
+        weir_store::LoginAttempt::Allowed(ids) => ids,
+        weir_store::LoginAttempt::Refused(_) => {
+            return Err(WebError::too_many(format!(
+                "too many failed logins for `{name}` or from this address: wait {} minutes",
+                LOGIN_WINDOW.num_minutes()
+            )));
+        }
+    };
     let detail = serde_json::json!({ "ip": ip });
     let user = match store.user(name).await {
         Ok(u) => Some(u),
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let ok = user
-        .as_ref()
-        .is_some_and(|u| verify_password(&u.password_hash, password));
-    if !ok {
+    // An unknown name is verified against a hash of nothing: the same work as a known one.
+    let phc: &str = match &user {
+        Some(u) => &u.password_hash,
+        None => dummy_hash(),
+    };
+    let matches = verify_password(phc, password);
+    if !(matches && user.is_some()) {
         store
             .audit(name, "login_failed", name, &detail, now)
             .await?;
         return Err(WebError::unauthorized("wrong user name or password"));
     }
+    store.login_succeeded(&attempt).await?;
     let id = random_secret();
     store
         .create_session(
