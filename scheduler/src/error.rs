@@ -17,6 +17,10 @@ pub enum SchedulerError {
     /// A request that cannot be carried out (bad params, no schedule, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A param a trigger or backfill may not pass: unknown to the DAG, of the wrong type, or
+    /// too large; the message names it.
+    #[error("{0}")]
+    InvalidParam(String),
     /// A request that collides with what exists (a run at that date).
     #[error("{0}")]
     Conflict(String),

@@ -129,11 +129,15 @@ pub fn new_instance(task: &weir_model::Task) -> NewTaskInstance {
     }
 }
 
+/// The largest value one param may take (as JSON): rendered into a command line, a larger one
+/// would fail the try with `Argument list too long` (Linux takes 128 KiB per argument).
+pub const MAX_PARAM_BYTES: usize = 64 * 1024;
+
 /// The DAG's params with `overrides` applied; an override must name a param and have its
 /// default's type (a number where the default is a number, ...).
 ///
 /// # Errors
-/// An unknown param or a value of the wrong type, naming both.
+/// An unknown param, a value of the wrong type or one over [`MAX_PARAM_BYTES`], naming it.
 pub fn apply_params(
     dag: &Dag,
     overrides: &serde_json::Map<String, serde_json::Value>,
@@ -150,7 +154,7 @@ pub fn apply_params(
             let hint = weir_model::suggest::did_you_mean(key, known.iter().copied())
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            return Err(SchedulerError::Invalid(format!(
+            return Err(SchedulerError::InvalidParam(format!(
                 "DAG `{}` has no param `{key}`{hint}; its params: {}",
                 dag.id(),
                 if known.is_empty() {
@@ -160,8 +164,15 @@ pub fn apply_params(
                 }
             )));
         };
+        let size = value.to_string().len();
+        if size > MAX_PARAM_BYTES {
+            return Err(SchedulerError::InvalidParam(format!(
+                "param `{key}` is {size} bytes; a param may hold at most {} KiB (a command line cannot take much more): pass large data through a file or a table",
+                MAX_PARAM_BYTES / 1024
+            )));
+        }
         if json_type(default) != json_type(value) && !default.is_null() {
-            return Err(SchedulerError::Invalid(format!(
+            return Err(SchedulerError::InvalidParam(format!(
                 "param `{key}` is {} (its default is {default}), got {value}",
                 json_type(default)
             )));

@@ -100,7 +100,7 @@ refusals! {
     ChangeRefusals: 401 403 404;
     WriteRefusals: 400 401 403 404;
     CancelRefusals: 401 403 404 409;
-    TriggerRefusals: 400 401 403 404 409;
+    TriggerRefusals: 400 401 403 404 409 422;
     AdminRefusals: 401 403;
 }
 
@@ -116,6 +116,7 @@ fn refusal_responses(
                 401 => "No or bad credentials",
                 403 => "Role too low, or no CSRF token with a session cookie",
                 404 => "No such DAG, run or task",
+                422 => "A param unknown to the DAG, of the wrong type or too large: the message names it",
                 _ => "Conflicts with the current state",
             };
             let response = ResponseBuilder::new()

@@ -91,6 +91,9 @@ impl From<SchedulerError> for WebError {
             SchedulerError::Store(s) => s.into(),
             SchedulerError::NotFound(m) => WebError::not_found(m),
             SchedulerError::Invalid(m) => WebError::bad_request(m),
+            SchedulerError::InvalidParam(m) => {
+                WebError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_param", m)
+            }
             SchedulerError::Conflict(m) => WebError::conflict(m),
             other => WebError::internal(other.to_string()),
         }

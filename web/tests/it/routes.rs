@@ -134,7 +134,9 @@ async fn trigger_checks_params_and_dates(server: Server) {
             Some(json!({"params": {"times": "three"}})),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    // A param unknown, ill-typed or too large is refused with 422, naming it (issue #14).
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert_eq!(error_code(&text), "invalid_param");
     assert!(text.contains("times") && text.contains("number"), "{text}");
     let (status, text) = server
         .api(
@@ -144,8 +146,23 @@ async fn trigger_checks_params_and_dates(server: Server) {
             Some(json!({"params": {"tmies": 3}})),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
     assert!(text.contains("did you mean `times`"), "{text}");
+    // 1.9 MB in a string param: accepted before, then the try failed with `Argument list too
+    // long`.
+    let (status, text) = server
+        .api(
+            op,
+            Method::POST,
+            "/dags/web_demo/runs",
+            Some(json!({"params": {"who": "x".repeat(1_900_000)}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    assert!(
+        text.contains("param `who` is 1900002 bytes") && text.contains("64 KiB"),
+        "{text}"
+    );
     let (status, text) = server
         .api(
             op,
