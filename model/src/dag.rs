@@ -725,7 +725,47 @@ fn check_backoff(value: f64, loc: Option<Loc>, context: &str, out: &mut Vec<Diag
     }
 }
 
+/// Whether a shell script has `{{` inside single quotes (outside comments), where the variable
+/// reference a value becomes (see `Renderer::render_shell`) would stay text. A heuristic for a
+/// warning: `$'…'` strings and quoted here-documents are not followed.
+fn template_in_single_quotes(script: &str) -> bool {
+    let (mut single, mut double, mut escaped, mut comment) = (false, false, false, false);
+    let mut previous = ' ';
+    for (i, c) in script.char_indices() {
+        if comment {
+            comment = c != '\n';
+        } else if escaped {
+            escaped = false;
+        } else if single {
+            if script[i..].starts_with("{{") {
+                return true;
+            }
+            single = c != '\'';
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            double = !double;
+        } else if c == '\'' && !double {
+            single = true;
+        } else if c == '#' && !double && previous.is_whitespace() {
+            comment = true;
+        }
+        previous = c;
+    }
+    false
+}
+
 fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut Vec<Diagnostic>) {
+    if let Step::Shell(s) = step
+        && template_in_single_quotes(&s.run)
+    {
+        out.push(Diagnostic::warning(
+            at("run"),
+            format!(
+                "task `{id}`: `{{{{ … }}}}` inside single quotes in `run` stays text: a value reaches the script as a variable (`${{WEIR_VALUE_1}}`), which single quotes do not expand; use double quotes"
+            ),
+        ));
+    }
     let mut err =
         |k: &str, msg: String| out.push(Diagnostic::error(at(k), format!("task `{id}`: {msg}")));
     match step {

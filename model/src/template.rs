@@ -24,6 +24,26 @@ use tera::{Kwargs, State, TeraResult, Value};
 /// and the `tojson` filter.
 pub const HELPERS: [&str; 3] = ["ds_add", "ds_format", "tojson"];
 
+/// The variables a shell script's values travel in: `WEIR_VALUE_1`, `WEIR_VALUE_2`, ...
+pub const SHELL_VALUE_PREFIX: &str = "WEIR_VALUE_";
+
+thread_local! {
+    /// The values [`Renderer::render_shell`] collects while tera renders on this thread (tera
+    /// takes a plain function as its escape function, so the list cannot be passed to it).
+    static SHELL_VALUES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Tera's escape function for shell scripts: the value goes to the list, the script gets a
+/// reference to it.
+fn shell_value(value: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let n = SHELL_VALUES.with(|v| {
+        let mut v = v.borrow_mut();
+        v.push(value.to_owned());
+        v.len()
+    });
+    write!(out, "${{{SHELL_VALUE_PREFIX}{n}}}")
+}
+
 /// A tera environment with weir's helpers. Validation and rendering use the same one, so a
 /// template that validates has every function and filter it names.
 pub fn environment() -> tera::Tera {
@@ -237,6 +257,8 @@ impl RenderContext {
 /// Renders templates of one try with one environment.
 pub struct Renderer {
     tera: tera::Tera,
+    /// The same environment, escaping every value into a variable reference (shell scripts).
+    shell: tera::Tera,
     context: tera::Context,
     /// What the context holds, for errors: `params` has: …; upstream outputs: ….
     available: String,
@@ -250,8 +272,11 @@ impl Renderer {
     pub fn new(context: &RenderContext) -> Result<Renderer, String> {
         let available = context.available();
         let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
+        let mut shell = environment();
+        shell.set_escape_fn(shell_value);
         Ok(Renderer {
             tera: environment(),
+            shell,
             context,
             available,
         })
@@ -270,15 +295,77 @@ impl Renderer {
             .map_err(|e| format!("{}; {}", render_error(&e), self.available))
     }
 
-    /// A step with every string field rendered (what a try runs).
+    /// Renders a shell script so that no value can become code: every `{{ … }}` becomes a
+    /// reference to a variable, `${WEIR_VALUE_n}`, whose value the returned list holds (the
+    /// try's environment carries them). The shell expands a variable without parsing its value
+    /// again, so `$(…)`, backticks, `;` or quotes in a param, an output or an item stay text,
+    /// inside double quotes or bare. `{{ x | safe }}` puts `x` into the script as it is, for
+    /// values the DAG's author controls. Inside single quotes a reference is not expanded:
+    /// validation warns about `{{` there.
+    ///
+    /// # Errors
+    /// The template's error, with tera's location inside the template.
+    pub fn render_shell(&self, text: &str) -> Result<(String, Vec<(String, String)>), String> {
+        if !is_template(text) {
+            return Ok((text.to_owned(), Vec::new()));
+        }
+        SHELL_VALUES.with(|v| v.borrow_mut().clear());
+        let rendered = self
+            .shell
+            .render_str(text, &self.context, true)
+            .map_err(|e| format!("{}; {}", render_error(&e), self.available));
+        let values = SHELL_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        let values = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{SHELL_VALUE_PREFIX}{}", i + 1), v))
+            .collect();
+        Ok((rendered?, values))
+    }
+
+    /// A step with every string field rendered as text, a shell script's values in place: for
+    /// reading (the task page). A try runs [`Renderer::render_step`]'s form, where the script
+    /// reads its values from variables.
+    ///
+    /// # Errors
+    /// The first template that fails, with the field's path.
+    pub fn render_step_for_reading(&self, step: &crate::Step) -> Result<crate::Step, String> {
+        let mut value = serde_json::to_value(step).map_err(|e| e.to_string())?;
+        self.render_value(&mut value, "")
+            .map_err(|e| format!("template: {e}"))?;
+        serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))
+    }
+
+    /// A step with every string field rendered (what a try runs); a shell step's script as
+    /// [`Renderer::render_shell`] does, its values added to the step's `env`.
     ///
     /// # Errors
     /// The first template that fails, with the field's path.
     pub fn render_step(&self, step: &crate::Step) -> Result<crate::Step, String> {
         let mut value = serde_json::to_value(step).map_err(|e| e.to_string())?;
+        let script = match step {
+            crate::Step::Shell(s) => {
+                if let Some(run) = value.get_mut("run") {
+                    *run = serde_json::Value::String(String::new());
+                }
+                Some(s.run.as_str())
+            }
+            _ => None,
+        };
         self.render_value(&mut value, "")
             .map_err(|e| format!("template: {e}"))?;
-        serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))
+        let mut rendered: crate::Step =
+            serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))?;
+        if let (Some(script), crate::Step::Shell(s)) = (script, &mut rendered) {
+            let (run, values) = self
+                .render_shell(script)
+                .map_err(|e| format!("template: `run`: {e}"))?;
+            s.run = run;
+            for (name, v) in values {
+                s.env.insert(name, crate::text::Text(v));
+            }
+        }
+        Ok(rendered)
     }
 
     /// Renders every string inside a JSON value (a step's fields), in place.

@@ -989,7 +989,7 @@ async fn task_page(
             let version = state.store.dag_version(run.version_id).await?;
             weir_model::template::Renderer::new(&ctx)
                 .and_then(|r| {
-                    weir_worker::worker::render_with_files(&r, &task.step, &version.files)
+                    weir_worker::worker::render_with_files(&r, &task.step, &version.files, true)
                 })
                 .map(|step| rendered_fields(&step))
                 .map_err(|e| {

@@ -543,7 +543,7 @@ impl Worker {
         let ctx = try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
             .await
             .map_err(|e| e.to_string())?;
-        let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files)?;
+        let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files, false)?;
         // An incremental load reads only past the cursor its earlier runs reached.
         let incremental_cursor = match &step {
             Step::Load(l) if l.incremental.is_some() => self
@@ -867,7 +867,9 @@ pub async fn try_context(
     Ok(ctx)
 }
 
-/// A step rendered for a try, with a `sql` step's `file` read from the DAG version's files.
+/// A step rendered for a try (or, `for_reading`, with a shell script's values in place: see
+/// [`Renderer::render_step_for_reading`]), with a `sql` step's `file` read from the DAG
+/// version's files.
 ///
 /// # Errors
 /// The first template that fails, or a file the version does not hold.
@@ -875,8 +877,13 @@ pub fn render_with_files(
     renderer: &Renderer,
     step: &Step,
     files: &BTreeMap<String, String>,
+    for_reading: bool,
 ) -> std::result::Result<Step, String> {
-    let mut step = renderer.render_step(step)?;
+    let mut step = if for_reading {
+        renderer.render_step_for_reading(step)?
+    } else {
+        renderer.render_step(step)?
+    };
     if let Step::Sql(s) = &mut step
         && let Some(path) = s.file.take()
     {

@@ -96,7 +96,7 @@ pub(crate) async fn test(
         }
     };
     let step = Renderer::new(&ctx)
-        .and_then(|r| render_with_files(&r, &task.step, &file.files))
+        .and_then(|r| render_with_files(&r, &task.step, &file.files, false))
         .map_err(|e| anyhow::anyhow!("task `{task_id}`: {e}"))?;
     let urls = config.connection_urls();
     let conns = Connections::new(urls.clone());

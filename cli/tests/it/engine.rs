@@ -2349,3 +2349,53 @@ both_backends!(
         assert_eq!(done.state, RunState::Success);
     }
 );
+
+// A param, an upstream output and `foreach` items carrying shell injections (`$(…)`,
+// backticks, `;`, `&&`, a newline, both quotes and a `{{ }}`) reach a shell script as data:
+// no injected command runs, and the script sees each value exactly (issue #14).
+both_backends!(values_in_shell_scripts_are_data_never_code, |db| {
+    let mut engine = Engine::new(&db, &[]).await;
+    let pwned = engine.path("pwned");
+    let p = pwned.display();
+    let evil = format!(
+        "a$(touch {p}.1)b`touch {p}.2`c; touch {p}.3 && touch {p}.4\ntouch {p}.5 \" ; touch {p}.6 ; \" ' ; touch {p}.7 ; ' {{{{ 7*7 }}}}"
+    );
+    let log = engine.path("seen.log");
+    let dag = "id: inject\nparams:\n  evil: x\n  evil_line: x\n  items: []\n  log: x\ntasks:\n  produce:\n    kind: shell\n    run: |\n      printf 'value=%s\\n' \"{{ params.evil_line }}\" >> \"$WEIR_OUTPUT\"\n  consume:\n    kind: shell\n    depends_on: [produce]\n    run: |\n      printf 'param:%s|\\n' \"{{ params.evil }}\" >> \"{{ params.log }}\"\n      printf 'output:%s|\\n' \"{{ tasks.produce.outputs.value }}\" >> \"{{ params.log }}\"\n      printf 'bare:%s|\\n' {{ params.evil }} >> \"{{ params.log }}\"\n  each:\n    kind: shell\n    foreach: \"{{ params.items | tojson }}\"\n    run: printf 'item:%s|\\n' \"{{ item }}\" >> \"{{ params.log }}\"\n";
+    std::fs::write(engine.path("dags/inject.yaml"), dag).expect("dag");
+    engine.scheduler.sync_folder_once().await.expect("sync");
+    let run = engine
+        .trigger(
+            "inject",
+            serde_json::json!({
+                "evil": evil,
+                "evil_line": evil.replace('\n', " "),
+                "items": [evil.clone(), "plain"],
+                "log": log.display().to_string(),
+            }),
+        )
+        .await;
+    let done = engine.drive(&run.run_id).await;
+    let tis = engine
+        .store()
+        .task_instances(&run.run_id)
+        .await
+        .expect("tis");
+    assert_eq!(done.state, RunState::Success, "{tis:?}");
+    for n in 1..=7 {
+        let file = engine.path(&format!("pwned.{n}"));
+        assert!(
+            !file.exists(),
+            "an injected command ran: {}",
+            file.display()
+        );
+    }
+    let seen = std::fs::read_to_string(&log).expect("log");
+    let one_line = evil.replace('\n', " ");
+    assert!(seen.contains(&format!("param:{evil}|")), "{seen}");
+    assert!(seen.contains(&format!("output:{one_line}|")), "{seen}");
+    assert!(seen.contains(&format!("item:{evil}|")), "{seen}");
+    assert!(seen.contains("item:plain|"), "{seen}");
+    // Bare, the value is split into words like any expansion, and still runs nothing.
+    assert!(seen.contains("bare:a$(touch"), "{seen}");
+});

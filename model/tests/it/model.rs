@@ -256,3 +256,28 @@ fn an_ancient_start_date_with_catchup_is_warned_about() {
         "{text:?}"
     );
 }
+
+/// A value in a shell script reaches it as a variable: inside single quotes that variable
+/// stays text, so validation warns there, and only there.
+#[test]
+fn a_template_inside_single_quotes_of_a_shell_script_is_warned_about() {
+    let warned = |run: &str| {
+        let yaml = format!(
+            "id: d\nparams:\n  x: a\ntasks:\n  t:\n    kind: shell\n    run: {}\n",
+            serde_json::to_string(run).expect("json")
+        );
+        let parsed = weir_model::parse_dag(&yaml, None);
+        assert!(parsed.dag.is_some(), "{:?}", parsed.diagnostics);
+        parsed.diagnostics.iter().any(|d| {
+            d.message
+                .contains("inside single quotes in `run` stays text")
+        })
+    };
+    assert!(warned("echo '{{ params.x }}'"));
+    assert!(warned("psql -c 'select * from t where d = {{ params.x }}'"));
+    assert!(!warned("echo \"{{ params.x }}\""));
+    assert!(!warned("echo {{ params.x }}"));
+    assert!(!warned("echo \"it's {{ params.x }}\""));
+    assert!(!warned("# don't worry\necho {{ params.x }}"));
+    assert!(!warned("echo 'plain' \"{{ params.x }}\""));
+}
