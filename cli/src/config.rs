@@ -84,6 +84,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) queues: Vec<String>,
     /// The worker's environment variables tasks see besides the base set (`PREFIX*` allowed).
     pub(crate) pass_env: Vec<String>,
+    /// Environment variables whose values are secrets (`PREFIX*` allowed): masked in task
+    /// logs and errors, whether a task reads them (`pass_env`) or a template (`template_env`).
+    pub(crate) secret_env: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -92,6 +95,7 @@ impl Default for WorkerConfig {
             concurrency: 8,
             queues: vec!["default".to_owned()],
             pass_env: Vec::new(),
+            secret_env: Vec::new(),
         }
     }
 }
@@ -368,6 +372,17 @@ impl Config {
                 out.push(url.clone());
             }
         }
+        let named = |name: &str| {
+            self.worker.secret_env.iter().any(|p| {
+                p.strip_suffix('*')
+                    .map_or(p == name, |prefix| name.starts_with(prefix))
+            })
+        };
+        out.extend(
+            std::env::vars()
+                .filter(|(k, v)| named(k) && !v.is_empty())
+                .map(|(_, v)| v),
+        );
         out
     }
 

@@ -1305,20 +1305,22 @@ async fn a_task_sees_no_secret_of_its_worker() {
     std::fs::write(
         dir.path().join("dags/peek.yaml"),
         format!(
-            "id: peek\ntasks:\n  a:\n    kind: shell\n    run: |\n      env > {}\n      echo \"seen MetaPassw0rd\"\n",
+            "id: peek\ntasks:\n  a:\n    kind: shell\n    run: |\n      env > {}\n      echo \"seen MetaPassw0rd\"\n      echo \"passed $ALLOWED_SECRET_KEY\"\n      echo \"templated {{{{ env.TEMPLATE_SECRET }}}}\"\n",
             dump.display()
         ),
     )
     .expect("dag");
     std::fs::write(
         dir.path().join("weir.toml"),
-        "dags_folder = \"dags\"\n[worker]\npass_env = [\"ALLOWED_*\"]\n",
+        "dags_folder = \"dags\"\ntemplate_env = [\"TEMPLATE_SECRET\"]\n[worker]\npass_env = [\"ALLOWED_*\"]\nsecret_env = [\"ALLOWED_SECRET_*\", \"TEMPLATE_SECRET\"]\n",
     )
     .expect("config");
     let env = [
         ("WEIR_DATABASE_URL", url.as_str()),
         ("WORKER_ONLY_TOKEN", "hunter2-not-for-tasks"),
         ("ALLOWED_REGION", "eu-west-1"),
+        ("ALLOWED_SECRET_KEY", "sk-live-passed-9f8e7d"),
+        ("TEMPLATE_SECRET", "sk-live-templated-1a2b3c"),
     ];
     let standalone = Standalone::start_with(dir.path(), &env, std::process::Stdio::null());
     let out = weir_env(dir.path(), &["trigger", "peek", "--wait", "--json"], &env);
@@ -1347,4 +1349,9 @@ async fn a_task_sees_no_secret_of_its_worker() {
     let log = stdout(&logs);
     assert!(log.contains("seen ***"), "{log}");
     assert!(!log.contains("MetaPassw0rd"), "{log}");
+    // Values of variables `[worker] secret_env` names are masked too, whether a task reads
+    // them (pass_env) or a template does (template_env).
+    assert!(log.contains("passed ***"), "{log}");
+    assert!(log.contains("templated ***"), "{log}");
+    assert!(!log.contains("sk-live"), "{log}");
 }
