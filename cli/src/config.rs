@@ -372,12 +372,8 @@ impl Config {
                 out.push(url.clone());
             }
         }
-        let named = |name: &str| {
-            self.worker.secret_env.iter().any(|p| {
-                p.strip_suffix('*')
-                    .map_or(p == name, |prefix| name.starts_with(prefix))
-            })
-        };
+        let named =
+            |name: &str| weir_worker::step::shell::names_match(&self.worker.secret_env, name);
         out.extend(
             std::env::vars()
                 .filter(|(k, v)| named(k) && !v.is_empty())

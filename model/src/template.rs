@@ -342,30 +342,25 @@ impl Renderer {
     /// # Errors
     /// The first template that fails, with the field's path.
     pub fn render_step(&self, step: &crate::Step) -> Result<crate::Step, String> {
-        let mut value = serde_json::to_value(step).map_err(|e| e.to_string())?;
-        let script = match step {
-            crate::Step::Shell(s) => {
-                if let Some(run) = value.get_mut("run") {
-                    *run = serde_json::Value::String(String::new());
-                }
-                Some(s.run.as_str())
-            }
-            _ => None,
+        let crate::Step::Shell(shell) = step else {
+            return self.render_step_for_reading(step);
         };
-        self.render_value(&mut value, "")
-            .map_err(|e| format!("template: {e}"))?;
-        let mut rendered: crate::Step =
-            serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))?;
-        if let (Some(script), crate::Step::Shell(s)) = (script, &mut rendered) {
-            let (run, values) = self
-                .render_shell(script)
-                .map_err(|e| format!("template: `run`: {e}"))?;
-            s.run = run;
-            for (name, v) in values {
-                s.env.insert(name, crate::text::Text(v));
-            }
+        // Every other field as text; the script apart, its values into the environment.
+        let mut rest = shell.clone();
+        rest.run = String::new();
+        let crate::Step::Shell(mut rendered) =
+            self.render_step_for_reading(&crate::Step::Shell(rest))?
+        else {
+            return Err("rendered step: a shell step rendered as another kind".into());
+        };
+        let (run, values) = self
+            .render_shell(&shell.run)
+            .map_err(|e| format!("template: `run`: {e}"))?;
+        rendered.run = run;
+        for (name, v) in values {
+            rendered.env.insert(name, crate::text::Text(v));
         }
-        Ok(rendered)
+        Ok(crate::Step::Shell(rendered))
     }
 
     /// Renders every string inside a JSON value (a step's fields), in place.

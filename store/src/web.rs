@@ -502,8 +502,8 @@ impl Store {
 }
 
 impl Store {
-    /// How many audit entries of `action` on `target` there are since `since` (the login
-    /// rate limit counts failed logins this way, the same for every web server).
+    /// How many audit entries of `action` on `target` there are since `since` (e.g. failed
+    /// logins of a name; the login rate limit itself counts `weir_login_attempts`).
     ///
     /// # Errors
     /// Database failures.

@@ -938,6 +938,28 @@ async fn fault_run(db: &TestDb, dag_id: &str, log: &Path, deadline: std::time::I
         .expect("new")
 }
 
+/// A `weir` process in `dir` (its configuration from `dir/weir.toml` alone), logging at
+/// `info` to `dir/LOG`.
+fn spawn_weir(dir: &Path, args: &[&str], log: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("WEIR_DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).expect("log"))
+        .spawn()
+        .expect("spawn")
+}
+
+/// The state of run `run_id` as `weir runs show --json` in `dir` gives it.
+fn run_state(dir: &Path, run_id: &str) -> Option<String> {
+    let o = crate::weir_in(dir, &["runs", "show", run_id, "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|r| r["state"].as_str().map(str::to_owned))
+}
+
 /// Waits until `file` contains `text`, or fails naming what it waited for.
 async fn wait_for_text(file: &Path, text: &str, within: Duration) {
     let deadline = std::time::Instant::now() + within;
@@ -1662,26 +1684,9 @@ async fn postgres_an_outcome_write_cut_by_a_restart_is_written_again_not_rerun()
         ),
     )
     .expect("config");
-    let weir = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .output()
-            .expect("weir")
-    };
+    let weir = |args: &[&str]| crate::weir_in(dir.path(), args);
     assert!(weir(&["db", "migrate"]).status.success());
-    let spawn = |args: &[&str], log: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(log)).expect("log"))
-            .spawn()
-            .expect("spawn")
-    };
+    let spawn = |args: &[&str], log: &str| spawn_weir(dir.path(), args, log);
     let mut scheduler = spawn(&["scheduler"], "scheduler.log");
     let mut worker = spawn(&["worker"], "worker.log");
     let trigger = weir(&["trigger", "one", "--json"]);
@@ -1735,12 +1740,7 @@ async fn postgres_an_outcome_write_cut_by_a_restart_is_written_again_not_rerun()
     pg.restart("fast").expect("restart");
     drop(lock);
     drop(db);
-    let state = || {
-        let o = weir(&["runs", "show", &run_id, "--json"]);
-        serde_json::from_slice::<serde_json::Value>(&o.stdout)
-            .ok()
-            .and_then(|r| r["state"].as_str().map(str::to_owned))
-    };
+    let state = || run_state(dir.path(), &run_id);
     while !matches!(state().as_deref(), Some("success" | "failed")) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -1788,26 +1788,9 @@ fn postgres_restarts_mid_run_cost_seconds_and_repeat_nothing() {
         format!("database_url = \"{}\"\ndags_folder = \"dags\"\n", pg.url),
     )
     .expect("config");
-    let weir = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .output()
-            .expect("weir")
-    };
+    let weir = |args: &[&str]| crate::weir_in(dir.path(), args);
     assert!(weir(&["db", "migrate"]).status.success());
-    let spawn = |args: &[&str], log: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("WEIR_DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(log)).expect("log"))
-            .spawn()
-            .expect("spawn")
-    };
+    let spawn = |args: &[&str], log: &str| spawn_weir(dir.path(), args, log);
     let mut scheduler = spawn(&["scheduler"], "scheduler.log");
     let mut worker = spawn(&["worker", "--concurrency", "4"], "worker.log");
     let trigger = weir(&[
@@ -1841,12 +1824,7 @@ fn postgres_restarts_mid_run_cost_seconds_and_repeat_nothing() {
     wait_until("nothing ran after the outage", &|| starts() >= 18);
     pg.restart("immediate").expect("restart immediate");
     let restarted = std::time::Instant::now();
-    let state = || {
-        let o = weir(&["runs", "show", &run_id, "--json"]);
-        serde_json::from_slice::<serde_json::Value>(&o.stdout)
-            .ok()
-            .and_then(|r| r["state"].as_str().map(str::to_owned))
-    };
+    let state = || run_state(dir.path(), &run_id);
     wait_until("the run never finished after the restarts", &|| {
         matches!(state().as_deref(), Some("success" | "failed"))
     });

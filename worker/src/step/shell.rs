@@ -37,15 +37,18 @@ pub const BASE_ENV: [&str; 10] = [
 /// The worker's environment variables a task may see: [`BASE_ENV`], every `LC_*`, and those
 /// `pass` names (`NAME`, or `PREFIX*` for every name that starts with `PREFIX`).
 pub fn inherited_env(pass: &[String]) -> Vec<(String, String)> {
-    let allowed = |name: &str| {
-        BASE_ENV.contains(&name)
-            || name.starts_with("LC_")
-            || pass.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => p == name,
-            })
-    };
+    let allowed =
+        |name: &str| BASE_ENV.contains(&name) || name.starts_with("LC_") || names_match(pass, name);
     std::env::vars().filter(|(k, _)| allowed(k)).collect()
+}
+
+/// Whether environment variable `name` is one of `patterns` (`NAME`, or `PREFIX*` for every
+/// name starting with `PREFIX`), as `[worker] pass_env` and `secret_env` write them.
+pub fn names_match(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
 }
 
 /// Environment a shell step runs with, besides its own `env`.
