@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use weir_model::param::ParamType;
 use weir_model::text::url_segment;
 
 use crate::args::{
@@ -192,12 +193,22 @@ async fn pause(remote: &Remote, dag: &str, paused: bool) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// The type of param `name` of a DAG read from the API (`None`: no such param; `Some(None)`:
+/// any type).
+fn param_type(dag: &Value, name: &str) -> Option<Option<ParamType>> {
+    dag["params"].get(name)?;
+    Some(
+        dag["param_declarations"][name]["type"]
+            .as_str()
+            .and_then(ParamType::from_name),
+    )
+}
+
 async fn trigger(remote: &Remote, args: &TriggerArgs) -> Result<u8> {
     let dag = remote
         .get(&format!("/dags/{}", url_segment(&args.dag)))
         .await?;
-    let defaults = dag["params"].as_object().cloned().unwrap_or_default();
-    let params = weir_scheduler::plan::parse_param_pairs(|k| defaults.get(k), &args.params)?;
+    let params = weir_scheduler::plan::parse_param_pairs(|k| param_type(&dag, k), &args.params)?;
     let body = json!({"params": params, "logical_date": args.logical_date, "rerun": args.rerun});
     let run = match remote
         .post(&format!("/dags/{}/runs", url_segment(&args.dag)), &body)
@@ -311,8 +322,7 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
     let dag = remote
         .get(&format!("/dags/{}", url_segment(&args.dag)))
         .await?;
-    let defaults = dag["params"].as_object().cloned().unwrap_or_default();
-    let params = weir_scheduler::plan::parse_param_pairs(|k| defaults.get(k), &args.params)?;
+    let params = weir_scheduler::plan::parse_param_pairs(|k| param_type(&dag, k), &args.params)?;
     let body =
         json!({"from": from, "to": to, "dry_run": args.dry_run, "rerun": rerun, "params": params});
     let answer = remote

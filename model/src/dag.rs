@@ -156,6 +156,8 @@ pub struct Dag {
     pub start_date: Option<DateTime<Utc>>,
     /// Last logical date (inclusive; a date-only `end_date` covers its whole day).
     pub end_date: Option<DateTime<Utc>>,
+    /// Params in file order, with what values they allow.
+    pub params: IndexMap<String, crate::param::Param>,
     /// Tasks in file order.
     pub tasks: IndexMap<String, Task>,
     /// Task ids as nodes; an edge `a → b` means b depends on a.
@@ -649,9 +651,17 @@ fn check_spec(
             out,
         );
     }
-    for name in spec.params.keys() {
+    for (name, raw) in &spec.params {
+        let at = places
+            .and_then(|p| p.root.get("params"))
+            .and_then(|p| p.get(name))
+            .map(|n| n.loc)
+            .or_else(|| key("params"));
         if !is_identifier(name) {
-            out.push(Diagnostic::error(key("params"), format!("param `{name}` must be a plain name ([A-Za-z_][A-Za-z0-9_]*) to be usable as `params.{name}`")));
+            out.push(Diagnostic::error(at, format!("param `{name}` must be a plain name ([A-Za-z_][A-Za-z0-9_]*) to be usable as `params.{name}`")));
+        }
+        if let Err(e) = crate::param::Param::parse(raw) {
+            out.push(Diagnostic::error(at, format!("param `{name}`: {e}")));
         }
     }
 
@@ -755,7 +765,56 @@ fn template_in_single_quotes(script: &str) -> bool {
     false
 }
 
+/// The first `{{ … | safe }}` of `text` that reads a param, an item or an upstream output:
+/// values a triggering operator or an upstream task chooses, pasted into a script or a
+/// statement as code.
+fn unsafe_value(text: &str) -> Option<&str> {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let inner = &rest[start + 2..];
+        let end = inner.find("}}")?;
+        let expr = &inner[..end];
+        let safe = expr
+            .split('|')
+            .skip(1)
+            .any(|filter| filter.trim() == "safe");
+        let words = expr.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        let chosen = words.clone().any(|w| {
+            w == "item"
+                || w.starts_with("item.")
+                || w.starts_with("params")
+                || w.starts_with("tasks.")
+        });
+        if safe && chosen {
+            return Some(expr.trim());
+        }
+        rest = &inner[end + 2..];
+    }
+    None
+}
+
 fn check_step(id: &str, step: &Step, at: &dyn Fn(&str) -> Option<Loc>, out: &mut Vec<Diagnostic>) {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    if let Step::Shell(s) = step {
+        texts.push(("run".to_owned(), s.run.clone()));
+    }
+    texts.extend(
+        step.clone()
+            .sql_texts_mut()
+            .into_iter()
+            .map(|t| (t.field, t.text.clone())),
+    );
+    for (field, text) in &texts {
+        if let Some(expr) = unsafe_value(text) {
+            let top = field.split(['.', '[']).next().unwrap_or(field);
+            out.push(Diagnostic::warning(
+                at(top),
+                format!(
+                    "task `{id}`: `{{{{ {expr} }}}}` in `{field}` pastes a value chosen by whoever triggers the run (or by an upstream task) into the code as it is: anyone who may trigger this DAG can run commands or statements with it; drop `| safe` to pass it as data"
+                ),
+            ));
+        }
+    }
     if let Step::Shell(s) = step
         && template_in_single_quotes(&s.run)
     {
@@ -1444,8 +1503,15 @@ fn build(spec: DagSpec, (graph, nodes): TaskGraph) -> Dag {
         };
         tasks.insert(id.clone(), task);
     }
+    // Every param parses: a spec with errors is never built.
+    let params = spec
+        .params
+        .iter()
+        .filter_map(|(name, raw)| Some((name.clone(), crate::param::Param::parse(raw).ok()?)))
+        .collect();
     Dag {
         start_date: spec.start_date.map(|s| s.resolve(timezone)),
+        params,
         end_date: spec.end_date.map(|s| s.resolve_end(timezone)),
         timezone,
         tasks,

@@ -15,7 +15,8 @@
 //! - [`dag`]: validation into [`Dag`] (graph, defaults, cycles, references).
 //! - [`schedule`]: cron parsing, ticks and data intervals.
 //! - [`duration`], [`date`], [`timezone`], [`trigger`], [`text`]: value types of the format.
-//! - [`template`]: tera syntax checks.
+//! - [`template`]: tera syntax checks and rendering.
+//! - [`sql`]: SQL dialects, quoting, and placing template values into statements as data.
 //! - [`schema`]: the JSON Schema.
 //! - [`diagnostic`], [`suggest`]: problems with places, and "did you mean".
 
@@ -26,9 +27,11 @@ pub mod diagnostic;
 pub mod duration;
 pub mod error;
 pub mod files;
+pub mod param;
 pub mod schedule;
 pub mod schema;
 pub mod spec;
+pub mod sql;
 pub mod state;
 pub mod suggest;
 pub mod template;

@@ -252,6 +252,116 @@ impl Step {
     }
 }
 
+/// A SQL text of a step: where it is, the connection it runs on, and the text.
+#[derive(Debug)]
+pub struct SqlText<'a> {
+    /// The field, as a DAG writes it (`sql[1]`, `source.query`, `checks[0].sql.query`).
+    pub field: String,
+    /// The connection it runs on (`None`: a check of a `validate` step that names none).
+    pub conn: Option<String>,
+    /// The text.
+    pub text: &'a mut String,
+}
+
+impl Step {
+    /// Every SQL text of this step, with the connection it runs on: a `sql` step's
+    /// statements, a `load` source's query, a `validate` check's queries, an `export`'s query,
+    /// a `wait_for`'s `sql`. Their values are placed by where they stand (see
+    /// `Renderer::render_sql`), in the dialect of that connection.
+    pub fn sql_texts_mut(&mut self) -> Vec<SqlText<'_>> {
+        fn text<'a>(field: String, conn: Option<&String>, text: &'a mut String) -> SqlText<'a> {
+            SqlText {
+                field,
+                conn: conn.cloned(),
+                text,
+            }
+        }
+        fn side<'a>(field: String, side: &'a mut CheckSide) -> Option<SqlText<'a>> {
+            let conn = Some(&side.conn);
+            side.query.as_mut().map(|q| text(field, conn, q))
+        }
+        match self {
+            Step::Sql(s) => s
+                .sql
+                .iter_mut()
+                .enumerate()
+                .map(|(i, t)| text(format!("sql[{i}]"), Some(&s.conn), t))
+                .collect(),
+            Step::Load(l) => l
+                .source
+                .query
+                .as_mut()
+                .map(|q| text("source.query".into(), l.source.conn.as_ref(), q))
+                .into_iter()
+                .collect(),
+            Step::Export(e) => e
+                .query
+                .as_mut()
+                .map(|q| text("query".into(), Some(&e.conn), q))
+                .into_iter()
+                .collect(),
+            Step::WaitFor(w) => w
+                .sql
+                .as_mut()
+                .map(|q| text("sql".into(), w.conn.as_ref(), q))
+                .into_iter()
+                .collect(),
+            Step::Validate(v) => {
+                let mut out = Vec::new();
+                for (i, check) in v.checks.iter_mut().enumerate() {
+                    let name = check.name();
+                    match check {
+                        Check::Sql(c) => out.push(text(
+                            format!("checks[{i}].sql.query"),
+                            c.conn.as_ref().or(v.conn.as_ref()),
+                            &mut c.query,
+                        )),
+                        Check::CompareCount(CompareCountCheck { source, target, .. })
+                        | Check::CompareChecksum(CompareChecksumCheck { source, target, .. }) => {
+                            out.extend(side(format!("checks[{i}].{name}.source.query"), source));
+                            out.extend(side(format!("checks[{i}].{name}.target.query"), target));
+                        }
+                        _ => {}
+                    }
+                }
+                out
+            }
+            Step::Noop(_) | Step::Shell(_) | Step::Migrate(_) | Step::Http(_) => Vec::new(),
+        }
+    }
+}
+
+impl Step {
+    /// Every file-system path of this step that templates may fill (`cwd`, a load's `file`
+    /// and `claim` folders, an export's `to`, `save_to`, a `wait_for`'s `file`, a migration
+    /// `dir`), by field name. A value placed in one may not hold a `..` component (see
+    /// `Renderer::render_path`).
+    pub fn paths_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut out = Vec::new();
+        match self {
+            Step::Shell(s) => out.extend(s.cwd.as_mut().map(|p| ("cwd", p))),
+            Step::Migrate(m) => out.push(("dir", &mut m.dir)),
+            Step::Load(l) => {
+                out.extend(l.source.file.as_mut().map(|p| ("source.file", p)));
+                if let Some(claim) = &mut l.source.claim {
+                    out.push(("source.claim.move_to", &mut claim.move_to));
+                    out.extend(
+                        claim
+                            .archive_to
+                            .as_mut()
+                            .map(|p| ("source.claim.archive_to", p)),
+                    );
+                }
+            }
+            Step::Export(e) => out.push(("to", &mut e.to)),
+            Step::Http(h) => out.extend(h.save_to.as_mut().map(|p| ("save_to", p))),
+            Step::WaitFor(w) => out.extend(w.file.as_mut().map(|p| ("file", p))),
+            Step::Noop(_) | Step::Sql(_) | Step::Validate(_) => {}
+        }
+        out
+    }
+}
+
 /// `kind: noop`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct NoopStep {}

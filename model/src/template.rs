@@ -21,27 +21,77 @@ use chrono::{Duration, NaiveDate};
 use tera::{Kwargs, State, TeraResult, Value};
 
 /// The names weir adds to tera's: `ds_add(ds=.., days=..)`, `ds_format(ds=.., in=.., out=..)`
-/// and the `tojson` filter.
-pub const HELPERS: [&str; 3] = ["ds_add", "ds_format", "tojson"];
+/// and the `tojson` and `ident` filters.
+pub const HELPERS: [&str; 4] = ["ds_add", "ds_format", "tojson", "ident"];
 
 /// The variables a shell script's values travel in: `WEIR_VALUE_1`, `WEIR_VALUE_2`, ...
 pub const SHELL_VALUE_PREFIX: &str = "WEIR_VALUE_";
 
 thread_local! {
-    /// The values [`Renderer::render_shell`] collects while tera renders on this thread (tera
-    /// takes a plain function as its escape function, so the list cannot be passed to it).
-    static SHELL_VALUES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The values [`Renderer::render_shell`] and [`Renderer::render_sql`] collect while tera
+    /// renders on this thread (tera takes a plain function as its escape function, so the list
+    /// cannot be passed to it).
+    static VALUES: std::cell::RefCell<Vec<crate::sql::Value>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Adds a value to this thread's list: its number, from 1.
+fn collect(value: crate::sql::Value) -> usize {
+    VALUES.with(|v| {
+        let mut v = v.borrow_mut();
+        v.push(value);
+        v.len()
+    })
+}
+
+/// Runs `render` with an empty list of values; returns what it rendered and the values it
+/// collected.
+fn collecting<T>(render: impl FnOnce() -> T) -> (T, Vec<crate::sql::Value>) {
+    VALUES.with(|v| v.borrow_mut().clear());
+    let rendered = render();
+    (
+        rendered,
+        VALUES.with(|v| std::mem::take(&mut *v.borrow_mut())),
+    )
 }
 
 /// Tera's escape function for shell scripts: the value goes to the list, the script gets a
 /// reference to it.
 fn shell_value(value: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let n = SHELL_VALUES.with(|v| {
-        let mut v = v.borrow_mut();
-        v.push(value.to_owned());
-        v.len()
-    });
+    let n = collect(crate::sql::Value::Text(value.to_owned()));
     write!(out, "${{{SHELL_VALUE_PREFIX}{n}}}")
+}
+
+/// Tera's escape function for SQL text: the value goes to the list, the text gets a marker
+/// that [`crate::sql::place_values`] replaces.
+fn sql_value(value: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let n = collect(crate::sql::Value::Text(value.to_owned()));
+    out.write_all(crate::sql::marker(n).as_bytes())
+}
+
+/// Tera's escape function for paths: the value goes to the list, the path gets a marker that
+/// [`Renderer::render_path`] replaces once the value is checked.
+fn path_value(value: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let n = collect(crate::sql::Value::Text(value.to_owned()));
+    out.write_all(crate::sql::marker(n).as_bytes())
+}
+
+/// `{{ x | ident }}`: `x` as a table or column name. Outside SQL text, `x` as it is.
+fn ident(value: String, _: Kwargs, _: &State<'_>) -> String {
+    value
+}
+
+/// `{{ x | ident }}` in SQL text: `x` goes to the list as a name (checked and quoted when it
+/// is placed), the text gets its marker. Safe for tera, so the marker is not escaped again.
+struct SqlName;
+
+impl tera::Filter<String, String> for SqlName {
+    fn call(&self, value: String, _: Kwargs, _: &State<'_>) -> String {
+        crate::sql::marker(collect(crate::sql::Value::Name(value)))
+    }
+
+    fn is_safe(&self) -> bool {
+        true
+    }
 }
 
 /// A tera environment with weir's helpers. Validation and rendering use the same one, so a
@@ -51,6 +101,7 @@ pub fn environment() -> tera::Tera {
     tera.register_function("ds_add", ds_add);
     tera.register_function("ds_format", ds_format);
     tera.register_filter("tojson", tojson);
+    tera.register_filter("ident", ident);
     tera
 }
 
@@ -259,6 +310,10 @@ pub struct Renderer {
     tera: tera::Tera,
     /// The same environment, escaping every value into a variable reference (shell scripts).
     shell: tera::Tera,
+    /// The same environment, escaping every value into a marker (SQL text).
+    sql: tera::Tera,
+    /// The same environment, escaping every value into a marker (paths).
+    path: tera::Tera,
     context: tera::Context,
     /// What the context holds, for errors: `params` has: …; upstream outputs: ….
     available: String,
@@ -274,9 +329,16 @@ impl Renderer {
         let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
         let mut shell = environment();
         shell.set_escape_fn(shell_value);
+        let mut sql = environment();
+        sql.set_escape_fn(sql_value);
+        sql.register_filter("ident", SqlName);
+        let mut path = environment();
+        path.set_escape_fn(path_value);
         Ok(Renderer {
+            path,
             tera: environment(),
             shell,
+            sql,
             context,
             available,
         })
@@ -309,18 +371,59 @@ impl Renderer {
         if !is_template(text) {
             return Ok((text.to_owned(), Vec::new()));
         }
-        SHELL_VALUES.with(|v| v.borrow_mut().clear());
-        let rendered = self
-            .shell
-            .render_str(text, &self.context, true)
-            .map_err(|e| format!("{}; {}", render_error(&e), self.available));
-        let values = SHELL_VALUES.with(|v| std::mem::take(&mut *v.borrow_mut()));
+        let (rendered, values) = collecting(|| self.shell.render_str(text, &self.context, true));
+        let rendered = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
         let values = values
             .into_iter()
             .enumerate()
-            .map(|(i, v)| (format!("{SHELL_VALUE_PREFIX}{}", i + 1), v))
+            .map(|(i, v)| {
+                let (crate::sql::Value::Text(v) | crate::sql::Value::Name(v)) = v;
+                (format!("{SHELL_VALUE_PREFIX}{}", i + 1), v)
+            })
             .collect();
-        Ok((rendered?, values))
+        Ok((rendered, values))
+    }
+
+    /// Renders SQL text of `dialect` so that no value can become code: each `{{ … }}` is placed
+    /// by where it stands ([`crate::sql::place_values`]): escaped inside a string, a quoted
+    /// name or a comment; standing alone, a number as it is and other text as a quoted string;
+    /// `{{ x | ident }}` as a quoted table or column name. `{{ x | safe }}` puts `x` in as it
+    /// is, for values the DAG's author controls.
+    ///
+    /// # Errors
+    /// The template's error, or a value that cannot stand where it is.
+    pub fn render_sql(&self, text: &str, dialect: crate::sql::Dialect) -> Result<String, String> {
+        if !is_template(text) {
+            return Ok(text.to_owned());
+        }
+        let (rendered, values) = collecting(|| self.sql.render_str(text, &self.context, true));
+        let rendered = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
+        crate::sql::place_values(dialect, &rendered, &values)
+    }
+
+    /// Renders a file-system path whose values may not climb out of the folder the DAG writes:
+    /// a value with a `..` component (`../../etc/cron.d/x`) or a NUL is refused. `| safe`
+    /// puts a value in unchecked.
+    ///
+    /// # Errors
+    /// The template's error, or such a value.
+    pub fn render_path(&self, text: &str) -> Result<String, String> {
+        if !is_template(text) {
+            return Ok(text.to_owned());
+        }
+        let (rendered, values) = collecting(|| self.path.render_str(text, &self.context, true));
+        let mut out = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
+        for (i, value) in values.iter().enumerate().rev() {
+            let (crate::sql::Value::Text(v) | crate::sql::Value::Name(v)) = value;
+            if v.contains('\0') || v.split(['/', '\\']).any(|part| part == "..") {
+                return Err(format!(
+                    "value {} of the path (`{v}`) holds `..` or a NUL: a value may not lead out of the folder the DAG names",
+                    i + 1
+                ));
+            }
+            out = out.replacen(&crate::sql::marker(i + 1), v, 1);
+        }
+        Ok(out)
     }
 
     /// A step with every string field rendered as text, a shell script's values in place: for
@@ -336,15 +439,56 @@ impl Renderer {
         serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))
     }
 
-    /// A step with every string field rendered (what a try runs); a shell step's script as
-    /// [`Renderer::render_shell`] does, its values added to the step's `env`.
+    /// A step with every string field rendered (what a try runs): a shell step's script as
+    /// [`Renderer::render_shell`] does, its values added to the step's `env`; each SQL text
+    /// ([`crate::Step::sql_texts_mut`]) as [`Renderer::render_sql`] does, in the dialect
+    /// `dialect_of` gives for its (rendered) connection; each path
+    /// ([`crate::Step::paths_mut`]) as [`Renderer::render_path`] does.
     ///
     /// # Errors
     /// The first template that fails, with the field's path.
-    pub fn render_step(&self, step: &crate::Step) -> Result<crate::Step, String> {
-        let crate::Step::Shell(shell) = step else {
-            return self.render_step_for_reading(step);
+    pub fn render_step(
+        &self,
+        step: &crate::Step,
+        dialect_of: &dyn Fn(&str) -> Result<crate::sql::Dialect, String>,
+    ) -> Result<crate::Step, String> {
+        // Every other field as text; the SQL texts and paths apart (the SQL texts once their
+        // connections are known).
+        let mut rest = step.clone();
+        let texts: Vec<String> = rest
+            .sql_texts_mut()
+            .into_iter()
+            .map(|t| std::mem::take(t.text))
+            .collect();
+        let paths: Vec<String> = rest
+            .paths_mut()
+            .into_iter()
+            .map(|(_, p)| std::mem::take(p))
+            .collect();
+        let mut rendered = match &rest {
+            crate::Step::Shell(shell) => self.render_shell_step(shell)?,
+            other => self.render_step_for_reading(other)?,
         };
+        for ((field, slot), path) in rendered.paths_mut().into_iter().zip(paths) {
+            *slot = self
+                .render_path(&path)
+                .map_err(|e| format!("template: `{field}`: {e}"))?;
+        }
+        for (slot, text) in rendered.sql_texts_mut().into_iter().zip(texts) {
+            let field = slot.field;
+            let conn = slot
+                .conn
+                .ok_or_else(|| format!("`{field}` runs on no connection"))?;
+            let dialect = dialect_of(&conn).map_err(|e| format!("`{field}`: {e}"))?;
+            *slot.text = self
+                .render_sql(&text, dialect)
+                .map_err(|e| format!("template: `{field}`: {e}"))?;
+        }
+        Ok(rendered)
+    }
+
+    /// A shell step rendered for a try: see [`Renderer::render_step`].
+    fn render_shell_step(&self, shell: &crate::spec::ShellStep) -> Result<crate::Step, String> {
         // Every other field as text; the script apart, its values into the environment.
         let mut rest = shell.clone();
         rest.run = String::new();
@@ -652,7 +796,58 @@ fn from_report(report: &str) -> TemplateError {
 
 #[cfg(test)]
 mod tests {
-    use super::TemplateChecker;
+    use super::{RenderContext, Renderer, TemplateChecker};
+
+    fn renderer(params: serde_json::Value) -> Renderer {
+        let ctx = RenderContext {
+            params,
+            ds_nodash: "20240301".into(),
+            ..RenderContext::default()
+        };
+        Renderer::new(&ctx).expect("renderer")
+    }
+
+    fn export(to: &str) -> crate::Step {
+        crate::Step::Export(crate::spec::ExportStep {
+            conn: "wh".into(),
+            table: Some("t".into()),
+            query: None,
+            to: to.into(),
+            format: crate::spec::ExportFormat::Csv,
+        })
+    }
+
+    /// A value in a path may not lead out of the folder the DAG names (issue #14).
+    #[test]
+    fn a_value_in_a_path_cannot_climb_out_of_its_folder() {
+        let dialect = |_: &str| Ok(crate::sql::Dialect::Sqlite);
+        let to = |step: crate::Step| match step {
+            crate::Step::Export(e) => e.to,
+            other => panic!("{other:?}"),
+        };
+        let r =
+            renderer(serde_json::json!({"name": "sales/2024", "up": "../../home/weir/.bashrc"}));
+        let step = r
+            .render_step(
+                &export("/out/{{ params.name }}_{{ ds_nodash }}.csv"),
+                &dialect,
+            )
+            .expect("rendered");
+        assert_eq!(to(step), "/out/sales/2024_20240301.csv");
+        for bad in [
+            "/out/{{ params.up }}",
+            "{{ params.up }}",
+            "/out/x{{ params.up }}",
+        ] {
+            let e = r.render_step(&export(bad), &dialect).expect_err(bad);
+            assert!(e.contains("`to`") && e.contains("`..`"), "{bad}: {e}");
+        }
+        // The author's own `..` and an explicit `| safe` stay as written.
+        let step = r
+            .render_step(&export("../out/{{ params.up | safe }}"), &dialect)
+            .expect("rendered");
+        assert_eq!(to(step), "../out/../../home/weir/.bashrc");
+    }
 
     #[test]
     fn an_unclosed_expression_is_reported_with_its_place() {

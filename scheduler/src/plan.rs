@@ -1,6 +1,7 @@
 //! Planning runs: which cron intervals are due, and the rows a new run starts with. Pure.
 
 use chrono::{DateTime, Utc};
+use weir_model::param::ParamType;
 use weir_model::schedule::DataInterval;
 use weir_model::{Dag, RunType, Schedule};
 use weir_store::{NewRun, NewTaskInstance};
@@ -133,24 +134,25 @@ pub fn new_instance(task: &weir_model::Task) -> NewTaskInstance {
 /// would fail the try with `Argument list too long` (Linux takes 128 KiB per argument).
 pub const MAX_PARAM_BYTES: usize = 64 * 1024;
 
-/// The DAG's params with `overrides` applied; an override must name a param and have its
-/// default's type (a number where the default is a number, ...).
+/// The DAG's params with `overrides` applied; an override must name a param and be a value
+/// the param's declaration allows (its type: the default's or `type`; `enum`, `pattern`,
+/// `max_length`, `min`, `max`).
 ///
 /// # Errors
-/// An unknown param, a value of the wrong type or one over [`MAX_PARAM_BYTES`], naming it.
+/// An unknown param, a value the param does not allow or one over [`MAX_PARAM_BYTES`],
+/// naming it.
 pub fn apply_params(
     dag: &Dag,
     overrides: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<serde_json::Value> {
     let mut params: serde_json::Map<String, serde_json::Value> = dag
-        .spec
         .params
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, p)| (k.clone(), p.default.clone()))
         .collect();
     for (key, value) in overrides {
-        let Some(default) = params.get(key) else {
-            let known: Vec<&str> = dag.spec.params.keys().map(String::as_str).collect();
+        let Some(param) = dag.params.get(key) else {
+            let known: Vec<&str> = dag.params.keys().map(String::as_str).collect();
             let hint = weir_model::suggest::did_you_mean(key, known.iter().copied())
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
@@ -171,36 +173,39 @@ pub fn apply_params(
                 MAX_PARAM_BYTES / 1024
             )));
         }
-        if json_type(default) != json_type(value) && !default.is_null() {
-            return Err(SchedulerError::InvalidParam(format!(
-                "param `{key}` is {} (its default is {default}), got {value}",
-                json_type(default)
-            )));
-        }
+        param.check(value).map_err(|e| {
+            let mut shown = value.to_string();
+            if shown.chars().count() > 80 {
+                shown = shown.chars().take(80).collect::<String>() + "…";
+            }
+            SchedulerError::InvalidParam(format!("param `{key}` {e}, got {shown}"))
+        })?;
         params.insert(key.clone(), value.clone());
     }
     Ok(serde_json::Value::Object(params))
 }
 
-/// Parses `--param key=value` text by the type of the param's default: numbers, booleans,
-/// lists and objects as JSON, strings as they are.
+/// Parses `--param key=value` text by the param's type: strings as they are; numbers,
+/// booleans, lists and objects as JSON; a param of any type as JSON when it parses, else as
+/// text.
 ///
 /// # Errors
-/// A malformed pair or a value that does not parse as the default's type.
+/// A malformed pair or a value that does not parse as the param's type.
 pub fn parse_param_overrides(
     dag: &Dag,
     pairs: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
-    parse_param_pairs(|key| dag.spec.params.get(key), pairs)
+    parse_param_pairs(|key| dag.params.get(key).map(|p| p.ty), pairs)
 }
 
-/// [`parse_param_overrides`] with the params' defaults looked up by `default_of` (a remote
-/// DAG's, read from the API).
+/// [`parse_param_overrides`] with the params' types looked up by `type_of` (a remote DAG's,
+/// read from the API): `None` for a name the DAG does not have (taken as text: the server
+/// refuses it by name), `Some(None)` for a param of any type.
 ///
 /// # Errors
-/// A malformed pair or a value that does not parse as the default's type.
-pub fn parse_param_pairs<'a>(
-    default_of: impl Fn(&str) -> Option<&'a serde_json::Value>,
+/// A malformed pair or a value that does not parse as the param's type.
+pub fn parse_param_pairs(
+    type_of: impl Fn(&str) -> Option<Option<ParamType>>,
     pairs: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut out = serde_json::Map::new();
@@ -210,29 +215,20 @@ pub fn parse_param_pairs<'a>(
                 "--param `{pair}` is not key=value"
             )));
         };
-        let value = match default_of(key) {
-            Some(serde_json::Value::String(_)) | None => serde_json::Value::String(text.to_owned()),
-            Some(default) => serde_json::from_str(text).map_err(|_| {
+        let value = match type_of(key) {
+            None | Some(Some(ParamType::String)) => serde_json::Value::String(text.to_owned()),
+            Some(None) => serde_json::from_str(text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
+            Some(Some(ty)) => serde_json::from_str(text).map_err(|_| {
                 SchedulerError::Invalid(format!(
-                    "param `{key}` is {} (its default is {default}); `{text}` is not one",
-                    json_type(default)
+                    "param `{key}` is {}; `{text}` is not one",
+                    ty.described()
                 ))
             })?,
         };
         out.insert(key.to_owned(), value);
     }
     Ok(out)
-}
-
-fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

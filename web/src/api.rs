@@ -293,6 +293,11 @@ struct DagDetail {
     /// Params and their defaults.
     #[schema(value_type = Object)]
     params: serde_json::Value,
+    /// Each param's declaration: `type` (`string`, `integer`, `number`, `boolean`, `list`,
+    /// `object`; absent: any), and when declared `enum`, `pattern`, `max_length`, `min`, `max`,
+    /// `description`.
+    #[schema(value_type = Object)]
+    param_declarations: serde_json::Value,
     tasks: Vec<TaskInfo>,
 }
 
@@ -328,7 +333,16 @@ async fn get_dag(
         .collect();
     Ok(Json(DagDetail {
         summary,
-        params: serde_json::to_value(&dag.spec.params).unwrap_or_default(),
+        params: dag
+            .params
+            .iter()
+            .map(|(k, p)| (k.clone(), p.default.clone()))
+            .collect(),
+        param_declarations: dag
+            .params
+            .iter()
+            .map(|(k, p)| (k.clone(), p.declaration()))
+            .collect(),
         tasks,
     }))
 }

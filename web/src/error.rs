@@ -52,6 +52,11 @@ impl WebError {
         )
     }
 
+    /// 422: a param the DAG does not have or does not allow.
+    pub fn invalid_param(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_param", message)
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> WebError {
         WebError::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -91,9 +96,7 @@ impl From<SchedulerError> for WebError {
             SchedulerError::Store(s) => s.into(),
             SchedulerError::NotFound(m) => WebError::not_found(m),
             SchedulerError::Invalid(m) => WebError::bad_request(m),
-            SchedulerError::InvalidParam(m) => {
-                WebError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_param", m)
-            }
+            SchedulerError::InvalidParam(m) => WebError::invalid_param(m),
             SchedulerError::Conflict(m) => WebError::conflict(m),
             other => WebError::internal(other.to_string()),
         }

@@ -459,30 +459,47 @@ async fn dag_page(
     render(&state, Some(&caller), "dag.html", ctx)
 }
 
-/// A param's form field, typed from its default.
+/// A param's form field, typed by its declaration.
 #[derive(Serialize)]
 struct ParamField {
     name: String,
-    /// `string`, `number`, `boolean` or `json`.
+    /// `string`, `integer`, `number`, `boolean`, `choice` (an `enum`) or `json`.
     kind: &'static str,
     value: String,
+    /// An `enum`'s values, as the field shows and sends them.
+    options: Vec<String>,
+    max_length: Option<usize>,
+    description: Option<String>,
+}
+
+/// A value as a form field holds it: a string as it is, anything else as JSON.
+fn field_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn param_fields(dag: &Dag) -> Vec<ParamField> {
-    dag.spec
-        .params
+    use weir_model::param::ParamType;
+    dag.params
         .iter()
-        .map(|(name, default)| {
-            let (kind, value) = match default {
-                Value::String(s) => ("string", s.clone()),
-                Value::Number(n) => ("number", n.to_string()),
-                Value::Bool(b) => ("boolean", b.to_string()),
-                other => ("json", other.to_string()),
+        .map(|(name, p)| {
+            let kind = match (&p.allowed, p.ty) {
+                (Some(_), _) => "choice",
+                (None, Some(ParamType::String)) => "string",
+                (None, Some(ParamType::Integer)) => "integer",
+                (None, Some(ParamType::Number)) => "number",
+                (None, Some(ParamType::Boolean)) => "boolean",
+                (None, _) => "json",
             };
             ParamField {
                 name: name.clone(),
                 kind,
-                value,
+                value: field_text(&p.default),
+                options: p.allowed.iter().flatten().map(field_text).collect(),
+                max_length: p.max_length,
+                description: p.description.clone(),
             }
         })
         .collect()
@@ -514,19 +531,31 @@ fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Reads the params of a trigger form by the types of their defaults; an empty field keeps
-/// the default.
+/// Reads the params of a trigger form by their types (a string as typed, other types as
+/// JSON; an `enum`'s choice as the value it stands for); an empty field keeps the default.
+///
+/// # Errors
+/// A field that does not parse as its param's type: 422 `invalid_param`, as the API answers.
 fn form_params(dag: &Dag, fields: &Fields) -> Result<serde_json::Map<String, Value>, WebError> {
+    use weir_model::param::ParamType;
     let mut out = serde_json::Map::new();
-    for (name, default) in &dag.spec.params {
+    for (name, p) in &dag.params {
         let Some(text) = field(fields, &format!("param.{name}")) else {
             continue;
         };
-        let value = match default {
-            Value::String(_) => Value::String(text.to_owned()),
+        let chosen = p.allowed.iter().flatten().find(|v| field_text(v) == text);
+        let value = match (chosen, p.ty) {
+            (Some(v), _) => v.clone(),
+            (None, Some(ParamType::String)) => Value::String(text.to_owned()),
             _ if text.trim().is_empty() => continue,
-            _ => serde_json::from_str(text.trim()).map_err(|e| {
-                WebError::bad_request(format!("param `{name}`: `{text}` is not valid JSON ({e})"))
+            (None, None) => {
+                serde_json::from_str(text.trim()).unwrap_or_else(|_| Value::String(text.to_owned()))
+            }
+            (None, Some(ty)) => serde_json::from_str(text.trim()).map_err(|_| {
+                WebError::invalid_param(format!(
+                    "param `{name}` is {}; `{text}` is not one",
+                    ty.described()
+                ))
             })?,
         };
         out.insert(name.clone(), value);
@@ -989,7 +1018,12 @@ async fn task_page(
             let version = state.store.dag_version(run.version_id).await?;
             weir_model::template::Renderer::new(&ctx)
                 .and_then(|r| {
-                    weir_worker::worker::render_with_files(&r, &task.step, &version.files, true)
+                    weir_worker::worker::render_with_files(
+                        &r,
+                        &task.step,
+                        &version.files,
+                        weir_worker::worker::Rendering::Reading,
+                    )
                 })
                 .map(|step| rendered_fields(&step))
                 .map_err(|e| {

@@ -15,6 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{ConnectOptions as _, MySqlPool, PgPool, SqlitePool};
 use tokio::sync::Mutex;
+use weir_model::sql::Dialect;
 
 /// An open data connection.
 #[derive(Debug, Clone)]
@@ -62,6 +63,21 @@ impl Connections {
         }
     }
 
+    /// The dialect of connection `name`, from its URL (nothing is opened).
+    ///
+    /// # Errors
+    /// An unknown name, or a URL of another kind.
+    pub fn dialect(&self, name: &str) -> Result<Dialect, ConnError> {
+        let url = self
+            .urls
+            .get(name)
+            .ok_or_else(|| ConnError::Unknown(name.to_owned()))?;
+        Dialect::of_url(url).ok_or_else(|| ConnError::Unsupported {
+            name: name.to_owned(),
+            url: weir_store::redact(url),
+        })
+    }
+
     /// The pool of connection `name`, opened on first use.
     ///
     /// # Errors
@@ -85,55 +101,63 @@ impl Connections {
         // Data steps run long statements on purpose (a million-row stream): sqlx's "slow
         // statement" is a debug line here, not a warning.
         let (slow_level, slow_after) = (log::LevelFilter::Debug, Duration::from_secs(1));
-        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = sqlx::postgres::PgConnectOptions::from_str(url)
-                .map_err(failed)?
-                .log_slow_statements(slow_level, slow_after);
-            DataPool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(failed)?,
-            )
-        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            let url = match url.strip_prefix("mariadb://") {
-                Some(rest) => format!("mysql://{rest}"),
-                None => url.clone(),
-            };
-            let options = sqlx::mysql::MySqlConnectOptions::from_str(&url)
-                .map_err(failed)?
-                .log_slow_statements(slow_level, slow_after);
-            DataPool::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect_with(options)
-                    .await
-                    .map_err(failed)?,
-            )
-        } else if url.starts_with("sqlite:") {
-            // WAL: a step reading a table (a load's database source) does not block another
-            // writing on the same file.
-            let options = SqliteConnectOptions::from_str(url)
-                .map_err(failed)?
-                .create_if_missing(true)
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                .busy_timeout(CONNECT_TIMEOUT)
-                .log_slow_statements(slow_level, slow_after);
-            DataPool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(MAX_CONNECTIONS)
-                    .connect_with(options)
-                    .await
-                    .map_err(failed)?,
-            )
-        } else {
-            return Err(ConnError::Unsupported {
-                name: name.to_owned(),
-                url: shown,
-            });
+        let pool = match Dialect::of_url(url) {
+            Some(Dialect::Postgres) => {
+                // Template values placed in strings assume `\` is an ordinary character in '…'
+                // (weir_model::sql); this makes it so whatever the server's default.
+                let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                    .map_err(failed)?
+                    .options([("standard_conforming_strings", "on")])
+                    .log_slow_statements(slow_level, slow_after);
+                DataPool::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .acquire_timeout(CONNECT_TIMEOUT)
+                        .connect_with(options)
+                        .await
+                        .map_err(failed)?,
+                )
+            }
+            Some(Dialect::MySql) => {
+                let url = match url.strip_prefix("mariadb://") {
+                    Some(rest) => format!("mysql://{rest}"),
+                    None => url.clone(),
+                };
+                let options = sqlx::mysql::MySqlConnectOptions::from_str(&url)
+                    .map_err(failed)?
+                    .log_slow_statements(slow_level, slow_after);
+                DataPool::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .acquire_timeout(CONNECT_TIMEOUT)
+                        .connect_with(options)
+                        .await
+                        .map_err(failed)?,
+                )
+            }
+            Some(Dialect::Sqlite) => {
+                // WAL: a step reading a table (a load's database source) does not block another
+                // writing on the same file.
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(failed)?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(CONNECT_TIMEOUT)
+                    .log_slow_statements(slow_level, slow_after);
+                DataPool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(MAX_CONNECTIONS)
+                        .connect_with(options)
+                        .await
+                        .map_err(failed)?,
+                )
+            }
+            None => {
+                return Err(ConnError::Unsupported {
+                    name: name.to_owned(),
+                    url: shown,
+                });
+            }
         };
         pools.insert(name.to_owned(), pool.clone());
         Ok(pool)

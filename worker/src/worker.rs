@@ -393,7 +393,12 @@ impl Worker {
         let ctx = try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
             .await
             .map_err(|e| e.to_string())?;
-        let step = render_with_files(&Renderer::new(&ctx)?, &task.step, &version.files, false)?;
+        let step = render_with_files(
+            &Renderer::new(&ctx)?,
+            &task.step,
+            &version.files,
+            Rendering::Try(&self.conns),
+        )?;
         // An incremental load reads only past the cursor its earlier runs reached.
         let incremental_cursor = match &step {
             Step::Load(l) if l.incremental.is_some() => self
@@ -717,9 +722,18 @@ pub async fn try_context(
     Ok(ctx)
 }
 
-/// A step rendered for a try (or, `for_reading`, with a shell script's values in place: see
-/// [`Renderer::render_step_for_reading`]), with a `sql` step's `file` read from the DAG
-/// version's files.
+/// What a step is rendered for.
+#[derive(Clone, Copy)]
+pub enum Rendering<'a> {
+    /// A try on these connections: a shell script's values become variables, SQL texts place
+    /// theirs by the dialect of their connection (see [`Renderer::render_step`]).
+    Try(&'a Connections),
+    /// Reading (the task page): every value in place as text (see
+    /// [`Renderer::render_step_for_reading`]).
+    Reading,
+}
+
+/// A step rendered, with a `sql` step's `file` read from the DAG version's files.
 ///
 /// # Errors
 /// The first template that fails, or a file the version does not hold.
@@ -727,12 +741,15 @@ pub fn render_with_files(
     renderer: &Renderer,
     step: &Step,
     files: &BTreeMap<String, String>,
-    for_reading: bool,
+    rendering: Rendering<'_>,
 ) -> std::result::Result<Step, String> {
-    let mut step = if for_reading {
-        renderer.render_step_for_reading(step)?
-    } else {
-        renderer.render_step(step)?
+    let dialect_of = |conn: &str| match rendering {
+        Rendering::Try(conns) => conns.dialect(conn).map_err(|e| e.to_string()),
+        Rendering::Reading => Err("no dialect when reading".to_owned()),
+    };
+    let mut step = match rendering {
+        Rendering::Try(_) => renderer.render_step(step, &dialect_of)?,
+        Rendering::Reading => renderer.render_step_for_reading(step)?,
     };
     if let Step::Sql(s) = &mut step
         && let Some(path) = s.file.take()
@@ -740,7 +757,11 @@ pub fn render_with_files(
         let text = files
             .get(&path)
             .ok_or_else(|| format!("the DAG version holds no file `{path}`"))?;
-        s.sql = vec![renderer.render(text).map_err(|e| format!("{path}: {e}"))?];
+        let rendered = match rendering {
+            Rendering::Try(_) => renderer.render_sql(text, dialect_of(&s.conn)?),
+            Rendering::Reading => renderer.render(text),
+        };
+        s.sql = vec![rendered.map_err(|e| format!("{path}: {e}"))?];
     }
     Ok(step)
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use weir_model::Step;
 use weir_scheduler::folder::{find_dag, load_dag_files};
 use weir_worker::conn::Connections;
-use weir_worker::step::sqltext::{Dialect, text_rows};
+use weir_worker::step::sqltext::text_rows;
 
 use super::EXIT_OK;
 use crate::args::RejectsArgs;
@@ -43,7 +43,7 @@ pub(crate) async fn show(config: &Config, args: &RejectsArgs) -> Result<u8> {
         .pool(&load.target.conn)
         .await
         .with_context(|| format!("connection `{}`", load.target.conn))?;
-    let d = Dialect::of(&pool);
+    let d = pool.dialect();
     let text = |v: &str| d.literal(&serde_json::Value::String(v.to_owned()));
     let rejects = d
         .ident(&format!("{table}__rejects"))

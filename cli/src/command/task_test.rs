@@ -9,7 +9,7 @@ use weir_worker::TaskOutcome;
 use weir_worker::conn::{Connections, Masker};
 use weir_worker::log::LogSink;
 use weir_worker::step::{execute, shell::ShellEnv};
-use weir_worker::worker::render_with_files;
+use weir_worker::worker::{Rendering, render_with_files};
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
@@ -95,11 +95,11 @@ pub(crate) async fn test(
             i32::try_from(index).unwrap_or(i32::MAX)
         }
     };
-    let step = Renderer::new(&ctx)
-        .and_then(|r| render_with_files(&r, &task.step, &file.files, false))
-        .map_err(|e| anyhow::anyhow!("task `{task_id}`: {e}"))?;
     let urls = config.connection_urls();
     let conns = Connections::new(urls.clone());
+    let step = Renderer::new(&ctx)
+        .and_then(|r| render_with_files(&r, &task.step, &file.files, Rendering::Try(&conns)))
+        .map_err(|e| anyhow::anyhow!("task `{task_id}`: {e}"))?;
     let (sink, mut rx) = LogSink::channel(Masker::for_config(&config.secrets(), &urls));
     let printer = tokio::spawn(async move {
         while let Some(line) = rx.recv().await {

@@ -1407,3 +1407,123 @@ async fn parallel_loads_into_one_sqlite_file_wait_for_each_other() {
         );
     }
 }
+
+const INJECT_SQL_DAG: &str = r#"id: inject_sql
+params:
+  evil: x
+  evil_line: x
+  items: []
+  n: 0
+  table: x
+  out: x
+tasks:
+  setup:
+    kind: sql
+    conn: wh
+    sql:
+      - create table canary (id integer)
+      - create table seen (src varchar(20), v varchar(500))
+  produce:
+    kind: shell
+    depends_on: [setup]
+    run: |
+      printf 'value=%s\n' "{{ params.evil_line }}" >> "$WEIR_OUTPUT"
+  consume:
+    kind: sql
+    conn: wh
+    depends_on: [produce]
+    sql:
+      - "insert into seen (src, v) values ('quoted', '{{ params.evil }}')"
+      - "insert into seen (src, v) values ('bare', {{ params.evil }})"
+      - "insert into seen (src, v) values ('output', '{{ tasks.produce.outputs.value }}')"
+      - "-- {{ params.evil }}\ninsert into seen (src, v) values ('commented', 'ok')"
+  each:
+    kind: sql
+    conn: wh
+    depends_on: [setup]
+    foreach: "{{ params.items | tojson }}"
+    sql: "insert into seen (src, v) values ('item', {{ item }})"
+  count:
+    kind: sql
+    conn: wh
+    depends_on: [consume, each]
+    fetch: first_row
+    sql: "select count(*) as rows_seen, {{ params.n }} + 1 as n_plus from {{ params.table | ident }}"
+  check:
+    kind: validate
+    conn: wh
+    depends_on: [consume, each]
+    checks:
+      - sql: {query: "select v from seen where src = 'bare' and v <> {{ params.evil }}"}
+  dump:
+    kind: export
+    conn: wh
+    depends_on: [consume, each]
+    query: "select src from seen where v = {{ params.evil }} order by src"
+    to: "{{ params.out }}"
+    format: csv
+"#;
+
+/// A param, an upstream output and `foreach` items carrying SQL injections (quotes, a
+/// backslash before a quote, `;`, `--`, `#`, `/*`, `$$`, backticks, a newline, `{{ }}`) reach
+/// `sql`, `validate` and `export` statements as data on every database, inside quotes, bare
+/// and in a comment: no injected statement runs and each value lands exactly (issue #14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_in_sql_text_are_data_never_code() {
+    let evil = "a'); drop table canary; -- \\'); drop table canary; # \" ` $$ */ /* $(id) && ; {{ 7*7 }}\nb'";
+    let one_line = evil.replace('\n', " ");
+    for backend in BACKENDS {
+        let meta = TestDb::sqlite().await;
+        let data = TestDataDb::new(backend).await;
+        let mut engine = engine_with(&data, &meta, &[("inject.yaml", INJECT_SQL_DAG)]).await;
+        let out = engine.path("dump.csv");
+        let run = engine
+            .trigger(
+                "inject_sql",
+                serde_json::json!({
+                    "evil": evil,
+                    "evil_line": one_line,
+                    "items": [evil, "plain"],
+                    "n": 7,
+                    "table": "seen",
+                    "out": out.display().to_string(),
+                }),
+            )
+            .await;
+        let done = engine.drive(&run.run_id).await;
+        let tis = engine.tasks(&run.run_id).await;
+        let failures: Vec<_> = tis
+            .iter()
+            .filter(|t| t.state != TaskState::Success)
+            .map(|t| (&t.task_id, &t.error))
+            .collect();
+        assert_eq!(done.state, RunState::Success, "{backend:?}: {failures:?}");
+        assert_eq!(
+            query_text(&data, "select count(*) from canary").await,
+            [[Some("0".to_owned())]],
+            "{backend:?}"
+        );
+        let seen = query_text(&data, "select src, v from seen order by src, v").await;
+        let row = |src: &str, v: &str| vec![Some(src.to_owned()), Some(v.to_owned())];
+        assert_eq!(
+            seen,
+            [
+                row("bare", evil),
+                row("commented", "ok"),
+                row("item", evil),
+                row("item", "plain"),
+                row("output", &one_line),
+                row("quoted", evil),
+            ],
+            "{backend:?}"
+        );
+        let by_id = |id: &str| tis.iter().find(|t| t.task_id == id).expect("task");
+        assert_eq!(
+            by_id("count").outputs,
+            Some(serde_json::json!({"rows_seen": "6", "n_plus": "8"})),
+            "{backend:?}"
+        );
+        let dumped = std::fs::read_to_string(&out).expect("export");
+        assert_eq!(dumped, "src\nbare\nitem\nquoted\n", "{backend:?}");
+    }
+}

@@ -281,3 +281,45 @@ fn a_template_inside_single_quotes_of_a_shell_script_is_warned_about() {
     assert!(!warned("# don't worry\necho {{ params.x }}"));
     assert!(!warned("echo 'plain' \"{{ params.x }}\""));
 }
+
+/// `| safe` on a value a triggering operator or an upstream task chooses pastes it into a
+/// script or a statement as code: validation warns, in shell and in SQL, and not for values
+/// the DAG's author writes (issue #14).
+#[test]
+fn a_chosen_value_marked_safe_is_warned_about() {
+    let warned = |task: &str| {
+        let yaml = format!(
+            "id: d\nparams:\n  x: a\n  items: []\ntasks:\n  up: {{kind: noop}}\n  t:\n    depends_on: [up]\n{task}"
+        );
+        let parsed = weir_model::parse_dag(&yaml, None);
+        assert!(parsed.dag.is_some(), "{:?}", parsed.diagnostics);
+        parsed
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("drop `| safe` to pass it as data"))
+    };
+    let shell = |run: &str| {
+        format!(
+            "    kind: shell\n    run: {}\n",
+            serde_json::to_string(run).expect("json")
+        )
+    };
+    let sql = |q: &str| {
+        format!(
+            "    kind: sql\n    conn: wh\n    sql: {}\n",
+            serde_json::to_string(q).expect("json")
+        )
+    };
+    assert!(warned(&shell("echo {{ params.x | safe }}")));
+    assert!(warned(&shell("echo {{ tasks.up.outputs.y|safe }}")));
+    assert!(warned(&sql("select * from {{ params.x | upper | safe }}")));
+    assert!(warned(
+        "    kind: sql\n    conn: wh\n    foreach: \"{{ params.items | tojson }}\"\n    sql: \"select {{ item | safe }}\"\n"
+    ));
+    assert!(!warned(&shell("echo {{ params.x }}")));
+    assert!(!warned(&shell("echo {{ ds_nodash | safe }}")));
+    assert!(!warned(&sql("select * from {{ params.x | ident }}")));
+    assert!(!warned(&sql(
+        "select '{{ params.x | default(value=\"safe\") }}'"
+    )));
+}

@@ -18,14 +18,20 @@ use weir_store::{Role, Store};
 use weir_testkit::TestDb;
 use weir_web::auth::{digest, hash_password, new_api_token};
 
-/// A DAG with two tasks, a param of each type, and a daily schedule.
+/// A DAG with two tasks, a param of each type (two declared, with `enum` and `pattern`), and
+/// a daily schedule.
 pub(crate) const DAG: &str = "id: web_demo
 description: a DAG for the web tests
 schedule: '0 6 * * *'
 timezone: Europe/Paris
 start_date: 2024-01-01
 tags: [demo]
-params: {who: world, times: 2, loud: false}
+params:
+  who: world
+  times: 2
+  loud: false
+  region: {default: eu, enum: [eu, us], description: where it runs}
+  day: {default: '2024-01-01', type: string, pattern: '\\d{4}-\\d{2}-\\d{2}', max_length: 10}
 tasks:
   extract: {kind: shell, run: 'echo extracting {{ params.who }}'}
   load: {kind: shell, run: 'echo loading', depends_on: extract}

@@ -153,7 +153,7 @@ async fn forms_need_the_role_and_the_csrf_token() {
     assert_eq!(runs.len(), 1);
     assert_eq!(
         runs[0].params,
-        json!({"who": "<b>you</b>", "times": 5, "loud": true})
+        json!({"who": "<b>you</b>", "times": 5, "loud": true, "region": "eu", "day": "2024-01-01"})
     );
     let location = res.headers()["location"]
         .to_str()
@@ -166,20 +166,33 @@ async fn forms_need_the_role_and_the_csrf_token() {
         "params are escaped: {html}"
     );
 
-    // A param of the wrong type is refused with its name.
-    let mut bad = form(&csrf);
-    bad[1].1 = "2024-04-02".to_owned();
-    bad[2].1 = "five".to_owned();
-    let res = server
-        .http
-        .post(&url)
-        .header("cookie", &operator)
-        .form(&bad)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert!(res.text().await.expect("body").contains("times"));
+    // A param of the wrong type, or one its declaration does not allow, is refused with 422
+    // and its name, as the API refuses it (issue #14).
+    for (field, value, says) in [
+        ("param.times", "five", "param `times` is a number"),
+        ("param.region", "ap", "param `region` must be one of"),
+        (
+            "param.day",
+            "2024-04-02; x",
+            "param `day` must match the pattern",
+        ),
+    ] {
+        let mut bad = form(&csrf);
+        bad[1].1 = "2024-04-02".to_owned();
+        bad.retain(|(k, _)| k != field);
+        bad.push((field.to_owned(), value.to_owned()));
+        let res = server
+            .http
+            .post(&url)
+            .header("cookie", &operator)
+            .form(&bad)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        let body = res.text().await.expect("body");
+        assert!(body.contains(says), "{field}: {body}");
+    }
 }
 
 #[tokio::test]

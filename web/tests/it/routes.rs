@@ -163,6 +163,49 @@ async fn trigger_checks_params_and_dates(server: Server) {
         text.contains("param `who` is 1900002 bytes") && text.contains("64 KiB"),
         "{text}"
     );
+    // A declared param takes only what its declaration allows (issue #14): one of its `enum`,
+    // the whole value matching its `pattern`, at most `max_length`.
+    for (params, says) in [
+        (
+            json!({"region": "ap"}),
+            "param `region` must be one of \"eu\", \"us\", got \"ap\"",
+        ),
+        (
+            json!({"day": "2024-01-01'; rm -rf /"}),
+            "param `day` must match the pattern",
+        ),
+        (
+            json!({"day": "2024-01-011"}),
+            "param `day` must match the pattern",
+        ),
+        (json!({"region": 1}), "param `region` must be a string"),
+    ] {
+        let (status, text) = server
+            .api(
+                op,
+                Method::POST,
+                "/dags/web_demo/runs",
+                Some(json!({"params": params})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{params}: {text}");
+        assert_eq!(error_code(&text), "invalid_param");
+        let message = json_of(&text)["error"]["message"].to_string();
+        assert!(
+            json_of(&text)["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{params}: {message}"
+        );
+    }
+    let (status, text) = server.api(op, Method::GET, "/dags/web_demo", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let detail = json_of(&text);
+    assert_eq!(detail["params"]["region"], "eu");
+    assert_eq!(
+        detail["param_declarations"]["region"],
+        json!({"type": "string", "enum": ["eu", "us"], "description": "where it runs"})
+    );
     let (status, text) = server
         .api(
             op,
@@ -195,7 +238,7 @@ async fn trigger_checks_params_and_dates(server: Server) {
         .expect("run");
     assert_eq!(
         stored.params,
-        json!({"who": "world", "times": 3, "loud": true})
+        json!({"who": "world", "times": 3, "loud": true, "region": "eu", "day": "2024-01-01"})
     );
 
     let (status, text) = server

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use weir_model::spec::{ExportFormat, ExportStep};
 
-use super::sqltext::{Dialect, column_names, row_values};
+use super::sqltext::{column_names, row_values};
 use crate::conn::{Connections, DataPool};
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
@@ -23,7 +23,7 @@ pub async fn run(step: &ExportStep, conns: &Connections, log: &LogSink) -> TaskO
         Err(e) => return e.into(),
     };
     let sql = match (&step.table, &step.query) {
-        (Some(t), None) => match Dialect::of(&pool).ident(t) {
+        (Some(t), None) => match pool.dialect().ident(t) {
             Ok(t) => format!("SELECT * FROM {t}"),
             Err(e) => return failed(e, false),
         },

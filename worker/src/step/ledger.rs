@@ -42,7 +42,7 @@ pub async fn committed_before(
     pool: &DataPool,
     attempt: &Attempt,
 ) -> Result<Option<(i32, Outputs)>, LedgerError> {
-    let dialect = Dialect::of(pool);
+    let dialect = pool.dialect();
     crate::with_data_pool!(pool, |p| committed_on(p, dialect, attempt).await).map_err(|e| {
         LedgerError {
             message: format!(

@@ -203,7 +203,7 @@ async fn load(
     let step = &with_column_set(step)?;
     let claim = step.source.claim.as_ref();
     let pool = conns.pool(&step.target.conn).await?;
-    let dialect = Dialect::of(&pool);
+    let dialect = pool.dialect();
     if let Some(attempt) = &ctx.attempt
         && let Some((earlier, mut outputs)) = super::ledger::committed_before(&pool, attempt)
             .await
@@ -280,7 +280,7 @@ async fn load(
             (Some(t), None) => (
                 format!(
                     "SELECT * FROM {}",
-                    Dialect::of(&source).ident(t).map_err(LoadError::fatal)?
+                    source.dialect().ident(t).map_err(LoadError::fatal)?
                 ),
                 format!("{conn}:{t}"),
             ),
@@ -294,7 +294,7 @@ async fn load(
         // Only rows past the stored cursor are read.
         let sql = match (&step.incremental, &ctx.cursor) {
             (Some(inc), Some(after)) => {
-                let d = Dialect::of(&source);
+                let d = source.dialect();
                 format!(
                     "SELECT * FROM ({sql}) q WHERE {} > {}",
                     d.ident(&inc.cursor).map_err(LoadError::fatal)?,
@@ -998,7 +998,7 @@ fn typed_columns(source: &[String], types: &[(String, ColumnType)]) -> Result<Co
 
 /// A table's column types as load types (empty when the table does not exist).
 async fn table_types(pool: &DataPool, table: &str) -> Result<Vec<(String, ColumnType)>, LoadError> {
-    let d = Dialect::of(pool);
+    let d = pool.dialect();
     let (schema, name) = match table.split_once('.') {
         Some((s, n)) => (Some(s), n),
         None => (None, table),

@@ -1,81 +1,19 @@
-//! Building SQL for data steps from names and values written in a DAG: identifiers are checked
-//! and quoted, never pasted raw; literal values are quoted; rows are read back as text.
+//! SQL for data steps: the dialect of a pool (names and literals are quoted by
+//! [`weir_model::sql::Dialect`]), and rows read back as text.
 
 use sqlx::{Column, Row};
 
 use crate::conn::DataPool;
 
-/// The SQL dialect of a data connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// PostgreSQL.
-    Postgres,
-    /// MySQL / MariaDB.
-    MySql,
-    /// SQLite.
-    Sqlite,
-}
+pub use weir_model::sql::Dialect;
 
-impl Dialect {
-    /// The dialect of a pool.
-    pub fn of(pool: &DataPool) -> Dialect {
-        match pool {
+impl DataPool {
+    /// The dialect of this pool.
+    pub fn dialect(&self) -> Dialect {
+        match self {
             DataPool::Postgres(_) => Dialect::Postgres,
             DataPool::MySql(_) => Dialect::MySql,
             DataPool::Sqlite(_) => Dialect::Sqlite,
-        }
-    }
-
-    /// `name` or `schema.name`, each part checked (letters, digits, `_`, `$`; not starting with
-    /// a digit) and quoted for this dialect.
-    ///
-    /// # Errors
-    /// A name that is not a plain identifier (it would need quoting the DAG author did not
-    /// write, or it is an injection attempt).
-    pub fn ident(self, name: &str) -> Result<String, String> {
-        let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() > 2 {
-            return Err(format!(
-                "`{name}` is not a table or column name (at most schema.name)"
-            ));
-        }
-        let mut out = Vec::with_capacity(parts.len());
-        for part in parts {
-            let mut chars = part.chars();
-            let ok = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-            if !ok {
-                return Err(format!(
-                    "`{name}` is not a plain name (letters, digits, `_`; not starting with a digit)"
-                ));
-            }
-            out.push(match self {
-                Dialect::MySql => format!("`{part}`"),
-                Dialect::Postgres | Dialect::Sqlite => format!("\"{part}\""),
-            });
-        }
-        Ok(out.join("."))
-    }
-
-    /// A JSON value as a SQL literal: numbers as written, strings quoted (quotes doubled; on
-    /// MySQL backslashes too, which it reads as escapes), booleans as `TRUE`/`FALSE`.
-    ///
-    /// # Errors
-    /// Arrays, objects and null, which are not comparable values.
-    pub fn literal(self, value: &serde_json::Value) -> Result<String, String> {
-        match value {
-            serde_json::Value::Number(n) => Ok(n.to_string()),
-            serde_json::Value::String(s) => {
-                let mut escaped = s.replace('\'', "''");
-                if self == Dialect::MySql {
-                    escaped = escaped.replace('\\', "\\\\");
-                }
-                Ok(format!("'{escaped}'"))
-            }
-            serde_json::Value::Bool(b) => Ok(if *b { "TRUE" } else { "FALSE" }.to_owned()),
-            other => Err(format!("{other} is not a number, a string or a boolean")),
         }
     }
 }
@@ -176,39 +114,4 @@ pub async fn scalar(pool: &DataPool, sql: &str) -> Result<Option<String>, sqlx::
         .next()
         .and_then(|row| row.into_iter().next())
         .and_then(|(_, v)| v.as_str().map(str::to_owned)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Dialect;
-
-    #[test]
-    fn identifiers_are_checked_and_quoted() {
-        assert_eq!(
-            Dialect::Postgres.ident("hr.hires").as_deref(),
-            Ok("\"hr\".\"hires\"")
-        );
-        assert_eq!(Dialect::MySql.ident("hires").as_deref(), Ok("`hires`"));
-        for bad in ["a b", "1abc", "x;drop table y", "a.b.c", "", "t\"", "a."] {
-            assert!(Dialect::Sqlite.ident(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn literals_are_quoted_per_dialect() {
-        let v = serde_json::json!("O'Brien \\ x");
-        assert_eq!(
-            Dialect::Postgres.literal(&v).as_deref(),
-            Ok("'O''Brien \\ x'")
-        );
-        assert_eq!(
-            Dialect::MySql.literal(&v).as_deref(),
-            Ok("'O''Brien \\\\ x'")
-        );
-        assert_eq!(
-            Dialect::Sqlite.literal(&serde_json::json!(2.5)).as_deref(),
-            Ok("2.5")
-        );
-        assert!(Dialect::Sqlite.literal(&serde_json::json!(null)).is_err());
-    }
 }

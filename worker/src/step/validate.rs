@@ -12,7 +12,7 @@ use weir_model::spec::{
     ValidateStep,
 };
 
-use super::sqltext::{Dialect, scalar, text_rows};
+use super::sqltext::{scalar, text_rows};
 use crate::conn::{Connections, DataPool};
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
@@ -248,7 +248,7 @@ async fn failing_samples(pool: &DataPool, any: bool, sql: &str) -> Result<Vec<Va
 }
 
 async fn row_count(c: &RowCountCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
-    let table = Dialect::of(pool).ident(&c.table)?;
+    let table = pool.dialect().ident(&c.table)?;
     let n = count(scalar(pool, &format!("SELECT COUNT(*) FROM {table}")).await?)?;
     Ok(Outcome {
         passed: c.min.is_none_or(|m| n >= m) && c.max.is_none_or(|m| n <= m),
@@ -258,7 +258,7 @@ async fn row_count(c: &RowCountCheck, pool: &DataPool) -> Result<Outcome, CheckE
 }
 
 async fn not_null(c: &ColumnsCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
-    let d = Dialect::of(pool);
+    let d = pool.dialect();
     let table = d.ident(&c.table)?;
     let mut observed = serde_json::Map::new();
     let mut any_null = Vec::new();
@@ -290,7 +290,7 @@ async fn not_null(c: &ColumnsCheck, pool: &DataPool) -> Result<Outcome, CheckErr
 }
 
 async fn unique(c: &ColumnsCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
-    let d = Dialect::of(pool);
+    let d = pool.dialect();
     let table = d.ident(&c.table)?;
     let cols = c
         .columns
@@ -311,7 +311,7 @@ async fn unique(c: &ColumnsCheck, pool: &DataPool) -> Result<Outcome, CheckError
 }
 
 async fn accepted_values(c: &AcceptedValuesCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
-    let d = Dialect::of(pool);
+    let d = pool.dialect();
     let table = d.ident(&c.table)?;
     let col = d.ident(&c.column)?;
     if c.values.is_empty() {
@@ -339,7 +339,7 @@ async fn accepted_values(c: &AcceptedValuesCheck, pool: &DataPool) -> Result<Out
 }
 
 async fn range(c: &RangeCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
-    let d = Dialect::of(pool);
+    let d = pool.dialect();
     let table = d.ident(&c.table)?;
     let col = d.ident(&c.column)?;
     let mut outside = Vec::new();
@@ -386,7 +386,7 @@ pub fn parse_db_timestamp(text: &str) -> Option<DateTime<Utc>> {
 }
 
 async fn freshness(c: &FreshnessCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
-    let d = Dialect::of(pool);
+    let d = pool.dialect();
     let table = d.ident(&c.table)?;
     let col = d.ident(&c.column)?;
     let newest = scalar(pool, &format!("SELECT MAX({col}) FROM {table}")).await?;
@@ -420,7 +420,7 @@ async fn sql(c: &SqlCheck, pool: &DataPool) -> Result<Outcome, CheckError> {
 async fn side_count(side: &CheckSide, conns: &Connections) -> Result<u64, CheckError> {
     let pool = pool_for(conns, Some(&side.conn), None).await?;
     let sql = match (&side.table, &side.query) {
-        (Some(t), None) => format!("SELECT COUNT(*) FROM {}", Dialect::of(&pool).ident(t)?),
+        (Some(t), None) => format!("SELECT COUNT(*) FROM {}", pool.dialect().ident(t)?),
         (None, Some(q)) => format!("SELECT COUNT(*) FROM ({q}) q"),
         _ => {
             return Err(CheckError::Broken(
@@ -523,7 +523,7 @@ async fn side_stream(
     pool: DataPool,
     out: tokio::sync::mpsc::Sender<Vec<Keyed>>,
 ) -> Result<u64, CheckError> {
-    let d = Dialect::of(&pool);
+    let d = pool.dialect();
     let from = match (&side.table, &side.query) {
         (Some(t), None) => d.ident(t)?,
         (None, Some(q)) => format!("({q}) q"),
