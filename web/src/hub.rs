@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::WebError;
 
@@ -25,6 +26,8 @@ pub(crate) const TOTAL: usize = 1024;
 pub(crate) struct Hub {
     views: Mutex<HashMap<String, watch::Sender<Option<Rendered>>>>,
     open: Mutex<HashMap<String, usize>>,
+    /// Cancelled when the server stops: every live stream ends.
+    closing: CancellationToken,
 }
 
 /// A stream's place under the bounds; given back when the stream ends.
@@ -69,6 +72,16 @@ impl Hub {
             hub: Arc::clone(self),
             user: user.to_owned(),
         })
+    }
+
+    /// Ends every live stream, now and to come (the server is stopping).
+    pub(crate) fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Resolves when the server stops (see [`Hub::close`]).
+    pub(crate) fn closed(&self) -> WaitForCancellationFutureOwned {
+        self.closing.clone().cancelled_owned()
     }
 
     /// How many live streams are open (for tests and metrics).

@@ -167,7 +167,16 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(state), shutdown).await
+    let hub = Arc::clone(&state.hub);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            // Graceful shutdown waits for every open response, and a live stream lasts as
+            // long as its browser tab: end them.
+            hub.close();
+        })
+        .await
 }
 
 /// Serves `router` (from [`router`] or [`ops_router`]) on `listener` until `shutdown`.

@@ -1,15 +1,16 @@
 //! Server-Sent Events for the live parts of pages: the DAG grid and the run page (its state,
 //! actions, dates, graph and tasks) are re-rendered on the server and sent when they change; a task's log sends its new lines
 //! as they are stored. Each stream polls the database (the truth, whichever worker writes),
-//! every [`POLL`], and ends when its client goes away.
+//! every [`POLL`], and ends when its client goes away or the server stops.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use weir_scheduler::ops;
 
@@ -36,9 +37,13 @@ type Events = Sse<
     >,
 >;
 
-fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Events {
+/// An SSE response of `stream`, with keep-alives, ended when the server stops.
+fn sse(
+    hub: &crate::hub::Hub,
+    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Events {
     let boxed: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
-        Box::pin(stream);
+        Box::pin(stream.take_until(hub.closed()));
     Sse::new(boxed).keep_alive(KeepAlive::default())
 }
 
@@ -46,6 +51,7 @@ fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
 /// change, as `html` events, with `slot` replaced by this viewer's own text (its CSRF token);
 /// an `error` event when the view cannot be rendered. Holds `ticket` while it is open.
 fn shared(
+    hub: &crate::hub::Hub,
     rx: tokio::sync::watch::Receiver<Option<crate::hub::Rendered>>,
     ticket: crate::hub::Ticket,
     slot: Option<(&'static str, String)>,
@@ -80,7 +86,7 @@ fn shared(
             }
         },
     );
-    sse(stream)
+    sse(hub, stream)
 }
 
 #[derive(Deserialize)]
@@ -108,7 +114,7 @@ async fn grid(
             pages::grid_html(&state, &dag, runs).await
         }
     });
-    Ok(shared(rx, ticket, None))
+    Ok(shared(&state.hub, rx, ticket, None))
 }
 
 /// The run page's whole live part (state, actions, dates, graph, tasks): they change together.
@@ -132,6 +138,7 @@ async fn run(
         }
     });
     Ok(shared(
+        &state.hub,
         rx,
         ticket,
         Some((pages::CSRF_SLOT, caller.csrf().to_owned())),
@@ -158,6 +165,7 @@ async fn log(
         crate::api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
     let ticket = state.hub.admit(&caller.name)?;
     let after = q.after.unwrap_or(0);
+    let hub = Arc::clone(&state.hub);
     let stream = futures_util::stream::unfold(Some((state, after, ticket)), move |s| async move {
         let (state, after, ticket) = s?;
         loop {
@@ -193,5 +201,5 @@ async fn log(
             tokio::time::sleep(POLL).await;
         }
     });
-    Ok(sse(stream))
+    Ok(sse(&hub, stream))
 }

@@ -11,6 +11,7 @@ mod notify;
 mod pages;
 mod remote;
 mod rows;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
