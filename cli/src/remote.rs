@@ -208,7 +208,7 @@ async fn trigger(remote: &Remote, args: &TriggerArgs) -> Result<u8> {
     let dag = remote
         .get(&format!("/dags/{}", url_segment(&args.dag)))
         .await?;
-    let params = weir_scheduler::plan::parse_param_pairs(|k| param_type(&dag, k), &args.params)?;
+    let params = weir_ops::runs::parse_param_pairs(|k| param_type(&dag, k), &args.params)?;
     let body = json!({"params": params, "logical_date": args.logical_date, "rerun": args.rerun});
     let run = match remote
         .post(&format!("/dags/{}/runs", url_segment(&args.dag)), &body)
@@ -322,7 +322,7 @@ async fn backfill(remote: &Remote, args: &BackfillArgs) -> Result<u8> {
     let dag = remote
         .get(&format!("/dags/{}", url_segment(&args.dag)))
         .await?;
-    let params = weir_scheduler::plan::parse_param_pairs(|k| param_type(&dag, k), &args.params)?;
+    let params = weir_ops::runs::parse_param_pairs(|k| param_type(&dag, k), &args.params)?;
     let body =
         json!({"from": from, "to": to, "dry_run": args.dry_run, "rerun": rerun, "params": params});
     let answer = remote

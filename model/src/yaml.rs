@@ -3,7 +3,7 @@
 //!
 //! serde-saphyr reads the text (it rejects duplicate keys and reports syntax errors with a
 //! place); every node is captured with its location through `serde_saphyr::Spanned`. The
-//! typed DAG mirror is then decoded from this tree by [`decode`], which differs from a plain
+//! typed DAG mirror is then decoded from this tree by `decode`, which differs from a plain
 //! serde run in two ways that validation needs:
 //! - unknown keys are all collected (with the closest valid name) instead of stopping at
 //!   the first one;

@@ -29,5 +29,20 @@ pub enum SchedulerError {
     InvalidVersion(i64, String),
 }
 
+/// The same kinds of failure, from the shared operator actions and run planning.
+impl From<weir_ops::OpsError> for SchedulerError {
+    fn from(e: weir_ops::OpsError) -> Self {
+        use weir_ops::OpsError;
+        match e {
+            OpsError::Store(e) => SchedulerError::Store(e),
+            OpsError::NotFound(m) => SchedulerError::NotFound(m),
+            OpsError::Invalid(m) => SchedulerError::Invalid(m),
+            OpsError::InvalidParam(m) => SchedulerError::InvalidParam(m),
+            OpsError::Conflict(m) => SchedulerError::Conflict(m),
+            OpsError::InvalidVersion(id, m) => SchedulerError::InvalidVersion(id, m),
+        }
+    }
+}
+
 /// Result of scheduler operations.
 pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;

@@ -7,14 +7,13 @@
 //! the tries of workers that stopped heartbeating, finishes runs by Airflow's leaf rule, and
 //! sends the notifications those changes wrote.
 //!
-//! Where it sits: uses weir-model and weir-store; never the worker or the web server: they
-//! meet in database rows.
+//! Where it sits: uses weir-model, weir-store and weir-ops (run planning, DAG lookups); never
+//! the worker or the web server: they meet in database rows.
 //!
 //! # Layout
 //! - [`folder`]: reading DAG files (shared with the CLI's `dags validate`).
-//! - [`plan`]: due cron intervals, new runs, param overrides. Pure.
+//! - [`plan`]: due cron intervals. Pure. (A new run's rows and params: `weir_ops::runs`.)
 //! - [`evaluate`]: trigger rules and run outcomes. Pure.
-//! - [`ops`]: what operators ask for (trigger, backfill, clear, mark), for the CLI and the web.
 //! - [`notify`]: sends the notification outbox (email, webhooks).
 //! - [`scheduler`]: the pass ([`Scheduler::run_once`]) and the loop ([`run`]).
 //! - [`error`]: the error type.
@@ -23,7 +22,6 @@ pub mod error;
 pub mod evaluate;
 pub mod folder;
 pub mod notify;
-pub mod ops;
 pub mod plan;
 pub mod scheduler;
 

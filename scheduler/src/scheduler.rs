@@ -24,7 +24,8 @@ use weir_store::{
 use crate::error::{Result, SchedulerError};
 use crate::evaluate::plan_run;
 use crate::folder::FolderScanner;
-use crate::plan::{due_intervals, new_run};
+use crate::plan::due_intervals;
+use weir_ops::runs::new_run;
 
 /// What the scheduler needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -589,9 +590,7 @@ impl Scheduler {
     }
 
     fn renderer(&self, run: &RunRow, tis: &[TaskInstanceRow]) -> Result<RunRenderer> {
-        let mut ctx = run.render_context();
-        add_upstream_outputs(&mut ctx, tis);
-        ctx.set_env(&self.cfg.template_env);
+        let ctx = weir_ops::context::run_context_with_outputs(run, tis, &self.cfg.template_env);
         Ok(RunRenderer { ctx })
     }
 
@@ -808,15 +807,6 @@ pub fn retry_decision(
         Some(task) => task.retry.after_failure(ti.try_number, ti.max_tries, now),
         None => (TaskState::Failed, None),
     }
-}
-
-/// Outputs of a run's succeeded instances as `tasks.<id>.outputs` (a list for mapped tasks).
-pub fn add_upstream_outputs(ctx: &mut RenderContext, tis: &[TaskInstanceRow]) {
-    ctx.add_succeeded_outputs(
-        tis.iter()
-            .filter(|t| t.state == TaskState::Success)
-            .map(|t| (t.task_id.as_str(), t.map_index, t.outputs.as_ref())),
-    );
 }
 
 /// A run's template context, with the `item` slot for mapped instances.

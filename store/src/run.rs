@@ -78,18 +78,6 @@ pub struct RunRow {
 }
 
 impl RunRow {
-    /// The template context of this run (SPEC §2), without task-specific fields.
-    pub fn render_context(&self) -> weir_model::template::RenderContext {
-        weir_model::template::RenderContext::for_run(
-            &self.dag_id,
-            &self.run_id,
-            self.logical_date,
-            (self.data_interval_start, self.data_interval_end),
-            self.tz(),
-            self.params.clone(),
-        )
-    }
-
     /// The run's time zone (UTC for a name this build does not know).
     pub fn tz(&self) -> chrono_tz::Tz {
         self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)

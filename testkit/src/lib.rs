@@ -4,7 +4,7 @@
 //!   fresh database on a Postgres server, dropped afterwards. The server: the one at
 //!   `WEIR_TEST_POSTGRES_URL` when set; else the local one at
 //!   `postgres://postgres@127.0.0.1:5432/postgres` when it answers; else a throwaway cluster
-//!   started from the machine's Postgres binaries ([`cluster`]; `WEIR_TEST_POSTGRES=throwaway`
+//!   started from the machine's Postgres binaries (`cluster.rs`; `WEIR_TEST_POSTGRES=throwaway`
 //!   forces it). Never a mock, never skipped: a machine with none of these fails the test with
 //!   what to install.
 //! - [`TestDataDb`]: a real, empty database for data steps: SQLite, Postgres (as above) or

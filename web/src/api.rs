@@ -22,7 +22,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weir_model::{RunState, TaskState};
-use weir_scheduler::ops;
+use weir_ops::actions as ops;
 use weir_store::{AuditRow, Role, RunFilter};
 
 use crate::AppState;

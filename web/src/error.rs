@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use weir_scheduler::SchedulerError;
+use weir_ops::OpsError;
 use weir_store::StoreError;
 
 /// An error answer: HTTP status, a stable machine code and a message for people.
@@ -90,14 +90,14 @@ impl From<StoreError> for WebError {
     }
 }
 
-impl From<SchedulerError> for WebError {
-    fn from(e: SchedulerError) -> WebError {
+impl From<OpsError> for WebError {
+    fn from(e: OpsError) -> WebError {
         match e {
-            SchedulerError::Store(s) => s.into(),
-            SchedulerError::NotFound(m) => WebError::not_found(m),
-            SchedulerError::Invalid(m) => WebError::bad_request(m),
-            SchedulerError::InvalidParam(m) => WebError::invalid_param(m),
-            SchedulerError::Conflict(m) => WebError::conflict(m),
+            OpsError::Store(s) => s.into(),
+            OpsError::NotFound(m) => WebError::not_found(m),
+            OpsError::Invalid(m) => WebError::bad_request(m),
+            OpsError::InvalidParam(m) => WebError::invalid_param(m),
+            OpsError::Conflict(m) => WebError::conflict(m),
             other => WebError::internal(other.to_string()),
         }
     }

@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
-use weir_scheduler::ops;
+use weir_ops::actions as ops;
 
 use crate::AppState;
 use crate::auth::Caller;

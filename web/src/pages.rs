@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_model::Dag;
-use weir_scheduler::ops;
+use weir_ops::actions as ops;
 use weir_store::{Role, RunRow, TaskInstanceRow};
 
 use weir_model::text::url_segment;
@@ -1013,16 +1013,16 @@ async fn task_page(
     let rendered = match dag.tasks.get(&task_id) {
         Some(task) => {
             let ctx =
-                weir_worker::worker::try_context(&state.store, &run, &ti, &dag, &BTreeMap::new())
+                weir_ops::context::try_context(&state.store, &run, &ti, &dag, &BTreeMap::new())
                     .await?;
             let version = state.store.dag_version(run.version_id).await?;
             weir_model::template::Renderer::new(&ctx)
                 .and_then(|r| {
-                    weir_worker::worker::render_with_files(
+                    weir_ops::context::render_with_files(
                         &r,
                         &task.step,
                         &version.files,
-                        weir_worker::worker::Rendering::Reading,
+                        weir_ops::context::Rendering::Reading,
                     )
                 })
                 .map(|step| rendered_fields(&step))

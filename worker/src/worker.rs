@@ -14,6 +14,7 @@ use weir_model::clock::Clock;
 use weir_model::dag::Task;
 use weir_model::template::Renderer;
 use weir_model::{Dag, Step, TaskState};
+use weir_ops::context;
 use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, try_notifications};
 
 use crate::conn::{Connections, Masker};
@@ -390,14 +391,15 @@ impl Worker {
             version.dag.tasks.get(&ti.task_id).ok_or_else(|| {
                 WorkerError::UnknownTask(ti.task_id.clone(), version_id).to_string()
             })?;
-        let ctx = try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
+        let ctx = context::try_context(&self.store, &run, ti, &version.dag, &self.cfg.template_env)
             .await
             .map_err(|e| e.to_string())?;
-        let step = render_with_files(
+        let dialect_of = |conn: &str| self.conns.dialect(conn).map_err(|e| e.to_string());
+        let step = context::render_with_files(
             &Renderer::new(&ctx)?,
             &task.step,
             &version.files,
-            Rendering::Try(&self.conns),
+            context::Rendering::Try(&dialect_of),
         )?;
         // An incremental load reads only past the cursor its earlier runs reached.
         let incremental_cursor = match &step {
@@ -693,77 +695,6 @@ fn record_metrics(kind: Option<&'static str>, outcome: &TaskOutcome, took: Durat
     };
     metrics::histogram!("weir_task_duration_seconds", "kind" => kind, "outcome" => result)
         .record(took.as_secs_f64());
-}
-
-/// The template context of one try of `ti` (a task of `dag`, the run's version): the run's
-/// dates and params, the try, the `foreach` item, the outputs of every task upstream of it
-/// (direct or not), and the allowed environment. The worker renders with it; the web UI shows what it renders.
-///
-/// # Errors
-/// Database failures.
-pub async fn try_context(
-    store: &Store,
-    run: &RunRow,
-    ti: &weir_store::TaskInstanceRow,
-    dag: &Dag,
-    template_env: &BTreeMap<String, String>,
-) -> std::result::Result<weir_model::template::RenderContext, weir_store::StoreError> {
-    let mut ctx = run.render_context();
-    ctx.task_id = ti.task_id.clone();
-    ctx.try_number = ti.try_number;
-    ctx.item = ti.map_item.clone().unwrap_or(serde_json::Value::Null);
-    // Only outputs of tasks upstream: validation allows `tasks.<id>` for those only.
-    let upstream: Vec<String> = dag.ancestors(&ti.task_id).into_iter().collect();
-    if !upstream.is_empty() {
-        let outputs = store.succeeded_outputs(&run.run_id, &upstream).await?;
-        ctx.add_succeeded_outputs(outputs.iter().map(|(t, m, o)| (t.as_str(), *m, o.as_ref())));
-    }
-    ctx.set_env(template_env);
-    Ok(ctx)
-}
-
-/// What a step is rendered for.
-#[derive(Clone, Copy)]
-pub enum Rendering<'a> {
-    /// A try on these connections: a shell script's values become variables, SQL texts place
-    /// theirs by the dialect of their connection (see [`Renderer::render_step`]).
-    Try(&'a Connections),
-    /// Reading (the task page): every value in place as text (see
-    /// [`Renderer::render_step_for_reading`]).
-    Reading,
-}
-
-/// A step rendered, with a `sql` step's `file` read from the DAG version's files.
-///
-/// # Errors
-/// The first template that fails, or a file the version does not hold.
-pub fn render_with_files(
-    renderer: &Renderer,
-    step: &Step,
-    files: &BTreeMap<String, String>,
-    rendering: Rendering<'_>,
-) -> std::result::Result<Step, String> {
-    let dialect_of = |conn: &str| match rendering {
-        Rendering::Try(conns) => conns.dialect(conn).map_err(|e| e.to_string()),
-        Rendering::Reading => Err("no dialect when reading".to_owned()),
-    };
-    let mut step = match rendering {
-        Rendering::Try(_) => renderer.render_step(step, &dialect_of)?,
-        Rendering::Reading => renderer.render_step_for_reading(step)?,
-    };
-    if let Step::Sql(s) = &mut step
-        && let Some(path) = s.file.take()
-    {
-        let text = files
-            .get(&path)
-            .ok_or_else(|| format!("the DAG version holds no file `{path}`"))?;
-        let rendered = match rendering {
-            Rendering::Try(_) => renderer.render_sql(text, dialect_of(&s.conn)?),
-            Rendering::Reading => renderer.render(text),
-        };
-        s.sql = vec![rendered.map_err(|e| format!("{path}: {e}"))?];
-    }
-    Ok(step)
 }
 
 /// Runs a worker until `shutdown`: then stops claiming, lets running tries finish for up to

@@ -175,7 +175,7 @@ async fn run_and_wait(
     let version = store.dag_version(row.version_id).await.expect("version");
     let parsed = weir_model::Dag::from_spec(version.spec).expect("valid");
     let now = clock.now();
-    let new = weir_scheduler::plan::new_run(
+    let new = weir_ops::runs::new_run(
         &parsed,
         row.version_id,
         RunType::Manual,

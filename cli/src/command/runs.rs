@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use weir_model::{Dag, RunState, TaskState};
-use weir_scheduler::SchedulerError;
-use weir_scheduler::ops;
-use weir_scheduler::plan::parse_param_overrides;
+use weir_ops::OpsError;
+use weir_ops::actions as ops;
+use weir_ops::json::run_json;
+use weir_ops::runs::parse_param_overrides;
 use weir_store::{RunFilter, RunRow, Store, TaskInstanceRow};
-use weir_web::view::run_json;
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::args::{BackfillArgs, ClearArgs, LogsArgs, Page, TriggerArgs};
@@ -52,7 +52,7 @@ pub(crate) async fn trigger(config: &Config, args: &TriggerArgs) -> Result<u8> {
     let triggered = ops::trigger(&store, dag.id(), &overrides, logical_date, args.rerun, now)
         .await
         .map_err(|e| match e {
-            SchedulerError::Conflict(m) => anyhow::anyhow!("{m}: pass --rerun to run it again"),
+            OpsError::Conflict(m) => anyhow::anyhow!("{m}: pass --rerun to run it again"),
             other => other.into(),
         })?;
     let run = triggered.run;

@@ -5,11 +5,11 @@
 use anyhow::{Result, bail};
 use tokio_util::sync::CancellationToken;
 use weir_model::template::{RenderContext, Renderer};
+use weir_ops::context::{Rendering, render_with_files};
 use weir_worker::TaskOutcome;
 use weir_worker::conn::{Connections, Masker};
 use weir_worker::log::LogSink;
 use weir_worker::step::{execute, shell::ShellEnv};
-use weir_worker::worker::{Rendering, render_with_files};
 
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::config::Config;
@@ -44,8 +44,8 @@ pub(crate) async fn test(
         bail!("no task `{task_id}` in DAG `{dag_id}`{hint}");
     };
     let logical_date = super::runs::parse_test_date(dag, given.date.as_deref())?;
-    let overrides = weir_scheduler::plan::parse_param_overrides(dag, &given.params)?;
-    let params = weir_scheduler::plan::apply_params(dag, &overrides)?;
+    let overrides = weir_ops::runs::parse_param_overrides(dag, &given.params)?;
+    let params = weir_ops::runs::apply_params(dag, &overrides)?;
     let run_id = format!("{dag_id}__test");
     let mut ctx = RenderContext::for_run(
         dag_id,
@@ -97,8 +97,9 @@ pub(crate) async fn test(
     };
     let urls = config.connection_urls();
     let conns = Connections::new(urls.clone());
+    let dialect_of = |conn: &str| conns.dialect(conn).map_err(|e| e.to_string());
     let step = Renderer::new(&ctx)
-        .and_then(|r| render_with_files(&r, &task.step, &file.files, Rendering::Try(&conns)))
+        .and_then(|r| render_with_files(&r, &task.step, &file.files, Rendering::Try(&dialect_of)))
         .map_err(|e| anyhow::anyhow!("task `{task_id}`: {e}"))?;
     let (sink, mut rx) = LogSink::channel(Masker::for_config(&config.secrets(), &urls));
     let printer = tokio::spawn(async move {

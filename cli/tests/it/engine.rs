@@ -108,14 +108,9 @@ impl Engine {
             start: now,
             end: now,
         };
-        let new = weir_scheduler::plan::new_run(
-            &dag,
-            row.version_id,
-            RunType::Manual,
-            interval,
-            &overrides,
-        )
-        .expect("params");
+        let new =
+            weir_ops::runs::new_run(&dag, row.version_id, RunType::Manual, interval, &overrides)
+                .expect("params");
         self.store
             .create_run(&new, now)
             .await
@@ -622,7 +617,7 @@ both_backends!(
         )]);
         let mut run_ids = Vec::new();
         for interval in &planned {
-            let new = weir_scheduler::plan::new_run(
+            let new = weir_ops::runs::new_run(
                 &parsed,
                 row.version_id,
                 RunType::Backfill,
@@ -920,7 +915,7 @@ async fn fault_run(db: &TestDb, dag_id: &str, log: &Path, deadline: std::time::I
         "log".to_owned(),
         serde_json::json!(log.display().to_string()),
     )]);
-    let new = weir_scheduler::plan::new_run(
+    let new = weir_ops::runs::new_run(
         &parsed,
         row.version_id,
         RunType::Manual,
@@ -1047,7 +1042,7 @@ async fn postgres_a_standby_scheduler_takes_over_when_the_active_one_dies() {
         weir_model::Dag::from_spec(db.store.dag_version(row.version_id).await.expect("v").spec)
             .expect("dag");
     let now = weir_model::clock::SystemClock.now();
-    let new = weir_scheduler::plan::new_run(
+    let new = weir_ops::runs::new_run(
         &dag,
         row.version_id,
         RunType::Manual,
@@ -1155,7 +1150,7 @@ async fn postgres_a_separate_worker_serves_its_own_metrics() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let run =
-        weir_scheduler::ops::trigger(&db.store, "m", &Default::default(), None, false, Utc::now())
+        weir_ops::actions::trigger(&db.store, "m", &Default::default(), None, false, Utc::now())
             .await
             .expect("trigger")
             .run;
@@ -1241,7 +1236,7 @@ both_backends!(
         assert!(row.removed_at.is_some(), "marked removed");
         assert_eq!(count(&e).await, 1, "no new scheduled run for a removed DAG");
         assert_eq!(e.drive(&running.run_id).await.state, RunState::Success);
-        let refused = weir_scheduler::ops::trigger(
+        let refused = weir_ops::actions::trigger(
             &e.store,
             "hourly",
             &serde_json::Map::new(),
@@ -1300,7 +1295,7 @@ both_backends!(
         let dag = "id: berlin\nschedule: \"@daily\"\ntimezone: Europe/Berlin\nstart_date: 2024-03-01\ncatchup: false\npaused: true\nparams:\n  out: x\ntasks:\n  stamp:\n    kind: shell\n    run: echo \"{{ ds }} {{ ds_utc }} {{ data_interval_end }}\" >> \"{{ params.out }}\"\n";
         let mut e = Engine::new(&db, &[("berlin.yaml", dag)]).await;
         let out = e.path("stamps");
-        let (version_id, parsed) = weir_scheduler::ops::latest_dag(&e.store, "berlin")
+        let (version_id, parsed) = weir_ops::actions::latest_dag(&e.store, "berlin")
             .await
             .expect("dag");
         let planned = parsed
@@ -1314,7 +1309,7 @@ both_backends!(
             serde_json::json!(out.display().to_string()),
         )]);
         for interval in &planned {
-            let new = weir_scheduler::plan::new_run(
+            let new = weir_ops::runs::new_run(
                 &parsed,
                 version_id,
                 RunType::Backfill,
@@ -1359,22 +1354,22 @@ both_backends!(a_clear_on_the_latest_version_reruns_the_fixed_dag, |db| {
     assert_ne!(first, fixed);
     // The default reruns the pinned version: the same failure.
     let row = e.store.run(&run.run_id).await.expect("run");
-    let selection = weir_scheduler::ops::ClearSelection {
+    let selection = weir_ops::actions::ClearSelection {
         failed_only: true,
         ..Default::default()
     };
-    weir_scheduler::ops::clear(&e.store, &row, &selection)
+    weir_ops::actions::clear(&e.store, &row, &selection)
         .await
         .expect("clear");
     assert_eq!(e.drive(&run.run_id).await.state, RunState::Failed);
     // On the latest version: the fix runs, the new task is added, the dropped one removed.
     let row = e.store.run(&run.run_id).await.expect("run");
-    let selection = weir_scheduler::ops::ClearSelection {
+    let selection = weir_ops::actions::ClearSelection {
         failed_only: true,
         latest_version: true,
         ..Default::default()
     };
-    weir_scheduler::ops::clear(&e.store, &row, &selection)
+    weir_ops::actions::clear(&e.store, &row, &selection)
         .await
         .expect("clear");
     let done = e.drive(&run.run_id).await;

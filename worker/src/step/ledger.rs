@@ -181,7 +181,7 @@ impl Attempt {
     }
 
     /// Records, in the step's own transaction, that this try committed with `outputs`; drops
-    /// markers older than [`KEEP_DAYS`].
+    /// markers older than `KEEP_DAYS` (30).
     ///
     /// # Errors
     /// The database's.

@@ -9,10 +9,10 @@ use serde_json::{Map, Value};
 use weir_model::{Dag, DataInterval, RunType, TaskState};
 use weir_store::{RunRow, Store, StoreError, TaskInstanceRow};
 
-use crate::error::{Result, SchedulerError};
-use crate::plan::new_run;
+use crate::error::{OpsError, Result};
+use crate::runs::new_run;
 
-/// A DAG's latest stored version, parsed; an unknown id is [`SchedulerError::NotFound`] with a
+/// A DAG's latest stored version, parsed; an unknown id is [`OpsError::NotFound`] with a
 /// "did you mean" when a DAG id is close.
 ///
 /// # Errors
@@ -30,14 +30,14 @@ pub async fn latest_dag(store: &Store, dag_id: &str) -> Result<(i64, Dag)> {
             let hint = weir_model::suggest::did_you_mean(dag_id, ids.iter().map(String::as_str))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
-            return Err(SchedulerError::NotFound(format!("no DAG `{dag_id}`{hint}")));
+            return Err(OpsError::NotFound(format!("no DAG `{dag_id}`{hint}")));
         }
         Err(e) => return Err(e.into()),
     };
     Ok((row.version_id, version_dag(store, row.version_id).await?))
 }
 
-/// Refuses to start runs of a DAG that no file defines any more ([`SchedulerError::Conflict`],
+/// Refuses to start runs of a DAG that no file defines any more ([`OpsError::Conflict`],
 /// saying why and how to bring it back).
 ///
 /// # Errors
@@ -45,7 +45,7 @@ pub async fn latest_dag(store: &Store, dag_id: &str) -> Result<(i64, Dag)> {
 pub async fn ensure_active(store: &Store, dag_id: &str) -> Result<()> {
     let row = store.dag(dag_id).await?;
     match row.removed_at {
-        Some(at) => Err(SchedulerError::Conflict(format!(
+        Some(at) => Err(OpsError::Conflict(format!(
             "DAG `{dag_id}` was removed at {}: no file in the dags folder defines it any more (it was read from {}); \
              its history is kept, and it can run again once a file defines it",
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -61,8 +61,7 @@ pub async fn ensure_active(store: &Store, dag_id: &str) -> Result<()> {
 /// Unknown or invalid version, database failures.
 pub async fn version_dag(store: &Store, version_id: i64) -> Result<Dag> {
     let version = store.dag_version(version_id).await?;
-    Dag::from_spec(version.spec)
-        .map_err(|p| SchedulerError::InvalidVersion(version_id, format!("{p:?}")))
+    Dag::from_spec(version.spec).map_err(|p| OpsError::InvalidVersion(version_id, format!("{p:?}")))
 }
 
 /// Tries a cleared instance gets: a full set again (`retries + 1`).
@@ -84,7 +83,7 @@ pub struct Triggered {
 
 /// Creates a manual run of the DAG's latest version at `logical_date` (default `now`), with
 /// `params` over the defaults. A run already at that date is cleared and rerun when `rerun`,
-/// else refused with [`SchedulerError::Conflict`].
+/// else refused with [`OpsError::Conflict`].
 ///
 /// # Errors
 /// Unknown DAG, bad params, an existing run, database failures.
@@ -109,7 +108,7 @@ pub async fn trigger(
                 rerun: true,
             })
         }
-        Some(existing) => Err(SchedulerError::Conflict(format!(
+        Some(existing) => Err(OpsError::Conflict(format!(
             "DAG `{}` already has a run at {} ({})",
             dag.id(),
             logical_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -122,7 +121,7 @@ pub async fn trigger(
             };
             let new = new_run(&dag, version_id, RunType::Manual, interval, params)?;
             let run = store.create_run(&new, now).await?.ok_or_else(|| {
-                SchedulerError::Conflict("the run was created concurrently by someone else".into())
+                OpsError::Conflict("the run was created concurrently by someone else".into())
             })?;
             Ok(Triggered { run, rerun: false })
         }
@@ -199,7 +198,7 @@ pub async fn backfill(
                 store
                     .create_run(&new, now)
                     .await?
-                    .ok_or_else(|| SchedulerError::Conflict("created concurrently".into()))?
+                    .ok_or_else(|| OpsError::Conflict("created concurrently".into()))?
                     .run_id
             }
         };
@@ -265,7 +264,7 @@ async fn move_to_version(store: &Store, run: &RunRow, version_id: i64, dag: &Dag
             .tasks
             .values()
             .filter(|t| !existing.contains(&t.id))
-            .map(crate::plan::new_instance)
+            .map(crate::runs::new_instance)
             .collect(),
         remove: existing
             .into_iter()
@@ -314,7 +313,7 @@ fn select_tasks(dag: &Dag, task_ids: &[String], downstream: bool) -> Result<BTre
     let mut selected = BTreeSet::new();
     for task in task_ids {
         if !dag.tasks.contains_key(task) {
-            return Err(SchedulerError::NotFound(format!(
+            return Err(OpsError::NotFound(format!(
                 "DAG `{}` has no task `{task}`",
                 dag.id()
             )));

@@ -1,0 +1,23 @@
+//! weir-ops: what every process shares above the store: the actions an operator asks for
+//! (trigger, backfill, clear, mark), the rows a new run starts with and the params it takes,
+//! and a try's template context.
+//!
+//! Where it sits: model → store → **ops** → scheduler / worker → web / cli. It depends on
+//! weir-model and weir-store only, so the web server and the CLI reach operator actions
+//! without the scheduler's or the worker's code, and the scheduler creates its scheduled runs
+//! with the same [`runs::new_run`] a trigger uses.
+//!
+//! # Layout
+//! - [`actions`]: trigger, backfill, clear, mark, and the DAG lookups they start from.
+//! - [`context`]: a try's template context and its rendering (scheduler, worker, task page).
+//! - [`json`]: the JSON shapes of runs and task instances (SPEC §5), for the API and the CLI.
+//! - [`runs`]: a new run's rows; params checked against their declarations.
+//! - [`error`]: the error type.
+
+pub mod actions;
+pub mod context;
+pub mod error;
+pub mod json;
+pub mod runs;
+
+pub use error::{OpsError, Result};
