@@ -1,6 +1,6 @@
 //! weir-ops: what every process shares above the store: the actions an operator asks for
 //! (trigger, backfill, clear, mark), the rows a new run starts with and the params it takes,
-//! and a try's template context.
+//! a try's template context, and the cache of parsed DAG versions.
 //!
 //! Where it sits: model → store → **ops** → scheduler / worker → web / cli. It depends on
 //! weir-model and weir-store only, so the web server and the CLI reach operator actions
@@ -12,6 +12,7 @@
 //! - [`context`]: a try's template context and its rendering (scheduler, worker, task page).
 //! - [`json`]: the JSON shapes of runs and task instances (SPEC §5), for the API and the CLI.
 //! - [`runs`]: a new run's rows; params checked against their declarations.
+//! - [`versions`]: stored DAG versions, parsed once per process (scheduler, worker, web).
 //! - [`error`]: the error type.
 
 pub mod actions;
@@ -19,5 +20,6 @@ pub mod context;
 pub mod error;
 pub mod json;
 pub mod runs;
+pub mod versions;
 
 pub use error::{OpsError, Result};

@@ -26,6 +26,7 @@ use crate::evaluate::plan_run;
 use crate::folder::FolderScanner;
 use crate::plan::due_intervals;
 use weir_ops::runs::new_run;
+use weir_ops::versions::{Version, Versions};
 
 /// What the scheduler needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -110,7 +111,7 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     clock: Arc<dyn Clock>,
     scanner: FolderScanner,
-    versions: HashMap<i64, Arc<Dag>>,
+    versions: Versions,
     next_scan: Option<DateTime<Utc>>,
     /// When retention last ran (a hint: a restarted scheduler runs it again, harmlessly).
     last_retention: Option<DateTime<Utc>>,
@@ -133,7 +134,7 @@ impl Scheduler {
             store,
             cfg,
             scanner: FolderScanner::default(),
-            versions: HashMap::new(),
+            versions: Versions::default(),
             next_scan: None,
             last_retention: None,
             folder_problem: None,
@@ -347,24 +348,8 @@ impl Scheduler {
     }
 
     /// The DAG of a stored version (parsed once, then cached: versions never change).
-    async fn dag_version(&mut self, version_id: i64) -> Result<Arc<Dag>> {
-        if let Some(dag) = self.versions.get(&version_id) {
-            return Ok(Arc::clone(dag));
-        }
-        let version = self.store.dag_version(version_id).await?;
-        let dag = Dag::from_spec(version.spec).map_err(|problems| {
-            SchedulerError::InvalidVersion(
-                version_id,
-                problems
-                    .iter()
-                    .map(|p| p.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        let dag = Arc::new(dag);
-        self.versions.insert(version_id, Arc::clone(&dag));
-        Ok(dag)
+    async fn dag_version(&self, version_id: i64) -> Result<Arc<Version>> {
+        Ok(self.versions.get(&self.store, version_id).await?)
     }
 
     async fn create_scheduled_runs(&mut self, now: DateTime<Utc>, pass: &mut Pass) -> Result<()> {
@@ -373,7 +358,8 @@ impl Scheduler {
             if row.paused || row.schedule.is_none() || row.removed_at.is_some() {
                 continue;
             }
-            let dag = self.dag_version(row.version_id).await?;
+            let version = self.dag_version(row.version_id).await?;
+            let dag = &version.dag;
             // No more scheduled runs than may be active: a long catch-up creates runs as
             // earlier ones finish, instead of filling the database ahead of them.
             let room = i64::from(dag.spec.max_active_runs)
@@ -382,11 +368,11 @@ impl Scheduler {
                 continue;
             }
             let last = self.store.last_scheduled_logical_date(dag.id()).await?;
-            let mut due = due_intervals(&dag, last, now);
+            let mut due = due_intervals(dag, last, now);
             due.truncate(usize::try_from(room).unwrap_or(usize::MAX));
             for interval in &due {
                 let new = new_run(
-                    &dag,
+                    dag,
                     row.version_id,
                     RunType::Scheduled,
                     *interval,
@@ -425,7 +411,8 @@ impl Scheduler {
             .map(|a| &a.run)
             .filter(|r| r.state == RunState::Queued)
         {
-            let dag = self.dag_version(run.version_id).await?;
+            let version = self.dag_version(run.version_id).await?;
+            let dag = &version.dag;
             let count = running.entry(run.dag_id.as_str()).or_default();
             if *count < dag.spec.max_active_runs
                 && self
@@ -491,10 +478,11 @@ impl Scheduler {
         usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<()> {
-        let dag = self.dag_version(run.version_id).await?;
+        let version = self.dag_version(run.version_id).await?;
+        let dag = &version.dag;
         for _ in 0..dag.tasks.len() + 2 {
             let tis = self.store.task_instances(&run.run_id).await?;
-            let plan = plan_run(&dag, &tis);
+            let plan = plan_run(dag, &tis);
             let mut changed = 0;
             changed += self
                 .store
@@ -514,7 +502,7 @@ impl Scheduler {
                 let by_id: HashMap<i64, &TaskInstanceRow> = tis.iter().map(|t| (t.id, t)).collect();
                 for id in &plan.expand {
                     let Some(ti) = by_id.get(id) else { continue };
-                    changed += u64::from(self.expand(run, ti, &dag, &renderer, now).await?);
+                    changed += u64::from(self.expand(run, ti, dag, &renderer, now).await?);
                 }
                 let mut to_queue = Vec::new();
                 for id in &plan.ready {
@@ -540,7 +528,7 @@ impl Scheduler {
                             Ok(_) => {}
                             Err(e) => {
                                 let message = format!("`when` does not render: {e}");
-                                changed += self.fail_unrun(run, &dag, ti, &message, now).await?;
+                                changed += self.fail_unrun(run, dag, ti, &message, now).await?;
                                 continue;
                             }
                         }
@@ -553,10 +541,10 @@ impl Scheduler {
                         let message = format!(
                             "pool `{pool}` is not in the configuration (add it under [pools])"
                         );
-                        changed += self.fail_unrun(run, &dag, ti, &message, now).await?;
+                        changed += self.fail_unrun(run, dag, ti, &message, now).await?;
                         continue;
                     }
-                    if self.take_slot(usage, &dag, ti.pool.as_deref()).await? {
+                    if self.take_slot(usage, dag, ti.pool.as_deref()).await? {
                         to_queue.push(ti.id);
                     }
                 }
@@ -571,7 +559,7 @@ impl Scheduler {
                 changed += queued;
             }
             if let Some(outcome) = plan.finished {
-                let notify = run_notifications(&dag, run, &tis, outcome, now);
+                let notify = run_notifications(dag, run, &tis, outcome, now);
                 if self
                     .store
                     .set_run_state(&run.run_id, RunState::Running, outcome, &notify, now)
@@ -654,8 +642,9 @@ impl Scheduler {
         let mut ids = Vec::new();
         for ti in self.store.due_retries(now).await? {
             let run = self.store.run(&ti.run_id).await?;
-            let dag = self.dag_version(run.version_id).await?;
-            if self.take_slot(usage, &dag, ti.pool.as_deref()).await? {
+            let version = self.dag_version(run.version_id).await?;
+            let dag = &version.dag;
+            if self.take_slot(usage, dag, ti.pool.as_deref()).await? {
                 ids.push(ti.id);
             }
         }
@@ -728,12 +717,13 @@ impl Scheduler {
                 continue;
             }
             let run = self.store.run(&ti.run_id).await?;
-            let dag = self.dag_version(run.version_id).await?;
+            let version = self.dag_version(run.version_id).await?;
+            let dag = &version.dag;
             let error = format!(
                 "worker {worker} stopped heartbeating (no heartbeat for {}s), and {MAX_LOST_TRIES} tries of this instance were lost that way: counted as a failed try",
                 self.cfg.heartbeat_timeout.as_secs()
             );
-            let (to, due) = retry_decision(&dag, &ti, now);
+            let (to, due) = retry_decision(dag, &ti, now);
             let notify = dag.tasks.get(&ti.task_id).map_or_else(Vec::new, |task| {
                 try_notifications(task, &run, &ti, to, Some(&error), now)
             });

@@ -262,7 +262,7 @@ async fn list_dags(
     _caller: Caller,
     Query(paging): Query<Paging>,
 ) -> Result<Response, WebError> {
-    let (dags, _) = view::dag_summaries(&state.store, state.clock.now()).await?;
+    let (dags, _) = view::dag_summaries(&state.store, &state.versions, state.clock.now()).await?;
     let total = dags.len();
     let start = usize::try_from(paging.offset())
         .unwrap_or(usize::MAX)
@@ -319,7 +319,14 @@ async fn get_dag(
         .into_iter()
         .find(|e| e.file == row.file)
         .map(|e| e.message);
-    let summary = view::dag_summary(&state.store, &row, import_error, state.clock.now()).await?;
+    let summary = view::dag_summary(
+        &state.store,
+        &state.versions,
+        &row,
+        import_error,
+        state.clock.now(),
+    )
+    .await?;
     let tasks = dag
         .tasks
         .values()

@@ -65,6 +65,8 @@ pub struct AppState {
     pub(crate) templates: Arc<tera::Tera>,
     /// Live views shared by their watchers, and the bounds on open streams.
     pub(crate) hub: Arc<hub::Hub>,
+    /// Stored DAG versions, parsed once (the DAG list reads one per DAG on every request).
+    pub(crate) versions: weir_ops::versions::Versions,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             config: Arc::new(config),
             clock,
             templates: Arc::new(pages::templates()?),
+            versions: weir_ops::versions::Versions::default(),
             hub: Arc::default(),
         })
     }

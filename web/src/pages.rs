@@ -340,7 +340,8 @@ async fn dag_list(
     Query(q): Query<ListQuery>,
 ) -> PageResult {
     let caller = caller_or_login!(state, headers, "/");
-    let (dags, errors) = view::dag_summaries(&state.store, state.clock.now()).await?;
+    let (dags, errors) =
+        view::dag_summaries(&state.store, &state.versions, state.clock.now()).await?;
     let mut tags: Vec<String> = dags.iter().flat_map(|d| d.tags.iter().cloned()).collect();
     tags.sort();
     tags.dedup();
@@ -729,7 +730,8 @@ fn task_href(run_id: &str, t: &TaskInstanceRow) -> String {
 /// The run page's task table (the page's and the live update's).
 pub(crate) async fn run_tasks_html(state: &AppState, run: &RunRow) -> Result<String, WebError> {
     let now = state.clock.now();
-    let dag = ops::version_dag(&state.store, run.version_id).await?;
+    let version = state.versions.get(&state.store, run.version_id).await?;
+    let dag = &version.dag;
     let mut tasks = state.store.task_instances(&run.run_id).await?;
     // In the DAG's order (as written), a mapped task's instances by index.
     tasks.sort_by_key(|t| {
@@ -805,14 +807,15 @@ pub(crate) async fn run_body_html(
     can_operate: bool,
     run: &RunRow,
 ) -> Result<String, WebError> {
-    let dag = ops::version_dag(&state.store, run.version_id).await?;
+    let version = state.versions.get(&state.store, run.version_id).await?;
+    let dag = &version.dag;
     let tasks = state.store.task_instances(&run.run_id).await?;
     let mut states: HashMap<String, String> = HashMap::new();
     for t in &tasks {
         states.insert(t.task_id.clone(), t.state.as_str().to_owned());
     }
     let href_run = run.run_id.clone();
-    let svg = graph::dag_svg(&dag, &states, &|task| {
+    let svg = graph::dag_svg(dag, &states, &|task| {
         Some(format!(
             "/runs/{}/tasks/{}",
             url_segment(&href_run),
@@ -986,7 +989,8 @@ async fn task_page(
     let run = state.store.run(&run_id).await?;
     let (ti, try_number) =
         api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
-    let dag = ops::version_dag(&state.store, run.version_id).await?;
+    let version = state.versions.get(&state.store, run.version_id).await?;
+    let dag = &version.dag;
     let instances: Vec<_> = state
         .store
         .task_instances(&run_id)
@@ -1013,9 +1017,8 @@ async fn task_page(
     let rendered = match dag.tasks.get(&task_id) {
         Some(task) => {
             let ctx =
-                weir_ops::context::try_context(&state.store, &run, &ti, &dag, &BTreeMap::new())
+                weir_ops::context::try_context(&state.store, &run, &ti, dag, &BTreeMap::new())
                     .await?;
-            let version = state.store.dag_version(run.version_id).await?;
             weir_model::template::Renderer::new(&ctx)
                 .and_then(|r| {
                     weir_ops::context::render_with_files(

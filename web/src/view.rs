@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use weir_model::{Dag, Schedule};
+use weir_ops::versions::Versions;
 use weir_store::{DagRow, GridCell, RunBrief, Store};
 
 use crate::error::WebError;
@@ -62,6 +63,7 @@ pub(crate) const DOTS: i64 = 10;
 /// Every DAG, with its recent runs and next run; plus import errors of files without a DAG.
 pub(crate) async fn dag_summaries(
     store: &Store,
+    versions: &Versions,
     now: DateTime<Utc>,
 ) -> Result<(Vec<DagSummary>, Vec<weir_store::ImportErrorRow>), WebError> {
     let dags = store.list_dags().await?;
@@ -73,7 +75,8 @@ pub(crate) async fn dag_summaries(
             .map(|e| e.message.clone())
     };
     let summaries = futures_util::future::join_all(
-        dags.iter().map(|d| dag_summary(store, d, error_of(d), now)),
+        dags.iter()
+            .map(|d| dag_summary(store, versions, d, error_of(d), now)),
     )
     .await;
     Ok((summaries.into_iter().collect::<Result<_, _>>()?, errors))
@@ -82,14 +85,16 @@ pub(crate) async fn dag_summaries(
 /// One DAG as the list shows it.
 pub(crate) async fn dag_summary(
     store: &Store,
+    versions: &Versions,
     d: &DagRow,
     import_error: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<DagSummary, WebError> {
-    let (recent, dag) = tokio::try_join!(
+    let (recent, version) = tokio::try_join!(
         async { Ok::<_, WebError>(store.recent_runs(&d.dag_id, 0, DOTS).await?) },
-        async { Ok::<_, WebError>(weir_ops::actions::version_dag(store, d.version_id).await?) },
+        async { Ok::<_, WebError>(versions.get(store, d.version_id).await?) },
     )?;
+    let dag = &version.dag;
     Ok(DagSummary {
         dag_id: d.dag_id.clone(),
         schedule: d.schedule.clone(),
@@ -104,7 +109,7 @@ pub(crate) async fn dag_summary(
         next_run: if d.paused || d.removed_at.is_some() {
             None
         } else {
-            next_run(&dag, now)
+            next_run(dag, now)
         },
         recent_runs: recent.into_iter().map(dot).collect(),
     })

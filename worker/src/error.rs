@@ -19,5 +19,16 @@ pub enum WorkerError {
     UnknownTask(String, i64),
 }
 
+/// A version that could not be read or parsed (the shared cache's error).
+impl From<weir_ops::OpsError> for WorkerError {
+    fn from(e: weir_ops::OpsError) -> Self {
+        match e {
+            weir_ops::OpsError::Store(e) => WorkerError::Store(e),
+            weir_ops::OpsError::InvalidVersion(id, m) => WorkerError::InvalidVersion(id, m),
+            other => WorkerError::Record(other.to_string()),
+        }
+    }
+}
+
 /// Result of worker operations.
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;

@@ -15,6 +15,7 @@ use weir_model::dag::Task;
 use weir_model::template::Renderer;
 use weir_model::{Dag, Step, TaskState};
 use weir_ops::context;
+use weir_ops::versions::{Version, Versions};
 use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, try_notifications};
 
 use crate::conn::{Connections, Masker};
@@ -66,7 +67,7 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     /// Unique per process start: `host-pid-random`.
     pub id: String,
-    versions: Arc<Mutex<HashMap<i64, Arc<Version>>>>,
+    versions: Versions,
     /// Runs of recent tries. Only fields fixed at a run's creation are read from it (DAG
     /// version, dates, params), so a cached copy is never stale where it is used.
     runs: Arc<Mutex<HashMap<String, Arc<RunRow>>>>,
@@ -132,12 +133,6 @@ const RECORD_RETRY_FIRST: Duration = Duration::from_millis(250);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 const RECORD_RETRY_FOR: Duration = Duration::from_secs(600);
 
-/// A DAG version as a worker uses it: the validated DAG and the files it reads.
-struct Version {
-    dag: Dag,
-    files: BTreeMap<String, String>,
-}
-
 /// A try ready to run.
 struct Prepared {
     step: Step,
@@ -170,7 +165,7 @@ impl Worker {
             cfg,
             clock,
             id,
-            versions: Arc::default(),
+            versions: Versions::default(),
             runs: Arc::default(),
             running: Arc::default(),
             conns,
@@ -186,33 +181,7 @@ impl Worker {
     }
 
     async fn dag_version(&self, version_id: i64) -> Result<Arc<Version>> {
-        if let Some(d) = self
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&version_id)
-        {
-            return Ok(Arc::clone(d));
-        }
-        let version = self.store.dag_version(version_id).await?;
-        let dag = Dag::from_spec(version.spec).map_err(|p| {
-            WorkerError::InvalidVersion(
-                version_id,
-                p.iter()
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        let dag = Arc::new(Version {
-            dag,
-            files: version.files,
-        });
-        self.versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(version_id, Arc::clone(&dag));
-        Ok(dag)
+        Ok(self.versions.get(&self.store, version_id).await?)
     }
 
     async fn run_row(&self, run_id: &str) -> Result<Arc<RunRow>> {
