@@ -8,7 +8,10 @@
 //! with the same [`runs::new_run`] a trigger uses.
 //!
 //! # Layout
-//! - [`actions`]: trigger, backfill, clear, mark, and the DAG lookups they start from.
+//! - [`operator`]: what an operator does, each action audited: trigger, backfill, clear, mark,
+//!   cancel, pause, reset incremental cursors. The web, the API and the CLI call these.
+//! - [`actions`]: the cores of trigger, backfill, clear and mark, and the DAG lookups they
+//!   start from (the engine's tests drive them directly).
 //! - [`context`]: a try's template context and its rendering (scheduler, worker, task page).
 //! - [`json`]: the JSON shapes of runs and task instances (SPEC §5), for the API and the CLI.
 //! - [`runs`]: a new run's rows; params checked against their declarations.
@@ -19,6 +22,7 @@ pub mod actions;
 pub mod context;
 pub mod error;
 pub mod json;
+pub mod operator;
 pub mod runs;
 pub mod versions;
 

@@ -23,6 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weir_model::{RunState, TaskState};
 use weir_ops::actions as ops;
+use weir_ops::operator::{self, Actor};
 use weir_store::{AuditRow, Role, RunFilter};
 
 use crate::AppState;
@@ -183,21 +184,6 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody
             ))),
         }
     }
-}
-
-/// Records what the caller did in the audit log.
-async fn audit(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) -> Result<(), WebError> {
-    let now = state.clock.now();
-    Ok(state
-        .store
-        .audit(&caller.name, action, target, &detail, now)
-        .await?)
 }
 
 /// An operator's state-changing call: role, then CSRF (cookie sessions only).
@@ -369,9 +355,9 @@ pub(crate) async fn set_paused(
     dag_id: &str,
     paused: bool,
 ) -> Result<Paused, WebError> {
-    let changed = state.store.set_paused(dag_id, paused).await?;
-    let action = if paused { "pause" } else { "unpause" };
-    audit(state, caller, action, dag_id, serde_json::json!({})).await?;
+    let now = state.clock.now();
+    let changed =
+        operator::set_paused(&state.store, Actor(&caller.name), dag_id, paused, now).await?;
     Ok(Paused {
         dag_id: dag_id.to_owned(),
         paused,
@@ -439,21 +425,14 @@ pub(crate) async fn do_trigger(
         _ => None,
     };
     let now = state.clock.now();
-    let t = ops::trigger(
+    let t = operator::trigger(
         &state.store,
+        Actor(&caller.name),
         dag_id,
         &body.params,
         logical_date,
         body.rerun,
         now,
-    )
-    .await?;
-    audit(
-        state,
-        caller,
-        "trigger",
-        &t.run.run_id,
-        serde_json::json!({ "dag_id": dag_id, "params": body.params, "rerun": t.rerun }),
     )
     .await?;
     Ok(view::run_json(&state.store, &t.run).await?)
@@ -607,17 +586,22 @@ pub(crate) async fn do_backfill(
         RerunArg::All => ops::Rerun::All,
     };
     let now = state.clock.now();
-    let done = ops::backfill(
+    let request = operator::BackfillRequest {
+        from: body.from,
+        to: body.to,
+        rerun,
+        params: &body.params,
+    };
+    let done = operator::backfill(
         &state.store,
+        Actor(&caller.name),
         &dag,
         version_id,
         &intervals,
-        rerun,
-        &body.params,
+        &request,
         now,
     )
     .await?;
-    audit(state, caller, "backfill", dag_id, serde_json::json!({ "from": body.from, "to": body.to, "rerun": format!("{:?}", body.rerun).to_lowercase(), "params": body.params, "runs": done.run_ids.len() })).await?;
     Ok(BackfillAnswer::Done(BackfillResult {
         run_ids: done.run_ids,
         created: done.created,
@@ -723,8 +707,8 @@ pub(crate) async fn do_clear(
         failed_only: body.failed_only,
         latest_version: body.latest_version,
     };
-    let changed = ops::clear(&state.store, &run, &selection).await?;
-    audit(state, caller, "clear", run_id, serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "failed_only": body.failed_only, "latest_version": body.latest_version, "cleared": changed })).await?;
+    let now = state.clock.now();
+    let changed = operator::clear(&state.store, Actor(&caller.name), &run, &selection, now).await?;
     Ok(Changed {
         run_id: run_id.to_owned(),
         changed,
@@ -752,17 +736,9 @@ pub(crate) async fn do_cancel(
     caller: &Caller,
     run_id: &str,
 ) -> Result<RunJson, WebError> {
-    let run = state.store.run(run_id).await?;
     let now = state.clock.now();
-    let reason = format!("run cancelled by {}", caller.name);
-    if !state.store.cancel_run(run_id, &reason, now).await? {
-        return Err(WebError::conflict(format!(
-            "run {run_id} is {}: only a queued or running run can be cancelled",
-            run.state
-        )));
-    }
-    audit(state, caller, "cancel", run_id, serde_json::json!({})).await?;
-    Ok(view::run_json(&state.store, &state.store.run(run_id).await?).await?)
+    let run = operator::cancel(&state.store, Actor(&caller.name), run_id, now).await?;
+    Ok(view::run_json(&state.store, &run).await?)
 }
 
 #[utoipa::path(post, path = "/runs/{run_id}/cancel", tag = "runs",
@@ -807,23 +783,21 @@ pub(crate) async fn do_mark(
     body: &MarkBody,
 ) -> Result<Changed, WebError> {
     let run = state.store.run(run_id).await?;
-    let (to, action) = match body.state {
-        MarkState::Success => (TaskState::Success, "mark_success"),
-        MarkState::Failed => (TaskState::Failed, "mark_failed"),
+    let to = match body.state {
+        MarkState::Success => TaskState::Success,
+        MarkState::Failed => TaskState::Failed,
     };
     let now = state.clock.now();
-    let reason = format!("marked failed by {}", caller.name);
-    let changed = ops::mark(
+    let changed = operator::mark(
         &state.store,
+        Actor(&caller.name),
         &run,
         &body.task_ids,
         body.downstream,
         to,
-        &reason,
         now,
     )
     .await?;
-    audit(state, caller, action, run_id, serde_json::json!({ "task_ids": body.task_ids, "downstream": body.downstream, "changed": changed })).await?;
     Ok(Changed {
         run_id: run_id.to_owned(),
         changed,

@@ -165,12 +165,17 @@ pub(crate) async fn list(config: &Config, json: bool) -> Result<u8> {
 pub(crate) async fn set_paused(config: &Config, dag_id: &str, paused: bool) -> Result<u8> {
     let store = crate::engine::open_store(config).await?;
     crate::engine::sync_dags(&store, config).await?;
-    let changed = store.set_paused(dag_id, paused).await?;
+    let actor = crate::audit::actor();
+    let now = crate::engine::clock().now();
+    let changed = weir_ops::operator::set_paused(
+        &store,
+        weir_ops::operator::Actor(&actor),
+        dag_id,
+        paused,
+        now,
+    )
+    .await?;
     let word = if paused { "paused" } else { "unpaused" };
-    if changed {
-        let action = if paused { "pause" } else { "unpause" };
-        crate::audit::record(&store, action, dag_id, serde_json::json!({})).await?;
-    }
     println!(
         "{dag_id} {}{word}",
         if changed { "" } else { "was already " }

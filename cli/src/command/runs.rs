@@ -9,6 +9,7 @@ use weir_model::{Dag, RunState, TaskState};
 use weir_ops::OpsError;
 use weir_ops::actions as ops;
 use weir_ops::json::run_json;
+use weir_ops::operator::{self, Actor};
 use weir_ops::runs::parse_param_overrides;
 use weir_store::{RunFilter, RunRow, Store, TaskInstanceRow};
 
@@ -49,20 +50,22 @@ pub(crate) async fn trigger(config: &Config, args: &TriggerArgs) -> Result<u8> {
         Some(text) => Some(parse_logical_date(&dag, text)?),
         None => None,
     };
-    let triggered = ops::trigger(&store, dag.id(), &overrides, logical_date, args.rerun, now)
-        .await
-        .map_err(|e| match e {
-            OpsError::Conflict(m) => anyhow::anyhow!("{m}: pass --rerun to run it again"),
-            other => other.into(),
-        })?;
-    let run = triggered.run;
-    crate::audit::record(
+    let actor = crate::audit::actor();
+    let triggered = operator::trigger(
         &store,
-        "trigger",
-        &run.run_id,
-        serde_json::json!({"dag_id": dag.id(), "params": overrides, "rerun": triggered.rerun}),
+        Actor(&actor),
+        dag.id(),
+        &overrides,
+        logical_date,
+        args.rerun,
+        now,
     )
-    .await?;
+    .await
+    .map_err(|e| match e {
+        OpsError::Conflict(m) => anyhow::anyhow!("{m}: pass --rerun to run it again"),
+        other => other.into(),
+    })?;
+    let run = triggered.run;
     if triggered.rerun && !args.json {
         eprintln!("rerunning {}", run.run_id);
     }
@@ -453,10 +456,12 @@ pub(crate) async fn logs(config: &Config, args: &LogsArgs) -> Result<u8> {
 /// `weir clear DAG --run RUN [--task T] [--downstream] [--failed-only]`.
 pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
     let store = open_store(config).await?;
+    let actor = crate::audit::actor();
+    let now = crate::engine::clock().now();
     if args.reset_state {
-        let forgotten = store
-            .reset_incremental(&args.dag, args.task.as_deref())
-            .await?;
+        let task = args.task.as_deref();
+        let forgotten =
+            operator::reset_incremental(&store, Actor(&actor), &args.dag, task, now).await?;
         println!("forgot {forgotten} incremental cursor(s) of {}", args.dag);
     }
     let run = store.run(&args.run).await?;
@@ -474,14 +479,7 @@ pub(crate) async fn clear(config: &Config, args: &ClearArgs) -> Result<u8> {
         failed_only: args.failed_only,
         latest_version: args.latest_version,
     };
-    let cleared = ops::clear(&store, &run, &selection).await?;
-    crate::audit::record(
-        &store,
-        "clear",
-        &run.run_id,
-        serde_json::json!({"task_ids": selection.task_ids, "downstream": args.downstream, "failed_only": args.failed_only, "latest_version": args.latest_version, "reset_state": args.reset_state, "cleared": cleared}),
-    )
-    .await?;
+    let cleared = operator::clear(&store, Actor(&actor), &run, &selection, now).await?;
     println!("cleared {cleared} task instance(s) of {}", run.run_id);
     Ok(EXIT_OK)
 }
@@ -568,16 +566,18 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
         pending.extend(one.run_ids.iter().cloned());
         done.run_ids.extend(one.run_ids);
     }
-    let (created, rerun, kept, all) = (done.created, done.rerun, done.kept, done.run_ids);
-    crate::audit::record(
-        &store,
-        "backfill",
-        dag.id(),
-        serde_json::json!({"from": from, "to": to, "params": params, "runs": all.len()}),
-    )
-    .await?;
+    let (created, reran, kept, all) = (done.created, done.rerun, done.kept, done.run_ids);
+    let request = operator::BackfillRequest {
+        from,
+        to,
+        rerun,
+        params: &params,
+    };
+    let actor = crate::audit::actor();
+    let now = crate::engine::clock().now();
+    operator::record_backfill(&store, Actor(&actor), dag.id(), &request, all.len(), now).await?;
     eprintln!(
-        "backfill of `{}`: {} interval(s): {created} run(s) created, {rerun} rerun, {kept} existing kept",
+        "backfill of `{}`: {} interval(s): {created} run(s) created, {reran} rerun, {kept} existing kept",
         dag.id(),
         intervals.len()
     );

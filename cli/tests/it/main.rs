@@ -1074,6 +1074,13 @@ fn the_cli_answers_wrong_input_consistently_and_pages_lists() {
     // The params given to the backfill reached its runs.
     let o = w(&["logs", "d__2024-03-02T00:00:00Z", "report"]);
     assert!(stdout(&o).contains("report 7 n=7"), "{}", stdout(&o));
+    // Clearing, pausing and unpausing from the CLI.
+    let o = w(&["clear", "d", "--run", run_id, "--task", "broken"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for verb in ["pause", "unpause"] {
+        let o = w(&["dags", verb, "d"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
     drop(standalone);
     // The CLI's actions are in the audit log.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -1083,10 +1090,10 @@ fn the_cli_answers_wrong_input_consistently_and_pages_lists() {
         store.audit_log(i64::MAX, 0, 100).await.expect("audit")
     });
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
-    assert!(
-        actions.contains(&"backfill") && actions.contains(&"trigger"),
-        "{actions:?}"
-    );
+    // Every one of them, recorded by the same code as the web's (weir_ops::operator).
+    for action in ["backfill", "trigger", "clear", "pause", "unpause"] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
     assert!(
         audit.iter().all(|a| a.user_name.starts_with("cli:")),
         "{:?}",
