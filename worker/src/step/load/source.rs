@@ -1,0 +1,162 @@
+//! Where a load's rows come from: the files a glob matches (and their format), a downloaded
+//! HTTP source, or a table or query on another connection read by a task of its own.
+
+use super::*;
+
+/// The format a file or URL name implies: `.csv`, `.jsonl`/`.ndjson`, `.json` (any case, a
+/// URL's query ignored).
+pub(super) fn format_of_name(name: &str) -> Option<SourceFormat> {
+    let path = name.split(['?', '#']).next().unwrap_or(name);
+    let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
+    match ext.as_str() {
+        "csv" | "tsv" | "txt" => Some(SourceFormat::Csv),
+        "jsonl" | "ndjson" => Some(SourceFormat::Jsonl),
+        "json" => Some(SourceFormat::Json),
+        _ => None,
+    }
+}
+
+/// The format a response's `Content-Type` implies.
+pub(super) fn format_of_content_type(content_type: &str) -> Option<SourceFormat> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "text/csv" | "application/csv" => Some(SourceFormat::Csv),
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => {
+            Some(SourceFormat::Jsonl)
+        }
+        "application/json" => Some(SourceFormat::Json),
+        _ => None,
+    }
+}
+
+pub(super) fn matching_files(pattern: &str) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files: Vec<PathBuf> = glob::glob(pattern)
+        .map_err(|e| LoadError::fatal(format!("`{pattern}` is not a valid glob: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        return Err(LoadError {
+            // The file may not have arrived yet.
+            retryable: true,
+            message: format!("no file matches `{pattern}` (relative to {cwd})"),
+        });
+    }
+    Ok(files)
+}
+
+/// Where rows come from.
+pub(super) enum Input {
+    /// Files, in name order.
+    Files {
+        files: Vec<PathBuf>,
+        format: SourceFormat,
+        /// The names rejects give the files instead of their paths (an HTTP source's pages), in
+        /// the same order; empty: the paths.
+        labels: Vec<String>,
+    },
+    /// A query's rows, streamed from another connection and typed by a task of their own.
+    Database {
+        /// Batches of typed rows; `Ok(None)` after the last.
+        rows: Batches,
+        /// Rows done with, back to the reader to be freed there.
+        spent: std::sync::mpsc::Sender<Spent>,
+    },
+}
+
+/// Batches of read rows on their way to the writer; `Ok(None)` after the last.
+pub(super) type Batches = tokio::sync::mpsc::Receiver<Result<Option<Vec<InputRow>>, LoadError>>;
+
+/// Starts streaming `sql` on `source`: returns the column names (empty when there are no
+/// rows), where to send how the rows are typed, and the batches of typed rows. The reader
+/// reads, types and batches on its own task (reading and typing the source, and writing the
+/// target, overlap), at most a batch ahead of the writer.
+pub(super) async fn stream_source(
+    source: DataPool,
+    sql: String,
+    label: Arc<str>,
+) -> (Vec<String>, tokio::sync::oneshot::Sender<Typing>, Batches) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (names_tx, names_rx) = tokio::sync::oneshot::channel();
+    let (typing_tx, typing_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = match &source {
+            DataPool::Postgres(p) => produce(p, &sql, &label, names_tx, typing_rx, &tx).await,
+            DataPool::MySql(p) => produce(p, &sql, &label, names_tx, typing_rx, &tx).await,
+            DataPool::Sqlite(p) => produce(p, &sql, &label, names_tx, typing_rx, &tx).await,
+        };
+        if let Err(e) = result {
+            // The source failed mid-way: nothing is committed.
+            let _ = tx
+                .send(Err(LoadError {
+                    message: format!("{label}: {e}"),
+                    retryable: true,
+                }))
+                .await;
+        }
+    });
+    let names = names_rx.await.unwrap_or_default();
+    (names, typing_tx, rx)
+}
+
+pub(super) async fn produce<DB>(
+    pool: &sqlx::Pool<DB>,
+    sql: &str,
+    label: &Arc<str>,
+    names_tx: tokio::sync::oneshot::Sender<Vec<String>>,
+    typing: tokio::sync::oneshot::Receiver<Typing>,
+    tx: &tokio::sync::mpsc::Sender<Result<Option<Vec<InputRow>>, LoadError>>,
+) -> Result<(), String>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> Option<String>: sqlx::Decode<'r, DB>,
+    for<'r> Option<&'r str>: sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use futures_util::TryStreamExt;
+    let db = |e: sqlx::Error| crate::conn::db_error(&e);
+    let mut conn = pool.acquire().await.map_err(db)?;
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let Some(first) = rows.try_next().await.map_err(db)? else {
+        let _ = names_tx.send(Vec::new());
+        let _ = tx.send(Ok(None)).await;
+        return Ok(());
+    };
+    let _ = names_tx.send(crate::step::sqltext::column_names(&first));
+    // The load gave up before typing anything (a missing column): stop.
+    let Ok(typing) = typing.await else {
+        return Ok(());
+    };
+    let mut number = 1_u64;
+    let mut batch = Vec::with_capacity(typing.batch.min(10_000));
+    batch.push(typing.row(&first, label, number).map_err(db)?);
+    while let Some(row) = rows.try_next().await.map_err(db)? {
+        number += 1;
+        batch.push(typing.row(&row, label, number).map_err(db)?);
+        if batch.len() >= typing.batch {
+            while let Ok(done) = typing.to_free.try_recv() {
+                drop(done);
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(typing.batch.min(10_000)));
+            if tx.send(Ok(Some(full))).await.is_err() {
+                // The load stopped reading (it failed): stop streaming.
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() && tx.send(Ok(Some(batch))).await.is_err() {
+        return Ok(());
+    }
+    let _ = tx.send(Ok(None)).await;
+    Ok(())
+}
