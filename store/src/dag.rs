@@ -374,3 +374,20 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// The DAG file's text as last read by a scheduler (None before migration 0006's first
+    /// sync).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown DAG; database failures.
+    pub async fn dag_source(&self, dag_id: &str) -> Result<Option<String>> {
+        let row: Option<Option<String>> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT source FROM weir_dags WHERE dag_id = $1")
+                .bind(dag_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::NotFound(format!("DAG `{dag_id}`")))
+    }
+}

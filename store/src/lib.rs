@@ -20,37 +20,49 @@
 //! - `run`: runs and the creation of their task instances.
 //! - `task`: task-instance transitions: queueing, claiming (leases), heartbeats, completion,
 //!   reaping, clearing.
-//! - `log`: task log lines.
+//! - `log`: task log lines, log tails and the spans of tries.
 //! - `notify`: the notification outbox.
 //! - `user`: users of the web UI and API, their roles and API tokens.
-//! - `web`: sessions, the audit log, scheduler heartbeats, the web pages' reads, cancel and mark.
+//! - `session`: login sessions. `audit`: the audit log.
+//! - `heartbeat`: scheduler heartbeats. `stats`: counts for metrics.
+//! - `history`: recent runs and the grid, as a DAG's pages show them.
+//! - `manual`: cancelling a run and marking instances by hand.
 //! - `worker`: worker registrations.
 
+mod audit;
 mod dag;
 mod db;
 pub mod error;
 mod explain;
+mod heartbeat;
+mod history;
 mod leader;
 mod log;
+mod manual;
 mod notify;
 mod run;
+mod session;
+mod stats;
 mod task;
 mod user;
-mod web;
 mod worker;
 
+pub use audit::AuditRow;
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
 pub use db::{Backend, Store, redact, sqlite_file};
 pub use error::StoreError;
+pub use heartbeat::SchedulerRow;
+pub use history::{GridCell, RunBrief};
 pub use leader::Leadership;
-pub use log::{LogLine, NewLogLine};
+pub use log::{LogLine, NewLogLine, TrySpan};
 pub use notify::{
     ClaimedNotification, Notice, NoticeEvent, Notification, NotificationRow, try_notifications,
 };
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove, run_id_for};
+pub use session::SessionRow;
+pub use stats::StateCounts;
 pub use task::{ClaimedTask, Completion, TaskInstanceRow};
 pub use user::{LoginAttempt, Role, UserRow};
-pub use web::{AuditRow, GridCell, RunBrief, SchedulerRow, SessionRow, StateCounts, TrySpan};
 pub use worker::{WorkerEnd, WorkerRow, WorkerSession, machine_id, session_grace};
 
 /// Result of store operations.

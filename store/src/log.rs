@@ -52,6 +52,17 @@ macro_rules! insert_log_lines {
 }
 pub(crate) use insert_log_lines;
 
+/// When one try of a task instance logged first and last (from its log lines).
+#[derive(Debug, Clone)]
+pub struct TrySpan {
+    /// Try number.
+    pub try_number: i32,
+    /// First log line's time.
+    pub first: Option<DateTime<Utc>>,
+    /// Last log line's time, and the line (weir writes the outcome last).
+    pub last: Option<(DateTime<Utc>, String)>,
+}
+
 impl Store {
     /// Appends lines to a try's log, in order, in one transaction.
     ///
@@ -95,5 +106,66 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         }))
+    }
+}
+
+impl Store {
+    /// The last `limit` lines of a try, in order: read from the end through the index, so
+    /// the size of the whole log does not matter.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn log_tail(
+        &self,
+        ti_id: i64,
+        try_number: i32,
+        limit: i64,
+    ) -> Result<Vec<crate::LogLine>> {
+        let mut lines = with_pool!(self, |pool| {
+            sqlx::query_as::<_, crate::LogLine>(
+                "SELECT id, stream, line, at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(ti_id)
+            .bind(try_number)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        lines.reverse();
+        Ok(lines)
+    }
+
+    /// When each try of a task instance logged first and last, tries 1 to `tries`: two
+    /// index lookups a try, whatever the log's size.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn try_spans(&self, ti_id: i64, tries: i32) -> Result<Vec<TrySpan>> {
+        let mut spans = Vec::new();
+        for try_number in 1..=tries {
+            let (first, last) = with_pool!(self, |pool| {
+                let first: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    "SELECT at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id LIMIT 1",
+                )
+                .bind(ti_id)
+                .bind(try_number)
+                .fetch_optional(pool)
+                .await?;
+                let last: Option<(DateTime<Utc>, String)> = sqlx::query_as(
+                    "SELECT at, line FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(ti_id)
+                .bind(try_number)
+                .fetch_optional(pool)
+                .await?;
+                (first, last)
+            });
+            spans.push(TrySpan {
+                try_number,
+                first,
+                last,
+            });
+        }
+        Ok(spans)
     }
 }
