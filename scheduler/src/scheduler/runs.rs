@@ -1,0 +1,350 @@
+//! Advancing active runs: queued runs started within `max_active_runs`, instances queued by
+//! their trigger rules within `max_active_tasks` and pools, `when` and `foreach` rendered, due
+//! retries re-queued, and the notifications a run's end writes.
+
+use super::*;
+
+/// The notifications of a run's end: the DAG's `on_failure` with its failed tasks and their
+/// errors, or its `on_success`.
+pub(super) fn run_notifications(
+    dag: &Dag,
+    run: &RunRow,
+    tis: &[TaskInstanceRow],
+    outcome: RunState,
+    now: DateTime<Utc>,
+) -> Vec<Notification> {
+    /// Failed tasks named in a run's failure notice; the rest are counted.
+    const LISTED: usize = 5;
+    let (event, names) = match outcome {
+        RunState::Failed => (NoticeEvent::RunFailed, &dag.spec.on_failure),
+        RunState::Success => (NoticeEvent::RunSucceeded, &dag.spec.on_success),
+        _ => return Vec::new(),
+    };
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let failed: Vec<&TaskInstanceRow> = tis
+        .iter()
+        .filter(|t| t.state == TaskState::Failed)
+        .collect();
+    let error = (outcome == RunState::Failed).then(|| {
+        let mut lines: Vec<String> = failed
+            .iter()
+            .take(LISTED)
+            .map(|t| {
+                let name = if t.map_index >= 0 {
+                    format!("{}[{}]", t.task_id, t.map_index)
+                } else {
+                    t.task_id.clone()
+                };
+                format!("{name}: {}", t.error.as_deref().unwrap_or("failed"))
+            })
+            .collect();
+        if failed.len() > LISTED {
+            lines.push(format!("and {} more failed task(s)", failed.len() - LISTED));
+        }
+        if lines.is_empty() {
+            lines.push("no task failed itself (the run failed on upstream failures)".to_owned());
+        }
+        lines.join("\n")
+    });
+    Notice::for_run(run, event, error, now).to(names)
+}
+
+/// What a failed try leads to: another try after the task's retry delay, or failure.
+pub fn retry_decision(
+    dag: &Dag,
+    ti: &TaskInstanceRow,
+    now: DateTime<Utc>,
+) -> (TaskState, Option<DateTime<Utc>>) {
+    match dag.tasks.get(&ti.task_id) {
+        Some(task) => task.retry.after_failure(ti.try_number, ti.max_tries, now),
+        None => (TaskState::Failed, None),
+    }
+}
+
+/// A run's template context, with the `item` slot for mapped instances.
+#[derive(Clone)]
+pub(super) struct RunRenderer {
+    pub(super) ctx: RenderContext,
+}
+
+impl RunRenderer {
+    pub(super) fn with_item(&self, item: Option<serde_json::Value>) -> RunRenderer {
+        let mut ctx = self.ctx.clone();
+        ctx.item = item.unwrap_or(serde_json::Value::Null);
+        RunRenderer { ctx }
+    }
+
+    pub(super) fn render(&mut self, template: &str) -> std::result::Result<String, String> {
+        Renderer::new(&self.ctx)?.render(template)
+    }
+}
+
+impl Scheduler {
+    /// Starts queued runs within `max_active_runs`; returns the ids of those started.
+    pub(super) async fn start_queued_runs(
+        &mut self,
+        active: &[ActiveRun],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let mut started = Vec::new();
+        let mut running: HashMap<&str, u32> = HashMap::new();
+        for a in active.iter().filter(|a| a.run.state == RunState::Running) {
+            *running.entry(a.run.dag_id.as_str()).or_default() += 1;
+        }
+        for run in active
+            .iter()
+            .map(|a| &a.run)
+            .filter(|r| r.state == RunState::Queued)
+        {
+            let version = self.dag_version(run.version_id).await?;
+            let dag = &version.dag;
+            let count = running.entry(run.dag_id.as_str()).or_default();
+            if *count < dag.spec.max_active_runs
+                && self
+                    .store
+                    .set_run_state(&run.run_id, RunState::Queued, RunState::Running, &[], now)
+                    .await?
+            {
+                *count += 1;
+                started.push(run.run_id.clone());
+                tracing::info!(dag_id = %run.dag_id, run_id = %run.run_id, "run started");
+            }
+        }
+        Ok(started)
+    }
+
+    pub(super) async fn usage(&self) -> Result<Usage> {
+        Ok(Usage {
+            by_dag: self.store.dag_task_usage().await?.into_iter().collect(),
+            by_pool: self.store.pool_usage().await?.into_iter().collect(),
+        })
+    }
+
+    /// Whether one more instance of `dag_id` in `pool` fits the limits; counts it if so. The
+    /// counts are read from the store the first time a pass needs them.
+    pub(super) async fn take_slot(
+        &self,
+        usage: &mut Option<Usage>,
+        dag: &Dag,
+        pool: Option<&str>,
+    ) -> Result<bool> {
+        if usage.is_none() {
+            *usage = Some(self.usage().await?);
+        }
+        let Some(usage) = usage.as_mut() else {
+            return Ok(false);
+        };
+        Ok(Self::fits(&self.cfg, usage, dag, pool))
+    }
+
+    pub(super) fn fits(
+        cfg: &SchedulerConfig,
+        usage: &mut Usage,
+        dag: &Dag,
+        pool: Option<&str>,
+    ) -> bool {
+        let dag_count = usage.by_dag.get(dag.id()).copied().unwrap_or(0);
+        if dag_count >= i64::from(dag.spec.max_active_tasks) {
+            return false;
+        }
+        if let Some(pool) = pool {
+            let slots = cfg.pools.get(pool).copied().map_or(i64::MAX, i64::from);
+            if usage.by_pool.get(pool).copied().unwrap_or(0) >= slots {
+                return false;
+            }
+            *usage.by_pool.entry(pool.to_owned()).or_default() += 1;
+        }
+        *usage.by_dag.entry(dag.id().to_owned()).or_default() += 1;
+        true
+    }
+
+    /// Evaluates a run until nothing more changes in this pass (so skips and upstream
+    /// failures propagate through the whole graph at once), then finishes it if it is done.
+    #[tracing::instrument(name = "run", skip_all, fields(dag_id = %run.dag_id, run_id = %run.run_id))]
+    pub(super) async fn advance_run(
+        &mut self,
+        run: &RunRow,
+        now: DateTime<Utc>,
+        usage: &mut Option<Usage>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let version = self.dag_version(run.version_id).await?;
+        let dag = &version.dag;
+        for _ in 0..dag.tasks.len() + 2 {
+            let tis = self.store.task_instances(&run.run_id).await?;
+            let plan = plan_run(dag, &tis);
+            let mut changed = 0;
+            changed += self
+                .store
+                .transition_tasks(&plan.skip, TaskState::Scheduled, TaskState::Skipped, now)
+                .await?;
+            changed += self
+                .store
+                .transition_tasks(
+                    &plan.upstream_failed,
+                    TaskState::Scheduled,
+                    TaskState::UpstreamFailed,
+                    now,
+                )
+                .await?;
+            if !plan.expand.is_empty() || !plan.ready.is_empty() {
+                let renderer = self.renderer(run, &tis)?;
+                let by_id: HashMap<i64, &TaskInstanceRow> = tis.iter().map(|t| (t.id, t)).collect();
+                for id in &plan.expand {
+                    let Some(ti) = by_id.get(id) else { continue };
+                    changed += u64::from(self.expand(run, ti, dag, &renderer, now).await?);
+                }
+                let mut to_queue = Vec::new();
+                for id in &plan.ready {
+                    let Some(ti) = by_id.get(id) else { continue };
+                    let Some(task) = dag.tasks.get(&ti.task_id) else {
+                        continue;
+                    };
+                    if let Some(when) = &task.when {
+                        let mut ctx_renderer = renderer.with_item(ti.map_item.clone());
+                        match ctx_renderer.render(when) {
+                            Ok(text) if is_falsy(&text) => {
+                                changed += self
+                                    .store
+                                    .transition_tasks(
+                                        &[ti.id],
+                                        TaskState::Scheduled,
+                                        TaskState::Skipped,
+                                        now,
+                                    )
+                                    .await?;
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let message = format!("`when` does not render: {e}");
+                                changed += self.fail_unrun(run, dag, ti, &message, now).await?;
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(pool) = ti
+                        .pool
+                        .as_deref()
+                        .filter(|p| !self.cfg.pools.contains_key(*p))
+                    {
+                        let message = format!(
+                            "pool `{pool}` is not in the configuration (add it under [pools])"
+                        );
+                        changed += self.fail_unrun(run, dag, ti, &message, now).await?;
+                        continue;
+                    }
+                    if self.take_slot(usage, dag, ti.pool.as_deref()).await? {
+                        to_queue.push(ti.id);
+                    }
+                }
+                let queued = self
+                    .store
+                    .transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now)
+                    .await?;
+                if queued > 0 {
+                    tracing::debug!(queued, "tasks queued");
+                }
+                pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
+                changed += queued;
+            }
+            if let Some(outcome) = plan.finished {
+                let notify = run_notifications(dag, run, &tis, outcome, now);
+                if self
+                    .store
+                    .set_run_state(&run.run_id, RunState::Running, outcome, &notify, now)
+                    .await?
+                {
+                    pass.runs_finished += 1;
+                    tracing::info!(state = %outcome, "run finished");
+                }
+                return Ok(());
+            }
+            if changed == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn renderer(&self, run: &RunRow, tis: &[TaskInstanceRow]) -> Result<RunRenderer> {
+        let ctx = weir_ops::context::run_context_with_outputs(run, tis, &self.cfg.template_env);
+        Ok(RunRenderer { ctx })
+    }
+
+    pub(super) async fn expand(
+        &self,
+        run: &RunRow,
+        ti: &TaskInstanceRow,
+        dag: &Dag,
+        renderer: &RunRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Some(foreach) = dag.tasks.get(&ti.task_id).and_then(|t| t.foreach.as_ref()) else {
+            return Ok(false);
+        };
+        let items = match foreach {
+            weir_model::spec::Foreach::Items(items) => Ok(items.clone()),
+            weir_model::spec::Foreach::Template(t) => renderer
+                .clone()
+                .render(t)
+                .and_then(|text| parse_items(&text)),
+        };
+        match items {
+            Ok(items) => {
+                tracing::info!(run_id = %ti.run_id, task_id = %ti.task_id, items = items.len(), "foreach expanded");
+                Ok(self.store.expand_mapped(ti, &items, now).await?)
+            }
+            Err(e) => {
+                let message = format!("`foreach` does not render a list: {e}");
+                Ok(self.fail_unrun(run, dag, ti, &message, now).await? > 0)
+            }
+        }
+    }
+
+    /// Fails a `scheduled` instance that cannot run, with its `on_failure` notifications;
+    /// returns 1 if it changed, else 0.
+    pub(super) async fn fail_unrun(
+        &self,
+        run: &RunRow,
+        dag: &Dag,
+        ti: &TaskInstanceRow,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let notify = dag.tasks.get(&ti.task_id).map_or_else(Vec::new, |task| {
+            try_notifications(task, run, ti, TaskState::Failed, Some(error), now)
+        });
+        Ok(u64::from(
+            self.store
+                .fail_scheduled(ti.id, error, &notify, now)
+                .await?,
+        ))
+    }
+
+    /// Queues the retries that are due (within limits); returns how many.
+    pub(super) async fn requeue_due_retries(
+        &mut self,
+        now: DateTime<Utc>,
+        usage: &mut Option<Usage>,
+        pass: &mut Pass,
+    ) -> Result<u64> {
+        let mut ids = Vec::new();
+        for ti in self.store.due_retries(now).await? {
+            let run = self.store.run(&ti.run_id).await?;
+            let version = self.dag_version(run.version_id).await?;
+            let dag = &version.dag;
+            if self.take_slot(usage, dag, ti.pool.as_deref()).await? {
+                ids.push(ti.id);
+            }
+        }
+        let queued = self
+            .store
+            .transition_tasks(&ids, TaskState::UpForRetry, TaskState::Queued, now)
+            .await?;
+        pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
+        Ok(queued)
+    }
+}
