@@ -1,0 +1,390 @@
+//! A worker's side of a try: claiming instances (a lease), giving a claim back, heartbeats
+//! that extend leases, and completions, each guarded by the lease it holds.
+
+use super::*;
+
+/// A heartbeat's lease extension of the tries a worker names (`$3`: an array on Postgres, a
+/// JSON list on SQLite).
+pub(super) const HEARTBEAT_PG: &str = "UPDATE weir_task_instances SET lease_expires_at = $2
+     WHERE worker_id = $1 AND state = 'running' AND id = ANY($3) RETURNING id";
+pub(super) const HEARTBEAT_SQLITE: &str = "UPDATE weir_task_instances SET lease_expires_at = $2
+     WHERE worker_id = $1 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
+     RETURNING id";
+
+/// A claimed task instance: the row as it is now `running` under the caller's lease.
+pub type ClaimedTask = TaskInstanceRow;
+
+/// How a worker's try ended.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Task instance.
+    pub ti_id: i64,
+    /// The worker that holds the lease.
+    pub worker_id: String,
+    /// The try that ran.
+    pub try_number: i32,
+    /// `success`, `failed` or `up_for_retry`.
+    pub state: TaskState,
+    /// Outputs (a JSON object) on success.
+    pub outputs: Option<serde_json::Value>,
+    /// The failure, on failure.
+    pub error: Option<String>,
+    /// When an `up_for_retry` instance may run again.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The try's last log lines, stored in the same transaction (kept even when the lease
+    /// was lost: they are what the try printed).
+    pub log: Vec<NewLogLine>,
+    /// The try does not count (a sensor's check that found nothing yet: it goes back to
+    /// `up_for_retry` with its try number as before).
+    pub give_back_try: bool,
+    /// Notifications to write if the completion is recorded (`on_retry`, `on_failure`).
+    pub notify: Vec<Notification>,
+    /// The scheduler has something to decide because of this try: it did not succeed, or
+    /// tasks depend on it. Otherwise the scheduler is woken only when the run has instances
+    /// waiting for a decision or none left unfinished (its periodic pass covers the rest).
+    pub wake: bool,
+}
+
+impl Store {
+    /// Claims up to `limit` queued instances of `queues` for `worker_id`, best priority first,
+    /// starting their next try under a lease that expires at `lease_until`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn claim_tasks(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedTask>> {
+        if limit <= 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = match &self.db {
+            // One statement. The MATERIALIZED CTE picks at most `limit` queued rows exactly once,
+            // locking them and skipping rows another worker's claim holds, so two workers never
+            // take the same instance nor wait on each other. (A plain `id IN (SELECT … LIMIT …
+            // FOR UPDATE SKIP LOCKED)` may be re-scanned by the planner and return more rows than
+            // the limit: seen here as a worker claiming 8 instances with 4 slots.) The outer
+            // `state = 'queued'` re-check keeps the claim safe under READ COMMITTED.
+            Db::Postgres(pool) => {
+                let sql = format!(
+                    "WITH picked AS MATERIALIZED ({CLAIM_PICK_PG} FOR UPDATE SKIP LOCKED)
+                     UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
+                         version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
+                     FROM picked
+                     WHERE weir_task_instances.id = picked.id AND weir_task_instances.state = 'queued'
+                     RETURNING {}",
+                    TASK_COLUMNS.split(", ").map(|c| format!("weir_task_instances.{c}")).collect::<Vec<_>>().join(", ")
+                );
+                sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(queues)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            // SQLite has one writer at a time (BEGIN IMMEDIATE), so the statement alone is atomic.
+            Db::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
+                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
+                         version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
+                     WHERE state = 'queued' AND id IN (
+                         SELECT id FROM weir_task_instances
+                         WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($4))
+                         ORDER BY priority DESC, id
+                         LIMIT $5)
+                     RETURNING {TASK_COLUMNS}"
+                );
+                let mut tx = pool.begin_write().await?;
+                let rows = sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(serde_json::to_string(queues)?)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
+            }
+        };
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
+    /// Gives back a claimed instance that the worker cannot run (it has no free slot): back to
+    /// `queued`, its try not counted. Returns whether it changed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn release_claim(&self, ti: &ClaimedTask, worker_id: &str) -> Result<bool> {
+        let changed = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE weir_task_instances SET state = 'queued', try_number = try_number - 1, lease_expires_at = NULL, started_at = NULL
+                 WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3",
+            )
+            .bind(ti.id)
+            .bind(worker_id)
+            .bind(ti.try_number)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if changed > 0 {
+            self.wake_workers().await;
+        }
+        Ok(changed == 1)
+    }
+
+    /// Ends a try, if the worker still holds the lease.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the instance is no longer running under this worker and
+    /// try (it was reaped, cleared or cancelled); database failures.
+    pub async fn complete_task(&self, c: &Completion, now: DateTime<Utc>) -> Result<()> {
+        let recorded = self.complete_tasks(std::slice::from_ref(c), now).await?;
+        if recorded.first() == Some(&true) {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(c.ti_id))
+        }
+    }
+
+    /// Ends several tries at once (tries that finished together: one commit for all). Returns,
+    /// per completion, whether it was recorded; `false`: the lease was lost (reaped, cleared,
+    /// cancelled) and only its log lines were kept.
+    ///
+    /// # Errors
+    /// Database failures (then nothing was recorded).
+    pub async fn complete_tasks(&self, cs: &[Completion], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        if cs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outputs: Vec<Option<String>> = cs
+            .iter()
+            .map(|c| c.outputs.as_ref().map(serde_json::to_string).transpose())
+            .collect::<std::result::Result<_, _>>()?;
+        // Per recorded try: its id, and whether the scheduler must look.
+        let recorded: Vec<(i64, bool)> = match &self.db {
+            // One statement: the new states, the tries' last log lines (of those still
+            // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
+            Db::Postgres(pool) => {
+                // The log lines of all tries, as parallel arrays for `unnest`.
+                let (mut log_ids, mut log_tries, mut streams, mut lines, mut ats) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                // The notifications likewise.
+                let (mut note_ids, mut notifiers, mut note_runs, mut payloads) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for c in cs {
+                    for n in &c.notify {
+                        note_ids.push(c.ti_id);
+                        notifiers.push(n.notifier.as_str());
+                        note_runs.push(n.notice.run_id.as_str());
+                        payloads.push(serde_json::to_string(&n.notice)?);
+                    }
+                }
+                for c in cs {
+                    for l in &c.log {
+                        log_ids.push(c.ti_id);
+                        log_tries.push(c.try_number);
+                        streams.push(l.stream);
+                        lines.push(l.text.as_str());
+                        ats.push(l.at);
+                    }
+                }
+                sqlx::query_as::<_, (i64, bool)>(
+                    "WITH c AS (
+                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $16::int[], $21::bool[])
+                             AS c(id, worker_id, try_number, state, outputs, error, due_at, give_back, wake)),
+                     done AS (
+                         UPDATE weir_task_instances t SET state = c.state, ended_at = $8,
+                             outputs = COALESCE(c.outputs, t.outputs), error = c.error, due_at = c.due_at,
+                             lease_expires_at = NULL, try_number = t.try_number - c.give_back
+                         FROM c
+                         WHERE t.id = c.id AND t.state = 'running' AND t.worker_id = c.worker_id
+                             AND t.try_number = c.try_number
+                         RETURNING t.id, t.run_id, c.wake),
+                     -- The statement sees the table as before it: the tries it ends are
+                     -- left out of the unfinished ones by id.
+                     needs AS (
+                         SELECT d.id, d.wake
+                             OR EXISTS (SELECT 1 FROM weir_task_instances s
+                                        WHERE s.run_id = d.run_id AND s.state = 'scheduled')
+                             OR NOT EXISTS (SELECT 1 FROM weir_task_instances u
+                                            WHERE u.run_id = d.run_id
+                                              AND u.state IN ('scheduled', 'queued', 'running', 'up_for_retry')
+                                              AND u.id NOT IN (SELECT id FROM done)) AS wake
+                         FROM done d),
+                     logged AS (
+                         INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at)
+                         SELECT l.ti_id, l.try_number, l.stream, l.line, l.at
+                         FROM unnest($9::bigint[], $10::int[], $11::text[], $12::text[], $13::timestamptz[])
+                             WITH ORDINALITY AS l(ti_id, try_number, stream, line, at, n)
+                         WHERE l.ti_id IN (SELECT id FROM done)
+                         ORDER BY l.n),
+                     noted AS (
+                         INSERT INTO weir_notifications (notifier, run_id, payload, created_at, next_attempt_at)
+                         SELECT n.notifier, n.run_id, n.payload, $8, $8
+                         FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[])
+                             WITH ORDINALITY AS n(ti_id, notifier, run_id, payload, k)
+                         WHERE n.ti_id IN (SELECT id FROM done)
+                         ORDER BY n.k),
+                     woken AS (SELECT pg_notify($14, $15) WHERE EXISTS (SELECT 1 FROM needs WHERE wake))
+                     SELECT id, wake FROM needs, (SELECT count(*) FROM woken) AS w",
+                )
+                .bind(cs.iter().map(|c| c.ti_id).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.worker_id.as_str()).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.try_number).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.state.as_str()).collect::<Vec<_>>())
+                .bind(&outputs)
+                .bind(cs.iter().map(|c| c.error.as_deref()).collect::<Vec<_>>())
+                .bind(cs.iter().map(|c| c.due_at).collect::<Vec<_>>())
+                .bind(now)
+                .bind(log_ids)
+                .bind(log_tries)
+                .bind(streams)
+                .bind(lines)
+                .bind(ats)
+                .bind(SCHEDULER_CHANNEL)
+                .bind(self.notify_origin())
+                .bind(cs.iter().map(|c| i32::from(c.give_back_try)).collect::<Vec<_>>())
+                .bind(note_ids)
+                .bind(notifiers)
+                .bind(note_runs)
+                .bind(payloads)
+                .bind(cs.iter().map(|c| c.wake).collect::<Vec<_>>())
+                .fetch_all(pool)
+                .await?
+            }
+            // One transaction, one commit for all.
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                let mut recorded = Vec::new();
+                let mut runs = Vec::new();
+                for (c, outputs) in cs.iter().zip(&outputs) {
+                    let run_id = sqlx::query_scalar::<_, String>(
+                        "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
+                             due_at = $8, lease_expires_at = NULL, try_number = try_number - $9
+                         WHERE id = $1 AND state = 'running' AND worker_id = $2 AND try_number = $3
+                         RETURNING run_id",
+                    )
+                    .bind(c.ti_id)
+                    .bind(&c.worker_id)
+                    .bind(c.try_number)
+                    .bind(c.state.as_str())
+                    .bind(now)
+                    .bind(outputs)
+                    .bind(&c.error)
+                    .bind(c.due_at)
+                    .bind(i32::from(c.give_back_try))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(run_id) = run_id {
+                        insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
+                        insert_notifications!(tx, c.notify, now);
+                        recorded.push((c.ti_id, c.wake));
+                        if !c.wake && !runs.contains(&run_id) {
+                            runs.push(run_id);
+                        }
+                    }
+                }
+                // This transaction sees its own changes.
+                let mut run_needs = false;
+                for run_id in runs {
+                    run_needs |= sqlx::query_scalar::<_, bool>(
+                        "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE run_id = $1 AND state = 'scheduled')
+                             OR NOT EXISTS (SELECT 1 FROM weir_task_instances WHERE run_id = $1
+                                            AND state IN ('scheduled', 'queued', 'running', 'up_for_retry'))",
+                    )
+                    .bind(&run_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if run_needs {
+                        break;
+                    }
+                }
+                tx.commit().await?;
+                if run_needs {
+                    for r in &mut recorded {
+                        r.1 = true;
+                    }
+                }
+                recorded
+            }
+        };
+        let mut out = Vec::with_capacity(cs.len());
+        for c in cs {
+            let ok = recorded.iter().any(|(id, _)| *id == c.ti_id);
+            if !ok {
+                // The outcome is dropped, but what the try printed is kept.
+                self.append_logs(c.ti_id, c.try_number, &c.log).await?;
+            }
+            out.push(ok);
+        }
+        if recorded.iter().any(|(_, wake)| *wake) {
+            self.wake_scheduler_here();
+        }
+        Ok(out)
+    }
+
+    /// Extends the leases of the tries `running` (those the worker is running now) to
+    /// `lease_until` and returns the ones it still holds: a try missing from the answer was
+    /// taken away (reaped, cleared) and must be stopped. Only the tries named are extended: a
+    /// row left `running` under this worker's id that it does not run (a claim whose answer
+    /// was lost, an outcome it gave up recording) keeps its lease ending, so the scheduler
+    /// reaps it instead of it being held forever.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn heartbeat(
+        &self,
+        worker_id: &str,
+        running: &[i64],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<i64>> {
+        const BEAT: &str = "UPDATE weir_workers SET heartbeat_at = $2 WHERE worker_id = $1";
+        let held = match &self.db {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin_write().await?;
+                sqlx::query(BEAT)
+                    .bind(worker_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let held: Vec<i64> = sqlx::query_scalar(HEARTBEAT_PG)
+                    .bind(worker_id)
+                    .bind(lease_until)
+                    .bind(running)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                held
+            }
+            Db::Sqlite(pool) => {
+                let ids = serde_json::to_string(running)?;
+                let mut tx = pool.begin_write().await?;
+                sqlx::query(BEAT)
+                    .bind(worker_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let held: Vec<i64> = sqlx::query_scalar(HEARTBEAT_SQLITE)
+                    .bind(worker_id)
+                    .bind(lease_until)
+                    .bind(&ids)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                held
+            }
+        };
+        Ok(held)
+    }
+}
