@@ -1,0 +1,111 @@
+//! Task logs: the whole log of a try, streamed in chunks, or its tail.
+
+use super::*;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogQuery {
+    /// Try number (default the latest).
+    #[serde(rename = "try")]
+    #[param(rename = "try")]
+    pub(crate) try_number: Option<i32>,
+    /// The instance of a mapped task (default -1, or the first).
+    pub(crate) map_index: Option<i32>,
+    /// Only the last N lines.
+    pub(crate) tail: Option<i64>,
+}
+
+/// Lines read from the store per chunk of a streamed log.
+pub(super) const LOG_CHUNK: i64 = 5000;
+
+/// The task instance a log request means, and the try.
+pub(crate) async fn log_target(
+    state: &AppState,
+    run_id: &str,
+    task_id: &str,
+    map_index: Option<i32>,
+    try_number: Option<i32>,
+) -> Result<(weir_store::TaskInstanceRow, i32), WebError> {
+    let instances: Vec<_> = state
+        .store
+        .task_instances(run_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.task_id == task_id)
+        .collect();
+    if instances.is_empty() {
+        return Err(WebError::not_found(format!(
+            "no task `{task_id}` in run `{run_id}`"
+        )));
+    }
+    let ti = match map_index {
+        Some(m) => instances
+            .into_iter()
+            .find(|t| t.map_index == m)
+            .ok_or_else(|| {
+                WebError::not_found(format!(
+                    "no instance {m} of task `{task_id}` in run `{run_id}`"
+                ))
+            })?,
+        None => instances
+            .into_iter()
+            .next()
+            .ok_or_else(|| WebError::not_found(format!("no task `{task_id}` in run `{run_id}`")))?,
+    };
+    let try_number = try_number.unwrap_or(ti.try_number).max(1);
+    if try_number > ti.try_number.max(1) {
+        return Err(WebError::not_found(format!(
+            "no try {try_number} of task `{task_id}` in run `{run_id}`: it has had {}",
+            ti.try_number
+        )));
+    }
+    Ok((ti, try_number))
+}
+
+#[utoipa::path(get, path = "/runs/{run_id}/tasks/{task_id}/logs", tag = "runs",
+    params(("run_id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id"), LogQuery),
+    responses((status = 200, description = "the log, one line per line", content_type = "text/plain", body = String), ReadRefusals))]
+/// A try's log as text, streamed from the store a chunk at a time (a large log is never held
+/// whole); `tail` reads only the last lines.
+pub(super) async fn task_logs(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path((run_id, task_id)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, WebError> {
+    let (ti, try_number) = log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if let Some(n) = q.tail {
+        let lines = state
+            .store
+            .log_tail(ti.id, try_number, n.clamp(1, 100_000))
+            .await?;
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(&l.line);
+            text.push('\n');
+        }
+        return Ok((headers, text).into_response());
+    }
+    let store = state.store.clone();
+    let stream = futures_util::stream::unfold(Some(0_i64), move |after| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            match store.logs(ti.id, try_number, after, LOG_CHUNK).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let next = lines.last().map(|l| l.id);
+                    let mut text = String::new();
+                    for l in &lines {
+                        text.push_str(&l.line);
+                        text.push('\n');
+                    }
+                    Some((Ok::<_, std::io::Error>(text), next))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
