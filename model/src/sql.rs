@@ -421,9 +421,10 @@ fn place_one(
         Value::Text(t) | Value::Name(t) => t.as_str(),
     };
     let shown = shorten(text);
+    // Part of a longer name: a name character (or a dot, or another value) on either side.
+    let glued = lexer.previous.is_some_and(|c| is_name_char(c) || c == '.')
+        || next.is_some_and(|c| is_name_char(c) || c == '.' || c == '\0');
     if let (Value::Name(name), Place::Code) = (value, at.0) {
-        let glued = lexer.previous.is_some_and(|c| is_name_char(c) || c == '.')
-            || next.is_some_and(|c| is_name_char(c) || c == '.' || c == '\0');
         if glued {
             return Err(format!(
                 "`{shown}` is a name (`| ident`), which must stand alone, not be part of a longer name"
@@ -448,8 +449,6 @@ fn place_one(
     if at.0 != Place::Code {
         return Ok(Placed::Inside(at));
     }
-    let glued = lexer.previous.is_some_and(|c| is_name_char(c) || c == '.')
-        || next.is_some_and(|c| is_name_char(c) || c == '.' || c == '\0');
     if glued {
         if !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(

@@ -61,7 +61,7 @@ pub async fn ensure_active(store: &Store, dag_id: &str) -> Result<()> {
 /// Unknown or invalid version, database failures.
 pub async fn version_dag(store: &Store, version_id: i64) -> Result<Dag> {
     let version = store.dag_version(version_id).await?;
-    Dag::from_spec(version.spec).map_err(|p| OpsError::InvalidVersion(version_id, format!("{p:?}")))
+    crate::versions::parse(version_id, version.spec)
 }
 
 /// Tries a cleared instance gets: a full set again (`retries + 1`).

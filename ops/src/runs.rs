@@ -133,19 +133,32 @@ pub fn parse_param_pairs(
             )));
         };
         let value = match type_of(key) {
-            None | Some(Some(ParamType::String)) => serde_json::Value::String(text.to_owned()),
-            Some(None) => serde_json::from_str(text)
-                .unwrap_or_else(|_| serde_json::Value::String(text.to_owned())),
-            Some(Some(ty)) => serde_json::from_str(text).map_err(|_| {
-                OpsError::Invalid(format!(
-                    "param `{key}` is {}; `{text}` is not one",
-                    ty.described()
-                ))
-            })?,
+            None => serde_json::Value::String(text.to_owned()),
+            Some(ty) => param_from_text(key, ty, text).map_err(OpsError::Invalid)?,
         };
         out.insert(key.to_owned(), value);
     }
     Ok(out)
+}
+
+/// A param's value from text (a `--param`, a form field), by the param's type: a string as
+/// it is; a number, boolean, list or object as JSON; a param of any type (`None`) as JSON when
+/// it parses, else as text.
+///
+/// # Errors
+/// Text that is not a value of the type, naming the param.
+pub fn param_from_text(
+    key: &str,
+    ty: Option<ParamType>,
+    text: &str,
+) -> Result<serde_json::Value, String> {
+    match ty {
+        Some(ParamType::String) => Ok(serde_json::Value::String(text.to_owned())),
+        None => Ok(serde_json::from_str(text)
+            .unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))),
+        Some(ty) => serde_json::from_str(text)
+            .map_err(|_| format!("param `{key}` is {}; `{text}` is not one", ty.described())),
+    }
 }
 
 #[cfg(test)]

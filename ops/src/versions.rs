@@ -23,6 +23,24 @@ pub struct Version {
     pub files: BTreeMap<String, String>,
 }
 
+/// A stored version's spec validated into its DAG again.
+///
+/// # Errors
+/// [`OpsError::InvalidVersion`] with every problem, when it no longer validates (a newer weir
+/// may check more than the one that stored it).
+pub(crate) fn parse(version_id: i64, spec: weir_model::DagSpec) -> Result<Dag> {
+    Dag::from_spec(spec).map_err(|problems| {
+        OpsError::InvalidVersion(
+            version_id,
+            problems
+                .iter()
+                .map(|p| p.message.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
 /// Parsed DAG versions by id, read from the store on first use.
 #[derive(Clone, Default)]
 pub struct Versions {
@@ -40,18 +58,8 @@ impl Versions {
             return Ok(Arc::clone(v));
         }
         let stored = store.dag_version(version_id).await?;
-        let dag = Dag::from_spec(stored.spec).map_err(|problems| {
-            OpsError::InvalidVersion(
-                version_id,
-                problems
-                    .iter()
-                    .map(|p| p.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
         let version = Arc::new(Version {
-            dag,
+            dag: parse(version_id, stored.spec)?,
             files: stored.files,
         });
         let mut parsed = self.lock();

@@ -121,6 +121,18 @@ impl Renderer {
             .map_err(|e| format!("{}; {}", render_error(&e), self.available))
     }
 
+    /// Renders `text` with `env` (one of the escaping environments), collecting the values
+    /// its escape function took.
+    fn render_collecting(
+        &self,
+        env: &tera::Tera,
+        text: &str,
+    ) -> Result<(String, Vec<crate::sql::Value>), String> {
+        let (rendered, values) = collecting(|| env.render_str(text, &self.context, true));
+        let rendered = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
+        Ok((rendered, values))
+    }
+
     /// Renders a shell script so that no value can become code: every `{{ … }}` becomes a
     /// reference to a variable, `${WEIR_VALUE_n}`, whose value the returned list holds (the
     /// try's environment carries them). The shell expands a variable without parsing its value
@@ -135,8 +147,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok((text.to_owned(), Vec::new()));
         }
-        let (rendered, values) = collecting(|| self.shell.render_str(text, &self.context, true));
-        let rendered = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
+        let (rendered, values) = self.render_collecting(&self.shell, text)?;
         let values = values
             .into_iter()
             .enumerate()
@@ -160,8 +171,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        let (rendered, values) = collecting(|| self.sql.render_str(text, &self.context, true));
-        let rendered = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
+        let (rendered, values) = self.render_collecting(&self.sql, text)?;
         crate::sql::place_values(dialect, &rendered, &values)
     }
 
@@ -175,8 +185,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        let (rendered, values) = collecting(|| self.path.render_str(text, &self.context, true));
-        let mut out = rendered.map_err(|e| format!("{}; {}", render_error(&e), self.available))?;
+        let (mut out, values) = self.render_collecting(&self.path, text)?;
         for (i, value) in values.iter().enumerate().rev() {
             let (crate::sql::Value::Text(v) | crate::sql::Value::Name(v)) = value;
             if v.contains('\0') || v.split(['/', '\\']).any(|part| part == "..") {

@@ -213,19 +213,11 @@ pub(super) fn form_params(
             continue;
         };
         let chosen = p.allowed.iter().flatten().find(|v| field_text(v) == text);
-        let value = match (chosen, p.ty) {
-            (Some(v), _) => v.clone(),
-            (None, Some(ParamType::String)) => Value::String(text.to_owned()),
-            _ if text.trim().is_empty() => continue,
-            (None, None) => {
-                serde_json::from_str(text.trim()).unwrap_or_else(|_| Value::String(text.to_owned()))
-            }
-            (None, Some(ty)) => serde_json::from_str(text.trim()).map_err(|_| {
-                WebError::invalid_param(format!(
-                    "param `{name}` is {}; `{text}` is not one",
-                    ty.described()
-                ))
-            })?,
+        let value = match chosen {
+            Some(v) => v.clone(),
+            None if text.trim().is_empty() && p.ty != Some(ParamType::String) => continue,
+            None => weir_ops::runs::param_from_text(name, p.ty, text)
+                .map_err(WebError::invalid_param)?,
         };
         out.insert(name.clone(), value);
     }
