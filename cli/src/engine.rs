@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::{Clock, SystemClock};
-use weir_scheduler::notify::{MessageTemplate, Notifier, NotifyConfig, Smtp};
+use weir_notify::{MessageTemplate, Notifier, NotifyConfig, Smtp};
 use weir_scheduler::{Scheduler, SchedulerConfig};
 use weir_store::Store;
 use weir_worker::WorkerConfig;
@@ -143,9 +143,9 @@ fn notify_config(config: &Config) -> NotifyConfig {
         host: s.host.clone(),
         port: s.port,
         tls: match s.tls {
-            SmtpTls::Starttls => weir_scheduler::notify::SmtpTls::Starttls,
-            SmtpTls::Tls => weir_scheduler::notify::SmtpTls::Tls,
-            SmtpTls::None => weir_scheduler::notify::SmtpTls::None,
+            SmtpTls::Starttls => weir_notify::SmtpTls::Starttls,
+            SmtpTls::Tls => weir_notify::SmtpTls::Tls,
+            SmtpTls::None => weir_notify::SmtpTls::None,
         },
         from: s.from.clone(),
         username: s.username.clone(),

@@ -5,23 +5,21 @@
 //! `Store::create_run`), evaluates trigger rules, `when` and `foreach`, queues task instances
 //! within `max_active_runs`, `max_active_tasks` and pools, re-queues retries when due, reaps
 //! the tries of workers that stopped heartbeating, finishes runs by Airflow's leaf rule, and
-//! sends the notifications those changes wrote.
+//! runs the dispatcher that sends the notifications those changes wrote (`weir_notify`).
 //!
-//! Where it sits: uses weir-model, weir-store and weir-ops (run planning, DAG lookups); never
+//! Where it sits: uses weir-model, weir-store, weir-ops and weir-notify (run planning, DAG lookups); never
 //! the worker or the web server: they meet in database rows.
 //!
 //! # Layout
 //! - [`folder`]: reading DAG files (shared with the CLI's `dags validate`).
 //! - [`plan`]: due cron intervals. Pure. (A new run's rows and params: `weir_ops::runs`.)
 //! - [`evaluate`]: trigger rules and run outcomes. Pure.
-//! - [`notify`]: sends the notification outbox (email, webhooks).
 //! - [`scheduler`]: the pass ([`Scheduler::run_once`]) and the loop ([`run`]).
 //! - [`error`]: the error type.
 
 pub mod error;
 pub mod evaluate;
 pub mod folder;
-pub mod notify;
 pub mod plan;
 pub mod scheduler;
 

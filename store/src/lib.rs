@@ -55,9 +55,7 @@ pub use heartbeat::SchedulerRow;
 pub use history::{GridCell, RunBrief};
 pub use leader::Leadership;
 pub use log::{LogLine, NewLogLine, TrySpan};
-pub use notify::{
-    ClaimedNotification, Notice, NoticeEvent, Notification, NotificationRow, try_notifications,
-};
+pub use notify::{ClaimedNotification, Notice, NoticeEvent, Notification, NotificationRow};
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove, run_id_for};
 pub use session::SessionRow;
 pub use stats::StateCounts;

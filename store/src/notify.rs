@@ -378,25 +378,3 @@ impl Store {
         }))
     }
 }
-
-/// The notifications a try's end calls for: `on_retry` when another try follows, `on_failure`
-/// when the task failed for good, none otherwise.
-#[must_use]
-pub fn try_notifications(
-    task: &weir_model::dag::Task,
-    run: &RunRow,
-    ti: &TaskInstanceRow,
-    to: weir_model::TaskState,
-    error: Option<&str>,
-    at: DateTime<Utc>,
-) -> Vec<Notification> {
-    let (event, names) = match to {
-        weir_model::TaskState::UpForRetry => (NoticeEvent::TaskRetry, &task.on_retry),
-        weir_model::TaskState::Failed => (NoticeEvent::TaskFailed, &task.on_failure),
-        _ => return Vec::new(),
-    };
-    if names.is_empty() {
-        return Vec::new();
-    }
-    Notice::for_try(run, ti, event, error.map(str::to_owned), at).to(names)
-}

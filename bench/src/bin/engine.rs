@@ -62,7 +62,7 @@ async fn main() {
         template_env: Default::default(),
         scan_interval: Duration::from_secs(1),
         keep_runs: None,
-        notify: weir_scheduler::notify::NotifyConfig::default(),
+        notify: weir_notify::NotifyConfig::default(),
     };
     let wcfg = WorkerConfig {
         keep_rejects: None,

@@ -185,7 +185,7 @@ fn scheduler_config(dir: &Path) -> SchedulerConfig {
             .collect(),
         scan_interval: Duration::from_secs(2),
         keep_runs: None,
-        notify: weir_scheduler::notify::NotifyConfig::default(),
+        notify: weir_notify::NotifyConfig::default(),
     }
 }
 

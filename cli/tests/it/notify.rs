@@ -127,7 +127,7 @@ url = "${{BROKEN_HOOK}}"
         .env("WEIR_WEB_BIND", "127.0.0.1:0")
         .env("SMTP_PASSWORD", "smtp-secret")
         .env("BROKEN_HOOK", format!("{hooks}/broken"))
-        .env("RUST_LOG", "weir_scheduler=info")
+        .env("RUST_LOG", "weir_scheduler=info,weir_notify=info")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

@@ -14,17 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::notify::{Dispatcher, NotifyConfig};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_model::clock::Clock;
 use weir_model::template::{RenderContext, Renderer, is_falsy, parse_items};
 use weir_model::{Dag, Diagnostic, Known, RunState, RunType, Schedule, TaskState};
-use weir_store::{
-    ActiveRun, Notice, NoticeEvent, Notification, RunRow, Store, StoreError, TaskInstanceRow,
-    WorkerEnd, try_notifications,
-};
+use weir_notify::{Dispatcher, NotifyConfig, run_notifications, try_notifications};
+use weir_store::{ActiveRun, RunRow, Store, StoreError, TaskInstanceRow, WorkerEnd};
 
 use crate::error::{Result, SchedulerError};
 use crate::evaluate::plan_run;

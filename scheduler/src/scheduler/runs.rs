@@ -4,53 +4,6 @@
 
 use super::*;
 
-/// The notifications of a run's end: the DAG's `on_failure` with its failed tasks and their
-/// errors, or its `on_success`.
-pub(super) fn run_notifications(
-    dag: &Dag,
-    run: &RunRow,
-    tis: &[TaskInstanceRow],
-    outcome: RunState,
-    now: DateTime<Utc>,
-) -> Vec<Notification> {
-    /// Failed tasks named in a run's failure notice; the rest are counted.
-    const LISTED: usize = 5;
-    let (event, names) = match outcome {
-        RunState::Failed => (NoticeEvent::RunFailed, &dag.spec.on_failure),
-        RunState::Success => (NoticeEvent::RunSucceeded, &dag.spec.on_success),
-        _ => return Vec::new(),
-    };
-    if names.is_empty() {
-        return Vec::new();
-    }
-    let failed: Vec<&TaskInstanceRow> = tis
-        .iter()
-        .filter(|t| t.state == TaskState::Failed)
-        .collect();
-    let error = (outcome == RunState::Failed).then(|| {
-        let mut lines: Vec<String> = failed
-            .iter()
-            .take(LISTED)
-            .map(|t| {
-                let name = if t.map_index >= 0 {
-                    format!("{}[{}]", t.task_id, t.map_index)
-                } else {
-                    t.task_id.clone()
-                };
-                format!("{name}: {}", t.error.as_deref().unwrap_or("failed"))
-            })
-            .collect();
-        if failed.len() > LISTED {
-            lines.push(format!("and {} more failed task(s)", failed.len() - LISTED));
-        }
-        if lines.is_empty() {
-            lines.push("no task failed itself (the run failed on upstream failures)".to_owned());
-        }
-        lines.join("\n")
-    });
-    Notice::for_run(run, event, error, now).to(names)
-}
-
 /// What a failed try leads to: another try after the task's retry delay, or failure.
 pub fn retry_decision(
     dag: &Dag,

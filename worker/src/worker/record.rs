@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 use weir_model::clock::Clock;
 use weir_model::dag::Task;
 use weir_model::{Dag, TaskState};
-use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store, try_notifications};
+use weir_notify::try_notifications;
+use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store};
 
 use super::Worker;
 use crate::error::{Result, WorkerError};
