@@ -1717,7 +1717,7 @@ async fn postgres_an_outcome_write_cut_by_a_restart_is_written_again_not_rerun()
         let waiting: i64 = sqlx::query_scalar(
             // The completion's statement (the heartbeat waits behind the lock too).
             "select count(*) from pg_stat_activity
-             where wait_event_type = 'Lock' and query ilike '%ended_at = $8%'",
+             where wait_event_type = 'Lock' and query ilike '%SET state = c.state, ended_at%'",
         )
         .fetch_one(&db)
         .await

@@ -11,6 +11,59 @@ pub(super) const HEARTBEAT_SQLITE: &str = "UPDATE weir_task_instances SET lease_
      WHERE worker_id = $1 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
      RETURNING id";
 
+/// A batch of completions as the parallel arrays Postgres' `unnest` reads: the tries, their
+/// log lines and their notifications, each field in the order `complete_tasks` binds it.
+struct CompletionArrays<'a> {
+    ids: Vec<i64>,
+    worker_ids: Vec<&'a str>,
+    try_numbers: Vec<i32>,
+    states: Vec<&'static str>,
+    outputs: &'a [Option<String>],
+    errors: Vec<Option<&'a str>>,
+    due_ats: Vec<Option<DateTime<Utc>>>,
+    give_backs: Vec<i32>,
+    wakes: Vec<bool>,
+    log_ids: Vec<i64>,
+    log_tries: Vec<i32>,
+    log_streams: Vec<&'static str>,
+    log_lines: Vec<&'a str>,
+    log_ats: Vec<DateTime<Utc>>,
+    note_ids: Vec<i64>,
+    note_notifiers: Vec<&'a str>,
+    note_runs: Vec<&'a str>,
+    note_payloads: Vec<String>,
+}
+
+impl<'a> CompletionArrays<'a> {
+    /// `outputs` holds each completion's outputs as JSON text, in the order of `cs`.
+    fn new(cs: &'a [Completion], outputs: &'a [Option<String>]) -> Result<CompletionArrays<'a>> {
+        let lines = || cs.iter().flat_map(|c| c.log.iter().map(move |l| (c, l)));
+        let notes = || cs.iter().flat_map(|c| c.notify.iter().map(move |n| (c, n)));
+        Ok(CompletionArrays {
+            ids: cs.iter().map(|c| c.ti_id).collect(),
+            worker_ids: cs.iter().map(|c| c.worker_id.as_str()).collect(),
+            try_numbers: cs.iter().map(|c| c.try_number).collect(),
+            states: cs.iter().map(|c| c.state.as_str()).collect(),
+            outputs,
+            errors: cs.iter().map(|c| c.error.as_deref()).collect(),
+            due_ats: cs.iter().map(|c| c.due_at).collect(),
+            give_backs: cs.iter().map(|c| i32::from(c.give_back_try)).collect(),
+            wakes: cs.iter().map(|c| c.wake).collect(),
+            log_ids: lines().map(|(c, _)| c.ti_id).collect(),
+            log_tries: lines().map(|(c, _)| c.try_number).collect(),
+            log_streams: lines().map(|(_, l)| l.stream).collect(),
+            log_lines: lines().map(|(_, l)| l.text.as_str()).collect(),
+            log_ats: lines().map(|(_, l)| l.at).collect(),
+            note_ids: notes().map(|(c, _)| c.ti_id).collect(),
+            note_notifiers: notes().map(|(_, n)| n.notifier.as_str()).collect(),
+            note_runs: notes().map(|(_, n)| n.notice.run_id.as_str()).collect(),
+            note_payloads: notes()
+                .map(|(_, n)| serde_json::to_string(&n.notice))
+                .collect::<std::result::Result<_, _>>()?,
+        })
+    }
+}
+
 /// A claimed task instance: the row as it is now `running` under the caller's lease.
 pub type ClaimedTask = TaskInstanceRow;
 
@@ -175,35 +228,13 @@ impl Store {
             // One statement: the new states, the tries' last log lines (of those still
             // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
             Db::Postgres(pool) => {
-                // The log lines of all tries, as parallel arrays for `unnest`.
-                let (mut log_ids, mut log_tries, mut streams, mut lines, mut ats) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                // The notifications likewise.
-                let (mut note_ids, mut notifiers, mut note_runs, mut payloads) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for c in cs {
-                    for n in &c.notify {
-                        note_ids.push(c.ti_id);
-                        notifiers.push(n.notifier.as_str());
-                        note_runs.push(n.notice.run_id.as_str());
-                        payloads.push(serde_json::to_string(&n.notice)?);
-                    }
-                }
-                for c in cs {
-                    for l in &c.log {
-                        log_ids.push(c.ti_id);
-                        log_tries.push(c.try_number);
-                        streams.push(l.stream);
-                        lines.push(l.text.as_str());
-                        ats.push(l.at);
-                    }
-                }
+                let c = CompletionArrays::new(cs, &outputs)?;
                 sqlx::query_as::<_, (i64, bool)>(
                     "WITH c AS (
-                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $16::int[], $21::bool[])
+                         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[], $9::bool[])
                              AS c(id, worker_id, try_number, state, outputs, error, due_at, give_back, wake)),
                      done AS (
-                         UPDATE weir_task_instances t SET state = c.state, ended_at = $8,
+                         UPDATE weir_task_instances t SET state = c.state, ended_at = $10,
                              outputs = COALESCE(c.outputs, t.outputs), error = c.error, due_at = c.due_at,
                              lease_expires_at = NULL, try_number = t.try_number - c.give_back
                          FROM c
@@ -224,41 +255,44 @@ impl Store {
                      logged AS (
                          INSERT INTO weir_task_logs (ti_id, try_number, stream, line, at)
                          SELECT l.ti_id, l.try_number, l.stream, l.line, l.at
-                         FROM unnest($9::bigint[], $10::int[], $11::text[], $12::text[], $13::timestamptz[])
+                         FROM unnest($11::bigint[], $12::int[], $13::text[], $14::text[], $15::timestamptz[])
                              WITH ORDINALITY AS l(ti_id, try_number, stream, line, at, n)
                          WHERE l.ti_id IN (SELECT id FROM done)
                          ORDER BY l.n),
                      noted AS (
                          INSERT INTO weir_notifications (notifier, run_id, payload, created_at, next_attempt_at)
-                         SELECT n.notifier, n.run_id, n.payload, $8, $8
-                         FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[])
+                         SELECT n.notifier, n.run_id, n.payload, $10, $10
+                         FROM unnest($16::bigint[], $17::text[], $18::text[], $19::text[])
                              WITH ORDINALITY AS n(ti_id, notifier, run_id, payload, k)
                          WHERE n.ti_id IN (SELECT id FROM done)
                          ORDER BY n.k),
-                     woken AS (SELECT pg_notify($14, $15) WHERE EXISTS (SELECT 1 FROM needs WHERE wake))
+                     woken AS (SELECT pg_notify($20, $21) WHERE EXISTS (SELECT 1 FROM needs WHERE wake))
                      SELECT id, wake FROM needs, (SELECT count(*) FROM woken) AS w",
                 )
-                .bind(cs.iter().map(|c| c.ti_id).collect::<Vec<_>>())
-                .bind(cs.iter().map(|c| c.worker_id.as_str()).collect::<Vec<_>>())
-                .bind(cs.iter().map(|c| c.try_number).collect::<Vec<_>>())
-                .bind(cs.iter().map(|c| c.state.as_str()).collect::<Vec<_>>())
-                .bind(&outputs)
-                .bind(cs.iter().map(|c| c.error.as_deref()).collect::<Vec<_>>())
-                .bind(cs.iter().map(|c| c.due_at).collect::<Vec<_>>())
-                .bind(now)
-                .bind(log_ids)
-                .bind(log_tries)
-                .bind(streams)
-                .bind(lines)
-                .bind(ats)
-                .bind(SCHEDULER_CHANNEL)
-                .bind(self.notify_origin())
-                .bind(cs.iter().map(|c| i32::from(c.give_back_try)).collect::<Vec<_>>())
-                .bind(note_ids)
-                .bind(notifiers)
-                .bind(note_runs)
-                .bind(payloads)
-                .bind(cs.iter().map(|c| c.wake).collect::<Vec<_>>())
+                // $1 to $9, one element per try, in the order of the `unnest` above.
+                .bind(c.ids)
+                .bind(c.worker_ids)
+                .bind(c.try_numbers)
+                .bind(c.states)
+                .bind(c.outputs)
+                .bind(c.errors)
+                .bind(c.due_ats)
+                .bind(c.give_backs)
+                .bind(c.wakes)
+                .bind(now) // $10
+                // $11 to $15: one element per log line.
+                .bind(c.log_ids)
+                .bind(c.log_tries)
+                .bind(c.log_streams)
+                .bind(c.log_lines)
+                .bind(c.log_ats)
+                // $16 to $19: one element per notification.
+                .bind(c.note_ids)
+                .bind(c.note_notifiers)
+                .bind(c.note_runs)
+                .bind(c.note_payloads)
+                .bind(SCHEDULER_CHANNEL) // $20
+                .bind(self.notify_origin()) // $21
                 .fetch_all(pool)
                 .await?
             }
