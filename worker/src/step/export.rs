@@ -6,6 +6,7 @@
 //! database prints them; NULL is an empty field in CSV and `null` in JSON lines (CSV cannot tell
 //! NULL from an empty string: use JSON lines for an exact round trip of such tables).
 
+use crate::step::db::SqlDb;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -157,19 +158,16 @@ impl Output {
 
 async fn stream<DB>(pool: &sqlx::Pool<DB>, sql: &str, out: &mut Output) -> Result<(), String>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'r> Option<String>: sqlx::Decode<'r, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     use futures_util::TryStreamExt;
     let db = |e: sqlx::Error| crate::conn::db_error(&e);
     let mut conn = pool.acquire().await.map_err(db)?;
-    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(DB::on(&mut *conn));
     let mut names: Option<Vec<String>> = None;
     while let Some(row) = rows.try_next().await.map_err(db)? {
         let names = names.get_or_insert_with(|| column_names(&row));
-        let values = row_values(&row).map_err(db)?;
+        let values = row_values::<DB>(&row).map_err(db)?;
         out.row(names, values)?;
     }
     Ok(())

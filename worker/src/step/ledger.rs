@@ -11,6 +11,7 @@
 //! A series is the tries since the instance was last cleared: a clear asks for the work to be
 //! done again, so markers at or below the try number it was cleared at are not adopted.
 
+use crate::step::db::SqlDb;
 use sha2::{Digest as _, Sha256};
 
 use super::sqltext::Dialect;
@@ -60,12 +61,7 @@ async fn committed_on<DB>(
     attempt: &Attempt,
 ) -> Result<Option<(i32, Outputs)>, sqlx::Error>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
-    for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     let mut conn = pool.acquire().await?;
     Attempt::ensure_table::<DB>(dialect, &mut conn).await?;
@@ -107,13 +103,12 @@ impl Attempt {
     ///
     /// # Errors
     /// The database's.
-    pub async fn ensure_table<DB>(
+    pub(crate) async fn ensure_table<DB>(
         dialect: Dialect,
         conn: &mut DB::Connection,
     ) -> Result<(), sqlx::Error>
     where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        DB: SqlDb,
     {
         let (key, text, at) = match dialect {
             Dialect::Postgres => ("TEXT", "TEXT", "TIMESTAMPTZ"),
@@ -130,7 +125,10 @@ impl Attempt {
              dag_id {text} NOT NULL, run_id {text} NOT NULL, task_id {text} NOT NULL, map_index INTEGER NOT NULL, \
              outputs {long} NOT NULL, committed_at {at} NOT NULL, PRIMARY KEY (instance, try_number))"
         );
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(conn).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(DB::on(conn))
+            .await
+        {
             Ok(_) => Ok(()),
             // Two first loads into one Postgres database at once: the other one created it.
             Err(sqlx::Error::Database(d))
@@ -146,33 +144,27 @@ impl Attempt {
     ///
     /// # Errors
     /// The database's.
-    pub async fn committed<DB>(
+    pub(crate) async fn committed<DB>(
         &self,
         conn: &mut DB::Connection,
     ) -> Result<Option<(i32, Outputs)>, sqlx::Error>
     where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
-        for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
-        usize: sqlx::ColumnIndex<DB::Row>,
+        DB: SqlDb,
     {
-        use sqlx::Row as _;
         let mut q = sqlx::QueryBuilder::<DB>::new(format!(
             "SELECT try_number, outputs FROM {TABLE} WHERE instance = "
         ));
-        q.push_bind(self.instance())
+        q.push_bind(DB::text(self.instance()))
             .push(" AND try_number > ")
-            .push_bind(self.cleared_try)
+            .push_bind(DB::int32(self.cleared_try))
             .push(" AND try_number < ")
-            .push_bind(self.try_number)
+            .push_bind(DB::int32(self.try_number))
             .push(" ORDER BY try_number DESC");
-        let Some(row) = q.build().fetch_optional(conn).await? else {
+        let Some(row) = q.build().fetch_optional(DB::on(conn)).await? else {
             return Ok(None);
         };
-        let try_number: i32 = row.try_get(0)?;
-        let outputs: String = row.try_get(1)?;
+        let try_number = DB::get_int32(&row, 0)?;
+        let outputs = DB::get_text(&row, 1)?.unwrap_or_default();
         let outputs = match serde_json::from_str(&outputs) {
             Ok(serde_json::Value::Object(m)) => m,
             _ => Outputs::new(),
@@ -185,39 +177,36 @@ impl Attempt {
     ///
     /// # Errors
     /// The database's.
-    pub async fn record<DB>(
+    pub(crate) async fn record<DB>(
         &self,
         conn: &mut DB::Connection,
         outputs: &Outputs,
     ) -> Result<(), sqlx::Error>
     where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> chrono::DateTime<chrono::Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        DB: SqlDb,
     {
         let now = chrono::Utc::now();
         let mut prune =
             sqlx::QueryBuilder::<DB>::new(format!("DELETE FROM {TABLE} WHERE committed_at < "));
-        prune.push_bind(now - chrono::Duration::days(KEEP_DAYS));
-        prune.build().execute(&mut *conn).await?;
+        prune.push_bind(DB::time(now - chrono::Duration::days(KEEP_DAYS)));
+        prune.build().execute(DB::on(&mut *conn)).await?;
         let mut q = sqlx::QueryBuilder::<DB>::new(format!(
             "INSERT INTO {TABLE} (instance, try_number, dag_id, run_id, task_id, map_index, outputs, committed_at) VALUES ("
         ));
         let mut values = q.separated(", ");
         values
-            .push_bind(self.instance())
-            .push_bind(self.try_number)
-            .push_bind(self.dag_id.clone())
-            .push_bind(self.run_id.clone())
-            .push_bind(self.task_id.clone())
-            .push_bind(self.map_index)
-            .push_bind(serde_json::Value::Object(outputs.clone()).to_string())
-            .push_bind(now);
+            .push_bind(DB::text(self.instance()))
+            .push_bind(DB::int32(self.try_number))
+            .push_bind(DB::text(self.dag_id.clone()))
+            .push_bind(DB::text(self.run_id.clone()))
+            .push_bind(DB::text(self.task_id.clone()))
+            .push_bind(DB::int32(self.map_index))
+            .push_bind(DB::text(
+                serde_json::Value::Object(outputs.clone()).to_string(),
+            ))
+            .push_bind(DB::time(now));
         q.push(")");
-        q.build().execute(conn).await?;
+        q.build().execute(DB::on(conn)).await?;
         Ok(())
     }
 }

@@ -12,8 +12,8 @@
 //! - On Postgres, each migration's transaction takes an advisory lock, so two tries migrating
 //!   one database at once apply each version once.
 
+use crate::step::db::SqlDb;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use weir_model::files::{Migration, migrations};
 
 use crate::conn::{Connections, DataPool};
@@ -121,22 +121,14 @@ async fn apply<DB>(
     log: &LogSink,
 ) -> Result<(u64, Option<i64>), String>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> chrono::DateTime<chrono::Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     let db_error = |what: &str, e: sqlx::Error| format!("{what}: {}", crate::conn::db_error(&e));
     sqlx::raw_sql(dialect.create_history())
-        .execute(pool)
+        .execute(DB::pool(pool))
         .await
         .map_err(|e| db_error("creating weir_schema_history", e))?;
-    let applied = history(pool).await?;
+    let applied = history(DB::pool(pool)).await?;
     let unknown: Vec<String> = applied
         .iter()
         .filter(|(v, _)| {
@@ -187,16 +179,20 @@ where
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "SELECT pg_advisory_xact_lock({MIGRATE_LOCK})"
             )))
-            .execute(&mut *tx)
+            .execute(DB::on(&mut *tx))
             .await
             .map_err(|e| db_error(m.file_name, e))?;
             // Another try may have applied it while this one waited for the lock.
-            if history(&mut *tx).await?.iter().any(|(v, _)| *v == version) {
+            if history(DB::on(&mut *tx))
+                .await?
+                .iter()
+                .any(|(v, _)| *v == version)
+            {
                 continue;
             }
         }
         sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql.to_owned()))
-            .execute(&mut *tx)
+            .execute(DB::on(&mut *tx))
             .await
             .map_err(|e| {
                 format!(
@@ -207,30 +203,26 @@ where
             })?;
         let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         sqlx::query(dialect.insert_history())
-            .bind(version)
-            .bind(m.name)
-            .bind(checksum(m.sql).as_str())
-            .bind(chrono::Utc::now())
-            .bind(ms)
-            .execute(&mut *tx)
+            .bind(DB::int(version))
+            .bind(DB::str(m.name))
+            .bind(DB::text(checksum(m.sql)))
+            .bind(DB::time(chrono::Utc::now()))
+            .bind(DB::int(ms))
+            .execute(DB::on(&mut *tx))
             .await
             .map_err(|e| db_error("recording the migration", e))?;
         tx.commit().await.map_err(|e| db_error(m.file_name, e))?;
         log.note(format!("applied {} in {ms} ms", m.file_name));
         count += 1;
     }
-    let latest = history(pool).await?.iter().map(|(v, _)| *v).max();
+    let latest = history(DB::pool(pool)).await?.iter().map(|(v, _)| *v).max();
     Ok((count, latest))
 }
 
 async fn history<'e, DB, E>(executor: E) -> Result<Vec<(i64, String)>, String>
 where
-    DB: sqlx::Database,
+    DB: SqlDb,
     E: sqlx::Executor<'e, Database = DB>,
-    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
 {
     let rows = sqlx::query("SELECT version, checksum FROM weir_schema_history ORDER BY version")
         .fetch_all(executor)
@@ -239,8 +231,10 @@ where
     rows.iter()
         .map(|r| {
             Ok((
-                r.try_get::<i64, _>(0).map_err(|e| e.to_string())?,
-                r.try_get::<String, _>(1).map_err(|e| e.to_string())?,
+                DB::get_int(r, 0).map_err(|e| e.to_string())?,
+                DB::get_text(r, 1)
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default(),
             ))
         })
         .collect()

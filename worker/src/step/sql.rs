@@ -5,6 +5,7 @@
 //! leaves the database as it was. With `fetch: first_row`, the first row the last entry returns
 //! becomes the outputs: column name → its text (`null` for NULL), as shell outputs are text.
 
+use crate::step::db::SqlDb;
 use weir_model::spec::{Fetch, SqlStep};
 
 use super::ledger::{Attempt, committed_before};
@@ -89,14 +90,7 @@ async fn execute<DB>(
     attempt: Option<&Attempt>,
 ) -> Result<Outputs, (usize, sqlx::Error)>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-    for<'r> Option<String>: sqlx::Decode<'r, DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> chrono::DateTime<chrono::Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     let mut tx = crate::conn::begin_write(pool).await.map_err(|e| (0, e))?;
     let mut outputs = Outputs::new();
@@ -104,12 +98,15 @@ where
     for (i, block) in step.sql.iter().enumerate() {
         let query = sqlx::raw_sql(sqlx::AssertSqlSafe(block.clone()));
         if i == last && step.fetch == Fetch::FirstRow {
-            let rows = query.fetch_all(&mut *tx).await.map_err(|e| (i, e))?;
+            let rows = query
+                .fetch_all(DB::on(&mut *tx))
+                .await
+                .map_err(|e| (i, e))?;
             if let Some(row) = rows.first() {
-                outputs = row_map(row).map_err(|e| (i, e))?;
+                outputs = row_map::<DB>(row).map_err(|e| (i, e))?;
             }
         } else {
-            query.execute(&mut *tx).await.map_err(|e| (i, e))?;
+            query.execute(DB::on(&mut *tx)).await.map_err(|e| (i, e))?;
         }
     }
     if let Some(attempt) = attempt {

@@ -1,6 +1,7 @@
 //! SQL for data steps: the dialect of a pool (names and literals are quoted by
 //! [`weir_model::sql::Dialect`]), and rows read back as text.
 
+use crate::step::db::SqlDb;
 use sqlx::{Column, Row};
 
 use crate::conn::DataPool;
@@ -44,20 +45,17 @@ async fn fetch<DB>(
     limit: usize,
 ) -> Result<Vec<TextRow>, sqlx::Error>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'r> Option<String>: sqlx::Decode<'r, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     use futures_util::TryStreamExt;
     let mut conn = pool.acquire().await?;
-    let mut stream = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let mut stream = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(DB::on(&mut *conn));
     let mut out = Vec::new();
     while out.len() < limit {
         let Some(row) = stream.try_next().await? else {
             break;
         };
-        out.push(row_map(&row)?);
+        out.push(row_map::<DB>(&row)?);
     }
     Ok(out)
 }
@@ -67,13 +65,8 @@ where
 ///
 /// # Errors
 /// A value that cannot be read.
-pub fn row_values<R>(row: &R) -> Result<Vec<Option<String>>, sqlx::Error>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
-{
-    (0..row.len()).map(|i| row.try_get_unchecked(i)).collect()
+pub(crate) fn row_values<DB: SqlDb>(row: &DB::Row) -> Result<Vec<Option<String>>, sqlx::Error> {
+    (0..row.len()).map(|i| DB::get_text(row, i)).collect()
 }
 
 /// A row's column names, in order.
@@ -85,15 +78,10 @@ pub fn column_names<R: Row>(row: &R) -> Vec<String> {
 ///
 /// # Errors
 /// A value that cannot be read.
-pub fn row_map<R>(row: &R) -> Result<TextRow, sqlx::Error>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
-{
+pub(crate) fn row_map<DB: SqlDb>(row: &DB::Row) -> Result<TextRow, sqlx::Error> {
     Ok(column_names(row)
         .into_iter()
-        .zip(row_values(row)?)
+        .zip(row_values::<DB>(row)?)
         .map(|(name, value)| {
             (
                 name,

@@ -4,6 +4,7 @@
 //! task; any other failing check fails it (after every check has run). Up to
 //! [`SAMPLES`] failing rows are kept per check.
 
+use crate::step::db::SqlDb;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 use weir_model::spec::{
@@ -571,16 +572,13 @@ async fn stream_keyed<DB>(
     out: &tokio::sync::mpsc::Sender<Vec<Keyed>>,
 ) -> Result<u64, CheckError>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'r> Option<&'r str>: sqlx::Decode<'r, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     use futures_util::TryStreamExt;
     use sha2::{Digest, Sha256};
     use sqlx::{Column as _, Row as _};
     let mut conn = pool.acquire().await?;
-    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(DB::on(&mut *conn));
     let mut layout: Option<Layout> = None;
     let mut chunk = Vec::with_capacity(KEYED_CHUNK);
     let mut count = 0_u64;
@@ -615,13 +613,13 @@ where
             if n > 0 {
                 key_text.push('\u{1f}');
             }
-            key_text.push_str(&normalize(row.try_get_unchecked::<Option<&str>, _>(*i)?));
+            key_text.push_str(&normalize(DB::get_str(&row, *i)?));
         }
         let mut hasher = Sha256::new();
         for (name, i) in others {
             hasher.update(name.as_bytes());
             hasher.update(b"=");
-            hasher.update(normalize(row.try_get_unchecked::<Option<&str>, _>(*i)?).as_bytes());
+            hasher.update(normalize(DB::get_str(&row, *i)?).as_bytes());
             hasher.update(b"\x1f");
         }
         let digest = hasher.finalize();

@@ -130,13 +130,6 @@ impl Plan {
     ) -> Result<Vec<(Vec<Value>, Reject)>, LoadError>
     where
         DB: WriteRows,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'r> Option<String>: sqlx::Decode<'r, DB>,
-        usize: sqlx::ColumnIndex<DB::Row>,
     {
         let rows = self.past_cursor(rows, counts);
         counts.read += u64::try_from(rows.len()).unwrap_or(u64::MAX);
@@ -338,13 +331,6 @@ impl Plan {
     ) -> Result<(), LoadError>
     where
         DB: WriteRows,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'r> Option<String>: sqlx::Decode<'r, DB>,
-        usize: sqlx::ColumnIndex<DB::Row>,
     {
         counts.read += group.read;
         counts.skipped += group.skipped;
@@ -440,11 +426,6 @@ impl Plan {
     ) -> Result<(), LoadError>
     where
         DB: WriteRows,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     {
         /// Rows per `INSERT`: 7 binds a row stays under SQLite's 32,766 binds.
         const REJECTS_PER_INSERT: usize = 1000;
@@ -486,15 +467,15 @@ impl Plan {
                 self.rejects
             ));
             insert.push_values(chunk, |mut b, r| {
-                b.push_bind(ctx.run_id.clone())
-                    .push_bind(ctx.task_id.clone())
-                    .push_bind(r.file.to_string())
-                    .push_bind(i64::try_from(r.line).unwrap_or(i64::MAX))
-                    .push_bind(r.raw.text())
-                    .push_bind(r.reason.clone())
-                    .push_bind(now);
+                b.push_bind(DB::text(ctx.run_id.clone()))
+                    .push_bind(DB::text(ctx.task_id.clone()))
+                    .push_bind(DB::text(r.file.to_string()))
+                    .push_bind(DB::int(i64::try_from(r.line).unwrap_or(i64::MAX)))
+                    .push_bind(DB::text(r.raw.text()))
+                    .push_bind(DB::text(r.reason.clone()))
+                    .push_bind(DB::time(now));
             });
-            insert.build().execute(&mut **tx).await?;
+            insert.build().execute(DB::on(&mut **tx)).await?;
         }
         Ok(())
     }

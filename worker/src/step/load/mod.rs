@@ -57,12 +57,14 @@ use copy::*;
 use plan::*;
 use read::*;
 use source::*;
+pub(crate) use value::Value;
 use value::*;
 use write::*;
 
 use csv_rows::CsvRows;
 use json_array::JsonArray;
 
+use super::db::SqlDb;
 use super::sqltext::Dialect;
 use crate::conn::{Connections, DataPool};
 use crate::log::LogSink;

@@ -194,14 +194,6 @@ impl Plan {
     ) -> Result<Counts, LoadError>
     where
         DB: WriteRows,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'r> Option<String>: sqlx::Decode<'r, DB>,
-        usize: sqlx::ColumnIndex<DB::Row>,
     {
         let mut ddl = Vec::new();
         if let Some(create) = &self.create_target {
@@ -221,7 +213,7 @@ impl Plan {
             let mut conn = pool.acquire().await?;
             for statement in &ddl {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
-                    .execute(&mut *conn)
+                    .execute(DB::on(&mut *conn))
                     .await?;
             }
             ddl.clear();
@@ -235,12 +227,12 @@ impl Plan {
         }
         for statement in ddl {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *tx)
+                .execute(DB::on(&mut *tx))
                 .await?;
         }
         if step.mode == LoadMode::TruncateInsert {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DELETE FROM {}", self.target)))
-                .execute(&mut *tx)
+                .execute(DB::on(&mut *tx))
                 .await?;
         }
         // `[retention] keep_rejects`: the table's old rejects go, with this load's commit.
@@ -252,8 +244,8 @@ impl Plan {
                 "DELETE FROM {} WHERE rejected_at < ",
                 self.rejects
             ));
-            prune.push_bind(Utc::now() - keep);
-            prune.build().execute(&mut *tx).await?;
+            prune.push_bind(DB::time(Utc::now() - keep));
+            prune.build().execute(DB::on(&mut *tx)).await?;
         }
         let mut counts = Counts::default();
         let casts: Vec<Option<&str>> = self
@@ -347,7 +339,7 @@ impl Plan {
             && let Some((stage, _)) = &self.staging
         {
             sqlx::raw_sql(sqlx::AssertSqlSafe(self.drop_stage(stage)))
-                .execute(&mut *tx)
+                .execute(DB::on(&mut *tx))
                 .await?;
             tx.commit().await?;
         } else if let Some((name, _)) = &self.staging {
@@ -365,7 +357,7 @@ impl Plan {
                         "DROP TABLE IF EXISTS {}; ALTER TABLE {name} RENAME TO {bare}",
                         self.target
                     )))
-                    .execute(&mut *tx)
+                    .execute(DB::on(&mut *tx))
                     .await?;
                     tx.commit().await?;
                 }
@@ -378,13 +370,13 @@ impl Plan {
                         .map_err(LoadError::fatal)?;
                     let mut conn = pool.acquire().await?;
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
-                        .execute(&mut *conn)
+                        .execute(DB::on(&mut *conn))
                         .await?;
                     let exists = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                         "SELECT 1 FROM {} LIMIT 0",
                         self.target
                     )))
-                    .execute(&mut *conn)
+                    .execute(DB::on(&mut *conn))
                     .await
                     .is_ok();
                     let rename = if exists {
@@ -396,10 +388,10 @@ impl Plan {
                         format!("RENAME TABLE {name} TO {}", self.target)
                     };
                     sqlx::raw_sql(sqlx::AssertSqlSafe(rename))
-                        .execute(&mut *conn)
+                        .execute(DB::on(&mut *conn))
                         .await?;
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {old}")))
-                        .execute(&mut *conn)
+                        .execute(DB::on(&mut *conn))
                         .await?;
                     self.mark::<DB>(&mut conn, step, ctx, &counts).await?;
                 }
@@ -425,8 +417,7 @@ impl Plan {
     /// the commit; failing to make it does not fail the load.
     pub(super) async fn create_latest_view<DB>(&self, pool: &sqlx::Pool<DB>)
     where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        DB: SqlDb,
     {
         let Ok(view) = self.dialect.ident(&format!("{}_latest", self.rejects_name)) else {
             return;
@@ -441,7 +432,10 @@ impl Plan {
              ORDER BY rejected_at DESC, run_id DESC) AS weir_n FROM {} r) x WHERE weir_n = 1",
             self.rejects
         );
-        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await {
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(DB::pool(pool))
+            .await
+        {
             tracing::debug!(error = %e, "creating the latest-rejects view failed");
         }
     }
@@ -464,12 +458,7 @@ impl Plan {
         counts: &Counts,
     ) -> Result<(), LoadError>
     where
-        DB: sqlx::Database,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-        for<'q> DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        DB: SqlDb,
     {
         let Some(attempt) = &ctx.attempt else {
             return Ok(());
@@ -494,9 +483,6 @@ impl Plan {
     ) -> Result<Vec<Reject>, LoadError>
     where
         DB: WriteRows,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'r> Option<String>: sqlx::Decode<'r, DB>,
-        usize: sqlx::ColumnIndex<DB::Row>,
     {
         let mut rejects = Vec::new();
         let Some((stage, _)) = self.staging.as_ref().filter(|_| self.upsert) else {
@@ -559,9 +545,6 @@ impl Plan {
     ) -> Result<(u64, u64), sqlx::Error>
     where
         DB: WriteRows,
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'r> Option<String>: sqlx::Decode<'r, DB>,
-        usize: sqlx::ColumnIndex<DB::Row>,
     {
         let d = self.dialect;
         let in_range = format!("s.{SEQ} BETWEEN {} AND {}", seqs.0, seqs.1);
@@ -612,7 +595,7 @@ impl Plan {
                 ),
             };
             let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut **tx)
+                .execute(DB::on(&mut **tx))
                 .await?;
             DB::affected(&result)
         };
@@ -630,7 +613,7 @@ impl Plan {
             "INSERT INTO {} ({list}) SELECT {from_stage} {new_keys}",
             self.target
         )))
-        .execute(&mut **tx)
+        .execute(DB::on(&mut **tx))
         .await?;
         Ok((updated, DB::affected(&result)))
     }

@@ -17,18 +17,12 @@ pub(super) struct Typing {
 impl Typing {
     /// One source row as a typed input row, read from the row's own text (only a text column
     /// is copied out of it); a row that does not type keeps all its fields for the reject.
-    pub(super) fn row<R>(
+    pub(super) fn row<DB: SqlDb>(
         &self,
-        row: &R,
+        row: &DB::Row,
         file: &Arc<str>,
         line: u64,
-    ) -> Result<InputRow, sqlx::Error>
-    where
-        R: sqlx::Row,
-        usize: sqlx::ColumnIndex<R>,
-        for<'r> Option<&'r str>: sqlx::Decode<'r, R::Database>,
-        for<'r> Option<String>: sqlx::Decode<'r, R::Database>,
-    {
+    ) -> Result<InputRow, sqlx::Error> {
         let mut typed = Vec::with_capacity(self.at.len());
         for ((name, spec), i) in self
             .columns
@@ -37,7 +31,7 @@ impl Typing {
             .zip(&self.columns.specs)
             .zip(&self.at)
         {
-            let field: Option<&str> = row.try_get_unchecked(*i)?;
+            let field = DB::get_str(row, *i)?;
             let value = if spec.ty == ColumnType::Text {
                 text_problem(name, spec, field)
                     .map_or_else(|| Ok(Value::Text(field.map(str::to_owned))), Err)
@@ -50,7 +44,7 @@ impl Typing {
                     return Ok(InputRow {
                         file: Arc::clone(file),
                         line,
-                        raw: Raw::Fields(crate::step::sqltext::row_values(row)?),
+                        raw: Raw::Fields(crate::step::sqltext::row_values::<DB>(row)?),
                         parsed: Err(reason),
                     });
                 }

@@ -117,16 +117,12 @@ pub(super) async fn produce<DB>(
     tx: &tokio::sync::mpsc::Sender<Result<Option<Vec<InputRow>>, LoadError>>,
 ) -> Result<(), String>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'r> Option<String>: sqlx::Decode<'r, DB>,
-    for<'r> Option<&'r str>: sqlx::Decode<'r, DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
+    DB: SqlDb,
 {
     use futures_util::TryStreamExt;
     let db = |e: sqlx::Error| crate::conn::db_error(&e);
     let mut conn = pool.acquire().await.map_err(db)?;
-    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let mut rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).fetch(DB::on(&mut *conn));
     let Some(first) = rows.try_next().await.map_err(db)? else {
         let _ = names_tx.send(Vec::new());
         let _ = tx.send(Ok(None)).await;
@@ -139,10 +135,10 @@ where
     };
     let mut number = 1_u64;
     let mut batch = Vec::with_capacity(typing.batch.min(10_000));
-    batch.push(typing.row(&first, label, number).map_err(db)?);
+    batch.push(typing.row::<DB>(&first, label, number).map_err(db)?);
     while let Some(row) = rows.try_next().await.map_err(db)? {
         number += 1;
-        batch.push(typing.row(&row, label, number).map_err(db)?);
+        batch.push(typing.row::<DB>(&row, label, number).map_err(db)?);
         if batch.len() >= typing.batch {
             while let Ok(done) = typing.to_free.try_recv() {
                 drop(done);

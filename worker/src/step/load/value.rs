@@ -5,7 +5,7 @@ use super::*;
 
 /// A typed value ready to bind.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Value {
+pub(crate) enum Value {
     Int(Option<i32>),
     BigInt(Option<i64>),
     Float(Option<f64>),

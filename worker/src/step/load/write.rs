@@ -5,7 +5,7 @@ use super::*;
 
 /// How a database takes a batch of typed rows: Postgres through `COPY`, the others through
 /// multi-row `INSERT`s with bound values.
-pub(super) trait WriteRows: sqlx::Database {
+pub(super) trait WriteRows: SqlDb {
     /// Whether [`WriteRows::copy_lines`] works (Postgres).
     const COPY: bool = false;
 
@@ -73,17 +73,7 @@ pub(super) async fn insert_values<DB>(
     casts: &[Option<&str>],
 ) -> Result<(), sqlx::Error>
 where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
-    for<'q> Option<i32>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<NaiveDateTime>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<DateTime<Utc>>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DB: SqlDb,
 {
     // Binds per statement stay under SQLite's 32,766 and MySQL's 65,535.
     let per_statement = (30_000 / casts.len().max(1)).max(1);
@@ -103,23 +93,14 @@ where
                 if cast.is_some() {
                     q.push("CAST(");
                 }
-                match value.clone() {
-                    Value::Int(v) => q.push_bind(v),
-                    Value::BigInt(v) => q.push_bind(v),
-                    Value::Float(v) => q.push_bind(v),
-                    Value::Text(v) => q.push_bind(v),
-                    Value::Bool(v) => q.push_bind(v),
-                    Value::Date(v) => q.push_bind(v),
-                    Value::Timestamp(v) => q.push_bind(v),
-                    Value::TimestampTz(v) => q.push_bind(v),
-                };
+                DB::push_value(&mut q, value.clone());
                 if let Some(c) = cast {
                     q.push(format!(" AS {c})"));
                 }
             }
             q.push(")");
         }
-        q.build().execute(&mut *conn).await?;
+        q.build().execute(DB::on(&mut *conn)).await?;
     }
     Ok(())
 }
