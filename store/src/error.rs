@@ -6,9 +6,13 @@ pub enum StoreError {
     /// The row asked for does not exist.
     #[error("no {0}")]
     NotFound(String),
-    /// The change conflicts with what is stored (a unique key, a state that moved on).
+    /// The change conflicts with what is stored (a state that moved on); the message is
+    /// weir's own and may be shown.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A row with the same unique key exists already; the database's words, for the log.
+    #[error("duplicate: {}", .0.message())]
+    Duplicate(Box<dyn sqlx::error::DatabaseError>),
     /// A worker's transition found the task instance no longer running under its lease.
     #[error("lease lost on task instance {0}")]
     LeaseLost(i64),
@@ -30,9 +34,10 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound("row".to_owned()),
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict(db.message().to_owned())
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => match e {
+                sqlx::Error::Database(db) => StoreError::Duplicate(db),
+                other => StoreError::Database(other),
+            },
             _ => StoreError::Database(e),
         }
     }

@@ -106,7 +106,7 @@ impl Store {
             .execute(pool)
             .await
             .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => {
+                StoreError::Duplicate(_) => {
                     StoreError::Conflict(format!("a user named `{name}` exists already"))
                 }
                 other => other,

@@ -10,13 +10,16 @@
 //! - [`TestDataDb`]: a real, empty database for data steps: SQLite, Postgres (as above) or
 //!   MariaDB (`WEIR_TEST_MYSQL_URL`; else `mysql://root@127.0.0.1:3306/` when it answers; else
 //!   a throwaway server from the machine's binaries, forced by `WEIR_TEST_MYSQL=throwaway`).
-//! - [`both_backends!`]: one test body, run on SQLite and on Postgres.
+//! - [`per_backend!`]: one test body, one test per backend (SQLite, Postgres, MariaDB).
 //! - [`dag`]: parses a DAG from YAML text for tests.
+//! - [`engine`]: the real scheduler and worker over a [`TestDb`], driven on a manual clock, and
+//!   their loops as `weir standalone` runs them (used by the benchmarks too).
 //! - [`smtp`]: a real SMTP server on a loopback port that keeps what it receives.
 //! - [`CutProxy`]: a TCP proxy a test can cut, a network partition between a process and a
 //!   server.
 
 mod cluster;
+pub mod engine;
 pub use cluster::RestartablePostgres;
 mod proxy;
 pub use proxy::CutProxy;
@@ -368,11 +371,20 @@ impl TestDataDb {
     }
 }
 
-/// Runs one async test body against SQLite and against Postgres: expands to a module with two
-/// `#[tokio::test]`s, `sqlite` and `postgres`, each given a fresh [`TestDb`].
+/// One async test body, one `#[tokio::test]` per backend: the one way weir's tests run the
+/// same body on every database (atuin's per-backend conformance tests are the model). It
+/// expands to a module named after the test with a test function per backend, so each backend
+/// passes or fails on its own and a failure names its backend.
+///
+/// - `per_backend!(name, |db: TestDb| { ... })`: weir's own database, on SQLite and on
+///   Postgres (`sqlite`, `postgres`), each given a fresh [`TestDb`];
+/// - `per_backend!(name, |backend: DataBackend| { ... })`: a data step's database, on SQLite,
+///   Postgres and MariaDB (`sqlite`, `postgres`, `mariadb`), each given its [`DataBackend`];
+/// - `per_backend!(name, [postgres: Postgres, mariadb: MariaDb], |backend: DataBackend| ...)`:
+///   the data backends listed.
 #[macro_export]
-macro_rules! both_backends {
-    ($(#[$meta:meta])* $name:ident, |$db:ident| $body:block) => {
+macro_rules! per_backend {
+    ($(#[$meta:meta])* $name:ident, |$db:ident: TestDb| $body:block) => {
         $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
@@ -389,6 +401,28 @@ macro_rules! both_backends {
                 let $db = $crate::TestDb::postgres().await;
                 $body
             }
+        }
+    };
+    ($(#[$meta:meta])* $name:ident, |$backend:ident: DataBackend| $body:block) => {
+        $crate::per_backend!(
+            $(#[$meta])* $name,
+            [sqlite: Sqlite, postgres: Postgres, mariadb: MariaDb],
+            |$backend: DataBackend| $body
+        );
+    };
+    ($(#[$meta:meta])* $name:ident, [$($test:ident: $variant:ident),+ $(,)?], |$backend:ident: DataBackend| $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let $backend = $crate::DataBackend::$variant;
+                    $body
+                }
+            )+
         }
     };
 }

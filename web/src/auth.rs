@@ -59,7 +59,7 @@ pub fn hash_password(password: &str) -> Result<String, WebError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| WebError::internal(format!("hashing the password: {e}")))
+        .map_err(|e| WebError::internal(format_args!("hashing the password: {e}")))
 }
 
 /// A PHC string no password matches in practice (a hash of 32 random bytes, made once per

@@ -72,11 +72,19 @@ impl WebError {
         WebError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
     }
 
-    /// 500: logged with its cause; the answer does not leak internals beyond the message.
-    pub fn internal(message: impl Into<String>) -> WebError {
-        let message = message.into();
-        tracing::error!(error = %message, "internal error");
-        WebError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    /// 500: the cause is logged once, with the request's id; the answer is a fixed message
+    /// naming that id, never the cause (which may carry database text).
+    pub fn internal(cause: impl std::fmt::Display) -> WebError {
+        // A live view's poller answers no request: its failure gets an id of its own.
+        let id = crate::ops_metrics::REQUEST_ID
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| crate::ops_metrics::new_request_id());
+        tracing::error!(request_id = %id, error = %cause, "internal error");
+        WebError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error: the server log has the details under request id {id}"),
+        )
     }
 }
 
@@ -85,7 +93,12 @@ impl From<StoreError> for WebError {
         match e {
             StoreError::NotFound(what) => WebError::not_found(format!("no {what}")),
             StoreError::Conflict(m) => WebError::conflict(m),
-            other => WebError::internal(other.to_string()),
+            // The database's own words stay in the log.
+            e @ StoreError::Duplicate(_) => {
+                tracing::info!(error = %e, "refused as a duplicate");
+                WebError::conflict("it exists already")
+            }
+            other => WebError::internal(other),
         }
     }
 }
@@ -98,7 +111,7 @@ impl From<OpsError> for WebError {
             OpsError::Invalid(m) => WebError::bad_request(m),
             OpsError::InvalidParam(m) => WebError::invalid_param(m),
             OpsError::Conflict(m) => WebError::conflict(m),
-            other => WebError::internal(other.to_string()),
+            other => WebError::internal(other),
         }
     }
 }

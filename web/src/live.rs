@@ -172,7 +172,9 @@ async fn log(
             let lines = match state.store.logs(ti.id, try_number, after, LOG_BATCH).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let event = Event::default().event("error").data(e.to_string());
+                    let event = Event::default()
+                        .event("error")
+                        .data(crate::error::WebError::from(e).message);
                     return Some((Ok(event), None));
                 }
             };
@@ -190,7 +192,9 @@ async fn log(
             let now = match state.store.task_instance(ti.id).await {
                 Ok(t) => t,
                 Err(e) => {
-                    let event = Event::default().event("error").data(e.to_string());
+                    let event = Event::default()
+                        .event("error")
+                        .data(crate::error::WebError::from(e).message);
                     return Some((Ok(event), None));
                 }
             };

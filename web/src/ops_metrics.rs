@@ -59,15 +59,34 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/health", get(health))
 }
 
-/// Logs each request (method, path, status, milliseconds) and records its latency.
+tokio::task_local! {
+    /// The id of the request being answered (see [`access_log`]); an internal error names it.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// A new request id: 16 hex digits.
+pub(crate) fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// Gives each request an id (logged with everything the request logs, answered in
+/// `X-Request-Id`), logs it (method, path, status, milliseconds) and records its latency.
 pub(crate) async fn access_log(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let res = next.run(req).await;
+    let id = new_request_id();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span))
+        .await;
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", value);
+    }
     let took = started.elapsed();
     let status = res.status().as_u16();
-    tracing::info!(target: "weir::access", %method, path, status, ms = took.as_secs_f64() * 1000.0, "request");
+    tracing::info!(target: "weir::access", %method, path, status, request_id = %id, ms = took.as_secs_f64() * 1000.0, "request");
     // The route's kind, not its path: paths carry ids and would explode the label set.
     let kind = if path.starts_with("/api/") {
         "api"

@@ -11,12 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use weir_model::clock::{Clock, SystemClock};
-use weir_model::{DataInterval, RunType};
-use weir_scheduler::SchedulerConfig;
 use weir_store::Store;
-use weir_worker::WorkerConfig;
+use weir_testkit::engine::{Services, dags_folder, scheduler_config, trigger, worker_config};
 
 #[tokio::main]
 async fn main() {
@@ -43,53 +40,20 @@ async fn main() {
         }
     };
     let store = Store::connect(url).await.expect("database");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("dags")).expect("mkdir");
-    std::fs::write(dir.path().join("dags/bench.yaml"), &dag).expect("write");
-    std::fs::write(
-        dir.path().join("dags/warmup.yaml"),
-        fanout_dag(64, r#"{kind: shell, run: "true"}"#).replace("id: bench", "id: warmup"),
-    )
-    .expect("write");
+    let warmup = fanout_dag(64, r#"{kind: shell, run: "true"}"#).replace("id: bench", "id: warmup");
+    let dir = dags_folder(&[("bench.yaml", &dag), ("warmup.yaml", &warmup)]);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shutdown = CancellationToken::new();
-    let scfg = SchedulerConfig {
-        dags_folder: dir.path().join("dags"),
-        heartbeat_timeout: Duration::from_secs(30),
-        leader_lease: Duration::from_secs(5),
-        pools: Default::default(),
-        known: Default::default(),
-        template_env: Default::default(),
-        scan_interval: Duration::from_secs(1),
-        keep_runs: None,
-        notify: weir_notify::NotifyConfig::default(),
-    };
-    let wcfg = WorkerConfig {
-        keep_rejects: None,
-        queues: vec!["default".into()],
-        concurrency,
-        heartbeat_timeout: Duration::from_secs(30),
-        shutdown_grace: Duration::from_secs(5),
-        template_env: Default::default(),
-        poll_interval: Duration::from_millis(500),
-        connections: Default::default(),
-        secrets: Vec::new(),
-        pass_env: Vec::new(),
-    };
+    // The tests' configurations, as `weir standalone` runs by default otherwise: no pools, a
+    // scan every second, `concurrency` tries at once.
+    let mut scfg = scheduler_config(dir.path());
+    scfg.pools = Default::default();
+    scfg.scan_interval = Duration::from_secs(1);
+    let mut wcfg = worker_config();
+    wcfg.concurrency = concurrency;
+    wcfg.poll_interval = Duration::from_millis(500);
     let mut sync = weir_scheduler::Scheduler::new(store.clone(), scfg.clone(), Arc::clone(&clock));
     sync.sync_folder_once().await.expect("sync");
-    let s = tokio::spawn(weir_scheduler::run(
-        store.clone(),
-        scfg,
-        Arc::clone(&clock),
-        shutdown.clone(),
-    ));
-    let w = tokio::spawn(weir_worker::run(
-        store.clone(),
-        wcfg,
-        Arc::clone(&clock),
-        shutdown.clone(),
-    ));
+    let services = Services::start(&store, scfg, wcfg, &clock);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A service that has been running: pools open, caches filled. Measured runs of a cold
@@ -99,8 +63,7 @@ async fn main() {
     let wall = (ended - triggered)
         .to_std()
         .expect("ends after the trigger");
-    shutdown.cancel();
-    let _ = tokio::join!(s, w);
+    let _ = services.stop().await;
     let tis = store.task_instances(&run.run_id).await.expect("tis");
     let backend = if url.starts_with("sqlite") {
         "sqlite"
@@ -171,27 +134,8 @@ async fn run_and_wait(
     chrono::DateTime<chrono::Utc>,
     chrono::DateTime<chrono::Utc>,
 ) {
-    let row = store.dag(dag_id).await.expect("dag");
-    let version = store.dag_version(row.version_id).await.expect("version");
-    let parsed = weir_model::Dag::from_spec(version.spec).expect("valid");
-    let now = clock.now();
-    let new = weir_ops::runs::new_run(
-        &parsed,
-        row.version_id,
-        RunType::Manual,
-        DataInterval {
-            start: now,
-            end: now,
-        },
-        &Default::default(),
-    )
-    .expect("run");
     let triggered = chrono::Utc::now();
-    let run = store
-        .create_run(&new, now)
-        .await
-        .expect("create")
-        .expect("new");
+    let run = trigger(store, dag_id, &Default::default(), clock.now()).await;
     // Polled slowly so as not to load the machine under test; the run's own end time counts.
     let ended = loop {
         let r = store.run(&run.run_id).await.expect("run");

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use weir_model::{RunState, TaskState};
 use weir_testkit::TestDb;
 
-use crate::engine::{Engine, worker_config};
+use weir_testkit::engine::{Engine, worker_config};
 
 /// Serves a few routes on a free loopback port; returns its base URL.
 async fn server() -> String {

@@ -516,7 +516,7 @@ fn tasks_test_renders_the_dags_day_east_and_west_of_utc() {
 #[test]
 fn a_task_dies_with_its_killed_runner_grandchildren_included() {
     let dir = folder_with_dag(
-        "id: d\ntasks:\n  linger:\n    kind: shell\n    run: |\n      (sleep 2; touch late) &\n      touch started\n      wait\n",
+        "id: d\ntasks:\n  linger:\n    kind: shell\n    run: |\n      (echo $BASHPID > lingering.pid; sleep 2; touch late) &\n      until [ -s lingering.pid ]; do sleep 0.01; done\n      touch started\n      wait\n",
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["tasks", "test", "d", "linger"])
@@ -536,7 +536,24 @@ fn a_task_dies_with_its_killed_runner_grandchildren_included() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Wait for the grandchild to be gone (a zombie is gone: it can no longer act); if the guard
+    // failed, it lives until after it touched `late`.
+    let pid = std::fs::read_to_string(dir.path().join("lingering.pid")).expect("pid");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let gone = || {
+        std::fs::read_to_string(&stat).map_or(true, |s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !gone() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task's background process is still alive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(
         !dir.path().join("late").exists(),
         "the task's background process outlived its killed runner"

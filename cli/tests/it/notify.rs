@@ -9,8 +9,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::routing::post;
 use weir_store::NoticeEvent;
-use weir_testkit::TestDb;
 use weir_testkit::smtp::SmtpSink;
+use weir_testkit::{TestDb, per_backend};
 
 /// An HTTP sink: `/hook` keeps every JSON body, `/broken` answers 500.
 async fn webhook_sink() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
@@ -295,15 +295,9 @@ url = "${{BROKEN_HOOK}}"
     assert!(!log.contains("/broken"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notifications_reach_mail_and_webhooks_sqlite() {
-    notifications_reach_mail_and_webhooks(TestDb::sqlite().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notifications_reach_mail_and_webhooks_postgres() {
-    notifications_reach_mail_and_webhooks(TestDb::postgres().await).await;
-}
+per_backend!(notifications_reach_mail_and_webhooks, |db: TestDb| {
+    notifications_reach_mail_and_webhooks(db).await;
+});
 
 const ETL: &str = "id: etl
 on_success: [plain, custom, hook]

@@ -4,9 +4,9 @@
 //! each rejected with its real line and its original bytes.
 
 use weir_model::{RunState, TaskState};
-use weir_testkit::{DataBackend, TestDataDb, TestDb};
+use weir_testkit::{DataBackend, TestDataDb, TestDb, per_backend};
 
-use crate::data::{BACKENDS, engine_with, query_text};
+use crate::data::{engine_with, query_text};
 
 /// The target of the constraint tests: two foreign keys, a unique column that is not the key,
 /// a CHECK and a NOT NULL the load does not check itself.
@@ -43,16 +43,16 @@ struct Bad {
     words: [&'static str; 3],
 }
 
-/// An upsert of 2,000 rows, nine of which the target refuses: each is rejected with its file
-/// line and the constraint, the others land, and rows_read = rows_loaded + rows_rejected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upsert_rejects_each_row_the_target_refuses() {
-    for backend in BACKENDS {
+per_backend!(
+    /// An upsert of 2,000 rows, nine of which the target refuses: each is rejected with its file
+    /// line and the constraint, the others land, and rows_read = rows_loaded + rows_rejected.
+    upsert_rejects_each_row_the_target_refuses,
+    |backend: DataBackend| {
         for mode in ["upsert", "append"] {
             upsert_rejects_refused_rows(backend, mode).await;
         }
     }
-}
+);
 
 async fn upsert_rejects_refused_rows(backend: DataBackend, mode: &str) {
     let meta = TestDb::sqlite().await;
@@ -241,14 +241,14 @@ tasks:
     }
 }
 
-/// The exact malformed rows of a real trial, in reject mode, on every backend: each is
-/// rejected with its line and original bytes, and no good row is lost or swallowed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_csv_rows_are_rejected_alone_with_their_bytes() {
-    for backend in BACKENDS {
+per_backend!(
+    /// The exact malformed rows of a real trial, in reject mode, on every backend: each is
+    /// rejected with its line and original bytes, and no good row is lost or swallowed.
+    malformed_csv_rows_are_rejected_alone_with_their_bytes,
+    |backend: DataBackend| {
         malformed_rows(backend).await;
     }
-}
+);
 
 async fn malformed_rows(backend: DataBackend) {
     let meta = TestDb::sqlite().await;
@@ -403,11 +403,11 @@ async fn rejects_keep_their_history_and_show_the_latest_per_line() {
         "id: people\ntasks:\n  load:\n    kind: load\n    source: {{file: \"{}\"}}\n    target: {{conn: wh, table: people}}\n    columns:\n      id: {{type: int}}\n      name: {{type: text}}\n    mode: replace\n    rejects: {{on_error: reject}}\n",
         csv.display()
     );
-    let mut wcfg = crate::engine::worker_config();
+    let mut wcfg = weir_testkit::engine::worker_config();
     wcfg.connections = [("wh".to_owned(), data.url.clone())].into_iter().collect();
     wcfg.keep_rejects = Some(std::time::Duration::from_secs(90 * 86_400));
     let mut engine =
-        crate::engine::Engine::with_worker(&meta, &[("people.yaml", &dag)], wcfg).await;
+        weir_testkit::engine::Engine::with_worker(&meta, &[("people.yaml", &dag)], wcfg).await;
     let first = engine.trigger("people", serde_json::json!({})).await;
     engine.drive(&first.run_id).await;
     let tis = engine.tasks(&first.run_id).await;

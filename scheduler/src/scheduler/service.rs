@@ -54,6 +54,10 @@ pub(super) async fn lead_and_schedule(
                     tracing::info!("another scheduler is active; standing by");
                     announced_standby = true;
                 }
+                tracing::debug!(
+                    retry_in_ms = standby_retry.as_millis() as u64,
+                    "the leader lease is held by another scheduler"
+                );
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(standby_retry) => continue,

@@ -7,7 +7,7 @@ use weir_model::{RunState, RunType, TaskState};
 use weir_store::{
     Completion, NewLogLine, NewRun, NewTaskInstance, Notice, NoticeEvent, Store, StoreError,
 };
-use weir_testkit::{both_backends, dag};
+use weir_testkit::{dag, per_backend};
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -52,7 +52,7 @@ fn new_run(version_id: i64, logical: &str, tasks: usize) -> NewRun {
     }
 }
 
-both_backends!(a_run_is_created_once_per_logical_date, |db| {
+per_backend!(a_run_is_created_once_per_logical_date, |db: TestDb| {
     let v = version(&db.store).await;
     let now = t("2024-01-02T00:00:00Z");
     let first = db
@@ -81,104 +81,110 @@ both_backends!(a_run_is_created_once_per_logical_date, |db| {
     );
 });
 
-both_backends!(dag_versions_follow_content_and_pause_is_the_users, |db| {
-    let now = t("2024-01-01T00:00:00Z");
-    let a = db
-        .store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, DAG, &Default::default(), now)
-        .await
-        .expect("sync");
-    let same = db
-        .store
-        .sync_dag("dags/d.yaml", &dag(DAG).spec, DAG, &Default::default(), now)
-        .await
-        .expect("sync again");
-    assert_eq!(a, same, "unchanged content, same version");
-    assert!(db.store.set_paused("d", true).await.expect("pause"));
-    let changed = dag("id: d\ntasks:\n  a: {kind: noop}\n");
-    let b = db
-        .store
-        .sync_dag("dags/d.yaml", &changed.spec, "", &Default::default(), now)
-        .await
-        .expect("sync changed");
-    assert_ne!(a, b);
-    let row = db.store.dag("d").await.expect("dag");
-    assert_eq!(row.version_id, b);
-    assert!(row.paused, "a new version keeps the user's pause");
-    let stored = db.store.dag_version(a).await.expect("old version");
-    assert_eq!(
-        stored.spec.tasks.len(),
-        2,
-        "the old version is still there for runs that pin it"
-    );
-    assert!(matches!(
-        db.store.set_paused("nope", true).await,
-        Err(StoreError::NotFound(_))
-    ));
-});
-
-both_backends!(concurrent_claims_never_take_the_same_instance, |db| {
-    let v = version(&db.store).await;
-    let now = t("2024-01-02T00:00:00Z");
-    let run = db
-        .store
-        .create_run(&new_run(v, "2024-01-01T00:00:00Z", 40), now)
-        .await
-        .expect("create")
-        .expect("new");
-    let ids: Vec<i64> = db
-        .store
-        .task_instances(&run.run_id)
-        .await
-        .expect("tis")
-        .iter()
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(
-        db.store
-            .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+per_backend!(
+    dag_versions_follow_content_and_pause_is_the_users,
+    |db: TestDb| {
+        let now = t("2024-01-01T00:00:00Z");
+        let a = db
+            .store
+            .sync_dag("dags/d.yaml", &dag(DAG).spec, DAG, &Default::default(), now)
             .await
-            .expect("queue"),
-        40
-    );
-    let queues = vec!["default".to_owned()];
-    let claimers = (0..4).map(|w| {
-        let store = db.store.clone();
-        let queues = queues.clone();
-        tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let got = store
-                    .claim_tasks(
-                        &format!("w{w}"),
-                        &queues,
-                        3,
-                        now,
-                        now + Duration::seconds(30),
-                    )
-                    .await
-                    .expect("claim");
-                if got.is_empty() {
-                    break;
-                }
-                mine.extend(got.into_iter().map(|t| (t.id, t.try_number)));
-            }
-            mine
-        })
-    });
-    let mut seen = HashSet::new();
-    for c in claimers {
-        for (id, try_number) in c.await.expect("join") {
-            assert_eq!(try_number, 1);
-            assert!(seen.insert(id), "instance {id} was claimed twice");
-        }
+            .expect("sync");
+        let same = db
+            .store
+            .sync_dag("dags/d.yaml", &dag(DAG).spec, DAG, &Default::default(), now)
+            .await
+            .expect("sync again");
+        assert_eq!(a, same, "unchanged content, same version");
+        assert!(db.store.set_paused("d", true).await.expect("pause"));
+        let changed = dag("id: d\ntasks:\n  a: {kind: noop}\n");
+        let b = db
+            .store
+            .sync_dag("dags/d.yaml", &changed.spec, "", &Default::default(), now)
+            .await
+            .expect("sync changed");
+        assert_ne!(a, b);
+        let row = db.store.dag("d").await.expect("dag");
+        assert_eq!(row.version_id, b);
+        assert!(row.paused, "a new version keeps the user's pause");
+        let stored = db.store.dag_version(a).await.expect("old version");
+        assert_eq!(
+            stored.spec.tasks.len(),
+            2,
+            "the old version is still there for runs that pin it"
+        );
+        assert!(matches!(
+            db.store.set_paused("nope", true).await,
+            Err(StoreError::NotFound(_))
+        ));
     }
-    assert_eq!(seen.len(), 40, "every instance was claimed");
-});
+);
 
-both_backends!(
+per_backend!(
+    concurrent_claims_never_take_the_same_instance,
+    |db: TestDb| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let run = db
+            .store
+            .create_run(&new_run(v, "2024-01-01T00:00:00Z", 40), now)
+            .await
+            .expect("create")
+            .expect("new");
+        let ids: Vec<i64> = db
+            .store
+            .task_instances(&run.run_id)
+            .await
+            .expect("tis")
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(
+            db.store
+                .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+                .await
+                .expect("queue"),
+            40
+        );
+        let queues = vec!["default".to_owned()];
+        let claimers = (0..4).map(|w| {
+            let store = db.store.clone();
+            let queues = queues.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_tasks(
+                            &format!("w{w}"),
+                            &queues,
+                            3,
+                            now,
+                            now + Duration::seconds(30),
+                        )
+                        .await
+                        .expect("claim");
+                    if got.is_empty() {
+                        break;
+                    }
+                    mine.extend(got.into_iter().map(|t| (t.id, t.try_number)));
+                }
+                mine
+            })
+        });
+        let mut seen = HashSet::new();
+        for c in claimers {
+            for (id, try_number) in c.await.expect("join") {
+                assert_eq!(try_number, 1);
+                assert!(seen.insert(id), "instance {id} was claimed twice");
+            }
+        }
+        assert_eq!(seen.len(), 40, "every instance was claimed");
+    }
+);
+
+per_backend!(
     a_lost_lease_refuses_completion_and_heartbeats_drop_it,
-    |db| {
+    |db: TestDb| {
         let v = version(&db.store).await;
         let now = t("2024-01-02T00:00:00Z");
         let run = db
@@ -326,9 +332,9 @@ fn line(stream: &'static str, text: &str, at: DateTime<Utc>) -> NewLogLine {
     }
 }
 
-both_backends!(
+per_backend!(
     a_completed_try_keeps_its_outputs_and_a_clear_reopens_the_run,
-    |db| {
+    |db: TestDb| {
         let v = version(&db.store).await;
         let now = t("2024-01-02T00:00:00Z");
         let run = db
@@ -447,7 +453,7 @@ both_backends!(
     }
 );
 
-both_backends!(logs_are_read_in_order_after_an_id, |db| {
+per_backend!(logs_are_read_in_order_after_an_id, |db: TestDb| {
     let v = version(&db.store).await;
     let now = t("2024-01-02T00:00:00Z");
     let run = db
@@ -504,7 +510,7 @@ both_backends!(logs_are_read_in_order_after_an_id, |db| {
     );
 });
 
-both_backends!(foreach_expansion_happens_once, |db| {
+per_backend!(foreach_expansion_happens_once, |db: TestDb| {
     let v = version(&db.store).await;
     let now = t("2024-01-02T00:00:00Z");
     let run = db
@@ -541,9 +547,9 @@ both_backends!(foreach_expansion_happens_once, |db| {
     );
 });
 
-both_backends!(
+per_backend!(
     retention_deletes_only_old_finished_runs_with_their_instances_and_logs,
-    |db| {
+    |db: TestDb| {
         let v = version(&db.store).await;
         let now = t("2024-06-01T00:00:00Z");
         let mut ids = Vec::new();
@@ -702,9 +708,9 @@ async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
     }
 }
 
-both_backends!(
+per_backend!(
     tries_finishing_together_are_recorded_in_one_write_except_a_lost_lease,
-    |db| {
+    |db: TestDb| {
         let v = version(&db.store).await;
         let now = t("2024-01-02T00:00:00Z");
         let run = db
@@ -789,9 +795,9 @@ both_backends!(
     }
 );
 
-both_backends!(
+per_backend!(
     the_outbox_is_claimed_once_retried_with_backoff_and_given_up,
-    |db| {
+    |db: TestDb| {
         let v = version(&db.store).await;
         let now = t("2024-01-02T00:00:00Z");
         let run = db
@@ -912,9 +918,9 @@ async fn names_of(store: &Store, run_id: &str) -> Vec<String> {
         .collect()
 }
 
-both_backends!(
+per_backend!(
     a_success_with_nothing_to_decide_does_not_wake_the_scheduler,
-    |db| {
+    |db: TestDb| {
         let v = version(&db.store).await;
         let now = t("2024-01-02T00:00:00Z");
         let run = db
@@ -1003,7 +1009,7 @@ both_backends!(
     }
 );
 
-both_backends!(users_have_roles_tokens_and_unique_names, |db| {
+per_backend!(users_have_roles_tokens_and_unique_names, |db: TestDb| {
     use weir_store::Role;
     let now = t("2024-01-02T00:00:00Z");
     db.store

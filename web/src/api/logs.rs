@@ -103,7 +103,13 @@ pub(super) async fn task_logs(
                     }
                     Some((Ok::<_, std::io::Error>(text), next))
                 }
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+                // The body ends early; the cause goes to the log, not to the client.
+                Err(e) => Some((
+                    Err(std::io::Error::other(
+                        crate::error::WebError::from(e).message,
+                    )),
+                    None,
+                )),
             }
         }
     });

@@ -220,3 +220,48 @@ pub(crate) fn error_code(text: &str) -> String {
         .unwrap_or_else(|| panic!("no error code in {text}"))
         .to_owned()
 }
+
+/// A database failure answers 500 with a fixed message naming the request's id (also in
+/// `X-Request-Id`); the database's own words stay in the server log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_failure_answers_a_fixed_message_with_a_request_id() {
+    let server = Server::start(TestDb::sqlite().await).await;
+    let path = server
+        .db
+        .url
+        .strip_prefix("sqlite://")
+        .expect("a SQLite URL")
+        .to_owned();
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+        .await
+        .expect("open the database");
+    sqlx::query("ALTER TABLE weir_runs RENAME TO weir_runs_gone")
+        .execute(&db)
+        .await
+        .expect("break the runs table");
+    let res = server
+        .http
+        .get(format!("{}/api/v1/dags/web_demo/runs", server.base))
+        .bearer_auth(server.token(Role::Viewer))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let id = res
+        .headers()
+        .get("x-request-id")
+        .expect("a request id")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(
+        body["error"]["message"],
+        format!("internal error: the server log has the details under request id {id}")
+    );
+    // The response carries nothing of the database's text.
+    let text = body.to_string();
+    assert!(!text.contains("weir_runs"), "{text}");
+    assert!(!text.to_lowercase().contains("no such table"), "{text}");
+}

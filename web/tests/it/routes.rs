@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use weir_model::TaskState;
 use weir_store::{NewLogLine, Role};
-use weir_testkit::TestDb;
+use weir_testkit::{TestDb, per_backend};
 
 use crate::{Server, error_code, json_of};
 
@@ -114,15 +114,9 @@ async fn each_route_answers_each_role(server: Server) {
     );
 }
 
-#[tokio::test]
-async fn each_route_answers_each_role_on_sqlite() {
-    each_route_answers_each_role(Server::start(TestDb::sqlite().await).await).await;
-}
-
-#[tokio::test]
-async fn each_route_answers_each_role_on_postgres() {
-    each_route_answers_each_role(Server::start(TestDb::postgres().await).await).await;
-}
+per_backend!(each_route_answers_each_role, |db: TestDb| {
+    each_route_answers_each_role(Server::start(db).await).await;
+});
 
 async fn trigger_checks_params_and_dates(server: Server) {
     let op = Some(Role::Operator);
@@ -257,15 +251,9 @@ async fn trigger_checks_params_and_dates(server: Server) {
     assert_eq!(json_of(&text)["run_id"], run["run_id"]);
 }
 
-#[tokio::test]
-async fn trigger_checks_params_and_dates_on_sqlite() {
-    trigger_checks_params_and_dates(Server::start(TestDb::sqlite().await).await).await;
-}
-
-#[tokio::test]
-async fn trigger_checks_params_and_dates_on_postgres() {
-    trigger_checks_params_and_dates(Server::start(TestDb::postgres().await).await).await;
-}
+per_backend!(trigger_checks_params_and_dates, |db: TestDb| {
+    trigger_checks_params_and_dates(Server::start(db).await).await;
+});
 
 async fn backfill_cancel_mark_clear_and_audit(server: Server) {
     let op = Some(Role::Operator);
@@ -464,15 +452,9 @@ async fn backfill_cancel_mark_clear_and_audit(server: Server) {
     assert_eq!(page, ["clear", "mark_success"]);
 }
 
-#[tokio::test]
-async fn backfill_cancel_mark_clear_and_audit_on_sqlite() {
-    backfill_cancel_mark_clear_and_audit(Server::start(TestDb::sqlite().await).await).await;
-}
-
-#[tokio::test]
-async fn backfill_cancel_mark_clear_and_audit_on_postgres() {
-    backfill_cancel_mark_clear_and_audit(Server::start(TestDb::postgres().await).await).await;
-}
+per_backend!(backfill_cancel_mark_clear_and_audit, |db: TestDb| {
+    backfill_cancel_mark_clear_and_audit(Server::start(db).await).await;
+});
 
 async fn logs_stream_whole_or_tail(server: Server) {
     let run = server.trigger(json!({"logical_date": "2024-06-01"})).await;
@@ -526,15 +508,9 @@ async fn logs_stream_whole_or_tail(server: Server) {
     assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
 }
 
-#[tokio::test]
-async fn logs_stream_whole_or_tail_on_sqlite() {
-    logs_stream_whole_or_tail(Server::start(TestDb::sqlite().await).await).await;
-}
-
-#[tokio::test]
-async fn logs_stream_whole_or_tail_on_postgres() {
-    logs_stream_whole_or_tail(Server::start(TestDb::postgres().await).await).await;
-}
+per_backend!(logs_stream_whole_or_tail, |db: TestDb| {
+    logs_stream_whole_or_tail(Server::start(db).await).await;
+});
 
 /// A session cookie authenticates the API too, but a state-changing call needs the session's
 /// CSRF token in `X-CSRF-Token`; a viewer's session is refused by role.
