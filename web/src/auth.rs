@@ -79,23 +79,17 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
     })
 }
 
-/// 64 hex characters from two version-4 UUIDs: 244 random bits from the operating system.
+/// 64 hex characters: 256 bits from `rand`'s thread-local generator (ChaCha12, seeded and
+/// reseeded from the operating system; fit for secrets).
 #[must_use]
 pub fn random_secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// The SHA-256 of a secret (an API token, a session id), as stored: hex.
 #[must_use]
 pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// A new API token: `weir_` and 64 hex characters.
@@ -212,20 +206,22 @@ impl Caller {
     }
 }
 
-/// Compares in time independent of where the inputs differ.
+/// Compares in time independent of where the inputs differ (`subtle`).
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    a.ct_eq(b).into()
 }
 
-/// A cookie's value from the request headers.
+/// A cookie's value from the request headers (`Cookie` headers parsed by the `cookie` crate).
 pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
 }
 
 /// The caller behind a request, if any.
@@ -348,14 +344,18 @@ pub(crate) async fn same_origin(
 
 /// The `Set-Cookie` value of a new session (or, with `None`, of its removal).
 pub(crate) fn session_cookie(id: Option<&str>, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    match id {
-        Some(id) => format!(
-            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            SESSION_LIFETIME.num_seconds()
-        ),
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
-    }
+    let max_age = match id {
+        Some(_) => cookie::time::Duration::seconds(SESSION_LIFETIME.num_seconds()),
+        None => cookie::time::Duration::ZERO,
+    };
+    cookie::Cookie::build((SESSION_COOKIE, id.unwrap_or_default()))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .max_age(max_age)
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// Checks a name and password, within the rate limit; on success stores a new session and

@@ -102,13 +102,30 @@ pub(crate) async fn access_log(req: Request, next: Next) -> Response {
     res
 }
 
-fn gauge_lines(out: &mut String, name: &str, help: &str, label: &str, rows: &[(String, i64)]) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+/// One gauge in the Prometheus text format: its help and type lines, then a sample per row,
+/// labelled `label`. Names, help and label values are written by the exporter's formatting
+/// helpers, which escape what the format requires (queue and worker names come from YAML and
+/// the command line).
+fn gauge(out: &mut String, name: &str, help: &str, label: &str, rows: &[(String, f64)]) {
+    use metrics_exporter_prometheus::formatting::{
+        sanitize_label_key, sanitize_label_value, write_help_line, write_type_line,
+    };
+    use std::fmt::Write as _;
+    write_help_line(out, name, None, None, help);
+    write_type_line(out, name, None, None, "gauge");
+    let label = sanitize_label_key(label);
     for (value, n) in rows {
-        let value = value.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{}\"}} {n}",
+            sanitize_label_value(value)
+        );
     }
+}
+
+/// Rows of counts as gauge samples.
+fn counts(rows: &[(String, i64)]) -> Vec<(String, f64)> {
+    rows.iter().map(|(k, n)| (k.clone(), *n as f64)).collect()
 }
 
 /// `GET /metrics`: Prometheus text format (a viewer or an API token may scrape).
@@ -126,51 +143,57 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
         store.schedulers(now - STALE_SCHEDULER),
     )?;
     let mut out = String::new();
-    gauge_lines(&mut out, "weir_runs", "DAG runs by state.", "state", &runs);
-    gauge_lines(
+    gauge(
+        &mut out,
+        "weir_runs",
+        "DAG runs by state.",
+        "state",
+        &counts(&runs),
+    );
+    gauge(
         &mut out,
         "weir_task_instances",
         "Task instances by state.",
         "state",
-        &tasks,
+        &counts(&tasks),
     );
-    gauge_lines(
+    gauge(
         &mut out,
         "weir_queue_depth",
         "Queued task instances by worker queue.",
         "queue",
-        &queues,
+        &counts(&queues),
     );
-    gauge_lines(
+    gauge(
         &mut out,
         "weir_worker_slots_used",
         "Running task instances by worker.",
         "worker",
-        &running,
+        &counts(&running),
     );
-    let slots: Vec<(String, i64)> = workers
+    let slots: Vec<(String, f64)> = workers
         .iter()
-        .map(|w| (w.worker_id.clone(), i64::from(w.concurrency)))
+        .map(|w| (w.worker_id.clone(), f64::from(w.concurrency)))
         .collect();
-    gauge_lines(
+    gauge(
         &mut out,
         "weir_worker_slots",
         "Slots of each live worker.",
         "worker",
         &slots,
     );
-    let _ = writeln!(
-        out,
-        "# HELP weir_scheduler_loop_seconds The active scheduler's last pass.\n# TYPE weir_scheduler_loop_seconds gauge"
+    let loops: Vec<(String, f64)> = schedulers
+        .iter()
+        .filter(|s| s.leader)
+        .map(|s| (s.scheduler_id.clone(), s.loop_ms / 1000.0))
+        .collect();
+    gauge(
+        &mut out,
+        "weir_scheduler_loop_seconds",
+        "The active scheduler's last pass.",
+        "scheduler",
+        &loops,
     );
-    for s in schedulers.iter().filter(|s| s.leader) {
-        let _ = writeln!(
-            out,
-            "weir_scheduler_loop_seconds{{scheduler=\"{}\"}} {}",
-            s.scheduler_id,
-            s.loop_ms / 1000.0
-        );
-    }
     let _ = writeln!(
         out,
         "# HELP weir_live_streams Live page streams open on this web server.\n# TYPE weir_live_streams gauge\nweir_live_streams {}\n# HELP weir_live_views Live views polled for them (one poll each, however many watch).\n# TYPE weir_live_views gauge\nweir_live_views {}",
@@ -245,5 +268,28 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
                 }),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_from_yaml_are_escaped() {
+        let mut out = String::new();
+        gauge(
+            &mut out,
+            "weir_queue_depth",
+            "Queued task instances by worker queue.",
+            "queue",
+            &[("a\"b\\c\nd".to_owned(), 2.0)],
+        );
+        assert_eq!(
+            out,
+            "# HELP weir_queue_depth Queued task instances by worker queue.\n\
+             # TYPE weir_queue_depth gauge\n\
+             weir_queue_depth{queue=\"a\\\"b\\\\c\\nd\"} 2\n"
+        );
     }
 }

@@ -272,17 +272,19 @@ pub async fn begin_write<DB: sqlx::Database>(
     }
 }
 
-/// The password of a URL (`scheme://user:password@host`), if any.
-pub fn url_password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let userinfo = &rest[..rest.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
+/// The password of a URL (`scheme://user:password@host`) as written in it, if any (parsed by
+/// the `url` crate).
+pub fn url_password(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed
+        .password()
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
 }
 
 fn mask_url_password<'a>(text: &'a str, url: &str) -> Cow<'a, str> {
     match url_password(url) {
-        Some(p) => Cow::Owned(text.replace(p, "***")),
+        Some(p) => Cow::Owned(text.replace(&p, "***")),
         None => Cow::Borrowed(text),
     }
 }
@@ -318,11 +320,10 @@ impl Masker {
     /// Masks `secrets` and the password of every connection URL.
     pub fn for_config(secrets: &[String], connections: &BTreeMap<String, String>) -> Masker {
         Masker::new(
-            secrets.iter().cloned().chain(
-                connections
-                    .values()
-                    .filter_map(|u| url_password(u).map(str::to_owned)),
-            ),
+            secrets
+                .iter()
+                .cloned()
+                .chain(connections.values().filter_map(|u| url_password(u))),
         )
     }
 
@@ -344,10 +345,16 @@ mod tests {
 
     #[test]
     fn passwords_come_out_of_urls() {
-        assert_eq!(url_password("postgres://etl:s3cret@db/w"), Some("s3cret"));
-        assert_eq!(url_password("mysql://root@127.0.0.1/test"), None);
-        assert_eq!(url_password("sqlite://x.db"), None);
-        assert_eq!(url_password("postgres://u:p%40ss@db/w"), Some("p%40ss"));
+        assert_eq!(
+            url_password("postgres://etl:s3cret@db/w").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(url_password("mysql://root@127.0.0.1/test").as_deref(), None);
+        assert_eq!(url_password("sqlite://x.db").as_deref(), None);
+        assert_eq!(
+            url_password("postgres://u:p%40ss@db/w").as_deref(),
+            Some("p%40ss")
+        );
     }
 
     #[test]

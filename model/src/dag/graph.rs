@@ -72,16 +72,19 @@ pub(super) fn reach(
     start: Option<NodeIndex>,
     direction: petgraph::Direction,
 ) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut stack: Vec<NodeIndex> = start.into_iter().collect();
-    while let Some(n) = stack.pop() {
-        for next in graph.neighbors_directed(n, direction) {
-            if out.insert(graph[next].clone()) {
-                stack.push(next);
-            }
-        }
-    }
-    out
+    use petgraph::visit::{Dfs, Reversed, Walker as _};
+    let Some(start) = start else {
+        return std::collections::BTreeSet::new();
+    };
+    // The walk yields `start` first; it is not reachable from itself in a DAG.
+    let reached: Vec<NodeIndex> = match direction {
+        petgraph::Direction::Outgoing => Dfs::new(graph, start).iter(graph).skip(1).collect(),
+        petgraph::Direction::Incoming => Dfs::new(Reversed(graph), start)
+            .iter(Reversed(graph))
+            .skip(1)
+            .collect(),
+    };
+    reached.into_iter().map(|n| graph[n].clone()).collect()
 }
 
 pub(super) fn graph_of(spec: &DagSpec) -> TaskGraph {
