@@ -511,7 +511,7 @@ async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
         url_segment(&args.run),
         url_segment(&args.task)
     );
-    let mut res = remote
+    let res = remote
         .http
         .get(&url)
         .bearer_auth(&remote.token)
@@ -519,38 +519,34 @@ async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
         .send()
         .await?
         .error_for_status()?;
-    let mut buffer = String::new();
+    // The body's chunks, read as Server-Sent Events by `eventsource-stream` (events split
+    // across chunks, CRLF or LF line ends, a UTF-8 character split between two chunks).
+    let chunks = futures_util::stream::unfold(res, |mut res| async move {
+        match res.chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), res)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), res)),
+        }
+    });
+    let mut events = std::pin::pin!(eventsource_stream::Eventsource::eventsource(chunks));
     let mut skip = lines;
-    while let Some(chunk) = res.chunk().await? {
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            let name = event
-                .lines()
-                .find_map(|l| l.strip_prefix("event:"))
-                .map(str::trim);
-            let data: String = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect::<Vec<_>>()
-                .join("\n");
-            match name {
-                Some("lines") => {
-                    let batch: Vec<Value> = serde_json::from_str(&data)?;
-                    for l in batch {
-                        if skip > 0 {
-                            skip -= 1;
-                            continue;
-                        }
-                        writeln!(out, "{}", l["line"].as_str().unwrap_or(""))?;
+    while let Some(event) = futures_util::StreamExt::next(&mut events).await {
+        let event = event.map_err(|e| anyhow::anyhow!("reading the log stream: {e}"))?;
+        match event.event.as_str() {
+            "lines" => {
+                let batch: Vec<Value> = serde_json::from_str(&event.data)?;
+                for l in batch {
+                    if skip > 0 {
+                        skip -= 1;
+                        continue;
                     }
-                    out.flush()?;
+                    writeln!(out, "{}", l["line"].as_str().unwrap_or(""))?;
                 }
-                Some("end") => return Ok(EXIT_OK),
-                Some("error") => bail!("the log stream failed: {data}"),
-                _ => {}
+                out.flush()?;
             }
+            "end" => return Ok(EXIT_OK),
+            "error" => bail!("the log stream failed: {}", event.data),
+            _ => {}
         }
     }
     Ok(EXIT_OK)
