@@ -1,5 +1,6 @@
 //! `weir.toml` (SPEC §4): read from `--config` or the working directory, then overridden by
-//! `WEIR_*` environment variables. `${VAR}` in a value is replaced from the environment.
+//! `WEIR_*` environment variables, every key of it (layered by `figment`: the defaults, the
+//! file, the environment). `${VAR}` in a value is replaced from the environment.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -245,55 +246,58 @@ impl Config {
         origin: &Path,
         env: &BTreeMap<String, String>,
     ) -> Result<Config> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", origin.display()))?;
+        use figment::Figment;
+        use figment::providers::{Format as _, Toml};
+        let layers = Figment::new()
+            .merge(Toml::string(text))
+            .merge(EnvLayer::new(env));
+        // Lossy: a number or a boolean given as text (every environment variable is text) is
+        // read as one where the key wants one.
+        let mut config: Config = layers.extract_lossy().map_err(|e| {
+            // A mistake of the file alone is said with its line and column, as the `toml`
+            // crate says it (figment knows keys, not lines).
+            let in_file = e
+                .clone()
+                .into_iter()
+                .all(|e| e.metadata.as_ref().is_none_or(|m| m.name != ENV_LAYER));
+            match toml::from_str::<Config>(text) {
+                Err(t) if in_file => anyhow::anyhow!("{}: {t}", origin.display()),
+                _ => layer_error(e, origin),
+            }
+        })?;
+        let from_env = |key: &str| {
+            layers
+                .find_metadata(key)
+                .is_some_and(|m| m.name == ENV_LAYER)
+        };
         // Relative paths written in (or implied by) a configuration file are relative to its
         // folder, wherever weir runs from; the environment's are relative to the working
         // directory.
         let base = origin.parent().unwrap_or(Path::new(""));
-        config.dags_folder = relative_to(base, &config.dags_folder);
-        config.database_url = sqlite_relative_to(base, &config.database_url);
-        if let Some(ca) = config.smtp.as_mut().and_then(|s| s.ca_file.as_mut()) {
+        if !from_env("dags_folder") {
+            config.dags_folder = relative_to(base, &config.dags_folder);
+        }
+        if !from_env("database_url") {
+            config.database_url = sqlite_relative_to(base, &config.database_url);
+        }
+        if !from_env("smtp.ca_file")
+            && let Some(ca) = config.smtp.as_mut().and_then(|s| s.ca_file.as_mut())
+        {
             *ca = relative_to(base, ca);
         }
-        if let Some(v) = env.get("WEIR_DATABASE_URL") {
-            config.database_url = v.clone();
-        }
-        if let Some(v) = env.get("WEIR_DAGS_FOLDER") {
-            config.dags_folder = PathBuf::from(v);
-        }
-        if let Some(v) = env.get("WEIR_WEB_BIND") {
-            config.web.bind = v.clone();
-        }
-        if let Some(v) = env.get("WEIR_API_URL") {
-            config.remote.url = Some(v.clone()).filter(|u| !u.is_empty());
-        }
-        if let Some(v) = env.get("WEIR_API_TOKEN") {
-            config.remote.token = Some(v.clone());
-        } else if let Some(t) = &config.remote.token {
+        config.remote.url = config.remote.url.filter(|u| !u.is_empty());
+        if !from_env("remote.token")
+            && let Some(t) = &config.remote.token
+        {
             config.remote.token = Some(
                 expand(t, env).with_context(|| format!("{}: [remote] token", origin.display()))?,
             );
-        }
-        if let Some(v) = env.get("WEIR_WORKER_CONCURRENCY") {
-            config.worker.concurrency = v
-                .parse()
-                .with_context(|| format!("WEIR_WORKER_CONCURRENCY={v} is not a number"))?;
-        }
-        let mut from_env = std::collections::BTreeSet::new();
-        for (key, value) in env {
-            if let Some(name) = key.strip_prefix("WEIR_CONN_") {
-                config
-                    .connections
-                    .insert(name.to_lowercase(), ConnectionConfig { url: value.clone() });
-                from_env.insert(name.to_lowercase());
-            }
         }
         for (name, conn) in &mut config.connections {
             conn.url = expand(&conn.url, env)
                 .with_context(|| format!("{}: connection `{name}`", origin.display()))?;
             // A file's relative SQLite path, once `${VAR}`s are in: relative to the file.
-            if !from_env.contains(name) {
+            if !from_env(&format!("connections.{name}.url")) {
                 conn.url = sqlite_relative_to(base, &conn.url);
             }
         }
@@ -388,6 +392,143 @@ impl Config {
             pools: self.pools.keys().cloned().collect(),
             notifiers: self.notifiers.keys().cloned().collect(),
         }
+    }
+}
+
+/// The name of the environment's layer (figment's metadata): what tells a value from the
+/// environment from one of the file.
+const ENV_LAYER: &str = "WEIR_* environment variables";
+
+/// Top-level keys of `weir.toml` (each section's keys follow its section's name).
+const TOP_KEYS: [&str; 3] = ["database_url", "dags_folder", "template_env"];
+/// Sections of `weir.toml`.
+const SECTIONS: [&str; 9] = [
+    "web",
+    "worker",
+    "scheduler",
+    "retention",
+    "smtp",
+    "remote",
+    "pools",
+    "connections",
+    "notifiers",
+];
+
+/// `WEIR_*` environment variables as a configuration layer over the file: every key can be
+/// set. `WEIR_KEY` sets a top-level key (`WEIR_DATABASE_URL`), `WEIR_SECTION_KEY` a
+/// section's (`WEIR_WORKER_CONCURRENCY`, `WEIR_POOLS_WAREHOUSE`), and `__` separates levels
+/// where names hold `_` themselves (`WEIR_NOTIFIERS__ON_CALL__URL`). Two shorthands stay:
+/// `WEIR_CONN_NAME` (connection `name`'s URL) and `WEIR_API_URL` / `WEIR_API_TOKEN`
+/// (`[remote]`). Other `WEIR_*` variables (a task's `WEIR_DS`) are not configuration and are
+/// left alone. Values are text; a list is written `[a, b]`.
+struct EnvLayer {
+    values: figment::value::Dict,
+}
+
+impl EnvLayer {
+    fn new(env: &BTreeMap<String, String>) -> EnvLayer {
+        use figment::value::{Dict, Value};
+        fn insert(dict: &mut Dict, path: &[String], value: Value) {
+            match path {
+                [] => {}
+                [last] => {
+                    dict.insert(last.clone(), value);
+                }
+                [first, rest @ ..] => {
+                    let entry = dict
+                        .entry(first.clone())
+                        .or_insert_with(|| Value::from(Dict::new()));
+                    if let Value::Dict(_, inner) = entry {
+                        insert(inner, rest, value);
+                    }
+                }
+            }
+        }
+        let mut values = Dict::new();
+        for (name, text) in env {
+            let Some(path) = name.strip_prefix("WEIR_").and_then(env_key) else {
+                continue;
+            };
+            // A list (`worker.queues`) is written as one; anything else stays text, read as a
+            // number or a boolean where the key wants one.
+            let value = if text.trim_start().starts_with('[') {
+                text.parse()
+                    .unwrap_or_else(|e: std::convert::Infallible| match e {})
+            } else {
+                Value::from(text.clone())
+            };
+            insert(&mut values, &path, value);
+        }
+        EnvLayer { values }
+    }
+}
+
+/// Figment's errors as weir's: each names the key, and the environment variable when the
+/// value came from one (`weir.toml: WEIR_WORKER_CONCURRENCY (worker.concurrency): invalid
+/// type: ...`).
+fn layer_error(errors: figment::Error, origin: &Path) -> anyhow::Error {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from_env = e.metadata.as_ref().is_some_and(|m| m.name == ENV_LAYER);
+            let place = match (from_env, key.is_empty()) {
+                (true, _) => format!("WEIR_{} ({key}): ", e.path.join("_").to_uppercase()),
+                (false, false) => format!("`{key}`: "),
+                (false, true) => String::new(),
+            };
+            format!("{}: {place}{}", origin.display(), e.kind)
+        })
+        .collect();
+    anyhow::anyhow!("{}", lines.join("\n"))
+}
+
+/// The key path a `WEIR_*` variable (without `WEIR_`) sets, if it sets one.
+fn env_key(name: &str) -> Option<Vec<String>> {
+    let name = name.to_lowercase();
+    if name.contains("__") {
+        let path: Vec<String> = name.split("__").map(str::to_owned).collect();
+        let known = path.len() > 1 && SECTIONS.contains(&path[0].as_str())
+            || path.len() == 1 && TOP_KEYS.contains(&path[0].as_str());
+        return (known && path.iter().all(|p| !p.is_empty())).then_some(path);
+    }
+    if TOP_KEYS.contains(&name.as_str()) {
+        return Some(vec![name]);
+    }
+    let shorthand = |section: &str, key: &str| Some(vec![section.to_owned(), key.to_owned()]);
+    match name.as_str() {
+        "api_url" => return shorthand("remote", "url"),
+        "api_token" => return shorthand("remote", "token"),
+        _ => {}
+    }
+    if let Some(conn) = name.strip_prefix("conn_").filter(|c| !c.is_empty()) {
+        return Some(vec![
+            "connections".to_owned(),
+            conn.to_owned(),
+            "url".to_owned(),
+        ]);
+    }
+    let (section, key) = SECTIONS.iter().find_map(|s| {
+        name.strip_prefix(s)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .filter(|k| !k.is_empty())
+            .map(|k| (*s, k))
+    })?;
+    shorthand(section, key)
+}
+
+impl figment::Provider for EnvLayer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(ENV_LAYER)
+    }
+
+    fn data(
+        &self,
+    ) -> std::result::Result<
+        figment::value::Map<figment::Profile, figment::value::Dict>,
+        figment::Error,
+    > {
+        Ok(figment::Profile::Default.collect(self.values.clone()))
     }
 }
 
@@ -549,5 +690,59 @@ mod tests {
             matches!(&c.notifiers["slack"], NotifierConfig::Webhook { url, .. } if url == "https://hooks/T0K")
         );
         assert_eq!(c.secrets(), ["pw1", "https://hooks/T0K"]);
+    }
+
+    #[test]
+    fn every_key_can_be_set_from_the_environment() {
+        let text = "[worker]\nconcurrency = 2\n[pools]\nsmall = 1\n";
+        let c = Config::parse(
+            text,
+            Path::new("/srv/weir/weir.toml"),
+            &env(&[
+                ("WEIR_WORKER_CONCURRENCY", "16"),
+                ("WEIR_WORKER_QUEUES", "[etl, reports]"),
+                ("WEIR_SCHEDULER_HEARTBEAT_TIMEOUT", "45s"),
+                ("WEIR_RETENTION_KEEP_RUNS", "30d"),
+                ("WEIR_WEB_BASE_URL", "https://weir.example.com"),
+                ("WEIR_POOLS_WAREHOUSE", "4"),
+                ("WEIR_TEMPLATE_ENV", "[REGION]"),
+                ("WEIR_SMTP_HOST", "mail.example.com"),
+                ("WEIR_SMTP_FROM", "weir@example.com"),
+                ("WEIR_SMTP_PORT", "2525"),
+                ("WEIR_NOTIFIERS__ON_CALL__KIND", "webhook"),
+                ("WEIR_NOTIFIERS__ON_CALL__URL", "https://hooks/x"),
+                ("WEIR_API_TOKEN", "1234"),
+                // Not configuration: a task's variable, left alone.
+                ("WEIR_DS", "2024-01-01"),
+            ]),
+        )
+        .expect("parse");
+        assert_eq!(c.worker.concurrency, 16);
+        assert_eq!(c.worker.queues, ["etl", "reports"]);
+        assert_eq!(c.scheduler.heartbeat_timeout, "45s");
+        assert_eq!(c.retention.keep_runs, "30d");
+        assert_eq!(c.web.base_url.as_deref(), Some("https://weir.example.com"));
+        assert_eq!(c.pools["small"], 1);
+        assert_eq!(c.pools["warehouse"], 4);
+        assert_eq!(c.template_env, ["REGION"]);
+        let smtp = c.smtp.as_ref().expect("smtp from the environment");
+        assert_eq!((smtp.host.as_str(), smtp.port), ("mail.example.com", 2525));
+        assert!(
+            matches!(&c.notifiers["on_call"], NotifierConfig::Webhook { url, .. } if url == "https://hooks/x")
+        );
+        // Digits stay text where the key is text.
+        assert_eq!(c.remote.token.as_deref(), Some("1234"));
+        // A value that does not fit its key names the key and where it came from.
+        let err = Config::parse(
+            "",
+            Path::new("weir.toml"),
+            &env(&[("WEIR_WORKER_CONCURRENCY", "many")]),
+        )
+        .expect_err("not a number");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("WEIR_WORKER_CONCURRENCY (worker.concurrency)"),
+            "{message}"
+        );
     }
 }
