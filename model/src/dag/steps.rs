@@ -317,18 +317,4 @@ pub(super) fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
             );
         }
     }
-    if let Some(crate::spec::RejectLimit::Percent(p)) =
-        l.rejects.as_ref().and_then(|r| r.max.as_ref())
-    {
-        let ok = p
-            .strip_suffix('%')
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            .is_some_and(|n| (0.0..=100.0).contains(&n));
-        if !ok {
-            err(
-                "rejects",
-                format!("`max: {p}` must be a count or a percentage like \"5%\""),
-            );
-        }
-    }
 }

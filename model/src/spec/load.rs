@@ -253,14 +253,85 @@ pub enum OnError {
     Fail,
 }
 
-/// A limit on rejected rows: a count or a percentage of rows read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
+/// A limit on rejected rows (or on a difference of counts): a count, or a share of the rows
+/// read written `"5%"`. The text is read once, here, into a number from 0 to 100; a value
+/// that is neither is an error at its line.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RejectLimit {
+    /// At most this many rows.
+    Count(u64),
+    /// At most this percentage of the rows read (`"5%"` is `Percent(5.0)`).
+    Percent(f64),
+}
+
+impl Serialize for RejectLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RejectLimit::Count(n) => s.serialize_u64(*n),
+            RejectLimit::Percent(p) => s.serialize_str(&format!("{p}%")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RejectLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RejectLimit, D::Error> {
+        struct Limit;
+        impl serde::de::Visitor<'_> for Limit {
+            type Value = RejectLimit;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a count of rows or a percentage like \"5%\"")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RejectLimit, E> {
+                Ok(RejectLimit::Count(n))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RejectLimit, E> {
+                u64::try_from(n).map(RejectLimit::Count).map_err(|_| {
+                    E::custom(format!(
+                        "`{n}` must be a count of rows (0 or more) or a percentage like \"5%\""
+                    ))
+                })
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RejectLimit, E> {
+                text.strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .map(RejectLimit::Percent)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "`{text}` must be a count of rows or a percentage from \"0%\" to \"100%\", like \"5%\""
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(Limit)
+    }
+}
+
+// The schema of `RejectLimit`: what a DAG file writes.
+/// A limit on rejected rows: a count or a percentage of rows read.
+#[derive(JsonSchema)]
+#[schemars(rename = "RejectLimit")]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum RejectLimitSchema {
     /// At most this many rows.
     Count(u64),
     /// At most this share of rows read, written `"5%"`.
     Percent(String),
+}
+
+impl JsonSchema for RejectLimit {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        RejectLimitSchema::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RejectLimitSchema::json_schema(generator)
+    }
 }
 
 /// Incremental loading state.

@@ -440,11 +440,7 @@ async fn compare_count(c: &CompareCountCheck, conns: &Connections) -> Result<Out
     let allowed = match &c.tolerance {
         None => 0,
         Some(RejectLimit::Count(n)) => *n,
-        Some(RejectLimit::Percent(p)) => {
-            let share: f64 =
-                p.trim_end_matches('%').trim().parse().map_err(|_| {
-                    CheckError::Broken(format!("tolerance `{p}` is not a percentage"))
-                })?;
+        Some(RejectLimit::Percent(share)) => {
             // Of the source's count, rounded down: "1%" of 150 rows allows 1.
             #[expect(
                 clippy::cast_possible_truncation,

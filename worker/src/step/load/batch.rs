@@ -67,8 +67,7 @@ pub(super) fn database_reason(e: &sqlx::Error) -> String {
 pub(super) fn exceeds(limit: &RejectLimit, rejected: u64, read: u64) -> bool {
     match limit {
         RejectLimit::Count(n) => rejected > *n,
-        RejectLimit::Percent(p) => {
-            let share: f64 = p.trim_end_matches('%').trim().parse().unwrap_or(0.0);
+        RejectLimit::Percent(share) => {
             #[expect(
                 clippy::cast_precision_loss,
                 reason = "row counts fit f64 exactly below 2^53"

@@ -654,7 +654,7 @@ mod tests {
     fn reject_limits_count_or_share() {
         assert!(!exceeds(&RejectLimit::Count(2), 2, 100));
         assert!(exceeds(&RejectLimit::Count(2), 3, 100));
-        assert!(!exceeds(&RejectLimit::Percent("5%".into()), 5, 100));
-        assert!(exceeds(&RejectLimit::Percent("5%".into()), 6, 100));
+        assert!(!exceeds(&RejectLimit::Percent(5.0), 5, 100));
+        assert!(exceeds(&RejectLimit::Percent(5.0), 6, 100));
     }
 }

@@ -127,7 +127,7 @@ impl Plan {
             sql_type(dialect, ColumnType::Timestamptz)
         );
         let (on_error, max) = match &step.rejects {
-            Some(r) => (r.on_error, r.max.clone()),
+            Some(r) => (r.on_error, r.max),
             None => (OnError::Fail, None),
         };
         let into = staging.clone().unwrap_or_else(|| target.clone());
