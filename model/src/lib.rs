@@ -43,7 +43,7 @@ mod yaml_tree;
 
 pub use dag::{Dag, Known, Parsed, RetryPolicy, Task, parse_dag};
 pub use diagnostic::{Diagnostic, Loc, Severity};
-pub use error::ModelError;
+pub use error::{RenderError, SqlError};
 pub use schedule::{DataInterval, Schedule};
 pub use spec::{DagSpec, Step, TaskSpec};
 pub use state::{RunState, RunType, TaskState};

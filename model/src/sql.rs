@@ -10,6 +10,8 @@
 //! inside its own place. An escape that a dialect reads differently than this module expected
 //! therefore fails the try with a message instead of changing the statement.
 
+use crate::error::SqlError;
+
 /// The SQL dialect of a data connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -42,12 +44,12 @@ impl Dialect {
     /// # Errors
     /// A name that is not a plain identifier (it would need quoting the DAG author did not
     /// write, or it is an injection attempt).
-    pub fn ident(self, name: &str) -> Result<String, String> {
+    pub fn ident(self, name: &str) -> Result<String, SqlError> {
         let parts: Vec<&str> = name.split('.').collect();
         if parts.len() > 2 {
-            return Err(format!(
+            return Err(SqlError(format!(
                 "`{name}` is not a table or column name (at most schema.name)"
-            ));
+            )));
         }
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
@@ -57,9 +59,9 @@ impl Dialect {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
             if !ok {
-                return Err(format!(
+                return Err(SqlError(format!(
                     "`{name}` is not a plain name (letters, digits, `_`; not starting with a digit)"
-                ));
+                )));
             }
             out.push(match self {
                 Dialect::MySql => format!("`{part}`"),
@@ -74,12 +76,14 @@ impl Dialect {
     ///
     /// # Errors
     /// Arrays, objects and null, which are not comparable values.
-    pub fn literal(self, value: &serde_json::Value) -> Result<String, String> {
+    pub fn literal(self, value: &serde_json::Value) -> Result<String, SqlError> {
         match value {
             serde_json::Value::Number(n) => Ok(n.to_string()),
             serde_json::Value::String(s) => Ok(self.string(s)),
             serde_json::Value::Bool(b) => Ok(if *b { "TRUE" } else { "FALSE" }.to_owned()),
-            other => Err(format!("{other} is not a number, a string or a boolean")),
+            other => Err(SqlError(format!(
+                "{other} is not a number, a string or a boolean"
+            ))),
         }
     }
 
@@ -361,7 +365,11 @@ enum Placed {
 /// A value that cannot be placed where it stands (a name part with other characters, a name
 /// inside a string), or a result that reads differently than the template (which would mean
 /// a value changed the statement): the message names the value by its order in the template.
-pub fn place_values(dialect: Dialect, rendered: &str, values: &[Value]) -> Result<String, String> {
+pub fn place_values(
+    dialect: Dialect,
+    rendered: &str,
+    values: &[Value],
+) -> Result<String, SqlError> {
     let mut out = String::with_capacity(rendered.len() + 16);
     // Template units as (offset in `out`, length, place) and values as (offset, length, how).
     let mut template: Vec<(usize, usize, At)> = Vec::new();
@@ -375,7 +383,7 @@ pub fn place_values(dialect: Dialect, rendered: &str, values: &[Value]) -> Resul
                 .find('\0')
                 .and_then(|end| body[..end].parse::<usize>().ok().map(|n| (n, end)));
             let Some((n, end)) = n.filter(|(n, _)| (1..=values.len()).contains(n)) else {
-                return Err("the SQL holds a NUL character".to_owned());
+                return Err(SqlError("the SQL holds a NUL character".to_owned()));
             };
             i += end + 2;
             let next = rendered[i..].chars().next();
@@ -577,7 +585,7 @@ mod tests {
         for n in 1..=values.len() {
             text = text.replacen("{}", &marker(n), 1);
         }
-        place_values(d, &text, &values)
+        Ok(place_values(d, &text, &values)?)
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use weir_model::sql::Dialect;
 use weir_model::template::{RenderContext, Renderer};
-use weir_model::{Dag, Step, TaskState};
+use weir_model::{Dag, RenderError, Step, TaskState};
 use weir_store::{RunRow, Store, StoreError, TaskInstanceRow};
 
 /// The context every task of `run` shares (SPEC §2): the run's dates and params in its time
@@ -89,7 +89,7 @@ pub fn render_with_files(
     step: &Step,
     files: &BTreeMap<String, String>,
     rendering: Rendering<'_>,
-) -> Result<Step, String> {
+) -> Result<Step, RenderError> {
     let mut step = match rendering {
         Rendering::Try(dialect_of) => renderer.render_step(step, dialect_of)?,
         Rendering::Reading => renderer.render_step_for_reading(step)?,
@@ -104,7 +104,7 @@ pub fn render_with_files(
             Rendering::Try(dialect_of) => renderer.render_sql(text, dialect_of(&s.conn)?),
             Rendering::Reading => renderer.render(text),
         };
-        s.sql = vec![rendered.map_err(|e| format!("{path}: {e}"))?];
+        s.sql = vec![rendered.map_err(|e| RenderError(format!("{path}: {e}")))?];
     }
     Ok(step)
 }

@@ -24,6 +24,8 @@ pub struct TemplateError {
 }
 
 use chrono::{Duration, NaiveDate};
+
+use crate::error::RenderError;
 use tera::{Kwargs, State, TeraResult, Value};
 
 mod check;
@@ -95,14 +97,14 @@ fn tojson(value: Value, _: Kwargs, _: &State<'_>) -> TeraResult<String> {
 ///
 /// # Errors
 /// The template's error, with tera's location inside the template.
-pub fn render_json(text: &str, context: &serde_json::Value) -> Result<String, String> {
+pub fn render_json(text: &str, context: &serde_json::Value) -> Result<String, RenderError> {
     if !is_template(text) {
         return Ok(text.to_owned());
     }
     let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
     environment()
         .render_str(text, &context, false)
-        .map_err(|e| render_error(&e))
+        .map_err(|e| RenderError(render_error(&e)))
 }
 
 /// Tera's error as one line: its message and where in the template, without tera's drawing
@@ -150,15 +152,17 @@ pub fn is_falsy(rendered: &str) -> bool {
 ///
 /// # Errors
 /// A JSON value that is not a list.
-pub fn parse_items(rendered: &str) -> Result<Vec<serde_json::Value>, String> {
+pub fn parse_items(rendered: &str) -> Result<Vec<serde_json::Value>, RenderError> {
     let trimmed = rendered.trim();
     if trimmed.starts_with('[') || trimmed.starts_with('{') {
         return match serde_json::from_str::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Array(items)) => Ok(items),
-            Ok(other) => Err(format!("`foreach` must render a list, got {other}")),
-            Err(e) => Err(format!(
+            Ok(other) => Err(RenderError(format!(
+                "`foreach` must render a list, got {other}"
+            ))),
+            Err(e) => Err(RenderError(format!(
                 "`foreach` rendered `{trimmed}`, which is not a JSON list: {e}"
-            )),
+            ))),
         };
     }
     Ok(trimmed
@@ -215,7 +219,7 @@ mod tests {
             "/out/x{{ params.up }}",
         ] {
             let e = r.render_step(&export(bad), &dialect).expect_err(bad);
-            assert!(e.contains("`to`") && e.contains("`..`"), "{bad}: {e}");
+            assert!(e.0.contains("`to`") && e.0.contains("`..`"), "{bad}: {e}");
         }
         // The author's own `..` and an explicit `| safe` stay as written.
         let step = r
@@ -285,7 +289,7 @@ mod tests {
             .render("{{ tasks.nope.outputs.rows }}")
             .expect_err("no such task");
         assert_eq!(
-            err,
+            err.0,
             "Field `nope` is not defined. Available fields: up (template line 1, column 10); `params` has: n; upstream outputs: tasks.up.outputs: rows"
         );
         assert!(super::is_falsy(" No ") && super::is_falsy("") && !super::is_falsy("yes"));

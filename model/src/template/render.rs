@@ -88,7 +88,7 @@ impl Renderer {
     ///
     /// # Errors
     /// A context that does not serialize (never with JSON values).
-    pub fn new(context: &RenderContext) -> Result<Renderer, String> {
+    pub fn new(context: &RenderContext) -> Result<Renderer, RenderError> {
         let available = context.available();
         let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
         let mut shell = environment();
@@ -112,13 +112,13 @@ impl Renderer {
     ///
     /// # Errors
     /// The template's error, with tera's location inside the template.
-    pub fn render(&self, text: &str) -> Result<String, String> {
+    pub fn render(&self, text: &str) -> Result<String, RenderError> {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
         self.tera
             .render_str(text, &self.context, false)
-            .map_err(|e| format!("{}; {}", render_error(&e), self.available))
+            .map_err(|e| RenderError(format!("{}; {}", render_error(&e), self.available)))
     }
 
     /// Renders `text` with `env` (one of the escaping environments), collecting the values
@@ -143,7 +143,7 @@ impl Renderer {
     ///
     /// # Errors
     /// The template's error, with tera's location inside the template.
-    pub fn render_shell(&self, text: &str) -> Result<(String, Vec<(String, String)>), String> {
+    pub fn render_shell(&self, text: &str) -> Result<(String, Vec<(String, String)>), RenderError> {
         if !is_template(text) {
             return Ok((text.to_owned(), Vec::new()));
         }
@@ -167,12 +167,16 @@ impl Renderer {
     ///
     /// # Errors
     /// The template's error, or a value that cannot stand where it is.
-    pub fn render_sql(&self, text: &str, dialect: crate::sql::Dialect) -> Result<String, String> {
+    pub fn render_sql(
+        &self,
+        text: &str,
+        dialect: crate::sql::Dialect,
+    ) -> Result<String, RenderError> {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
         let (rendered, values) = self.render_collecting(&self.sql, text)?;
-        crate::sql::place_values(dialect, &rendered, &values)
+        Ok(crate::sql::place_values(dialect, &rendered, &values)?)
     }
 
     /// Renders a file-system path whose values may not climb out of the folder the DAG writes:
@@ -181,7 +185,7 @@ impl Renderer {
     ///
     /// # Errors
     /// The template's error, or such a value.
-    pub fn render_path(&self, text: &str) -> Result<String, String> {
+    pub fn render_path(&self, text: &str) -> Result<String, RenderError> {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
@@ -189,10 +193,10 @@ impl Renderer {
         for (i, value) in values.iter().enumerate().rev() {
             let (crate::sql::Value::Text(v) | crate::sql::Value::Name(v)) = value;
             if v.contains('\0') || v.split(['/', '\\']).any(|part| part == "..") {
-                return Err(format!(
+                return Err(RenderError(format!(
                     "value {} of the path (`{v}`) holds `..` or a NUL: a value may not lead out of the folder the DAG names",
                     i + 1
-                ));
+                )));
             }
             out = out.replacen(&crate::sql::marker(i + 1), v, 1);
         }
@@ -205,11 +209,11 @@ impl Renderer {
     ///
     /// # Errors
     /// The first template that fails, with the field's path.
-    pub fn render_step_for_reading(&self, step: &crate::Step) -> Result<crate::Step, String> {
+    pub fn render_step_for_reading(&self, step: &crate::Step) -> Result<crate::Step, RenderError> {
         let mut value = serde_json::to_value(step).map_err(|e| e.to_string())?;
         self.render_value(&mut value, "")
             .map_err(|e| format!("template: {e}"))?;
-        serde_json::from_value(value).map_err(|e| format!("rendered step: {e}"))
+        serde_json::from_value(value).map_err(|e| RenderError(format!("rendered step: {e}")))
     }
 
     /// A step with every string field rendered (what a try runs): a shell step's script as
@@ -224,7 +228,7 @@ impl Renderer {
         &self,
         step: &crate::Step,
         dialect_of: &dyn Fn(&str) -> Result<crate::sql::Dialect, String>,
-    ) -> Result<crate::Step, String> {
+    ) -> Result<crate::Step, RenderError> {
         // Every other field as text; the SQL texts and paths apart (the SQL texts once their
         // connections are known).
         let mut rest = step.clone();
@@ -284,7 +288,11 @@ impl Renderer {
     ///
     /// # Errors
     /// The first template that fails, with the field's path.
-    pub fn render_value(&self, value: &mut serde_json::Value, path: &str) -> Result<(), String> {
+    pub fn render_value(
+        &self,
+        value: &mut serde_json::Value,
+        path: &str,
+    ) -> Result<(), RenderError> {
         match value {
             serde_json::Value::String(s) => {
                 *s = self.render(s).map_err(|e| format!("`{path}`: {e}"))?;

@@ -30,7 +30,7 @@ impl RunRenderer {
     }
 
     pub(super) fn render(&mut self, template: &str) -> std::result::Result<String, String> {
-        Renderer::new(&self.ctx)?.render(template)
+        Ok(Renderer::new(&self.ctx)?.render(template)?)
     }
 }
 
@@ -243,7 +243,7 @@ impl Scheduler {
             weir_model::spec::Foreach::Template(t) => renderer
                 .clone()
                 .render(t)
-                .and_then(|text| parse_items(&text)),
+                .and_then(|text| parse_items(&text).map_err(String::from)),
         };
         match items {
             Ok(items) => {

@@ -26,7 +26,7 @@ pub async fn run(step: &ExportStep, conns: &Connections, log: &LogSink) -> TaskO
     let sql = match (&step.table, &step.query) {
         (Some(t), None) => match pool.dialect().ident(t) {
             Ok(t) => format!("SELECT * FROM {t}"),
-            Err(e) => return failed(e, false),
+            Err(e) => return failed(e.0, false),
         },
         (None, Some(q)) => q.clone(),
         _ => return failed("export needs `table` or `query`".into(), false),

@@ -188,6 +188,12 @@ impl From<String> for CheckError {
     }
 }
 
+impl From<weir_model::SqlError> for CheckError {
+    fn from(e: weir_model::SqlError) -> CheckError {
+        CheckError::Broken(e.0)
+    }
+}
+
 async fn pool_for(
     conns: &Connections,
     own: Option<&str>,

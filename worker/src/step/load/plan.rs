@@ -554,7 +554,7 @@ impl Plan {
             .iter()
             .map(|n| d.ident(n))
             .collect::<Result<_, _>>()
-            .map_err(sqlx::Error::Protocol)?;
+            .map_err(|e| sqlx::Error::Protocol(e.0))?;
         let others: Vec<&String> = quoted.iter().filter(|q| !self.keys.contains(q)).collect();
         let join = self
             .keys
