@@ -10,7 +10,9 @@
 # (sqlx 0.9.0 leaves Nagle's algorithm on, which stalls some TLS statements on delayed ACKs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p weir-bench -p weir
+# BIN: a folder holding `weir` and `engine` built elsewhere (bench/compare.sh); else built here.
+if [ -z "${BIN:-}" ]; then cargo build --release -q -p weir-bench -p weir; fi
+bin=$(realpath "${BIN:-target/release}")
 pg_admin=${WEIR_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 pg_socket=${WEIR_BENCH_POSTGRES_SOCKET:-/var/run/postgresql}
 rounds=${ROUNDS:-3}
@@ -29,11 +31,11 @@ for bench in chain fanout fanout-noop; do
       # The baseline next to each round: the machine's load drifts between rounds.
       /usr/bin/time -f "xargs1000 -P16 (bash -c true): %e s" bash -c 'seq 1000 | xargs -P16 -I{} bash -c true'
     fi
-    ./target/release/engine "$bench" "sqlite://$tmp/$bench-$i.db"
-    ./target/release/engine "$bench" "$(fresh_pg "$bench$i")" | sed 's/\[postgres\]/[postgres tcp]/'
+    "$bin/engine" "$bench" "sqlite://$tmp/$bench-$i.db"
+    "$bin/engine" "$bench" "$(fresh_pg "$bench$i")" | sed 's/\[postgres\]/[postgres tcp]/'
     if [ -S "$pg_socket/.s.PGSQL.5432" ]; then
       name=$(basename "$(fresh_pg "${bench}s$i")")
-      ./target/release/engine "$bench" "postgres://postgres@localhost/$name?host=$pg_socket" | sed 's/\[postgres\]/[postgres socket]/'
+      "$bin/engine" "$bench" "postgres://postgres@localhost/$name?host=$pg_socket" | sed 's/\[postgres\]/[postgres socket]/'
     fi
   done
 done
@@ -41,7 +43,7 @@ done
 echo "idle RSS of weir standalone (example DAGs, SQLite), after 5 s:"
 mkdir -p "$tmp/standalone"
 cp -r dags weir.toml "$tmp/standalone/"
-(cd "$tmp/standalone" && exec "$OLDPWD/target/release/weir" standalone >/dev/null 2>&1) &
+(cd "$tmp/standalone" && exec "$bin/weir" standalone >/dev/null 2>&1) &
 pid=$!
 sleep 5
 grep VmRSS "/proc/$pid/status" | sed 's/^/  /'

@@ -9,7 +9,8 @@
 # Each weir run reports wall time and peak RSS (/usr/bin/time); medians over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p weir
+# BIN: a folder holding a `weir` built elsewhere (bench/compare.sh); else built here.
+if [ -z "${BIN:-}" ]; then cargo build --release -q -p weir; fi
 rows=${ROWS:-1000000}
 rounds=${ROUNDS:-3}
 tmp=$(mktemp -d)
@@ -57,7 +58,7 @@ $columns
     key: [id]
     rejects: {on_error: reject}
 YAML
-weir="$PWD/target/release/weir"
+weir=$(realpath "${BIN:-target/release}")/weir
 cd "$tmp"
 db=weir_bench_load
 pg="postgresql://postgres@localhost/$db?host=/var/run/postgresql"

@@ -11,8 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p weir
-weir=$PWD/target/release/weir
+# BIN: a folder holding a `weir` built elsewhere (bench/compare.sh); else built here.
+if [ -z "${BIN:-}" ]; then cargo build --release -q -p weir; fi
+weir=$(realpath "${BIN:-target/release}")/weir
 pg=${PGURL:-postgres://postgres@127.0.0.1:5432}
 db=weir_bench_web
 duration=${DURATION:-10}

@@ -5,7 +5,7 @@
 //! intervals (Airflow's cron timetable, DST-correct), durations, dates, trigger rules, template
 //! syntax checks and the JSON Schema of the format.
 //!
-//! Where it sits: the bottom of the crate graph (model → store → scheduler / worker → web / cli).
+//! Where it sits: the bottom of the crate graph (see ARCHITECTURE.md).
 //! It does no I/O and knows nothing of tokio or sqlx: callers hand it text and get values back.
 //!
 //! # Layout
@@ -19,6 +19,7 @@
 //! - [`sql`]: SQL dialects, quoting, and placing template values into statements as data.
 //! - [`schema`]: the JSON Schema.
 //! - [`diagnostic`], [`suggest`]: problems with places, and "did you mean".
+//! - [`error`]: the errors of rendering and of building SQL ([`RenderError`], [`SqlError`]).
 
 pub mod clock;
 pub mod dag;

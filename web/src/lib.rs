@@ -16,6 +16,7 @@
 //! - `ops_metrics`: `/metrics` and `/health`.
 //! - `error`: the error type, as a JSON body or an HTML page.
 
+mod actions;
 mod api;
 pub mod auth;
 mod error;

@@ -162,7 +162,7 @@ async fn log(
     Query(q): Query<LogQuery>,
 ) -> Result<Events, WebError> {
     let (ti, try_number) =
-        crate::api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
+        crate::actions::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
     let ticket = state.hub.admit(&caller.name)?;
     let after = q.after.unwrap_or(0);
     let hub = Arc::clone(&state.hub);

@@ -7,12 +7,15 @@
 //! lease. Task process groups die with the worker (a guard process kills them when the worker
 //! is gone) and with their try.
 //!
-//! Where it sits: uses weir-model and weir-store; never the scheduler or the web server.
+//! Where it sits: uses weir-model, weir-store, weir-ops and weir-notify; never the scheduler
+//! or the web server.
 //!
 //! # Layout
-//! - [`worker`]: the claim loop, tries, heartbeats, shutdown ([`run`]).
+//! - [`worker`]: the claim loop, tries, heartbeats and fencing (`liveness`), recording
+//!   outcomes (`record`), shutdown ([`run`]).
 //! - [`step`]: one executor per step kind (shell, sql, migrate, load, validate, export, http),
-//!   SQL text helpers, and the process guard.
+//!   SQL text helpers, what generic SQL code needs of a database (`db`), and the process
+//!   guard.
 //! - [`conn`]: data connections (pools opened on first use) and secret masking.
 //! - [`log`]: batching log lines into the store.
 //! - [`outcome`]: how a try ended.

@@ -102,31 +102,6 @@ pub(super) async fn get_dag(
     }))
 }
 
-/// A DAG's paused flag after a pause or unpause.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Paused {
-    pub(super) dag_id: String,
-    pub(super) paused: bool,
-    /// Whether the call changed it.
-    pub(super) changed: bool,
-}
-
-pub(crate) async fn set_paused(
-    state: &AppState,
-    caller: &Caller,
-    dag_id: &str,
-    paused: bool,
-) -> Result<Paused, WebError> {
-    let now = state.clock.now();
-    let changed =
-        operator::set_paused(&state.store, Actor(&caller.name), dag_id, paused, now).await?;
-    Ok(Paused {
-        dag_id: dag_id.to_owned(),
-        paused,
-        changed,
-    })
-}
-
 #[utoipa::path(post, path = "/dags/{dag_id}/pause", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
     responses((status = 200, description = "OK", body = Paused), ChangeRefusals))]

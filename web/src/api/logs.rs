@@ -2,65 +2,8 @@
 
 use super::*;
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct LogQuery {
-    /// Try number (default the latest).
-    #[serde(rename = "try")]
-    #[param(rename = "try")]
-    pub(crate) try_number: Option<i32>,
-    /// The instance of a mapped task (default -1, or the first).
-    pub(crate) map_index: Option<i32>,
-    /// Only the last N lines.
-    pub(crate) tail: Option<i64>,
-}
-
 /// Lines read from the store per chunk of a streamed log.
 pub(super) const LOG_CHUNK: i64 = 5000;
-
-/// The task instance a log request means, and the try.
-pub(crate) async fn log_target(
-    state: &AppState,
-    run_id: &str,
-    task_id: &str,
-    map_index: Option<i32>,
-    try_number: Option<i32>,
-) -> Result<(weir_store::TaskInstanceRow, i32), WebError> {
-    let instances: Vec<_> = state
-        .store
-        .task_instances(run_id)
-        .await?
-        .into_iter()
-        .filter(|t| t.task_id == task_id)
-        .collect();
-    if instances.is_empty() {
-        return Err(WebError::not_found(format!(
-            "no task `{task_id}` in run `{run_id}`"
-        )));
-    }
-    let ti = match map_index {
-        Some(m) => instances
-            .into_iter()
-            .find(|t| t.map_index == m)
-            .ok_or_else(|| {
-                WebError::not_found(format!(
-                    "no instance {m} of task `{task_id}` in run `{run_id}`"
-                ))
-            })?,
-        None => instances
-            .into_iter()
-            .next()
-            .ok_or_else(|| WebError::not_found(format!("no task `{task_id}` in run `{run_id}`")))?,
-    };
-    let try_number = try_number.unwrap_or(ti.try_number).max(1);
-    if try_number > ti.try_number.max(1) {
-        return Err(WebError::not_found(format!(
-            "no try {try_number} of task `{task_id}` in run `{run_id}`: it has had {}",
-            ti.try_number
-        )));
-    }
-    Ok((ti, try_number))
-}
 
 #[utoipa::path(get, path = "/runs/{run_id}/tasks/{task_id}/logs", tag = "runs",
     params(("run_id" = String, Path, description = "Run id"), ("task_id" = String, Path, description = "Task id"), LogQuery),

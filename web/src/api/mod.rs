@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //! - this module: the OpenAPI document, the router, refusals, JSON bodies, paging;
-//! - `dags`, `runs` (with the `do_*` functions the pages' forms share), `logs`, `audit`.
+//! - `dags`, `runs`, `logs`, `audit`: the routes of each resource; what a request asks of
+//!   weir (bodies, the calls into `weir_ops::operator`) is in `crate::actions`, which the
+//!   pages' forms share.
 //!
 //! Without credentials a route answers 401, with a role too low 403; a state-changing call
 //! authenticated by the session cookie needs the `X-CSRF-Token` header (Bearer tokens do not).
@@ -19,18 +21,17 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use weir_model::{RunState, TaskState};
+use weir_model::RunState;
 use weir_ops::actions as ops;
-use weir_ops::operator::{self, Actor};
 use weir_store::{AuditRow, Role, RunFilter};
 
 use crate::AppState;
+use crate::actions::*;
 use crate::auth::Caller;
 use crate::error::WebError;
 use crate::view::{self, DagSummary, Grid, RunJson, RunSummary};

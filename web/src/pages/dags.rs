@@ -237,7 +237,7 @@ pub(super) async fn trigger_form(
         logical_date: field(&fields, "logical_date").map(str::to_owned),
         rerun: field(&fields, "rerun").is_some(),
     };
-    let run = match api::do_trigger(&state, &caller, &dag_id, &body).await {
+    let run = match actions::do_trigger(&state, &caller, &dag_id, &body).await {
         Ok(run) => run,
         // A run at that date already: say how to rerun it, in the layout, with a way back.
         Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
@@ -304,7 +304,7 @@ pub(super) async fn backfill_form(
         rerun,
         params: form_params(&dag, &fields)?,
     };
-    match api::do_backfill(&state, &caller, &dag_id, &body).await? {
+    match actions::do_backfill(&state, &caller, &dag_id, &body).await? {
         BackfillAnswer::DryRun(intervals) => {
             let mut ctx = tera::Context::new();
             ctx.insert("dag_id", &dag_id);
@@ -356,6 +356,6 @@ pub(super) async fn paused_form(
     paused: bool,
 ) -> PageResult {
     caller.operate(form.csrf.as_deref())?;
-    api::set_paused(state, caller, dag_id, paused).await?;
+    actions::set_paused(state, caller, dag_id, paused).await?;
     Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
 }

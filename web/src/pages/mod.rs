@@ -24,7 +24,7 @@ use weir_store::{Role, RunRow, TaskInstanceRow};
 use weir_model::text::url_segment;
 
 use crate::AppState;
-use crate::api::{
+use crate::actions::{
     self, BackfillAnswer, BackfillBody, ClearBody, MarkBody, MarkState, RerunArg, TriggerBody,
 };
 use crate::auth::{self, Caller};

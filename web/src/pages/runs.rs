@@ -213,7 +213,7 @@ pub(super) async fn clear_form(
         failed_only: field(&fields, "failed_only").is_some(),
         latest_version: field(&fields, "latest_version").is_some(),
     };
-    api::do_clear(&state, &caller, &run_id, &body).await?;
+    actions::do_clear(&state, &caller, &run_id, &body).await?;
     Ok(Redirect::to(&back(&fields, &run_id)).into_response())
 }
 
@@ -224,7 +224,7 @@ pub(super) async fn cancel_form(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     caller.operate(form.csrf.as_deref())?;
-    api::do_cancel(&state, &caller, &run_id).await?;
+    actions::do_cancel(&state, &caller, &run_id).await?;
     Ok(Redirect::to(&format!("/runs/{}", url_segment(&run_id))).into_response())
 }
 
@@ -254,7 +254,7 @@ pub(super) async fn mark_form(
         downstream: field(&fields, "downstream").is_some(),
         state: to,
     };
-    api::do_mark(&state, &caller, &run_id, &body).await?;
+    actions::do_mark(&state, &caller, &run_id, &body).await?;
     Ok(Redirect::to(&back(&fields, &run_id)).into_response())
 }
 

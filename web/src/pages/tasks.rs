@@ -30,7 +30,7 @@ pub(super) async fn task_page(
     let caller = caller_or_login!(state, headers, &format!("/runs/{run_id}/tasks/{task_id}"));
     let run = state.store.run(&run_id).await?;
     let (ti, try_number) =
-        api::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
+        actions::log_target(&state, &run_id, &task_id, q.map_index, q.try_number).await?;
     let version = state.versions.get(&state.store, run.version_id).await?;
     let dag = &version.dag;
     let instances: Vec<_> = state
