@@ -20,7 +20,8 @@ duration=${DURATION:-10}
 conns=${CONNECTIONS:-2}
 port=${PORT:-18080}
 tmp=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+server=
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 psql -q "$pg/postgres" -c "drop database if exists $db" -c "create database $db"
 export WEIR_DATABASE_URL="$pg/$db" WEIR_DAGS_FOLDER="$tmp/dags"
 mkdir -p "$tmp/dags"
@@ -40,6 +41,9 @@ for n in range(1, 10):
         f"id: small_{n}\nschedule: '@daily'\nstart_date: 2020-01-01\npaused: true\ntags: [small]\n"
         "tasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_on: a}\n  c: {kind: noop, depends_on: b}\n")
 PY
+# Commands other than the services never create a database: migrate first, then `dags list`
+# stores the DAGs.
+"$weir" db migrate >/dev/null
 "$weir" dags list >/dev/null
 
 echo "filling the database: 10,000 runs x 30 tasks, 9 x 100 runs x 3 tasks, a 100 MB log..."
