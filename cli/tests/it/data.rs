@@ -87,8 +87,7 @@ const REPORT_SQL: &str = "-- a file with two statements and a template\n\
 per_backend!(
     /// Statements in one transaction, `fetch: first_row` outputs passed downstream, a templated
     /// `file` with several statements, and a failure that rolls the whole step back.
-    sql_steps_run_in_one_transaction_on_every_database,
-    |backend: DataBackend| {
+    sql_steps_run_in_one_transaction_on_every_database, |backend: DataBackend| {
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
         let mut engine = engine_with(
@@ -187,26 +186,25 @@ const MIGRATE_DAG: &str =
 per_backend!(
     /// Versioned migrations: applied in order and recorded, idempotent, an edited applied file is
     /// an error naming it, and a failing migration is not recorded.
-    migrations_apply_once_in_order_and_refuse_edited_files,
-    |backend: DataBackend| {
+    migrations_apply_once_in_order_and_refuse_edited_files, |backend: DataBackend| {
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
         let mut engine = engine_with(
-        &data,
-        &meta,
-        &[
-            ("schema.yaml", MIGRATE_DAG),
-            (
-                "migrations/wh/0002_seed.sql",
-                "insert into people (id, name) values (1, 'Ada');\ninsert into people (id, name) values (2, 'Grace');\n",
-            ),
-            (
-                "migrations/wh/0001_create.sql",
-                "create table people (id integer primary key, name varchar(20) not null);\n",
-            ),
-        ],
-    )
-    .await;
+            &data,
+            &meta,
+            &[
+                ("schema.yaml", MIGRATE_DAG),
+                (
+                    "migrations/wh/0002_seed.sql",
+                    "insert into people (id, name) values (1, 'Ada');\ninsert into people (id, name) values (2, 'Grace');\n",
+                ),
+                (
+                    "migrations/wh/0001_create.sql",
+                    "create table people (id integer primary key, name varchar(20) not null);\n",
+                ),
+            ],
+        )
+        .await;
         let outputs = |ti: &weir_store::TaskInstanceRow| ti.outputs.clone();
         let first = engine.trigger("schema", serde_json::json!({})).await;
         assert_eq!(
@@ -250,10 +248,10 @@ per_backend!(
 
         // A failing migration is not recorded (and, where DDL is transactional, leaves nothing).
         std::fs::write(
-        engine.path("dags/migrations/wh/0003_broken.sql"),
-        "insert into people (id, name) values (3, 'Edsger');\ninsert into no_such_table values (1);\n",
-    )
-    .expect("write");
+            engine.path("dags/migrations/wh/0003_broken.sql"),
+            "insert into people (id, name) values (3, 'Edsger');\ninsert into no_such_table values (1);\n",
+        )
+        .expect("write");
         engine.clock.advance(chrono::Duration::seconds(5));
         let third = engine.trigger_after_sync("schema").await;
         assert_eq!(
@@ -346,8 +344,7 @@ tasks:
 per_backend!(
     /// Every check on every database: results as structured outputs (observed values, failing
     /// samples), error checks failing the task after all ran, warnings not failing it.
-    validate_checks_report_structured_results_on_every_database,
-    |backend: DataBackend| {
+    validate_checks_report_structured_results_on_every_database, |backend: DataBackend| {
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
         let mut engine = engine_with(&data, &meta, &[("quality.yaml", VALIDATE_DAG)]).await;
@@ -452,8 +449,7 @@ per_backend!(
     /// The load step on every database: typed columns from header-less CSV and from JSON lines,
     /// rejects with file, line and reason (parsing and database constraints), the rows invariant,
     /// `replace` and `truncate_insert`, and a failing load that leaves the target as it was.
-    loads_account_for_every_row_and_fail_without_a_trace,
-    |backend: DataBackend| {
+    loads_account_for_every_row_and_fail_without_a_trace, |backend: DataBackend| {
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -477,48 +473,48 @@ per_backend!(
             r#"id: loads
 tasks:
   schema:
-kind: sql
-conn: wh
-sql: "create table hires (id integer primary key, name varchar(40) not null, hired_at {ts}, department_id integer, job_id integer)"
+    kind: sql
+    conn: wh
+    sql: "create table hires (id integer primary key, name varchar(40) not null, hired_at {ts}, department_id integer, job_id integer)"
   hires:
-kind: load
-depends_on: [schema]
-source: {{file: "{hires}", format: csv, header: false}}
-target: {{conn: wh, table: hires, create: never}}
-columns:
-  id: {{type: int, not_null: true}}
-  name: {{type: text, not_null: true}}
-  hired_at: {{type: timestamptz}}
-  department_id: {{type: int}}
-  job_id: {{type: int}}
-batch_size: 2
-rejects: {{on_error: reject, max: 5}}
+    kind: load
+    depends_on: [schema]
+    source: {{file: "{hires}", format: csv, header: false}}
+    target: {{conn: wh, table: hires, create: never}}
+    columns:
+      id: {{type: int, not_null: true}}
+      name: {{type: text, not_null: true}}
+      hired_at: {{type: timestamptz}}
+      department_id: {{type: int}}
+      job_id: {{type: int}}
+    batch_size: 2
+    rejects: {{on_error: reject, max: 5}}
   people:
-kind: load
-source: {{file: "{more}", format: jsonl}}
-target: {{conn: wh, table: people}}
-columns:
-  id: {{type: bigint, from: emp_id}}
-  name: {{type: text, from: who}}
-mode: replace
+    kind: load
+    source: {{file: "{more}", format: jsonl}}
+    target: {{conn: wh, table: people}}
+    columns:
+      id: {{type: bigint, from: emp_id}}
+      name: {{type: text, from: who}}
+    mode: replace
   again:
-kind: load
-depends_on: [people]
-source: {{file: "{more}", format: jsonl}}
-target: {{conn: wh, table: people}}
-columns:
-  id: {{type: bigint, from: emp_id}}
-  name: {{type: text, from: who}}
-mode: truncate_insert
+    kind: load
+    depends_on: [people]
+    source: {{file: "{more}", format: jsonl}}
+    target: {{conn: wh, table: people}}
+    columns:
+      id: {{type: bigint, from: emp_id}}
+      name: {{type: text, from: who}}
+    mode: truncate_insert
   broken:
-kind: load
-depends_on: [again]
-source: {{file: "{broken}", format: csv}}
-target: {{conn: wh, table: people}}
-columns:
-  id: {{type: bigint}}
-  name: {{type: text}}
-batch_size: 1
+    kind: load
+    depends_on: [again]
+    source: {{file: "{broken}", format: csv}}
+    target: {{conn: wh, table: people}}
+    columns:
+      id: {{type: bigint}}
+      name: {{type: text}}
+    batch_size: 1
 "#,
             ts = if backend == DataBackend::MariaDb {
                 "datetime(6)"
@@ -736,8 +732,7 @@ per_backend!(
     /// Upserts of the three real NYT downloads (later ones revise earlier days): inserted,
     /// updated and unchanged counts as computed here from the files, an unchanged row not
     /// rewritten, and the table equal to the last download.
-    upserts_of_the_covid_downloads_count_revisions_as_updates,
-    |backend: DataBackend| {
+    upserts_of_the_covid_downloads_count_revisions_as_updates, |backend: DataBackend| {
         let covid = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/covid");
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
@@ -747,15 +742,15 @@ params:
   snapshot: us_v1
 tasks:
   load:
-kind: load
-source: {{file: "{}/{{{{ params.snapshot }}}}.csv", format: csv}}
-target: {{conn: wh, table: covid_us}}
-columns:
-  date: {{type: date, not_null: true}}
-  cases: {{type: bigint, not_null: true}}
-  deaths: {{type: bigint, not_null: true}}
-mode: upsert
-key: [date]
+    kind: load
+    source: {{file: "{}/{{{{ params.snapshot }}}}.csv", format: csv}}
+    target: {{conn: wh, table: covid_us}}
+    columns:
+      date: {{type: date, not_null: true}}
+      cases: {{type: bigint, not_null: true}}
+      deaths: {{type: bigint, not_null: true}}
+    mode: upsert
+    key: [date]
 "#,
             covid.display()
         );
@@ -828,8 +823,7 @@ per_backend!(
     /// A table exported to CSV and to JSON lines and loaded back is the same table: NULLs,
     /// quotes, commas, line breaks, spaces and non-ASCII text included (CSV cannot write an empty
     /// string apart from NULL; JSON lines can).
-    export_then_load_restores_the_table,
-    |backend: DataBackend| {
+    export_then_load_restores_the_table, |backend: DataBackend| {
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -844,44 +838,44 @@ per_backend!(
             r#"id: trip
 tasks:
   source:
-kind: sql
-conn: wh
-sql:
-  - "{src}"
-  - "{csv_copy}"
-  - "{jsonl_copy}"
-  - |
-    insert into src (id, name, amount, note) values
-      (1, 'plain', 12.50, 'n'),
-      (2, 'a, b', -0.01, NULL),
-      (3, 'say "hi"', NULL, ''),
-      (4, 'two
-    lines', 1000000.00, ' padded '),
-      (5, 'Zoë ✓ ünïcode', 0, 'x')
+    kind: sql
+    conn: wh
+    sql:
+      - "{src}"
+      - "{csv_copy}"
+      - "{jsonl_copy}"
+      - |
+        insert into src (id, name, amount, note) values
+          (1, 'plain', 12.50, 'n'),
+          (2, 'a, b', -0.01, NULL),
+          (3, 'say "hi"', NULL, ''),
+          (4, 'two
+        lines', 1000000.00, ' padded '),
+          (5, 'Zoë ✓ ünïcode', 0, 'x')
   to_csv:
-kind: export
-depends_on: [source]
-conn: wh
-table: src
-to: "{csv}"
-format: csv
+    kind: export
+    depends_on: [source]
+    conn: wh
+    table: src
+    to: "{csv}"
+    format: csv
   to_jsonl:
-kind: export
-depends_on: [source]
-conn: wh
-query: "select * from src order by id"
-to: "{jsonl}"
-format: jsonl
+    kind: export
+    depends_on: [source]
+    conn: wh
+    query: "select * from src order by id"
+    to: "{jsonl}"
+    format: jsonl
   back_csv:
-kind: load
-depends_on: [to_csv]
-source: {{file: "{csv}", format: csv}}
-target: {{conn: wh, table: copy_csv, create: never}}
+    kind: load
+    depends_on: [to_csv]
+    source: {{file: "{csv}", format: csv}}
+    target: {{conn: wh, table: copy_csv, create: never}}
 {columns}  back_jsonl:
-kind: load
-depends_on: [to_jsonl]
-source: {{file: "{jsonl}", format: jsonl}}
-target: {{conn: wh, table: copy_jsonl, create: never}}
+    kind: load
+    depends_on: [to_jsonl]
+    source: {{file: "{jsonl}", format: jsonl}}
+    target: {{conn: wh, table: copy_jsonl, create: never}}
 {columns}"#,
             src = ddl("src"),
             csv_copy = ddl("copy_csv"),
@@ -1076,8 +1070,7 @@ per_backend!(
     /// An incremental load reads only rows past the cursor its earlier runs reached (kept in
     /// weir's database); forgetting the cursor reads everything again. File source on every
     /// database, and a database source.
-    incremental_loads_read_only_newer_rows,
-    |backend: DataBackend| {
+    incremental_loads_read_only_newer_rows, |backend: DataBackend| {
         let meta = TestDb::sqlite().await;
         let data = TestDataDb::new(backend).await;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1091,24 +1084,24 @@ per_backend!(
             r#"id: inc
 tasks:
   daily:
-kind: load
-source: {{file: "{}", format: csv}}
-target: {{conn: wh, table: daily}}
-columns:
-  day: {{type: date, not_null: true}}
-  cases: {{type: int}}
-mode: upsert
-key: [day]
-incremental: {{cursor: day}}
+    kind: load
+    source: {{file: "{}", format: csv}}
+    target: {{conn: wh, table: daily}}
+    columns:
+      day: {{type: date, not_null: true}}
+      cases: {{type: int}}
+    mode: upsert
+    key: [day]
+    incremental: {{cursor: day}}
   copied:
-kind: load
-depends_on: [daily]
-source: {{conn: wh, table: daily}}
-target: {{conn: wh, table: copied}}
-columns:
-  day: {{type: date, not_null: true}}
-  cases: {{type: int}}
-incremental: {{cursor: day}}
+    kind: load
+    depends_on: [daily]
+    source: {{conn: wh, table: daily}}
+    target: {{conn: wh, table: copied}}
+    columns:
+      day: {{type: date, not_null: true}}
+      cases: {{type: int}}
+    incremental: {{cursor: day}}
 "#,
             csv.display()
         );
@@ -1277,8 +1270,7 @@ per_backend!(
     /// A row the database refuses deep in a large load (in Postgres's third `COPY`, past 60,000
     /// rows; in a 10,000-row `INSERT` batch elsewhere) is found by halving what was refused:
     /// every other row loads, and the reject keeps its line and raw text.
-    a_refused_row_deep_in_a_large_load_is_rejected_alone,
-    |backend: DataBackend| {
+    a_refused_row_deep_in_a_large_load_is_rejected_alone, |backend: DataBackend| {
         refused_row_deep_in_a_large_load(backend).await;
     }
 );
@@ -1463,8 +1455,7 @@ per_backend!(
     /// backslash before a quote, `;`, `--`, `#`, `/*`, `$$`, backticks, a newline, `{{ }}`) reach
     /// `sql`, `validate` and `export` statements as data on every database, inside quotes, bare
     /// and in a comment: no injected statement runs and each value lands exactly (issue #14).
-    values_in_sql_text_are_data_never_code,
-    |backend: DataBackend| {
+    values_in_sql_text_are_data_never_code, |backend: DataBackend| {
         let evil = "a'); drop table canary; -- \\'); drop table canary; # \" ` $$ */ /* $(id) && ; {{ 7*7 }}\nb'";
         let one_line = evil.replace('\n', " ");
         let meta = TestDb::sqlite().await;

@@ -181,14 +181,13 @@ async fn crash_after_commit(
 
 per_backend!(
     /// A load killed after its commit is not loaded again, on every target database.
-    a_load_whose_worker_died_after_the_commit_is_not_loaded_twice,
-    |backend: DataBackend| {
+    a_load_whose_worker_died_after_the_commit_is_not_loaded_twice, |backend: DataBackend| {
         let rows = 150_000_u64;
         let dir = tempfile::tempdir().expect("tempdir");
         let csv = dir.path().join("rows.csv");
         let mut text = String::from("id,name\n");
         for i in 0..rows {
-            text.push_str(&format!("{i},name {i}\n"));
+        text.push_str(&format!("{i},name {i}\n"));
         }
         std::fs::write(&csv, text).expect("csv");
         let meta = TestDb::postgres().await;
@@ -219,29 +218,30 @@ per_backend!(
     /// A `sql` step that declares itself non-idempotent is not run again after a commit whose
     /// outcome was lost.
     a_non_idempotent_sql_step_whose_worker_died_after_the_commit_is_not_run_twice, [postgres: Postgres, mariadb: MariaDb], |backend: DataBackend| {
-    let meta = TestDb::postgres().await;
-    let data = TestDataDb::new(backend).await;
-    let sleep = match backend {
-        DataBackend::MariaDb => "select sleep(2)",
-        _ => "select pg_sleep(2)",
-    };
-    let dag = format!(
-        "id: once\ntasks:\n  append:\n    kind: sql\n    conn: wh\n    idempotent: false\n    sql:\n      - \"{sleep}\"\n      - \"insert into ledger_rows (n) values (1), (2), (3)\"\n    retries: 2\n    retry_delay: 1s\n"
-    );
-    create_table(&data, "create table ledger_rows (n integer)").await;
-    let ti = crash_after_commit(
-        &meta,
-        &data,
-        &dag,
-        "append",
-        "select count(*) from ledger_rows",
-    )
-    .await;
-    assert_eq!(ti.state, TaskState::Success, "{backend:?}: {:?}", ti.error);
-    assert_eq!(ti.try_number, 2, "{backend:?}");
-    assert_eq!(
-        query_text(&data, "select count(*) from ledger_rows").await,
-        [[Some("3".to_owned())]],
-        "{backend:?}: the rows once"
-    );
-});
+        let meta = TestDb::postgres().await;
+        let data = TestDataDb::new(backend).await;
+        let sleep = match backend {
+            DataBackend::MariaDb => "select sleep(2)",
+            _ => "select pg_sleep(2)",
+        };
+        let dag = format!(
+            "id: once\ntasks:\n  append:\n    kind: sql\n    conn: wh\n    idempotent: false\n    sql:\n      - \"{sleep}\"\n      - \"insert into ledger_rows (n) values (1), (2), (3)\"\n    retries: 2\n    retry_delay: 1s\n"
+        );
+        create_table(&data, "create table ledger_rows (n integer)").await;
+        let ti = crash_after_commit(
+            &meta,
+            &data,
+            &dag,
+            "append",
+            "select count(*) from ledger_rows",
+        )
+        .await;
+        assert_eq!(ti.state, TaskState::Success, "{backend:?}: {:?}", ti.error);
+        assert_eq!(ti.try_number, 2, "{backend:?}");
+        assert_eq!(
+            query_text(&data, "select count(*) from ledger_rows").await,
+            [[Some("3".to_owned())]],
+            "{backend:?}: the rows once"
+        );
+    }
+);

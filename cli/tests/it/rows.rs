@@ -46,8 +46,7 @@ struct Bad {
 per_backend!(
     /// An upsert of 2,000 rows, nine of which the target refuses: each is rejected with its file
     /// line and the constraint, the others land, and rows_read = rows_loaded + rows_rejected.
-    upsert_rejects_each_row_the_target_refuses,
-    |backend: DataBackend| {
+    upsert_rejects_each_row_the_target_refuses, |backend: DataBackend| {
         for mode in ["upsert", "append"] {
             upsert_rejects_refused_rows(backend, mode).await;
         }
@@ -244,8 +243,7 @@ tasks:
 per_backend!(
     /// The exact malformed rows of a real trial, in reject mode, on every backend: each is
     /// rejected with its line and original bytes, and no good row is lost or swallowed.
-    malformed_csv_rows_are_rejected_alone_with_their_bytes,
-    |backend: DataBackend| {
+    malformed_csv_rows_are_rejected_alone_with_their_bytes, |backend: DataBackend| {
         malformed_rows(backend).await;
     }
 );
