@@ -190,3 +190,50 @@ fn the_cli_works_against_a_remote_weir() {
         "remote mode created a local database"
     );
 }
+
+/// `weir logs --follow` reads the live log as Server-Sent Events however the server's bytes
+/// are cut: an event split between two chunks, a UTF-8 character split between two chunks,
+/// CRLF line ends. The server is a real HTTP server on loopback answering weir's two log
+/// routes, the live one in four pieces sent 50 ms apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_reads_events_however_they_are_cut() {
+    use axum::routing::get;
+    use futures_util::StreamExt as _;
+    const PIECES: [&[u8]; 4] = [
+        b"event: lines\r\ndata: [{\"id\": 1, \"stream\": \"stdout\", \"line\": \"caf\xC3",
+        b"\xA9 \xE2\x9C",
+        b"\x93\"}]\r\n\r\nevent: li",
+        b"nes\ndata: [{\"id\": 2, \"stream\": \"stdout\", \"line\": \"second\"}]\n\nevent: end\ndata: success\n\n",
+    ];
+    let live = || async {
+        let pieces = futures_util::stream::iter(PIECES).then(|piece| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(piece))
+        });
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            axum::body::Body::from_stream(pieces),
+        )
+    };
+    let app = axum::Router::new()
+        .route("/api/v1/runs/{run}/tasks/{task}/logs", get(|| async { "" }))
+        .route("/live/runs/{run}/tasks/{task}/log", get(live));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let here = tempfile::tempdir().expect("tempdir");
+    let out = tokio::task::spawn_blocking(move || {
+        remote(
+            here.path(),
+            &url,
+            "a-token",
+            &["logs", "r1", "t1", "--follow"],
+        )
+    })
+    .await
+    .expect("weir");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "café ✓\nsecond\n");
+}
