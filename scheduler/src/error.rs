@@ -14,32 +14,19 @@ pub enum SchedulerError {
     /// A DAG, run or task that does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// A request that cannot be carried out (bad params, no schedule, ...).
-    #[error("{0}")]
-    Invalid(String),
-    /// A param a trigger or backfill may not pass: unknown to the DAG, of the wrong type, or
-    /// too large; the message names it.
-    #[error("{0}")]
-    InvalidParam(String),
-    /// A request that collides with what exists (a run at that date).
-    #[error("{0}")]
-    Conflict(String),
-    /// A stored DAG version that no longer validates.
-    #[error("DAG version {0} is invalid: {1}")]
-    InvalidVersion(i64, String),
+    /// An operator action or run planning refused (bad params, a conflict, a stored version
+    /// that no longer validates); the message says which.
+    #[error(transparent)]
+    Ops(weir_ops::OpsError),
 }
 
-/// The same kinds of failure, from the shared operator actions and run planning.
+/// A store failure stays a store failure (the service loop tells those apart); the rest of
+/// the shared actions' refusals keep their own type.
 impl From<weir_ops::OpsError> for SchedulerError {
     fn from(e: weir_ops::OpsError) -> Self {
-        use weir_ops::OpsError;
         match e {
-            OpsError::Store(e) => SchedulerError::Store(e),
-            OpsError::NotFound(m) => SchedulerError::NotFound(m),
-            OpsError::Invalid(m) => SchedulerError::Invalid(m),
-            OpsError::InvalidParam(m) => SchedulerError::InvalidParam(m),
-            OpsError::Conflict(m) => SchedulerError::Conflict(m),
-            OpsError::InvalidVersion(id, m) => SchedulerError::InvalidVersion(id, m),
+            weir_ops::OpsError::Store(e) => SchedulerError::Store(e),
+            other => SchedulerError::Ops(other),
         }
     }
 }
