@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+use weir_model::TaskState;
 use weir_model::clock::{Clock, ManualClock};
-use weir_model::{DataInterval, RunType, TaskState};
 use weir_scheduler::{Scheduler, SchedulerConfig, SchedulerError};
 use weir_store::{RunRow, Store, TaskInstanceRow};
 use weir_worker::{Worker, WorkerConfig};
@@ -214,30 +214,22 @@ pub fn dags_folder(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// Creates a manual run of the synced DAG `dag_id` at `now`, with `params`.
+/// Creates a manual run of the synced DAG `dag_id` at `now`, with `params`, as an operator's
+/// trigger does (`weir_ops::actions::trigger`, without the audit row).
 ///
 /// # Panics
-/// When the DAG is not synced, the params do not fit it, or the store fails.
+/// When the DAG is not synced or was removed, the params do not fit it, a run exists at
+/// `now`, or the store fails.
 pub async fn trigger(
     store: &Store,
     dag_id: &str,
     params: &serde_json::Map<String, serde_json::Value>,
     now: DateTime<Utc>,
 ) -> RunRow {
-    let row = store.dag(dag_id).await.expect("dag synced");
-    let version = store.dag_version(row.version_id).await.expect("version");
-    let dag = weir_model::Dag::from_spec(version.spec).expect("valid");
-    let interval = DataInterval {
-        start: now,
-        end: now,
-    };
-    let new = weir_ops::runs::new_run(&dag, row.version_id, RunType::Manual, interval, params)
-        .expect("params");
-    store
-        .create_run(&new, now)
+    weir_ops::actions::trigger(store, dag_id, params, Some(now), false, now)
         .await
-        .expect("create")
-        .expect("new run")
+        .unwrap_or_else(|e| panic!("triggering {dag_id}: {e}"))
+        .run
 }
 
 /// The scheduler and worker loops running in this process, as `weir standalone` runs them.
