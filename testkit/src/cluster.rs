@@ -94,7 +94,7 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -137,7 +137,7 @@ fn server_dir(prefix: &str, owner: &str) -> Result<PathBuf, String> {
 /// Starts `argv` under a keeper that waits for its own stdin to close (this process exited,
 /// or [`stop`]), then stops the server with `signal` and removes `dir`. Then waits until
 /// `ready` says the server accepts connections.
-fn keep_until_ready(
+pub(crate) fn keep_until_ready(
     what: &str,
     dir: &Path,
     argv: &[String],
@@ -194,7 +194,7 @@ rm -rf "$dir""#,
 }
 
 /// The command line of `command` as strings (what the keeper runs).
-fn argv(command: &Command) -> Vec<String> {
+pub(crate) fn argv(command: &Command) -> Vec<String> {
     std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|a| a.to_string_lossy().into_owned())

@@ -24,6 +24,7 @@ pub use cluster::RestartablePostgres;
 mod proxy;
 pub use proxy::CutProxy;
 pub mod smtp;
+pub mod stores;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
