@@ -135,10 +135,14 @@ impl Default for RetentionConfig {
     }
 }
 
+/// A connection: a database (`url` alone), or a store (`url` an s3://, gs://, az:// or
+/// sftp:// URL, with the store's options: endpoint, region, credentials; see
+/// docs/configuration.md).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct ConnectionConfig {
     pub(crate) url: String,
+    #[serde(flatten)]
+    pub(crate) options: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +304,19 @@ impl Config {
             if !from_env(&format!("connections.{name}.url")) {
                 conn.url = sqlite_relative_to(base, &conn.url);
             }
+            for (key, value) in &mut conn.options {
+                *value = expand(value, env)
+                    .with_context(|| format!("{}: connection `{name}`: {key}", origin.display()))?;
+            }
+            if weir_storage::is_store_url(&conn.url) {
+                weir_storage::StoreConn::new(name, &conn.url, conn.options.clone())
+                    .map_err(|e| anyhow::anyhow!("{}: {}", origin.display(), e.message))?;
+            } else if let Some(key) = conn.options.keys().next() {
+                bail!(
+                    "{}: connection `{name}`: `{key}` is not an option of a database connection (a database connection has only `url`; store options go with an s3://, gs://, az:// or sftp:// url)",
+                    origin.display()
+                );
+            }
         }
         if let Some(smtp) = &mut config.smtp {
             match &smtp.password {
@@ -350,7 +367,19 @@ impl Config {
     pub(crate) fn connection_urls(&self) -> BTreeMap<String, String> {
         self.connections
             .iter()
+            .filter(|(_, c)| !weir_storage::is_store_url(&c.url))
             .map(|(name, c)| (name.clone(), c.url.clone()))
+            .collect()
+    }
+
+    /// The storage connections (checked when the configuration was read).
+    pub(crate) fn store_conns(&self) -> Vec<weir_storage::StoreConn> {
+        self.connections
+            .iter()
+            .filter(|(_, c)| weir_storage::is_store_url(&c.url))
+            .filter_map(|(name, c)| {
+                weir_storage::StoreConn::new(name, &c.url, c.options.clone()).ok()
+            })
             .collect()
     }
 
@@ -376,6 +405,11 @@ impl Config {
                 out.push(url.clone());
             }
         }
+        out.extend(
+            self.store_conns()
+                .iter()
+                .flat_map(weir_storage::StoreConn::secrets),
+        );
         let named =
             |name: &str| weir_worker::step::shell::names_match(&self.worker.secret_env, name);
         out.extend(

@@ -206,6 +206,7 @@ pub(crate) fn worker_config(
         // across processes, a lost notification).
         poll_interval: Duration::from_millis(500),
         connections: config.connection_urls(),
+        stores: config.store_conns(),
         secrets: config.secrets(),
         pass_env: config.worker.pass_env.clone(),
         keep_rejects: match config.retention.keep_rejects.as_str() {

@@ -17,7 +17,9 @@ mod stores;
 pub use compression::{Compression, Encoder, decode_all};
 pub use config::{StoreConn, StoreOption, is_store_url, options_of};
 pub use location::{Location, Scheme};
-pub use stores::{Object, ObjectReader, ObjectWriter, PART_SIZE, PARTS_IN_FLIGHT, Stores};
+pub use stores::{
+    Object, ObjectReader, ObjectWriter, PART_SIZE, PARTS_IN_FLIGHT, RangeReader, Stores,
+};
 
 /// Why a location could not be read or written: a message naming the location (never a
 /// credential), and whether a retry may help.

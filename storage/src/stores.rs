@@ -24,8 +24,13 @@ pub struct Object {
 
 /// The storage connections of a worker and the operators opened for them (a cache; the
 /// configuration is the truth).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Stores {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     conns: Vec<StoreConn>,
     operators: Mutex<HashMap<OperatorKey, Operator>>,
 }
@@ -33,30 +38,42 @@ pub struct Stores {
 /// An operator per store, root and connection.
 type OperatorKey = (Scheme, String, Option<String>);
 
-/// Bytes per part of an upload (and per ranged read of a download).
+/// Bytes per part of an upload.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
-/// Parts of one upload or download in flight at once.
+/// Parts of one upload in flight at once.
 pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// Bytes per ranged read of a stream, and reads in flight: what a reader holds ahead of its
+/// consumer (8 MiB), whatever the object's size.
+const READ_CHUNK: usize = 4 * 1024 * 1024;
+const READS_IN_FLIGHT: usize = 2;
 
 impl Stores {
     /// Stores with these connections.
     pub fn new(conns: Vec<StoreConn>) -> Stores {
         Stores {
-            conns,
-            operators: Mutex::default(),
+            inner: std::sync::Arc::new(Inner {
+                conns,
+                operators: Mutex::default(),
+            }),
         }
     }
 
     /// Every credential of every connection, to mask.
     pub fn secrets(&self) -> Vec<String> {
-        self.conns.iter().flat_map(StoreConn::secrets).collect()
+        self.inner
+            .conns
+            .iter()
+            .flat_map(StoreConn::secrets)
+            .collect()
     }
 
     /// The connection that covers `loc` (the longest prefix wins), if any: without one, a
     /// store's own environment and instance credentials are used.
     pub fn connection_for(&self, loc: &Location) -> Option<&StoreConn> {
-        self.conns
+        self.inner
+            .conns
             .iter()
             .filter(|c| c.covers(loc))
             .max_by_key(|c| c.at.path.len())
@@ -73,7 +90,11 @@ impl Stores {
                 .to_string(),
             _ => loc.path.clone(),
         };
-        let mut cache = self.operators.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .inner
+            .operators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(op) = cache.get(&key) {
             return Ok((op.clone(), path));
         }
@@ -165,8 +186,8 @@ impl Stores {
             .content_length();
         let reader = op
             .reader_with(&path)
-            .chunk(PART_SIZE)
-            .concurrent(PARTS_IN_FLIGHT)
+            .chunk(READ_CHUNK)
+            .concurrent(READS_IN_FLIGHT)
             .await
             .map_err(|e| StorageError::of(loc, &e))?
             .into_futures_async_read(0..size)
@@ -175,6 +196,29 @@ impl Stores {
         Ok(ObjectReader {
             inner: reader.compat(),
             size,
+        })
+    }
+
+    /// Reads of byte ranges of the object (a Parquet file's footer, then its column chunks).
+    ///
+    /// # Errors
+    /// A missing object, or the store's.
+    pub async fn ranges(&self, loc: &Location) -> Result<RangeReader, StorageError> {
+        let (op, path) = self.operator(loc)?;
+        let size = op
+            .stat(&path)
+            .await
+            .map_err(|e| StorageError::of(loc, &e))?
+            .content_length();
+        let reader = op
+            .reader_with(&path)
+            .concurrent(READS_IN_FLIGHT)
+            .await
+            .map_err(|e| StorageError::of(loc, &e))?;
+        Ok(RangeReader {
+            reader,
+            size,
+            loc: loc.clone(),
         })
     }
 
@@ -463,6 +507,51 @@ impl tokio::io::AsyncSeek for ObjectReader {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<u64>> {
         std::pin::Pin::new(&mut self.inner).poll_complete(cx)
+    }
+}
+
+/// Ranged reads of one object; see [`Stores::ranges`].
+pub struct RangeReader {
+    reader: opendal::Reader,
+    size: u64,
+    loc: Location,
+}
+
+impl RangeReader {
+    /// The object's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The bytes of `range`.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn read(&self, range: std::ops::Range<u64>) -> Result<bytes::Bytes, StorageError> {
+        Ok(self
+            .reader
+            .read(range)
+            .await
+            .map_err(|e| StorageError::of(&self.loc, &e))?
+            .to_bytes())
+    }
+
+    /// The bytes of several ranges, fetched at once (near ranges merged into one request).
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn fetch(
+        &self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> Result<Vec<bytes::Bytes>, StorageError> {
+        Ok(self
+            .reader
+            .fetch(ranges)
+            .await
+            .map_err(|e| StorageError::of(&self.loc, &e))?
+            .into_iter()
+            .map(|b| b.to_bytes())
+            .collect())
     }
 }
 

@@ -192,6 +192,7 @@ pub fn worker_config() -> WorkerConfig {
             .collect(),
         poll_interval: Duration::from_millis(200),
         connections: Default::default(),
+        stores: Vec::new(),
         secrets: Vec::new(),
         pass_env: Vec::new(),
     }

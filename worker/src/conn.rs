@@ -52,14 +52,40 @@ const MAX_CONNECTIONS: u32 = 8;
 pub struct Connections {
     urls: BTreeMap<String, String>,
     pools: Mutex<HashMap<String, DataPool>>,
+    stores: weir_storage::Stores,
+    /// Names of the storage connections (to tell a step that names one as a database).
+    store_names: Vec<String>,
 }
 
 impl Connections {
     /// Connections by name (`postgres://`, `mysql://` or `mariadb://`, `sqlite://`).
     pub fn new(urls: BTreeMap<String, String>) -> Connections {
+        Connections::with_stores(urls, Vec::new())
+    }
+
+    /// Database connections by name, and storage connections.
+    pub fn with_stores(
+        urls: BTreeMap<String, String>,
+        stores: Vec<weir_storage::StoreConn>,
+    ) -> Connections {
         Connections {
             urls,
             pools: Mutex::default(),
+            store_names: stores.iter().map(|s| s.name.clone()).collect(),
+            stores: weir_storage::Stores::new(stores),
+        }
+    }
+
+    /// The stores files are read from and written to.
+    pub fn stores(&self) -> &weir_storage::Stores {
+        &self.stores
+    }
+
+    fn unknown(&self, name: &str) -> ConnError {
+        if self.store_names.iter().any(|s| s == name) {
+            ConnError::NotADatabase(name.to_owned())
+        } else {
+            ConnError::Unknown(name.to_owned())
         }
     }
 
@@ -68,10 +94,7 @@ impl Connections {
     /// # Errors
     /// An unknown name, or a URL of another kind.
     pub fn dialect(&self, name: &str) -> Result<Dialect, ConnError> {
-        let url = self
-            .urls
-            .get(name)
-            .ok_or_else(|| ConnError::Unknown(name.to_owned()))?;
+        let url = self.urls.get(name).ok_or_else(|| self.unknown(name))?;
         Dialect::of_url(url).ok_or_else(|| ConnError::Unsupported {
             name: name.to_owned(),
             url: weir_store::redact(url),
@@ -88,10 +111,7 @@ impl Connections {
         if let Some(p) = pools.get(name) {
             return Ok(p.clone());
         }
-        let url = self
-            .urls
-            .get(name)
-            .ok_or_else(|| ConnError::Unknown(name.to_owned()))?;
+        let url = self.urls.get(name).ok_or_else(|| self.unknown(name))?;
         let shown = weir_store::redact(url);
         let failed = |e: sqlx::Error| ConnError::Connect {
             name: name.to_owned(),
@@ -180,6 +200,11 @@ pub enum ConnError {
         upper = .0.to_uppercase()
     )]
     Unknown(String),
+    /// A storage connection where a database is needed.
+    #[error(
+        "connection `{0}` is a storage connection (a bucket or server for files), not a database; name it in a location (s3://…), or use a database connection here"
+    )]
+    NotADatabase(String),
     /// A URL of another kind.
     #[error(
         "connection `{name}`: `{url}` is not a postgres://, mysql://, mariadb:// or sqlite: URL"

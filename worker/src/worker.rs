@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Data connections by name: URL.
     pub connections: BTreeMap<String, String>,
+    /// Storage connections (buckets, containers, SFTP servers), chosen for a location by
+    /// prefix.
+    pub stores: Vec<weir_storage::StoreConn>,
     /// Values masked as `***` in task logs and errors (passwords, tokens); the connections'
     /// passwords are added to them.
     pub secrets: Vec<String>,
@@ -107,8 +110,17 @@ impl Worker {
             .unwrap_or_else(|| "host".into());
         let short = uuid::Uuid::new_v4().simple().to_string();
         let id = format!("{host}-{}-{}", std::process::id(), &short[..8]);
-        let masker = Masker::for_config(&cfg.secrets, &cfg.connections);
-        let conns = Arc::new(Connections::new(cfg.connections.clone()));
+        let secrets: Vec<String> = cfg
+            .secrets
+            .iter()
+            .cloned()
+            .chain(cfg.stores.iter().flat_map(weir_storage::StoreConn::secrets))
+            .collect();
+        let masker = Masker::for_config(&secrets, &cfg.connections);
+        let conns = Arc::new(Connections::with_stores(
+            cfg.connections.clone(),
+            cfg.stores.clone(),
+        ));
         let inherited = crate::step::shell::inherited_env(&cfg.pass_env).into();
         let (recorder, pending) = mpsc::unbounded_channel();
         tokio::spawn(record_batches(store.clone(), Arc::clone(&clock), pending));

@@ -12,6 +12,7 @@ mod pages;
 mod remote;
 mod rows;
 mod serve;
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

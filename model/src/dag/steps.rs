@@ -160,10 +160,37 @@ pub(super) fn check_step(
                 }
             }
         }
-        Step::Export(e) if e.table.is_some() == e.query.is_some() => err(
-            "kind",
-            "an `export` task needs exactly one of `table` or `query`".into(),
-        ),
+        Step::Export(e) => {
+            use crate::spec::{Compression, ExportFormat};
+            if e.table.is_some() == e.query.is_some() {
+                err(
+                    "kind",
+                    "an `export` task needs exactly one of `table` or `query`".into(),
+                );
+            }
+            let parquet = e.format == Some(ExportFormat::Parquet)
+                || (e.format.is_none() && e.to.to_ascii_lowercase().ends_with(".parquet"));
+            if !parquet && matches!(e.compression, Some(Compression::Snappy | Compression::Lz4)) {
+                err(
+                    "compression",
+                    "snappy and lz4 are Parquet codecs; a CSV or JSON-lines file is compressed with gzip or zstd".into(),
+                );
+            }
+            if e.row_group_size.is_some() && !parquet {
+                err(
+                    "row_group_size",
+                    "`row_group_size` goes with Parquet".into(),
+                );
+            }
+            if e.row_group_size
+                .is_some_and(|n| !(1..=10_000_000).contains(&n))
+            {
+                err(
+                    "row_group_size",
+                    "`row_group_size` must be 1..=10000000 rows".into(),
+                );
+            }
+        }
         Step::WaitFor(w) => {
             let count = [w.file.is_some(), w.sql.is_some(), w.http.is_some()]
                 .iter()
@@ -256,6 +283,24 @@ pub(super) fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
         if p.max_pages == Some(0) {
             err("source", "`max_pages` must be at least 1".into());
         }
+    }
+    if let Some(c @ (crate::spec::Compression::Snappy | crate::spec::Compression::Lz4)) =
+        s.compression
+    {
+        err(
+            "source",
+            format!(
+                "`compression: {}` is a Parquet codec, which a Parquet file names itself; a source's `compression` is gzip, zstd or none",
+                if c == crate::spec::Compression::Snappy {
+                    "snappy"
+                } else {
+                    "lz4"
+                }
+            ),
+        );
+    }
+    if s.compression.is_some() && s.file.is_none() {
+        err("source", "`compression` goes with a `file` source".into());
     }
     if s.claim.is_some() && s.file.is_none() {
         err("source", "`claim` goes with a `file` source".into());

@@ -45,7 +45,9 @@ pub(super) fn default_batch_size() -> u32 {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSource {
-    /// File glob (relative to the worker's directory), templated.
+    /// Where the files are: a path or glob (relative to the worker's directory), or a location
+    /// on a store, `s3://bucket/key`, `gs://…`, `az://container/…`, `sftp://host/path`, with
+    /// globs; templated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// URL to download.
@@ -66,6 +68,10 @@ pub struct LoadSource {
     /// File format (default: from the extension, else csv).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SourceFormat>,
+    /// `file`: how the files are compressed, `gzip`, `zstd` or `none` (default: from the
+    /// name, `.gz` or `.zst` after the format's extension). Parquet files carry their own codec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
     /// CSV: whether the first line names the columns (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<bool>,
@@ -145,6 +151,26 @@ pub enum SourceFormat {
     Jsonl,
     /// A JSON array of objects.
     Json,
+    /// Apache Parquet: typed columns, read a row group at a time.
+    Parquet,
+}
+
+/// How a file's bytes are compressed (`load`'s and `export`'s `compression`). `gzip` and `zstd`
+/// compress a CSV, JSON or JSON-lines file whole; in a Parquet file each column is compressed
+/// with the codec (`snappy`, the default there, `zstd`, `gzip`, `lz4` or `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// gzip (`.gz`).
+    Gzip,
+    /// Zstandard (`.zst`).
+    Zstd,
+    /// Snappy: Parquet only.
+    Snappy,
+    /// LZ4: Parquet only.
+    Lz4,
 }
 
 /// A load's target table.

@@ -81,11 +81,19 @@ pub struct ExportStep {
     /// Query to export (or `table`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    /// Output path, templated.
+    /// Where the file goes: a path, or a location on a store (`s3://bucket/key`, `gs://…`,
+    /// `az://…`, `sftp://…`); templated. Nothing appears there until the file is complete.
     pub to: String,
-    /// File format.
-    #[serde(default)]
-    pub format: ExportFormat,
+    /// File format (default: from `to`'s extension, else csv).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ExportFormat>,
+    /// CSV and JSON lines: `gzip`, `zstd` or `none` (default: from `to`, `.gz` or `.zst`);
+    /// Parquet: the columns' codec, `snappy` (default), `zstd`, `gzip`, `lz4` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<super::Compression>,
+    /// Parquet: rows per row group (default 100000; 1..=10000000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_group_size: Option<u32>,
 }
 
 /// Formats `export` writes.
@@ -97,6 +105,8 @@ pub enum ExportFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// Apache Parquet, typed from the query's columns.
+    Parquet,
 }
 
 /// `kind: http`.

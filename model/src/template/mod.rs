@@ -192,7 +192,9 @@ mod tests {
             table: Some("t".into()),
             query: None,
             to: to.into(),
-            format: crate::spec::ExportFormat::Csv,
+            format: None,
+            compression: None,
+            row_group_size: None,
         })
     }
 

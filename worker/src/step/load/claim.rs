@@ -28,12 +28,26 @@ pub(super) fn claim(
     claim: &Claim,
     ctx: &LoadContext,
 ) -> Result<Vec<PathBuf>, LoadError> {
+    for (what, at) in [
+        ("source.file", pattern),
+        ("claim.move_to", claim.move_to.as_str()),
+        (
+            "claim.archive_to",
+            claim.archive_to.as_deref().unwrap_or(""),
+        ),
+    ] {
+        if weir_storage::is_store_url(at) {
+            return Err(LoadError::fatal(format!(
+                "`claim` works on local files; {what} `{at}` is on a store"
+            )));
+        }
+    }
     let dir = folder(&claim.move_to, ctx);
     let already = files_in(&dir)?;
     if !already.is_empty() {
         return Ok(already);
     }
-    let matching = super::matching_files(pattern)?;
+    let matching = local_matches(pattern)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| LoadError::fatal(format!("creating {}: {e}", dir.display())))?;
     for path in matching {
@@ -109,6 +123,27 @@ pub(super) fn archive(claim: &Claim, ctx: &LoadContext) -> Result<Vec<PathBuf>, 
     }
     let _ = std::fs::remove_dir(&from);
     Ok(archived)
+}
+
+/// The local files a glob matches, in name order; none: a retryable error (they may not have
+/// arrived yet).
+fn local_matches(pattern: &str) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files: Vec<PathBuf> = glob::glob(pattern)
+        .map_err(|e| LoadError::fatal(format!("`{pattern}` is not a valid glob: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        let cwd = std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        return Err(LoadError {
+            retryable: true,
+            message: format!("no file matches `{pattern}` (relative to {cwd})"),
+        });
+    }
+    Ok(files)
 }
 
 /// The files of a folder, by name (none when it does not exist).

@@ -10,64 +10,39 @@ pub(super) struct Columns {
     pub(super) specs: Vec<ColumnSpec>,
 }
 
-/// The loaded columns: `columns` as written, or the source's own (as text).
-pub(super) fn columns(
+/// `columns` as written, if given.
+pub(super) fn given_columns(step: &LoadStep) -> Option<Columns> {
+    step.columns.as_ref().map(|cols| Columns {
+        names: cols.keys().cloned().collect(),
+        specs: cols.values().cloned().collect(),
+    })
+}
+
+/// The loaded columns of a file source: `columns` as written, or the first file's own: a CSV
+/// header's or the first JSON record's keys (as text), a Parquet file's schema (typed).
+pub(super) async fn file_columns(
     step: &LoadStep,
-    files: &[PathBuf],
+    files: &[SourceFile],
     format: SourceFormat,
+    stores: &Stores,
 ) -> Result<Columns, LoadError> {
-    if let Some(cols) = &step.columns {
-        return Ok(Columns {
-            names: cols.keys().cloned().collect(),
-            specs: cols.values().cloned().collect(),
-        });
+    if let Some(given) = given_columns(step) {
+        return Ok(given);
     }
-    let first = &files[0];
-    let names: Vec<String> = match format {
-        SourceFormat::Csv => {
-            if step.source.header == Some(false) {
-                return Err(LoadError::fatal(
-                    "a csv source without a header needs `columns` (fields are matched by position)",
-                ));
-            }
-            csv_rows::header(step, first)?
-        }
-        SourceFormat::Jsonl => {
-            use std::io::BufRead;
-            let file = std::fs::File::open(first)
-                .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
-            let mut line = String::new();
-            for read in std::io::BufReader::new(file).lines() {
-                line = read.map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
-                if !line.trim().is_empty() {
-                    break;
-                }
-            }
-            match serde_json::from_str::<serde_json::Value>(&line) {
-                Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-                _ => {
-                    return Err(LoadError::fatal(format!(
-                        "{}: the first line is not a JSON object; give `columns`",
-                        first.display()
-                    )));
-                }
-            }
-        }
-        SourceFormat::Json => {
-            let file = std::fs::File::open(first)
-                .map_err(|e| LoadError::fatal(format!("{}: {e}", first.display())))?;
-            match JsonArray::new(std::io::BufReader::new(file)).next_element() {
-                Ok(Some((_, serde_json::Value::Object(m)))) => m.keys().cloned().collect(),
-                Ok(_) => {
-                    return Err(LoadError::fatal(format!(
-                        "{}: the first element is not a JSON object; give `columns`",
-                        first.display()
-                    )));
-                }
-                Err(e) => return Err(LoadError::fatal(format!("{}: {e}", first.display()))),
-            }
-        }
-    };
+    let first = files[0].clone();
+    if format == SourceFormat::Parquet {
+        return parquet::schema_columns(&first, stores).await;
+    }
+    let (step, stores, handle) = (
+        step.clone(),
+        stores.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let names = tokio::task::spawn_blocking(move || {
+        first_names(&step, first.open(&stores, &handle)?, format, &first.label)
+    })
+    .await
+    .map_err(|e| LoadError::fatal(format!("reading the first file's columns: {e}")))??;
     Ok(Columns {
         specs: names
             .iter()
@@ -79,6 +54,60 @@ pub(super) fn columns(
             })
             .collect(),
         names,
+    })
+}
+
+/// The column names a CSV header or the first JSON record gives.
+fn first_names(
+    step: &LoadStep,
+    mut input: Box<dyn std::io::BufRead + Send>,
+    format: SourceFormat,
+    name: &str,
+) -> Result<Vec<String>, LoadError> {
+    use std::io::BufRead as _;
+    Ok(match format {
+        SourceFormat::Csv => {
+            if step.source.header == Some(false) {
+                return Err(LoadError::fatal(
+                    "a csv source without a header needs `columns` (fields are matched by position)",
+                ));
+            }
+            csv_rows::header(step, input, name)?
+        }
+        SourceFormat::Jsonl => {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let n = input
+                    .read_line(&mut line)
+                    .map_err(|e| LoadError::fatal(format!("{name}: {e}")))?;
+                if n == 0 || !line.trim().is_empty() {
+                    break;
+                }
+            }
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+                _ => {
+                    return Err(LoadError::fatal(format!(
+                        "{name}: the first line is not a JSON object; give `columns`"
+                    )));
+                }
+            }
+        }
+        SourceFormat::Json => match JsonArray::new(input).next_element() {
+            Ok(Some((_, serde_json::Value::Object(m)))) => m.keys().cloned().collect(),
+            Ok(_) => {
+                return Err(LoadError::fatal(format!(
+                    "{name}: the first element is not a JSON object; give `columns`"
+                )));
+            }
+            Err(e) => return Err(LoadError::fatal(format!("{name}: {e}"))),
+        },
+        SourceFormat::Parquet => {
+            return Err(LoadError::fatal(
+                "a Parquet file's columns come from its schema",
+            ));
+        }
     })
 }
 

@@ -2,7 +2,13 @@
 //! the wrong number of fields is a reject (unless `allow_ragged`), an unterminated quote costs
 //! the line it opened on and not the lines after it, a row that is not UTF-8 is a reject whose
 //! raw bytes are kept, and each row remembers the byte range it came from.
+//!
+//! A local file is read in place. A stream (a file on a store, a compressed file) goes through
+//! a [`Spool`]: its bytes are kept in an unnamed temporary file as they are read, so that a
+//! rejected row is read back from it and a broken quote can be re-read; the file has no name,
+//! so nothing is left on disk whatever happens to the process.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,13 +24,125 @@ const MAX_RAW: u64 = 1024 * 1024;
 /// costs a re-read of what the broken quote swallowed).
 const MAX_RESYNCS: u32 = 10_000;
 
+/// What a CSV file is read from: the file itself, or a stream spooled as it is read.
+pub(super) enum CsvInput {
+    File {
+        reader: std::fs::File,
+        /// The same file, for reading rows back.
+        back: Arc<std::fs::File>,
+    },
+    Spool(Spool),
+}
+
+impl CsvInput {
+    /// A local file.
+    pub(super) fn file(path: &Path, name: &str) -> Result<CsvInput, LoadError> {
+        let open =
+            || std::fs::File::open(path).map_err(|e| LoadError::fatal(format!("{name}: {e}")));
+        Ok(CsvInput::File {
+            reader: open()?,
+            back: Arc::new(open()?),
+        })
+    }
+
+    /// A stream, spooled.
+    pub(super) fn spool(
+        inner: Box<dyn std::io::BufRead + Send>,
+        name: &str,
+    ) -> Result<CsvInput, LoadError> {
+        let file = tempfile::tempfile().map_err(|e| {
+            LoadError::fatal(format!("{name}: a temporary file to read through: {e}"))
+        })?;
+        Ok(CsvInput::Spool(Spool {
+            inner,
+            file: Arc::new(file),
+            written: 0,
+            pos: 0,
+        }))
+    }
+
+    /// Where rows are read back from.
+    fn back(&self) -> Arc<std::fs::File> {
+        match self {
+            CsvInput::File { back, .. } => Arc::clone(back),
+            CsvInput::Spool(s) => Arc::clone(&s.file),
+        }
+    }
+}
+
+impl Read for CsvInput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            CsvInput::File { reader, .. } => reader.read(buf),
+            CsvInput::Spool(s) => s.read(buf),
+        }
+    }
+}
+
+impl Seek for CsvInput {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            CsvInput::File { reader, .. } => reader.seek(to),
+            CsvInput::Spool(s) => s.seek(to),
+        }
+    }
+}
+
+/// A stream whose bytes are written to an unnamed temporary file as they are read: reading may
+/// go back to any byte already read (a seek), and rows are read back by position.
+pub(super) struct Spool {
+    inner: Box<dyn std::io::BufRead + Send>,
+    file: Arc<std::fs::File>,
+    /// Bytes taken from the stream (and written to the file).
+    written: u64,
+    /// The next byte to read.
+    pos: u64,
+}
+
+impl Read for Spool {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos < self.written {
+            let want = usize::try_from(self.written - self.pos)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = self.file.read_at(&mut buf[..want], self.pos)?;
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let n = self.inner.read(buf)?;
+        self.file.write_all_at(&buf[..n], self.written)?;
+        self.written += n as u64;
+        self.pos = self.written;
+        Ok(n)
+    }
+}
+
+impl Seek for Spool {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(_) => None,
+        };
+        match target {
+            Some(p) if p <= self.written => {
+                self.pos = p;
+                Ok(p)
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a stream can only go back to bytes already read",
+            )),
+        }
+    }
+}
+
 /// One CSV file being read.
 pub(super) struct CsvRows {
     name: Arc<str>,
-    path: Arc<Path>,
-    reader: csv::Reader<std::fs::File>,
+    reader: csv::Reader<CsvInput>,
     /// For reading a rejected row's bytes back.
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     at: Vec<FieldAt>,
     /// Fields a row must have: the header's count, or the columns' without a header.
     expected: usize,
@@ -37,12 +155,11 @@ impl CsvRows {
     pub(super) fn open(
         step: &LoadStep,
         columns: &Columns,
-        path: &Path,
+        input: CsvInput,
         name: Arc<str>,
     ) -> Result<CsvRows, LoadError> {
-        let mut reader = reader(&step.source, path)?;
-        let file =
-            std::fs::File::open(path).map_err(|e| LoadError::fatal(format!("{name}: {e}")))?;
+        let file = input.back();
+        let mut reader = reader(&step.source, input)?;
         let (at, expected) = if step.source.header.unwrap_or(true) {
             let headers = reader
                 .headers()
@@ -72,7 +189,6 @@ impl CsvRows {
         };
         Ok(CsvRows {
             name,
-            path: Arc::from(path),
             reader,
             file,
             at,
@@ -142,7 +258,7 @@ impl CsvRows {
 
     fn range(&self, start: u64, end: u64) -> Raw {
         Raw::Range {
-            path: Arc::clone(&self.path),
+            file: Arc::clone(&self.file),
             start,
             end,
         }
@@ -187,10 +303,7 @@ impl CsvRows {
 
 /// A CSV reader as the source describes it. Records may have any length: the count is checked
 /// per row, so that a short or long row is a reject rather than a failed load.
-pub(super) fn reader(
-    source: &LoadSource,
-    path: &Path,
-) -> Result<csv::Reader<std::fs::File>, LoadError> {
+pub(super) fn reader<R: Read>(source: &LoadSource, input: R) -> Result<csv::Reader<R>, LoadError> {
     let mut b = csv::ReaderBuilder::new();
     b.has_headers(source.header.unwrap_or(true)).flexible(true);
     if let Some(d) = source.delimiter {
@@ -205,16 +318,19 @@ pub(super) fn reader(
                 .map_err(|_| LoadError::fatal("the quote must be one ASCII character"))?,
         );
     }
-    b.from_path(path)
-        .map_err(|e| LoadError::fatal(format!("{}: {e}", path.display())))
+    Ok(b.from_reader(input))
 }
 
 /// The header of a CSV file, as column names.
-pub(super) fn header(step: &LoadStep, path: &Path) -> Result<Vec<String>, LoadError> {
-    let mut reader = reader(&step.source, path)?;
+pub(super) fn header(
+    step: &LoadStep,
+    input: impl Read,
+    name: &str,
+) -> Result<Vec<String>, LoadError> {
+    let mut reader = reader(&step.source, input)?;
     Ok(reader
         .headers()
-        .map_err(|e| LoadError::fatal(format!("{}: {e}", path.display())))?
+        .map_err(|e| LoadError::fatal(format!("{name}: {e}")))?
         .iter()
         .map(str::to_owned)
         .collect())
@@ -268,10 +384,10 @@ pub(super) fn raw_text(bytes: &[u8]) -> String {
 }
 
 /// The bytes `start..end` of a file, without the line's terminator, cut at [`MAX_RAW`].
-pub(super) fn read_range(path: &Path, start: u64, end: u64) -> Vec<u8> {
+pub(super) fn read_range(file: &std::fs::File, start: u64, end: u64) -> Vec<u8> {
     let len = end.saturating_sub(start).min(MAX_RAW);
     let mut buf = vec![0_u8; usize::try_from(len).unwrap_or(0)];
-    let read = std::fs::File::open(path).and_then(|f| f.read_exact_at(&mut buf, start));
+    let read = file.read_exact_at(&mut buf, start);
     if read.is_err() {
         return b"(the row could not be read back from the file)".to_vec();
     }

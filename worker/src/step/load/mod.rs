@@ -35,8 +35,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use weir_model::spec::{
-    ColumnSpec, ColumnType, CreateMode, LoadMode, LoadStep, OnError, RejectLimit, SourceFormat,
+    ColumnSpec, ColumnType, CreateMode, LoadMode, LoadSource, LoadStep, OnError, RejectLimit,
+    SourceFormat,
 };
+use weir_storage::{Compression, Location, Stores};
 
 mod batch;
 mod claim;
@@ -45,6 +47,7 @@ mod copy;
 mod csv_rows;
 mod json_array;
 pub(crate) mod pages;
+mod parquet;
 mod plan;
 mod read;
 mod source;
@@ -61,8 +64,9 @@ pub(crate) use value::Value;
 use value::*;
 use write::*;
 
-use csv_rows::CsvRows;
+use csv_rows::{CsvInput, CsvRows};
 use json_array::JsonArray;
+use parquet::ParquetRows;
 
 use super::db::SqlDb;
 use super::sqltext::Dialect;
@@ -114,9 +118,10 @@ enum Raw {
     Text(String),
     /// A JSON-lines line's bytes.
     Bytes(Vec<u8>),
-    /// A CSV row: bytes `start..end` of the file, read back when the row is rejected.
+    /// A CSV row: bytes `start..end` of the file (or of a stream's spool), read back when the
+    /// row is rejected.
     Range {
-        path: Arc<Path>,
+        file: Arc<std::fs::File>,
         start: u64,
         end: u64,
     },
@@ -135,8 +140,8 @@ impl Raw {
         match self {
             Raw::Text(t) => t.clone(),
             Raw::Bytes(b) => csv_rows::raw_text(b),
-            Raw::Range { path, start, end } => {
-                csv_rows::raw_text(&csv_rows::read_range(path, *start, *end))
+            Raw::Range { file, start, end } => {
+                csv_rows::raw_text(&csv_rows::read_range(file, *start, *end))
             }
             Raw::Fields(values) => serde_json::to_string(values).unwrap_or_default(),
             Raw::InCopyGroup | Raw::Typed => String::new(),
@@ -186,6 +191,15 @@ impl From<crate::conn::ConnError> for LoadError {
     }
 }
 
+impl From<weir_storage::StorageError> for LoadError {
+    fn from(e: weir_storage::StorageError) -> LoadError {
+        LoadError {
+            message: e.message,
+            retryable: e.retryable,
+        }
+    }
+}
+
 impl From<sqlx::Error> for LoadError {
     fn from(e: sqlx::Error) -> LoadError {
         let retryable = crate::conn::is_transient(&e);
@@ -229,6 +243,7 @@ async fn load(
     let mut _download = None;
     // A file source's files, for the `files` output.
     let mut read_files = None;
+    let stores = conns.stores();
     let (input, columns) = if let Some(pattern) = &step.source.file {
         let format = step
             .source
@@ -236,11 +251,19 @@ async fn load(
             .or_else(|| format_of_name(pattern))
             .unwrap_or(SourceFormat::Csv);
         let files = match claim {
-            Some(c) => claim::claim(pattern, c, ctx)?,
-            None => matching_files(pattern)?,
+            Some(c) => claim::claim(pattern, c, ctx)?
+                .into_iter()
+                .map(|p| local_file(&p, &step.source))
+                .collect(),
+            None => matching_files(&step.source, pattern, stores).await?,
         };
-        read_files = Some(files.clone());
-        let columns = columns(step, &files, format)?;
+        read_files = Some(
+            files
+                .iter()
+                .map(|f| f.label.to_string())
+                .collect::<Vec<_>>(),
+        );
+        let columns = file_columns(step, &files, format, stores).await?;
         log.note(format!(
             "loading {} file(s) matching `{pattern}` into `{}` ({:?}, {} column(s))",
             files.len(),
@@ -252,16 +275,25 @@ async fn load(
             Input::Files {
                 files,
                 format,
-                labels: Vec::new(),
+                stores: stores.clone(),
             },
             columns,
         )
     } else if let Some(url) = &step.source.http {
         let pages = pages::download(&step.source, url, log).await?;
         let format = pages.first().map_or(SourceFormat::Csv, |p| p.format);
-        let files: Vec<PathBuf> = pages.iter().map(|p| p.file.path().to_path_buf()).collect();
-        let labels = pages.iter().map(|p| p.label.clone()).collect();
-        let columns = columns(step, &files, format)?;
+        let files: Vec<SourceFile> = pages
+            .iter()
+            .map(|p| {
+                let mut file = local_file(p.file.path(), &step.source);
+                file.label = p.label.as_str().into();
+                if step.source.compression.is_none() {
+                    file.compression = Compression::of_name(url).0;
+                }
+                file
+            })
+            .collect();
+        let columns = file_columns(step, &files, format, stores).await?;
         _download = Some(pages);
         log.note(format!(
             "loading the download into `{}` ({:?}, {} column(s))",
@@ -273,7 +305,7 @@ async fn load(
             Input::Files {
                 files,
                 format,
-                labels,
+                stores: stores.clone(),
             },
             columns,
         )
@@ -310,7 +342,7 @@ async fn load(
         let source_pool = source.clone();
         let (names, typing, rows) = stream_source(source, sql, label.clone().into()).await;
         let columns = match &step.columns {
-            Some(_) => columns(step, &[], SourceFormat::Csv)?,
+            Some(_) => given_columns(step).ok_or_else(|| LoadError::fatal("no columns"))?,
             None => {
                 // The target's types when it exists; else the source table's (a copy keeps
                 // its types); else text.
@@ -367,10 +399,10 @@ async fn load(
     let mut out = outputs(step, ctx, &counts, started);
     if let Some(files) = read_files {
         let files = match claim {
-            Some(c) => claim::archive(c, ctx)?,
-            None => files,
+            Some(c) => paths(&claim::archive(c, ctx)?),
+            None => files.into(),
         };
-        out.insert("files".into(), paths(&files));
+        out.insert("files".into(), files);
     }
     log.note(format!(
         "read {}, loaded {}, rejected {} in {:.3}s",
@@ -380,6 +412,20 @@ async fn load(
         started.elapsed().as_secs_f64()
     ));
     Ok(out)
+}
+
+/// A local file a load reads (a claimed file, a downloaded page).
+fn local_file(path: &Path, source: &LoadSource) -> SourceFile {
+    let text = path.display().to_string();
+    SourceFile::new(
+        Location {
+            scheme: weir_storage::Scheme::Local,
+            root: String::new(),
+            path: text,
+        },
+        None,
+        source,
+    )
 }
 
 /// Paths as a JSON list.

@@ -260,9 +260,11 @@ fn count_records(page: &Page, source: &LoadSource) -> Result<usize, LoadError> {
     let io = |e: std::io::Error| LoadError::fatal(format!("{}: {e}", page.label));
     match page.format {
         // Read as the load reads it (delimiter, quote, header).
-        SourceFormat::Csv => Ok(super::csv_rows::reader(source, page.file.path())?
-            .byte_records()
-            .count()),
+        SourceFormat::Csv => Ok(
+            super::csv_rows::reader(source, page.file.reopen().map_err(io)?)?
+                .byte_records()
+                .count(),
+        ),
         _ => Ok(std::io::BufReader::new(page.file.reopen().map_err(io)?)
             .split(b'\n')
             .filter(|l| l.as_ref().is_ok_and(|l| !l.trim_ascii().is_empty()))

@@ -267,15 +267,25 @@ impl Plan {
             Input::Files {
                 files,
                 format,
-                labels,
+                stores,
             } => {
                 let (batches, received) = tokio::sync::mpsc::channel(1);
                 let (spent, to_free) = std::sync::mpsc::channel::<Spent>();
                 let (read_step, read_columns, batch) =
                     (step.clone(), self.columns.clone(), self.batch);
+                let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
-                    let mut reader =
-                        RowReader::new(&read_step, &read_columns, format, &files, &labels);
+                    let mut reader = RowReader {
+                        step: &read_step,
+                        columns: &read_columns,
+                        format,
+                        files: &files,
+                        stores,
+                        handle,
+                        batch,
+                        next: 0,
+                        current: None,
+                    };
                     loop {
                         while let Ok(rows) = to_free.try_recv() {
                             drop(rows);

@@ -67,8 +67,12 @@ pub(super) struct RowReader<'a> {
     pub(super) step: &'a LoadStep,
     pub(super) columns: &'a Columns,
     pub(super) format: SourceFormat,
-    pub(super) files: &'a [PathBuf],
-    pub(super) labels: &'a [String],
+    pub(super) files: &'a [SourceFile],
+    pub(super) stores: Stores,
+    /// The runtime a store's streams run on (this reader runs on a blocking thread).
+    pub(super) handle: tokio::runtime::Handle,
+    /// Rows per batch.
+    pub(super) batch: usize,
     /// The next file to open.
     pub(super) next: usize,
     pub(super) current: Option<Source>,
@@ -79,46 +83,28 @@ pub(super) enum Source {
     Csv(CsvRows),
     Jsonl {
         name: Arc<str>,
-        lines: std::io::BufReader<std::fs::File>,
+        lines: Box<dyn std::io::BufRead + Send>,
         /// Lines read so far.
         number: u64,
     },
     Json {
         name: Arc<str>,
-        array: JsonArray<std::io::BufReader<std::fs::File>>,
+        array: JsonArray<Box<dyn std::io::BufRead + Send>>,
     },
+    Parquet(ParquetRows),
 }
 
 impl<'a> RowReader<'a> {
-    pub(super) fn new(
-        step: &'a LoadStep,
-        columns: &'a Columns,
-        format: SourceFormat,
-        files: &'a [PathBuf],
-        labels: &'a [String],
-    ) -> RowReader<'a> {
-        RowReader {
-            step,
-            columns,
-            format,
-            files,
-            labels,
-            next: 0,
-            current: None,
-        }
-    }
-
     /// The next rows, at most `batch`; `None` once every file is read.
     pub(super) fn next_batch(&mut self, batch: usize) -> Result<Option<Vec<InputRow>>, LoadError> {
         let mut rows = Vec::with_capacity(batch.min(10_000));
         while rows.len() < batch {
             if self.current.is_none() {
-                let Some(path) = self.files.get(self.next) else {
+                let Some(file) = self.files.get(self.next) else {
                     break;
                 };
-                let label = self.labels.get(self.next);
                 self.next += 1;
-                self.current = Some(self.open(path, label)?);
+                self.current = Some(self.open(file)?);
             }
             let row = match self.current.as_mut() {
                 Some(Source::Csv(csv)) => csv.next_row(self.columns)?,
@@ -126,7 +112,7 @@ impl<'a> RowReader<'a> {
                     name,
                     lines,
                     number,
-                }) => next_json_line(name, lines, number, self.columns),
+                }) => next_json_line(name, lines.as_mut(), number, self.columns),
                 Some(Source::Json { name, array }) => match array.next_element() {
                     Ok(None) => None,
                     Ok(Some((line, value))) => Some(InputRow {
@@ -138,6 +124,7 @@ impl<'a> RowReader<'a> {
                     // Past a syntax error nothing can be read: the load fails (and rolls back).
                     Err(e) => return Err(LoadError::fatal(format!("{name}: {e}"))),
                 },
+                Some(Source::Parquet(p)) => p.next_row(self.columns)?,
                 None => None,
             };
             match row {
@@ -148,31 +135,32 @@ impl<'a> RowReader<'a> {
         Ok((!rows.is_empty()).then_some(rows))
     }
 
-    pub(super) fn open(&self, path: &Path, label: Option<&String>) -> Result<Source, LoadError> {
-        let name: Arc<str> = label
-            .map_or_else(|| path.display().to_string(), Clone::clone)
-            .into();
-        let open = || {
-            std::fs::File::open(path)
-                .map(std::io::BufReader::new)
-                .map_err(|e| LoadError::fatal(format!("{name}: {e}")))
-        };
+    pub(super) fn open(&self, file: &SourceFile) -> Result<Source, LoadError> {
+        let name = Arc::clone(&file.label);
         Ok(match self.format {
-            SourceFormat::Csv => Source::Csv(CsvRows::open(
-                self.step,
-                self.columns,
-                path,
-                Arc::clone(&name),
-            )?),
+            SourceFormat::Csv => {
+                let input = match file.local_plain() {
+                    Some(path) => CsvInput::file(path, &name)?,
+                    None => CsvInput::spool(file.open(&self.stores, &self.handle)?, &name)?,
+                };
+                Source::Csv(CsvRows::open(self.step, self.columns, input, name)?)
+            }
             SourceFormat::Jsonl => Source::Jsonl {
-                lines: open()?,
+                lines: file.open(&self.stores, &self.handle)?,
                 name,
                 number: 0,
             },
             SourceFormat::Json => {
-                let array = JsonArray::new(open()?);
+                let array = JsonArray::new(file.open(&self.stores, &self.handle)?);
                 Source::Json { name, array }
             }
+            SourceFormat::Parquet => Source::Parquet(ParquetRows::open(
+                file,
+                &self.stores,
+                &self.handle,
+                self.columns,
+                self.batch,
+            )?),
         })
     }
 }
@@ -181,11 +169,10 @@ impl<'a> RowReader<'a> {
 /// UTF-8 is a reject that keeps its bytes.
 pub(super) fn next_json_line(
     name: &Arc<str>,
-    lines: &mut std::io::BufReader<std::fs::File>,
+    lines: &mut (dyn std::io::BufRead + Send),
     number: &mut u64,
     columns: &Columns,
 ) -> Option<InputRow> {
-    use std::io::BufRead;
     let mut bytes = Vec::new();
     loop {
         bytes.clear();

@@ -3,15 +3,16 @@
 
 use super::*;
 
-/// The format a file or URL name implies: `.csv`, `.jsonl`/`.ndjson`, `.json` (any case, a
-/// URL's query ignored).
+/// The format a file or URL name implies: `.csv`, `.jsonl`/`.ndjson`, `.json`, `.parquet` (any
+/// case, a URL's query and a compression extension, `.gz` or `.zst`, ignored).
 pub(super) fn format_of_name(name: &str) -> Option<SourceFormat> {
-    let path = name.split(['?', '#']).next().unwrap_or(name);
+    let (_, path) = Compression::of_name(name);
     let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
     match ext.as_str() {
         "csv" | "tsv" | "txt" => Some(SourceFormat::Csv),
         "jsonl" | "ndjson" => Some(SourceFormat::Jsonl),
         "json" => Some(SourceFormat::Json),
+        "parquet" | "pq" => Some(SourceFormat::Parquet),
         _ => None,
     }
 }
@@ -34,35 +35,112 @@ pub(super) fn format_of_content_type(content_type: &str) -> Option<SourceFormat>
     }
 }
 
-pub(super) fn matching_files(pattern: &str) -> Result<Vec<PathBuf>, LoadError> {
-    let mut files: Vec<PathBuf> = glob::glob(pattern)
-        .map_err(|e| LoadError::fatal(format!("`{pattern}` is not a valid glob: {e}")))?
-        .filter_map(Result::ok)
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        let cwd = std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default();
+/// A file a load reads: where it is, the name rejects and outputs give it, and how its bytes
+/// are compressed.
+#[derive(Debug, Clone)]
+pub(super) struct SourceFile {
+    pub(super) at: Location,
+    pub(super) label: Arc<str>,
+    pub(super) compression: Compression,
+}
+
+impl SourceFile {
+    /// A file at `at`, compressed as `source` says or as its name implies.
+    pub(super) fn new(at: Location, label: Option<String>, source: &LoadSource) -> SourceFile {
+        let compression = match source.compression {
+            Some(c) => storage_compression(c),
+            None => Compression::of_name(&at.path).0,
+        };
+        SourceFile {
+            label: label.unwrap_or_else(|| at.to_string()).into(),
+            at,
+            compression,
+        }
+    }
+
+    /// A local file read as it is: a CSV's rejected rows are read back from it by position.
+    pub(super) fn local_plain(&self) -> Option<&Path> {
+        (self.at.is_local() && self.compression == Compression::None)
+            .then(|| Path::new(&self.at.path))
+    }
+
+    /// The file's bytes as a stream, decompressed. A file on a store is read in ranged parts as
+    /// the stream is consumed; call it off the async runtime's threads (a blocking task).
+    pub(super) fn open(
+        &self,
+        stores: &Stores,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Box<dyn std::io::BufRead + Send>, LoadError> {
+        const BUF: usize = 256 * 1024;
+        let raw: Box<dyn std::io::BufRead + Send> = if self.at.is_local() {
+            let file = std::fs::File::open(&self.at.path)
+                .map_err(|e| LoadError::fatal(format!("{}: {e}", self.label)))?;
+            Box::new(std::io::BufReader::with_capacity(BUF, file))
+        } else {
+            let reader = handle
+                .block_on(stores.open(&self.at))
+                .map_err(LoadError::from)?;
+            Box::new(std::io::BufReader::with_capacity(
+                BUF,
+                tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone()),
+            ))
+        };
+        self.compression.decoder(raw).map_err(|e| {
+            LoadError::fatal(format!(
+                "{}: not {:?} data: {e}",
+                self.label, self.compression
+            ))
+        })
+    }
+}
+
+/// A step's compression as the store library names it (a Parquet codec on a source is refused
+/// when the DAG is read).
+pub(crate) fn storage_compression(c: weir_model::spec::Compression) -> Compression {
+    match c {
+        weir_model::spec::Compression::Gzip => Compression::Gzip,
+        weir_model::spec::Compression::Zstd => Compression::Zstd,
+        _ => Compression::None,
+    }
+}
+
+/// The files a `file` source names: every match of its glob, on the local disk or a store, in
+/// path order. None at all: a retryable error (the files may not have arrived yet).
+pub(super) async fn matching_files(
+    source: &LoadSource,
+    pattern: &str,
+    stores: &Stores,
+) -> Result<Vec<SourceFile>, LoadError> {
+    let at = Location::parse(pattern).map_err(LoadError::from)?;
+    let found = stores.list(&at).await.map_err(LoadError::from)?;
+    if found.is_empty() {
+        let relative = if at.is_local() && !Path::new(&at.path).is_absolute() {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            format!(" (relative to {cwd})")
+        } else {
+            String::new()
+        };
         return Err(LoadError {
             // The file may not have arrived yet.
             retryable: true,
-            message: format!("no file matches `{pattern}` (relative to {cwd})"),
+            message: format!("no file matches `{pattern}`{relative}"),
         });
     }
-    Ok(files)
+    Ok(found
+        .into_iter()
+        .map(|o| SourceFile::new(o.location, None, source))
+        .collect())
 }
 
 /// Where rows come from.
 pub(super) enum Input {
     /// Files, in name order.
     Files {
-        files: Vec<PathBuf>,
+        files: Vec<SourceFile>,
         format: SourceFormat,
-        /// The names rejects give the files instead of their paths (an HTTP source's pages), in
-        /// the same order; empty: the paths.
-        labels: Vec<String>,
+        stores: Stores,
     },
     /// A query's rows, streamed from another connection and typed by a task of their own.
     Database {
