@@ -266,7 +266,7 @@ fn tools_dir() -> PathBuf {
 }
 
 /// The venv's Python.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     std::env::var("WEIR_TEST_PYTHON")
         .map_or_else(|_| tools_dir().join("venv/bin/python"), PathBuf::from)
 }

@@ -96,7 +96,7 @@ pub(crate) async fn test(
         }
     };
     let urls = config.connection_urls();
-    let conns = Connections::new(urls.clone());
+    let conns = Connections::with_stores(urls.clone(), config.store_conns());
     let dialect_of = |conn: &str| conns.dialect(conn).map_err(|e| e.to_string());
     let step = Renderer::new(&ctx)
         .and_then(|r| render_with_files(&r, &task.step, &file.files, Rendering::Try(&dialect_of)))

@@ -9,6 +9,7 @@ mod exactly_once;
 mod http;
 mod notify;
 mod pages;
+mod parquet;
 mod remote;
 mod rows;
 mod serve;

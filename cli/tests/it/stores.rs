@@ -266,6 +266,120 @@ tasks:
     );
 }
 
+/// Rows of the large file (about 95 bytes each).
+const BIG_ROWS: u64 = 1_600_000;
+
+/// A CSV file larger than the worker's memory may grow (about 150 MB, gzip-compressed on S3)
+/// streams from the store into Postgres: `weir tasks test` (a real process) loads every row,
+/// and its peak resident size grows by less than half the file's size over the same load of a
+/// one-row file.
+async fn a_file_larger_than_memory_streams(kind: StoreKind) {
+    use std::fmt::Write as _;
+    let store = TestStore::new(kind);
+    let s = stores(&store);
+    let mut text = String::with_capacity(160 << 20);
+    text.push_str("id,name,note,amount\n");
+    for i in 1..=BIG_ROWS {
+        let _ = writeln!(
+            text,
+            "{i},name {i},a note that makes the row longer {:0>40},{}.{:02}",
+            i * 7,
+            i % 1000,
+            i % 100
+        );
+    }
+    let ext = if kind == StoreKind::S3 {
+        "csv.gz"
+    } else {
+        "csv"
+    };
+    let (big, small) = (format!("big/rows.{ext}"), format!("small/rows.{ext}"));
+    let size = text.len();
+    let first_row = text.find("\n2,").expect("row 2") + 1;
+    if kind == StoreKind::Gcs {
+        store.put_whole(&big, text.as_bytes());
+        store.put_whole(&small, &text.as_bytes()[..first_row]);
+    } else {
+        put(&s, &store.at(&big), text.as_bytes()).await;
+        put(&s, &store.at(&small), &text.as_bytes()[..first_row]).await;
+    }
+    drop(text);
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("dags")).expect("dags");
+    std::fs::write(
+        dir.path().join("weir.toml"),
+        format!(
+            "[connections.wh]\nurl = \"{}\"\n{}",
+            data.url,
+            store.toml("lake")
+        ),
+    )
+    .expect("weir.toml");
+    let mut dag = "id: big\ntasks:\n".to_owned();
+    for (task, file) in [("big", &big), ("small", &small)] {
+        let _ = write!(
+            dag,
+            "  {task}:\n    kind: load\n    source: {{file: \"{}\"}}\n    target: {{conn: wh, table: {task}}}\n    columns:\n      id: {{type: bigint}}\n      name: {{type: text}}\n      note: {{type: text}}\n      amount: {{type: numeric}}\n",
+            store.at(file)
+        );
+    }
+    std::fs::write(dir.path().join("dags/big.yaml"), dag).expect("dag");
+    let peak_kb = |task: &str| {
+        let out = std::process::Command::new("/usr/bin/time")
+            .args([
+                "-f",
+                "max-rss-kb=%M",
+                env!("CARGO_BIN_EXE_weir"),
+                "tasks",
+                "test",
+                "big",
+                task,
+            ])
+            .current_dir(dir.path())
+            .env_remove("WEIR_DATABASE_URL")
+            .output()
+            .expect("/usr/bin/time (Debian's `time` package; scripts/test installs it)");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{kind:?} {task}: {stderr}");
+        if !store.secret.is_empty() {
+            assert!(
+                !stderr.contains(&store.secret),
+                "{kind:?}: the secret is in the output"
+            );
+        }
+        stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("max-rss-kb="))
+            .next_back()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("max RSS")
+    };
+    let (small_kb, big_kb) = (peak_kb("small"), peak_kb("big"));
+    assert_eq!(
+        query_text(&data, "select count(*), sum(id) from big").await,
+        vec![vec![
+            Some(BIG_ROWS.to_string()),
+            Some((BIG_ROWS * (BIG_ROWS + 1) / 2).to_string())
+        ]],
+        "{kind:?}"
+    );
+    let grew = big_kb.saturating_sub(small_kb) * 1024;
+    eprintln!(
+        "{kind:?}: a {} MB file: peak RSS {} MB, {} MB over a one-row file",
+        size >> 20,
+        big_kb >> 10,
+        grew >> 20
+    );
+    assert!(size > 100 << 20, "the file is {size} bytes");
+    assert!(
+        grew < size / 2,
+        "{kind:?}: loading a {} MB file took {} MB more memory than a one-row file",
+        size >> 20,
+        grew >> 20
+    );
+}
+
 macro_rules! per_store {
     ($($test:ident),*) => {
         mod s3 { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(weir_testkit::stores::StoreKind::S3).await } )* }
@@ -277,5 +391,6 @@ macro_rules! per_store {
 
 per_store!(
     files_load_from_and_export_to,
-    a_failed_export_leaves_nothing
+    a_failed_export_leaves_nothing,
+    a_file_larger_than_memory_streams
 );

@@ -187,10 +187,7 @@ where
         let values = row_values::<DB>(&row)?;
         count += 1;
         let type_names: Vec<&str> = types.iter().map(String::as_str).collect();
-        sink.row(&names, &type_names, values).map_err(|mut e| {
-            e.error = format!("row {count}: {}", e.error);
-            e
-        })?;
+        sink.row(&names, &type_names, values)?;
         let ready = sink.take();
         if !ready.is_empty() {
             writer.write(ready).await?;

@@ -44,9 +44,10 @@ enum Kind {
 /// The file's type of a database column type (as sqlx names it, upper case).
 fn kind_of(db_type: &str) -> Kind {
     match db_type {
-        "INT2" | "INT4" | "INT" | "INTEGER" | "SMALLINT" | "MEDIUMINT" | "TINYINT"
-        | "SMALLSERIAL" | "SERIAL" => Kind::Int,
-        "INT8" | "BIGINT" | "BIGSERIAL" | "INT UNSIGNED" => Kind::BigInt,
+        "INT2" | "INT4" | "INT" | "SMALLINT" | "MEDIUMINT" | "TINYINT" | "SMALLSERIAL"
+        | "SERIAL" => Kind::Int,
+        // SQLite's integers are 64-bit whatever the declared type.
+        "INT8" | "BIGINT" | "BIGSERIAL" | "INT UNSIGNED" | "INTEGER" => Kind::BigInt,
         "FLOAT4" | "FLOAT8" | "REAL" | "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" => Kind::Float,
         "NUMERIC" | "DECIMAL" => Kind::Decimal(None),
         "BOOL" | "BOOLEAN" => Kind::Bool,
@@ -69,6 +70,8 @@ pub(super) struct ParquetSink {
     writer: Option<ArrowWriter<Vec<u8>>>,
     schema: Option<Arc<Schema>>,
     names: Vec<String>,
+    /// Rows taken so far.
+    rows: u64,
 }
 
 impl ParquetSink {
@@ -92,6 +95,7 @@ impl ParquetSink {
             writer: None,
             schema: None,
             names: Vec::new(),
+            rows: 0,
         }
     }
 
@@ -184,6 +188,7 @@ impl Sink for ParquetSink {
             self.names = names.to_vec();
             self.kinds = types.iter().map(|t| kind_of(t)).collect();
         }
+        self.rows += 1;
         if self.writer.is_none() {
             self.first.push(values);
             if self.first.len() >= self.row_group.min(DEFAULT_ROW_GROUP) {
@@ -191,7 +196,11 @@ impl Sink for ParquetSink {
             }
             return Ok(());
         }
-        self.append(values)?;
+        let row = self.rows;
+        self.append(values).map_err(|mut e| {
+            e.error = format!("row {row}: {}", e.error);
+            e
+        })?;
         if self.rows_in_group >= BATCH {
             self.flush_group()?;
         }

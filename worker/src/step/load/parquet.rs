@@ -423,7 +423,9 @@ fn json_texts(array: &ArrayRef) -> Result<Vec<Option<String>>, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(&mut out);
     writer.write(&batch).map_err(|e| e.to_string())?;
     writer.finish().map_err(|e| e.to_string())?;
     drop(writer);
