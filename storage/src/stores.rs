@@ -20,6 +20,25 @@ pub struct Object {
     pub etag: Option<String>,
     /// The content MD5 (base64), when the store keeps one (GCS, Azure).
     pub md5: Option<String>,
+    /// When it was last written, as the store says (RFC 3339), if it says.
+    pub modified: Option<String>,
+}
+
+impl Object {
+    /// What tells this version of the object from another written under the same name: the
+    /// entity tag, else the content MD5, else the size and modification time.
+    pub fn version(&self) -> String {
+        self.etag
+            .clone()
+            .or_else(|| self.md5.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "{}@{}",
+                    self.size,
+                    self.modified.as_deref().unwrap_or("unknown")
+                )
+            })
+    }
 }
 
 /// The storage connections of a worker and the operators opened for them (a cache; the
@@ -145,6 +164,7 @@ impl Stores {
                     size: m.content_length(),
                     etag: m.etag().map(str::to_owned),
                     md5: m.content_md5().map(str::to_owned),
+                    modified: m.last_modified().map(|t| t.to_string()),
                 }
             })
             .collect();
@@ -164,6 +184,7 @@ impl Stores {
                 size: m.content_length(),
                 etag: m.etag().map(str::to_owned),
                 md5: m.content_md5().map(str::to_owned),
+                modified: m.last_modified().map(|t| t.to_string()),
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -368,6 +389,11 @@ fn list_local(loc: &Location) -> Result<Vec<Object>, StorageError> {
                 size: meta.len(),
                 etag: None,
                 md5: None,
+                modified: meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| format!("{}.{:09}", d.as_secs(), d.subsec_nanos())),
             })
         })
         .collect();

@@ -30,6 +30,7 @@
 //! - `worker`: worker registrations.
 
 mod audit;
+mod claim;
 mod dag;
 mod db;
 pub mod error;
@@ -48,6 +49,7 @@ mod user;
 mod worker;
 
 pub use audit::AuditRow;
+pub use claim::ObjectOwner;
 pub use dag::{DagRow, DagVersion, ImportErrorRow};
 pub use db::{Backend, Store, redact, sqlite_file};
 pub use error::StoreError;

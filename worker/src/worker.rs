@@ -347,6 +347,7 @@ impl Worker {
             inherited: Arc::clone(&self.inherited),
             incremental_cursor,
             keep_rejects: self.cfg.keep_rejects,
+            claims: Some(self.store.clone()),
             attempt: Some(Attempt {
                 dag_id: run.dag_id.clone(),
                 run_id: run.run_id.clone(),

@@ -118,6 +118,7 @@ pub(crate) async fn test(
         incremental_cursor: None,
         attempt: None,
         keep_rejects: None,
+        claims: None,
         vars: vec![
             ("WEIR_DAG_ID".into(), dag_id.into()),
             ("WEIR_RUN_ID".into(), run_id.clone()),

@@ -266,6 +266,169 @@ tasks:
     );
 }
 
+/// A sensor lists arrived objects and a load claims them: the first try times out after its
+/// claim (the table is locked) and its retry loads what it claimed, while an object that
+/// arrived in between waits for the next run; of two runs started together, one loads it.
+async fn a_sensor_and_claims_load_each_arrival_once(kind: StoreKind) {
+    let store = TestStore::new(kind);
+    let s = stores(&store);
+    put(&s, &store.at("landing/a.csv"), b"id,name\n1,Ada\n2,Grace\n").await;
+    put(
+        &s,
+        &store.at("landing/b.csv"),
+        b"id,name\n3,Edsger\n4,Barbara\n",
+    )
+    .await;
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    let dag = format!(
+        r#"id: arrivals
+max_active_runs: 4
+tasks:
+  sense:
+    kind: wait_for
+    file: "{landing}"
+    interval: 1s
+  load:
+    kind: load
+    depends_on: [sense]
+    retries: 1
+    retry_delay: 1s
+    timeout: 2s
+    source:
+      file: "{landing}"
+      claim: {{move_to: "{claimed}", archive_to: "{archive}"}}
+    target: {{conn: wh, table: arrivals, create: never}}
+    columns:
+      id: {{type: int}}
+      name: {{type: text}}
+"#,
+        landing = store.at("landing/*.csv"),
+        claimed = store.at("claimed"),
+        archive = store.at("archive"),
+    );
+    let mut engine = engine_on(&store, &data, &meta, &[("arrivals.yaml", &dag)]).await;
+    query_text(
+        &data,
+        "create table arrivals (id integer primary key, name text)",
+    )
+    .await;
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&data.url)
+        .await
+        .expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE arrivals IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .expect("lock");
+    let first = engine.trigger("arrivals", serde_json::json!({})).await;
+    for _ in 0..10 {
+        engine.tick().await;
+        if engine.state_of(&first.run_id, "load").await == TaskState::UpForRetry {
+            break;
+        }
+    }
+    assert_eq!(
+        engine.state_of(&first.run_id, "load").await,
+        TaskState::UpForRetry,
+        "{kind:?}"
+    );
+    let names = |found: Vec<weir_storage::Object>| -> Vec<String> {
+        found
+            .into_iter()
+            .map(|o| o.location.file_name().to_owned())
+            .collect()
+    };
+    assert!(
+        s.list(&loc(&store.at("landing/*")))
+            .await
+            .expect("list")
+            .is_empty(),
+        "{kind:?}"
+    );
+    let claimed_dir = store.at(&format!(
+        "claimed/{}/load/*",
+        first.run_id.replace('/', "_")
+    ));
+    assert_eq!(
+        names(s.list(&loc(&claimed_dir)).await.expect("list")),
+        ["a.csv", "b.csv"],
+        "{kind:?}"
+    );
+    // The table is free again, and another file arrives, while the load waits for its retry.
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("unlock");
+    put(&s, &store.at("landing/c.csv"), b"id,name\n5,Frances\n").await;
+    engine.drive(&first.run_id).await;
+    let tis = engine.tasks(&first.run_id).await;
+    let load = tis.iter().find(|t| t.task_id == "load").expect("load");
+    assert_eq!(load.state, TaskState::Success, "{kind:?}: {:?}", load.error);
+    assert_eq!(load.try_number, 2, "{kind:?}");
+    let archived = |run: &str| store.at(&format!("archive/{}/load/", run.replace('/', "_")));
+    assert_eq!(
+        load.outputs.clone().expect("outputs")["files"],
+        serde_json::json!([
+            archived(&first.run_id) + "a.csv",
+            archived(&first.run_id) + "b.csv"
+        ]),
+        "{kind:?}"
+    );
+    assert_eq!(
+        names(s.list(&loc(&store.at("landing/*"))).await.expect("list")),
+        ["c.csv"],
+        "{kind:?}"
+    );
+    // Two runs start together for c.csv: one loads it, the other finds nothing left to claim
+    // (the database claim that decides a true race is tested in weir-store).
+    engine.clock.advance(chrono::Duration::seconds(1));
+    let second = engine.trigger("arrivals", serde_json::json!({})).await;
+    engine.clock.advance(chrono::Duration::seconds(1));
+    let third = engine.trigger("arrivals", serde_json::json!({})).await;
+    engine.drive(&second.run_id).await;
+    engine.drive(&third.run_id).await;
+    let mut loaded = 0;
+    for run in [&second, &third] {
+        let tis = engine.tasks(&run.run_id).await;
+        let load = tis.iter().find(|t| t.task_id == "load").expect("load");
+        if load.state == TaskState::Success {
+            loaded += 1;
+            assert_eq!(
+                load.outputs.clone().expect("outputs")["files"],
+                serde_json::json!([archived(&run.run_id) + "c.csv"]),
+                "{kind:?}"
+            );
+        } else {
+            let error = load.error.clone().unwrap_or_default();
+            assert!(
+                error.contains("claimed by another run") || error.contains("no file matches"),
+                "{kind:?}: {error}"
+            );
+        }
+    }
+    assert_eq!(loaded, 1, "{kind:?}: c.csv was loaded by {loaded} runs");
+    assert_eq!(
+        query_text(
+            &data,
+            "select count(*), count(distinct id), sum(id) from arrivals"
+        )
+        .await,
+        vec![vec![
+            Some("5".to_owned()),
+            Some("5".to_owned()),
+            Some("15".to_owned())
+        ]],
+        "{kind:?}"
+    );
+    assert!(
+        s.list(&loc(&store.at("claimed/**")))
+            .await
+            .expect("list")
+            .is_empty(),
+        "{kind:?}"
+    );
+}
+
 /// Rows of the large file (about 95 bytes each).
 const BIG_ROWS: u64 = 1_600_000;
 
@@ -392,5 +555,6 @@ macro_rules! per_store {
 per_store!(
     files_load_from_and_export_to,
     a_failed_export_leaves_nothing,
-    a_file_larger_than_memory_streams
+    a_file_larger_than_memory_streams,
+    a_sensor_and_claims_load_each_arrival_once
 );

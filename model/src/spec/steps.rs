@@ -167,7 +167,8 @@ pub enum HttpMethod {
 /// `kind: wait_for`: exactly one of `file`, `sql` or `http`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WaitForStep {
-    /// File glob that must match something.
+    /// A glob that must match at least one file: a path, or a location on a store
+    /// (`s3://bucket/in/*.csv`, `gs://…`, `az://…`, `sftp://…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// Query whose first cell must be truthy.

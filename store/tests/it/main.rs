@@ -1042,3 +1042,43 @@ per_backend!(users_have_roles_tokens_and_unique_names, |db: TestDb| {
     ));
     assert!(db.store.users().await.expect("users").is_empty());
 });
+
+per_backend!(
+    /// Task instances racing to claim one object version: exactly one owns it, every racer is
+    /// told the same owner, and a new version of the object is claimable again.
+    an_object_version_is_claimed_by_one_instance, |db: TestDb| {
+        let owner = |run: usize| weir_store::ObjectOwner {
+            run_id: format!("r{run}"),
+            task_id: "load".into(),
+            map_index: -1,
+        };
+        let racers = (0..8).map(|i| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_object("s3://landing/c.csv", "\"etag-1\"", &owner(i))
+                    .await
+                    .expect("claim")
+            })
+        });
+        let mut winners = Vec::new();
+        for r in racers {
+            winners.push(r.await.expect("join"));
+        }
+        assert!(winners.iter().all(|w| *w == winners[0]), "{winners:?}");
+        // The owner claiming again (a retry) still owns it.
+        let again = db
+            .store
+            .claim_object("s3://landing/c.csv", "\"etag-1\"", &winners[0])
+            .await
+            .expect("again");
+        assert_eq!(again, winners[0]);
+        let other = (0..8).map(owner).find(|o| *o != winners[0]).expect("a loser");
+        let newer = db
+            .store
+            .claim_object("s3://landing/c.csv", "\"etag-2\"", &other)
+            .await
+            .expect("new version");
+        assert_eq!(newer, other);
+    }
+);

@@ -64,6 +64,7 @@ pub async fn execute(
                 cursor: env.incremental_cursor.clone(),
                 attempt: env.attempt.clone(),
                 keep_rejects: env.keep_rejects,
+                claims: env.claims.clone(),
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }

@@ -65,6 +65,8 @@ pub struct ShellEnv {
     pub attempt: Option<super::ledger::Attempt>,
     /// A load's retention of reject rows (`[retention] keep_rejects`).
     pub keep_rejects: Option<std::time::Duration>,
+    /// weir's database, for a load's claims of objects on stores (none in `weir tasks test`).
+    pub claims: Option<weir_store::Store>,
 }
 
 impl ShellEnv {

@@ -3,8 +3,8 @@
 //! back to the scheduler with a next-check time (`interval`), so waiting holds no worker slot.
 //! The task's `timeout` bounds the whole wait, from the first check.
 //!
-//! Checks: `file` (a glob matches at least one file; every match, in name order, is the `files`
-//! output, a list `foreach` can map over), `sql` on `conn` (the first cell of the first row is
+//! Checks: `file` (a glob, local or on a store, `s3://bucket/in/*.csv`, matches at least one
+//! file; every match, in name order, is the `files` output, a list `foreach` can map over), `sql` on `conn` (the first cell of the first row is
 //! truthy: not NULL, empty, `0`, `f` or `false`), `http` (a GET answers 2xx).
 
 use weir_model::spec::WaitForStep;
@@ -18,29 +18,34 @@ use crate::outcome::TaskOutcome;
 pub async fn check(step: &WaitForStep, conns: &Connections, log: &LogSink) -> TaskOutcome {
     let mut files = None;
     let found = match (&step.file, &step.sql, &step.http) {
-        (Some(pattern), None, None) => match glob::glob(pattern) {
-            Ok(paths) => {
-                let mut matched: Vec<String> = paths
-                    .filter_map(Result::ok)
-                    .filter(|p| p.is_file())
-                    .map(|p| p.display().to_string())
-                    .collect();
-                matched.sort();
-                let found = match matched.as_slice() {
-                    [] => Err(format!("no file matches `{pattern}`")),
-                    [one] => Ok(format!("file {one}")),
-                    [first, ..] => Ok(format!("{} files, the first {first}", matched.len())),
-                };
-                files = Some(matched);
-                found
+        (Some(pattern), None, None) => {
+            let listed = match weir_storage::Location::parse(pattern) {
+                Ok(at) => conns.stores().list(&at).await,
+                Err(e) => Err(e),
+            };
+            match listed {
+                Ok(objects) => {
+                    let matched: Vec<String> =
+                        objects.iter().map(|o| o.location.to_string()).collect();
+                    let found = match matched.as_slice() {
+                        [] => Err(format!("no file matches `{pattern}`")),
+                        [one] => Ok(format!("file {one}")),
+                        [first, ..] => Ok(format!("{} files, the first {first}", matched.len())),
+                    };
+                    files = Some(matched);
+                    found
+                }
+                // A store that cannot be listed now may be listed at the next check (a network
+                // failure); a bad glob or configuration will not.
+                Err(e) if e.retryable => Err(e.message),
+                Err(e) => {
+                    return TaskOutcome::Failed {
+                        error: e.message,
+                        retryable: false,
+                    };
+                }
             }
-            Err(e) => {
-                return TaskOutcome::Failed {
-                    error: format!("`{pattern}` is not a valid glob: {e}"),
-                    retryable: false,
-                };
-            }
-        },
+        }
         (None, Some(query), None) => {
             let Some(conn) = &step.conn else {
                 return TaskOutcome::Failed {

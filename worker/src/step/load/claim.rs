@@ -29,7 +29,6 @@ pub(super) fn claim(
     ctx: &LoadContext,
 ) -> Result<Vec<PathBuf>, LoadError> {
     for (what, at) in [
-        ("source.file", pattern),
         ("claim.move_to", claim.move_to.as_str()),
         (
             "claim.archive_to",
@@ -38,7 +37,7 @@ pub(super) fn claim(
     ] {
         if weir_storage::is_store_url(at) {
             return Err(LoadError::fatal(format!(
-                "`claim` works on local files; {what} `{at}` is on a store"
+                "the files are local but {what} `{at}` is on a store; local files are claimed by a rename into a local folder"
             )));
         }
     }

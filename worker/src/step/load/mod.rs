@@ -42,6 +42,7 @@ use weir_storage::{Compression, Location, Stores};
 
 mod batch;
 mod claim;
+mod claim_objects;
 mod columns;
 mod copy;
 mod csv_rows;
@@ -88,6 +89,8 @@ pub struct LoadContext {
     pub attempt: Option<super::ledger::Attempt>,
     /// Reject rows older than this are deleted by the load (`None`: kept forever).
     pub keep_rejects: Option<std::time::Duration>,
+    /// weir's database, where objects on stores are claimed (none in `weir tasks test`).
+    pub claims: Option<weir_store::Store>,
 }
 
 /// A rejected row.
@@ -235,7 +238,13 @@ async fn load(
         ));
         // Its files may not have been archived yet.
         if let Some(c) = claim {
-            outputs.insert("files".into(), paths(&claim::archive(c, ctx)?));
+            let files = match step.source.file.as_deref() {
+                Some(p) if weir_storage::is_store_url(p) => {
+                    claim_objects::archive(c, ctx, conns.stores()).await?.into()
+                }
+                _ => paths(&claim::archive(c, ctx)?),
+            };
+            outputs.insert("files".into(), files);
         }
         return Ok(outputs);
     }
@@ -251,6 +260,9 @@ async fn load(
             .or_else(|| format_of_name(pattern))
             .unwrap_or(SourceFormat::Csv);
         let files = match claim {
+            Some(c) if weir_storage::is_store_url(pattern) => {
+                claim_objects::claim(pattern, c, ctx, stores, &step.source).await?
+            }
             Some(c) => claim::claim(pattern, c, ctx)?
                 .into_iter()
                 .map(|p| local_file(&p, &step.source))
@@ -399,6 +411,15 @@ async fn load(
     let mut out = outputs(step, ctx, &counts, started);
     if let Some(files) = read_files {
         let files = match claim {
+            Some(c)
+                if step
+                    .source
+                    .file
+                    .as_deref()
+                    .is_some_and(weir_storage::is_store_url) =>
+            {
+                claim_objects::archive(c, ctx, stores).await?.into()
+            }
             Some(c) => paths(&claim::archive(c, ctx)?),
             None => files.into(),
         };
