@@ -7,12 +7,14 @@
 //!   for a location by the longest matching prefix; without one, each cloud's own environment
 //!   and instance credentials;
 //! - [`Stores`]: listing globs, streaming reads, atomic writes, copies, moves and deletes;
-//! - [`Compression`]: gzip and zstd as streams.
+//! - [`Compression`]: gzip and zstd as streams;
+//! - [`Stores::copy_hashed`] and [`Stores::verify`]: copies checked against their source.
 
 mod compression;
 mod config;
 mod location;
 mod stores;
+mod verify;
 
 pub use compression::{Compression, Encoder, decode_all};
 pub use config::{StoreConn, StoreOption, is_store_url, options_of};
@@ -20,6 +22,7 @@ pub use location::{Location, Scheme};
 pub use stores::{
     Object, ObjectReader, ObjectWriter, PART_SIZE, PARTS_IN_FLIGHT, RangeReader, Stores,
 };
+pub use verify::{Digest, Verified};
 
 /// Why a location could not be read or written: a message naming the location (never a
 /// credential), and whether a retry may help.

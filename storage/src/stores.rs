@@ -653,3 +653,25 @@ impl ObjectWriter {
         }
     }
 }
+
+/// A writer dropped before its commit (a try cancelled or timed out) is aborted in the
+/// background: the upload is dropped, the temporary file removed.
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        let (writer, temp) = (self.writer.take(), self.temp.take());
+        if writer.is_none() && temp.is_none() {
+            return;
+        }
+        let op = self.op.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Some(mut w) = writer {
+                    let _ = w.abort().await;
+                }
+                if let Some(temp) = temp {
+                    let _ = op.delete(&temp).await;
+                }
+            });
+        }
+    }
+}

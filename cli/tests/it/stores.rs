@@ -429,6 +429,128 @@ tasks:
     );
 }
 
+/// A transfer copies a local folder's files to the store, keeping their paths below the glob's
+/// folder; run again after a byte of one copy changed, it skips the intact file and copies the
+/// corrupted one again; a transfer back from the store with `delete_source` moves them.
+async fn a_transfer_is_verified_and_resumes(kind: StoreKind) {
+    let store = TestStore::new(kind);
+    let s = stores(&store);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("out/sub")).expect("mkdir");
+    // Several upload parts where the store takes multipart uploads.
+    let len = if kind == StoreKind::Gcs {
+        400_000
+    } else {
+        20 << 20
+    };
+    let big: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("out/a.csv"), "id\n1\n").expect("a");
+    std::fs::write(dir.path().join("out/sub/b.bin"), &big).expect("b");
+    let meta = TestDb::sqlite().await;
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    let dag = format!(
+        r#"id: move
+tasks:
+  up:
+    kind: transfer
+    from: "{local}/out/**/*"
+    to: "{raw}/"
+    parallel: 2
+"#,
+        local = dir.path().display(),
+        raw = store.at("raw"),
+    );
+    let back = format!(
+        r#"id: back
+tasks:
+  down:
+    kind: transfer
+    from: "{raw}/**/*"
+    to: "{local}/back/"
+    delete_source: true
+"#,
+        local = dir.path().display(),
+        raw = store.at("raw"),
+    );
+    let mut engine = engine_on(
+        &store,
+        &data,
+        &meta,
+        &[("move.yaml", &dag), ("back.yaml", &back)],
+    )
+    .await;
+    let outputs = |tis: Vec<weir_store::TaskInstanceRow>| {
+        let ti = tis.into_iter().next().expect("one task");
+        assert_eq!(ti.state, TaskState::Success, "{kind:?}: {:?}", ti.error);
+        ti.outputs.expect("outputs")
+    };
+    let first = engine.trigger("move", serde_json::json!({})).await;
+    engine.drive(&first.run_id).await;
+    let out = outputs(engine.tasks(&first.run_id).await);
+    assert_eq!(
+        (&out["copied"], &out["skipped"], &out["bytes"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(0),
+            &serde_json::json!(len + 5)
+        ),
+        "{kind:?}: {out}"
+    );
+    assert_eq!(
+        out["files"],
+        serde_json::json!([store.at("raw/a.csv"), store.at("raw/sub/b.bin")]),
+        "{kind:?}"
+    );
+    assert_eq!(get(&s, &store.at("raw/sub/b.bin")).await, big, "{kind:?}");
+    // One byte of the copy changes; the size stays.
+    let mut bad = big.clone();
+    bad[len / 3] ^= 0x20;
+    if kind == StoreKind::Gcs {
+        store.put_whole("raw/sub/b.bin", &bad);
+    } else {
+        put(&s, &store.at("raw/sub/b.bin"), &bad).await;
+    }
+    engine.clock.advance(chrono::Duration::seconds(1));
+    let second = engine.trigger("move", serde_json::json!({})).await;
+    engine.drive(&second.run_id).await;
+    let out = outputs(engine.tasks(&second.run_id).await);
+    assert_eq!(
+        (&out["copied"], &out["skipped"], &out["bytes"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(len)
+        ),
+        "{kind:?}: {out}"
+    );
+    assert_eq!(
+        get(&s, &store.at("raw/sub/b.bin")).await,
+        big,
+        "{kind:?}: repaired"
+    );
+    // And back, as a move.
+    let third = engine.trigger("back", serde_json::json!({})).await;
+    engine.drive(&third.run_id).await;
+    let out = outputs(engine.tasks(&third.run_id).await);
+    assert_eq!(out["copied"], serde_json::json!(2), "{kind:?}: {out}");
+    assert_eq!(
+        std::fs::read(dir.path().join("back/sub/b.bin")).expect("b back"),
+        big,
+        "{kind:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("back/a.csv")).expect("a back"),
+        "id\n1\n"
+    );
+    assert!(
+        s.list(&loc(&store.at("raw/**")))
+            .await
+            .expect("list")
+            .is_empty(),
+        "{kind:?}: moved"
+    );
+}
+
 /// Rows of the large file (about 95 bytes each).
 const BIG_ROWS: u64 = 1_600_000;
 
@@ -556,5 +678,6 @@ per_store!(
     files_load_from_and_export_to,
     a_failed_export_leaves_nothing,
     a_file_larger_than_memory_streams,
-    a_sensor_and_claims_load_each_arrival_once
+    a_sensor_and_claims_load_each_arrival_once,
+    a_transfer_is_verified_and_resumes
 );

@@ -298,7 +298,7 @@ pub fn step_conns(step: &Step) -> Vec<&String> {
                 }
             }
         }
-        Step::Noop(_) | Step::Shell(_) | Step::Http(_) => {}
+        Step::Noop(_) | Step::Shell(_) | Step::Http(_) | Step::Transfer(_) => {}
     }
     conns
 }

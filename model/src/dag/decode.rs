@@ -188,6 +188,7 @@ pub(super) fn decode_step(
         "export" => one::<ExportStep>(node, also_valid, context, sink, Step::Export),
         "http" => one::<HttpStep>(node, also_valid, context, sink, Step::Http),
         "wait_for" => one::<WaitForStep>(node, also_valid, context, sink, Step::WaitFor),
+        "transfer" => one::<TransferStep>(node, also_valid, context, sink, Step::Transfer),
         _ => None,
     }
 }

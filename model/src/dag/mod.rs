@@ -24,7 +24,7 @@ use crate::duration::Duration;
 use crate::schedule::{DataInterval, Schedule};
 use crate::spec::{
     Check, DagSpec, ExportStep, Foreach, HttpStep, LoadMode, LoadStep, MigrateStep, NoopStep,
-    ShellStep, SqlStep, Step, TaskCommon, TaskSpec, ValidateStep, WaitForStep,
+    ShellStep, SqlStep, Step, TaskCommon, TaskSpec, TransferStep, ValidateStep, WaitForStep,
 };
 use crate::suggest::did_you_mean;
 use crate::template::TemplateChecker;

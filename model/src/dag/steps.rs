@@ -191,6 +191,17 @@ pub(super) fn check_step(
                 );
             }
         }
+        Step::Transfer(t) => {
+            if !(1..=64).contains(&t.parallel) {
+                err(
+                    "parallel",
+                    format!("`parallel` must be 1..=64, found {}", t.parallel),
+                );
+            }
+            if t.from.trim().is_empty() || t.to.trim().is_empty() {
+                err("kind", "a `transfer` needs `from` and `to`".into());
+            }
+        }
         Step::WaitFor(w) => {
             let count = [w.file.is_some(), w.sql.is_some(), w.http.is_some()]
                 .iter()

@@ -233,12 +233,15 @@ pub enum Step {
     Http(HttpStep),
     /// A sensor that waits without holding a worker slot.
     WaitFor(WaitForStep),
+    /// Files copied between locations, verified.
+    Transfer(TransferStep),
 }
 
 impl Step {
     /// Every kind's name, as written after `kind:`.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "noop", "shell", "sql", "migrate", "load", "validate", "export", "http", "wait_for",
+        "transfer",
     ];
 
     /// This step's kind name.
@@ -253,6 +256,7 @@ impl Step {
             Step::Export(_) => "export",
             Step::Http(_) => "http",
             Step::WaitFor(_) => "wait_for",
+            Step::Transfer(_) => "transfer",
         }
     }
 }
@@ -331,14 +335,19 @@ impl Step {
                 }
                 out
             }
-            Step::Noop(_) | Step::Shell(_) | Step::Migrate(_) | Step::Http(_) => Vec::new(),
+            Step::Noop(_)
+            | Step::Shell(_)
+            | Step::Migrate(_)
+            | Step::Http(_)
+            | Step::Transfer(_) => Vec::new(),
         }
     }
 }
 
 impl Step {
     /// Every file-system path of this step that templates may fill (`cwd`, a load's `file`
-    /// and `claim` folders, an export's `to`, `save_to`, a `wait_for`'s `file`, a migration
+    /// and `claim` folders, an export's `to`, `save_to`, a `wait_for`'s `file`, a transfer's
+    /// `from` and `to`, a migration
     /// `dir`), by field name. A value placed in one may not hold a `..` component (see
     /// `Renderer::render_path`).
     pub fn paths_mut(&mut self) -> Vec<(&'static str, &mut String)> {
@@ -361,6 +370,10 @@ impl Step {
             Step::Export(e) => out.push(("to", &mut e.to)),
             Step::Http(h) => out.extend(h.save_to.as_mut().map(|p| ("save_to", p))),
             Step::WaitFor(w) => out.extend(w.file.as_mut().map(|p| ("file", p))),
+            Step::Transfer(t) => {
+                out.push(("from", &mut t.from));
+                out.push(("to", &mut t.to));
+            }
             Step::Noop(_) | Step::Sql(_) | Step::Validate(_) => {}
         }
         out

@@ -164,6 +164,27 @@ pub enum HttpMethod {
     Head,
 }
 
+/// `kind: transfer`: files copied from one location to another (local, S3, GCS, Azure,
+/// SFTP), each verified against its source, parallel, resumable.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TransferStep {
+    /// What to copy: a file or a glob, local or on a store; templated.
+    pub from: String,
+    /// Where to: a folder (ending in `/`: each file keeps its path below the glob's folder),
+    /// or, for one file, its new name; templated.
+    pub to: String,
+    /// Files copied at once (default 4; 1..=64). Each large file also goes up in parallel parts.
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+    /// Delete each source file once its copy is verified (a move).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_source: bool,
+}
+
+pub(super) fn default_parallel() -> u32 {
+    4
+}
+
 /// `kind: wait_for`: exactly one of `file`, `sql` or `http`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WaitForStep {

@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod shell;
 pub mod sql;
 pub mod sqltext;
+pub mod transfer;
 pub mod validate;
 pub mod wait_for;
 
@@ -81,6 +82,7 @@ pub async fn execute(
             .await
         }
         Step::Export(x) => bounded(export::run(x, conns, log), timeout, log, cancel).await,
+        Step::Transfer(t) => bounded(transfer::run(t, conns, log), timeout, log, cancel).await,
         Step::Validate(v) => bounded(validate::run(v, conns, log), timeout, log, cancel).await,
         Step::Migrate(m) => {
             bounded(
