@@ -293,8 +293,12 @@ pub fn step_conns(step: &Step) -> Vec<&String> {
                     Check::Range(c) => conns.extend(c.conn.as_ref()),
                     Check::Freshness(c) => conns.extend(c.conn.as_ref()),
                     Check::Sql(c) => conns.extend(c.conn.as_ref()),
-                    Check::CompareCount(c) => conns.extend([&c.source.conn, &c.target.conn]),
-                    Check::CompareChecksum(c) => conns.extend([&c.source.conn, &c.target.conn]),
+                    Check::CompareCount(c) => {
+                        conns.extend(c.source.conn.iter().chain(&c.target.conn))
+                    }
+                    Check::CompareChecksum(c) => {
+                        conns.extend(c.source.conn.iter().chain(&c.target.conn))
+                    }
                 }
             }
         }

@@ -117,6 +117,7 @@ pub(super) fn check_step(
             }
             for check in &v.checks {
                 let conn = match check {
+                    Check::RowCount(c) if c.file.is_some() => None,
                     Check::RowCount(c) => Some(&c.conn),
                     Check::NotNull(c) | Check::Unique(c) => Some(&c.conn),
                     Check::AcceptedValues(c) => Some(&c.conn),
@@ -140,15 +141,47 @@ pub(super) fn check_step(
                     _ => vec![],
                 };
                 for side in sides {
-                    if side.table.is_some() == side.query.is_some() {
+                    let ways = [
+                        side.table.is_some(),
+                        side.query.is_some(),
+                        side.file.is_some(),
+                    ]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                    if ways != 1 {
                         err(
                             "checks",
                             format!(
-                                "check `{}`: each side needs exactly one of `table` or `query`",
+                                "check `{}`: each side needs exactly one of `table`, `query` or `file`",
+                                check.name()
+                            ),
+                        );
+                    } else if side.file.is_some() && side.conn.is_some() {
+                        err(
+                            "checks",
+                            format!(
+                                "check `{}`: a `file` side takes no `conn` (files name their location)",
+                                check.name()
+                            ),
+                        );
+                    } else if side.file.is_none() && side.conn.is_none() {
+                        err(
+                            "checks",
+                            format!(
+                                "check `{}`: a `table` or `query` side needs `conn`",
                                 check.name()
                             ),
                         );
                     }
+                }
+                if let Check::RowCount(c) = check
+                    && c.table.is_some() == c.file.is_some()
+                {
+                    err(
+                        "checks",
+                        "check `row_count` needs exactly one of `table` or `file`".into(),
+                    );
                 }
                 if let Check::CompareChecksum(c) = check
                     && c.key.is_empty()

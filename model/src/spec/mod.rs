@@ -286,7 +286,7 @@ impl Step {
             }
         }
         fn side<'a>(field: String, side: &'a mut CheckSide) -> Option<SqlText<'a>> {
-            let conn = Some(&side.conn);
+            let conn = side.conn.as_ref();
             side.query.as_mut().map(|q| text(field, conn, q))
         }
         match self {

@@ -64,15 +64,23 @@ pub enum CheckSeverity {
     Warn,
 }
 
-/// `row_count`.
+/// `row_count`: of a table, or of the files a location names.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowCountCheck {
     /// Connection (default: the task's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conn: Option<String>,
-    /// Table.
-    pub table: String,
+    /// Table (or `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Files (or `table`): a path or glob, local or on a store (`s3://lake/hr/*.parquet`);
+    /// their data rows are counted, read as a load reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The files' format (default: from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::SourceFormat>,
     /// Fewest rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<u64>,
@@ -84,18 +92,26 @@ pub struct RowCountCheck {
     pub severity: CheckSeverity,
 }
 
-/// One side of a comparison.
+/// One side of a comparison: a table or query on a connection, or a set of files.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSide {
-    /// Connection.
-    pub conn: String,
-    /// Table (or `query`).
+    /// Connection (with `table` or `query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<String>,
+    /// Table (or `query`, or `file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
-    /// Query (or `table`).
+    /// Query (or `table`, or `file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// Files (or `table`, or `query`): a path or glob, local or on a store, read as a load
+    /// reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The files' format (default: from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<super::SourceFormat>,
 }
 
 /// `compare_count`.

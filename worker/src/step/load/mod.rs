@@ -46,6 +46,7 @@ mod claim_objects;
 mod columns;
 mod copy;
 mod csv_rows;
+pub(crate) mod file_rows;
 mod json_array;
 pub(crate) mod pages;
 mod parquet;
