@@ -792,3 +792,65 @@ tasks:
         ]
     );
 }
+
+/// The cloud_migration example runs as the README's newcomer runs it, against a local S3
+/// server and a Postgres warehouse: legacy table → Parquet in the bucket → verified transfer
+/// → warehouse, reconciled three ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_migration_example_runs_against_a_local_s3() {
+    let store = TestStore::new(StoreKind::S3);
+    let bucket = store.url.trim_start_matches("s3://").to_owned();
+    let data = TestDataDb::new(DataBackend::Postgres).await;
+    let dir = crate::examples_copy();
+    let env = [
+        ("WEIR_CONN_DEMO_LAKE", store.url.clone()),
+        (
+            "WEIR_CONNECTIONS__DEMO_LAKE__ENDPOINT",
+            store.options["endpoint"].clone(),
+        ),
+        (
+            "WEIR_CONNECTIONS__DEMO_LAKE__SECRET_ACCESS_KEY",
+            store.secret.clone(),
+        ),
+        ("WEIR_CONN_WAREHOUSE", data.url.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let standalone = crate::Standalone::start_with(dir.path(), &env, std::process::Stdio::null());
+    let out = crate::weir_env(
+        dir.path(),
+        &[
+            "trigger",
+            "cloud_migration",
+            "--param",
+            &format!("bucket={bucket}"),
+            "--wait",
+            "--json",
+        ],
+        &env,
+    );
+    drop(standalone);
+    let run: serde_json::Value = serde_json::from_str(&crate::stdout(&out)).unwrap_or_default();
+    let tasks: Vec<(String, String)> = run["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["task_id"].as_str().unwrap_or("").to_owned(),
+                t["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(run["state"], "success", "{tasks:?} {}", crate::stderr(&out));
+    assert_eq!(tasks.len(), 5, "{tasks:?}");
+    assert_eq!(
+        query_text(&data, "select count(*) from employees_cloud").await,
+        vec![vec![Some("950".to_owned())]]
+    );
+    let s = stores(&store);
+    let lake = s
+        .list(&loc(&store.at("lake/hr/**/*.parquet")))
+        .await
+        .expect("list");
+    assert_eq!(lake.len(), 1, "{lake:?}");
+}
