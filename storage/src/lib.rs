@@ -22,7 +22,7 @@ pub use location::{Location, Scheme};
 pub use stores::{
     Object, ObjectReader, ObjectWriter, PART_SIZE, PARTS_IN_FLIGHT, RangeReader, Stores,
 };
-pub use verify::{Digest, Verified};
+pub use verify::{Digest, Hashes, Verified};
 
 /// Why a location could not be read or written: a message naming the location (never a
 /// credential), and whether a retry may help.

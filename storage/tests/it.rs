@@ -214,10 +214,17 @@ async fn verification_catches_one_corrupted_byte(kind: StoreKind) {
     let mut bad = good.clone();
     bad[len / 2] ^= 0x01;
     put(&s, &store.at("v/source.bin"), &good).await;
+    let source = s
+        .stat(&loc(&store.at("v/source.bin")))
+        .await
+        .expect("stat")
+        .expect("source");
+    let to = loc(&store.at("v/copy.bin"));
     let digest = s
         .copy_hashed(
-            &loc(&store.at("v/source.bin")),
-            &loc(&store.at("v/copy.bin")),
+            &source.location,
+            &to,
+            weir_storage::Hashes::for_copy(&source, &to),
         )
         .await
         .expect("copy");

@@ -129,7 +129,7 @@ pub struct HttpStep {
     /// Accepted status codes (default: any 2xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect_status: Vec<u16>,
-    /// Write the response body to this path.
+    /// Write the response body to this path, or location on a store (`s3://…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_to: Option<String>,
     /// Response headers to keep as the `headers` output (`{link: ..., x-total-count: ...}`).

@@ -170,14 +170,47 @@ async fn pages(
 }
 
 /// Runs a rendered `http` step.
-pub async fn run(step: &HttpStep, log: &LogSink) -> TaskOutcome {
-    match request(step, log).await {
+pub async fn run(step: &HttpStep, conns: &crate::conn::Connections, log: &LogSink) -> TaskOutcome {
+    let done = match step
+        .save_to
+        .as_deref()
+        .filter(|t| weir_storage::is_store_url(t))
+    {
+        Some(dest) => save_to_store(step, dest, conns.stores(), log).await,
+        None => request(step, log).await,
+    };
+    match done {
         Ok(outputs) => TaskOutcome::Succeeded { outputs },
         Err((error, retryable)) => {
             log.note(&error);
             TaskOutcome::Failed { error, retryable }
         }
     }
+}
+
+/// `save_to` on a store: the body (or the pages' records) goes to a temporary file first, then
+/// up to the location, where it appears only once complete.
+async fn save_to_store(
+    step: &HttpStep,
+    dest: &str,
+    stores: &weir_storage::Stores,
+    log: &LogSink,
+) -> Result<serde_json::Map<String, serde_json::Value>, (String, bool)> {
+    let to = weir_storage::Location::parse(dest).map_err(|e| (e.message, false))?;
+    let dir = tempfile::tempdir().map_err(|e| (format!("a temporary folder: {e}"), true))?;
+    let local = dir.path().join("body");
+    let mut first = step.clone();
+    first.save_to = Some(local.display().to_string());
+    let mut outputs = request(&first, log).await?;
+    let from = weir_storage::Location::parse(&local.display().to_string())
+        .map_err(|e| (e.message, false))?;
+    let bytes = stores
+        .copy(&from, &to)
+        .await
+        .map_err(|e| (e.message, e.retryable))?;
+    log.note(format!("uploaded {bytes} bytes to {to}"));
+    outputs.insert("path".into(), to.to_string().into());
+    Ok(outputs)
 }
 
 async fn request(

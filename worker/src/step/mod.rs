@@ -69,7 +69,7 @@ pub async fn execute(
             };
             bounded(load::run(l, &ctx, conns, log), timeout, log, cancel).await
         }
-        Step::Http(h) => bounded(http::run(h, log), timeout, log, cancel).await,
+        Step::Http(h) => bounded(http::run(h, conns, log), timeout, log, cancel).await,
         // The task's timeout bounds a sensor's whole wait (the worker checks it); one check is
         // bounded on its own.
         Step::WaitFor(w) => {

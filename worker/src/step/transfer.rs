@@ -154,7 +154,7 @@ async fn copy_verified(
     if let Some(existing) = stores.stat(dest).await?
         && existing.size == source.size
     {
-        let digest = stores.digest(src).await?;
+        let digest = stores.digest(src, weir_storage::Hashes::BOTH).await?;
         if let Some(how) = stores.verify(&existing, &digest).await? {
             log.note(format!("{dest}: already there, verified by {}", how.how()));
             return Ok(Done::Skipped);
@@ -163,7 +163,9 @@ async fn copy_verified(
             "{dest}: there but different from {src}: copying it again"
         ));
     }
-    let digest = stores.copy_hashed(src, dest).await?;
+    let digest = stores
+        .copy_hashed(src, dest, weir_storage::Hashes::for_copy(source, dest))
+        .await?;
     if digest.size != source.size {
         stores.delete(dest).await?;
         return Err(weir_storage::StorageError {
