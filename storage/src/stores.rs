@@ -61,7 +61,7 @@ type OperatorKey = (Scheme, String, Option<String>);
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Parts of one upload in flight at once.
-pub const PARTS_IN_FLIGHT: usize = 4;
+pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// Bytes per ranged read of a stream, and reads in flight: what a reader holds ahead of its
 /// consumer (8 MiB), whatever the object's size.
