@@ -199,18 +199,8 @@ impl Stores {
     /// A missing object, or the store's.
     pub async fn open(&self, loc: &Location) -> Result<ObjectReader, StorageError> {
         use tokio_util::compat::FuturesAsyncReadCompatExt as _;
-        let (op, path) = self.operator(loc)?;
-        let size = op
-            .stat(&path)
-            .await
-            .map_err(|e| StorageError::of(loc, &e))?
-            .content_length();
-        let reader = op
-            .reader_with(&path)
-            .chunk(READ_CHUNK)
-            .concurrent(READS_IN_FLIGHT)
-            .await
-            .map_err(|e| StorageError::of(loc, &e))?
+        let (size, reader) = self.reader(loc, Some(READ_CHUNK)).await?;
+        let reader = reader
             .into_futures_async_read(0..size)
             .await
             .map_err(|e| StorageError::of(loc, &e))?;
@@ -220,22 +210,33 @@ impl Stores {
         })
     }
 
-    /// Reads of byte ranges of the object (a Parquet file's footer, then its column chunks).
-    ///
-    /// # Errors
-    /// A missing object, or the store's.
-    pub async fn ranges(&self, loc: &Location) -> Result<RangeReader, StorageError> {
+    /// The object's size and an OpenDAL reader of it (`chunk`: the size of each ranged read
+    /// of a stream).
+    async fn reader(
+        &self,
+        loc: &Location,
+        chunk: Option<usize>,
+    ) -> Result<(u64, opendal::Reader), StorageError> {
         let (op, path) = self.operator(loc)?;
         let size = op
             .stat(&path)
             .await
             .map_err(|e| StorageError::of(loc, &e))?
             .content_length();
-        let reader = op
-            .reader_with(&path)
-            .concurrent(READS_IN_FLIGHT)
-            .await
-            .map_err(|e| StorageError::of(loc, &e))?;
+        let mut with = op.reader_with(&path).concurrent(READS_IN_FLIGHT);
+        if let Some(c) = chunk {
+            with = with.chunk(c);
+        }
+        let reader = with.await.map_err(|e| StorageError::of(loc, &e))?;
+        Ok((size, reader))
+    }
+
+    /// Reads of byte ranges of the object (a Parquet file's footer, then its column chunks).
+    ///
+    /// # Errors
+    /// A missing object, or the store's.
+    pub async fn ranges(&self, loc: &Location) -> Result<RangeReader, StorageError> {
+        let (size, reader) = self.reader(loc, None).await?;
         Ok(RangeReader {
             reader,
             size,
