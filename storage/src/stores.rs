@@ -61,7 +61,7 @@ type OperatorKey = (Scheme, String, Option<String>);
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Parts of one upload in flight at once.
-pub const PARTS_IN_FLIGHT: usize = 2;
+pub const PARTS_IN_FLIGHT: usize = 4;
 
 /// Bytes per ranged read of a stream, and reads in flight: what a reader holds ahead of its
 /// consumer (8 MiB), whatever the object's size.
@@ -433,6 +433,8 @@ fn build(loc: &Location, conn: Option<&StoreConn>) -> opendal::Result<Operator> 
             {
                 config.push(("endpoint".into(), e));
             }
+            // Each part goes up with its CRC32C, which S3 checks on receipt.
+            config.push(("checksum_algorithm".into(), "crc32c".into()));
             Operator::from_iter::<services::S3>(config)?
         }
         Scheme::Gcs => {
