@@ -79,6 +79,50 @@ pub(crate) enum Command {
     /// Web users and API tokens.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Assets: the tables and files steps write and read.
+    #[command(subcommand)]
+    Assets(AssetsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AssetsCommand {
+    /// Lists the assets weir has seen, with their latest update.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records an update of an asset made outside weir: the DAGs scheduled on it run.
+    Touch(TouchArgs),
+    /// Lists an asset's events (writes and reads), newest first.
+    Events {
+        /// The asset (`connection.schema.table` or a location URL); all assets when absent.
+        asset: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TouchArgs {
+    /// The asset: `connection.schema.table` or a location URL.
+    pub(crate) asset: String,
+    /// The data interval it covers: its start (a date or RFC 3339), with `--interval-end`.
+    #[arg(long, value_name = "TIME", requires = "interval_end")]
+    pub(crate) interval_start: Option<String>,
+    /// The data interval's end.
+    #[arg(long, value_name = "TIME", requires = "interval_start")]
+    pub(crate) interval_end: Option<String>,
+    /// Rows written.
+    #[arg(long)]
+    pub(crate) rows: Option<i64>,
+    /// Anything else, a JSON object kept with the event.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) details: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,7 +15,8 @@ use weir_model::param::ParamType;
 use weir_model::text::url_segment;
 
 use crate::args::{
-    BackfillArgs, ClearArgs, Command, DagsCommand, LogsArgs, RunsCommand, TriggerArgs,
+    AssetsCommand, BackfillArgs, ClearArgs, Command, DagsCommand, LogsArgs, RunsCommand, TouchArgs,
+    TriggerArgs,
 };
 use crate::command::runs::{TaskLine, write_run};
 use crate::command::{EXIT_FAILED, EXIT_OK};
@@ -115,6 +116,7 @@ pub(crate) fn handles(command: &Command) -> bool {
             | Command::Runs(_)
             | Command::Logs(_)
             | Command::Clear(_)
+            | Command::Assets(AssetsCommand::Touch(_))
     )
 }
 
@@ -135,6 +137,7 @@ pub(crate) async fn run(remote: &Remote, command: &Command) -> Option<Result<u8>
         Command::Runs(RunsCommand::Show { run, json }) => runs_show(remote, run, *json).await,
         Command::Logs(args) => logs(remote, args).await,
         Command::Clear(args) => clear(remote, args).await,
+        Command::Assets(AssetsCommand::Touch(args)) => touch(remote, args).await,
         _ => return None,
     })
 }
@@ -549,5 +552,21 @@ async fn logs(remote: &Remote, args: &LogsArgs) -> Result<u8> {
             _ => {}
         }
     }
+    Ok(EXIT_OK)
+}
+
+async fn touch(remote: &Remote, args: &TouchArgs) -> Result<u8> {
+    let event = crate::command::assets::touch_event(args, "api")?;
+    let mut body =
+        json!({ "asset": event.key, "rows": event.counts.rows, "details": event.details });
+    if let Some((start, end)) = event.interval {
+        body["interval_start"] = json!(start);
+        body["interval_end"] = json!(end);
+    }
+    let answer = remote.post("/assets/events", &body).await?;
+    println!(
+        "recorded an update of {} (event {})",
+        args.asset, answer["event_id"]
+    );
     Ok(EXIT_OK)
 }

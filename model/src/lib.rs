@@ -13,7 +13,8 @@
 //!   every problem.
 //! - [`spec`]: the YAML mirror (`DagSpec`, `TaskSpec`, one struct per step kind).
 //! - [`dag`]: validation into [`Dag`] (graph, defaults, cycles, references).
-//! - [`schedule`]: cron parsing, ticks and data intervals.
+//! - [`schedule`]: cron parsing, ticks and data intervals; [`asset`]: asset keys and the
+//!   schedules on assets and arriving files.
 //! - [`duration`], [`date`], [`timezone`], [`trigger`], [`text`]: value types of the format.
 //! - [`template`]: tera syntax checks and rendering.
 //! - [`sql`]: SQL dialects, quoting, and placing template values into statements as data.
@@ -21,6 +22,7 @@
 //! - [`diagnostic`], [`suggest`]: problems with places, and "did you mean".
 //! - [`error`]: the errors of rendering and of building SQL ([`RenderError`], [`SqlError`]).
 
+pub mod asset;
 pub mod clock;
 pub mod dag;
 pub mod date;

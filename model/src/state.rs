@@ -128,6 +128,10 @@ text_enum! {
         Manual => "manual",
         /// `weir backfill`.
         Backfill => "backfill",
+        /// Its upstream assets were updated (`schedule: {assets: …}`).
+        Assets => "assets",
+        /// Objects arrived at a watched location (`schedule: {files: …}`).
+        Files => "files",
     }
 }
 

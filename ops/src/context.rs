@@ -20,6 +20,9 @@ pub fn run_context(run: &RunRow, template_env: &BTreeMap<String, String>) -> Ren
         run.params.clone(),
     );
     ctx.set_env(template_env);
+    if let Some(trigger) = &run.triggered_by {
+        ctx.trigger = trigger.clone();
+    }
     ctx
 }
 

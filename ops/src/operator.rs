@@ -217,3 +217,33 @@ pub async fn reset_incremental(
     audit(store, actor, "reset_incremental", dag_id, detail, now).await?;
     Ok(forgotten)
 }
+
+/// Records an update of an asset from outside weir (`weir assets touch`, `POST
+/// /api/v1/assets/events`), audited as `touch_asset`: the DAGs scheduled on it run as for an
+/// update by a task. Returns the event's id.
+///
+/// # Errors
+/// A key that is not an asset's, an interval whose end is before its start, database
+/// failures.
+pub async fn touch_asset(
+    store: &Store,
+    actor: Actor<'_>,
+    mut event: weir_store::ExternalEvent,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    event.key = weir_model::asset::parse_asset_key(&event.key).map_err(OpsError::Invalid)?;
+    if let Some((start, end)) = event.interval
+        && end < start
+    {
+        return Err(OpsError::Invalid(format!(
+            "the interval ends ({end}) before it starts ({start})"
+        )));
+    }
+    if event.details.as_ref().is_some_and(|d| !d.is_object()) {
+        return Err(OpsError::Invalid("`details` is a JSON object".into()));
+    }
+    let id = store.record_external_event(&event, now).await?;
+    let detail = json!({"event_id": id, "source": event.source, "counts": event.counts});
+    audit(store, actor, "touch_asset", &event.key, detail, now).await?;
+    Ok(id)
+}

@@ -30,6 +30,7 @@ pub fn new_run(
         data_interval_end: interval.end,
         params,
         timezone: dag.timezone.name().to_owned(),
+        triggered_by: None,
         tasks,
     })
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use weir_model::DagSpec;
+use weir_model::asset::ScheduleSpec;
 
 use crate::db::{BeginWrite, with_pool};
 use crate::{Result, Store, StoreError};
@@ -117,7 +118,13 @@ impl Store {
         let files_json = serde_json::to_string(files)?;
         // A DAG reading no files keeps the hash it had before versions held files.
         let hash = spec_hash(&json, (!files.is_empty()).then_some(files_json.as_str()));
-        let schedule = spec.schedule.as_ref().map(|s| s.as_str().to_owned());
+        let schedule = spec.schedule.as_ref().map(ScheduleSpec::summary);
+        let subscribed: Vec<&str> = spec
+            .schedule
+            .as_ref()
+            .and_then(ScheduleSpec::assets)
+            .map(|a| a.keys().iter().map(String::as_str).collect())
+            .unwrap_or_default();
         let timezone = spec.timezone.map_or("UTC", |t| t.0.name()).to_owned();
         let version_id: i64 = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
@@ -160,6 +167,28 @@ impl Store {
                 .bind(file)
                 .execute(&mut *tx)
                 .await?;
+            // The assets it waits for: updates of assets it no longer names are dropped from
+            // its queue; an asset it starts naming counts from now.
+            sqlx::query("DELETE FROM weir_asset_subscriptions WHERE dag_id = $1")
+                .bind(&spec.id)
+                .execute(&mut *tx)
+                .await?;
+            for key in &subscribed {
+                sqlx::query(
+                    "INSERT INTO weir_asset_subscriptions (dag_id, asset_key) VALUES ($1, $2)",
+                )
+                .bind(&spec.id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "DELETE FROM weir_asset_queue WHERE dag_id = $1
+                 AND asset_key NOT IN (SELECT asset_key FROM weir_asset_subscriptions WHERE dag_id = $1)",
+            )
+            .bind(&spec.id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             version_id
         });
@@ -232,11 +261,24 @@ impl Store {
             .collect();
         for (dag_id, gone) in &changes {
             with_pool!(self, |pool| {
+                let mut tx = pool.begin_write().await?;
                 sqlx::query("UPDATE weir_dags SET removed_at = $2 WHERE dag_id = $1")
                     .bind(dag_id)
                     .bind(gone.then_some(now))
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
+                // A removed DAG waits for no asset (its file, back, subscribes it again).
+                if *gone {
+                    for table in ["weir_asset_subscriptions", "weir_asset_queue"] {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DELETE FROM {table} WHERE dag_id = $1"
+                        )))
+                        .bind(dag_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                tx.commit().await?;
             });
         }
         Ok(changes)

@@ -29,6 +29,7 @@
 //! - `manual`: cancelling a run and marking instances by hand.
 //! - `worker`: worker registrations.
 
+pub mod asset;
 mod audit;
 mod claim;
 mod dag;
@@ -48,6 +49,7 @@ mod task;
 mod user;
 mod worker;
 
+pub use asset::{Access, AssetCounts, AssetEventRow, AssetRecord, AssetSummary, ExternalEvent};
 pub use audit::AuditRow;
 pub use claim::ObjectOwner;
 pub use dag::{DagRow, DagVersion, ImportErrorRow};

@@ -27,6 +27,8 @@ pub struct NewRun {
     pub params: serde_json::Value,
     /// The DAG's IANA time zone: its dates are rendered in it.
     pub timezone: String,
+    /// What made it (a run from assets or files): the events or objects, a JSON list.
+    pub triggered_by: Option<serde_json::Value>,
     /// The task instances to create with it.
     pub tasks: Vec<NewTaskInstance>,
 }
@@ -69,6 +71,8 @@ pub struct RunRow {
     pub params: serde_json::Value,
     /// The DAG's IANA time zone when the run was created (its `ds` is a day in it).
     pub timezone: String,
+    /// What made it (a run from assets or files): the events or objects, a JSON list.
+    pub triggered_by: Option<serde_json::Value>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Went running.
@@ -126,6 +130,7 @@ struct RawRun {
     data_interval_end: DateTime<Utc>,
     params: String,
     timezone: String,
+    triggered_by: Option<String>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -140,6 +145,11 @@ impl TryFrom<RawRun> for RunRow {
             state: RunState::parse(&r.state)
                 .ok_or_else(|| StoreError::Corrupt(format!("run state `{}`", r.state)))?,
             params: serde_json::from_str(&r.params)?,
+            triggered_by: r
+                .triggered_by
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
             run_id: r.run_id,
             dag_id: r.dag_id,
             version_id: r.version_id,
@@ -161,7 +171,8 @@ impl TryFrom<RawRun> for RunRow {
 /// and its next retry's due time (an `up_for_retry` instance always belongs to an unfinished
 /// run).
 pub(crate) const ACTIVE_RUNS_SQL: &str = "SELECT r.run_id, r.dag_id, r.version_id, r.run_type, r.state, r.logical_date,
-         r.data_interval_start, r.data_interval_end, r.params, r.timezone, r.created_at, r.started_at, r.ended_at,
+         r.data_interval_start, r.data_interval_end, r.params, r.timezone, r.triggered_by, r.created_at, r.started_at,
+         r.ended_at,
          EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id AND t.state = 'scheduled') AS any_scheduled,
          EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id
                  AND t.state IN ('scheduled', 'queued', 'running', 'up_for_retry')) AS any_unfinished,
@@ -172,7 +183,7 @@ pub(crate) const LAST_SCHEDULED_SQL: &str =
     "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
 
 const RUN_COLUMNS: &str = "run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start, \
-     data_interval_end, params, timezone, created_at, started_at, ended_at";
+     data_interval_end, params, timezone, triggered_by, created_at, started_at, ended_at";
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
@@ -262,14 +273,50 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn create_run(&self, new: &NewRun, now: DateTime<Utc>) -> Result<Option<RunRow>> {
+        self.create_run_consuming(new, &[], now).await
+    }
+
+    /// Creates a run like [`Store::create_run`] and, in the same transaction, takes the asset
+    /// updates `events` off the DAG's queue: if one of them is gone (another scheduler made a
+    /// run of it), nothing is created and `None` is returned.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn create_run_consuming(
+        &self,
+        new: &NewRun,
+        events: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRow>> {
         let run_id = run_id_for(&new.dag_id, new.logical_date);
         let params = serde_json::to_string(&new.params)?;
+        let triggered_by = new
+            .triggered_by
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
         let created = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            let mut consumed = 0;
+            for chunk in events.chunks(1000) {
+                let mut delete =
+                    sqlx::QueryBuilder::new("DELETE FROM weir_asset_queue WHERE dag_id = ");
+                delete.push_bind(&new.dag_id).push(" AND event_id IN (");
+                let mut ids = delete.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                delete.push(")");
+                consumed += delete.build().execute(&mut *tx).await?.rows_affected();
+            }
+            if consumed != events.len() as u64 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             let inserted = sqlx::query(
                 "INSERT INTO weir_runs (run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start,
-                     data_interval_end, params, created_at, timezone)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10)
+                     data_interval_end, params, created_at, timezone, triggered_by)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT DO NOTHING",
             )
             .bind(&run_id)
@@ -282,9 +329,14 @@ impl Store {
             .bind(&params)
             .bind(now)
             .bind(&new.timezone)
+            .bind(&triggered_by)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if inserted == 0 && !events.is_empty() {
+                tx.rollback().await?;
+                return Ok(None);
+            }
             if inserted == 1 {
                 // Batched: binds per statement stay far under SQLite's 32,766.
                 for chunk in new.tasks.chunks(1000) {
@@ -329,6 +381,21 @@ impl Store {
         });
         row.ok_or_else(|| StoreError::NotFound(format!("run `{run_id}`")))?
             .try_into()
+    }
+
+    /// The latest logical date of any run of a DAG.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn latest_logical_date(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+                "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1",
+            )
+            .bind(dag_id)
+            .fetch_one(pool)
+            .await?
+        }))
     }
 
     /// The run of a DAG at a logical date, if any.

@@ -101,6 +101,20 @@ impl Connections {
         })
     }
 
+    /// The schema a table named without one is in, on connection `name`: `public` on
+    /// Postgres, the database of the URL on MySQL, `main` on SQLite (nothing is opened).
+    pub fn default_schema(&self, name: &str) -> Option<String> {
+        let url = self.urls.get(name)?;
+        match Dialect::of_url(url)? {
+            Dialect::Postgres => Some("public".into()),
+            Dialect::Sqlite => Some("main".into()),
+            Dialect::MySql => url::Url::parse(url)
+                .ok()
+                .map(|u| u.path().trim_start_matches('/').to_owned())
+                .filter(|db| !db.is_empty()),
+        }
+    }
+
     /// The pool of connection `name`, opened on first use.
     ///
     /// # Errors

@@ -22,6 +22,7 @@ use crate::conn::{Connections, Masker};
 use crate::error::{Result, WorkerError};
 use crate::log::{LogSink, store_lines};
 use crate::outcome::TaskOutcome;
+use crate::step::assets::{self, Declared};
 use crate::step::{execute, ledger::Attempt, shell::ShellEnv};
 
 mod liveness;
@@ -91,6 +92,8 @@ pub struct Worker {
 /// A try ready to run.
 struct Prepared {
     step: Step,
+    /// The task's `produces` and `consumes`, rendered.
+    declared: Declared,
     env: ShellEnv,
     timeout: Option<Duration>,
     version: Arc<Version>,
@@ -212,9 +215,10 @@ impl Worker {
         // The log writer runs beside the step in this task; it ends when the sink is dropped.
         let running = async {
             let sink = sink;
-            let (outcome, owner, wait_limit) = match self.prepare(&ti).await {
+            let (outcome, owner, wait_limit, assets) = match self.prepare(&ti).await {
                 Ok(Prepared {
                     step,
+                    declared,
                     env,
                     timeout,
                     version,
@@ -246,7 +250,13 @@ impl Worker {
                     let wait_limit = matches!(step, Step::WaitFor(_))
                         .then_some(timeout)
                         .flatten();
-                    (outcome, Some((version, run)), wait_limit)
+                    let assets = match (&outcome, version.dag.tasks.get(&ti.task_id)) {
+                        (TaskOutcome::Succeeded { outputs }, Some(task)) => {
+                            assets::records(&step, &task.step, &declared, outputs, &self.conns)
+                        }
+                        _ => Vec::new(),
+                    };
+                    (outcome, Some((version, run)), wait_limit, assets)
                 }
                 Err(e) => {
                     sink.note(format!("could not prepare the try: {e}"));
@@ -254,14 +264,14 @@ impl Worker {
                         error: e,
                         retryable: false,
                     };
-                    (outcome, None, None)
+                    (outcome, None, None, Vec::new())
                 }
             };
             drop(sink);
-            (outcome, owner, wait_limit)
+            (outcome, owner, wait_limit, assets)
         };
         let started = std::time::Instant::now();
-        let ((outcome, owner, wait_limit), log) = tokio::join!(
+        let ((outcome, owner, wait_limit, assets), log) = tokio::join!(
             running,
             store_lines(self.store.clone(), ti.id, ti.try_number, rx)
         );
@@ -275,7 +285,8 @@ impl Worker {
             &outcome,
             started.elapsed(),
         );
-        self.record(&ti, &outcome, owner, wait_limit, log).await?;
+        self.record(&ti, &outcome, owner, wait_limit, log, assets)
+            .await?;
         Ok(outcome)
     }
 
@@ -366,8 +377,23 @@ impl Worker {
                 ("WEIR_DS".into(), ctx.ds.clone()),
             ],
         };
+        let renderer = Renderer::new(&ctx)?;
+        let render_all = |keys: &[String]| -> std::result::Result<Vec<String>, String> {
+            keys.iter()
+                .map(|k| {
+                    renderer
+                        .render(k)
+                        .map_err(|e| format!("`produces`/`consumes` `{k}`: {e}"))
+                })
+                .collect()
+        };
+        let declared = Declared {
+            produces: render_all(&task.produces)?,
+            consumes: render_all(&task.consumes)?,
+        };
         Ok(Prepared {
             step,
+            declared,
             env,
             timeout: task.timeout.map(|t| t.0),
             version: Arc::clone(&version),

@@ -1,5 +1,6 @@
 //! One module per command group; each returns the process exit code.
 
+pub(crate) mod assets;
 mod backfill;
 pub(crate) mod dags;
 mod rejects;
@@ -12,7 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::args::{Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand, UsersCommand};
+use crate::args::{
+    AssetsCommand, Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand, UsersCommand,
+};
 use crate::config::Config;
 
 /// Success.
@@ -106,5 +109,10 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Users(UsersCommand::List) => users::list(config).await?,
         Command::Users(UsersCommand::Delete { name }) => users::delete(config, &name).await?,
         Command::Users(UsersCommand::Token { name }) => users::token(config, &name).await?,
+        Command::Assets(AssetsCommand::List { json }) => assets::list(config, json).await?,
+        Command::Assets(AssetsCommand::Touch(args)) => assets::touch(config, &args).await?,
+        Command::Assets(AssetsCommand::Events { asset, limit, json }) => {
+            assets::events(config, asset.as_deref(), limit, json).await?
+        }
     })
 }

@@ -1,6 +1,7 @@
 //! The `weir` binary, run as a user runs it: arguments in, exit code and output out; and the
 //! engine (scheduler + worker) end to end in `engine`.
 
+mod assets;
 mod browser;
 mod claim;
 mod data;

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use super::{Standalone, examples_copy, stderr, stdout};
 
 /// Runs `weir` in `dir` against the API at `url` with `token`.
-fn remote(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Output {
+pub(super) fn remote(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
         .current_dir(dir)
@@ -19,7 +19,7 @@ fn remote(dir: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Outpu
         .expect("weir")
 }
 
-fn token_for(dir: &std::path::Path, name: &str, role: &str) -> String {
+pub(super) fn token_for(dir: &std::path::Path, name: &str, role: &str) -> String {
     let mut create = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["users", "create", name, "--role", role, "--password-stdin"])
         .current_dir(dir)

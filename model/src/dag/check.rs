@@ -19,7 +19,11 @@ pub(super) fn check_spec(
     let tz = spec.timezone.map_or(Tz::UTC, |t| t.0);
     // A `start_date` that failed to decode was reported already: no second message for it.
     let start_written = places.is_some_and(|p| p.root.get("start_date").is_some());
-    if spec.schedule.is_some() && spec.start_date.is_none() && !start_written {
+    let cron = spec
+        .schedule
+        .as_ref()
+        .and_then(crate::asset::ScheduleSpec::cron);
+    if cron.is_some() && spec.start_date.is_none() && !start_written {
         out.push(Diagnostic::error(
             key("schedule"),
             "a scheduled DAG needs a `start_date` (the first logical date)",
@@ -35,9 +39,7 @@ pub(super) fn check_spec(
     }
     if let Some(start) = spec.start_date {
         let start = start.resolve(tz);
-        if spec.schedule.is_some()
-            && chrono::Datelike::year(&start) > crate::schedule::LAST_SCHEDULED_YEAR
-        {
+        if cron.is_some() && chrono::Datelike::year(&start) > crate::schedule::LAST_SCHEDULED_YEAR {
             out.push(Diagnostic::error(
                 key("start_date"),
                 format!(
@@ -57,7 +59,7 @@ pub(super) fn check_spec(
             ));
         }
         if spec.catchup
-            && let Some(crate::Schedule::Cron(cron)) = &spec.schedule
+            && let Some(crate::Schedule::Cron(cron)) = cron
         {
             let limit = spec.max_catchup_runs as usize;
             let missed = crate::schedule::count_intervals(cron, tz, start, Utc::now(), limit + 1);
@@ -148,6 +150,19 @@ pub(super) fn check_spec(
             );
         }
         check_step(id, &task.step, &|k| task_key(id, k), out);
+        for (field, keys) in [
+            ("produces", &task.common.produces),
+            ("consumes", &task.common.consumes),
+        ] {
+            for k in keys.iter().filter(|k| !crate::template::is_template(k)) {
+                if let Err(e) = crate::asset::parse_asset_key(k) {
+                    out.push(Diagnostic::error(
+                        task_key(id, field),
+                        format!("task `{id}`: `{field}`: {e}"),
+                    ));
+                }
+            }
+        }
         if let Some(known) = known {
             check_references(id, task, known, &|k| task_key(id, k), out);
         }
@@ -168,9 +183,70 @@ pub(super) fn check_spec(
             }
         }
     }
+    check_assets(spec, places, known, out);
     let graph = graph_of(spec);
     check_cycles(spec, &graph, places, out);
     graph
+}
+
+/// The DAG's `assets:` entries, and a schedule on assets the DAG itself declares it writes
+/// (which would run it again after each of its own runs).
+fn check_assets(
+    spec: &DagSpec,
+    places: Option<&Places<'_>>,
+    known: Option<&Known>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let at = |name: &str| {
+        places
+            .and_then(|p| p.root.get("assets"))
+            .and_then(|a| a.get(name).or(Some(a)))
+            .map(|n| n.loc)
+    };
+    for (name, asset) in &spec.assets {
+        if let Err(e) = crate::asset::parse_asset_key(name) {
+            out.push(Diagnostic::error(at(name), format!("`assets`: {e}")));
+        } else if crate::asset::parse_asset_key(name).as_deref() != Ok(name.as_str()) {
+            out.push(Diagnostic::error(
+                at(name),
+                format!("`assets`: write `{name}` as a URL (`file://{name}`)"),
+            ));
+        }
+        if asset
+            .freshness
+            .is_some_and(|f| f.0 < std::time::Duration::from_secs(60))
+        {
+            out.push(Diagnostic::error(
+                at(name),
+                format!("asset `{name}`: `freshness` is at least 1m"),
+            ));
+        }
+        if let (Some(known), Some(names)) = (known, &asset.notify) {
+            for n in names.iter().filter(|n| !known.notifiers.contains(*n)) {
+                out.push(Diagnostic::warning(
+                    at(name),
+                    format!("asset `{name}`: notifier `{n}` is not in the configuration (it will fail at run time)"),
+                ));
+            }
+        }
+    }
+    if let Some(condition) = spec
+        .schedule
+        .as_ref()
+        .and_then(crate::asset::ScheduleSpec::assets)
+    {
+        let own: HashSet<&str> = spec
+            .tasks
+            .values()
+            .flat_map(|t| t.common.produces.iter().map(String::as_str))
+            .collect();
+        if let Some(k) = condition.keys().iter().find(|k| own.contains(k.as_str())) {
+            out.push(Diagnostic::error(
+                places.and_then(|p| p.root.get("schedule")).map(|n| n.loc),
+                format!("the DAG is scheduled on asset `{k}`, which its own tasks produce: each run would start the next"),
+            ));
+        }
+    }
 }
 
 pub(super) fn check_backoff(

@@ -19,6 +19,7 @@ use petgraph::stable_graph::StableDiGraph;
 use petgraph::visit::EdgeRef;
 use serde::de::DeserializeOwned;
 
+use crate::asset::{AssetCondition, ScheduleRule, ScheduleSpec};
 use crate::diagnostic::{Diagnostic, Loc, Severity, tidy};
 use crate::duration::Duration;
 use crate::schedule::{DataInterval, Schedule};
@@ -120,6 +121,10 @@ pub struct Task {
     pub on_failure: Vec<String>,
     /// Notifiers on retry.
     pub on_retry: Vec<String>,
+    /// Assets it declares it writes (templates).
+    pub produces: Vec<String>,
+    /// Assets it declares it reads (templates).
+    pub consumes: Vec<String>,
     /// What it does.
     pub step: Step,
 }
@@ -156,7 +161,17 @@ impl Dag {
 
     /// The schedule, if any.
     pub fn schedule(&self) -> Option<&Schedule> {
-        self.spec.schedule.as_ref()
+        self.spec.schedule.as_ref().and_then(ScheduleSpec::cron)
+    }
+
+    /// The assets whose updates run this DAG, if it is scheduled on assets.
+    pub fn asset_condition(&self) -> Option<&AssetCondition> {
+        self.spec.schedule.as_ref().and_then(ScheduleSpec::assets)
+    }
+
+    /// The file trigger (`schedule: {files: …}`), if any.
+    pub fn file_trigger(&self) -> Option<&ScheduleRule> {
+        self.spec.schedule.as_ref().and_then(ScheduleSpec::files)
     }
 
     /// The graph node of a task.
@@ -359,6 +374,8 @@ fn build(spec: DagSpec, (graph, nodes): TaskGraph) -> Dag {
                 .clone()
                 .or_else(|| d.on_retry.clone())
                 .unwrap_or_default(),
+            produces: c.produces.clone(),
+            consumes: c.consumes.clone(),
             step: t.step.clone(),
         };
         tasks.insert(id.clone(), task);

@@ -13,9 +13,9 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::asset::{AssetSpec, ScheduleSpec};
 use crate::date::DateSpec;
 use crate::duration::Duration;
-use crate::schedule::Schedule;
 use crate::text::{Text, one_or_many};
 use crate::timezone::TzName;
 use crate::trigger::TriggerRule;
@@ -29,9 +29,10 @@ pub struct DagSpec {
     /// What the DAG does, shown in the UI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Cron expression or alias; absent or null = manual/backfill only.
+    /// Cron expression or alias, or a rule with `cron`, `assets` or `files`; absent or null =
+    /// manual/backfill only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
+    pub schedule: Option<ScheduleSpec>,
     /// IANA time zone the schedule and dates are read in (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<TzName>,
@@ -70,6 +71,9 @@ pub struct DagSpec {
     /// Task fields applied to every task that does not set them.
     #[serde(default)]
     pub defaults: TaskDefaults,
+    /// What this DAG says of assets it writes: description, freshness.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub assets: IndexMap<String, AssetSpec>,
     /// Notifiers (configuration names) told once when a run fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<String>,
@@ -199,6 +203,23 @@ pub struct TaskCommon {
     /// Notifiers told when this task is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_retry: Option<Vec<String>>,
+    /// Assets this task writes, besides those its step records by itself (templates allowed):
+    /// `connection.schema.table` or a location.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(schema_with = "crate::schema::one_or_many_strings")]
+    pub produces: Vec<String>,
+    /// Assets this task reads, besides those its step records by itself.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(schema_with = "crate::schema::one_or_many_strings")]
+    pub consumes: Vec<String>,
 }
 
 /// `foreach`: the items of a mapped task.

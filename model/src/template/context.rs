@@ -38,6 +38,9 @@ pub struct RenderContext {
     pub tasks: serde_json::Map<String, serde_json::Value>,
     /// Allowed environment variables.
     pub env: serde_json::Map<String, serde_json::Value>,
+    /// What made a run from assets or files: `{kind, events, assets}` or `{kind, files}`
+    /// (null for other runs).
+    pub trigger: serde_json::Value,
 }
 
 impl RenderContext {

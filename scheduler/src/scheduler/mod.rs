@@ -30,6 +30,7 @@ use crate::plan::due_intervals;
 use weir_ops::runs::new_run;
 use weir_ops::versions::{Version, Versions};
 
+mod assets;
 mod reap;
 mod retention;
 mod runs;
@@ -177,6 +178,7 @@ impl Scheduler {
             self.apply_retention(now).await?;
             self.next_scan = Some(weir_model::duration::later(now, self.cfg.scan_interval));
         }
+        self.create_asset_runs(now, &mut pass).await?;
         let mut usage = None;
         let active = self.store.active_runs().await?;
         // Retries belong to unfinished runs, so their next due time comes with them; a full
@@ -322,6 +324,10 @@ impl Scheduler {
             }
             let version = self.dag_version(row.version_id).await?;
             let dag = &version.dag;
+            // A cron schedule with assets runs from its asset updates (`create_asset_runs`).
+            if dag.asset_condition().is_some() {
+                continue;
+            }
             // No more scheduled runs than may be active: a long catch-up creates runs as
             // earlier ones finish, instead of filling the database ahead of them.
             let room = i64::from(dag.spec.max_active_runs)

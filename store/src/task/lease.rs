@@ -96,6 +96,8 @@ pub struct Completion {
     /// tasks depend on it. Otherwise the scheduler is woken only when the run has instances
     /// waiting for a decision or none left unfinished (its periodic pass covers the rest).
     pub wake: bool,
+    /// Assets the try wrote and read, recorded with its success (ignored otherwise).
+    pub assets: Vec<crate::asset::AssetRecord>,
 }
 
 impl Store {
@@ -229,7 +231,12 @@ impl Store {
             // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
             Db::Postgres(pool) => {
                 let c = CompletionArrays::new(cs, &outputs)?;
-                sqlx::query_as::<_, (i64, bool)>(
+                // Tries with asset events: the same statement and their events in one
+                // transaction (the common batch, without events, stays one statement).
+                let with_assets = cs
+                    .iter()
+                    .any(|c| c.state == TaskState::Success && !c.assets.is_empty());
+                let query = sqlx::query_as::<_, (i64, bool)>(
                     "WITH c AS (
                          SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[], $9::bool[])
                              AS c(id, worker_id, try_number, state, outputs, error, due_at, give_back, wake)),
@@ -292,15 +299,44 @@ impl Store {
                 .bind(c.note_runs)
                 .bind(c.note_payloads)
                 .bind(SCHEDULER_CHANNEL) // $20
-                .bind(self.notify_origin()) // $21
-                .fetch_all(pool)
-                .await?
+                .bind(self.notify_origin()); // $21
+                if with_assets {
+                    let mut tx = pool.begin_write().await?;
+                    let mut recorded = query.fetch_all(&mut *tx).await?;
+                    let mut queued = 0;
+                    for c in cs.iter().filter(|c| c.state == TaskState::Success) {
+                        if recorded.iter().any(|(id, _)| *id == c.ti_id) {
+                            queued += crate::asset::insert_try_events!(
+                                tx,
+                                c.ti_id,
+                                c.try_number,
+                                &c.assets,
+                                now
+                            );
+                        }
+                    }
+                    if queued > 0 {
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(SCHEDULER_CHANNEL)
+                            .bind(self.notify_origin())
+                            .execute(&mut *tx)
+                            .await?;
+                        for r in &mut recorded {
+                            r.1 = true;
+                        }
+                    }
+                    tx.commit().await?;
+                    recorded
+                } else {
+                    query.fetch_all(pool).await?
+                }
             }
             // One transaction, one commit for all.
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 let mut recorded = Vec::new();
                 let mut runs = Vec::new();
+                let mut asset_queued = false;
                 for (c, outputs) in cs.iter().zip(&outputs) {
                     let run_id = sqlx::query_scalar::<_, String>(
                         "UPDATE weir_task_instances SET state = $4, ended_at = $5, outputs = COALESCE($6, outputs), error = $7,
@@ -322,6 +358,17 @@ impl Store {
                     if let Some(run_id) = run_id {
                         insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
                         insert_notifications!(tx, c.notify, now);
+                        if c.state == TaskState::Success
+                            && crate::asset::insert_try_events!(
+                                tx,
+                                c.ti_id,
+                                c.try_number,
+                                &c.assets,
+                                now
+                            ) > 0
+                        {
+                            asset_queued = true;
+                        }
                         recorded.push((c.ti_id, c.wake));
                         if !c.wake && !runs.contains(&run_id) {
                             runs.push(run_id);
@@ -344,7 +391,7 @@ impl Store {
                     }
                 }
                 tx.commit().await?;
-                if run_needs {
+                if run_needs || asset_queued {
                     for r in &mut recorded {
                         r.1 = true;
                     }

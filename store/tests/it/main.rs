@@ -1,5 +1,7 @@
 //! The store's behaviour, on SQLite and Postgres with the same test bodies.
 
+mod migrations;
+
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
@@ -40,6 +42,7 @@ fn new_run(version_id: i64, logical: &str, tasks: usize) -> NewRun {
         data_interval_end: t(logical),
         params: serde_json::json!({"x": 1}),
         timezone: "UTC".into(),
+        triggered_by: None,
         tasks: (0..tasks)
             .map(|i| NewTaskInstance {
                 task_id: format!("t{i:02}"),
@@ -297,6 +300,7 @@ per_backend!(
             due_at: None,
             log: vec![line("stdout", "printed after the lease expired", later)],
             give_back_try: false,
+            assets: Vec::new(),
             notify: notice("from a try whose lease is lost"),
             wake: true,
         };
@@ -376,6 +380,7 @@ per_backend!(
                 line("weir", "succeeded (1 output(s))", now),
             ],
             give_back_try: false,
+            assets: Vec::new(),
             notify: Vec::new(),
             wake: true,
         };
@@ -754,6 +759,7 @@ per_backend!(
             due_at: None,
             log: vec![line("stdout", text, now)],
             give_back_try: false,
+            assets: Vec::new(),
             notify: Vec::new(),
             wake: true,
         };
@@ -970,6 +976,7 @@ per_backend!(
             due_at: None,
             log: Vec::new(),
             give_back_try: false,
+            assets: Vec::new(),
             notify: Vec::new(),
             wake,
         };

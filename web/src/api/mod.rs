@@ -154,6 +154,8 @@ fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(mark_run))
         .routes(routes!(task_logs))
         .routes(routes!(audit_log))
+        .routes(routes!(list_assets))
+        .routes(routes!(record_asset_event, list_asset_events))
 }
 
 /// The API's routes, with `/openapi.json`.
@@ -245,11 +247,13 @@ fn page<T: Serialize>(
     res
 }
 
+mod assets;
 mod audit;
 mod dags;
 mod logs;
 mod runs;
 
+pub(crate) use assets::*;
 pub(crate) use audit::*;
 pub(crate) use dags::*;
 pub(crate) use logs::*;

@@ -313,6 +313,7 @@ async fn the_task_page_shows_checks_outputs_and_the_log_of_a_try() {
                     at: now,
                 }],
                 give_back_try: false,
+                assets: Vec::new(),
                 notify: Vec::new(),
                 wake: false,
             },

@@ -52,6 +52,14 @@ fn routes(run: &str) -> Vec<(Method, String, Option<Value>, Role)> {
             Role::Viewer,
         ),
         r(Method::GET, "/audit", None, Role::Admin),
+        r(Method::GET, "/assets", None, Role::Viewer),
+        r(
+            Method::POST,
+            "/assets/events",
+            Some(json!({"asset": "warehouse.public.orders", "rows": 3})),
+            Role::Operator,
+        ),
+        r(Method::GET, "/assets/events", None, Role::Viewer),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! One executor per step kind. Each takes a rendered step and returns a [`TaskOutcome`].
 
+pub mod assets;
 pub(crate) mod db;
 pub mod export;
 pub mod guard;

@@ -10,7 +10,7 @@ use weir_model::clock::Clock;
 use weir_model::dag::Task;
 use weir_model::{Dag, TaskState};
 use weir_notify::try_notifications;
-use weir_store::{ClaimedTask, Completion, NewLogLine, RunRow, Store};
+use weir_store::{AssetRecord, ClaimedTask, Completion, NewLogLine, RunRow, Store};
 
 use super::Worker;
 use crate::error::{Result, WorkerError};
@@ -76,6 +76,7 @@ impl Worker {
         owner: Option<(&Dag, &Task, &RunRow)>,
         wait_limit: Option<Duration>,
         log: Vec<NewLogLine>,
+        assets: Vec<AssetRecord>,
     ) -> Result<()> {
         let now = self.clock.now();
         let mut give_back_try = false;
@@ -176,6 +177,7 @@ impl Worker {
             log,
             give_back_try,
             notify,
+            assets,
             // A success with nothing downstream changes no decision (unless the run is then
             // over or has instances waiting: the store checks those).
             wake: state != TaskState::Success

@@ -1,0 +1,411 @@
+//! Assets end to end, on both metadata backends: what steps record by themselves, and DAGs
+//! scheduled on assets (`all`, `any`, with cron, from an external event).
+
+use weir_model::clock::Clock;
+use weir_model::{RunState, RunType};
+use weir_store::{ExternalEvent, RunRow};
+use weir_testkit::engine::Engine;
+use weir_testkit::{DataBackend, TestDataDb, per_backend};
+
+use crate::data::engine_with;
+
+/// A producer loading two tables of connection `wh` (SQLite: schema `main`), and a `sql` task
+/// whose target is inferred.
+fn producer(dir: &std::path::Path) -> String {
+    std::fs::write(dir.join("orders.csv"), "id,amount\n1,10\n2,20\n3,30\n").expect("csv");
+    std::fs::write(dir.join("customers.csv"), "id,name\n1,Ada\n2,Grace\n").expect("csv");
+    format!(
+        r#"id: producer
+tasks:
+  schema:
+    kind: migrate
+    conn: wh
+    dir: migrations
+  orders:
+    kind: load
+    source: {{file: "{d}/orders.csv"}}
+    target: {{conn: wh, table: orders}}
+    columns: {{id: {{type: int}}, amount: {{type: int}}}}
+    mode: replace
+  customers:
+    kind: load
+    source: {{file: "{d}/customers.csv"}}
+    target: {{conn: wh, table: customers}}
+    mode: replace
+  summary:
+    kind: sql
+    depends_on: [orders, customers]
+    conn: wh
+    sql:
+      - "DROP TABLE IF EXISTS summary"
+      - "CREATE TABLE summary AS SELECT c.name, sum(o.amount) AS total FROM orders o JOIN customers c ON c.id = o.id GROUP BY c.name"
+"#,
+        d = dir.display()
+    )
+}
+
+/// A consumer scheduled on `schedule`, printing what triggered it.
+fn consumer(id: &str, schedule: &str) -> String {
+    format!(
+        r#"id: {id}
+schedule: {schedule}
+start_date: 2024-02-01
+tasks:
+  report:
+    kind: shell
+    run: |
+      echo "events={{{{ trigger.events | length }}}}" >> "$WEIR_OUTPUT"
+      echo "keys={{% for e in trigger.events | sort(attribute='asset_key') %}}{{{{ e.asset_key }}}},{{% endfor %}}" >> "$WEIR_OUTPUT"
+      echo "runs={{% for e in trigger.events %}}{{{{ e.run_id }}}},{{% endfor %}}" >> "$WEIR_OUTPUT"
+"#
+    )
+}
+
+const MIGRATION: (&str, &str) = (
+    "migrations/0001_first.sql",
+    "CREATE TABLE IF NOT EXISTS t (id INTEGER);",
+);
+
+const BOTH: &str = "{assets: [wh.main.orders, wh.main.customers]}";
+
+async fn runs_of(engine: &Engine, dag_id: &str) -> Vec<RunRow> {
+    let mut runs = engine
+        .store
+        .list_runs(&weir_store::RunFilter {
+            dag_id: Some(dag_id.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("runs");
+    runs.sort_by_key(|r| r.logical_date);
+    runs
+}
+
+async fn produce(engine: &mut Engine) -> RunRow {
+    engine.clock.advance(chrono::Duration::seconds(5));
+    let run = engine.trigger("producer", serde_json::json!({})).await;
+    let done = engine.drive(&run.run_id).await;
+    assert_eq!(
+        done.state,
+        RunState::Success,
+        "{:?}",
+        engine.tasks(&run.run_id).await
+    );
+    done
+}
+
+async fn output(engine: &Engine, run: &RunRow, key: &str) -> String {
+    let tis = engine.tasks(&run.run_id).await;
+    let report = tis.iter().find(|t| t.task_id == "report").expect("report");
+    report
+        .outputs
+        .as_ref()
+        .and_then(|o| o.get(key))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+per_backend!(steps_record_what_they_write_and_read, |meta: TestDb| {
+    let data = TestDataDb::new(DataBackend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut engine = engine_with(
+        &data,
+        &meta,
+        &[("producer.yaml", &producer(dir.path())), MIGRATION],
+    )
+    .await;
+    let run = produce(&mut engine).await;
+    let events = engine
+        .store
+        .run_asset_events(&run.run_id)
+        .await
+        .expect("events");
+    let find = |key: &str, access: &str| {
+        events
+            .iter()
+            .find(|e| e.asset_key == key && e.access == access)
+            .unwrap_or_else(|| panic!("no {access} of {key} in {events:#?}"))
+    };
+    let orders = find("wh.main.orders", "write");
+    assert_eq!(orders.rows_written, Some(3));
+    assert_eq!(orders.task_id.as_deref(), Some("orders"));
+    assert_eq!(orders.try_number, Some(1));
+    assert_eq!(orders.interval_start, Some(run.data_interval_start));
+    assert_eq!(find("wh.main.customers", "write").rows_written, Some(2));
+    let file = format!("file://{}/orders.csv", dir.path().display());
+    assert_eq!(find(&file, "read").task_id.as_deref(), Some("orders"));
+    // The SQL's target and sources, from its text.
+    assert_eq!(
+        find("wh.main.summary", "write").task_id.as_deref(),
+        Some("summary")
+    );
+    assert_eq!(
+        find("wh.main.orders", "read").task_id.as_deref(),
+        Some("summary")
+    );
+    assert_eq!(
+        find("wh.main.customers", "read").task_id.as_deref(),
+        Some("summary")
+    );
+    // A migration that applied a file writes its history table.
+    let history = find("wh.main.weir_schema_history", "write");
+    assert_eq!(
+        history.details.as_deref(),
+        Some(r#"{"applied":"1","version":"1"}"#)
+    );
+    assert_eq!(events.len(), 8, "{events:#?}");
+    // Run again, it applies nothing and writes nothing.
+    let again = produce(&mut engine).await;
+    let events = engine
+        .store
+        .run_asset_events(&again.run_id)
+        .await
+        .expect("events");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.asset_key.ends_with("weir_schema_history")),
+        "{events:#?}"
+    );
+});
+
+per_backend!(
+    a_consumer_of_all_runs_once_both_were_updated,
+    |meta: TestDb| {
+        let data = TestDataDb::new(DataBackend::Sqlite).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = [
+            ("producer.yaml", producer(dir.path())),
+            (MIGRATION.0, MIGRATION.1.to_owned()),
+            ("consumer.yaml", consumer("consumer", BOTH)),
+        ];
+        let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let mut engine = engine_with(&data, &meta, &files).await;
+        engine.tick().await;
+        assert!(runs_of(&engine, "consumer").await.is_empty());
+        // One of the two updated: not yet.
+        engine
+            .store
+            .record_external_event(
+                &ExternalEvent {
+                    key: "wh.main.orders".into(),
+                    source: "api",
+                    ..Default::default()
+                },
+                engine.clock.now(),
+            )
+            .await
+            .expect("event");
+        engine.tick().await;
+        assert!(runs_of(&engine, "consumer").await.is_empty());
+        let produced = produce(&mut engine).await;
+        engine.tick().await;
+        engine.tick().await;
+        let runs = runs_of(&engine, "consumer").await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let run = engine.drive(&runs[0].run_id).await;
+        assert_eq!(run.state, RunState::Success);
+        assert_eq!(run.run_type, RunType::Assets);
+        // The external update of orders and the producer's two.
+        assert_eq!(output(&engine, &run, "events").await, "3");
+        assert_eq!(
+            output(&engine, &run, "keys").await,
+            "wh.main.customers,wh.main.orders,wh.main.orders,"
+        );
+        assert!(
+            output(&engine, &run, "runs")
+                .await
+                .contains(&produced.run_id)
+        );
+        // Its data interval is the producer run's.
+        assert_eq!(run.data_interval_start, produced.data_interval_start);
+        // Nothing more without new updates.
+        engine.tick().await;
+        engine.tick().await;
+        assert_eq!(runs_of(&engine, "consumer").await.len(), 1);
+        // Another producer run: exactly one more.
+        produce(&mut engine).await;
+        engine.tick().await;
+        assert_eq!(runs_of(&engine, "consumer").await.len(), 2);
+    }
+);
+
+per_backend!(a_consumer_of_any_runs_on_each_update, |meta: TestDb| {
+    let data = TestDataDb::new(DataBackend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = [
+        ("producer.yaml", producer(dir.path())),
+        (MIGRATION.0, MIGRATION.1.to_owned()),
+        (
+            "consumer.yaml",
+            consumer(
+                "eager",
+                "{assets: {any: [wh.main.orders, wh.main.customers]}}",
+            ),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let mut engine = engine_with(&data, &meta, &files).await;
+    produce(&mut engine).await;
+    engine.tick().await;
+    let runs = runs_of(&engine, "eager").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in &runs {
+        let done = engine.drive(&run.run_id).await;
+        assert_eq!(output(&engine, &done, "events").await, "1");
+    }
+    let keys: Vec<String> = {
+        let mut k = Vec::new();
+        for run in &runs {
+            k.push(output(&engine, run, "keys").await);
+        }
+        k.sort();
+        k
+    };
+    assert_eq!(keys, ["wh.main.customers,", "wh.main.orders,"]);
+    engine.tick().await;
+    assert_eq!(runs_of(&engine, "eager").await.len(), 2);
+});
+
+per_backend!(cron_and_assets_wait_for_both, |meta: TestDb| {
+    let data = TestDataDb::new(DataBackend::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = [
+        ("producer.yaml", producer(dir.path())),
+        (MIGRATION.0, MIGRATION.1.to_owned()),
+        (
+            "consumer.yaml",
+            consumer(
+                "daily",
+                "{cron: \"0 6 * * *\", assets: [wh.main.orders, wh.main.customers]}",
+            ),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    // The clock starts at 2024-03-01T12:00Z: the interval of 02-29 06:00 is due, without data.
+    let mut engine = engine_with(&data, &meta, &files).await;
+    engine.tick().await;
+    assert!(runs_of(&engine, "daily").await.is_empty());
+    produce(&mut engine).await;
+    engine.tick().await;
+    let runs = runs_of(&engine, "daily").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].run_type, RunType::Scheduled);
+    assert_eq!(
+        runs[0].logical_date,
+        weir_testkit::engine::t("2024-02-29T06:00:00Z")
+    );
+    let done = engine.drive(&runs[0].run_id).await;
+    assert_eq!(output(&engine, &done, "events").await, "2");
+    // Data again the same day: the next run waits for the next tick.
+    produce(&mut engine).await;
+    engine.tick().await;
+    assert_eq!(runs_of(&engine, "daily").await.len(), 1);
+    engine
+        .clock
+        .set(weir_testkit::engine::t("2024-03-02T06:30:00Z"));
+    engine.tick().await;
+    let runs = runs_of(&engine, "daily").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        runs[1].logical_date,
+        weir_testkit::engine::t("2024-03-01T06:00:00Z")
+    );
+    // A tick with no new data creates nothing.
+    engine
+        .clock
+        .set(weir_testkit::engine::t("2024-03-03T06:30:00Z"));
+    engine.tick().await;
+    assert_eq!(runs_of(&engine, "daily").await.len(), 2);
+});
+
+/// An external system records an update through the API (the CLI in remote mode) and the
+/// DAG scheduled on that asset runs; a viewer may not, and a bad key is refused by name.
+#[test]
+fn an_external_update_through_the_api_runs_the_consumer() {
+    use crate::remote::{remote, token_for};
+    use crate::{Standalone, examples_copy, stderr, stdout};
+    let server_dir = examples_copy();
+    std::fs::write(
+        server_dir.path().join("dags/on_landing.yaml"),
+        consumer("on_landing", "{assets: {any: [lake.public.landed]}}"),
+    )
+    .expect("dag");
+    let standalone = Standalone::start(server_dir.path());
+    let operator = token_for(server_dir.path(), "ops", "operator");
+    let viewer = token_for(server_dir.path(), "watcher", "viewer");
+    let here = tempfile::tempdir().expect("tempdir");
+    let touch = |token: &str, key: &str| {
+        remote(
+            here.path(),
+            &standalone.url,
+            token,
+            &[
+                "assets",
+                "touch",
+                key,
+                "--rows",
+                "42",
+                "--interval-start",
+                "2024-03-01",
+                "--interval-end",
+                "2024-03-02",
+            ],
+        )
+    };
+    let o = touch(&viewer, "lake.public.landed");
+    assert_ne!(o.status.code(), Some(0), "a viewer recorded an event");
+    let o = touch(&operator, "lake.landed");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("asset `lake.landed` has 2 dot-separated names"),
+        "{}",
+        stderr(&o)
+    );
+    let o = touch(&operator, "lake.public.landed");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("recorded an update of lake.public.landed"));
+    // The consumer's run comes from the scheduler of the running weir.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runs = loop {
+        let o = remote(
+            here.path(),
+            &standalone.url,
+            &operator,
+            &["runs", "list", "on_landing", "--json"],
+        );
+        let runs: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+        if runs
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["state"] == "success"))
+        {
+            break runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no successful run of on_landing: {runs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let runs = runs.as_array().expect("list");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["run_type"], "assets", "{runs:?}");
+    assert!(
+        runs[0]["data_interval_start"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("2024-03-01")),
+        "{runs:?}"
+    );
+    // The event is listed with its counts, and the audit log names who recorded it.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["assets", "events", "lake.public.landed", "--json"])
+        .current_dir(server_dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .output()
+        .expect("weir");
+    let events: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(events[0]["rows_written"], 42, "{events}");
+    assert_eq!(events[0]["source"], "api", "{events}");
+}
