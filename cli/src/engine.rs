@@ -112,6 +112,7 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
             "retention.keep_runs",
         )?),
         notify: notify_config(config),
+        stores: weir_storage::Stores::new(config.store_conns()),
     })
 }
 

@@ -288,6 +288,49 @@ impl Store {
         events: &[i64],
         now: DateTime<Utc>,
     ) -> Result<Option<RunRow>> {
+        self.create_run_taking(new, events, &[], now).await
+    }
+
+    /// Creates a run like [`Store::create_run`] for the objects `files` (location, version)
+    /// that arrived where the DAG watches, recording them in the same transaction: if one of
+    /// them already made a run (another scheduler, an earlier pass), nothing is created and
+    /// `None` is returned.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn create_run_for_files(
+        &self,
+        new: &NewRun,
+        files: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRow>> {
+        self.create_run_taking(new, &[], files, now).await
+    }
+
+    /// The objects (location, version) that made runs of `dag_id`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn triggered_files(
+        &self,
+        dag_id: &str,
+    ) -> Result<std::collections::HashSet<(String, String)>> {
+        let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT location, version FROM weir_file_triggers WHERE dag_id = $1")
+                .bind(dag_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn create_run_taking(
+        &self,
+        new: &NewRun,
+        events: &[i64],
+        files: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRow>> {
         let run_id = run_id_for(&new.dag_id, new.logical_date);
         let params = serde_json::to_string(&new.params)?;
         let triggered_by = new
@@ -313,6 +356,24 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(None);
             }
+            for (location, version) in files {
+                let taken = sqlx::query(
+                    "INSERT INTO weir_file_triggers (dag_id, location, version, run_id, seen_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&new.dag_id)
+                .bind(location)
+                .bind(version)
+                .bind(&run_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if taken == 0 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            }
             let inserted = sqlx::query(
                 "INSERT INTO weir_runs (run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start,
                      data_interval_end, params, created_at, timezone, triggered_by)
@@ -333,7 +394,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if inserted == 0 && !events.is_empty() {
+            if inserted == 0 && !(events.is_empty() && files.is_empty()) {
                 tx.rollback().await?;
                 return Ok(None);
             }

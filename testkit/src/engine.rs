@@ -175,6 +175,7 @@ pub fn scheduler_config(dir: &Path) -> SchedulerConfig {
         scan_interval: Duration::from_secs(2),
         keep_runs: None,
         notify: weir_notify::NotifyConfig::default(),
+        stores: weir_storage::Stores::default(),
     }
 }
 

@@ -7,6 +7,7 @@ mod claim;
 mod data;
 mod engine;
 mod exactly_once;
+mod file_triggers;
 mod http;
 mod notify;
 mod pages;

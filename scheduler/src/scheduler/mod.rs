@@ -31,6 +31,7 @@ use weir_ops::runs::new_run;
 use weir_ops::versions::{Version, Versions};
 
 mod assets;
+mod files;
 mod reap;
 mod retention;
 mod runs;
@@ -63,6 +64,8 @@ pub struct SchedulerConfig {
     pub keep_runs: Option<Duration>,
     /// Notifiers, the SMTP relay and the web UI's address for links.
     pub notify: NotifyConfig,
+    /// The stores DAGs scheduled on `files` are listed on.
+    pub stores: weir_storage::Stores,
 }
 
 /// What one pass did.
@@ -108,6 +111,10 @@ pub struct Scheduler {
     /// Workers whose database session was seen ended, and since when (a cache: a restarted
     /// scheduler starts the wait again, which only delays).
     sessions_ended: HashMap<String, DateTime<Utc>>,
+    /// When each DAG on files is listed next (a cache: a restarted scheduler lists at once).
+    file_polls: HashMap<String, DateTime<Utc>>,
+    /// The last listing error of each DAG on files, said once until it changes.
+    file_problems: HashMap<String, String>,
 }
 
 impl Scheduler {
@@ -123,6 +130,8 @@ impl Scheduler {
             folder_problem: None,
             db_ok_since: Some(clock.now()),
             sessions_ended: HashMap::new(),
+            file_polls: HashMap::new(),
+            file_problems: HashMap::new(),
             clock,
         }
     }
@@ -174,6 +183,7 @@ impl Scheduler {
                 }
             }
             self.create_scheduled_runs(now, &mut pass).await?;
+            self.create_file_runs(now, &mut pass).await?;
             self.reap_expired(now, &mut pass).await?;
             self.apply_retention(now).await?;
             self.next_scan = Some(weir_model::duration::later(now, self.cfg.scan_interval));

@@ -1089,3 +1089,76 @@ per_backend!(
         assert_eq!(newer, other);
     }
 );
+
+per_backend!(
+    an_arrived_file_or_a_queued_update_makes_one_run,
+    |db: TestDb| {
+        let v = version(&db.store).await;
+        let now = t("2024-01-02T00:00:00Z");
+        let file = [("s3://lake/in/a.csv".to_owned(), "etag-1".to_owned())];
+        let first = db
+            .store
+            .create_run_for_files(&new_run(v, "2024-01-01T00:00:00Z", 1), &file, now)
+            .await
+            .expect("create");
+        assert!(first.is_some());
+        // Another scheduler, at another logical date, for the same object version: nothing.
+        let second = db
+            .store
+            .create_run_for_files(&new_run(v, "2024-01-01T00:00:01Z", 1), &file, now)
+            .await
+            .expect("create");
+        assert!(second.is_none());
+        assert!(
+            db.store.run("d__2024-01-01T00:00:01Z").await.is_err(),
+            "rolled back"
+        );
+        // A new version of the object is a new arrival.
+        let newer = [("s3://lake/in/a.csv".to_owned(), "etag-2".to_owned())];
+        assert!(
+            db.store
+                .create_run_for_files(&new_run(v, "2024-01-01T00:00:02Z", 1), &newer, now)
+                .await
+                .expect("create")
+                .is_some()
+        );
+        // Queued asset updates are taken once: the second run of the same events is not created.
+        let spec = dag("id: d\nschedule: {assets: [w.public.t]}\ntasks:\n  a: {kind: noop}\n").spec;
+        let v2 = db
+            .store
+            .sync_dag("dags/d.yaml", &spec, "", &Default::default(), now)
+            .await
+            .expect("sync");
+        let event = weir_store::ExternalEvent {
+            key: "w.public.t".into(),
+            source: "api",
+            ..Default::default()
+        };
+        let id = db
+            .store
+            .record_external_event(&event, now)
+            .await
+            .expect("event");
+        let queued = db.store.queued_events("d").await.expect("queued");
+        assert_eq!(queued.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+        let made = db
+            .store
+            .create_run_consuming(&new_run(v2, "2024-01-03T00:00:00Z", 1), &[id], now)
+            .await
+            .expect("create");
+        assert!(made.is_some());
+        let again = db
+            .store
+            .create_run_consuming(&new_run(v2, "2024-01-03T00:00:01Z", 1), &[id], now)
+            .await
+            .expect("create");
+        assert!(again.is_none());
+        assert!(
+            db.store
+                .queued_events("d")
+                .await
+                .expect("queued")
+                .is_empty()
+        );
+    }
+);
