@@ -394,6 +394,32 @@ pub struct AssetSpec {
     pub notify: Option<Vec<String>>,
 }
 
+/// What a run's deadline counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineReference {
+    /// The end of the run's data interval (a daily run for Monday: Tuesday 00:00).
+    DataIntervalEnd,
+    /// The run's logical date.
+    LogicalDate,
+    /// When the run was created.
+    QueuedAt,
+}
+
+/// A run must have finished `within` of its `reference`, or the notifiers are told (once per
+/// run; the run itself goes on).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deadline {
+    /// What the deadline counts from.
+    pub reference: DeadlineReference,
+    /// How long after it the run must have finished.
+    pub within: Duration,
+    /// Notifiers told when a run misses it (default: the DAG's `on_failure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<String>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

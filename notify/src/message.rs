@@ -47,9 +47,21 @@ impl Rendered {
                     n.dag_id, n.ds
                 )
             }
+            (NoticeEvent::AssetStale, _) => format!(
+                "weir: asset {} is stale (declared by {})",
+                n.asset.as_deref().unwrap_or("?"),
+                n.dag_id
+            ),
+            (NoticeEvent::DeadlineMissed, _) => {
+                format!("weir: {} missed its deadline ({})", n.dag_id, n.ds)
+            }
             (_, None) => format!("weir: {} {} ({})", n.dag_id, n.event.as_str(), n.ds),
         };
         let path = match (&n.task_id, n.try_number) {
+            _ if n.asset.is_some() => format!(
+                "/assets/{}",
+                weir_model::text::url_segment(n.asset.as_deref().unwrap_or_default())
+            ),
             (Some(t), Some(try_number)) => format!(
                 "/runs/{}/tasks/{}?try={try_number}",
                 weir_model::text::url_segment(&n.run_id),
@@ -60,9 +72,21 @@ impl Rendered {
         let url = format!("{base_url}{path}");
         let loads = load_counts(tasks);
         let mut body = String::new();
+        if let Some(asset) = &n.asset {
+            let _ = writeln!(body, "Asset: {asset}");
+        }
+        if let Some(since) = n.late_since {
+            let _ = writeln!(
+                body,
+                "Late since: {}",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
         let _ = writeln!(body, "DAG:   {}", n.dag_id);
-        let _ = writeln!(body, "Run:   {}", n.run_id);
-        let _ = writeln!(body, "ds:    {}", n.ds);
+        if !n.run_id.is_empty() {
+            let _ = writeln!(body, "Run:   {}", n.run_id);
+            let _ = writeln!(body, "ds:    {}", n.ds);
+        }
         if let Some(t) = &task {
             let _ = writeln!(body, "Task:  {t} ({tries})");
         }
@@ -304,6 +328,8 @@ mod tests {
             max_tries: Some(3),
             error: Some("exit code 1\nsecond line".into()),
             at: "2024-01-02T06:00:00Z".parse().unwrap(),
+            asset: None,
+            late_since: None,
         }
     }
 

@@ -23,6 +23,10 @@ pub enum NoticeEvent {
     TaskFailed,
     /// A task's try failed and another try will follow (the task's `on_retry`).
     TaskRetry,
+    /// An asset declared with `freshness` was not updated in time.
+    AssetStale,
+    /// A run had not finished by its DAG's `deadline`.
+    DeadlineMissed,
 }
 
 impl NoticeEvent {
@@ -34,6 +38,8 @@ impl NoticeEvent {
             NoticeEvent::RunSucceeded => "run_succeeded",
             NoticeEvent::TaskFailed => "task_failed",
             NoticeEvent::TaskRetry => "task_retry",
+            NoticeEvent::AssetStale => "asset_stale",
+            NoticeEvent::DeadlineMissed => "deadline_missed",
         }
     }
 }
@@ -68,6 +74,12 @@ pub struct Notice {
     pub error: Option<String>,
     /// When it happened.
     pub at: DateTime<Utc>,
+    /// `asset_stale`: the asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    /// `asset_stale`, `deadline_missed`: since when it is late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<DateTime<Utc>>,
 }
 
 impl Notice {
@@ -91,6 +103,8 @@ impl Notice {
             max_tries: None,
             error,
             at,
+            asset: None,
+            late_since: None,
         }
     }
 

@@ -73,6 +73,8 @@ pub struct RunRow {
     pub timezone: String,
     /// What made it (a run from assets or files): the events or objects, a JSON list.
     pub triggered_by: Option<serde_json::Value>,
+    /// When it was found past its DAG's `deadline`, if it was.
+    pub deadline_missed_at: Option<DateTime<Utc>>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Went running.
@@ -131,6 +133,7 @@ struct RawRun {
     params: String,
     timezone: String,
     triggered_by: Option<String>,
+    deadline_missed_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -150,6 +153,7 @@ impl TryFrom<RawRun> for RunRow {
                 .as_deref()
                 .map(serde_json::from_str)
                 .transpose()?,
+            deadline_missed_at: r.deadline_missed_at,
             run_id: r.run_id,
             dag_id: r.dag_id,
             version_id: r.version_id,
@@ -171,7 +175,7 @@ impl TryFrom<RawRun> for RunRow {
 /// and its next retry's due time (an `up_for_retry` instance always belongs to an unfinished
 /// run).
 pub(crate) const ACTIVE_RUNS_SQL: &str = "SELECT r.run_id, r.dag_id, r.version_id, r.run_type, r.state, r.logical_date,
-         r.data_interval_start, r.data_interval_end, r.params, r.timezone, r.triggered_by, r.created_at, r.started_at,
+         r.data_interval_start, r.data_interval_end, r.params, r.timezone, r.triggered_by, r.deadline_missed_at, r.created_at, r.started_at,
          r.ended_at,
          EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id AND t.state = 'scheduled') AS any_scheduled,
          EXISTS (SELECT 1 FROM weir_task_instances t WHERE t.run_id = r.run_id
@@ -183,7 +187,7 @@ pub(crate) const LAST_SCHEDULED_SQL: &str =
     "SELECT MAX(logical_date) FROM weir_runs WHERE dag_id = $1 AND run_type = 'scheduled'";
 
 const RUN_COLUMNS: &str = "run_id, dag_id, version_id, run_type, state, logical_date, data_interval_start, \
-     data_interval_end, params, timezone, triggered_by, created_at, started_at, ended_at";
+     data_interval_end, params, timezone, triggered_by, deadline_missed_at, created_at, started_at, ended_at";
 
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]

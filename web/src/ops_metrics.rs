@@ -142,6 +142,7 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
         store.live_workers(),
         store.schedulers(now - STALE_SCHEDULER),
     )?;
+    let (freshness, misses) = tokio::try_join!(store.freshness(), store.deadline_misses())?;
     let mut out = String::new();
     gauge(
         &mut out,
@@ -181,6 +182,29 @@ async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Respon
         "Slots of each live worker.",
         "worker",
         &slots,
+    );
+    let stale: Vec<(String, f64)> = freshness
+        .iter()
+        .map(|f| {
+            let late = f.stale_since.map_or(0.0, |since| {
+                (now - since).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            (f.asset_key.clone(), late)
+        })
+        .collect();
+    gauge(
+        &mut out,
+        "weir_asset_late_seconds",
+        "How long each asset declared with `freshness` has been stale (0: fresh).",
+        "asset",
+        &stale,
+    );
+    gauge(
+        &mut out,
+        "weir_deadline_misses",
+        "Runs that missed their DAG's deadline, by DAG.",
+        "dag_id",
+        &counts(&misses),
     );
     let loops: Vec<(String, f64)> = schedulers
         .iter()

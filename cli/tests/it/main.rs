@@ -9,6 +9,7 @@ mod engine;
 mod exactly_once;
 mod file_triggers;
 mod http;
+mod lateness;
 mod notify;
 mod pages;
 mod parquet;

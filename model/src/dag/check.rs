@@ -230,6 +230,17 @@ fn check_assets(
             }
         }
     }
+    if let (Some(known), Some(names)) = (
+        known,
+        spec.deadline.as_ref().and_then(|d| d.notify.as_ref()),
+    ) {
+        for n in names.iter().filter(|n| !known.notifiers.contains(*n)) {
+            out.push(Diagnostic::warning(
+                places.and_then(|p| p.root.get("deadline")).map(|n| n.loc),
+                format!("`deadline`: notifier `{n}` is not in the configuration (it will fail at run time)"),
+            ));
+        }
+    }
     if let Some(condition) = spec
         .schedule
         .as_ref()

@@ -13,7 +13,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::asset::{AssetSpec, ScheduleSpec};
+use crate::asset::{AssetSpec, Deadline, ScheduleSpec};
 use crate::date::DateSpec;
 use crate::duration::Duration;
 use crate::text::{Text, one_or_many};
@@ -74,6 +74,9 @@ pub struct DagSpec {
     /// What this DAG says of assets it writes: description, freshness.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub assets: IndexMap<String, AssetSpec>,
+    /// When each run must have finished by: `{reference, within, notify}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
     /// Notifiers (configuration names) told once when a run fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<String>,

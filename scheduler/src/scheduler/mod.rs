@@ -32,6 +32,7 @@ use weir_ops::versions::{Version, Versions};
 
 mod assets;
 mod files;
+mod lateness;
 mod reap;
 mod retention;
 mod runs;
@@ -115,6 +116,8 @@ pub struct Scheduler {
     file_polls: HashMap<String, DateTime<Utc>>,
     /// The last listing error of each DAG on files, said once until it changes.
     file_problems: HashMap<String, String>,
+    /// When declared assets' freshness is checked next.
+    next_freshness: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
@@ -132,6 +135,7 @@ impl Scheduler {
             sessions_ended: HashMap::new(),
             file_polls: HashMap::new(),
             file_problems: HashMap::new(),
+            next_freshness: None,
             clock,
         }
     }
@@ -184,6 +188,7 @@ impl Scheduler {
             }
             self.create_scheduled_runs(now, &mut pass).await?;
             self.create_file_runs(now, &mut pass).await?;
+            self.check_freshness(now).await?;
             self.reap_expired(now, &mut pass).await?;
             self.apply_retention(now).await?;
             self.next_scan = Some(weir_model::duration::later(now, self.cfg.scan_interval));
@@ -202,6 +207,8 @@ impl Scheduler {
             requeued = self.requeue_due_retries(now, &mut usage, &mut pass).await? > 0;
         }
         let started = self.start_queued_runs(&active, now).await?;
+        let next_deadline = self.check_deadlines(&active, now).await?;
+        pass.next_due = [pass.next_due, next_deadline].into_iter().flatten().min();
         for a in active
             .iter()
             .filter(|a| a.run.state == RunState::Running || started.contains(&a.run.run_id))
