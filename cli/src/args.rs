@@ -225,6 +225,10 @@ pub(crate) struct BackfillArgs {
     /// Runs of the backfill active at once.
     #[arg(long)]
     pub(crate) max_active_runs: Option<u32>,
+    /// Only the intervals the DAG never materialized: no run of it there succeeded (failed
+    /// runs among them are rerun).
+    #[arg(long, conflicts_with_all = ["rerun_all", "rerun_failed"])]
+    pub(crate) missing: bool,
     /// Lists the intervals without creating runs.
     #[arg(long)]
     pub(crate) dry_run: bool,

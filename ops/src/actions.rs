@@ -153,6 +153,30 @@ pub struct Backfilled {
     pub kept: usize,
 }
 
+/// The intervals among `intervals` that `dag` never materialized: no run of it there
+/// succeeded (and no write of a run deleted since covers it). A `--missing` backfill runs
+/// only these.
+///
+/// # Errors
+/// Database failures.
+pub async fn missing_intervals(
+    store: &Store,
+    dag: &Dag,
+    intervals: &[DataInterval],
+) -> Result<Vec<DataInterval>> {
+    let (Some(first), Some(last)) = (intervals.first(), intervals.last()) else {
+        return Ok(Vec::new());
+    };
+    let done = store
+        .materialized_starts(dag.id(), first.start, last.start)
+        .await?;
+    Ok(intervals
+        .iter()
+        .filter(|i| !done.contains(&i.start))
+        .copied()
+        .collect())
+}
+
 /// Creates a backfill run for each interval (or reruns the existing one per `rerun`), of the
 /// DAG's version `version_id`, with `params` over the defaults (new runs only). One interval at
 /// a time: a caller pacing the backfill calls it with a slice at a time.

@@ -355,3 +355,34 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// The logical dates in `[from, to]` at which `dag_id` materialized its interval: a run
+    /// there succeeded, or (its run deleted since) the DAG recorded a write for that interval.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn materialized_starts(
+        &self,
+        dag_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeSet<DateTime<Utc>>> {
+        let rows: Vec<DateTime<Utc>> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT logical_date FROM weir_runs
+                 WHERE dag_id = $1 AND state = 'success' AND logical_date >= $2 AND logical_date <= $3
+                 UNION
+                 SELECT e.interval_start FROM weir_asset_events e
+                 WHERE e.dag_id = $1 AND e.access = 'write' AND e.interval_start >= $2 AND e.interval_start <= $3
+                   AND NOT EXISTS (SELECT 1 FROM weir_runs r WHERE r.run_id = e.run_id)",
+            )
+            .bind(dag_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+}

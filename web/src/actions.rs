@@ -71,6 +71,10 @@ pub(crate) struct BackfillBody {
     /// Only list the intervals.
     #[serde(default)]
     pub(crate) dry_run: bool,
+    /// Only the intervals the DAG never materialized (no run there succeeded); failed runs
+    /// among them are rerun. Takes no `rerun`.
+    #[serde(default)]
+    pub(crate) missing: bool,
     /// `none` (keep existing runs), `failed` (rerun their failed tasks) or `all`.
     #[serde(default)]
     pub(crate) rerun: RerunArg,
@@ -122,9 +126,17 @@ pub(crate) async fn do_backfill(
     body: &BackfillBody,
 ) -> Result<BackfillAnswer, WebError> {
     let (version_id, dag) = ops::latest_dag(&state.store, dag_id).await?;
-    let intervals = dag
+    let mut intervals = dag
         .plan_backfill(body.from, body.to)
         .map_err(WebError::bad_request)?;
+    if body.missing {
+        if !matches!(body.rerun, RerunArg::None) {
+            return Err(WebError::bad_request(
+                "`missing` reruns the failed runs it finds: it takes no `rerun`",
+            ));
+        }
+        intervals = ops::missing_intervals(&state.store, &dag, &intervals).await?;
+    }
     if body.dry_run {
         return Ok(BackfillAnswer::DryRun(
             intervals
@@ -138,6 +150,7 @@ pub(crate) async fn do_backfill(
         ));
     }
     let rerun = match body.rerun {
+        RerunArg::None if body.missing => ops::Rerun::Failed,
         RerunArg::None => ops::Rerun::None,
         RerunArg::Failed => ops::Rerun::Failed,
         RerunArg::All => ops::Rerun::All,

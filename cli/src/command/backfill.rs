@@ -34,9 +34,19 @@ pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
     for note in dag.backfill_notes(from, to) {
         eprintln!("note: {note}");
     }
+    print_intervals(dag, &intervals, args.json, Some((from, to)))
+}
+
+/// Prints intervals as `--dry-run` does (`--json`: a list of rows).
+pub(crate) fn print_intervals(
+    dag: &weir_model::Dag,
+    intervals: &[weir_model::DataInterval],
+    json: bool,
+    days: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+) -> Result<u8> {
     let utc = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if json {
         let rows: Vec<IntervalRow> = intervals
             .iter()
             .map(|i| IntervalRow {
@@ -52,16 +62,17 @@ pub(crate) fn dry_run(config: &Config, args: &BackfillArgs) -> Result<u8> {
     let local = |t: chrono::DateTime<chrono::Utc>| {
         t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
     };
+    let range = days.map_or_else(String::new, |(from, to)| {
+        format!(", logical dates {from} to {to}")
+    });
     writeln!(
         out,
-        "{} interval(s) of `{}` ({}), logical dates {} to {}:",
+        "{} interval(s) of `{}` ({}){range}:",
         intervals.len(),
         dag.id(),
         tz.name(),
-        from,
-        to
     )?;
-    for i in &intervals {
+    for i in intervals {
         writeln!(
             out,
             "  {}  [{} .. {})",

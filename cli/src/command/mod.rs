@@ -71,7 +71,9 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
             dags::set_paused(config, &dag, false).await?
         }
         Command::Trigger(args) => runs::trigger(config, &args).await?,
-        Command::Backfill(args) if args.dry_run => backfill::dry_run(config, &args)?,
+        Command::Backfill(args) if args.dry_run && !args.missing => {
+            backfill::dry_run(config, &args)?
+        }
         Command::Backfill(args) => runs::backfill(config, &args).await?,
         Command::Runs(RunsCommand::List {
             dag,

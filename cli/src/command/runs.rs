@@ -513,11 +513,24 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
     let store = open_store(config).await?;
     let (version_id, dag) = latest_dag(&store, config, &args.dag).await?;
     let params = parse_param_overrides(&dag, &args.params)?;
-    let intervals = dag
+    let mut intervals = dag
         .plan_backfill(from, to)
         .map_err(|e| anyhow::anyhow!(e))?;
     for note in dag.backfill_notes(from, to) {
         eprintln!("note: {note}");
+    }
+    if args.missing {
+        let all = intervals.len();
+        intervals = ops::missing_intervals(&store, &dag, &intervals).await?;
+        eprintln!(
+            "{} of {all} interval(s) never materialized",
+            intervals.len()
+        );
+        if args.dry_run {
+            super::backfill::print_intervals(&dag, &intervals, args.json, Some((from, to)))?;
+            store.close().await;
+            return Ok(EXIT_OK);
+        }
     }
     let limit = args.max_active_runs.map_or(usize::MAX, |n| {
         usize::try_from(n.max(1)).unwrap_or(usize::MAX)
@@ -536,7 +549,7 @@ pub(crate) async fn backfill(config: &Config, args: &BackfillArgs) -> Result<u8>
     };
     let rerun = if args.rerun_all {
         ops::Rerun::All
-    } else if args.rerun_failed {
+    } else if args.rerun_failed || args.missing {
         ops::Rerun::Failed
     } else {
         ops::Rerun::None

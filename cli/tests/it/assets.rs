@@ -1,6 +1,8 @@
 //! Assets end to end, on both metadata backends: what steps record by themselves, and DAGs
 //! scheduled on assets (`all`, `any`, with cron, from an external event).
 
+use std::sync::Arc;
+
 use weir_model::clock::Clock;
 use weir_model::{RunState, RunType};
 use weir_store::{ExternalEvent, RunRow};
@@ -409,3 +411,169 @@ fn an_external_update_through_the_api_runs_the_consumer() {
     assert_eq!(events[0]["rows_written"], 42, "{events}");
     assert_eq!(events[0]["source"], "api", "{events}");
 }
+
+const DAILY: &str = r#"id: daily
+schedule: "@daily"
+start_date: 2024-03-01
+tasks:
+  build:
+    kind: shell
+    run: test "{{ ds }}" != 2024-03-02
+    produces: [wh.public.daily]
+"#;
+
+// `--missing` creates exactly the intervals never materialized: not those with a successful
+// run, nor one whose run was deleted since but whose write is recorded; it reruns the failed
+// one and leaves the one still running.
+per_backend!(a_missing_backfill_fills_only_the_gaps, |meta: TestDb| {
+    use weir_ops::actions::{self, Rerun};
+    let mut engine = Engine::new(&meta, &[("daily.yaml", DAILY)]).await;
+    std::fs::write(
+        engine.dir.path().join("weir.toml"),
+        format!("database_url = \"{}\"\ndags_folder = \"dags\"\n", meta.url),
+    )
+    .expect("config");
+    let (version, dag) = actions::latest_dag(&engine.store, "daily")
+        .await
+        .expect("dag");
+    let day = |d: u32| {
+        let from = chrono::NaiveDate::from_ymd_opt(2024, 3, d).expect("day");
+        dag.plan_backfill(from, from).expect("plan")[0]
+    };
+    let (store, clock) = (engine.store.clone(), Arc::clone(&engine.clock));
+    let run_day = |d: u32| {
+        let store = store.clone();
+        let dag = dag.clone();
+        let interval = day(d);
+        let now = clock.now();
+        async move {
+            actions::backfill(
+                &store,
+                &dag,
+                version,
+                &[interval],
+                Rerun::None,
+                &Default::default(),
+                now,
+            )
+            .await
+            .expect("backfill")
+            .run_ids[0]
+                .clone()
+        }
+    };
+    // Mar 4 succeeded long ago; its run is deleted by retention, its write stays.
+    let old = run_day(4).await;
+    assert_eq!(engine.drive(&old).await.state, RunState::Success);
+    engine.clock.advance(chrono::Duration::days(30));
+    let cutoff = engine.clock.now() - chrono::Duration::days(1);
+    weir_scheduler::delete_old_runs(&engine.store, cutoff)
+        .await
+        .expect("retention");
+    assert!(engine.store.run(&old).await.is_err());
+    // Mar 1 succeeded, Mar 2 failed, Mar 5 is still queued; Mar 3 never ran.
+    for d in [1, 2] {
+        let id = run_day(d).await;
+        engine.drive(&id).await;
+    }
+    let queued = run_day(5).await;
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "backfill",
+            "daily",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-06",
+            "--missing",
+            "--dry-run",
+            "--json",
+        ])
+        .current_dir(engine.dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .output()
+        .expect("weir");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let starts: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|i| i["logical_date"].as_str())
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "2024-03-02T00:00:00Z",
+            "2024-03-03T00:00:00Z",
+            "2024-03-05T00:00:00Z",
+            "2024-03-06T00:00:00Z"
+        ]
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "backfill",
+            "daily",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-03-06",
+            "--missing",
+            "--json",
+        ])
+        .current_dir(engine.dir.path())
+        .env_remove("WEIR_DATABASE_URL")
+        .output()
+        .expect("weir");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let done: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    // Mar 3 and Mar 6 created, Mar 2 cleared to run again, Mar 5 kept (queued).
+    let ids: Vec<&str> = done
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["run_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "daily__2024-03-02T00:00:00Z",
+            "daily__2024-03-03T00:00:00Z",
+            "daily__2024-03-05T00:00:00Z",
+            "daily__2024-03-06T00:00:00Z"
+        ]
+    );
+    assert_eq!(
+        done[0]["tasks"][0]["state"], "scheduled",
+        "the failed day is rerun: {done}"
+    );
+    // (The scheduler made the latest interval's run too, late in March: not in the range.)
+    let runs = runs_of(&engine, "daily").await;
+    assert_eq!(
+        runs.iter()
+            .map(|r| r.ds())
+            .filter(|d| d.as_str() <= "2024-03-06")
+            .collect::<Vec<_>>(),
+        [
+            "2024-03-01",
+            "2024-03-02",
+            "2024-03-03",
+            "2024-03-05",
+            "2024-03-06"
+        ]
+    );
+    assert_eq!(
+        engine.store.run(&queued).await.expect("run").state,
+        RunState::Queued
+    );
+});

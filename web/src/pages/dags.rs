@@ -301,6 +301,7 @@ pub(super) async fn backfill_form(
         from: date("from")?,
         to: date("to")?,
         dry_run: preview,
+        missing: rerun_text == "missing",
         rerun,
         params: form_params(&dag, &fields)?,
     };
