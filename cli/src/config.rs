@@ -26,9 +26,34 @@ pub(crate) struct Config {
     pub(crate) template_env: Vec<String>,
     /// A weir web server the CLI asks instead of the database.
     pub(crate) remote: RemoteConfig,
+    /// Where OpenLineage events go.
+    pub(crate) openlineage: OpenLineageConfig,
     /// The file the configuration was read from (none: defaults and the environment only).
     #[serde(skip)]
     pub(crate) origin: Option<PathBuf>,
+}
+
+/// `[openlineage]`: an HTTP endpoint taking OpenLineage events (Marquez, DataHub,
+/// OpenMetadata; docs/assets.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OpenLineageConfig {
+    /// The endpoint (`http://marquez:5000/api/v1/lineage`); none: no events.
+    pub(crate) url: Option<String>,
+    /// The namespace of weir's jobs (default `weir`).
+    pub(crate) namespace: String,
+    /// Sent as `Authorization: Bearer …` when set (a secret); `${VAR}` is expanded.
+    pub(crate) api_key: Option<String>,
+}
+
+impl Default for OpenLineageConfig {
+    fn default() -> Self {
+        OpenLineageConfig {
+            url: None,
+            namespace: "weir".to_owned(),
+            api_key: None,
+        }
+    }
 }
 
 /// `[remote]`: remote mode of the CLI (docs/web.md).
@@ -56,6 +81,7 @@ impl Default for Config {
             smtp: None,
             template_env: Vec::new(),
             remote: RemoteConfig::default(),
+            openlineage: OpenLineageConfig::default(),
             origin: None,
         }
     }
@@ -297,6 +323,15 @@ impl Config {
                 expand(t, env).with_context(|| format!("{}: [remote] token", origin.display()))?,
             );
         }
+        if !from_env("openlineage.api_key")
+            && let Some(k) = &config.openlineage.api_key
+        {
+            config.openlineage.api_key = Some(
+                expand(k, env)
+                    .with_context(|| format!("{}: [openlineage] api_key", origin.display()))?,
+            );
+        }
+        config.openlineage.url = config.openlineage.url.filter(|u| !u.is_empty());
         for (name, conn) in &mut config.connections {
             conn.url = expand(&conn.url, env)
                 .with_context(|| format!("{}: connection `{name}`", origin.display()))?;
@@ -405,6 +440,7 @@ impl Config {
                 out.push(url.clone());
             }
         }
+        out.extend(self.openlineage.api_key.clone());
         out.extend(
             self.store_conns()
                 .iter()
@@ -436,7 +472,8 @@ const ENV_LAYER: &str = "WEIR_* environment variables";
 /// Top-level keys of `weir.toml` (each section's keys follow its section's name).
 const TOP_KEYS: [&str; 3] = ["database_url", "dags_folder", "template_env"];
 /// Sections of `weir.toml`.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
+    "openlineage",
     "web",
     "worker",
     "scheduler",

@@ -113,6 +113,14 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
         )?),
         notify: notify_config(config),
         stores: weir_storage::Stores::new(config.store_conns()),
+        lineage: config
+            .openlineage
+            .url
+            .clone()
+            .map(|url| weir_notify::LineageEndpoint {
+                url,
+                api_key: config.openlineage.api_key.clone(),
+            }),
     })
 }
 
@@ -210,6 +218,11 @@ pub(crate) fn worker_config(
         stores: config.store_conns(),
         secrets: config.secrets(),
         pass_env: config.worker.pass_env.clone(),
+        lineage_namespace: config
+            .openlineage
+            .url
+            .as_ref()
+            .map(|_| config.openlineage.namespace.clone()),
         keep_rejects: match config.retention.keep_rejects.as_str() {
             "forever" => None,
             text => Some(duration(text, "retention.keep_rejects")?),

@@ -206,7 +206,7 @@ fn retry_at(attempts: i32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(now + chrono::Duration::seconds(wait))
 }
 
-fn http_client() -> std::result::Result<reqwest::Client, String> {
+pub(crate) fn http_client() -> std::result::Result<reqwest::Client, String> {
     // reqwest is built without a default crypto provider; ring is the one in the tree.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()

@@ -10,9 +10,11 @@
 
 pub mod config;
 pub mod dispatch;
+mod lineage;
 mod message;
 pub mod rules;
 
 pub use config::{MessageTemplate, Notifier, NotifyConfig, Smtp, SmtpTls};
 pub use dispatch::{Dispatcher, MAX_ATTEMPTS};
+pub use lineage::{LINEAGE_ATTEMPTS, LineageEndpoint, LineageSender};
 pub use rules::{run_notifications, try_notifications};

@@ -176,6 +176,7 @@ pub fn scheduler_config(dir: &Path) -> SchedulerConfig {
         keep_runs: None,
         notify: weir_notify::NotifyConfig::default(),
         stores: weir_storage::Stores::default(),
+        lineage: None,
     }
 }
 
@@ -196,6 +197,7 @@ pub fn worker_config() -> WorkerConfig {
         stores: Vec::new(),
         secrets: Vec::new(),
         pass_env: Vec::new(),
+        lineage_namespace: None,
     }
 }
 

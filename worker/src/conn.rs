@@ -101,6 +101,11 @@ impl Connections {
         })
     }
 
+    /// The URL of connection `name` (with its password: never for messages).
+    pub fn url(&self, name: &str) -> Option<&str> {
+        self.urls.get(name).map(String::as_str)
+    }
+
     /// The schema a table named without one is in, on connection `name`: `public` on
     /// Postgres, the database of the URL on MySQL, `main` on SQLite (nothing is opened).
     pub fn default_schema(&self, name: &str) -> Option<String> {

@@ -23,6 +23,7 @@
 
 pub mod conn;
 pub mod error;
+pub mod lineage;
 pub mod log;
 pub mod outcome;
 pub mod step;

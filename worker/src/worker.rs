@@ -60,6 +60,9 @@ pub struct WorkerConfig {
     /// Names of the worker's environment variables its tasks see besides the base set
     /// (`[worker] pass_env`; `PREFIX*` for a prefix).
     pub pass_env: Vec<String>,
+    /// With `[openlineage]`: the namespace of weir's jobs in the OpenLineage events each try
+    /// writes (`None`: none are written).
+    pub lineage_namespace: Option<String>,
 }
 
 /// Running tries of this worker: instance id → the token that stops it.
@@ -225,6 +228,7 @@ impl Worker {
                     run,
                 }) => {
                     tracing::debug!("try started");
+                    self.lineage_start(&ti, &run, &step).await;
                     sink.note(format!(
                         "DAG version {}",
                         ti.version_id.unwrap_or(run.version_id)
@@ -288,6 +292,22 @@ impl Worker {
         self.record(&ti, &outcome, owner, wait_limit, log, assets)
             .await?;
         Ok(outcome)
+    }
+
+    /// Queues the try's OpenLineage `START` (with `[openlineage]`; sensors have none). A
+    /// failure to queue it is logged: lineage never stops a try.
+    async fn lineage_start(&self, ti: &ClaimedTask, run: &RunRow, step: &Step) {
+        let Some(ns) = &self.cfg.lineage_namespace else {
+            return;
+        };
+        if matches!(step, Step::WaitFor(_)) {
+            return;
+        }
+        let now = self.clock.now();
+        let event = crate::lineage::event(ns, "START", now, run, ti, None, &[], &self.conns);
+        if let Err(e) = self.store.enqueue_lineage(&[event], now).await {
+            tracing::warn!(error = %e, "could not queue the try's OpenLineage START");
+        }
     }
 
     /// After a successful incremental load, stores the cursor it reached (before the try is

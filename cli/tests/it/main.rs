@@ -10,6 +10,7 @@ mod exactly_once;
 mod file_triggers;
 mod http;
 mod lateness;
+mod lineage;
 mod notify;
 mod pages;
 mod parquet;

@@ -67,6 +67,8 @@ pub struct SchedulerConfig {
     pub notify: NotifyConfig,
     /// The stores DAGs scheduled on `files` are listed on.
     pub stores: weir_storage::Stores,
+    /// Where OpenLineage events are posted (`None`: nowhere; workers write none).
+    pub lineage: Option<weir_notify::LineageEndpoint>,
 }
 
 /// What one pass did.

@@ -21,11 +21,18 @@ pub async fn run(
     let dispatcher = Dispatcher::new(store.clone(), Arc::clone(&clock), cfg.notify.clone());
     let notify = dispatcher.waker();
     let sending = tokio::spawn(dispatcher.run(shutdown.child_token()));
+    let lineage = cfg.lineage.clone().map(|endpoint| {
+        let sender = weir_notify::LineageSender::new(store.clone(), Arc::clone(&clock), endpoint);
+        tokio::spawn(sender.run(shutdown.child_token()))
+    });
     let result = lead_and_schedule(&store, cfg, clock, &shutdown, &notify).await;
     if let Some(l) = listener {
         l.abort();
     }
     sending.abort();
+    if let Some(l) = lineage {
+        l.abort();
+    }
     result
 }
 

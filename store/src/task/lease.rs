@@ -98,6 +98,8 @@ pub struct Completion {
     pub wake: bool,
     /// Assets the try wrote and read, recorded with its success (ignored otherwise).
     pub assets: Vec<crate::asset::AssetRecord>,
+    /// OpenLineage events of the try's end (JSON), queued if the completion is recorded.
+    pub lineage: Vec<String>,
 }
 
 impl Store {
@@ -233,9 +235,9 @@ impl Store {
                 let c = CompletionArrays::new(cs, &outputs)?;
                 // Tries with asset events: the same statement and their events in one
                 // transaction (the common batch, without events, stays one statement).
-                let with_assets = cs
-                    .iter()
-                    .any(|c| c.state == TaskState::Success && !c.assets.is_empty());
+                let with_assets = cs.iter().any(|c| {
+                    (c.state == TaskState::Success && !c.assets.is_empty()) || !c.lineage.is_empty()
+                });
                 let query = sqlx::query_as::<_, (i64, bool)>(
                     "WITH c AS (
                          SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[], $9::bool[])
@@ -304,15 +306,18 @@ impl Store {
                     let mut tx = pool.begin_write().await?;
                     let mut recorded = query.fetch_all(&mut *tx).await?;
                     let mut queued = 0;
-                    for c in cs.iter().filter(|c| c.state == TaskState::Success) {
+                    for c in cs {
                         if recorded.iter().any(|(id, _)| *id == c.ti_id) {
-                            queued += crate::asset::insert_try_events!(
-                                tx,
-                                c.ti_id,
-                                c.try_number,
-                                &c.assets,
-                                now
-                            );
+                            if c.state == TaskState::Success {
+                                queued += crate::asset::insert_try_events!(
+                                    tx,
+                                    c.ti_id,
+                                    c.try_number,
+                                    &c.assets,
+                                    now
+                                );
+                            }
+                            crate::lineage::insert_lineage!(tx, &c.lineage, now);
                         }
                     }
                     if queued > 0 {
@@ -369,6 +374,7 @@ impl Store {
                         {
                             asset_queued = true;
                         }
+                        crate::lineage::insert_lineage!(tx, &c.lineage, now);
                         recorded.push((c.ti_id, c.wake));
                         if !c.wake && !runs.contains(&run_id) {
                             runs.push(run_id);

@@ -301,6 +301,7 @@ per_backend!(
             log: vec![line("stdout", "printed after the lease expired", later)],
             give_back_try: false,
             assets: Vec::new(),
+            lineage: Vec::new(),
             notify: notice("from a try whose lease is lost"),
             wake: true,
         };
@@ -381,6 +382,7 @@ per_backend!(
             ],
             give_back_try: false,
             assets: Vec::new(),
+            lineage: Vec::new(),
             notify: Vec::new(),
             wake: true,
         };
@@ -760,6 +762,7 @@ per_backend!(
             log: vec![line("stdout", text, now)],
             give_back_try: false,
             assets: Vec::new(),
+            lineage: Vec::new(),
             notify: Vec::new(),
             wake: true,
         };
@@ -977,6 +980,7 @@ per_backend!(
             log: Vec::new(),
             give_back_try: false,
             assets: Vec::new(),
+            lineage: Vec::new(),
             notify: Vec::new(),
             wake,
         };

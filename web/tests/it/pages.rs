@@ -314,6 +314,7 @@ async fn the_task_page_shows_checks_outputs_and_the_log_of_a_try() {
                 }],
                 give_back_try: false,
                 assets: Vec::new(),
+                lineage: Vec::new(),
                 notify: Vec::new(),
                 wake: false,
             },

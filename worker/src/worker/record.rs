@@ -166,6 +166,28 @@ impl Worker {
             }
             _ => Vec::new(),
         };
+        let lineage = match (&self.cfg.lineage_namespace, owner) {
+            (Some(ns), Some((_, task, run)))
+                if !matches!(task.step, weir_model::Step::WaitFor(_)) =>
+            {
+                let kind = match (state, outcome) {
+                    (TaskState::Success, _) => "COMPLETE",
+                    (_, TaskOutcome::Cancelled { .. }) => "ABORT",
+                    _ => "FAIL",
+                };
+                vec![crate::lineage::event(
+                    ns,
+                    kind,
+                    now,
+                    run,
+                    ti,
+                    error.as_deref(),
+                    &assets,
+                    &self.conns,
+                )]
+            }
+            _ => Vec::new(),
+        };
         let completion = Completion {
             ti_id: ti.id,
             worker_id: self.id.clone(),
@@ -178,6 +200,7 @@ impl Worker {
             give_back_try,
             notify,
             assets,
+            lineage,
             // A success with nothing downstream changes no decision (unless the run is then
             // over or has instances waiting: the store checks those).
             wake: state != TaskState::Success
