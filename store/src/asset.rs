@@ -386,3 +386,80 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 }
+
+/// An interval of an asset written before an upstream asset it was built from was written
+/// again for that interval.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct StaleInterval {
+    /// The interval's start.
+    pub interval_start: DateTime<Utc>,
+    /// Its end.
+    pub interval_end: Option<DateTime<Utc>>,
+    /// When this asset's interval was last written.
+    pub written_at: DateTime<Utc>,
+    /// The upstream asset (read by the run that wrote it).
+    pub upstream: String,
+    /// When the upstream asset's interval was written again.
+    pub upstream_at: DateTime<Utc>,
+}
+
+/// One edge of the lineage graph: a DAG wrote (`write`), read (`read`) or runs on
+/// (`trigger`) an asset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, sqlx::FromRow)]
+pub struct LineageEdge {
+    /// The DAG.
+    pub dag_id: String,
+    /// The asset.
+    pub asset_key: String,
+    /// `write`, `read` or `trigger`.
+    pub access: String,
+}
+
+impl Store {
+    /// Who wrote, read and runs on which asset (each edge once).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn lineage(&self) -> Result<Vec<LineageEdge>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as::<_, LineageEdge>(
+                "SELECT DISTINCT dag_id, asset_key, access FROM weir_asset_events WHERE dag_id IS NOT NULL
+                 UNION
+                 SELECT dag_id, asset_key, 'trigger' FROM weir_asset_subscriptions
+                 ORDER BY 1, 2, 3",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The intervals of asset `key` whose latest write came before an upstream asset (one the
+    /// writing run read) was written again for the same interval, newest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn stale_intervals(&self, key: &str) -> Result<Vec<StaleInterval>> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as::<_, StaleInterval>(
+                "WITH latest AS (
+                     SELECT e.interval_start, e.interval_end, e.run_id, e.created_at,
+                            ROW_NUMBER() OVER (PARTITION BY e.interval_start ORDER BY e.id DESC) AS n
+                     FROM weir_asset_events e
+                     WHERE e.asset_key = $1 AND e.access = 'write' AND e.interval_start IS NOT NULL)
+                 SELECT l.interval_start, l.interval_end, l.created_at AS written_at,
+                        r.asset_key AS upstream, MAX(u.created_at) AS upstream_at
+                 FROM latest l
+                 JOIN weir_asset_events r ON r.run_id = l.run_id AND r.access = 'read'
+                 JOIN weir_asset_events u ON u.asset_key = r.asset_key AND u.access = 'write'
+                      AND u.interval_start = l.interval_start AND u.created_at > l.created_at
+                 WHERE l.n = 1
+                 GROUP BY l.interval_start, l.interval_end, l.created_at, r.asset_key
+                 ORDER BY l.interval_start DESC, r.asset_key
+                 LIMIT 200",
+            )
+            .bind(key)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+}

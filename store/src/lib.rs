@@ -51,7 +51,10 @@ mod task;
 mod user;
 mod worker;
 
-pub use asset::{Access, AssetCounts, AssetEventRow, AssetRecord, AssetSummary, ExternalEvent};
+pub use asset::{
+    Access, AssetCounts, AssetEventRow, AssetRecord, AssetSummary, ExternalEvent, LineageEdge,
+    StaleInterval,
+};
 pub use audit::AuditRow;
 pub use claim::ObjectOwner;
 pub use dag::{DagRow, DagVersion, ImportErrorRow};

@@ -179,6 +179,28 @@ try {
   check((await page.$$("table.intervals tbody tr")).length === 3, "the preview lists 3 intervals");
   await page.screenshot({ path: join(shots, "backfill.png"), fullPage: true });
 
+  step = "the assets pages show what table_copy wrote and read";
+  await page.goto(`${base}/dags/table_copy/trigger`);
+  await page.click("button[type=submit]:has-text('Trigger')");
+  await page.waitForURL(/\/runs\/table_copy__/);
+  await page.waitForSelector("#run-state.state-success", { timeout: 90_000 });
+  await page.goto(`${base}/assets`);
+  check(await page.isVisible('tr[data-asset="warehouse.main.copy_jobs"]'), "the assets page lists the copied table");
+  check(await page.isVisible('svg.lineage-graph g[data-node="table_copy"]'), "the lineage graph shows the DAG");
+  check(await page.isVisible('svg.lineage-graph g[data-node="warehouse.main.copy_jobs"]'), "the lineage graph shows the asset");
+  const row = await page.textContent('tr[data-asset="warehouse.main.copy_jobs"]');
+  check(row.includes("table_copy"), `the asset names its writer: ${row}`);
+  await page.screenshot({ path: join(shots, "assets.png"), fullPage: true });
+  await page.click('tr[data-asset="warehouse.main.copy_jobs"] a');
+  await page.waitForURL(/\/assets\/warehouse\.main\.copy_jobs$/);
+  check(await page.isVisible("svg.rows-chart"), "the asset page charts rows written");
+  const events = await page.textContent("table.events");
+  check(events.includes("table_copy__") && events.includes("write") && events.includes("16"), `the asset's events name the run and its rows: ${events}`);
+  await page.screenshot({ path: join(shots, "asset.png"), fullPage: true });
+  await page.goto(`${base}/dags/table_copy`);
+  const assetsLine = await page.textContent("p.assets-line");
+  check(assetsLine.includes("Downstream") && assetsLine.includes("warehouse.main.copy_jobs"), `the DAG page shows its downstream assets: ${assetsLine}`);
+
   step = "the audit log";
   await page.goto(`${base}/audit`);
   const audit = await page.textContent("table.audit");

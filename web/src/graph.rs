@@ -275,3 +275,160 @@ mod tests {
         assert!(svg.contains("href=\"/t/a?x=1&amp;y=2\""));
     }
 }
+
+/// The lineage graph as SVG: DAGs (boxes) and assets (rounded), an arrow from a DAG to each
+/// asset it writes and from each asset to the DAGs that read it or run on it (dashed), laid
+/// out left to right by longest path (a cycle is cut where it closes).
+pub(crate) fn lineage_svg(
+    edges: &[weir_store::LineageEdge],
+    href: &dyn Fn(bool, &str) -> String,
+) -> String {
+    // Node ids: `d:` DAGs, `a:` assets.
+    let mut links: Vec<(String, String, bool)> = Vec::new();
+    // A DAG reading an asset it writes itself (a seed then a copy) is inside the DAG: no edge.
+    let writes = |dag: &str, asset: &str| {
+        edges
+            .iter()
+            .any(|e| e.dag_id == dag && e.asset_key == asset && e.access == "write")
+    };
+    for e in edges
+        .iter()
+        .filter(|e| e.access == "write" || !writes(&e.dag_id, &e.asset_key))
+    {
+        let (dag, asset) = (format!("d:{}", e.dag_id), format!("a:{}", e.asset_key));
+        let link = match e.access.as_str() {
+            "write" => (dag, asset, false),
+            "trigger" => (asset, dag, true),
+            _ => (asset, dag, false),
+        };
+        if !links.iter().any(|l| l.0 == link.0 && l.1 == link.1) {
+            links.push(link);
+        }
+    }
+    let mut nodes: Vec<String> = links
+        .iter()
+        .flat_map(|(a, b, _)| [a.clone(), b.clone()])
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    let mut layer: HashMap<&str, usize> = nodes.iter().map(|n| (n.as_str(), 0)).collect();
+    for _ in 0..nodes.len() {
+        let mut changed = false;
+        for (a, b, _) in &links {
+            let next = layer[a.as_str()] + 1;
+            if next > layer[b.as_str()] && next < nodes.len() {
+                layer.insert(b.as_str(), next);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let columns = layer.values().max().map_or(0, |m| m + 1);
+    let mut cols: Vec<Vec<&str>> = vec![Vec::new(); columns];
+    for n in &nodes {
+        cols[layer[n.as_str()]].push(n.as_str());
+    }
+    const W: f64 = 230.0;
+    let tallest = cols.iter().map(Vec::len).max().unwrap_or(1);
+    let height = PAD * 2.0 + tallest as f64 * (NODE_H + GAP_Y) - GAP_Y;
+    let width = PAD * 2.0 + columns as f64 * (W + GAP_X) - GAP_X;
+    let mut at: HashMap<&str, (f64, f64)> = HashMap::new();
+    for (x, col) in cols.iter().enumerate() {
+        for (y, id) in col.iter().enumerate() {
+            at.insert(
+                id,
+                (
+                    PAD + x as f64 * (W + GAP_X),
+                    PAD + y as f64 * (NODE_H + GAP_Y),
+                ),
+            );
+        }
+    }
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg class="lineage-graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0} {height:.0}" width="{width:.0}" height="{height:.0}" role="img" aria-label="lineage of DAGs and assets">"#
+    );
+    svg.push_str(
+        r#"<defs><marker id="larrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path class="arrow" d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>"#,
+    );
+    for (a, b, trigger) in &links {
+        let (Some(&(x1, y1)), Some(&(x2, y2))) = (at.get(a.as_str()), at.get(b.as_str())) else {
+            continue;
+        };
+        let (sx, sy, tx, ty) = (x1 + W, y1 + NODE_H / 2.0, x2, y2 + NODE_H / 2.0);
+        let mid = (sx + tx) / 2.0;
+        let class = if *trigger { "edge trigger" } else { "edge" };
+        let _ = write!(
+            svg,
+            r#"<path class="{class}" marker-end="url(#larrow)" d="M{sx:.1},{sy:.1} C{mid:.1},{sy:.1} {mid:.1},{ty:.1} {tx:.1},{ty:.1}"/>"#
+        );
+    }
+    for n in &nodes {
+        let Some(&(x, y)) = at.get(n.as_str()) else {
+            continue;
+        };
+        let (is_dag, name) = match n.split_once(':') {
+            Some(("d", rest)) => (true, rest),
+            Some((_, rest)) => (false, rest),
+            None => (false, n.as_str()),
+        };
+        let label = if name.chars().count() > 32 {
+            format!(
+                "…{}",
+                name.chars()
+                    .rev()
+                    .take(31)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<String>()
+            )
+        } else {
+            name.to_owned()
+        };
+        let (class, rx) = if is_dag {
+            ("node state-none lineage-dag", 3)
+        } else {
+            ("node state-none lineage-asset", 16)
+        };
+        let _ = write!(
+            svg,
+            r#"<a href="{href}"><g class="{class}" data-node="{name}"><title>{kind} {name}</title><rect x="{x:.1}" y="{y:.1}" width="{W}" height="{NODE_H}" rx="{rx}"/><text x="{tx:.1}" y="{ty:.1}">{label}</text></g></a>"#,
+            href = escape(&href(is_dag, name)),
+            name = escape(name),
+            kind = if is_dag { "DAG" } else { "asset" },
+            label = escape(&label),
+            tx = x + 10.0,
+            ty = y + NODE_H / 2.0 + 5.0,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Rows written per update, as a small bar chart (oldest left).
+pub(crate) fn rows_chart(points: &[(DateTime<Utc>, i64)]) -> String {
+    const H: f64 = 60.0;
+    const BAR: f64 = 10.0;
+    let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1) as f64;
+    let width = PAD * 2.0 + points.len() as f64 * (BAR + 3.0);
+    let mut svg = format!(
+        r#"<svg class="rows-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0} {h:.0}" width="{width:.0}" height="{h:.0}" role="img" aria-label="rows written per update">"#,
+        h = H + PAD * 2.0
+    );
+    for (i, (at, rows)) in points.iter().enumerate() {
+        let h = (*rows as f64 / max * H).max(1.0);
+        let _ = write!(
+            svg,
+            r#"<rect class="bar" x="{x:.1}" y="{y:.1}" width="{BAR}" height="{h:.1}"><title>{rows} rows, {at}</title></rect>"#,
+            x = PAD + i as f64 * (BAR + 3.0),
+            y = PAD + H - h,
+            at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}

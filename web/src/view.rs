@@ -103,7 +103,14 @@ pub(crate) async fn dag_summary(
         file: d.file.clone(),
         import_error,
         removed_at: d.removed_at.map(rfc),
-        schedule_words: dag.schedule().map(schedule_words),
+        schedule_words: dag
+            .schedule()
+            .map(schedule_words)
+            .map(|w| match dag.asset_condition() {
+                Some(a) => format!("{w}, once {} of its assets were updated", a.mode()),
+                None => w,
+            })
+            .or_else(|| dag.spec.schedule.as_ref().map(|s| s.summary())),
         description: dag.spec.description.clone(),
         tags: dag.spec.tags.clone(),
         next_run: if d.paused || d.removed_at.is_some() {
@@ -192,6 +199,11 @@ pub(crate) fn schedule_words(s: &Schedule) -> String {
         _ => None,
     };
     words.unwrap_or_else(|| format!("cron {expr}"))
+}
+
+/// How long ago `t` was at `now`, as people read it (`4m 05s ago`).
+pub(crate) fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    format!("{} ago", human_duration(now - t))
 }
 
 /// A duration as people read it: `850ms`, `12.3s`, `4m 05s`, `2h 03m`.

@@ -577,3 +577,90 @@ per_backend!(a_missing_backfill_fills_only_the_gaps, |meta: TestDb| {
         RunState::Queued
     );
 });
+
+const UP: &str = r#"id: up
+schedule: "@daily"
+start_date: 2024-03-01
+tasks:
+  build: {kind: shell, run: "true", produces: [wh.public.up]}
+"#;
+
+const DOWN: &str = r#"id: down
+schedule: "@daily"
+start_date: 2024-03-01
+tasks:
+  build: {kind: shell, run: "true", consumes: [wh.public.up], produces: [wh.public.down]}
+"#;
+
+// A downstream interval is stale once its upstream interval is written again after it; the
+// other intervals are not, and writing the downstream again clears it.
+per_backend!(
+    a_rewritten_upstream_interval_makes_the_downstream_stale,
+    |meta: TestDb| {
+        use weir_ops::actions::{self, Rerun};
+        let mut engine = Engine::new(&meta, &[("up.yaml", UP), ("down.yaml", DOWN)]).await;
+        let store = engine.store.clone();
+        let clock = Arc::clone(&engine.clock);
+        let run = |dag_id: &'static str, day: u32, rerun: Rerun| {
+            let store = store.clone();
+            let now = clock.now();
+            async move {
+                let (version, dag) = actions::latest_dag(&store, dag_id).await.expect("dag");
+                let d = chrono::NaiveDate::from_ymd_opt(2024, 3, day).expect("day");
+                let interval = dag.plan_backfill(d, d).expect("plan")[0];
+                actions::backfill(
+                    &store,
+                    &dag,
+                    version,
+                    &[interval],
+                    rerun,
+                    &Default::default(),
+                    now,
+                )
+                .await
+                .expect("backfill")
+                .run_ids[0]
+                    .clone()
+            }
+        };
+        for day in [1, 2] {
+            for dag in ["up", "down"] {
+                let id = run(dag, day, Rerun::None).await;
+                engine.clock.advance(chrono::Duration::seconds(1));
+                assert_eq!(engine.drive(&id).await.state, RunState::Success);
+            }
+        }
+        assert!(
+            store
+                .stale_intervals("wh.public.down")
+                .await
+                .expect("stale")
+                .is_empty()
+        );
+        // Mar 2 of `up` is written again.
+        engine.clock.advance(chrono::Duration::seconds(1));
+        let again = run("up", 2, Rerun::All).await;
+        assert_eq!(engine.drive(&again).await.state, RunState::Success);
+        let stale = store
+            .stale_intervals("wh.public.down")
+            .await
+            .expect("stale");
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert_eq!(stale[0].upstream, "wh.public.up");
+        assert_eq!(
+            stale[0].interval_start,
+            weir_testkit::engine::t("2024-03-02T00:00:00Z")
+        );
+        // The downstream written again: fresh.
+        engine.clock.advance(chrono::Duration::seconds(1));
+        let redo = run("down", 2, Rerun::All).await;
+        assert_eq!(engine.drive(&redo).await.state, RunState::Success);
+        assert!(
+            store
+                .stale_intervals("wh.public.down")
+                .await
+                .expect("stale")
+                .is_empty()
+        );
+    }
+);

@@ -89,7 +89,24 @@ pub(super) async fn dag_page(
     ctx.insert("file", &row.file);
     ctx.insert("description", &dag.spec.description);
     ctx.insert("schedule", &row.schedule);
-    ctx.insert("schedule_words", &dag.schedule().map(view::schedule_words));
+    ctx.insert(
+        "schedule_words",
+        &dag.schedule()
+            .map(view::schedule_words)
+            .or_else(|| dag.spec.schedule.as_ref().map(|s| s.summary())),
+    );
+    // The assets it reads, writes and runs on (from what its runs recorded, and its schedule).
+    let lineage = state.store.lineage().await?;
+    let assets_of = |access: &str| -> Vec<Value> {
+        lineage
+            .iter()
+            .filter(|e| e.dag_id == dag_id && e.access == access)
+            .map(|e| serde_json::json!({"key": e.asset_key, "href": format!("/assets/{}", url_segment(&e.asset_key))}))
+            .collect()
+    };
+    ctx.insert("assets_read", &assets_of("read"));
+    ctx.insert("assets_written", &assets_of("write"));
+    ctx.insert("assets_trigger", &assets_of("trigger"));
     ctx.insert("timezone", &row.timezone);
     ctx.insert("tags", &dag.spec.tags);
     let runs = q.runs.unwrap_or(GRID_RUNS).clamp(1, 365);

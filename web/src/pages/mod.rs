@@ -57,6 +57,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/backfill.html"),
     ),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("assets.html", include_str!("../../templates/assets.html")),
+    ("asset.html", include_str!("../../templates/asset.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
 
@@ -113,6 +115,8 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/runs/{run_id}/mark", post(mark_form))
         .route("/runs/{run_id}/tasks/{task_id}", get(task_page))
         .route("/audit", get(audit_page))
+        .route("/assets", get(assets_page))
+        .route("/assets/{key}", get(asset_page))
         .route(
             "/static/app.css",
             get(|| async { static_file("text/css; charset=utf-8", CSS) }),
@@ -192,12 +196,14 @@ macro_rules! caller_or_login {
     };
 }
 
+mod assets;
 mod audit;
 mod dags;
 mod login;
 mod runs;
 mod tasks;
 
+use assets::*;
 use audit::*;
 use dags::*;
 pub(crate) use dags::{GRID_RUNS, grid_html};
