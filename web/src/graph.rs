@@ -209,73 +209,6 @@ pub(crate) fn gantt_svg(bars: &[Bar]) -> String {
     svg
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// How many pairs of edges between two adjacent layers cross.
-    fn crossings(dag: &Dag, layers: &[Vec<String>]) -> usize {
-        let pos: HashMap<&str, (usize, usize)> = layers
-            .iter()
-            .enumerate()
-            .flat_map(|(l, ids)| {
-                ids.iter()
-                    .enumerate()
-                    .map(move |(p, id)| (id.as_str(), (l, p)))
-            })
-            .collect();
-        let edges: Vec<((usize, usize), (usize, usize))> = dag
-            .graph
-            .edge_indices()
-            .filter_map(|e| dag.graph.edge_endpoints(e))
-            .map(|(a, b)| (pos[dag.graph[a].as_str()], pos[dag.graph[b].as_str()]))
-            .filter(|(a, b)| b.0 == a.0 + 1)
-            .collect();
-        let mut n = 0;
-        for (i, (a1, b1)) in edges.iter().enumerate() {
-            for (a2, b2) in &edges[i + 1..] {
-                if a1.0 == a2.0 && (a1.1 < a2.1) != (b1.1 < b2.1) && a1.1 != a2.1 && b1.1 != b2.1 {
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-
-    #[test]
-    fn layers_are_ordered_so_parallel_chains_do_not_cross() {
-        // Two chains written crosswise: a1 -> b2 and a2 -> b1. In file order the edges cross;
-        // the layout must untangle them.
-        let dag = weir_testkit::dag(
-            "id: x\ntasks:\n  a1: {kind: noop}\n  a2: {kind: noop}\n  b1: {kind: noop, depends_on: a2}\n  b2: {kind: noop, depends_on: a1}\n  c1: {kind: noop, depends_on: b2}\n  c2: {kind: noop, depends_on: b1}\n",
-        );
-        let file_order: Vec<Vec<String>> = dag
-            .levels()
-            .into_iter()
-            .map(|l| l.into_iter().map(str::to_owned).collect())
-            .collect();
-        assert!(
-            crossings(&dag, &file_order) > 0,
-            "the fixture must start crossed"
-        );
-        assert_eq!(crossings(&dag, &layout(&dag)), 0);
-    }
-
-    #[test]
-    fn the_svg_has_a_node_per_task_and_a_path_per_edge_with_escaped_labels() {
-        let dag = weir_testkit::dag(
-            "id: x\ntasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_on: a}\n  c: {kind: noop, depends_on: a}\n",
-        );
-        let states: HashMap<String, String> = [("a".to_owned(), "success".to_owned())].into();
-        let svg = dag_svg(&dag, &states, &|t| Some(format!("/t/{t}?x=1&y=2")));
-        assert_eq!(svg.matches("<g class=\"node").count(), 3);
-        assert_eq!(svg.matches("<path class=\"edge\"").count(), 2);
-        assert!(svg.contains("state-success"));
-        assert!(svg.contains("state-none"));
-        assert!(svg.contains("href=\"/t/a?x=1&amp;y=2\""));
-    }
-}
-
 /// The lineage graph as SVG: DAGs (boxes) and assets (rounded), an arrow from a DAG to each
 /// asset it writes and from each asset to the DAGs that read it or run on it (dashed), laid
 /// out left to right by longest path (a cycle is cut where it closes).
@@ -431,4 +364,71 @@ pub(crate) fn rows_chart(points: &[(DateTime<Utc>, i64)]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many pairs of edges between two adjacent layers cross.
+    fn crossings(dag: &Dag, layers: &[Vec<String>]) -> usize {
+        let pos: HashMap<&str, (usize, usize)> = layers
+            .iter()
+            .enumerate()
+            .flat_map(|(l, ids)| {
+                ids.iter()
+                    .enumerate()
+                    .map(move |(p, id)| (id.as_str(), (l, p)))
+            })
+            .collect();
+        let edges: Vec<((usize, usize), (usize, usize))> = dag
+            .graph
+            .edge_indices()
+            .filter_map(|e| dag.graph.edge_endpoints(e))
+            .map(|(a, b)| (pos[dag.graph[a].as_str()], pos[dag.graph[b].as_str()]))
+            .filter(|(a, b)| b.0 == a.0 + 1)
+            .collect();
+        let mut n = 0;
+        for (i, (a1, b1)) in edges.iter().enumerate() {
+            for (a2, b2) in &edges[i + 1..] {
+                if a1.0 == a2.0 && (a1.1 < a2.1) != (b1.1 < b2.1) && a1.1 != a2.1 && b1.1 != b2.1 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn layers_are_ordered_so_parallel_chains_do_not_cross() {
+        // Two chains written crosswise: a1 -> b2 and a2 -> b1. In file order the edges cross;
+        // the layout must untangle them.
+        let dag = weir_testkit::dag(
+            "id: x\ntasks:\n  a1: {kind: noop}\n  a2: {kind: noop}\n  b1: {kind: noop, depends_on: a2}\n  b2: {kind: noop, depends_on: a1}\n  c1: {kind: noop, depends_on: b2}\n  c2: {kind: noop, depends_on: b1}\n",
+        );
+        let file_order: Vec<Vec<String>> = dag
+            .levels()
+            .into_iter()
+            .map(|l| l.into_iter().map(str::to_owned).collect())
+            .collect();
+        assert!(
+            crossings(&dag, &file_order) > 0,
+            "the fixture must start crossed"
+        );
+        assert_eq!(crossings(&dag, &layout(&dag)), 0);
+    }
+
+    #[test]
+    fn the_svg_has_a_node_per_task_and_a_path_per_edge_with_escaped_labels() {
+        let dag = weir_testkit::dag(
+            "id: x\ntasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_on: a}\n  c: {kind: noop, depends_on: a}\n",
+        );
+        let states: HashMap<String, String> = [("a".to_owned(), "success".to_owned())].into();
+        let svg = dag_svg(&dag, &states, &|t| Some(format!("/t/{t}?x=1&y=2")));
+        assert_eq!(svg.matches("<g class=\"node").count(), 3);
+        assert_eq!(svg.matches("<path class=\"edge\"").count(), 2);
+        assert!(svg.contains("state-success"));
+        assert!(svg.contains("state-none"));
+        assert!(svg.contains("href=\"/t/a?x=1&amp;y=2\""));
+    }
 }
