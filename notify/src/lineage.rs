@@ -46,7 +46,7 @@ impl LineageSender {
         }
     }
 
-    /// Runs until `shutdown`, draining every [`POLL`].
+    /// Runs until `shutdown`, draining every two seconds.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             if let Err(e) = self.drain().await {
