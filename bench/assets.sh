@@ -19,9 +19,9 @@ fresh_pg() {
   echo "${pg_admin%/*}/$name"
 }
 
-for what in latency pass; do
+for what in latency latency-apart pass; do
   for i in $(seq "$rounds"); do
-    "$bin/assets" "$what" "sqlite://$tmp/$what-$i.db"
-    "$bin/assets" "$what" "$(fresh_pg "$what$i")"
+    if [ "$what" != latency-apart ]; then "$bin/assets" "$what" "sqlite://$tmp/$what-$i.db"; fi
+    "$bin/assets" "$what" "$(fresh_pg "${what//-/_}$i")"
   done
 done

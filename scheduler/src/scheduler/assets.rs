@@ -130,21 +130,31 @@ impl Scheduler {
             _ => (now, now),
         };
         let interval = weir_model::DataInterval { start, end };
-        let mut new = new_run(
-            dag,
-            version_id,
-            RunType::Assets,
-            interval,
-            &serde_json::Map::new(),
-        )?;
-        // Its logical date is when it was triggered (unique per DAG: after its latest run).
+        let new = self
+            .triggered_run(dag, version_id, RunType::Assets, interval, trigger, now)
+            .await?;
+        Ok(Some(new))
+    }
+
+    /// A run made by data (assets, files) at `now`: its logical date is when it was
+    /// triggered (unique per DAG: after its latest run), `trigger` its context's `trigger`.
+    pub(super) async fn triggered_run(
+        &self,
+        dag: &Dag,
+        version_id: i64,
+        run_type: RunType,
+        interval: weir_model::DataInterval,
+        trigger: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<weir_store::NewRun> {
+        let mut new = new_run(dag, version_id, run_type, interval, &serde_json::Map::new())?;
         let latest = self.store.latest_logical_date(dag.id()).await?;
         new.logical_date = match latest {
             Some(l) if l >= now => l + chrono::Duration::microseconds(1),
             _ => now,
         };
         new.triggered_by = Some(trigger);
-        Ok(Some(new))
+        Ok(new)
     }
 }
 

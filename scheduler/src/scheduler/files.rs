@@ -120,24 +120,6 @@ impl Scheduler {
         objects: &[Object],
         now: DateTime<Utc>,
     ) -> Result<weir_store::NewRun> {
-        let interval = weir_model::DataInterval {
-            start: now,
-            end: now,
-        };
-        let mut new = new_run(
-            dag,
-            version_id,
-            RunType::Files,
-            interval,
-            &serde_json::Map::new(),
-        )?;
-        let latest = self.store.latest_logical_date(dag.id()).await?;
-        new.logical_date = match latest {
-            Some(l) if l >= now => l + chrono::Duration::microseconds(1),
-            _ => now,
-        };
-        new.data_interval_start = new.logical_date;
-        new.data_interval_end = new.logical_date;
         let files: Vec<serde_json::Value> = objects
             .iter()
             .map(|o| {
@@ -150,7 +132,16 @@ impl Scheduler {
                 })
             })
             .collect();
-        new.triggered_by = Some(serde_json::json!({ "kind": "files", "files": files }));
+        let interval = weir_model::DataInterval {
+            start: now,
+            end: now,
+        };
+        let trigger = serde_json::json!({ "kind": "files", "files": files });
+        let mut new = self
+            .triggered_run(dag, version_id, RunType::Files, interval, trigger, now)
+            .await?;
+        new.data_interval_start = new.logical_date;
+        new.data_interval_end = new.logical_date;
         Ok(new)
     }
 }
