@@ -41,6 +41,12 @@ tasks:
     sql:
       - "DROP TABLE IF EXISTS summary"
       - "CREATE TABLE summary AS SELECT c.name, sum(o.amount) AS total FROM orders o JOIN customers c ON c.id = o.id GROUP BY c.name"
+  check:
+    kind: validate
+    depends_on: [summary]
+    conn: wh
+    checks:
+      - row_count: {{table: summary, min: 1}}
 "#,
         d = dir.display()
     )
@@ -151,13 +157,18 @@ per_backend!(steps_record_what_they_write_and_read, |meta: TestDb| {
         find("wh.main.customers", "read").task_id.as_deref(),
         Some("summary")
     );
+    // A validation reads what its checks name.
+    assert_eq!(
+        find("wh.main.summary", "read").task_id.as_deref(),
+        Some("check")
+    );
     // A migration that applied a file writes its history table.
     let history = find("wh.main.weir_schema_history", "write");
     assert_eq!(
         history.details.as_deref(),
         Some(r#"{"applied":"1","version":"1"}"#)
     );
-    assert_eq!(events.len(), 8, "{events:#?}");
+    assert_eq!(events.len(), 9, "{events:#?}");
     // Run again, it applies nothing and writes nothing.
     let again = produce(&mut engine).await;
     let events = engine
@@ -399,6 +410,30 @@ fn an_external_update_through_the_api_runs_the_consumer() {
             .as_str()
             .is_some_and(|s| s.starts_with("2024-03-01")),
         "{runs:?}"
+    );
+    // The run's page says what triggered it; a cron DAG's page shows its intervals and gaps.
+    let page = |path: &str| {
+        let o = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-H",
+                &format!("Authorization: Bearer {operator}"),
+                &format!("{}{path}", standalone.url),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let run_id = runs[0]["run_id"].as_str().expect("run id");
+    let html = page(&format!("/runs/{}", weir_model::text::url_segment(run_id)));
+    assert!(
+        html.contains("Triggered by") && html.contains("/assets/lake.public.landed"),
+        "{html}"
+    );
+    let html = page("/dags/table_copy");
+    assert!(
+        html.contains("interval-strip") && html.contains("not materialized"),
+        "{html}"
     );
     // The event is listed with its counts, and the audit log names who recorded it.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))

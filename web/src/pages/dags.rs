@@ -104,6 +104,9 @@ pub(super) async fn dag_page(
             .map(|e| serde_json::json!({"key": e.asset_key, "href": format!("/assets/{}", url_segment(&e.asset_key))}))
             .collect()
     };
+    let (intervals, missing) = interval_strip(&state, &dag).await?;
+    ctx.insert("intervals", &intervals);
+    ctx.insert("intervals_missing", &missing);
     ctx.insert("assets_read", &assets_of("read"));
     ctx.insert("assets_written", &assets_of("write"));
     ctx.insert("assets_trigger", &assets_of("trigger"));
@@ -376,4 +379,55 @@ pub(super) async fn paused_form(
     caller.operate(form.csrf.as_deref())?;
     actions::set_paused(state, caller, dag_id, paused).await?;
     Ok(Redirect::to(&format!("/dags/{dag_id}")).into_response())
+}
+
+/// The latest 30 scheduled intervals of a cron DAG, each with its run's state or `none` (a
+/// gap: never ran), and how many are gaps or failed.
+async fn interval_strip(state: &AppState, dag: &Dag) -> Result<(Vec<Value>, usize), WebError> {
+    const SHOWN: usize = 30;
+    if dag.schedule().is_none() {
+        return Ok((Vec::new(), 0));
+    }
+    let now = state.clock.now();
+    let today = now.with_timezone(&dag.timezone).date_naive();
+    let mut planned = Vec::new();
+    // A span wide enough for 30 intervals of the schedule, found by widening.
+    for days in [2, 35, 400] {
+        let from = today - chrono::Duration::days(days);
+        match dag.plan_backfill(from, today) {
+            Ok(i) => planned = i,
+            Err(_) => break,
+        }
+        planned.retain(|i| i.end <= now);
+        if planned.len() >= SHOWN {
+            break;
+        }
+    }
+    let first = planned.len().saturating_sub(SHOWN);
+    let planned = &planned[first..];
+    let runs = state
+        .store
+        .list_runs(&weir_store::RunFilter {
+            dag_id: Some(dag.id().to_owned()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    let mut missing = 0;
+    let cells = planned
+        .iter()
+        .map(|i| {
+            let run = runs.iter().find(|r| r.logical_date == i.start);
+            let state = run.map_or("none", |r| r.state.as_str());
+            if matches!(state, "none" | "failed") {
+                missing += 1;
+            }
+            serde_json::json!({
+                "start": rfc(i.start),
+                "state": state,
+                "href": run.map(|r| format!("/runs/{}", url_segment(&r.run_id))),
+            })
+        })
+        .collect();
+    Ok((cells, missing))
 }

@@ -129,6 +129,29 @@ pub(crate) async fn run_body_html(
     ctx.insert("run", &view::RunSummary::from(run));
     ctx.insert("finished", &run.state.is_finished());
     ctx.insert("params", &run.params.to_string());
+    ctx.insert("deadline_missed_at", &run.deadline_missed_at.map(rfc));
+    // What made a run from assets or files: the events' assets and runs, or the objects.
+    let trigger: Vec<Value> = match &run.triggered_by {
+        Some(t) if t["kind"] == "assets" => t["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| serde_json::json!({
+                "asset": e["asset_key"],
+                "asset_href": e["asset_key"].as_str().map(|k| format!("/assets/{}", url_segment(k))),
+                "run_id": e["run_id"],
+                "run_href": e["run_id"].as_str().map(|r| format!("/runs/{}", url_segment(r))),
+            }))
+            .collect(),
+        Some(t) => t["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| serde_json::json!({"asset": f["location"]}))
+            .collect(),
+        None => Vec::new(),
+    };
+    ctx.insert("trigger", &trigger);
     ctx.insert("svg", &svg);
     ctx.insert("tasks_html", &run_tasks_html(state, run).await?);
     ctx.insert("version_id", &run.version_id);

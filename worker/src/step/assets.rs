@@ -6,6 +6,7 @@
 //! - `export` writes its location (rows, bytes) and reads its table or query's tables;
 //! - `transfer` writes `to` (files, bytes) and reads `from`; `http` with `save_to` writes it;
 //! - `migrate` writes its history table (`weir_schema_history`) when it applied a file;
+//! - `validate` reads the tables and files its checks name;
 //! - `sql` writes the targets of its `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `CREATE TABLE … AS`
 //!   and `TRUNCATE` statements and reads the other tables they name, as far as the SQL parses
 //!   (sqlparser, in the connection's dialect); SQL that does not parse records nothing;
@@ -150,6 +151,16 @@ pub fn records(
                 out.sql(&s.conn, text, true);
             }
         }
+        // The tables and files its checks read (a side's own `conn`, else the step's).
+        // Tables as rendered, files as written (a templated location is one asset).
+        (Step::Validate(v), Step::Validate(w)) => {
+            if let Ok(checks) = serde_json::to_value(&v.checks) {
+                out.validate_reads(&checks, v.conn.as_deref(), false);
+            }
+            if let Ok(checks) = serde_json::to_value(&w.checks) {
+                out.validate_reads(&checks, None, true);
+            }
+        }
         _ => {}
     }
     for (access, keys) in [
@@ -252,6 +263,32 @@ impl Recorder<'_> {
             let _ = u.set_password(None);
             let _ = u.set_username("");
             self.push(access, u.to_string(), AssetCounts::default(), None);
+        }
+    }
+
+    /// Every `table` (on its `conn`, else `conn`) and `file` named in a validate step's checks.
+    fn validate_reads(&mut self, v: &Value, conn: Option<&str>, files: bool) {
+        match v {
+            Value::Object(o) => {
+                let conn = o.get("conn").and_then(Value::as_str).or(conn);
+                if let (false, Some(table), Some(conn)) =
+                    (files, o.get("table").and_then(Value::as_str), conn)
+                {
+                    self.table(Access::Read, conn, table, AssetCounts::default(), None);
+                }
+                if let (true, Some(file)) = (files, o.get("file").and_then(Value::as_str)) {
+                    self.location(Access::Read, file, file, AssetCounts::default(), None);
+                }
+                for child in o.values() {
+                    self.validate_reads(child, conn, files);
+                }
+            }
+            Value::Array(a) => {
+                for child in a {
+                    self.validate_reads(child, conn, files);
+                }
+            }
+            _ => {}
         }
     }
 
