@@ -132,14 +132,35 @@ impl Store {
         Ok(())
     }
 
-    /// Outbox rows not delivered: `(id, attempts, error, gave_up)` (for tests and operations).
+    /// Deletes up to `batch` settled (sent or given up) events written before `cutoff`;
+    /// returns how many.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn undelivered_lineage(&self) -> Result<Vec<(i64, i32, Option<String>, bool)>> {
+    pub async fn delete_lineage_before(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM weir_lineage_outbox WHERE id IN (
+                     SELECT id FROM weir_lineage_outbox
+                     WHERE created_at < $1 AND (sent_at IS NOT NULL OR gave_up)
+                     ORDER BY id LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// Every outbox row: `(id, attempts, error, gave_up, sent)` (for tests and operations).
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn lineage_outbox(&self) -> Result<Vec<(i64, i32, Option<String>, bool, bool)>> {
         Ok(with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, attempts, error, gave_up FROM weir_lineage_outbox WHERE sent_at IS NULL ORDER BY id",
+                "SELECT id, attempts, error, gave_up, sent_at IS NOT NULL FROM weir_lineage_outbox ORDER BY id",
             )
             .fetch_all(pool)
             .await?

@@ -114,7 +114,7 @@ per_backend!(
         let done = engine.drive(&run.run_id).await;
         assert_eq!(done.state, RunState::Failed);
         assert_eq!(down.drain().await.expect("drain"), 0);
-        let waiting = engine.store.undelivered_lineage().await.expect("outbox");
+        let waiting = engine.store.lineage_outbox().await.expect("outbox");
         assert_eq!(waiting.len(), 4, "{waiting:?}");
         assert!(
             waiting[0].2.as_deref().is_some_and(|e| e.contains("503")),
@@ -133,6 +133,11 @@ per_backend!(
         );
         assert_eq!(up.drain().await.expect("drain"), 4);
         assert_eq!(up.drain().await.expect("drain"), 0);
+        let outbox = engine.store.lineage_outbox().await.expect("outbox");
+        assert!(
+            outbox.len() == 4 && outbox.iter().all(|r| r.4),
+            "{outbox:?}"
+        );
         let events = bodies.lock().expect("lock").clone();
         let kinds: Vec<(String, String)> = events
             .iter()
@@ -226,6 +231,30 @@ per_backend!(
                 }
             }
         }
+        // Retention deletes the delivered events with the old runs.
+        weir_scheduler::delete_old_runs(
+            &engine.store,
+            engine.clock.now() + chrono::Duration::seconds(1),
+        )
+        .await
+        .expect("retention");
+        let left = LineageSender::new(
+            engine.store.clone(),
+            Arc::clone(&engine.clock) as Arc<dyn Clock>,
+            LineageEndpoint {
+                url: format!("{base}/lineage"),
+                api_key: None,
+            },
+        );
+        assert_eq!(left.drain().await.expect("drain"), 0);
+        assert!(
+            engine
+                .store
+                .lineage_outbox()
+                .await
+                .expect("outbox")
+                .is_empty()
+        );
         // A schema that fails on a broken event (the check can fail).
         let mut broken = events[1].clone();
         broken["eventTime"] = Value::String("yesterday".into());

@@ -7,7 +7,9 @@ use super::*;
 pub const RETENTION_BATCH: i64 = 200;
 
 /// Deletes finished runs that ended before `cutoff`, in batches, and the settled
-/// notifications written before it; returns how many runs went.
+/// notifications and OpenLineage events written before it; returns how many runs went. (Asset
+/// events stay: they are an asset's history, and what `backfill --missing` reads once a
+/// run is gone.)
 ///
 /// # Errors
 /// Store failures (what was deleted before stays deleted).
@@ -17,6 +19,7 @@ pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64
         .await?
         > 0
     {}
+    while store.delete_lineage_before(cutoff, RETENTION_BATCH).await? > 0 {}
     let mut total = 0;
     loop {
         let n = store
