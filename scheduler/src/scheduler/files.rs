@@ -9,6 +9,9 @@ use weir_storage::{Location, Object};
 
 use super::*;
 
+/// The longest one listing of a DAG's files may take in a pass.
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Scheduler {
     /// Lists the locations of the DAGs on files whose poll is due and creates their runs.
     pub(super) async fn create_file_runs(
@@ -96,13 +99,13 @@ impl Scheduler {
         let mut out: Vec<Object> = Vec::new();
         for text in &rule.files {
             let loc = Location::parse(text).map_err(|e| e.to_string())?;
-            for o in self
-                .cfg
-                .stores
-                .list(&loc)
+            // A store that does not answer must not hold up the scheduler's pass.
+            let listed = tokio::time::timeout(LIST_TIMEOUT, self.cfg.stores.list(&loc))
                 .await
-                .map_err(|e| e.to_string())?
-            {
+                .map_err(|_| {
+                    format!("listing {text} took more than {}s", LIST_TIMEOUT.as_secs())
+                })?;
+            for o in listed.map_err(|e| e.to_string())? {
                 let key = (o.location.to_string(), o.version());
                 if !seen.contains(&key) && !out.iter().any(|x| x.location.to_string() == key.0) {
                     out.push(o);
