@@ -38,6 +38,8 @@ create table weir_asset_events (
 );
 create index weir_asset_events_by_asset on weir_asset_events (asset_key, id);
 create index weir_asset_events_by_run on weir_asset_events (run_id);
+-- A DAG's lineage (its page): the distinct assets it wrote and read.
+create index weir_asset_events_by_dag on weir_asset_events (dag_id, asset_key, access);
 
 -- The assets each DAG scheduled on assets waits for (from its current version).
 create table weir_asset_subscriptions (

@@ -62,6 +62,7 @@ create table if not exists weir_asset_events (
 );
 create index if not exists weir_asset_events_by_asset on weir_asset_events (asset_key, id);
 create index if not exists weir_asset_events_by_run on weir_asset_events (run_id);
+create index if not exists weir_asset_events_by_dag on weir_asset_events (dag_id, asset_key, access);
 
 create table if not exists weir_asset_subscriptions (
     dag_id     text not null,

@@ -403,6 +403,17 @@ pub struct StaleInterval {
     pub upstream_at: DateTime<Utc>,
 }
 
+/// Which edges [`Store::lineage`] returns.
+#[derive(Debug, Clone, Copy)]
+pub enum LineageOf<'a> {
+    /// Every edge.
+    All,
+    /// One DAG's.
+    Dag(&'a str),
+    /// One asset's.
+    Asset(&'a str),
+}
+
 /// One edge of the lineage graph: a DAG wrote (`write`), read (`read`) or runs on
 /// (`trigger`) an asset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, sqlx::FromRow)]
@@ -416,18 +427,30 @@ pub struct LineageEdge {
 }
 
 impl Store {
-    /// Who wrote, read and runs on which asset (each edge once).
+    /// Who wrote, read and runs on which asset (each edge once): every edge, or those of one
+    /// DAG or one asset.
     ///
     /// # Errors
     /// Database failures.
-    pub async fn lineage(&self) -> Result<Vec<LineageEdge>> {
+    pub async fn lineage(&self, of: LineageOf<'_>) -> Result<Vec<LineageEdge>> {
+        let (filter, name) = match of {
+            LineageOf::All => ("", None),
+            LineageOf::Dag(d) => ("dag_id = $1 AND ", Some(d)),
+            LineageOf::Asset(a) => ("asset_key = $1 AND ", Some(a)),
+        };
+        let sql = format!(
+            "SELECT DISTINCT dag_id, asset_key, access FROM weir_asset_events WHERE {filter}dag_id IS NOT NULL
+             UNION
+             SELECT dag_id, asset_key, 'trigger' FROM weir_asset_subscriptions WHERE {}
+             ORDER BY 1, 2, 3",
+            if filter.is_empty() { "TRUE" } else { filter.trim_end_matches(" AND ") }
+        );
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as::<_, LineageEdge>(
-                "SELECT DISTINCT dag_id, asset_key, access FROM weir_asset_events WHERE dag_id IS NOT NULL
-                 UNION
-                 SELECT dag_id, asset_key, 'trigger' FROM weir_asset_subscriptions
-                 ORDER BY 1, 2, 3",
-            )
+            let q = sqlx::query_as::<_, LineageEdge>(sqlx::AssertSqlSafe(sql));
+            match name {
+                Some(n) => q.bind(n),
+                None => q,
+            }
             .fetch_all(pool)
             .await?
         }))

@@ -53,7 +53,7 @@ mod worker;
 
 pub use asset::{
     Access, AssetCounts, AssetEventRow, AssetRecord, AssetSummary, ExternalEvent, LineageEdge,
-    StaleInterval,
+    LineageOf, StaleInterval,
 };
 pub use audit::AuditRow;
 pub use claim::ObjectOwner;

@@ -103,14 +103,7 @@ pub(crate) async fn dag_summary(
         file: d.file.clone(),
         import_error,
         removed_at: d.removed_at.map(rfc),
-        schedule_words: dag
-            .schedule()
-            .map(schedule_words)
-            .map(|w| match dag.asset_condition() {
-                Some(a) => format!("{w}, once {} of its assets were updated", a.mode()),
-                None => w,
-            })
-            .or_else(|| dag.spec.schedule.as_ref().map(|s| s.summary())),
+        schedule_words: dag_schedule_words(dag),
         description: dag.spec.description.clone(),
         tags: dag.spec.tags.clone(),
         next_run: if d.paused || d.removed_at.is_some() {
@@ -143,6 +136,18 @@ fn dot(r: RunBrief) -> RunDot {
         state: r.state,
         logical_date: rfc(r.logical_date),
     }
+}
+
+/// A DAG's schedule as people read it: the cron in words (with the assets it also waits for),
+/// or the rule's summary for one on assets or files; `None` without a schedule.
+pub(crate) fn dag_schedule_words(dag: &weir_model::Dag) -> Option<String> {
+    dag.schedule()
+        .map(schedule_words)
+        .map(|w| match dag.asset_condition() {
+            Some(a) => format!("{w}, once {} of its assets were updated", a.mode()),
+            None => w,
+        })
+        .or_else(|| dag.spec.schedule.as_ref().map(|s| s.summary()))
 }
 
 /// A schedule in words, for the common shapes of cron; anything else as its expression.

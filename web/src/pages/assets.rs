@@ -31,7 +31,7 @@ pub(super) async fn assets_page(State(state): State<AppState>, headers: HeaderMa
     let (assets, freshness, edges) = tokio::try_join!(
         state.store.assets(),
         state.store.freshness(),
-        state.store.lineage()
+        state.store.lineage(weir_store::LineageOf::All)
     )?;
     let rows: Vec<Value> = assets
         .iter()
@@ -87,15 +87,10 @@ pub(super) async fn asset_page(
         state.store.asset_events(Some(&key), 200),
         state.store.stale_intervals(&key),
         state.store.freshness(),
-        state.store.lineage()
+        state.store.lineage(weir_store::LineageOf::Asset(&key))
     )?;
-    let known = state
-        .store
-        .assets()
-        .await?
-        .iter()
-        .any(|a| a.asset_key == key);
-    if !known && events.is_empty() {
+    // An asset's row is written with its first event: no event, no asset.
+    if events.is_empty() {
         return Err(WebError::not_found(format!(
             "asset `{key}`: weir has not seen it (`weir assets list` shows those it has)"
         ))
@@ -135,7 +130,7 @@ pub(super) async fn asset_page(
     let dags = |access: &str| -> Vec<String> {
         edges
             .iter()
-            .filter(|e| e.asset_key == key && e.access == access)
+            .filter(|e| e.access == access)
             .map(|e| e.dag_id.clone())
             .collect()
     };

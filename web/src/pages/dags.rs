@@ -89,18 +89,16 @@ pub(super) async fn dag_page(
     ctx.insert("file", &row.file);
     ctx.insert("description", &dag.spec.description);
     ctx.insert("schedule", &row.schedule);
-    ctx.insert(
-        "schedule_words",
-        &dag.schedule()
-            .map(view::schedule_words)
-            .or_else(|| dag.spec.schedule.as_ref().map(|s| s.summary())),
-    );
+    ctx.insert("schedule_words", &view::dag_schedule_words(&dag));
     // The assets it reads, writes and runs on (from what its runs recorded, and its schedule).
-    let lineage = state.store.lineage().await?;
+    let lineage = state
+        .store
+        .lineage(weir_store::LineageOf::Dag(&dag_id))
+        .await?;
     let assets_of = |access: &str| -> Vec<Value> {
         lineage
             .iter()
-            .filter(|e| e.dag_id == dag_id && e.access == access)
+            .filter(|e| e.access == access)
             .map(|e| serde_json::json!({"key": e.asset_key, "href": format!("/assets/{}", url_segment(&e.asset_key))}))
             .collect()
     };
