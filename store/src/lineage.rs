@@ -138,19 +138,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn delete_lineage_before(&self, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
-        Ok(with_pool!(self, |pool| {
-            sqlx::query(
-                "DELETE FROM weir_lineage_outbox WHERE id IN (
-                     SELECT id FROM weir_lineage_outbox
-                     WHERE created_at < $1 AND (sent_at IS NOT NULL OR gave_up)
-                     ORDER BY id LIMIT $2)",
-            )
-            .bind(cutoff)
-            .bind(batch)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        }))
+        self.delete_settled("weir_lineage_outbox", cutoff, batch)
+            .await
     }
 
     /// Every outbox row: `(id, attempts, error, gave_up, sent)` (for tests and operations).

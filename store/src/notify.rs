@@ -377,18 +377,32 @@ impl Store {
         cutoff: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64> {
+        self.delete_settled("weir_notifications", cutoff, batch)
+            .await
+    }
+
+    /// Deletes up to `batch` rows of the outbox `table` (`weir_notifications`,
+    /// `weir_lineage_outbox`: rows with `created_at`, `sent_at`, `gave_up`) written before
+    /// `cutoff` and delivered or abandoned; returns how many went.
+    pub(crate) async fn delete_settled(
+        &self,
+        table: &'static str,
+        cutoff: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN (
+                 SELECT id FROM {table}
+                 WHERE created_at < $1 AND (sent_at IS NOT NULL OR gave_up)
+                 ORDER BY created_at LIMIT $2)"
+        );
         Ok(with_pool!(self, |pool| {
-            sqlx::query(
-                "DELETE FROM weir_notifications WHERE id IN (
-                     SELECT id FROM weir_notifications
-                     WHERE created_at < $1 AND (sent_at IS NOT NULL OR gave_up)
-                     ORDER BY created_at LIMIT $2)",
-            )
-            .bind(cutoff)
-            .bind(batch)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(cutoff)
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected()
         }))
     }
 }
