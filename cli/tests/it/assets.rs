@@ -77,17 +77,7 @@ const MIGRATION: (&str, &str) = (
 const BOTH: &str = "{assets: [wh.main.orders, wh.main.customers]}";
 
 async fn runs_of(engine: &Engine, dag_id: &str) -> Vec<RunRow> {
-    let mut runs = engine
-        .store
-        .list_runs(&weir_store::RunFilter {
-            dag_id: Some(dag_id.into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("runs");
-    runs.sort_by_key(|r| r.logical_date);
-    runs
+    crate::file_triggers::runs_of(&engine.store, dag_id).await
 }
 
 async fn produce(engine: &mut Engine) -> RunRow {

@@ -27,7 +27,8 @@ tasks:
     )
 }
 
-async fn runs_of(store: &weir_store::Store, dag_id: &str) -> Vec<RunRow> {
+/// A DAG's runs (at most 100), oldest logical date first.
+pub(crate) async fn runs_of(store: &weir_store::Store, dag_id: &str) -> Vec<RunRow> {
     let mut runs = store
         .list_runs(&weir_store::RunFilter {
             dag_id: Some(dag_id.into()),

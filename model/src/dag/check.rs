@@ -204,13 +204,13 @@ fn check_assets(
             .map(|n| n.loc)
     };
     for (name, asset) in &spec.assets {
-        if let Err(e) = crate::asset::parse_asset_key(name) {
-            out.push(Diagnostic::error(at(name), format!("`assets`: {e}")));
-        } else if crate::asset::parse_asset_key(name).as_deref() != Ok(name.as_str()) {
-            out.push(Diagnostic::error(
+        match crate::asset::parse_asset_key(name) {
+            Err(e) => out.push(Diagnostic::error(at(name), format!("`assets`: {e}"))),
+            Ok(key) if key != *name => out.push(Diagnostic::error(
                 at(name),
                 format!("`assets`: write `{name}` as a URL (`file://{name}`)"),
-            ));
+            )),
+            Ok(_) => {}
         }
         if asset
             .freshness

@@ -19,7 +19,8 @@ impl Scheduler {
         now: DateTime<Utc>,
         pass: &mut Pass,
     ) -> Result<()> {
-        let unfinished = self.store.unfinished_runs_by_dag().await?;
+        // Read once a DAG on files is due to be listed (most passes have none).
+        let mut unfinished = None;
         for row in self.store.list_dags().await? {
             if row.paused || row.removed_at.is_some() {
                 continue;
@@ -40,8 +41,14 @@ impl Scheduler {
             let next = weir_model::duration::later(now, poll);
             self.file_polls.insert(dag.id().to_owned(), next);
             pass.next_due = [pass.next_due, Some(next)].into_iter().flatten().min();
-            let room = i64::from(dag.spec.max_active_runs)
-                - unfinished.get(dag.id()).copied().unwrap_or(0);
+            if unfinished.is_none() {
+                unfinished = Some(self.store.unfinished_runs_by_dag().await?);
+            }
+            let running = unfinished
+                .as_ref()
+                .and_then(|u| u.get(dag.id()).copied())
+                .unwrap_or(0);
+            let room = i64::from(dag.spec.max_active_runs) - running;
             if room <= 0 {
                 continue;
             }

@@ -233,9 +233,9 @@ impl Store {
             // leased) and the schedulers' wake-up, which `NOTIFY` delivers at commit.
             Db::Postgres(pool) => {
                 let c = CompletionArrays::new(cs, &outputs)?;
-                // Tries with asset events: the same statement and their events in one
-                // transaction (the common batch, without events, stays one statement).
-                let with_assets = cs.iter().any(|c| {
+                // Tries with asset or lineage events: the same statement and their events in
+                // one transaction (the common batch, without events, stays one statement).
+                let with_events = cs.iter().any(|c| {
                     (c.state == TaskState::Success && !c.assets.is_empty()) || !c.lineage.is_empty()
                 });
                 let query = sqlx::query_as::<_, (i64, bool)>(
@@ -302,7 +302,7 @@ impl Store {
                 .bind(c.note_payloads)
                 .bind(SCHEDULER_CHANNEL) // $20
                 .bind(self.notify_origin()); // $21
-                if with_assets {
+                if with_events {
                     let mut tx = pool.begin_write().await?;
                     let mut recorded = query.fetch_all(&mut *tx).await?;
                     let mut queued = 0;
