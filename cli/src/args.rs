@@ -82,6 +82,21 @@ pub(crate) enum Command {
     /// Assets: the tables and files steps write and read.
     #[command(subcommand)]
     Assets(AssetsCommand),
+    /// The environments of `python` and `dbt` tasks.
+    #[command(subcommand)]
+    Python(PythonCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PythonCommand {
+    /// Prints the folder of a `python` or `dbt` task's environment, building it first when
+    /// this machine has none yet (`source "$(weir python env DAG TASK)/bin/activate"`).
+    Env {
+        /// The DAG.
+        dag: String,
+        /// The task.
+        task: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,7 +289,8 @@ pub(crate) enum TasksCommand {
         /// Parameter override `key=value` (repeatable).
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
-        /// An upstream task's output the task reads, `task.key=value` (repeatable).
+        /// An upstream task's output the task reads, `task.key=value` (repeatable); a value
+        /// that reads as JSON (`10`, `true`, `[1, 2]`) is that value, anything else is text.
         #[arg(long = "output", value_name = "TASK.KEY=VALUE")]
         outputs: Vec<String>,
         /// For a `foreach` task: the item (JSON, or plain text for a string).

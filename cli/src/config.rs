@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) remote: RemoteConfig,
     /// Where OpenLineage events go.
     pub(crate) openlineage: OpenLineageConfig,
+    /// Where `python` and `dbt` steps' environments are built.
+    pub(crate) python: PythonConfig,
     /// The file the configuration was read from (none: defaults and the environment only).
     #[serde(skip)]
     pub(crate) origin: Option<PathBuf>,
@@ -52,6 +54,36 @@ impl Default for OpenLineageConfig {
             url: None,
             namespace: "weir".to_owned(),
             api_key: None,
+        }
+    }
+}
+
+/// `[python]`: the environments of `python` and `dbt` steps (docs/configuration.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PythonConfig {
+    /// Folder of the environments, uv's download cache and weir's own uv (default
+    /// `.weir/python`, next to the configuration file).
+    pub(crate) cache_dir: PathBuf,
+    /// A uv program to build with instead of the pinned one weir installs.
+    pub(crate) uv: Option<PathBuf>,
+}
+
+impl Default for PythonConfig {
+    fn default() -> Self {
+        PythonConfig {
+            cache_dir: PathBuf::from(".weir/python"),
+            uv: None,
+        }
+    }
+}
+
+impl PythonConfig {
+    /// The worker's form.
+    pub(crate) fn setup(&self) -> weir_worker::step::python::env::PythonSetup {
+        weir_worker::step::python::env::PythonSetup {
+            cache_dir: self.cache_dir.clone(),
+            uv: self.uv.clone(),
         }
     }
 }
@@ -82,6 +114,7 @@ impl Default for Config {
             template_env: Vec::new(),
             remote: RemoteConfig::default(),
             openlineage: OpenLineageConfig::default(),
+            python: PythonConfig::default(),
             origin: None,
         }
     }
@@ -310,6 +343,19 @@ impl Config {
         if !from_env("database_url") {
             config.database_url = sqlite_relative_to(base, &config.database_url);
         }
+        if !from_env("python.cache_dir") {
+            config.python.cache_dir = relative_to(base, &config.python.cache_dir);
+        }
+        // A bare name (`uv`) is looked up on PATH; a path is relative to the file.
+        if !from_env("python.uv")
+            && let Some(uv) = config
+                .python
+                .uv
+                .as_mut()
+                .filter(|p| p.components().count() > 1)
+        {
+            *uv = relative_to(base, uv);
+        }
         if !from_env("smtp.ca_file")
             && let Some(ca) = config.smtp.as_mut().and_then(|s| s.ca_file.as_mut())
         {
@@ -472,8 +518,9 @@ const ENV_LAYER: &str = "WEIR_* environment variables";
 /// Top-level keys of `weir.toml` (each section's keys follow its section's name).
 const TOP_KEYS: [&str; 3] = ["database_url", "dags_folder", "template_env"];
 /// Sections of `weir.toml`.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "openlineage",
+    "python",
     "web",
     "worker",
     "scheduler",

@@ -218,6 +218,7 @@ pub(crate) fn worker_config(
         stores: config.store_conns(),
         secrets: config.secrets(),
         pass_env: config.worker.pass_env.clone(),
+        python: config.python.setup(),
         lineage_namespace: config
             .openlineage
             .url

@@ -1,4 +1,5 @@
-//! Files a DAG reads besides its own: a `sql` step's `file` and a `migrate` step's folder.
+//! Files a DAG reads besides its own: a `sql` step's `file`, a `migrate` step's folder, a
+//! `python` step's `file` and requirements file, a `dbt` step's project folder.
 //!
 //! The scheduler reads them when it reads the DAG and stores their text with the DAG's
 //! version (`path as written → text`), so a run pins them like the rest of the DAG and workers
@@ -26,24 +27,77 @@ pub enum FileRef<'a> {
         /// The folder.
         dir: &'a str,
     },
+    /// A `python` step's `file`, or a `python` or `dbt` step's requirements file: one text
+    /// file, stored under its path.
+    Text {
+        /// The task.
+        task: &'a str,
+        /// The path.
+        path: &'a str,
+    },
+    /// A `dbt` step's project: every file below the folder but `target/`, `logs/` and hidden
+    /// ones, each stored under `project/relative/path` ([`project_files`] reads them back).
+    DbtProject {
+        /// The task.
+        task: &'a str,
+        /// The folder.
+        dir: &'a str,
+    },
 }
+
+/// Folders of a dbt project that are dbt's output, not its source: never stored.
+pub const DBT_OUTPUT_DIRS: [&str; 2] = ["target", "logs"];
 
 /// Every file reference of a DAG, in task order.
 pub fn file_refs(spec: &DagSpec) -> Vec<FileRef<'_>> {
-    spec.tasks
-        .iter()
-        .filter_map(|(id, t)| match &t.step {
-            Step::Sql(s) => s
-                .file
-                .as_deref()
-                .map(|path| FileRef::SqlFile { task: id, path }),
-            Step::Migrate(m) => Some(FileRef::Migrations {
-                task: id,
-                dir: &m.dir,
-            }),
+    use crate::spec::Requirements;
+    fn requirements<'a>(task: &'a str, r: &'a Option<Requirements>) -> Option<FileRef<'a>> {
+        match r {
+            Some(Requirements::File(path)) => Some(FileRef::Text { task, path }),
             _ => None,
-        })
-        .collect()
+        }
+    }
+    let mut out = Vec::new();
+    for (id, t) in &spec.tasks {
+        let task = id.as_str();
+        match &t.step {
+            Step::Sql(s) => out.extend(
+                s.file
+                    .as_deref()
+                    .map(|path| FileRef::SqlFile { task, path }),
+            ),
+            Step::Migrate(m) => out.push(FileRef::Migrations { task, dir: &m.dir }),
+            Step::Python(p) => {
+                out.extend(p.file.as_deref().map(|path| FileRef::Text { task, path }));
+                out.extend(requirements(task, &p.requirements));
+            }
+            Step::Dbt(d) => {
+                out.push(FileRef::DbtProject {
+                    task,
+                    dir: &d.project,
+                });
+                out.extend(requirements(task, &d.requirements));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The key a project's file is stored under: `project/relative/path`.
+pub fn project_key(dir: &str, relative: &str) -> String {
+    format!("{}/{relative}", dir.trim_end_matches('/'))
+}
+
+/// The files of the project stored at `dir`, by their path inside it.
+pub fn project_files<'a>(
+    files: &'a BTreeMap<String, String>,
+    dir: &str,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    files
+        .iter()
+        .filter_map(move |(key, text)| Some((key.strip_prefix(&prefix)?, text.as_str())))
 }
 
 /// `0001_create_tables.sql` → `(1, "create_tables")`: digits, `_`, a name, `.sql`.

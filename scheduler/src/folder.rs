@@ -312,7 +312,7 @@ fn read_referenced(
     let mut problems = Vec::new();
     for r in file_refs(spec) {
         match r {
-            FileRef::SqlFile { task, path } => {
+            FileRef::SqlFile { task, path } | FileRef::Text { task, path } => {
                 let full = base.join(path);
                 deps.push((full.clone(), stamp(&full)));
                 match std::fs::read_to_string(&full) {
@@ -326,6 +326,25 @@ fn read_referenced(
                             full.display()
                         ),
                     )),
+                }
+            }
+            FileRef::DbtProject { task, dir } => {
+                let full = base.join(dir);
+                if !full.join("dbt_project.yml").is_file() {
+                    problems.push(Diagnostic::error(
+                        place_of(dag_text, dir),
+                        format!(
+                            "task `{task}`: `{dir}` ({}) holds no dbt_project.yml: `project` names a dbt project's folder",
+                            full.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if let Err(e) = read_project(&full, dir, files, deps) {
+                    problems.push(Diagnostic::error(
+                        place_of(dag_text, dir),
+                        format!("task `{task}`: dbt project `{dir}`: {e}"),
+                    ));
                 }
             }
             FileRef::Migrations { task, dir } => {
@@ -387,6 +406,62 @@ fn read_referenced(
         }
     }
     problems
+}
+
+/// Most a dbt project may hold, in bytes of its stored files: it is stored with each version.
+const MAX_PROJECT_BYTES: usize = 16 << 20;
+
+/// Reads every file of the dbt project at `full` (written `dir` in the DAG) into `files`, but
+/// dbt's output folders and hidden files; the folders and files become dependencies.
+fn read_project(
+    full: &Path,
+    dir: &str,
+    files: &mut BTreeMap<String, String>,
+    deps: &mut Vec<(PathBuf, Stamp)>,
+) -> std::result::Result<(), String> {
+    let mut total = 0usize;
+    let mut pending = vec![(full.to_path_buf(), String::new())];
+    while let Some((folder, relative)) = pending.pop() {
+        deps.push((folder.clone(), stamp(&folder)));
+        let entries = std::fs::read_dir(&folder)
+            .map_err(|e| format!("cannot read `{}`: {e}", folder.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", folder.display()))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let top = relative.is_empty();
+            if name.starts_with('.')
+                || (top && weir_model::files::DBT_OUTPUT_DIRS.contains(&name.as_str()))
+            {
+                continue;
+            }
+            let path = entry.path();
+            let inner = if top {
+                name.clone()
+            } else {
+                format!("{relative}/{name}")
+            };
+            // Followed like dbt follows them: a link to a folder is a folder.
+            if path.is_dir() {
+                pending.push((path, inner));
+                continue;
+            }
+            deps.push((path.clone(), stamp(&path)));
+            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read `{inner}`: {e}"))?;
+            total += bytes.len();
+            if total > MAX_PROJECT_BYTES {
+                return Err(format!(
+                    "its files pass {} MiB (at `{inner}`): weir stores a project with each DAG version; move data files out of it",
+                    MAX_PROJECT_BYTES >> 20
+                ));
+            }
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("`{inner}` is not UTF-8 text: a project stored with the DAG holds text files only"))?;
+            files.insert(weir_model::files::project_key(dir, &inner), text);
+        }
+    }
+    Ok(())
 }
 
 /// Where `value` is first written in the DAG's text (the path of a missing file).

@@ -198,6 +198,26 @@ pub fn worker_config() -> WorkerConfig {
         secrets: Vec::new(),
         pass_env: Vec::new(),
         lineage_namespace: None,
+        python: python_setup(),
+    }
+}
+
+/// Where the tests build Python environments: one cache for every test and run
+/// (`WEIR_TEST_PYTHON_CACHE`, default `target/test-tools/python`), so uv, dbt and each
+/// environment are installed once; uv is weir's pinned copy, installed there by weir itself
+/// on first use, unless `WEIR_TEST_UV` names one.
+#[must_use]
+pub fn python_setup() -> weir_worker::step::python::env::PythonSetup {
+    let cache_dir = std::env::var_os("WEIR_TEST_PYTHON_CACHE").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/test-tools/python")
+        },
+        std::path::PathBuf::from,
+    );
+    weir_worker::step::python::env::PythonSetup {
+        cache_dir,
+        uv: std::env::var_os("WEIR_TEST_UV").map(std::path::PathBuf::from),
     }
 }
 

@@ -53,8 +53,8 @@ pub struct Connections {
     urls: BTreeMap<String, String>,
     pools: Mutex<HashMap<String, DataPool>>,
     stores: weir_storage::Stores,
-    /// Names of the storage connections (to tell a step that names one as a database).
-    store_names: Vec<String>,
+    /// The storage connections (to tell a step that names one as a database; for code).
+    store_conns: Vec<weir_storage::StoreConn>,
 }
 
 impl Connections {
@@ -71,8 +71,8 @@ impl Connections {
         Connections {
             urls,
             pools: Mutex::default(),
-            store_names: stores.iter().map(|s| s.name.clone()).collect(),
-            stores: weir_storage::Stores::new(stores),
+            stores: weir_storage::Stores::new(stores.clone()),
+            store_conns: stores,
         }
     }
 
@@ -82,7 +82,7 @@ impl Connections {
     }
 
     fn unknown(&self, name: &str) -> ConnError {
-        if self.store_names.iter().any(|s| s == name) {
+        if self.store_conns.iter().any(|s| s.name == name) {
             ConnError::NotADatabase(name.to_owned())
         } else {
             ConnError::Unknown(name.to_owned())
@@ -104,6 +104,22 @@ impl Connections {
     /// The URL of connection `name` (with its password: never for messages).
     pub fn url(&self, name: &str) -> Option<&str> {
         self.urls.get(name).map(String::as_str)
+    }
+
+    /// Connection `name` as a task's code receives it (`conns:` of a `python` step): a
+    /// database's URL (with its password), or a store's `{url, options…}` (with its
+    /// credentials); `None` for an unknown name.
+    pub fn for_code(&self, name: &str) -> Option<serde_json::Value> {
+        if let Some(url) = self.urls.get(name) {
+            return Some(serde_json::Value::String(url.clone()));
+        }
+        let store = self.store_conns.iter().find(|s| s.name == name)?;
+        let mut out = serde_json::Map::new();
+        out.insert("url".into(), store.at.to_string().into());
+        for (k, v) in &store.options {
+            out.insert(k.clone(), v.clone().into());
+        }
+        Some(serde_json::Value::Object(out))
     }
 
     /// The schema a table named without one is in, on connection `name`: `public` on

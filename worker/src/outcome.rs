@@ -19,13 +19,15 @@ pub enum TaskOutcome {
         retryable: bool,
     },
     /// Ran to its end and found a problem it reports in its outputs (failed `validate`
-    /// checks): recorded with the outputs and not retried (the same data fails the same way;
-    /// waiting for late data is a sensor's job).
+    /// checks, a dbt model's error): recorded with the outputs.
     FailedWithOutputs {
         /// Why.
         error: String,
         /// What it found.
         outputs: serde_json::Map<String, serde_json::Value>,
+        /// Whether another try could help: not for failed checks (the same data fails the same
+        /// way; waiting for late data is a sensor's job), yes for a dbt model's error.
+        retryable: bool,
     },
     /// A sensor's check found nothing yet: the instance goes back to the scheduler, to be
     /// checked again later (the try does not count).

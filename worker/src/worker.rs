@@ -63,6 +63,8 @@ pub struct WorkerConfig {
     /// With `[openlineage]`: the namespace of weir's jobs in the OpenLineage events each try
     /// writes (`None`: none are written).
     pub lineage_namespace: Option<String>,
+    /// Where `python` and `dbt` steps' environments are built (`[python]`).
+    pub python: crate::step::python::env::PythonSetup,
 }
 
 /// Running tries of this worker: instance id → the token that stops it.
@@ -255,7 +257,13 @@ impl Worker {
                         .then_some(timeout)
                         .flatten();
                     let assets = match (&outcome, version.dag.tasks.get(&ti.task_id)) {
-                        (TaskOutcome::Succeeded { outputs }, Some(task)) => {
+                        (TaskOutcome::Succeeded { outputs }, Some(task))
+                        | (TaskOutcome::FailedWithOutputs { outputs, .. }, Some(task))
+                            if matches!(
+                                (&outcome, &step),
+                                (TaskOutcome::Succeeded { .. }, _) | (_, Step::Dbt(_))
+                            ) =>
+                        {
                             assets::records(&step, &task.step, &declared, outputs, &self.conns)
                         }
                         _ => Vec::new(),
@@ -379,6 +387,13 @@ impl Worker {
             incremental_cursor,
             keep_rejects: self.cfg.keep_rejects,
             claims: Some(self.store.clone()),
+            // Only the kinds that read it pay for it.
+            context: if matches!(step, Step::Python(_) | Step::Dbt(_)) {
+                serde_json::to_value(&ctx).map_err(|e| e.to_string())?
+            } else {
+                serde_json::Value::Null
+            },
+            python: self.cfg.python.clone(),
             attempt: Some(Attempt {
                 dag_id: run.dag_id.clone(),
                 run_id: run.run_id.clone(),
@@ -487,10 +502,6 @@ impl Worker {
     }
 }
 
-/// Renders a step; a `sql` step's `file` becomes its (rendered) text from the version's files.
-///
-/// # Errors
-/// A template that does not render, or a file the version does not hold.
 /// This process's figures of a finished try (exported by the web server's `/metrics` when it
 /// runs in the same process): its duration by step kind and outcome, and rows loaded.
 fn record_metrics(kind: Option<&'static str>, outcome: &TaskOutcome, took: Duration) {

@@ -3,6 +3,7 @@
 pub(crate) mod assets;
 mod backfill;
 pub(crate) mod dags;
+mod python;
 mod rejects;
 pub(crate) mod runs;
 mod serve;
@@ -14,7 +15,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::args::{
-    AssetsCommand, Cli, Command, DagsCommand, DbCommand, RunsCommand, TasksCommand, UsersCommand,
+    AssetsCommand, Cli, Command, DagsCommand, DbCommand, PythonCommand, RunsCommand, TasksCommand,
+    UsersCommand,
 };
 use crate::config::Config;
 
@@ -115,6 +117,9 @@ async fn run_async(config: &Config, command: Command) -> Result<u8> {
         Command::Assets(AssetsCommand::Touch(args)) => assets::touch(config, &args).await?,
         Command::Assets(AssetsCommand::Events { asset, limit, json }) => {
             assets::events(config, asset.as_deref(), limit, json).await?
+        }
+        Command::Python(PythonCommand::Env { dag, task }) => {
+            python::env(config, &dag, &task).await?
         }
     })
 }

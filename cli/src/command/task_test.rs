@@ -37,12 +37,7 @@ pub(crate) async fn test(
         Some(&config.known()),
     )?;
     let (file, dag) = find_dag(&files, dag_id)?;
-    let Some(task) = dag.tasks.get(task_id) else {
-        let hint = weir_model::suggest::did_you_mean(task_id, dag.tasks.keys().map(String::as_str))
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        bail!("no task `{task_id}` in DAG `{dag_id}`{hint}");
-    };
+    let task = task_of(dag, task_id)?;
     let logical_date = super::runs::parse_test_date(dag, given.date.as_deref())?;
     let overrides = weir_ops::runs::parse_param_overrides(dag, &given.params)?;
     let params = weir_ops::runs::apply_params(dag, &overrides)?;
@@ -119,6 +114,8 @@ pub(crate) async fn test(
         attempt: None,
         keep_rejects: None,
         claims: None,
+        context: serde_json::to_value(&ctx)?,
+        python: config.python.setup(),
         vars: vec![
             ("WEIR_DAG_ID".into(), dag_id.into()),
             ("WEIR_RUN_ID".into(), run_id.clone()),
@@ -153,6 +150,16 @@ pub(crate) async fn test(
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// Task `task_id` of `dag`, or an error naming the closest id.
+pub(crate) fn task_of<'a>(dag: &'a weir_model::Dag, task_id: &str) -> Result<&'a weir_model::Task> {
+    dag.tasks.get(task_id).ok_or_else(|| {
+        let hint = weir_model::suggest::did_you_mean(task_id, dag.tasks.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        anyhow::anyhow!("no task `{task_id}` in DAG `{}`{hint}", dag.id())
+    })
 }
 
 /// `--output extract.rows=10`: outputs of tasks upstream of `task_id`, by task.
@@ -191,16 +198,22 @@ fn upstream_outputs(
         }
         out.entry(task.to_owned())
             .or_default()
-            .insert(key.to_owned(), serde_json::Value::String(value.to_owned()));
+            .insert(key.to_owned(), output_value(value));
     }
     Ok(out)
+}
+
+/// An `--output` value as a task would have returned it: JSON where it reads as JSON (`10`,
+/// `true`, `[1, 2]`, `{"a": 1}`), text otherwise (`2026-01-01`, `abc`).
+fn output_value(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
 /// A failed test's outcome in words: `failed: exit code 3`, `timed out after 5m`.
 fn failure(outcome: &TaskOutcome) -> String {
     match outcome {
         TaskOutcome::Failed { error, .. } => format!("failed: {error}"),
-        TaskOutcome::FailedWithOutputs { error, outputs } => {
+        TaskOutcome::FailedWithOutputs { error, outputs, .. } => {
             format!(
                 "failed: {error}; outputs: {}",
                 serde_json::Value::Object(outputs.clone())

@@ -389,6 +389,8 @@ pub fn step_conns(step: &Step) -> Vec<&String> {
                 }
             }
         }
+        Step::Python(p) => conns.extend(&p.conns),
+        Step::Dbt(d) => conns.push(&d.conn),
         Step::Noop(_) | Step::Shell(_) | Step::Http(_) | Step::Transfer(_) => {}
     }
     conns

@@ -189,6 +189,8 @@ pub(super) fn decode_step(
         "http" => one::<HttpStep>(node, also_valid, context, sink, Step::Http),
         "wait_for" => one::<WaitForStep>(node, also_valid, context, sink, Step::WaitFor),
         "transfer" => one::<TransferStep>(node, also_valid, context, sink, Step::Transfer),
+        "python" => one::<PythonStep>(node, also_valid, context, sink, Step::Python),
+        "dbt" => one::<DbtStep>(node, also_valid, context, sink, Step::Dbt),
         _ => None,
     }
 }

@@ -24,8 +24,9 @@ use crate::diagnostic::{Diagnostic, Loc, Severity, tidy};
 use crate::duration::Duration;
 use crate::schedule::{DataInterval, Schedule};
 use crate::spec::{
-    Check, DagSpec, ExportStep, Foreach, HttpStep, LoadMode, LoadStep, MigrateStep, NoopStep,
-    ShellStep, SqlStep, Step, TaskCommon, TaskSpec, TransferStep, ValidateStep, WaitForStep,
+    Check, DagSpec, DbtStep, ExportStep, Foreach, HttpStep, LoadMode, LoadStep, MigrateStep,
+    NoopStep, PythonStep, ShellStep, SqlStep, Step, TaskCommon, TaskSpec, TransferStep,
+    ValidateStep, WaitForStep,
 };
 use crate::suggest::did_you_mean;
 use crate::template::TemplateChecker;

@@ -253,6 +253,32 @@ pub(super) fn check_step(
                 err("interval", "`interval` must be more than 0s".into());
             }
         }
+        Step::Python(p) => {
+            match (&p.script, &p.file) {
+                (None, None) => err("kind", "a `python` task needs `script` or `file`".into()),
+                (Some(_), Some(_)) => {
+                    err("file", "give either `script` or `file`, not both".into())
+                }
+                (Some(s), None) if s.trim().is_empty() => err("script", "`script` is empty".into()),
+                _ => {}
+            }
+            check_environment(p.requirements.as_ref(), p.python.as_deref(), &mut err);
+        }
+        Step::Dbt(d) => {
+            if d.project.trim().is_empty() {
+                err(
+                    "project",
+                    "`project` is empty: name the dbt project's folder".into(),
+                );
+            }
+            if !(1..=64).contains(&d.threads) {
+                err(
+                    "threads",
+                    format!("`threads` must be 1..=64, found {}", d.threads),
+                );
+            }
+            check_environment(d.requirements.as_ref(), d.python.as_deref(), &mut err);
+        }
         Step::Http(h) if h.json.is_some() && h.body.is_some() => {
             err("body", "give either `json` or `body`, not both".into())
         }
@@ -403,6 +429,55 @@ pub(super) fn check_load(l: &LoadStep, err: &mut dyn FnMut(&str, String)) {
             err(
                 "incremental",
                 format!("cursor column `{}` is not in `columns`", inc.cursor),
+            );
+        }
+    }
+}
+
+/// An environment's `requirements` and `python`: requirement lines (one each, not empty), a
+/// requirements file pip or uv reads, a version of digits and dots.
+fn check_environment(
+    requirements: Option<&crate::spec::Requirements>,
+    python: Option<&str>,
+    err: &mut dyn FnMut(&str, String),
+) {
+    use crate::spec::Requirements;
+    match requirements {
+        Some(Requirements::List(lines)) => {
+            for line in lines {
+                if line.trim().is_empty() || line.contains(['\n', '\r']) {
+                    err(
+                        "requirements",
+                        format!(
+                            "requirement `{line}` must be one line of a package (`pandas==2.3.3`)"
+                        ),
+                    );
+                }
+            }
+        }
+        Some(Requirements::File(path)) => {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if !(name == "pyproject.toml" || name.ends_with(".txt") || name.ends_with(".in")) {
+                err(
+                    "requirements",
+                    format!(
+                        "`requirements: {path}` must be a list of packages, a requirements file (`.txt`, `.in`) or a `pyproject.toml`"
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
+    if let Some(v) = python {
+        let parts: Vec<&str> = v.split('.').collect();
+        if parts.len() > 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            err(
+                "python",
+                format!("`python: {v}` is not a Python version (write `3.12` or `3.12.1`)"),
             );
         }
     }

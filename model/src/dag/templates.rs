@@ -16,7 +16,7 @@ pub(super) fn check_templates(
     ids.sort();
     for id in ids {
         let (_, node) = tasks[id];
-        node.for_each_str(&mut |n, text| {
+        for_each_template(node, &mut |n, text| {
             if let Err(e) = checker.check(text) {
                 let loc = template_error_place(&lines, n.loc, text, e.line, e.col);
                 out.push(Diagnostic::error(
@@ -25,6 +25,25 @@ pub(super) fn check_templates(
                 ));
             }
         });
+    }
+}
+
+/// Calls `f` on every string of a task that weir renders: all but its kind's verbatim fields
+/// ([`Step::verbatim_fields_of`]: a Python script is Python, not a template).
+fn for_each_template<'a>(task: &'a Node, f: &mut impl FnMut(&'a Node, &'a str)) {
+    let verbatim = task
+        .get("kind")
+        .and_then(Node::as_str)
+        .map_or(&[][..], Step::verbatim_fields_of);
+    match &task.value {
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                if !k.as_str().is_some_and(|k| verbatim.contains(&k)) {
+                    v.for_each_str(f);
+                }
+            }
+        }
+        _ => task.for_each_str(f),
     }
 }
 
@@ -51,7 +70,7 @@ pub(super) fn check_template_references(
             graph.1.get(id.as_str()).copied(),
             petgraph::Direction::Incoming,
         );
-        node.for_each_str(&mut |n, text| {
+        for_each_template(node, &mut |n, text| {
             if !crate::template::is_template(text) || checker.check(text).is_err() {
                 return;
             }

@@ -7,7 +7,8 @@
 //! # Layout
 //! - this module: the DAG, its defaults, a task's common fields, [`Step`] and what crosses
 //!   kinds (its SQL texts and paths);
-//! - `load` and `validate`: those two kinds' many types; `steps`: every other kind.
+//! - `load` and `validate`: those two kinds' many types; `code`: the kinds that run a user's
+//!   code in an environment weir builds (`python`, `dbt`); `steps`: every other kind.
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -259,13 +260,17 @@ pub enum Step {
     WaitFor(WaitForStep),
     /// Files copied between locations, verified.
     Transfer(TransferStep),
+    /// A Python script in an environment built for its requirements.
+    Python(PythonStep),
+    /// A dbt project's models, seeds, snapshots and tests.
+    Dbt(DbtStep),
 }
 
 impl Step {
     /// Every kind's name, as written after `kind:`.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 12] = [
         "noop", "shell", "sql", "migrate", "load", "validate", "export", "http", "wait_for",
-        "transfer",
+        "transfer", "python", "dbt",
     ];
 
     /// This step's kind name.
@@ -281,6 +286,24 @@ impl Step {
             Step::Http(_) => "http",
             Step::WaitFor(_) => "wait_for",
             Step::Transfer(_) => "transfer",
+            Step::Python(_) => "python",
+            Step::Dbt(_) => "dbt",
+        }
+    }
+
+    /// Fields weir does not render as templates: a script (Python's own `{{` stays its own;
+    /// the script reads the run from its context), and what an environment is built from (a
+    /// task's environment is known before any run: `weir python env`).
+    pub fn verbatim_fields(&self) -> &'static [&'static str] {
+        Step::verbatim_fields_of(self.kind())
+    }
+
+    /// [`Step::verbatim_fields`] of a kind, by name.
+    pub fn verbatim_fields_of(kind: &str) -> &'static [&'static str] {
+        match kind {
+            "python" => &["script", "file", "requirements", "python"],
+            "dbt" => &["project", "requirements", "python"],
+            _ => &[],
         }
     }
 }
@@ -363,7 +386,9 @@ impl Step {
             | Step::Shell(_)
             | Step::Migrate(_)
             | Step::Http(_)
-            | Step::Transfer(_) => Vec::new(),
+            | Step::Transfer(_)
+            | Step::Python(_)
+            | Step::Dbt(_) => Vec::new(),
         }
     }
 }
@@ -398,16 +423,18 @@ impl Step {
                 out.push(("from", &mut t.from));
                 out.push(("to", &mut t.to));
             }
-            Step::Noop(_) | Step::Sql(_) | Step::Validate(_) => {}
+            Step::Noop(_) | Step::Sql(_) | Step::Validate(_) | Step::Python(_) | Step::Dbt(_) => {}
         }
         out
     }
 }
 
+mod code;
 mod load;
 mod steps;
 mod validate;
 
+pub use code::*;
 pub use load::*;
 pub use steps::*;
 pub use validate::*;

@@ -211,8 +211,20 @@ impl Renderer {
     /// The first template that fails, with the field's path.
     pub fn render_step_for_reading(&self, step: &crate::Step) -> Result<crate::Step, RenderError> {
         let mut value = serde_json::to_value(step).map_err(|e| e.to_string())?;
+        // Fields that are not templates stay as written.
+        let verbatim: Vec<(&str, serde_json::Value)> = match &mut value {
+            serde_json::Value::Object(fields) => step
+                .verbatim_fields()
+                .iter()
+                .filter_map(|k| fields.remove(*k).map(|v| (*k, v)))
+                .collect(),
+            _ => Vec::new(),
+        };
         self.render_value(&mut value, "")
             .map_err(|e| format!("template: {e}"))?;
+        if let serde_json::Value::Object(fields) = &mut value {
+            fields.extend(verbatim.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
         serde_json::from_value(value).map_err(|e| RenderError(format!("rendered step: {e}")))
     }
 

@@ -96,7 +96,8 @@ pub struct Completion {
     /// tasks depend on it. Otherwise the scheduler is woken only when the run has instances
     /// waiting for a decision or none left unfinished (its periodic pass covers the rest).
     pub wake: bool,
-    /// Assets the try wrote and read, recorded with its success (ignored otherwise).
+    /// Assets the try wrote and read, recorded with its completion (a failed try has some
+    /// only when it wrote part of its work: a dbt build whose other models failed).
     pub assets: Vec<crate::asset::AssetRecord>,
     /// OpenLineage events of the try's end (JSON), queued if the completion is recorded.
     pub lineage: Vec<String>,
@@ -235,9 +236,9 @@ impl Store {
                 let c = CompletionArrays::new(cs, &outputs)?;
                 // Tries with asset or lineage events: the same statement and their events in
                 // one transaction (the common batch, without events, stays one statement).
-                let with_events = cs.iter().any(|c| {
-                    (c.state == TaskState::Success && !c.assets.is_empty()) || !c.lineage.is_empty()
-                });
+                let with_events = cs
+                    .iter()
+                    .any(|c| !c.assets.is_empty() || !c.lineage.is_empty());
                 let query = sqlx::query_as::<_, (i64, bool)>(
                     "WITH c AS (
                          SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::int[], $9::bool[])
@@ -308,15 +309,13 @@ impl Store {
                     let mut queued = 0;
                     for c in cs {
                         if recorded.iter().any(|(id, _)| *id == c.ti_id) {
-                            if c.state == TaskState::Success {
-                                queued += crate::asset::insert_try_events!(
-                                    tx,
-                                    c.ti_id,
-                                    c.try_number,
-                                    &c.assets,
-                                    now
-                                );
-                            }
+                            queued += crate::asset::insert_try_events!(
+                                tx,
+                                c.ti_id,
+                                c.try_number,
+                                &c.assets,
+                                now
+                            );
                             crate::lineage::insert_lineage!(tx, &c.lineage, now);
                         }
                     }
@@ -363,14 +362,13 @@ impl Store {
                     if let Some(run_id) = run_id {
                         insert_log_lines!(tx, c.ti_id, c.try_number, c.log);
                         insert_notifications!(tx, c.notify, now);
-                        if c.state == TaskState::Success
-                            && crate::asset::insert_try_events!(
-                                tx,
-                                c.ti_id,
-                                c.try_number,
-                                &c.assets,
-                                now
-                            ) > 0
+                        if crate::asset::insert_try_events!(
+                            tx,
+                            c.ti_id,
+                            c.try_number,
+                            &c.assets,
+                            now
+                        ) > 0
                         {
                             asset_queued = true;
                         }

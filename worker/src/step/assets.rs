@@ -10,6 +10,8 @@
 //! - `sql` writes the targets of its `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `CREATE TABLE … AS`
 //!   and `TRUNCATE` statements and reads the other tables they name, as far as the SQL parses
 //!   (sqlparser, in the connection's dialect); SQL that does not parse records nothing;
+//! - `dbt` writes the models, seeds and snapshots it built (each with its upstream relations in
+//!   the event's details) and reads the sources they select from, as its artifacts say;
 //! - every kind adds the task's `produces` and `consumes`.
 //!
 //! A location written with templates (`s3://lake/{{ ds }}/orders.parquet`) is one asset, its
@@ -36,7 +38,8 @@ pub struct Declared {
     pub consumes: Vec<String>,
 }
 
-/// The events of a successful try of `step` (as rendered) whose DAG wrote `written`.
+/// The events of a successful try of `step` (as rendered) whose DAG wrote `written` (and of a
+/// `dbt` try that failed part way: what it built was written).
 pub fn records(
     step: &Step,
     written: &Step,
@@ -149,6 +152,52 @@ pub fn records(
         (Step::Sql(s), _) => {
             for text in &s.sql {
                 out.sql(&s.conn, text, true);
+            }
+        }
+        // The relations dbt wrote and the sources they read, from the artifacts (see
+        // `dbt::artifacts`): names as dbt created them (quoted, so their case stays).
+        (Step::Dbt(d), _) => {
+            let quoted = |relation: &str| match relation.split_once('.') {
+                Some((schema, table)) => format!("\"{schema}\".\"{table}\""),
+                None => format!("\"{relation}\""),
+            };
+            for w in outputs
+                .get("written")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(relation) = w.get("relation").and_then(Value::as_str) else {
+                    continue;
+                };
+                out.table(
+                    Access::Write,
+                    &d.conn,
+                    &quoted(relation),
+                    AssetCounts {
+                        rows: w.get("rows").and_then(Value::as_i64),
+                        ..AssetCounts::default()
+                    },
+                    Some(
+                        serde_json::json!({ "dbt": w.get("node"), "upstream": w.get("upstream") }),
+                    ),
+                );
+            }
+            for r in outputs
+                .get("read")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(relation) = r.as_str() {
+                    out.table(
+                        Access::Read,
+                        &d.conn,
+                        &quoted(relation),
+                        AssetCounts::default(),
+                        None,
+                    );
+                }
             }
         }
         // The tables and files its checks read (a side's own `conn`, else the step's).

@@ -2,12 +2,15 @@
 
 pub mod assets;
 pub(crate) mod db;
+pub mod dbt;
 pub mod export;
 pub mod guard;
 pub mod http;
 pub mod ledger;
 pub mod load;
 pub mod migrate;
+pub mod process;
+pub mod python;
 pub mod shell;
 pub mod sql;
 pub mod sqltext;
@@ -55,6 +58,8 @@ pub async fn execute(
             outputs: serde_json::Map::new(),
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
+        Step::Python(p) => python::run(p, env, conns, files, timeout, log, cancel).await,
+        Step::Dbt(d) => dbt::run(d, env, conns, files, timeout, log, cancel).await,
         Step::Sql(s) => {
             let attempt = env.attempt.as_ref().filter(|_| !s.idempotent);
             bounded(sql::run(s, attempt, conns, log), timeout, log, cancel).await

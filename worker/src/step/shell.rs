@@ -1,30 +1,18 @@
 //! `kind: shell`: `bash -eo pipefail -c RUN` in a new process group.
 //!
-//! - The process group is the unit of killing: a timeout sends TERM to the whole group, waits
-//!   [`KILL_GRACE`], then KILL; grandchildren (`sleep 100 &`, pipelines) die with it. After a
-//!   normal exit, whatever the script left running in its group is killed too, so nothing a
-//!   retry would duplicate survives the try.
-//! - The group is put under the process guard ([`super::guard`]) while it runs, so it dies
-//!   with its worker even when the worker is killed with SIGKILL.
+//! - It runs as every process of a try does ([`super::process`]): in its own process group,
+//!   killed whole on a timeout or a cancel, and after a normal exit; under the process guard.
 //! - `key=value` lines written to the file at `$WEIR_OUTPUT` become the try's outputs.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use weir_model::spec::ShellStep;
 
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
-
-/// Time between TERM and KILL when a try is stopped.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Variables of the worker's own environment every task sees: what programs need to run
 /// (`PATH`, the user, the locale, the zone, the temporary folder). Nothing else of the
@@ -67,6 +55,11 @@ pub struct ShellEnv {
     pub keep_rejects: Option<std::time::Duration>,
     /// weir's database, for a load's claims of objects on stores (none in `weir tasks test`).
     pub claims: Option<weir_store::Store>,
+    /// What the try's templates read ([`weir_model::template::RenderContext`]), as JSON: a
+    /// `python` task's context.
+    pub context: serde_json::Value,
+    /// Where `python` and `dbt` environments are built.
+    pub python: super::python::env::PythonSetup,
 }
 
 impl ShellEnv {
@@ -98,10 +91,6 @@ pub async fn run(
     };
     let mut cmd = Command::new("bash");
     cmd.args(["-eo", "pipefail", "-c", &step.run])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .env_clear()
         .envs(env.inherited.iter().map(|(k, v)| (k, v)))
         .env("WEIR_OUTPUT", output_file.path());
@@ -114,91 +103,10 @@ pub async fn run(
     if let Some(cwd) = &step.cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return TaskOutcome::Failed {
-                error: format!("cannot start bash: {e}"),
-                retryable: true,
-            };
-        }
-    };
-    let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
-        return TaskOutcome::Failed {
-            error: "bash exited before it could be watched".into(),
-            retryable: true,
-        };
-    };
-    let group = Pid::from_raw(pid);
-    if let Err(e) = super::guard::watch(pid) {
-        // Without the guard the try would outlive a killed worker and could run twice at once.
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait().await;
-        return TaskOutcome::Failed {
-            error: format!("cannot guard the task's processes: {e}"),
-            retryable: true,
-        };
-    }
-    log.note(format!("started: bash -eo pipefail -c … (pid {pid})"));
-    // Forwarded in this task, next to the wait (no task spawned per stream).
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let forwarding = async {
-        tokio::join!(
-            async {
-                if let Some(s) = stdout {
-                    forward(s, "stdout", log).await;
-                }
-            },
-            async {
-                if let Some(s) = stderr {
-                    forward(s, "stderr", log).await;
-                }
-            },
-        )
-    };
-
-    let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let waiting = async {
-        let outcome = tokio::select! {
-            status = child.wait() => match status {
-                Ok(s) if s.success() => None,
-                Ok(s) => Some(match (s.code(), s.signal()) {
-                    (Some(code), _) => TaskOutcome::Failed { error: format!("exit code {code}"), retryable: true },
-                    (None, Some(sig)) => TaskOutcome::Failed { error: format!("killed by signal {sig}"), retryable: true },
-                    _ => TaskOutcome::Failed { error: "ended abnormally".into(), retryable: true },
-                }),
-                Err(e) => Some(TaskOutcome::Failed { error: format!("waiting for bash: {e}"), retryable: true }),
-            },
-            () = deadline => {
-                let after = timeout.unwrap_or_default();
-                log.note(format!("timed out after {}s: stopping the process group", after.as_secs()));
-                stop_group(group, &mut child).await;
-                Some(TaskOutcome::TimedOut { after })
-            }
-            () = cancel.cancelled() => {
-                log.note("stopping: the try was cancelled");
-                stop_group(group, &mut child).await;
-                Some(TaskOutcome::Cancelled { reason: "cancelled".into() })
-            }
-        };
-        // Whatever the script left behind in its group goes too (and releases the pipes, which
-        // ends the forwarding).
-        let _ = killpg(group, Signal::SIGKILL);
-        super::guard::release(pid);
-        outcome
-    };
-    let (outcome, _) = tokio::join!(waiting, forwarding);
-    if let Some(outcome) = outcome {
-        if let TaskOutcome::Failed { error, .. } = &outcome {
-            log.note(format!("failed: {error}"));
-        }
-        return outcome;
+    if let Err(failed) =
+        super::process::run_group(cmd, "bash -eo pipefail -c …", timeout, log, cancel).await
+    {
+        return failed;
     }
     match read_outputs(output_file.path()) {
         Ok(outputs) => {
@@ -209,33 +117,6 @@ pub async fn run(
             error: e,
             retryable: false,
         },
-    }
-}
-
-/// TERM to the group, then KILL after [`KILL_GRACE`] if the main process is still there.
-async fn stop_group(group: Pid, child: &mut tokio::process::Child) {
-    let _ = killpg(group, Signal::SIGTERM);
-    if tokio::time::timeout(KILL_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait().await;
-    }
-}
-
-async fn forward(stream: impl AsyncRead + Unpin, name: &'static str, log: &LogSink) {
-    let mut lines = BufReader::new(stream).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => log.line(name, line),
-            Ok(None) => break,
-            Err(e) => {
-                // Not UTF-8, or a read error: say so rather than lose the rest silently.
-                log.note(format!("{name} could not be read further: {e}"));
-                break;
-            }
-        }
     }
 }
 

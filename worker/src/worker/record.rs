@@ -141,12 +141,25 @@ impl Worker {
                 }
             }
             // The data failed the checks: another try finds the same.
-            TaskOutcome::FailedWithOutputs { error, outputs } => (
+            TaskOutcome::FailedWithOutputs {
+                error,
+                outputs,
+                retryable: false,
+            } => (
                 TaskState::Failed,
                 Some(serde_json::Value::Object(outputs.clone())),
                 Some(error.clone()),
                 None,
             ),
+            TaskOutcome::FailedWithOutputs { error, outputs, .. } => {
+                let (state, due) = after_failure();
+                (
+                    state,
+                    Some(serde_json::Value::Object(outputs.clone())),
+                    Some(error.clone()),
+                    due,
+                )
+            }
             TaskOutcome::TimedOut { after } => {
                 let (state, due) = after_failure();
                 (

@@ -92,6 +92,7 @@ pub async fn run(step: &ValidateStep, conns: &Connections, log: &LogSink) -> Tas
                 failing_errors.join("; ")
             ),
             outputs,
+            retryable: false,
         }
     }
 }
