@@ -209,10 +209,7 @@ pub fn worker_config() -> WorkerConfig {
 #[must_use]
 pub fn python_setup() -> weir_worker::step::python::env::PythonSetup {
     let cache_dir = std::env::var_os("WEIR_TEST_PYTHON_CACHE").map_or_else(
-        || {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/test-tools/python")
-        },
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-tools/python"),
         std::path::PathBuf::from,
     );
     weir_worker::step::python::env::PythonSetup {

@@ -14,6 +14,7 @@ mod lineage;
 mod notify;
 mod pages;
 mod parquet;
+mod python;
 mod remote;
 mod rows;
 mod serve;

@@ -18,8 +18,13 @@ pub struct PythonStep {
     /// `requirements.txt` / `pyproject.toml` beside the DAG file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<Requirements>,
-    /// The Python version (`3.11`, `3.12.1`); default: the `python3` the worker finds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The Python version (`"3.11"`, `"3.12.1"`: quoted, or YAML reads `3.10` as 3.1);
+    /// default: the `python3` the worker finds.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "python_version"
+    )]
     pub python: Option<String>,
     /// Connections (configuration names) whose URLs the script receives in `ctx["conns"]`.
     #[serde(
@@ -91,12 +96,33 @@ pub struct DbtStep {
     /// the connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<Requirements>,
-    /// The Python version of dbt's environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The Python version of dbt's environment (quoted: `"3.11"`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "python_version"
+    )]
     pub python: Option<String>,
     /// Extra environment variables (templated), read by the project's `env_var()`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub env: IndexMap<String, Text>,
+}
+
+/// A Python version is text: `3.10` unquoted is the number 3.1 to YAML, which would silently
+/// ask for another Python; a number is refused with the way to write it.
+fn python_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(f64),
+    }
+    match Written::deserialize(d)? {
+        Written::Text(v) => Ok(Some(v)),
+        Written::Number(n) => Err(serde::de::Error::custom(format!(
+            "write the Python version in quotes (`python: \"3.12\"`): unquoted, YAML reads it as the number {n} (`3.10` becomes 3.1)"
+        ))),
+    }
 }
 
 fn default_dbt_threads() -> u32 {

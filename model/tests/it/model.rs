@@ -323,3 +323,64 @@ fn a_chosen_value_marked_safe_is_warned_about() {
         "select '{{ params.x | default(value=\"safe\") }}'"
     )));
 }
+
+#[test]
+fn a_python_script_is_python_not_a_template_while_env_and_dbt_vars_render() {
+    use weir_model::Step;
+    use weir_model::template::{RenderContext, Renderer};
+    let d = dag(r#"id: code
+params: {n: 7}
+tasks:
+  py:
+    kind: python
+    script: |
+      print(f"{{literal}} {% not a tag")
+    requirements: ["pandas=={{ x }}"]
+    env: {DAY: "{{ ds }}"}
+  model:
+    kind: dbt
+    project: shop
+    conn: wh
+    select: "tag:{{ params.n }}"
+    vars: {ds: "{{ ds }}", n: "{{ params.n }}"}
+"#);
+    let ctx = RenderContext::for_run(
+        "code",
+        "r1",
+        utc("2024-03-01T00:00:00Z"),
+        (utc("2024-03-01T00:00:00Z"), utc("2024-03-02T00:00:00Z")),
+        chrono_tz::UTC,
+        serde_json::json!({"n": 7}),
+    );
+    let r = Renderer::new(&ctx).expect("renderer");
+    let Step::Python(py) = r
+        .render_step(&d.tasks["py"].step, &|_| {
+            Ok(weir_model::sql::Dialect::Postgres)
+        })
+        .expect("render python")
+    else {
+        panic!("not python")
+    };
+    assert_eq!(
+        py.script.as_deref(),
+        Some("print(f\"{{literal}} {% not a tag\")\n")
+    );
+    assert_eq!(
+        py.requirements,
+        Some(weir_model::spec::Requirements::List(vec![
+            "pandas=={{ x }}".into()
+        ]))
+    );
+    assert_eq!(py.env["DAY"].0, "2024-03-01");
+    let Step::Dbt(model) = r
+        .render_step(&d.tasks["model"].step, &|_| {
+            Ok(weir_model::sql::Dialect::Postgres)
+        })
+        .expect("render dbt")
+    else {
+        panic!("not dbt")
+    };
+    assert_eq!(model.vars["ds"], "2024-03-01");
+    assert_eq!(model.vars["n"], "7");
+    assert_eq!(model.select, ["tag:7"]);
+}
