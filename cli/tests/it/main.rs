@@ -5,6 +5,7 @@ mod assets;
 mod browser;
 mod claim;
 mod data;
+mod dbt;
 mod engine;
 mod exactly_once;
 mod file_triggers;
