@@ -5,6 +5,8 @@
 //!                            success, and the gap between a task's end and its successor's start
 //!   engine fanout DB_URL     1,000 independent `shell: true` tasks, 16 at once: tasks per second
 //!   engine fanout-noop DB_URL  the same with `noop` tasks: the engine's own cost per task
+//!   engine python-chain DB_URL a 20-task chain of `python` tasks sharing one (warm)
+//!                            environment, next to `python3 -c pass` run 20 times here
 //!
 //! DB_URL: `sqlite://PATH` (a fresh file) or `postgres://...` (an empty database).
 
@@ -13,7 +15,9 @@ use std::time::Duration;
 
 use weir_model::clock::{Clock, SystemClock};
 use weir_store::Store;
-use weir_testkit::engine::{Services, dags_folder, scheduler_config, trigger, worker_config};
+use weir_testkit::engine::{
+    Services, dags_folder, python_setup, scheduler_config, trigger, worker_config,
+};
 
 #[tokio::main]
 async fn main() {
@@ -34,6 +38,7 @@ async fn main() {
         "fanout" => (fanout_dag(1000, r#"{kind: shell, run: "true"}"#), 1000, 16),
         // The engine's own cost: the same fan-out with no process per task.
         "fanout-noop" => (fanout_dag(1000, "{kind: noop}"), 1000, 16),
+        "python-chain" => (python_chain_dag(20), 20, 8),
         other => {
             eprintln!("unknown benchmark `{other}`");
             std::process::exit(2);
@@ -50,6 +55,7 @@ async fn main() {
     scfg.scan_interval = Duration::from_secs(1);
     let mut wcfg = worker_config();
     wcfg.concurrency = concurrency;
+    wcfg.python = python_setup();
     wcfg.poll_interval = Duration::from_millis(500);
     let mut sync = weir_scheduler::Scheduler::new(store.clone(), scfg.clone(), Arc::clone(&clock));
     sync.sync_folder_once().await.expect("sync");
@@ -59,6 +65,10 @@ async fn main() {
     // A service that has been running: pools open, caches filled. Measured runs of a cold
     // process would count connection setup (a Postgres backend start per pooled connection).
     run_and_wait(&store, &*clock, "warmup").await;
+    if what == "python-chain" {
+        // The environment exists before the measured run (the figure is the warm path).
+        run_and_wait(&store, &*clock, "bench").await;
+    }
     let (run, triggered, ended) = run_and_wait(&store, &*clock, "bench").await;
     let wall = (ended - triggered)
         .to_std()
@@ -102,6 +112,45 @@ async fn main() {
                 gaps[gaps.len() * 9 / 10],
                 gaps[gaps.len() - 1],
                 run_time[run_time.len() / 2],
+            );
+        }
+        "python-chain" => {
+            let mut run_time: Vec<f64> = tis
+                .iter()
+                .filter_map(|t| {
+                    Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0)
+                })
+                .collect();
+            run_time.sort_by(f64::total_cmp);
+            // The interpreter itself, not a wrapper in front of it (pyenv's `python3` is a
+            // shell script that costs ~50 ms before Python starts).
+            let interpreter = std::process::Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_owned())
+                .expect("python3");
+            let mut bare: Vec<f64> = (0..20)
+                .map(|_| {
+                    let started = std::time::Instant::now();
+                    let ok = std::process::Command::new(&interpreter)
+                        .args(["-c", "pass"])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    assert!(ok, "{interpreter} -c pass failed");
+                    started.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            bare.sort_by(f64::total_cmp);
+            let per_task = wall.as_secs_f64() * 1000.0 / tasks as f64;
+            println!(
+                "python-chain20 [{backend}]: trigger to success {:.3} s, {per_task:.1} ms a task; python task run median {:.1} ms; bare `{interpreter} -c pass` median {:.1} ms; overhead a task over it {:.1} ms (run), {:.1} ms (wall)",
+                wall.as_secs_f64(),
+                run_time[run_time.len() / 2],
+                bare[bare.len() / 2],
+                run_time[run_time.len() / 2] - bare[bare.len() / 2],
+                per_task - bare[bare.len() / 2],
             );
         }
         _ => {
@@ -156,6 +205,20 @@ fn chain_dag(n: usize) -> String {
     let mut s = String::from("id: bench\ntasks:\n");
     for i in 0..n {
         s.push_str(&format!("  t{i:03}:\n    kind: shell\n    run: \"true\"\n"));
+        if i > 0 {
+            s.push_str(&format!("    depends_on: [t{:03}]\n", i - 1));
+        }
+    }
+    s
+}
+
+/// A chain of `python` tasks with the same requirements (one environment), each a `pass`.
+fn python_chain_dag(n: usize) -> String {
+    let mut s = String::from("id: bench\ntasks:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  t{i:03}:\n    kind: python\n    requirements: [\"six==1.16.0\"]\n    script: pass\n"
+        ));
         if i > 0 {
             s.push_str(&format!("    depends_on: [t{:03}]\n", i - 1));
         }

@@ -652,13 +652,28 @@ fn logged_events_about_a_run_carry_its_ids_as_span_fields() {
 
 /// The README's flow: `weir standalone` in a copy of the repository's dags, data and
 /// weir.toml (its scheduled runs start at once, beside the manual ones), and every example DAG
-/// triggered with `--wait` succeeds, each task on its first try.
+/// triggered with `--wait` succeeds, each task on its first try. The Python and dbt examples
+/// build their environments in the tests' shared cache (pandas, dbt-core and dbt-sqlite from
+/// PyPI, once); the dbt one models the tables covid_daily loaded.
 #[test]
 fn the_example_dags_run_to_success_under_standalone() {
     let dir = examples_copy();
-    let standalone = Standalone::start(dir.path());
+    let cache = weir_testkit::engine::python_setup().cache_dir;
+    let cache = cache.display().to_string();
+    let standalone = Standalone::start_with(
+        dir.path(),
+        &[("WEIR_PYTHON_CACHE_DIR", cache.as_str())],
+        std::process::Stdio::null(),
+    );
     let mut outcomes = Vec::new();
-    for dag in ["hello_shell", "hr_migration", "covid_daily", "table_copy"] {
+    for dag in [
+        "hello_shell",
+        "hr_migration",
+        "covid_daily",
+        "table_copy",
+        "covid_pandas",
+        "covid_dbt",
+    ] {
         let out = weir_in(dir.path(), &["trigger", dag, "--wait", "--json"]);
         let run: serde_json::Value =
             serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);

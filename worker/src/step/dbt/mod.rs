@@ -96,8 +96,14 @@ async fn prepare_and_run(
                 false,
             )
         })?;
+    // SQLite takes one writer at a time: dbt-sqlite works with one thread.
+    let threads = if conns.dialect(&step.conn).ok() == Some(weir_model::sql::Dialect::Sqlite) {
+        1
+    } else {
+        step.threads
+    };
     let (profile, password) =
-        profile::profile(url, &schema, step.threads).map_err(|e| failed(e, false))?;
+        profile::profile(url, &schema, threads).map_err(|e| failed(e, false))?;
     let dbt_env = env::ensure(&env.python, &spec, log, cancel)
         .await
         .map_err(|e| failed(e, true))?;
@@ -181,7 +187,7 @@ async fn prepare_and_run(
         "--vars".to_owned(),
         vars.to_string(),
         "--threads".to_owned(),
-        step.threads.to_string(),
+        threads.to_string(),
     ];
     if !step.select.is_empty() {
         args.push("--select".to_owned());
