@@ -368,3 +368,41 @@ tasks:
     });
     assert!(gone, "the script's child {pid} outlived the timeout");
 }
+
+/// `weir tasks test` runs a `python` task here with the context the command line gives:
+/// `--param` and `--output` values typed as a run would type them (`10` a number).
+#[test]
+fn tasks_test_runs_a_python_task_with_typed_params_and_outputs() {
+    let dir = weir_testkit::engine::dags_folder(&[(
+        "local.yaml",
+        &format!(
+            "id: local\nparams: {{limit: 1}}\ntasks:\n  up:\n    kind: shell\n    run: \"true\"\n  t:\n    kind: python\n    depends_on: up\n    requirements: [\"{SIX}\"]\n    script: |\n      def main(ctx):\n          n = ctx['tasks']['up']['outputs']['n']\n          return {{'total': n * ctx['params']['limit'], 'ds': ctx['ds']}}\n"
+        ),
+    )]);
+    let cache = python_setup().cache_dir.display().to_string();
+    let out = crate::weir_env(
+        dir.path(),
+        &[
+            "tasks",
+            "test",
+            "local",
+            "t",
+            "--date",
+            "2024-05-06",
+            "--param",
+            "limit=3",
+            "--output",
+            "up.n=14",
+        ],
+        &[
+            ("WEIR_DAGS_FOLDER", "dags"),
+            ("WEIR_PYTHON_CACHE_DIR", cache.as_str()),
+        ],
+    );
+    let err = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(r#"outputs: {"total":42,"ds":"2024-05-06"}"#),
+        "{err}"
+    );
+}

@@ -153,7 +153,6 @@ pub async fn ensure(
             created_in: None,
         });
     }
-    let started = Instant::now();
     std::fs::create_dir_all(&envs).map_err(|e| {
         format!(
             "cannot create the environments folder {}: {e}",
@@ -180,6 +179,8 @@ pub async fn ensure(
         });
     }
     let uv = uv(setup, log, cancel).await?;
+    // The build alone: not the wait for another builder, nor uv's own installation.
+    let started = Instant::now();
     log.note(format!(
         "creating the Python environment {} ({})",
         dir.display(),
