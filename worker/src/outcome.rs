@@ -48,3 +48,13 @@ pub enum TaskOutcome {
         reason: String,
     },
 }
+
+impl TaskOutcome {
+    /// A failure: `error`, and whether another try could help.
+    pub fn failed(error: impl Into<String>, retryable: bool) -> TaskOutcome {
+        TaskOutcome::Failed {
+            error: error.into(),
+            retryable,
+        }
+    }
+}

@@ -256,15 +256,20 @@ impl Worker {
                     let wait_limit = matches!(step, Step::WaitFor(_))
                         .then_some(timeout)
                         .flatten();
-                    let assets = match (&outcome, version.dag.tasks.get(&ti.task_id)) {
-                        (TaskOutcome::Succeeded { outputs }, Some(task))
-                        | (TaskOutcome::FailedWithOutputs { outputs, .. }, Some(task))
-                            if matches!(
-                                (&outcome, &step),
-                                (TaskOutcome::Succeeded { .. }, _) | (_, Step::Dbt(_))
-                            ) =>
-                        {
-                            assets::records(&step, &task.step, &declared, outputs, &self.conns)
+                    // What the try wrote: a success's events, and those of the models a
+                    // dbt build that failed part way did build (not what the task declares:
+                    // it did not finish).
+                    let none = Declared::default();
+                    let wrote = match (&outcome, &step) {
+                        (TaskOutcome::Succeeded { outputs }, _) => Some((outputs, &declared)),
+                        (TaskOutcome::FailedWithOutputs { outputs, .. }, Step::Dbt(_)) => {
+                            Some((outputs, &none))
+                        }
+                        _ => None,
+                    };
+                    let assets = match (wrote, version.dag.tasks.get(&ti.task_id)) {
+                        (Some((outputs, declared)), Some(task)) => {
+                            assets::records(&step, &task.step, declared, outputs, &self.conns)
                         }
                         _ => Vec::new(),
                     };

@@ -97,14 +97,7 @@ async fn main() {
                 .map_or("", |g| g.1);
             let mut gaps: Vec<f64> = gaps_in_order.iter().map(|g| g.0).collect();
             gaps.sort_by(f64::total_cmp);
-            let run_time: Vec<f64> = by_task
-                .iter()
-                .filter_map(|t| {
-                    Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0)
-                })
-                .collect();
-            let mut run_time = run_time;
-            run_time.sort_by(f64::total_cmp);
+            let run_time = run_times(&tis);
             println!(
                 "chain100 [{backend}]: trigger to success {:.3} s; gap end→next start median {:.2} ms (p90 {:.2} ms, max {:.2} ms, before {slowest}); task run median {:.2} ms",
                 wall.as_secs_f64(),
@@ -115,13 +108,7 @@ async fn main() {
             );
         }
         "python-chain" => {
-            let mut run_time: Vec<f64> = tis
-                .iter()
-                .filter_map(|t| {
-                    Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0)
-                })
-                .collect();
-            run_time.sort_by(f64::total_cmp);
+            let run_time = run_times(&tis);
             // The interpreter itself, not a wrapper in front of it (pyenv's `python3` is a
             // shell script that costs ~50 ms before Python starts).
             let interpreter = std::process::Command::new("python3")
@@ -154,13 +141,7 @@ async fn main() {
             );
         }
         _ => {
-            let mut run_time: Vec<f64> = tis
-                .iter()
-                .filter_map(|t| {
-                    Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0)
-                })
-                .collect();
-            run_time.sort_by(f64::total_cmp);
+            let run_time = run_times(&tis);
             println!(
                 "{what}{tasks} [{backend}]: {:.3} s, {:.0} tasks/s (concurrency {concurrency}); task run median {:.2} ms, p90 {:.2} ms",
                 wall.as_secs_f64(),
@@ -210,6 +191,16 @@ fn chain_dag(n: usize) -> String {
         }
     }
     s
+}
+
+/// Each try's run (start to end) in milliseconds, sorted.
+fn run_times(tis: &[weir_store::TaskInstanceRow]) -> Vec<f64> {
+    let mut out: Vec<f64> = tis
+        .iter()
+        .filter_map(|t| Some((t.ended_at? - t.started_at?).num_microseconds()? as f64 / 1000.0))
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
 }
 
 /// A chain of `python` tasks with the same requirements (one environment), each a `pass`.

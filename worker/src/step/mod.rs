@@ -58,8 +58,12 @@ pub async fn execute(
             outputs: serde_json::Map::new(),
         },
         Step::Shell(s) => shell::run(s, env, timeout, log, cancel).await,
-        Step::Python(p) => python::run(p, env, conns, files, timeout, log, cancel).await,
-        Step::Dbt(d) => dbt::run(d, env, conns, files, timeout, log, cancel).await,
+        Step::Python(p) => python::run(p, env, conns, files, timeout, log, cancel)
+            .await
+            .unwrap_or_else(|failed| failed),
+        Step::Dbt(d) => dbt::run(d, env, conns, files, timeout, log, cancel)
+            .await
+            .unwrap_or_else(|failed| failed),
         Step::Sql(s) => {
             let attempt = env.attempt.as_ref().filter(|_| !s.idempotent);
             bounded(sql::run(s, attempt, conns, log), timeout, log, cancel).await

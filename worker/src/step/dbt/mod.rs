@@ -45,14 +45,10 @@ pub fn env_spec(
     )
 }
 
-fn failed(error: impl Into<String>, retryable: bool) -> TaskOutcome {
-    TaskOutcome::Failed {
-        error: error.into(),
-        retryable,
-    }
-}
-
-/// Runs a (rendered) dbt step.
+/// Runs a (rendered) dbt step: its outcome, as `Err` when the try did not succeed.
+///
+/// # Errors
+/// The try's outcome when it did not succeed (the caller records either).
 pub async fn run(
     step: &DbtStep,
     env: &ShellEnv,
@@ -61,24 +57,10 @@ pub async fn run(
     timeout: Option<Duration>,
     log: &LogSink,
     cancel: &CancellationToken,
-) -> TaskOutcome {
-    match prepare_and_run(step, env, conns, files, timeout, log, cancel).await {
-        Ok(outcome) | Err(outcome) => outcome,
-    }
-}
-
-async fn prepare_and_run(
-    step: &DbtStep,
-    env: &ShellEnv,
-    conns: &Connections,
-    files: &BTreeMap<String, String>,
-    timeout: Option<Duration>,
-    log: &LogSink,
-    cancel: &CancellationToken,
 ) -> Result<TaskOutcome, TaskOutcome> {
-    let spec = env_spec(step, files, conns).map_err(|e| failed(e, false))?;
+    let spec = env_spec(step, files, conns).map_err(|e| TaskOutcome::failed(e, false))?;
     let url = conns.url(&step.conn).ok_or_else(|| {
-        failed(
+        TaskOutcome::failed(
             format!("connection `{}` is not configured", step.conn),
             false,
         )
@@ -88,7 +70,7 @@ async fn prepare_and_run(
         .clone()
         .or_else(|| conns.default_schema(&step.conn))
         .ok_or_else(|| {
-            failed(
+            TaskOutcome::failed(
                 format!(
                     "connection `{}` names no database: give the step a `schema`",
                     step.conn
@@ -103,26 +85,29 @@ async fn prepare_and_run(
         step.threads
     };
     let (profile, password) =
-        profile::profile(url, &schema, threads).map_err(|e| failed(e, false))?;
+        profile::profile(url, &schema, threads).map_err(|e| TaskOutcome::failed(e, false))?;
     let dbt_env = env::ensure(&env.python, &spec, log, cancel)
         .await
-        .map_err(|e| failed(e, true))?;
+        .map_err(|e| TaskOutcome::failed(e, true))?;
 
-    let folder = try_folder(&env.python.cache_dir, env).map_err(|e| failed(e, true))?;
+    let folder =
+        try_folder(&env.python.cache_dir, env).map_err(|e| TaskOutcome::failed(e, true))?;
     let project = folder.join("project");
     let mut count = 0;
     for (relative, text) in weir_model::files::project_files(files, &step.project) {
         let path = project.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| failed(format!("cannot create {}: {e}", parent.display()), true))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                TaskOutcome::failed(format!("cannot create {}: {e}", parent.display()), true)
+            })?;
         }
-        std::fs::write(&path, text)
-            .map_err(|e| failed(format!("cannot write {}: {e}", path.display()), true))?;
+        std::fs::write(&path, text).map_err(|e| {
+            TaskOutcome::failed(format!("cannot write {}: {e}", path.display()), true)
+        })?;
         count += 1;
     }
     if count == 0 {
-        return Err(failed(
+        return Err(TaskOutcome::failed(
             format!(
                 "the DAG version holds no file of the dbt project `{}`",
                 step.project
@@ -133,7 +118,7 @@ async fn prepare_and_run(
     let profiles = folder.join("profiles");
     std::fs::create_dir_all(&profiles)
         .and_then(|()| std::fs::write(profiles.join("profiles.yml"), profile.to_string()))
-        .map_err(|e| failed(format!("cannot write dbt's profile: {e}"), true))?;
+        .map_err(|e| TaskOutcome::failed(format!("cannot write dbt's profile: {e}"), true))?;
     let target = folder.join("target");
     log.note(format!(
         "dbt {} of project `{}` on connection `{}` (schema {schema}) in {}",
@@ -155,18 +140,14 @@ async fn prepare_and_run(
             .arg(&target)
             .arg("--log-path")
             .arg(folder.join("logs"))
-            .current_dir(&project)
-            .env_clear()
-            .envs(env.inherited.iter().map(|(k, v)| (k, v)));
-        for (k, v) in &env.vars {
-            cmd.env(k, v);
-        }
-        for (k, v) in &step.env {
-            cmd.env(k, &v.0);
-        }
-        cmd.env("PATH", super::python::path_with(&dbt_env.dir, env))
-            .env("VIRTUAL_ENV", &dbt_env.dir)
-            .env(profile::PASSWORD_VAR, &password)
+            .current_dir(&project);
+        super::python::in_environment(
+            &mut cmd,
+            &dbt_env.dir,
+            env,
+            &step.env.iter().collect::<Vec<_>>(),
+        );
+        cmd.env(profile::PASSWORD_VAR, &password)
             // No phoning home (the machine may have no internet), no colours in the log.
             .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
             .env("DO_NOT_TRACK", "1")
@@ -212,10 +193,10 @@ async fn prepare_and_run(
     let read = |name: &str| std::fs::read_to_string(target.join(name));
     let summary = match (read("run_results.json"), read("manifest.json")) {
         (Ok(results), Ok(manifest)) => {
-            artifacts::summarize(&results, &manifest).map_err(|e| failed(e, false))?
+            artifacts::summarize(&results, &manifest).map_err(|e| TaskOutcome::failed(e, false))?
         }
         _ => {
-            return Err(failed(
+            return Err(TaskOutcome::failed(
                 match exited {
                     Some(error) => format!(
                         "dbt could not run the project ({error}): its message is in the log above"

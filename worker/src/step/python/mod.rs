@@ -60,29 +60,11 @@ fn file_name(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
 
-/// Runs a (rendered) python step.
+/// Runs a (rendered) python step: its outcome, as `Err` when the try did not succeed.
+///
+/// # Errors
+/// The try's outcome when it did not succeed (the caller records either).
 pub async fn run(
-    step: &PythonStep,
-    env: &ShellEnv,
-    conns: &Connections,
-    files: &BTreeMap<String, String>,
-    timeout: Option<Duration>,
-    log: &LogSink,
-    cancel: &CancellationToken,
-) -> TaskOutcome {
-    match prepare_and_run(step, env, conns, files, timeout, log, cancel).await {
-        Ok(outcome) | Err(outcome) => outcome,
-    }
-}
-
-fn failed(error: impl Into<String>, retryable: bool) -> TaskOutcome {
-    TaskOutcome::Failed {
-        error: error.into(),
-        retryable,
-    }
-}
-
-async fn prepare_and_run(
     step: &PythonStep,
     env: &ShellEnv,
     conns: &Connections,
@@ -97,24 +79,29 @@ async fn prepare_and_run(
         files,
         &[],
     )
-    .map_err(|e| failed(e, false))?;
+    .map_err(|e| TaskOutcome::failed(e, false))?;
     // Building the environment is not the script's time: the task's timeout bounds the script.
     let python_env = env::ensure(&env.python, &spec, log, cancel)
         .await
-        .map_err(|e| failed(e, true))?;
+        .map_err(|e| TaskOutcome::failed(e, true))?;
     let work = tempfile::Builder::new()
         .prefix("weir-python-")
         .tempdir()
-        .map_err(|e| failed(format!("cannot create the try's folder: {e}"), true))?;
+        .map_err(|e| TaskOutcome::failed(format!("cannot create the try's folder: {e}"), true))?;
     let (name, source) = match (&step.script, &step.file) {
         (Some(script), _) => (format!("{}.py", env.get("WEIR_TASK_ID")), script.as_str()),
         (None, Some(path)) => {
-            let text = files
-                .get(path)
-                .ok_or_else(|| failed(format!("the DAG version holds no file `{path}`"), false))?;
+            let text = files.get(path).ok_or_else(|| {
+                TaskOutcome::failed(format!("the DAG version holds no file `{path}`"), false)
+            })?;
             (file_name(path).to_owned(), text.as_str())
         }
-        (None, None) => return Err(failed("a `python` task needs `script` or `file`", false)),
+        (None, None) => {
+            return Err(TaskOutcome::failed(
+                "a `python` task needs `script` or `file`",
+                false,
+            ));
+        }
     };
     let script = work.path().join(&name);
     write(&script, source)?;
@@ -122,7 +109,7 @@ async fn prepare_and_run(
     let mut named = serde_json::Map::new();
     for c in &step.conns {
         let value = conns.for_code(c).ok_or_else(|| {
-            failed(
+            TaskOutcome::failed(
                 format!("connection `{c}` (in `conns`) is not in the configuration"),
                 false,
             )
@@ -134,24 +121,19 @@ async fn prepare_and_run(
     }
     let context_file = work.path().join("context.json");
     write(&context_file, &context.to_string())?;
-    let runtime = runtime(&env.python).map_err(|e| failed(e, true))?;
+    let runtime = runtime(&env.python).map_err(|e| TaskOutcome::failed(e, true))?;
     let output_file = work.path().join("outputs.json");
     let error_file = work.path().join("error.txt");
 
     let mut cmd = Command::new(python_env.python());
-    cmd.arg(runtime.join("weir_runner.py"))
-        .arg(&script)
-        .env_clear()
-        .envs(env.inherited.iter().map(|(k, v)| (k, v)));
-    for (k, v) in &env.vars {
-        cmd.env(k, v);
-    }
-    for (k, v) in &step.env {
-        cmd.env(k, &v.0);
-    }
-    cmd.env("PATH", path_with(&python_env.dir, env))
-        .env("VIRTUAL_ENV", &python_env.dir)
-        .env("PYTHONPATH", &runtime)
+    cmd.arg(runtime.join("weir_runner.py")).arg(&script);
+    in_environment(
+        &mut cmd,
+        &python_env.dir,
+        env,
+        &step.env.iter().collect::<Vec<_>>(),
+    );
+    cmd.env("PYTHONPATH", python_path(&runtime, env, step))
         .env("PYTHONUNBUFFERED", "1")
         .env("WEIR_CONTEXT_FILE", &context_file)
         .env("WEIR_OUTPUT_FILE", &output_file)
@@ -162,28 +144,54 @@ async fn prepare_and_run(
         // The script's own error says more than `exit code 1`.
         return Err(match (outcome, std::fs::read_to_string(&error_file)) {
             (TaskOutcome::Failed { .. }, Ok(error)) if !error.trim().is_empty() => {
-                failed(error.trim().to_owned(), true)
+                TaskOutcome::failed(error.trim().to_owned(), true)
             }
             (outcome, _) => outcome,
         });
     }
-    let outputs = read_outputs(&output_file).map_err(|e| failed(e, false))?;
+    let outputs = read_outputs(&output_file).map_err(|e| TaskOutcome::failed(e, false))?;
     log.note(format!("succeeded ({} output(s))", outputs.len()));
     Ok(TaskOutcome::Succeeded { outputs })
 }
 
-/// `PATH` with the environment's `bin` first (its programs before the worker's).
-pub(crate) fn path_with(env_dir: &Path, env: &ShellEnv) -> std::ffi::OsString {
-    let mut parts = vec![env_dir.join("bin")];
-    if let Some((_, path)) = env.inherited.iter().find(|(k, _)| k == "PATH") {
-        parts.extend(std::env::split_paths(path));
+/// The environment of a process run from environment `env_dir` (python, dbt): a shell
+/// task's (the worker's allowed variables, the try's `WEIR_*`, the task's `env`), with the
+/// environment active: `VIRTUAL_ENV`, and its `bin` first on `PATH`.
+pub(crate) fn in_environment(
+    cmd: &mut Command,
+    env_dir: &Path,
+    env: &ShellEnv,
+    own: &[(&String, &weir_model::text::Text)],
+) {
+    cmd.env_clear()
+        .envs(env.inherited.iter().map(|(k, v)| (k, v)))
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .envs(own.iter().map(|(k, v)| (k, &v.0)));
+    let mut path = vec![env_dir.join("bin")];
+    if let Some((_, inherited)) = env.inherited.iter().find(|(k, _)| k == "PATH") {
+        path.extend(std::env::split_paths(inherited));
     }
+    cmd.env("PATH", std::env::join_paths(path).unwrap_or_default())
+        .env("VIRTUAL_ENV", env_dir);
+}
+
+/// `PYTHONPATH`: weir's helper module first, then what the task's environment already names
+/// (its `env`, or the worker's through `pass_env`).
+fn python_path(runtime: &Path, env: &ShellEnv, step: &PythonStep) -> std::ffi::OsString {
+    let given = step.env.get("PYTHONPATH").map(|v| v.0.clone()).or_else(|| {
+        env.inherited
+            .iter()
+            .find(|(k, _)| k == "PYTHONPATH")
+            .map(|(_, v)| v.clone())
+    });
+    let mut parts = vec![runtime.to_path_buf()];
+    parts.extend(given.iter().flat_map(std::env::split_paths));
     std::env::join_paths(parts).unwrap_or_default()
 }
 
 fn write(path: &Path, text: &str) -> Result<(), TaskOutcome> {
     std::fs::write(path, text)
-        .map_err(|e| failed(format!("cannot write {}: {e}", path.display()), true))
+        .map_err(|e| TaskOutcome::failed(format!("cannot write {}: {e}", path.display()), true))
 }
 
 /// The folder holding weir's runner and helper module (`<cache_dir>/runtime/<hash>`), written
