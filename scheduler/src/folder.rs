@@ -42,13 +42,11 @@ pub fn load_dag_files(paths: &[PathBuf], known: Option<&Known>) -> Result<Vec<Da
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            for entry in walkdir::WalkDir::new(path).sort_by_file_name() {
+            for entry in dag_entries(path) {
                 let entry = entry.map_err(|e| {
                     SchedulerError::Folder(format!("reading folder {}: {e}", path.display()))
                 })?;
-                if entry.file_type().is_file() && is_dag_file(entry.path()) {
-                    files.push(entry.into_path());
-                }
+                files.push(entry.into_path());
             }
         } else if path.is_file() {
             files.push(path.clone());
@@ -124,6 +122,22 @@ fn is_dag_file(path: &Path) -> bool {
     )
 }
 
+/// The DAG files below `folder` (`*.yaml`, `*.yml`), in path order. A folder holding a
+/// `dbt_project.yml` is a dbt project a `dbt` task names, whose YAML is dbt's: it is not
+/// read for DAGs, nor is anything below it.
+fn dag_entries(folder: &Path) -> impl Iterator<Item = walkdir::Result<walkdir::DirEntry>> {
+    walkdir::WalkDir::new(folder)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.depth() > 0 && e.file_type().is_dir() && e.path().join("dbt_project.yml").is_file())
+        })
+        .filter(|e| {
+            e.as_ref()
+                .map_or(true, |e| e.file_type().is_file() && is_dag_file(e.path()))
+        })
+}
+
 /// Scans a DAG folder repeatedly; keeps each file's size and modification time, and those of
 /// the files it reads, so that an unchanged folder costs one `stat` per file. The cache is only
 /// a hint: a restarted scheduler re-reads everything and the store ignores versions it already
@@ -177,16 +191,14 @@ impl FolderScanner {
     pub fn scan(&mut self, folder: &Path, known: Option<&Known>) -> Result<Scan> {
         let mut current: HashMap<PathBuf, Stamp> = HashMap::new();
         if folder.is_dir() {
-            for entry in walkdir::WalkDir::new(folder).sort_by_file_name() {
+            for entry in dag_entries(folder) {
                 let entry = entry.map_err(|e| {
                     SchedulerError::Folder(format!("reading folder {}: {e}", folder.display()))
                 })?;
-                if entry.file_type().is_file() && is_dag_file(entry.path()) {
-                    let meta = entry.metadata().map_err(|e| {
-                        SchedulerError::Folder(format!("reading {}: {e}", entry.path().display()))
-                    })?;
-                    current.insert(entry.into_path(), Some((meta.len(), meta.modified().ok())));
-                }
+                let meta = entry.metadata().map_err(|e| {
+                    SchedulerError::Folder(format!("reading {}: {e}", entry.path().display()))
+                })?;
+                current.insert(entry.into_path(), Some((meta.len(), meta.modified().ok())));
             }
         } else {
             return Err(SchedulerError::Folder(format!(
