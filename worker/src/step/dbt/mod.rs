@@ -2,7 +2,7 @@
 //! and adapter for the connection, [`profile::default_requirements`]), runs a command on the
 //! project stored with the DAG version, with a profile weir writes from the connection.
 //!
-//! Each try works in its own folder, `<cache_dir>/dbt/<dag>/<task>/<run>-<try>/` (the project,
+//! Each try works in its own folder, `<cache_dir>/dbt/<dag>/<task>/<run>-<map>-<try>-<random>/` (the project,
 //! `target/`, `logs/`, the profile), kept after the try so that the compiled SQL a failure
 //! names can be read; the newest [`KEEP_TRIES`] of a task are kept. Afterwards weir reads the
 //! artifacts ([`artifacts`]) into the task's outputs, its checks and its assets.
@@ -254,7 +254,7 @@ fn vars(step: &DbtStep, context: &serde_json::Value) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
-/// The try's folder, new and empty; older folders of the task past the newest
+/// The try's folder, new; older folders of the task past the newest
 /// [`KEEP_TRIES`] are removed.
 fn try_folder(cache_dir: &Path, env: &ShellEnv) -> Result<PathBuf, String> {
     let safe = |s: &str| -> String {
@@ -273,17 +273,17 @@ fn try_folder(cache_dir: &Path, env: &ShellEnv) -> Result<PathBuf, String> {
         .join("dbt")
         .join(safe(env.get("WEIR_DAG_ID")))
         .join(safe(env.get("WEIR_TASK_ID")));
+    // Unique even when two weir installations share the cache folder (the same run id and
+    // try in both), or `weir tasks test` runs beside a worker.
+    let short = uuid::Uuid::new_v4().simple().to_string();
     let name = format!(
-        "{}-{}-{}",
+        "{}-{}-{}-{}",
         safe(env.get("WEIR_RUN_ID")),
         safe(env.get("WEIR_MAP_INDEX")),
-        safe(env.get("WEIR_TRY_NUMBER"))
+        safe(env.get("WEIR_TRY_NUMBER")),
+        &short[..8]
     );
     let folder = task_dir.join(name);
-    if folder.exists() {
-        std::fs::remove_dir_all(&folder)
-            .map_err(|e| format!("cannot empty {}: {e}", folder.display()))?;
-    }
     std::fs::create_dir_all(&folder)
         .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
     prune(&task_dir);
