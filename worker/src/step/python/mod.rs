@@ -1,5 +1,5 @@
 //! `kind: python`: the task's script, run by the interpreter of an environment built for its
-//! requirements ([`env`]), as a process of the try like a shell step's ([`super::process`]).
+//! requirements ([`mod@env`]), as a process of the try like a shell step's ([`super::process`]).
 //!
 //! The script gets the run as a JSON document (`WEIR_CONTEXT_FILE`, read by the `weir` helper
 //! module or passed to `main(ctx)`) and returns its outputs as JSON (`main`'s dict, or
