@@ -277,6 +277,20 @@ pub(super) fn check_step(
                     format!("`threads` must be 1..=64, found {}", d.threads),
                 );
             }
+            if d.full_refresh
+                && matches!(
+                    d.command,
+                    crate::spec::DbtCommand::Test | crate::spec::DbtCommand::Snapshot
+                )
+            {
+                err(
+                    "full_refresh",
+                    format!(
+                        "`full_refresh` rebuilds models and seeds: it goes with `build`, `run` or `seed`, not `{}`",
+                        d.command.as_str()
+                    ),
+                );
+            }
             check_environment(d.requirements.as_ref(), d.python.as_deref(), &mut err);
         }
         Step::Http(h) if h.json.is_some() && h.body.is_some() => {
