@@ -99,6 +99,12 @@ tasks:
     depends_on: compute
     when: "{{{{ tasks.compute.outputs.ok }}}}"
     run: echo "sum={{{{ tasks.compute.outputs.n + 1 }}}}" >> "$WEIR_OUTPUT"
+  # A task named like a module its script imports: the script's own file must not shadow it.
+  random:
+    kind: python
+    script: |
+      import random, weir
+      weir.output(one=random.randint(1, 1))
   each:
     kind: python
     depends_on: compute
@@ -127,6 +133,10 @@ tasks:
     assert_eq!(out["ok"], serde_json::json!(true));
     assert_eq!(out["nested"], serde_json::json!({"k": [1, 2]}));
     assert_eq!(out["ds"], serde_json::json!("2024-03-01"));
+    assert_eq!(
+        outputs_of(&engine, &run.run_id, "random").await,
+        serde_json::json!({"one": 1})
+    );
     let add = outputs_of(&engine, &run.run_id, "add").await;
     assert_eq!(add["sum"], "43");
     let mapped: Vec<serde_json::Value> = engine

@@ -108,7 +108,8 @@ def _run(path):
 if __name__ == "__main__":
     script = sys.argv[1]
     sys.argv = [script]
-    sys.path.insert(0, os.path.dirname(script))
+    # The script's folder is not put on sys.path (as `python script.py` would): it holds only
+    # the script, named after the task, which would shadow a module of the same name.
     try:
         _run(script)
     except SystemExit as e:
