@@ -166,6 +166,8 @@ pub(crate) struct SchedulerConfig {
     pub(crate) heartbeat_timeout: String,
     /// The active scheduler's lease (Postgres): how long a cut-off leader keeps the role.
     pub(crate) leader_lease: String,
+    /// Watch the dags folder for changes (else only the scan every second sees them).
+    pub(crate) watch_dags: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -173,6 +175,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             heartbeat_timeout: "30s".to_owned(),
             leader_lease: "5s".to_owned(),
+            watch_dags: true,
         }
     }
 }

@@ -107,6 +107,7 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
         template_env: template_env(config),
         // Also the longest a run created by another process waits to be noticed with SQLite.
         scan_interval: Duration::from_secs(1),
+        watch_folder: config.scheduler.watch_dags,
         keep_runs: Some(duration(
             &config.retention.keep_runs,
             "retention.keep_runs",

@@ -173,6 +173,7 @@ pub fn scheduler_config(dir: &Path) -> SchedulerConfig {
             .into_iter()
             .collect(),
         scan_interval: Duration::from_secs(2),
+        watch_folder: true,
         keep_runs: None,
         notify: weir_notify::NotifyConfig::default(),
         stores: weir_storage::Stores::default(),

@@ -37,6 +37,7 @@ mod reap;
 mod retention;
 mod runs;
 mod service;
+mod watch;
 
 pub use reap::MAX_LOST_TRIES;
 pub use retention::{RETENTION_BATCH, delete_old_runs};
@@ -61,6 +62,9 @@ pub struct SchedulerConfig {
     pub template_env: BTreeMap<String, String>,
     /// How often the folder is scanned and cron schedules are checked.
     pub scan_interval: Duration,
+    /// Watch the dags folder (inotify on Linux): a changed file is read within milliseconds
+    /// instead of at the next scan; the scan stays, as the fallback.
+    pub watch_folder: bool,
     /// Finished runs older than this are deleted (once a day), with their instances and logs.
     pub keep_runs: Option<Duration>,
     /// Notifiers, the SMTP relay and the web UI's address for links.
@@ -231,6 +235,12 @@ impl Scheduler {
             .flatten()
             .min();
         Ok(pass)
+    }
+
+    /// Makes the next pass read the dags folder (and do the rest of a full pass): something
+    /// in it changed.
+    pub fn scan_soon(&mut self) {
+        self.next_scan = None;
     }
 
     /// Reads the dags folder once into the store (new versions, import errors): what the CLI

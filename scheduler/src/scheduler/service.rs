@@ -36,6 +36,10 @@ pub async fn run(
     result
 }
 
+/// How long after a change in the dags folder the scheduler reads it: the other events of
+/// the same save arrive meanwhile.
+const FOLDER_SETTLE: Duration = Duration::from_millis(20);
+
 pub(super) async fn lead_and_schedule(
     store: &Store,
     cfg: SchedulerConfig,
@@ -87,6 +91,12 @@ pub(super) async fn lead_and_schedule(
         );
         announced_standby = false;
         let mut scheduler = Scheduler::new(store.clone(), cfg.clone(), Arc::clone(&clock));
+        let watch = if cfg.watch_folder {
+            super::watch::watch(&cfg.dags_folder)
+        } else {
+            None
+        };
+        let folder_changed = watch.as_ref().map(|w| Arc::clone(&w.changed));
         let mut full = true;
         loop {
             // Everything a leader does happens while its lease holds: losing it abandons a
@@ -118,11 +128,22 @@ pub(super) async fn lead_and_schedule(
                 .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(cfg.scan_interval)
                 .min(cfg.scan_interval);
+            let folder = async {
+                match &folder_changed {
+                    Some(changed) => changed.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 () = leadership.lost() => break,
                 () = store.scheduler_woken() => {}
                 () = tokio::time::sleep(wait) => {}
+                () = folder => {
+                    // An editor's save is several events: let them land, then read once.
+                    tokio::time::sleep(FOLDER_SETTLE).await;
+                    scheduler.scan_soon();
+                }
             }
         }
         tracing::warn!("lost the scheduler's lease: stopped acting; standing by");

@@ -753,3 +753,46 @@ per_backend!(
         e.scheduler.run_once().await.expect("pass");
     }
 );
+
+per_backend!(
+    a_dag_file_written_while_the_scheduler_runs_is_live_at_once,
+    |db: TestDb| {
+        // Scans a minute apart: only the folder's watch can make the DAG live in seconds.
+        let dir = weir_testkit::engine::dags_folder(&[(
+            "first.yaml",
+            "id: first\ntasks:\n  t:\n    kind: noop\n",
+        )]);
+        let mut cfg = scheduler_config(dir.path());
+        cfg.scan_interval = std::time::Duration::from_secs(60);
+        let shutdown = CancellationToken::new();
+        let scheduler = tokio::spawn(weir_scheduler::run(
+            db.store.clone(),
+            cfg,
+            Arc::new(weir_model::clock::SystemClock),
+            shutdown.clone(),
+        ));
+        // The scan at start is over once it has read the first DAG.
+        let started = std::time::Instant::now();
+        while db.store.dag("first").await.is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let written = std::time::Instant::now();
+        std::fs::create_dir_all(dir.path().join("dags/team")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("dags/team/hello.yaml"),
+            "id: hello\ntasks:\n  t:\n    kind: noop\n",
+        )
+        .expect("write");
+        while db.store.dag("hello").await.is_err() {
+            assert!(
+                written.elapsed() < std::time::Duration::from_secs(20),
+                "a new DAG file waited for the next scan"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        eprintln!("new DAG live after {:?}", written.elapsed());
+        shutdown.cancel();
+        scheduler.await.expect("join").expect("scheduler");
+    }
+);
