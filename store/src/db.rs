@@ -70,6 +70,20 @@ pub(crate) struct Wakeups {
     origin: String,
 }
 
+impl Wakeups {
+    /// Acts on a wake-up byte from another process ([`crate::wake`]).
+    pub(crate) fn wake(&self, what: u8) {
+        match what {
+            crate::wake::SCHEDULER => self.scheduler.notify_one(),
+            crate::wake::WORKERS => {
+                self.workers.notify_waiters();
+                self.workers.notify_one();
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Default for Wakeups {
     fn default() -> Wakeups {
         Wakeups {
@@ -93,6 +107,8 @@ pub struct Store {
     pub(crate) db: Db,
     url: Arc<str>,
     wakeups: Arc<Wakeups>,
+    /// SQLite: the other processes on the same file, woken through local sockets.
+    peers: Option<Arc<crate::wake::LocalPeers>>,
     /// The application name of this pool's Postgres sessions, unique to the pool: a scheduler
     /// taking the lead from a cut-off one ends that one's sessions by it.
     pub(crate) session_name: Arc<str>,
@@ -170,10 +186,14 @@ impl Store {
                 redact(url)
             )));
         };
+        let wakeups = Arc::new(Wakeups::default());
+        let peers = sqlite_file(url)
+            .map(|file| Arc::new(crate::wake::LocalPeers::for_sqlite(&file, &wakeups.origin)));
         Ok(Store {
             db,
             url: Arc::from(url),
-            wakeups: Arc::default(),
+            wakeups,
+            peers,
             session_name: Arc::from(session_name),
         })
     }
@@ -251,6 +271,7 @@ impl Store {
             db: other.db,
             url: Arc::clone(&self.url),
             wakeups: Arc::clone(&self.wakeups),
+            peers: self.peers.clone(),
             session_name: other.session_name,
         })
     }
@@ -270,13 +291,17 @@ impl Store {
 
     /// Tells schedulers that something changed (a task finished, a run was created).
     pub async fn wake_scheduler(&self) {
-        self.wake_scheduler_here();
+        self.wake_scheduler_but_notify();
         self.pg_notify(SCHEDULER_CHANNEL).await;
     }
 
-    /// Wakes this process's scheduler only (the caller sent the `NOTIFY` for the others).
-    pub(crate) fn wake_scheduler_here(&self) {
+    /// Wakes this process's scheduler, and those of other processes on the same SQLite file;
+    /// on Postgres the caller sent the `NOTIFY` (with its statement).
+    pub(crate) fn wake_scheduler_but_notify(&self) {
         self.wakeups.scheduler.notify_one();
+        if let Some(peers) = &self.peers {
+            peers.send(crate::wake::SCHEDULER);
+        }
     }
 
     /// The payload this store's `NOTIFY`s carry.
@@ -286,8 +311,10 @@ impl Store {
 
     /// Tells workers that task instances were queued.
     pub async fn wake_workers(&self) {
-        self.wakeups.workers.notify_waiters();
-        self.wakeups.workers.notify_one();
+        self.wakeups.wake(crate::wake::WORKERS);
+        if let Some(peers) = &self.peers {
+            peers.send(crate::wake::WORKERS);
+        }
         self.pg_notify(WORKER_CHANNEL).await;
     }
 
@@ -315,11 +342,15 @@ impl Store {
         self.wakeups.workers.notified().await;
     }
 
-    /// With Postgres, forwards `NOTIFY`s from other processes to this process's wake-ups until
-    /// the returned task is aborted; reconnects after errors. A no-op with SQLite.
+    /// Forwards other processes' wake-ups to this process's until the returned task is
+    /// aborted: Postgres's `NOTIFY`s (reconnecting after errors), or on SQLite the datagrams of
+    /// the processes on the same file ([`crate::wake`]; one listener per store).
     pub fn listen(&self) -> Option<tokio::task::JoinHandle<()>> {
         let Db::Postgres(pool) = &self.db else {
-            return None;
+            return self
+                .peers
+                .as_ref()
+                .and_then(|p| p.listen(Arc::clone(&self.wakeups)));
         };
         let pool = pool.clone();
         let wakeups = Arc::clone(&self.wakeups);

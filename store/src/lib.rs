@@ -49,6 +49,7 @@ mod session;
 mod stats;
 mod task;
 mod user;
+mod wake;
 mod worker;
 
 pub use asset::{

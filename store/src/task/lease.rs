@@ -413,7 +413,7 @@ impl Store {
             out.push(ok);
         }
         if recorded.iter().any(|(_, wake)| *wake) {
-            self.wake_scheduler_here();
+            self.wake_scheduler_but_notify();
         }
         Ok(out)
     }

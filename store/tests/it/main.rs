@@ -1166,3 +1166,34 @@ per_backend!(
         );
     }
 );
+
+/// Two processes on one SQLite file (two stores, as `weir standalone` and a `weir trigger`
+/// are): the listening one is woken by the other's news, scheduler and workers apart, and a
+/// socket left by a dead listener is cleared by the next sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_one_sqlite_file_wake_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+    let standalone = Store::connect(&url).await.expect("standalone");
+    let cli = Store::connect(&url).await.expect("cli");
+    let listening = standalone.listen().expect("listens");
+    assert!(standalone.listen().is_none(), "one listener a store");
+    let within = std::time::Duration::from_secs(10);
+    cli.wake_scheduler().await;
+    tokio::time::timeout(within, standalone.scheduler_woken())
+        .await
+        .expect("the scheduler was woken by the other process");
+    cli.wake_workers().await;
+    tokio::time::timeout(within, standalone.workers_woken())
+        .await
+        .expect("the workers were woken by the other process");
+    // A listener that died leaves its socket: the next sender removes it.
+    listening.abort();
+    let _ = listening.await;
+    let stale = dir.path().join("weir.db.wake/deadbeef0000.sock");
+    drop(std::os::unix::net::UnixDatagram::bind(&stale).expect("a socket nobody reads"));
+    assert!(stale.exists());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // the senders' list ages
+    cli.wake_scheduler().await;
+    assert!(!stale.exists(), "a dead listener's socket is removed");
+}
