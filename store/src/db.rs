@@ -344,7 +344,7 @@ impl Store {
 
     /// Forwards other processes' wake-ups to this process's until the returned task is
     /// aborted: Postgres's `NOTIFY`s (reconnecting after errors), or on SQLite the datagrams of
-    /// the processes on the same file ([`crate::wake`]; one listener per store).
+    /// the processes on the same file (local sockets beside the file; one listener per store).
     pub fn listen(&self) -> Option<tokio::task::JoinHandle<()>> {
         let Db::Postgres(pool) = &self.db else {
             return self
