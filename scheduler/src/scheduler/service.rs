@@ -96,7 +96,6 @@ pub(super) async fn lead_and_schedule(
         } else {
             None
         };
-        let folder_changed = watch.as_ref().map(|w| Arc::clone(&w.changed));
         let mut full = true;
         loop {
             // Everything a leader does happens while its lease holds: losing it abandons a
@@ -129,8 +128,8 @@ pub(super) async fn lead_and_schedule(
                 .unwrap_or(cfg.scan_interval)
                 .min(cfg.scan_interval);
             let folder = async {
-                match &folder_changed {
-                    Some(changed) => changed.notified().await,
+                match &watch {
+                    Some(w) => w.changed.notified().await,
                     None => std::future::pending().await,
                 }
             };

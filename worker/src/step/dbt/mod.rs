@@ -141,12 +141,7 @@ pub async fn run(
             .arg("--log-path")
             .arg(folder.join("logs"))
             .current_dir(&project);
-        super::python::in_environment(
-            &mut cmd,
-            &dbt_env.dir,
-            env,
-            &step.env.iter().collect::<Vec<_>>(),
-        );
+        super::python::in_environment(&mut cmd, &dbt_env.dir, env, &step.env);
         cmd.env(profile::PASSWORD_VAR, &password)
             // No phoning home (the machine may have no internet), no colours in the log.
             .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")

@@ -56,6 +56,16 @@ pub fn env_spec(
     })
 }
 
+/// A python step's environment: its requirements alone (no packages of weir's).
+fn python_spec(step: &PythonStep, files: &BTreeMap<String, String>) -> Result<EnvSpec, String> {
+    env_spec(
+        step.requirements.as_ref(),
+        step.python.as_deref(),
+        files,
+        &[],
+    )
+}
+
 fn file_name(path: &str) -> &str {
     path.rsplit(['/', '\\']).next().unwrap_or(path)
 }
@@ -73,13 +83,7 @@ pub async fn run(
     log: &LogSink,
     cancel: &CancellationToken,
 ) -> Result<TaskOutcome, TaskOutcome> {
-    let spec = env_spec(
-        step.requirements.as_ref(),
-        step.python.as_deref(),
-        files,
-        &[],
-    )
-    .map_err(|e| TaskOutcome::failed(e, false))?;
+    let spec = python_spec(step, files).map_err(|e| TaskOutcome::failed(e, false))?;
     // Building the environment is not the script's time: the task's timeout bounds the script.
     let python_env = env::ensure(&env.python, &spec, log, cancel)
         .await
@@ -127,12 +131,7 @@ pub async fn run(
 
     let mut cmd = Command::new(python_env.python());
     cmd.arg(runtime.join("weir_runner.py")).arg(&script);
-    in_environment(
-        &mut cmd,
-        &python_env.dir,
-        env,
-        &step.env.iter().collect::<Vec<_>>(),
-    );
+    in_environment(&mut cmd, &python_env.dir, env, &step.env);
     cmd.env("PYTHONPATH", python_path(&runtime, env, step))
         .env("PYTHONUNBUFFERED", "1")
         .env("WEIR_CONTEXT_FILE", &context_file)
@@ -157,16 +156,16 @@ pub async fn run(
 /// The environment of a process run from environment `env_dir` (python, dbt): a shell
 /// task's (the worker's allowed variables, the try's `WEIR_*`, the task's `env`), with the
 /// environment active: `VIRTUAL_ENV`, and its `bin` first on `PATH`.
-pub(crate) fn in_environment(
+pub(crate) fn in_environment<'a>(
     cmd: &mut Command,
     env_dir: &Path,
     env: &ShellEnv,
-    own: &[(&String, &weir_model::text::Text)],
+    own: impl IntoIterator<Item = (&'a String, &'a weir_model::text::Text)>,
 ) {
     cmd.env_clear()
         .envs(env.inherited.iter().map(|(k, v)| (k, v)))
         .envs(env.vars.iter().map(|(k, v)| (k, v)))
-        .envs(own.iter().map(|(k, v)| (k, &v.0)));
+        .envs(own.into_iter().map(|(k, v)| (k, &v.0)));
     let mut path = vec![env_dir.join("bin")];
     if let Some((_, inherited)) = env.inherited.iter().find(|(k, _)| k == "PATH") {
         path.extend(std::env::split_paths(inherited));
@@ -247,12 +246,7 @@ pub fn environment_of(
     conns: &Connections,
 ) -> Option<Result<EnvSpec, String>> {
     match step {
-        weir_model::Step::Python(p) => Some(env_spec(
-            p.requirements.as_ref(),
-            p.python.as_deref(),
-            files,
-            &[],
-        )),
+        weir_model::Step::Python(p) => Some(python_spec(p, files)),
         weir_model::Step::Dbt(d) => Some(super::dbt::env_spec(d, files, conns)),
         _ => None,
     }
