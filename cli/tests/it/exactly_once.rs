@@ -28,15 +28,38 @@ impl Drop for Processes {
     }
 }
 
-fn weir(dir: &Path, args: &[&str]) -> std::process::Child {
+/// Starts `weir ARGS` in `dir`, its log going to `dir/NAME.log` so a failure can show it.
+fn weir(dir: &Path, args: &[&str], name: &str) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
     std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
         .current_dir(dir)
         .env_remove("WEIR_DATABASE_URL")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start weir")
+}
+
+/// The last lines of each process's log in `dir`, for a failure's message.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 async fn wait_until<F, Fut>(what: &str, mut done: F)
@@ -91,12 +114,12 @@ async fn crash_after_commit(
         ),
     )
     .expect("config");
-    let mut procs = Processes(vec![weir(dir.path(), &["scheduler"])]);
+    let mut procs = Processes(vec![weir(dir.path(), &["scheduler"], "scheduler")]);
     wait_until("the DAG is synced", || async {
         meta.store.dag("once").await.is_ok()
     })
     .await;
-    let victim = weir(dir.path(), &["worker"]);
+    let victim = weir(dir.path(), &["worker"], "worker-1");
     let victim_pid = victim.id();
     procs.0.push(victim);
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -114,20 +137,27 @@ async fn crash_after_commit(
         .expect("run");
     let deadline = Instant::now() + Duration::from_secs(90);
     let ti_id = loop {
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "select id, state from weir_task_instances where run_id = $1 and task_id = $2",
+        let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
+            "select id, state, error from weir_task_instances where run_id = $1 and task_id = $2",
         )
         .bind(&run_id)
         .bind(task)
         .fetch_optional(&pg)
         .await
         .expect("ti");
-        if let Some((id, state)) = row
-            && state == "running"
-        {
-            break id;
+        match &row {
+            Some((id, state, _)) if state == "running" => break *id,
+            Some((_, state, error)) if state != "scheduled" && state != "queued" => panic!(
+                "the try ended ({state}: {error:?}) before the test saw it run\n{}",
+                logs(dir.path())
+            ),
+            _ => {}
         }
-        assert!(Instant::now() < deadline, "the task never ran");
+        assert!(
+            Instant::now() < deadline,
+            "the task never ran: {row:?}\n{}",
+            logs(dir.path())
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     // Hold the instance's row: the worker's recording of the try waits behind it.
@@ -165,7 +195,7 @@ async fn crash_after_commit(
     .await
     .expect("end the dead worker's statements");
     lock.rollback().await.expect("let go");
-    procs.0.push(weir(dir.path(), &["worker"]));
+    procs.0.push(weir(dir.path(), &["worker"], "worker-2"));
     wait_until("the run finishes", || async {
         let state: String = sqlx::query_scalar("select state from weir_runs where run_id = $1")
             .bind(&run_id)
