@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Engine benchmarks (issue: engine), on SQLite and on Postgres, side by side:
 #  chain100: 100 chained `true` shell tasks, trigger to success and the end→start gap;
-#  fanout1000: 1,000 independent `true` tasks at concurrency 16, next to `xargs -P16`;
-#  fanout-noop1000: the same with `noop` tasks (no process): the engine's own cost;
+#  fanout1000: 1,000 independent `true` tasks as a user gets them by default (the DAG's
+#    max_active_tasks 16, a worker's concurrency 8), next to `xargs -P8` and `-P16`;
+#  fanout-wide1000: the same DAG with max_active_tasks 10000 and concurrency 16;
+#  fanout-noop1000: the default fan-out with `noop` tasks (no process): the engine's own cost;
 #  idle RSS of `weir standalone` on the example DAGs.
 # Postgres: WEIR_BENCH_POSTGRES_URL (default the local server over TCP, TLS as the server
 # offers it), and also through the server's Unix socket (WEIR_BENCH_POSTGRES_SOCKET, default
@@ -25,17 +27,20 @@ fresh_pg() {
   echo "${pg_admin%/*}/$name"
 }
 
-for bench in chain fanout fanout-noop; do
+for bench in ${BENCHES:-chain fanout fanout-wide fanout-noop}; do
   for i in $(seq "$rounds"); do
     if [ "$bench" = fanout ]; then
       # The baseline next to each round: the machine's load drifts between rounds.
-      /usr/bin/time -f "xargs1000 -P16 (bash -c true): %e s" bash -c 'seq 1000 | xargs -P16 -I{} bash -c true'
+      /usr/bin/time -f "xargs1000 -P8 (bash -c true): %e s, cpu %U user %S sys" bash -c 'seq 1000 | xargs -P8 -I{} bash -c true'
+      /usr/bin/time -f "xargs1000 -P16 (bash -c true): %e s, cpu %U user %S sys" bash -c 'seq 1000 | xargs -P16 -I{} bash -c true'
     fi
-    "$bin/engine" "$bench" "sqlite://$tmp/$bench-$i.db"
-    "$bin/engine" "$bench" "$(fresh_pg "$bench$i")" | sed 's/\[postgres\]/[postgres tcp]/'
+    # CPU: the whole process with its children (the tasks' processes included).
+    cpu=(/usr/bin/time -f "  cpu %U user %S sys")
+    "${cpu[@]}" "$bin/engine" "$bench" "sqlite://$tmp/$bench-$i.db" 2>&1
+    "${cpu[@]}" "$bin/engine" "$bench" "$(fresh_pg "$bench$i")" 2>&1 | sed 's/\[postgres\]/[postgres tcp]/'
     if [ -S "$pg_socket/.s.PGSQL.5432" ]; then
       name=$(basename "$(fresh_pg "${bench}s$i")")
-      "$bin/engine" "$bench" "postgres://postgres@localhost/$name?host=$pg_socket" | sed 's/\[postgres\]/[postgres socket]/'
+      "${cpu[@]}" "$bin/engine" "$bench" "postgres://postgres@localhost/$name?host=$pg_socket" 2>&1 | sed 's/\[postgres\]/[postgres socket]/'
     fi
   done
 done

@@ -60,7 +60,7 @@ text_enum! {
     TaskState {
         /// Created, waiting for its upstream tasks.
         Scheduled => "scheduled",
-        /// Ready; waiting for a worker to claim it.
+        /// Ready; waiting for a worker to claim it, within its DAG's `max_active_tasks` and its pool.
         Queued => "queued",
         /// Claimed by a worker, which holds a lease on it.
         Running => "running",

@@ -6,10 +6,7 @@ use sqlx::Row;
 
 use crate::db::Db;
 use crate::run::{ACTIVE_RUNS_SQL, LAST_SCHEDULED_SQL};
-use crate::task::{
-    CLAIM_PICK_PG, DAG_USAGE_SQL, DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL,
-    POOL_USAGE_SQL,
-};
+use crate::task::{DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL, claim_pick};
 use crate::{Result, Store};
 
 impl Store {
@@ -28,7 +25,7 @@ impl Store {
         let plans: Vec<(&'static str, String)> = vec![
             ("active runs", ACTIVE_RUNS_SQL.to_owned()),
             ("last scheduled run", LAST_SCHEDULED_SQL.to_owned()),
-            ("claim", CLAIM_PICK_PG.to_owned()),
+            ("claim", claim_pick("t.queue = ANY($1)", "$2", "")),
             (
                 "expired leases",
                 format!(
@@ -42,16 +39,10 @@ impl Store {
                 ),
             ),
             ("next retry due", NEXT_RETRY_DUE_SQL.to_owned()),
-            ("pool usage", POOL_USAGE_SQL.to_owned()),
-            ("dag usage", DAG_USAGE_SQL.to_owned()),
         ];
         for (name, sql) in plans {
             let rows = if name == "claim" {
-                // The claim's placeholders are $4 and $5 inside its UPDATE; alone they are $1, $2.
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "EXPLAIN {}",
-                    sql.replace("$4", "$1").replace("$5", "$2")
-                ));
+                let sql = sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
                 sqlx::query(sql)
                     .bind(&queues)
                     .bind(16_i64)

@@ -3,8 +3,11 @@
 //!
 //!   engine chain DB_URL      a 100-task chain of `shell: true`: wall time from trigger to
 //!                            success, and the gap between a task's end and its successor's start
-//!   engine fanout DB_URL     1,000 independent `shell: true` tasks, 16 at once: tasks per second
-//!   engine fanout-noop DB_URL  the same with `noop` tasks: the engine's own cost per task
+//!   engine fanout DB_URL     1,000 independent `shell: true` tasks with the settings a user
+//!                            gets: the DAG's default `max_active_tasks` (16) and a worker's
+//!                            default concurrency (8): tasks per second
+//!   engine fanout-wide DB_URL  the same DAG with `max_active_tasks: 10000`, 16 at once
+//!   engine fanout-noop DB_URL  the default fan-out with `noop` tasks: the engine's own cost
 //!   engine python-chain DB_URL a 20-task chain of `python` tasks sharing one (warm)
 //!                            environment, next to `python3 -c pass` run 20 times here
 //!
@@ -30,14 +33,20 @@ async fn main() {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(what), Some(url)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: engine chain|fanout|fanout-noop DB_URL");
+        eprintln!("usage: engine chain|fanout|fanout-wide|fanout-noop|python-chain DB_URL");
         std::process::exit(2);
     };
     let (dag, tasks, concurrency) = match what.as_str() {
         "chain" => (chain_dag(100), 100, 8),
-        "fanout" => (fanout_dag(1000, r#"{kind: shell, run: "true"}"#), 1000, 16),
+        "fanout" => (fanout_dag(1000, r#"{kind: shell, run: "true"}"#), 1000, 8),
+        "fanout-wide" => (
+            fanout_dag(1000, r#"{kind: shell, run: "true"}"#)
+                .replace("id: bench\n", "id: bench\nmax_active_tasks: 10000\n"),
+            1000,
+            16,
+        ),
         // The engine's own cost: the same fan-out with no process per task.
-        "fanout-noop" => (fanout_dag(1000, "{kind: noop}"), 1000, 16),
+        "fanout-noop" => (fanout_dag(1000, "{kind: noop}"), 1000, 8),
         "python-chain" => (python_chain_dag(20), 20, 8),
         other => {
             eprintln!("unknown benchmark `{other}`");
@@ -219,7 +228,7 @@ fn python_chain_dag(n: usize) -> String {
 
 /// `step`: the flow-style body of each task.
 fn fanout_dag(n: usize, step: &str) -> String {
-    let mut s = String::from("id: bench\nmax_active_tasks: 10000\ntasks:\n");
+    let mut s = String::from("id: bench\ntasks:\n");
     for i in 0..n {
         s.push_str(&format!("  t{i:04}: {step}\n"));
     }

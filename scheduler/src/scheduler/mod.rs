@@ -90,13 +90,6 @@ pub struct Pass {
     pub next_due: Option<DateTime<Utc>>,
 }
 
-/// Current `queued + running` counts, kept during a pass so limits hold within it.
-#[derive(Debug, Default)]
-struct Usage {
-    by_dag: HashMap<String, i64>,
-    by_pool: HashMap<String, i64>,
-}
-
 /// The scheduler's state between passes: caches only (the folder scan and parsed DAG
 /// versions); the truth is in the store.
 pub struct Scheduler {
@@ -124,6 +117,8 @@ pub struct Scheduler {
     file_problems: HashMap<String, String>,
     /// When declared assets' freshness is checked next.
     next_freshness: Option<DateTime<Utc>>,
+    /// Whether this scheduler wrote its configuration's pools (what claims count against).
+    pools_written: bool,
 }
 
 impl Scheduler {
@@ -142,6 +137,7 @@ impl Scheduler {
             file_polls: HashMap::new(),
             file_problems: HashMap::new(),
             next_freshness: None,
+            pools_written: false,
             clock,
         }
     }
@@ -156,8 +152,8 @@ impl Scheduler {
 
     /// A pass. Woken by every finished try, it must stay cheap: the folder, cron schedules and
     /// expired leases (second-scale concerns) are looked at on full passes, at most every
-    /// `scan_interval`; limits are counted only when something is ready to queue; runs with
-    /// nothing waiting for a decision cost nothing beyond the one active-runs statement.
+    /// `scan_interval`; runs with nothing waiting for a decision cost nothing beyond the one
+    /// active-runs statement (limits are the workers' claims' business).
     async fn pass(&mut self, full: bool) -> Result<Pass> {
         let result = self.pass_inner(full).await;
         match &result {
@@ -176,6 +172,10 @@ impl Scheduler {
         let mut pass = Pass::default();
         let scan_due = self.next_scan.is_none_or(|t| now >= t);
         if full || scan_due {
+            if !self.pools_written {
+                self.store.set_pools(&self.cfg.pools).await?;
+                self.pools_written = true;
+            }
             match self.sync_folder(now).await {
                 // A folder gone or unreadable (renamed, an unmounted volume) stops nothing: the
                 // DAGs keep their last versions and nothing is marked removed until it is back.
@@ -200,7 +200,6 @@ impl Scheduler {
             self.next_scan = Some(weir_model::duration::later(now, self.cfg.scan_interval));
         }
         self.create_asset_runs(now, &mut pass).await?;
-        let mut usage = None;
         let active = self.store.active_runs().await?;
         // Retries belong to unfinished runs, so their next due time comes with them; a full
         // pass also asks the table directly, a safety net costing one query a scan interval.
@@ -210,7 +209,7 @@ impl Scheduler {
         }
         let mut requeued = false;
         if retry_due.is_some_and(|due| due <= now) {
-            requeued = self.requeue_due_retries(now, &mut usage, &mut pass).await? > 0;
+            requeued = self.requeue_due_retries(now, &mut pass).await? > 0;
         }
         let started = self.start_queued_runs(&active, now).await?;
         let next_deadline = self.check_deadlines(&active, now).await?;
@@ -223,7 +222,7 @@ impl Scheduler {
             if !a.any_scheduled && a.any_unfinished {
                 continue;
             }
-            self.advance_run(&a.run, now, &mut usage, &mut pass).await?;
+            self.advance_run(&a.run, now, &mut pass).await?;
         }
         let retry_due = if requeued {
             self.store.next_retry_due().await?

@@ -1,6 +1,6 @@
 //! Advancing active runs: queued runs started within `max_active_runs`, instances queued by
-//! their trigger rules within `max_active_tasks` and pools, `when` and `foreach` rendered, due
-//! retries re-queued, and the notifications a run's end writes.
+//! their trigger rules (workers' claims keep them within `max_active_tasks` and pools), `when`
+//! and `foreach` rendered, due retries re-queued, and the notifications a run's end writes.
 
 use super::*;
 
@@ -68,51 +68,6 @@ impl Scheduler {
         Ok(started)
     }
 
-    pub(super) async fn usage(&self) -> Result<Usage> {
-        Ok(Usage {
-            by_dag: self.store.dag_task_usage().await?.into_iter().collect(),
-            by_pool: self.store.pool_usage().await?.into_iter().collect(),
-        })
-    }
-
-    /// Whether one more instance of `dag_id` in `pool` fits the limits; counts it if so. The
-    /// counts are read from the store the first time a pass needs them.
-    pub(super) async fn take_slot(
-        &self,
-        usage: &mut Option<Usage>,
-        dag: &Dag,
-        pool: Option<&str>,
-    ) -> Result<bool> {
-        if usage.is_none() {
-            *usage = Some(self.usage().await?);
-        }
-        let Some(usage) = usage.as_mut() else {
-            return Ok(false);
-        };
-        Ok(Self::fits(&self.cfg, usage, dag, pool))
-    }
-
-    pub(super) fn fits(
-        cfg: &SchedulerConfig,
-        usage: &mut Usage,
-        dag: &Dag,
-        pool: Option<&str>,
-    ) -> bool {
-        let dag_count = usage.by_dag.get(dag.id()).copied().unwrap_or(0);
-        if dag_count >= i64::from(dag.spec.max_active_tasks) {
-            return false;
-        }
-        if let Some(pool) = pool {
-            let slots = cfg.pools.get(pool).copied().map_or(i64::MAX, i64::from);
-            if usage.by_pool.get(pool).copied().unwrap_or(0) >= slots {
-                return false;
-            }
-            *usage.by_pool.entry(pool.to_owned()).or_default() += 1;
-        }
-        *usage.by_dag.entry(dag.id().to_owned()).or_default() += 1;
-        true
-    }
-
     /// Evaluates a run until nothing more changes in this pass (so skips and upstream
     /// failures propagate through the whole graph at once), then finishes it if it is done.
     #[tracing::instrument(name = "run", skip_all, fields(dag_id = %run.dag_id, run_id = %run.run_id))]
@@ -120,7 +75,6 @@ impl Scheduler {
         &mut self,
         run: &RunRow,
         now: DateTime<Utc>,
-        usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<()> {
         let version = self.dag_version(run.version_id).await?;
@@ -189,9 +143,9 @@ impl Scheduler {
                         changed += self.fail_unrun(run, dag, ti, &message, now).await?;
                         continue;
                     }
-                    if self.take_slot(usage, dag, ti.pool.as_deref()).await? {
-                        to_queue.push(ti.id);
-                    }
+                    // Queued at once: `max_active_tasks` and pool sizes are counted by the
+                    // workers' claims, so a run is not held back by this pass's timing.
+                    to_queue.push(ti.id);
                 }
                 let queued = self
                     .store
@@ -277,22 +231,19 @@ impl Scheduler {
         ))
     }
 
-    /// Queues the retries that are due (within limits); returns how many.
+    /// Queues the retries that are due (claims keep them within limits); returns how many.
     pub(super) async fn requeue_due_retries(
         &mut self,
         now: DateTime<Utc>,
-        usage: &mut Option<Usage>,
         pass: &mut Pass,
     ) -> Result<u64> {
-        let mut ids = Vec::new();
-        for ti in self.store.due_retries(now).await? {
-            let run = self.store.run(&ti.run_id).await?;
-            let version = self.dag_version(run.version_id).await?;
-            let dag = &version.dag;
-            if self.take_slot(usage, dag, ti.pool.as_deref()).await? {
-                ids.push(ti.id);
-            }
-        }
+        let ids: Vec<i64> = self
+            .store
+            .due_retries(now)
+            .await?
+            .iter()
+            .map(|ti| ti.id)
+            .collect();
         let queued = self
             .store
             .transition_tasks(&ids, TaskState::UpForRetry, TaskState::Queued, now)

@@ -796,3 +796,77 @@ per_backend!(
         scheduler.await.expect("join").expect("scheduler");
     }
 );
+
+per_backend!(
+    the_running_loops_keep_max_active_tasks_and_pools_and_use_them_fully,
+    |db: TestDb| {
+        // Twelve tasks, three at once at most; four of them in the one-slot pool `small`. Each
+        // task's process appends `+` when it starts and `-` before it ends to a log of its
+        // group (appends are atomic): the log's order is the processes' real order.
+        let dir = weir_testkit::engine::dags_folder(&[]);
+        let all = dir.path().join("all");
+        let pooled = dir.path().join("pooled");
+        let mut dag = String::from("id: limited\nmax_active_tasks: 3\ntasks:\n");
+        for i in 0..12 {
+            let (pool, files) = if i < 4 {
+                (", pool: small", vec![&all, &pooled])
+            } else {
+                ("", vec![&all])
+            };
+            let mark = |c: char| {
+                files
+                    .iter()
+                    .map(|f| format!("echo {c} >> {}", f.display()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            dag.push_str(&format!(
+                "  t{i:02}: {{kind: shell, run: \"{}; sleep 0.2; {}\"{pool}}}\n",
+                mark('+'),
+                mark('-')
+            ));
+        }
+        std::fs::write(dir.path().join("dags/limited.yaml"), &dag).expect("dag");
+        let clock: Arc<dyn Clock> = Arc::new(weir_model::clock::SystemClock);
+        let mut wcfg = weir_testkit::engine::worker_config();
+        wcfg.concurrency = 8;
+        let services = weir_testkit::engine::Services::start(
+            &db.store,
+            scheduler_config(dir.path()),
+            wcfg,
+            &clock,
+        );
+        let started = std::time::Instant::now();
+        while db.store.dag("limited").await.is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let run =
+            weir_testkit::engine::trigger(&db.store, "limited", &Default::default(), clock.now())
+                .await;
+        let done = loop {
+            let r = db.store.run(&run.run_id).await.expect("run");
+            if r.state.is_finished() {
+                break r;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the run did not finish"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let _ = services.stop().await;
+        assert_eq!(done.state, RunState::Success);
+        let most_at_once = |log: &Path| {
+            let text = std::fs::read_to_string(log).expect("log");
+            let (mut now, mut most) = (0_i32, 0_i32);
+            for line in text.lines() {
+                now += if line == "+" { 1 } else { -1 };
+                most = most.max(now);
+            }
+            (most, text.lines().count())
+        };
+        assert_eq!(most_at_once(&all), (3, 24), "max_active_tasks 3, and used");
+        assert_eq!(most_at_once(&pooled), (1, 8), "the pool's one slot");
+    }
+);

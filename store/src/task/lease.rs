@@ -105,7 +105,8 @@ pub struct Completion {
 
 impl Store {
     /// Claims up to `limit` queued instances of `queues` for `worker_id`, best priority first,
-    /// starting their next try under a lease that expires at `lease_until`.
+    /// within their DAGs' `max_active_tasks` and their pools' slots (counted in running
+    /// instances), starting their next try under a lease that expires at `lease_until`.
     ///
     /// # Errors
     /// Database failures.
@@ -121,15 +122,53 @@ impl Store {
             return Ok(Vec::new());
         }
         let rows = match &self.db {
-            // One statement. The MATERIALIZED CTE picks at most `limit` queued rows exactly once,
-            // locking them and skipping rows another worker's claim holds, so two workers never
-            // take the same instance nor wait on each other. (A plain `id IN (SELECT … LIMIT …
-            // FOR UPDATE SKIP LOCKED)` may be re-scanned by the planner and return more rows than
-            // the limit: seen here as a worker claiming 8 instances with 4 slots.) The outer
-            // `state = 'queued'` re-check keeps the claim safe under READ COMMITTED.
             Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // The DAGs and pools this claim could take from, then their limit rows locked
+                // (in one order, so claims never deadlock): claims of the same DAG or pool take
+                // turns until the commit, and each counts running instances after the one
+                // before it committed, so two workers never both take a last slot. Claims of
+                // other DAGs go on side by side.
+                let candidates: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+                    sqlx::AssertSqlSafe(claim_pick("t.queue = ANY($1)", "$2", "")),
+                )
+                .bind(queues)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if candidates.is_empty() {
+                    tx.commit().await?;
+                    return Ok(Vec::new());
+                }
+                let mut dags: Vec<&str> = candidates.iter().map(|c| c.1.as_str()).collect();
+                dags.sort_unstable();
+                dags.dedup();
+                let mut pools: Vec<&str> =
+                    candidates.iter().filter_map(|c| c.2.as_deref()).collect();
+                pools.sort_unstable();
+                pools.dedup();
+                sqlx::query(
+                    "SELECT 1 FROM weir_limits WHERE (kind = 'dag' AND name = ANY($1)) OR (kind = 'pool' AND name = ANY($2))
+                     ORDER BY kind, name FOR NO KEY UPDATE",
+                )
+                .bind(&dags)
+                .bind(&pools)
+                .fetch_all(&mut *tx)
+                .await?;
+                // The rows again, now under the locks, from the locked DAGs and pools only. The
+                // MATERIALIZED CTE locks each picked row once, skipping rows another statement
+                // holds (a plain `id IN (… FOR UPDATE SKIP LOCKED)` may be re-scanned by the
+                // planner and return more rows than the limit); the outer `state = 'queued'`
+                // re-check keeps the claim safe under READ COMMITTED.
+                let pick = claim_pick(
+                    "t.queue = ANY($4)",
+                    "$5",
+                    "AND t.dag_id = ANY($6) AND (t.pool IS NULL OR p.name IS NULL OR t.pool = ANY($7))",
+                );
                 let sql = format!(
-                    "WITH picked AS MATERIALIZED ({CLAIM_PICK_PG} FOR UPDATE SKIP LOCKED)
+                    "WITH picked AS MATERIALIZED (
+                         SELECT id FROM weir_task_instances WHERE id IN (SELECT id FROM ({pick}) c)
+                         FOR UPDATE SKIP LOCKED)
                      UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
                          started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
                          version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
@@ -138,26 +177,28 @@ impl Store {
                      RETURNING {}",
                     TASK_COLUMNS.split(", ").map(|c| format!("weir_task_instances.{c}")).collect::<Vec<_>>().join(", ")
                 );
-                sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                let rows = sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
                     .bind(worker_id)
                     .bind(now)
                     .bind(lease_until)
                     .bind(queues)
                     .bind(limit)
-                    .fetch_all(pool)
-                    .await?
+                    .bind(&dags)
+                    .bind(&pools)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
             }
-            // SQLite has one writer at a time (BEGIN IMMEDIATE), so the statement alone is atomic.
+            // SQLite has one writer at a time (BEGIN IMMEDIATE): the statement, its counts
+            // included, is atomic.
             Db::Sqlite(pool) => {
+                let pick = claim_pick("t.queue IN (SELECT value FROM json_each($4))", "$5", "");
                 let sql = format!(
                     "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
                          started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
                          version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
-                     WHERE state = 'queued' AND id IN (
-                         SELECT id FROM weir_task_instances
-                         WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($4))
-                         ORDER BY priority DESC, id
-                         LIMIT $5)
+                     WHERE state = 'queued' AND id IN (SELECT id FROM ({pick}))
                      RETURNING {TASK_COLUMNS}"
                 );
                 let mut tx = pool.begin_write().await?;

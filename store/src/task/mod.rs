@@ -21,14 +21,42 @@ use crate::{Result, Store, StoreError};
 
 // Statements of the scheduler's and workers' hot paths, shared with `Store::explain_hot_path`
 // so the test that they stay index-driven checks the very SQL that runs.
-pub(crate) const POOL_USAGE_SQL: &str = "SELECT pool, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') AND pool IS NOT NULL GROUP BY pool";
-pub(crate) const DAG_USAGE_SQL: &str = "SELECT dag_id, COUNT(*) FROM weir_task_instances WHERE state IN ('queued', 'running') GROUP BY dag_id";
 pub(crate) const NEXT_RETRY_DUE_SQL: &str =
     "SELECT MIN(due_at) FROM weir_task_instances WHERE state = 'up_for_retry'";
 pub(crate) const EXPIRED_LEASES_WHERE: &str = "state = 'running' AND lease_expires_at < $1";
 pub(crate) const DUE_RETRIES_WHERE: &str = "state = 'up_for_retry' AND due_at <= $1";
-/// The Postgres claim's choice of rows (`$4` queues, `$5` limit).
-pub(crate) const CLAIM_PICK_PG: &str = "SELECT id FROM weir_task_instances WHERE state = 'queued' AND queue = ANY($4) ORDER BY priority DESC, id LIMIT $5";
+
+/// A claim's choice of rows: queued instances whose queue passes `queues` (the backend's test
+/// of `t.queue`), best priority first, at most `limit` (a placeholder), and no more of a DAG
+/// or a pool than its limit leaves room for: `slots` in `weir_limits` less its running
+/// instances (a DAG's `max_active_tasks`, a pool's size; no row, no limit). `only` narrows
+/// the rows further (a Postgres claim: to the limits it locked). Returns `id, dag_id, pool`.
+pub(crate) fn claim_pick(queues: &str, limit: &str, only: &str) -> String {
+    format!(
+        "WITH busy AS (SELECT dag_id, pool FROM weir_task_instances WHERE state = 'running'),
+         dag_busy AS (SELECT dag_id, COUNT(*) AS n FROM busy GROUP BY dag_id),
+         pool_busy AS (SELECT pool, COUNT(*) AS n FROM busy WHERE pool IS NOT NULL GROUP BY pool),
+         eligible AS (
+             SELECT t.id, t.priority, t.dag_id, t.pool,
+                 d.slots - COALESCE(db.n, 0) AS dag_room, p.slots - COALESCE(pb.n, 0) AS pool_room
+             FROM weir_task_instances t
+             LEFT JOIN weir_limits d ON d.kind = 'dag' AND d.name = t.dag_id
+             LEFT JOIN dag_busy db ON db.dag_id = t.dag_id
+             LEFT JOIN weir_limits p ON p.kind = 'pool' AND p.name = t.pool
+             LEFT JOIN pool_busy pb ON pb.pool = t.pool
+             WHERE t.state = 'queued' AND {queues} {only}
+                 AND (d.slots IS NULL OR d.slots > COALESCE(db.n, 0))
+                 AND (p.slots IS NULL OR p.slots > COALESCE(pb.n, 0))),
+         ranked AS (
+             SELECT id, priority, dag_id, pool, dag_room, pool_room,
+                 row_number() OVER (PARTITION BY dag_id ORDER BY priority DESC, id) AS dag_rank,
+                 row_number() OVER (PARTITION BY pool ORDER BY priority DESC, id) AS pool_rank
+             FROM eligible)
+         SELECT id, dag_id, pool FROM ranked
+         WHERE (dag_room IS NULL OR dag_rank <= dag_room) AND (pool_room IS NULL OR pool_rank <= pool_room)
+         ORDER BY priority DESC, id LIMIT {limit}"
+    )
+}
 
 /// Puts a finished run back to `queued` (after a clear or a mark) so the scheduler looks at it again.
 pub(crate) const REOPEN_RUN_SQL: &str = "UPDATE weir_runs SET state = 'queued', ended_at = NULL WHERE run_id = $1 AND state IN ('success', 'failed', 'cancelled')";

@@ -167,29 +167,47 @@ impl Store {
         Ok(true)
     }
 
-    /// Counts of `queued` and `running` instances per pool (pool usage is derived from states,
-    /// never kept in a counter that could leak).
+    /// Writes the pools of the configuration and their sizes (what claims count against);
+    /// pools no longer configured are dropped (their queued instances are then not limited).
     ///
     /// # Errors
     /// Database failures.
-    pub async fn pool_usage(&self) -> Result<Vec<(String, i64)>> {
-        Ok(with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
-            POOL_USAGE_SQL
-        )
-        .fetch_all(pool)
-        .await?))
-    }
-
-    /// Counts of `queued` and `running` instances per DAG (for `max_active_tasks`).
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn dag_task_usage(&self) -> Result<Vec<(String, i64)>> {
-        Ok(with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
-            DAG_USAGE_SQL
-        )
-        .fetch_all(pool)
-        .await?))
+    pub async fn set_pools(&self, pools: &std::collections::BTreeMap<String, u32>) -> Result<()> {
+        let names: Vec<&str> = pools.keys().map(String::as_str).collect();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let existing: Vec<(String, i64)> =
+                sqlx::query_as("SELECT name, slots FROM weir_limits WHERE kind = 'pool'")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (name, _) in existing
+                .iter()
+                .filter(|(n, _)| !names.contains(&n.as_str()))
+            {
+                sqlx::query("DELETE FROM weir_limits WHERE kind = 'pool' AND name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (name, slots) in pools {
+                if existing
+                    .iter()
+                    .any(|(n, s)| n == name && *s == i64::from(*slots))
+                {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO weir_limits (kind, name, slots) VALUES ('pool', $1, $2)
+                     ON CONFLICT (kind, name) DO UPDATE SET slots = $2",
+                )
+                .bind(name)
+                .bind(i64::from(*slots))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Running instances whose lease expired before `now`: their worker is presumed dead.

@@ -126,7 +126,19 @@ per_backend!(
 per_backend!(
     concurrent_claims_never_take_the_same_instance,
     |db: TestDb| {
-        let v = version(&db.store).await;
+        // Room for all 40 at once: limits are the next test's subject.
+        let wide = format!("{DAG}max_active_tasks: 100\n");
+        let v = db
+            .store
+            .sync_dag(
+                "dags/d.yaml",
+                &dag(&wide).spec,
+                &wide,
+                &Default::default(),
+                t("2024-01-01T00:00:00Z"),
+            )
+            .await
+            .expect("sync");
         let now = t("2024-01-02T00:00:00Z");
         let run = db
             .store
@@ -182,6 +194,130 @@ per_backend!(
             }
         }
         assert_eq!(seen.len(), 40, "every instance was claimed");
+    }
+);
+
+per_backend!(
+    claims_stay_within_the_dags_and_pools_limits_however_many_claim_at_once,
+    |db: TestDb| {
+        let spec = format!("{DAG}max_active_tasks: 5\n");
+        let v = db
+            .store
+            .sync_dag(
+                "dags/d.yaml",
+                &dag(&spec).spec,
+                &spec,
+                &Default::default(),
+                t("2024-01-01T00:00:00Z"),
+            )
+            .await
+            .expect("sync");
+        db.store
+            .set_pools(&[("small".to_owned(), 1)].into_iter().collect())
+            .await
+            .expect("pools");
+        let now = t("2024-01-02T00:00:00Z");
+        // 40 instances, the first 10 (best priority) in the one-slot pool.
+        let mut new = new_run(v, "2024-01-01T00:00:00Z", 40);
+        for ti in new.tasks.iter_mut().take(10) {
+            ti.pool = Some("small".into());
+            ti.priority = 10;
+        }
+        let run = db
+            .store
+            .create_run(&new, now)
+            .await
+            .expect("create")
+            .expect("new");
+        let tis = db.store.task_instances(&run.run_id).await.expect("tis");
+        let ids: Vec<i64> = tis.iter().map(|t| t.id).collect();
+        db.store
+            .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+            .await
+            .expect("queue");
+        let pooled: HashSet<i64> = tis
+            .iter()
+            .filter(|t| t.pool.is_some())
+            .map(|t| t.id)
+            .collect();
+        let claim_all = || async {
+            let claimers = (0..4).map(|w| {
+                let store = db.store.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store
+                            .claim_tasks(
+                                &format!("w{w}"),
+                                &["default".to_owned()],
+                                3,
+                                now,
+                                now + Duration::seconds(30),
+                            )
+                            .await
+                            .expect("claim");
+                        if got.is_empty() {
+                            break;
+                        }
+                        mine.extend(got.into_iter().map(|t| (t.id, t.worker_id)));
+                    }
+                    mine
+                })
+            });
+            let mut got = Vec::new();
+            for c in claimers {
+                got.extend(c.await.expect("join"));
+            }
+            got
+        };
+        let first = claim_all().await;
+        assert_eq!(first.len(), 5, "max_active_tasks 5: {first:?}");
+        assert_eq!(
+            first.iter().filter(|(id, _)| pooled.contains(id)).count(),
+            1,
+            "the pool's one slot, and its instances come first by priority: {first:?}"
+        );
+        // Two end (the pooled one among them): two more fit, one of them from the pool.
+        let (pooled_id, pooled_worker) = first
+            .iter()
+            .find(|(id, _)| pooled.contains(id))
+            .cloned()
+            .expect("pooled");
+        let (other_id, other_worker) = first
+            .iter()
+            .find(|(id, _)| !pooled.contains(id))
+            .cloned()
+            .expect("other");
+        for (id, worker) in [(pooled_id, pooled_worker), (other_id, other_worker)] {
+            db.store
+                .complete_task(
+                    &Completion {
+                        ti_id: id,
+                        worker_id: worker.expect("claimed by a worker"),
+                        try_number: 1,
+                        state: TaskState::Success,
+                        outputs: None,
+                        error: None,
+                        due_at: None,
+                        log: Vec::new(),
+                        give_back_try: false,
+                        notify: Vec::new(),
+                        wake: false,
+                        assets: Vec::new(),
+                        lineage: Vec::new(),
+                    },
+                    now,
+                )
+                .await
+                .expect("complete");
+        }
+        let second = claim_all().await;
+        assert_eq!(second.len(), 2, "two slots freed: {second:?}");
+        assert_eq!(
+            second.iter().filter(|(id, _)| pooled.contains(id)).count(),
+            1,
+            "the pool's slot freed too: {second:?}"
+        );
     }
 );
 
@@ -705,7 +841,7 @@ async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
         .await
         .expect("analyze");
     let plans = db.store.explain_hot_path().await.expect("explain");
-    assert_eq!(plans.len(), 8);
+    assert_eq!(plans.len(), 6);
     for (name, plan) in plans {
         assert!(
             !plan.contains("Seq Scan on weir_runs")
