@@ -92,6 +92,8 @@ pub struct Worker {
     fence: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// The worker's environment variables its tasks may see (`[worker] pass_env`).
     inherited: Arc<[(String, String)]>,
+    /// The last claim left queued instances behind (limits): claim again as tries end.
+    held_back: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A try ready to run.
@@ -145,6 +147,7 @@ impl Worker {
             recorder,
             fence: Arc::default(),
             inherited,
+            held_back: Arc::default(),
         }
     }
 
@@ -183,16 +186,28 @@ impl Worker {
     /// Store failures.
     pub async fn claim(&self, free: usize) -> Result<Vec<ClaimedTask>> {
         let now = self.clock.now();
-        Ok(self
+        let (claimed, held_back) = self
             .store
-            .claim_tasks(
+            .claim_tasks_within_limits(
                 &self.id,
                 &self.cfg.queues,
                 i64::try_from(free).unwrap_or(i64::MAX),
                 now,
                 self.lease_until(now),
             )
-            .await?)
+            .await?;
+        // Said only by a claim that took nothing; kept until the next such claim, so every
+        // try recorded meanwhile makes its room count.
+        if claimed.is_empty() {
+            self.held_back
+                .store(held_back, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(claimed)
+    }
+
+    /// Whether the last claim left queued instances behind for want of room under a limit.
+    pub fn held_back(&self) -> bool {
+        self.held_back.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs one claimed try to its end and records the outcome (unless the lease was lost).
@@ -617,7 +632,9 @@ pub async fn run(
                             w.untrack(id);
                             // Recorded, the try no longer counts against its DAG's and pool's
                             // limits: an instance a claim left for want of room may fit now.
-                            freed_after.notify_one();
+                            if w.held_back() {
+                                freed_after.notify_one();
+                            }
                         });
                     }
                 }

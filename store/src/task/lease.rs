@@ -103,6 +103,10 @@ pub struct Completion {
     pub lineage: Vec<String>,
 }
 
+/// Whether instances of the queues `$1` are queued (Postgres).
+const ANY_QUEUED_PG: &str =
+    "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE state = 'queued' AND queue = ANY($1))";
+
 impl Store {
     /// Claims up to `limit` queued instances of `queues` for `worker_id`, best priority first,
     /// within their DAGs' `max_active_tasks` and their pools' slots (counted in running
@@ -118,28 +122,53 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<ClaimedTask>> {
+        Ok(self
+            .claim_tasks_within_limits(worker_id, queues, limit, now, lease_until)
+            .await?
+            .0)
+    }
+
+    /// [`Store::claim_tasks`], also saying, when it took nothing, whether instances of `queues`
+    /// are queued: a DAG's or pool's limit held them back, and a try's recorded end may make
+    /// room for them. (A claim that took some needs no answer: each of its tries claims again
+    /// when its step ends.)
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn claim_tasks_within_limits(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        limit: i64,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(Vec<ClaimedTask>, bool)> {
         if limit <= 0 || queues.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
-        let rows = match &self.db {
+        let (rows, waiting) = match &self.db {
             Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                // The DAGs and pools this claim could take from, then their limit rows locked
-                // (in one order, so claims never deadlock): claims of the same DAG or pool take
-                // turns until the commit, and each counts running instances after the one
-                // before it committed, so two workers never both take a last slot. Claims of
-                // other DAGs go on side by side.
+                // The DAGs and pools this claim could take from (one statement, outside any
+                // transaction: most claims that find nothing end here), then their limit rows
+                // locked (in one order, so claims never deadlock): claims of the same DAG or
+                // pool take turns until the commit, and each counts running instances after the
+                // one before it committed, so two workers never both take a last slot. Claims
+                // of other DAGs go on side by side.
                 let candidates: Vec<(i64, String, Option<String>)> = sqlx::query_as(
                     sqlx::AssertSqlSafe(claim_pick("t.queue = ANY($1)", "$2", "")),
                 )
                 .bind(queues)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(pool)
                 .await?;
                 if candidates.is_empty() {
-                    tx.commit().await?;
-                    return Ok(Vec::new());
+                    let waiting = sqlx::query_scalar::<_, bool>(ANY_QUEUED_PG)
+                        .bind(queues)
+                        .fetch_one(pool)
+                        .await?;
+                    return Ok((Vec::new(), waiting));
                 }
+                let mut tx = pool.begin().await?;
                 let mut dags: Vec<&str> = candidates.iter().map(|c| c.1.as_str()).collect();
                 dags.sort_unstable();
                 dags.dedup();
@@ -187,8 +216,13 @@ impl Store {
                     .bind(&pools)
                     .fetch_all(&mut *tx)
                     .await?;
+                let waiting = rows.is_empty()
+                    && sqlx::query_scalar::<_, bool>(ANY_QUEUED_PG)
+                        .bind(queues)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 tx.commit().await?;
-                rows
+                (rows, waiting)
             }
             // SQLite has one writer at a time (BEGIN IMMEDIATE): the statement, its counts
             // included, is atomic.
@@ -201,20 +235,33 @@ impl Store {
                      WHERE state = 'queued' AND id IN (SELECT id FROM ({pick}))
                      RETURNING {TASK_COLUMNS}"
                 );
+                let queues = serde_json::to_string(queues)?;
                 let mut tx = pool.begin_write().await?;
                 let rows = sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
                     .bind(worker_id)
                     .bind(now)
                     .bind(lease_until)
-                    .bind(serde_json::to_string(queues)?)
+                    .bind(&queues)
                     .bind(limit)
                     .fetch_all(&mut *tx)
                     .await?;
+                let waiting = rows.is_empty()
+                    && sqlx::query_scalar::<_, bool>(
+                        "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)))",
+                    )
+                    .bind(&queues)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                rows
+                (rows, waiting)
             }
         };
-        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+        Ok((
+            rows.into_iter()
+                .map(TaskInstanceRow::try_from)
+                .collect::<Result<_>>()?,
+            waiting,
+        ))
     }
 
     /// Gives back a claimed instance that the worker cannot run (it has no free slot): back to
