@@ -164,14 +164,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             // The limit claims count against (issue #19: enforced when workers claim).
-            sqlx::query(
-                "INSERT INTO weir_limits (kind, name, slots) VALUES ('dag', $1, $2)
-                 ON CONFLICT (kind, name) DO UPDATE SET slots = $2 WHERE weir_limits.slots <> $2",
-            )
-            .bind(&spec.id)
-            .bind(i64::from(spec.max_active_tasks))
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(crate::task::SET_LIMIT_SQL)
+                .bind("dag")
+                .bind(&spec.id)
+                .bind(i64::from(spec.max_active_tasks))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM weir_import_errors WHERE file = $1")
                 .bind(file)
                 .execute(&mut *tx)

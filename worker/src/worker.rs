@@ -617,7 +617,6 @@ pub async fn run(
                         worker.track(ti.id, token.clone());
                         let w = worker.clone();
                         let freed = Arc::clone(&slot_freed);
-                        let freed_after = Arc::clone(&slot_freed);
                         tracker.spawn(async move {
                             let id = ti.id;
                             // The slot frees when the step ends; the try stays in `running`
@@ -633,7 +632,7 @@ pub async fn run(
                             // Recorded, the try no longer counts against its DAG's and pool's
                             // limits: an instance a claim left for want of room may fit now.
                             if w.held_back() {
-                                freed_after.notify_one();
+                                freed.notify_one();
                             }
                         });
                     }

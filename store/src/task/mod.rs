@@ -26,6 +26,11 @@ pub(crate) const NEXT_RETRY_DUE_SQL: &str =
 pub(crate) const EXPIRED_LEASES_WHERE: &str = "state = 'running' AND lease_expires_at < $1";
 pub(crate) const DUE_RETRIES_WHERE: &str = "state = 'up_for_retry' AND due_at <= $1";
 
+/// Writes one limit (`$1` kind, `$2` name, `$3` slots); an unchanged row is not rewritten.
+pub(crate) const SET_LIMIT_SQL: &str =
+    "INSERT INTO weir_limits (kind, name, slots) VALUES ($1, $2, $3)
+     ON CONFLICT (kind, name) DO UPDATE SET slots = $3 WHERE weir_limits.slots <> $3";
+
 /// A claim's choice of rows: queued instances whose queue passes `queues` (the backend's test
 /// of `t.queue`), best priority first, at most `limit` (a placeholder), and no more of a DAG
 /// or a pool than its limit leaves room for: `slots` in `weir_limits` less its running

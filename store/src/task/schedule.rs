@@ -176,34 +176,23 @@ impl Store {
         let names: Vec<&str> = pools.keys().map(String::as_str).collect();
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let existing: Vec<(String, i64)> =
-                sqlx::query_as("SELECT name, slots FROM weir_limits WHERE kind = 'pool'")
+            let existing: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM weir_limits WHERE kind = 'pool'")
                     .fetch_all(&mut *tx)
                     .await?;
-            for (name, _) in existing
-                .iter()
-                .filter(|(n, _)| !names.contains(&n.as_str()))
-            {
+            for name in existing.iter().filter(|n| !names.contains(&n.as_str())) {
                 sqlx::query("DELETE FROM weir_limits WHERE kind = 'pool' AND name = $1")
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
             }
             for (name, slots) in pools {
-                if existing
-                    .iter()
-                    .any(|(n, s)| n == name && *s == i64::from(*slots))
-                {
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO weir_limits (kind, name, slots) VALUES ('pool', $1, $2)
-                     ON CONFLICT (kind, name) DO UPDATE SET slots = $2",
-                )
-                .bind(name)
-                .bind(i64::from(*slots))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(crate::task::SET_LIMIT_SQL)
+                    .bind("pool")
+                    .bind(name)
+                    .bind(i64::from(*slots))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
         });

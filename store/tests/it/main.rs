@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use weir_model::{RunState, RunType, TaskState};
 use weir_store::{
     Completion, NewLogLine, NewRun, NewTaskInstance, Notice, NoticeEvent, Store, StoreError,
+    TaskInstanceRow,
 };
 use weir_testkit::{dag, per_backend};
 
@@ -53,6 +54,39 @@ fn new_run(version_id: i64, logical: &str, tasks: usize) -> NewRun {
             })
             .collect(),
     }
+}
+
+/// Four workers claiming from the `default` queue at the same time, three at a time, each until
+/// a claim takes nothing; every instance they took.
+async fn claim_at_once(store: &Store, now: DateTime<Utc>) -> Vec<TaskInstanceRow> {
+    let claimers = (0..4).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_tasks(
+                        &format!("w{w}"),
+                        &["default".to_owned()],
+                        3,
+                        now,
+                        now + Duration::seconds(30),
+                    )
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got);
+            }
+            mine
+        })
+    });
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.expect("join"));
+    }
+    all
 }
 
 per_backend!(a_run_is_created_once_per_logical_date, |db: TestDb| {
@@ -161,37 +195,10 @@ per_backend!(
                 .expect("queue"),
             40
         );
-        let queues = vec!["default".to_owned()];
-        let claimers = (0..4).map(|w| {
-            let store = db.store.clone();
-            let queues = queues.clone();
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                loop {
-                    let got = store
-                        .claim_tasks(
-                            &format!("w{w}"),
-                            &queues,
-                            3,
-                            now,
-                            now + Duration::seconds(30),
-                        )
-                        .await
-                        .expect("claim");
-                    if got.is_empty() {
-                        break;
-                    }
-                    mine.extend(got.into_iter().map(|t| (t.id, t.try_number)));
-                }
-                mine
-            })
-        });
         let mut seen = HashSet::new();
-        for c in claimers {
-            for (id, try_number) in c.await.expect("join") {
-                assert_eq!(try_number, 1);
-                assert!(seen.insert(id), "instance {id} was claimed twice");
-            }
+        for ti in claim_at_once(&db.store, now).await {
+            assert_eq!(ti.try_number, 1);
+            assert!(seen.insert(ti.id), "instance {} was claimed twice", ti.id);
         }
         assert_eq!(seen.len(), 40, "every instance was claimed");
     }
@@ -240,37 +247,11 @@ per_backend!(
             .filter(|t| t.pool.is_some())
             .map(|t| t.id)
             .collect();
-        let claim_all = || async {
-            let claimers = (0..4).map(|w| {
-                let store = db.store.clone();
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    loop {
-                        let got = store
-                            .claim_tasks(
-                                &format!("w{w}"),
-                                &["default".to_owned()],
-                                3,
-                                now,
-                                now + Duration::seconds(30),
-                            )
-                            .await
-                            .expect("claim");
-                        if got.is_empty() {
-                            break;
-                        }
-                        mine.extend(got.into_iter().map(|t| (t.id, t.worker_id)));
-                    }
-                    mine
-                })
-            });
-            let mut got = Vec::new();
-            for c in claimers {
-                got.extend(c.await.expect("join"));
-            }
-            got
-        };
-        let first = claim_all().await;
+        let first: Vec<(i64, Option<String>)> = claim_at_once(&db.store, now)
+            .await
+            .into_iter()
+            .map(|t| (t.id, t.worker_id))
+            .collect();
         assert_eq!(first.len(), 5, "max_active_tasks 5: {first:?}");
         assert_eq!(
             first.iter().filter(|(id, _)| pooled.contains(id)).count(),
@@ -311,7 +292,11 @@ per_backend!(
                 .await
                 .expect("complete");
         }
-        let second = claim_all().await;
+        let second: Vec<(i64, Option<String>)> = claim_at_once(&db.store, now)
+            .await
+            .into_iter()
+            .map(|t| (t.id, t.worker_id))
+            .collect();
         assert_eq!(second.len(), 2, "two slots freed: {second:?}");
         assert_eq!(
             second.iter().filter(|(id, _)| pooled.contains(id)).count(),
