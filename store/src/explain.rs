@@ -6,7 +6,9 @@ use sqlx::Row;
 
 use crate::db::Db;
 use crate::run::{ACTIVE_RUNS_SQL, LAST_SCHEDULED_SQL};
-use crate::task::{DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL, claim_pick};
+use crate::task::{
+    DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL, claim_pick, claim_queue_test,
+};
 use crate::{Result, Store};
 
 impl Store {
@@ -25,7 +27,11 @@ impl Store {
         let plans: Vec<(&'static str, String)> = vec![
             ("active runs", ACTIVE_RUNS_SQL.to_owned()),
             ("last scheduled run", LAST_SCHEDULED_SQL.to_owned()),
-            ("claim", claim_pick("t.queue = ANY($1)", "$2", "")),
+            ("claim", claim_pick(&claim_queue_test(true, 1, 1), "$2", "")),
+            (
+                "claim (queues)",
+                claim_pick(&claim_queue_test(true, 1, 2), "$2", ""),
+            ),
             (
                 "expired leases",
                 format!(
@@ -41,7 +47,7 @@ impl Store {
             ("next retry due", NEXT_RETRY_DUE_SQL.to_owned()),
         ];
         for (name, sql) in plans {
-            let rows = if name == "claim" {
+            let rows = if name.starts_with("claim") {
                 let sql = sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
                 sqlx::query(sql)
                     .bind(&queues)

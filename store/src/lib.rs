@@ -71,7 +71,7 @@ pub use notify::{ClaimedNotification, Notice, NoticeEvent, Notification, Notific
 pub use run::{ActiveRun, NewRun, NewTaskInstance, RunFilter, RunRow, VersionMove, run_id_for};
 pub use session::SessionRow;
 pub use stats::StateCounts;
-pub use task::{ClaimedTask, Completion, TaskInstanceRow};
+pub use task::{Claim, ClaimedTask, Completion, TaskInstanceRow};
 pub use user::{LoginAttempt, Role, UserRow};
 pub use worker::{WorkerEnd, WorkerRow, WorkerSession, machine_id, session_grace};
 

@@ -16,7 +16,7 @@ use weir_model::clock::Clock;
 use weir_model::template::Renderer;
 use weir_ops::context;
 use weir_ops::versions::{Version, Versions};
-use weir_store::{ClaimedTask, RunRow, Store};
+use weir_store::{Claim, ClaimedTask, RunRow, Store};
 
 use crate::conn::{Connections, Masker};
 use crate::error::{Result, WorkerError};
@@ -185,8 +185,13 @@ impl Worker {
     /// # Errors
     /// Store failures.
     pub async fn claim(&self, free: usize) -> Result<Vec<ClaimedTask>> {
+        Ok(self.claim_saying_more(free).await?.tasks)
+    }
+
+    /// [`Worker::claim`], saying whether to claim again at once ([`Claim::more`]).
+    async fn claim_saying_more(&self, free: usize) -> Result<Claim> {
         let now = self.clock.now();
-        let (claimed, held_back) = self
+        let claim = self
             .store
             .claim_tasks_within_limits(
                 &self.id,
@@ -198,11 +203,11 @@ impl Worker {
             .await?;
         // Said only by a claim that took nothing; kept until the next such claim, so every
         // try recorded meanwhile makes its room count.
-        if claimed.is_empty() {
+        if claim.tasks.is_empty() {
             self.held_back
-                .store(held_back, std::sync::atomic::Ordering::Relaxed);
+                .store(claim.held_back, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(claimed)
+        Ok(claim)
     }
 
     /// Whether the last claim left queued instances behind for want of room under a limit.
@@ -606,10 +611,12 @@ pub async fn run(
         let free = slots.available_permits();
         let mut claimed_all = false;
         if free > 0 {
-            match worker.claim(free).await {
-                Ok(claimed) => {
-                    claimed_all = !claimed.is_empty() && claimed.len() == free;
-                    for ti in claimed {
+            match worker.claim_saying_more(free).await {
+                Ok(claim) => {
+                    // All it asked for, or fewer with more maybe there: claim again at once.
+                    claimed_all =
+                        !claim.tasks.is_empty() && (claim.tasks.len() == free || claim.more);
+                    for ti in claim.tasks {
                         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                             break;
                         };

@@ -103,6 +103,26 @@ pub struct Completion {
     pub lineage: Vec<String>,
 }
 
+/// What a claim sets on each row it takes (`$1` worker, `$2` now, `$3` lease expiry): the
+/// instance's next try starts, on the version its run is on.
+const CLAIM_SET: &str = "state = 'running', worker_id = $1, try_number = try_number + 1,
+     started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
+     version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)";
+
+/// What [`Store::claim_tasks_within_limits`] took, and whether to claim again before the
+/// next wake-up.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// The instances claimed, each try started.
+    pub tasks: Vec<ClaimedTask>,
+    /// It took fewer than asked after reading as many rows as a claim may: instances past
+    /// those rows may fit now (in DAGs or pools other than the ones it read).
+    pub more: bool,
+    /// It took nothing while instances of its queues are queued: limits held them back, and a
+    /// try's recorded end may make room for them.
+    pub held_back: bool,
+}
+
 /// Whether instances of the queues `$1` are queued (Postgres).
 const ANY_QUEUED_PG: &str =
     "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE state = 'queued' AND queue = ANY($1))";
@@ -125,13 +145,10 @@ impl Store {
         Ok(self
             .claim_tasks_within_limits(worker_id, queues, limit, now, lease_until)
             .await?
-            .0)
+            .tasks)
     }
 
-    /// [`Store::claim_tasks`], also saying, when it took nothing, whether instances of `queues`
-    /// are queued: a DAG's or pool's limit held them back, and a try's recorded end may make
-    /// room for them. (A claim that took some needs no answer: each of its tries claims again
-    /// when its step ends.)
+    /// [`Store::claim_tasks`], also saying whether to claim again: see [`Claim`].
     ///
     /// # Errors
     /// Database failures.
@@ -142,11 +159,11 @@ impl Store {
         limit: i64,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<(Vec<ClaimedTask>, bool)> {
+    ) -> Result<Claim> {
         if limit <= 0 || queues.is_empty() {
-            return Ok((Vec::new(), false));
+            return Ok(Claim::default());
         }
-        let (rows, waiting) = match &self.db {
+        let (rows, more, held_back) = match &self.db {
             Db::Postgres(pool) => {
                 // The DAGs and pools this claim could take from (one statement, outside any
                 // transaction: most claims that find nothing end here), then their limit rows
@@ -154,20 +171,27 @@ impl Store {
                 // pool take turns until the commit, and each counts running instances after the
                 // one before it committed, so two workers never both take a last slot. Claims
                 // of other DAGs go on side by side.
-                let candidates: Vec<(i64, String, Option<String>)> = sqlx::query_as(
-                    sqlx::AssertSqlSafe(claim_pick("t.queue = ANY($1)", "$2", "")),
-                )
-                .bind(queues)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
+                let candidates: Vec<(i64, String, Option<String>, bool)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(claim_pick(
+                        &claim_queue_test(true, 1, queues.len()),
+                        "$2",
+                        "",
+                    )))
+                    .bind(queues)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
                 if candidates.is_empty() {
                     let waiting = sqlx::query_scalar::<_, bool>(ANY_QUEUED_PG)
                         .bind(queues)
                         .fetch_one(pool)
                         .await?;
-                    return Ok((Vec::new(), waiting));
+                    return Ok(Claim {
+                        held_back: waiting,
+                        ..Claim::default()
+                    });
                 }
+                let full = candidates.iter().any(|c| c.3);
                 let mut tx = pool.begin().await?;
                 let mut dags: Vec<&str> = candidates.iter().map(|c| c.1.as_str()).collect();
                 dags.sort_unstable();
@@ -190,7 +214,7 @@ impl Store {
                 // planner and return more rows than the limit); the outer `state = 'queued'`
                 // re-check keeps the claim safe under READ COMMITTED.
                 let pick = claim_pick(
-                    "t.queue = ANY($4)",
+                    &claim_queue_test(true, 4, queues.len()),
                     "$5",
                     "AND t.dag_id = ANY($6) AND (t.pool IS NULL OR p.name IS NULL OR t.pool = ANY($7))",
                 );
@@ -198,9 +222,7 @@ impl Store {
                     "WITH picked AS MATERIALIZED (
                          SELECT id FROM weir_task_instances WHERE id IN (SELECT id FROM ({pick}) c)
                          FOR UPDATE SKIP LOCKED)
-                     UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
-                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
-                         version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
+                     UPDATE weir_task_instances SET {CLAIM_SET}
                      FROM picked
                      WHERE weir_task_instances.id = picked.id AND weir_task_instances.state = 'queued'
                      RETURNING {}",
@@ -222,29 +244,38 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await?;
                 tx.commit().await?;
-                (rows, waiting)
+                (rows, full, waiting)
             }
-            // SQLite has one writer at a time (BEGIN IMMEDIATE): the statement, its counts
-            // included, is atomic.
+            // SQLite has one writer at a time (BEGIN IMMEDIATE): the pick, its counts included,
+            // and the update that follows it in the transaction are atomic.
             Db::Sqlite(pool) => {
-                let pick = claim_pick("t.queue IN (SELECT value FROM json_each($4))", "$5", "");
-                let sql = format!(
-                    "UPDATE weir_task_instances SET state = 'running', worker_id = $1, try_number = try_number + 1,
-                         started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
-                         version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)
-                     WHERE state = 'queued' AND id IN (SELECT id FROM ({pick}))
-                     RETURNING {TASK_COLUMNS}"
-                );
                 let queues = serde_json::to_string(queues)?;
                 let mut tx = pool.begin_write().await?;
-                let rows = sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                let picked: Vec<(i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT id, window_full FROM ({})",
+                    claim_pick(&claim_queue_test(false, 1, queues.len()), "$2", "")
+                )))
+                .bind(&queues)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let rows = if picked.is_empty() {
+                    Vec::new()
+                } else {
+                    let ids =
+                        serde_json::to_string(&picked.iter().map(|p| p.0).collect::<Vec<_>>())?;
+                    sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(format!(
+                        "UPDATE weir_task_instances SET {CLAIM_SET}
+                         WHERE state = 'queued' AND id IN (SELECT value FROM json_each($4))
+                         RETURNING {TASK_COLUMNS}"
+                    )))
                     .bind(worker_id)
                     .bind(now)
                     .bind(lease_until)
-                    .bind(&queues)
-                    .bind(limit)
+                    .bind(&ids)
                     .fetch_all(&mut *tx)
-                    .await?;
+                    .await?
+                };
                 let waiting = rows.is_empty()
                     && sqlx::query_scalar::<_, bool>(
                         "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE state = 'queued' AND queue IN (SELECT value FROM json_each($1)))",
@@ -253,15 +284,18 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                (rows, waiting)
+                (rows, picked.iter().any(|p| p.1), waiting)
             }
         };
-        Ok((
-            rows.into_iter()
-                .map(TaskInstanceRow::try_from)
-                .collect::<Result<_>>()?,
-            waiting,
-        ))
+        let tasks = rows
+            .into_iter()
+            .map(TaskInstanceRow::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Claim {
+            more: more && i64::try_from(tasks.len()).unwrap_or(i64::MAX) < limit,
+            held_back,
+            tasks,
+        })
     }
 
     /// Gives back a claimed instance that the worker cannot run (it has no free slot): back to

@@ -31,11 +31,33 @@ pub(crate) const SET_LIMIT_SQL: &str =
     "INSERT INTO weir_limits (kind, name, slots) VALUES ($1, $2, $3)
      ON CONFLICT (kind, name) DO UPDATE SET slots = $3 WHERE weir_limits.slots <> $3";
 
+/// How many rows a claim for `limit` instances reads at most, in priority order: `limit` times
+/// this. Reading only the first rows keeps a claim's cost independent of the backlog (a fan-out
+/// of thousands queued); it can only take fewer than it could (when the rows it read belong to
+/// DAGs or pools with less room than `limit`), never more, and then says so ([`Claim::more`]).
+pub(crate) const CLAIM_WINDOW: i64 = 8;
+
+/// A claim's test of `t.queue` against the worker's queues, bound as parameter `$n` (Postgres:
+/// an array; SQLite: a JSON list of `count` names). One queue, the usual case, is an equality:
+/// the pick then reads that queue's index in priority order and stops after its window, where
+/// a list of queues makes it read and sort every queued row.
+pub(crate) fn claim_queue_test(postgres: bool, n: u8, count: usize) -> String {
+    match (postgres, count == 1) {
+        (true, true) => format!("t.queue = (${n})[1]"),
+        (true, false) => format!("t.queue = ANY(${n})"),
+        (false, true) => format!("t.queue = json_extract(${n}, '$[0]')"),
+        (false, false) => format!("t.queue IN (SELECT value FROM json_each(${n}))"),
+    }
+}
+
 /// A claim's choice of rows: queued instances whose queue passes `queues` (the backend's test
 /// of `t.queue`), best priority first, at most `limit` (a placeholder), and no more of a DAG
 /// or a pool than its limit leaves room for: `slots` in `weir_limits` less its running
-/// instances (a DAG's `max_active_tasks`, a pool's size; no row, no limit). `only` narrows
-/// the rows further (a Postgres claim: to the limits it locked). Returns `id, dag_id, pool`.
+/// instances (a DAG's `max_active_tasks`, a pool's size; no row, no limit). Only the first
+/// `limit` × [`CLAIM_WINDOW`] rows in priority order are read: their ranks within their DAG and
+/// pool are the same as among all rows, so the limits hold. `only` narrows the rows further (a
+/// Postgres claim: to the limits it locked). Returns `id, dag_id, pool` and `window_full`: whether
+/// the claim read as many rows as it may (rows past them may fit).
 pub(crate) fn claim_pick(queues: &str, limit: &str, only: &str) -> String {
     format!(
         "WITH busy AS (SELECT dag_id, pool FROM weir_task_instances WHERE state = 'running'),
@@ -51,13 +73,16 @@ pub(crate) fn claim_pick(queues: &str, limit: &str, only: &str) -> String {
              LEFT JOIN pool_busy pb ON pb.pool = t.pool
              WHERE t.state = 'queued' AND {queues} {only}
                  AND (d.slots IS NULL OR d.slots > COALESCE(db.n, 0))
-                 AND (p.slots IS NULL OR p.slots > COALESCE(pb.n, 0))),
+                 AND (p.slots IS NULL OR p.slots > COALESCE(pb.n, 0))
+             ORDER BY t.priority DESC, t.id
+             LIMIT {limit} * {CLAIM_WINDOW}),
          ranked AS (
              SELECT id, priority, dag_id, pool, dag_room, pool_room,
                  row_number() OVER (PARTITION BY dag_id ORDER BY priority DESC, id) AS dag_rank,
-                 row_number() OVER (PARTITION BY pool ORDER BY priority DESC, id) AS pool_rank
+                 row_number() OVER (PARTITION BY pool ORDER BY priority DESC, id) AS pool_rank,
+                 COUNT(*) OVER () AS seen
              FROM eligible)
-         SELECT id, dag_id, pool FROM ranked
+         SELECT id, dag_id, pool, seen >= {limit} * {CLAIM_WINDOW} AS window_full FROM ranked
          WHERE (dag_room IS NULL OR dag_rank <= dag_room) AND (pool_room IS NULL OR pool_rank <= pool_room)
          ORDER BY priority DESC, id LIMIT {limit}"
     )
@@ -69,7 +94,7 @@ pub(crate) const REOPEN_RUN_SQL: &str = "UPDATE weir_runs SET state = 'queued', 
 mod lease;
 mod schedule;
 
-pub use lease::{ClaimedTask, Completion};
+pub use lease::{Claim, ClaimedTask, Completion};
 
 /// A stored task instance.
 #[derive(Debug, Clone)]

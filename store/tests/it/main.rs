@@ -89,6 +89,87 @@ async fn claim_at_once(store: &Store, now: DateTime<Utc>) -> Vec<TaskInstanceRow
     all
 }
 
+per_backend!(
+    a_claim_that_takes_fewer_than_fit_says_so_and_the_next_takes_the_rest,
+    |db: TestDb| {
+        // DAG `d` (one at a time) holds the first 40 queued rows by priority, more than a
+        // claim of 4 reads; DAG `e`'s 10 rows come after them.
+        let now = t("2024-01-02T00:00:00Z");
+        let mut runs = Vec::new();
+        for (id, extra, priority) in [("d", "max_active_tasks: 1\n", 10), ("e", "", 0)] {
+            let spec = format!("{}{extra}", DAG.replace("id: d", &format!("id: {id}")));
+            let v = db
+                .store
+                .sync_dag(
+                    &format!("dags/{id}.yaml"),
+                    &dag(&spec).spec,
+                    &spec,
+                    &Default::default(),
+                    now,
+                )
+                .await
+                .expect("sync");
+            let mut new = new_run(v, "2024-01-01T00:00:00Z", if id == "d" { 40 } else { 10 });
+            new.dag_id = id.into();
+            for ti in &mut new.tasks {
+                ti.priority = priority;
+            }
+            runs.push(
+                db.store
+                    .create_run(&new, now)
+                    .await
+                    .expect("create")
+                    .expect("new"),
+            );
+        }
+        for run in &runs {
+            let ids: Vec<i64> = db
+                .store
+                .task_instances(&run.run_id)
+                .await
+                .expect("tis")
+                .iter()
+                .map(|t| t.id)
+                .collect();
+            db.store
+                .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+                .await
+                .expect("queue");
+        }
+        let mut taken = Vec::new();
+        let mut claims = 0;
+        while taken.len() < 4 {
+            let want = 4 - i64::try_from(taken.len()).expect("few");
+            let claim = db
+                .store
+                .claim_tasks_within_limits(
+                    "w",
+                    &["default".to_owned()],
+                    want,
+                    now,
+                    now + Duration::seconds(30),
+                )
+                .await
+                .expect("claim");
+            claims += 1;
+            let got = i64::try_from(claim.tasks.len()).expect("few");
+            assert!(got > 0, "claim {claims} took nothing: {taken:?}");
+            assert!(
+                got == want || claim.more,
+                "claim {claims} took {got} of {want} and did not say more may fit"
+            );
+            taken.extend(claim.tasks.into_iter().map(|t| t.dag_id));
+            assert!(claims <= 2, "{claims} claims for 4 instances: {taken:?}");
+        }
+        taken.sort();
+        assert_eq!(
+            taken,
+            ["d", "e", "e", "e"],
+            "one of d (its limit), the rest of e"
+        );
+    }
+);
+
 per_backend!(a_run_is_created_once_per_logical_date, |db: TestDb| {
     let v = version(&db.store).await;
     let now = t("2024-01-02T00:00:00Z");
@@ -826,7 +907,7 @@ async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
         .await
         .expect("analyze");
     let plans = db.store.explain_hot_path().await.expect("explain");
-    assert_eq!(plans.len(), 6);
+    assert_eq!(plans.len(), 7);
     for (name, plan) in plans {
         assert!(
             !plan.contains("Seq Scan on weir_runs")

@@ -9,6 +9,7 @@
 //! - its standard output and error forwarded line by line to the try's log as they come.
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,6 +21,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::LogSink;
 use crate::outcome::TaskOutcome;
+
+/// `name` looked up in `path`, the PATH the process will get (relative entries from `cwd`, or
+/// this process's folder), or `name` itself when it is not found there (starting it then fails
+/// with the usual error). Rust's standard library starts a process with `posix_spawn` (a vfork:
+/// nothing of this process's memory map is copied) only when it need not look the program up
+/// in a PATH the command sets; otherwise it forks, which cost a busy worker ~0.5 ms of kernel
+/// time per task (docs/benchmarks.md). Commands that set their environment name their program
+/// by its path, found here.
+pub fn program(name: &str, path: Option<&str>, cwd: Option<&str>) -> PathBuf {
+    // Absolute, so that a relative PATH entry does not name a program relative to `cwd` twice.
+    let here = std::env::current_dir().unwrap_or_default();
+    let cwd = cwd.map_or_else(|| here.clone(), |dir| here.join(dir));
+    which::which_in(name, path, cwd).unwrap_or_else(|_| PathBuf::from(name))
+}
 
 /// Time between TERM and KILL when a try is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);

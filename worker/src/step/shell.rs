@@ -89,7 +89,14 @@ pub async fn run(
             };
         }
     };
-    let mut cmd = Command::new("bash");
+    // The PATH bash gets: the task's own, else the worker's variables', else the inherited one.
+    let path = step
+        .env
+        .get("PATH")
+        .map(|v| v.0.as_str())
+        .or_else(|| last_named(&env.vars, "PATH"))
+        .or_else(|| last_named(&env.inherited, "PATH"));
+    let mut cmd = Command::new(super::process::program("bash", path, step.cwd.as_deref()));
     cmd.args(["-eo", "pipefail", "-c", &step.run])
         .env_clear()
         .envs(env.inherited.iter().map(|(k, v)| (k, v)))
@@ -121,6 +128,13 @@ pub async fn run(
 }
 
 /// `key=value` lines of the outputs file; blank lines and `#` comments are ignored.
+fn last_named<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    vars.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 fn read_outputs(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("reading $WEIR_OUTPUT: {e}"))?;
     let mut out = serde_json::Map::new();
