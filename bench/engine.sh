@@ -19,7 +19,16 @@ pg_admin=${WEIR_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 pg_socket=${WEIR_BENCH_POSTGRES_SOCKET:-/var/run/postgresql}
 rounds=${ROUNDS:-3}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+burner=
+trap '[ -z "$burner" ] || kill "$burner" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# BURN=N: N CPU burners (`stress-ng --cpu N`, from Debian) run beside every figure, the
+# baselines included: the engine's cost on a machine whose cores are busy with other work.
+if [ -n "${BURN:-}" ]; then
+  command -v stress-ng >/dev/null || { echo "stress-ng is missing: apt-get install stress-ng" >&2; exit 1; }
+  stress-ng --cpu "$BURN" --quiet &
+  burner=$!
+  echo "with stress-ng --cpu $BURN beside"
+fi
 
 fresh_pg() {
   local name="weir_bench_$$_${1//-/_}"

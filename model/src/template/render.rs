@@ -69,15 +69,41 @@ impl tera::Filter<String, String> for SqlName {
     }
 }
 
+/// The environments of every renderer: built once per process, because building one registers
+/// all of tera's filters, functions and tests (four per try were a fifth of the CPU of a try
+/// with nothing to run; docs/benchmarks.md). Rendering only reads them.
+struct Environments {
+    plain: tera::Tera,
+    shell: tera::Tera,
+    sql: tera::Tera,
+    path: tera::Tera,
+}
+
+static ENVIRONMENTS: std::sync::LazyLock<Environments> = std::sync::LazyLock::new(|| {
+    let mut shell = environment();
+    shell.set_escape_fn(shell_value);
+    let mut sql = environment();
+    sql.set_escape_fn(sql_value);
+    sql.register_filter("ident", SqlName);
+    let mut path = environment();
+    path.set_escape_fn(path_value);
+    Environments {
+        plain: environment(),
+        shell,
+        sql,
+        path,
+    }
+});
+
 /// Renders templates of one try with one environment.
 pub struct Renderer {
-    pub(super) tera: tera::Tera,
+    pub(super) tera: &'static tera::Tera,
     /// The same environment, escaping every value into a variable reference (shell scripts).
-    pub(super) shell: tera::Tera,
+    pub(super) shell: &'static tera::Tera,
     /// The same environment, escaping every value into a marker (SQL text).
-    pub(super) sql: tera::Tera,
+    pub(super) sql: &'static tera::Tera,
     /// The same environment, escaping every value into a marker (paths).
-    pub(super) path: tera::Tera,
+    pub(super) path: &'static tera::Tera,
     pub(super) context: tera::Context,
     /// What the context holds, for errors: `params` has: …; upstream outputs: ….
     pub(super) available: String,
@@ -91,18 +117,12 @@ impl Renderer {
     pub fn new(context: &RenderContext) -> Result<Renderer, RenderError> {
         let available = context.available();
         let context = tera::Context::from_serialize(context).map_err(|e| e.to_string())?;
-        let mut shell = environment();
-        shell.set_escape_fn(shell_value);
-        let mut sql = environment();
-        sql.set_escape_fn(sql_value);
-        sql.register_filter("ident", SqlName);
-        let mut path = environment();
-        path.set_escape_fn(path_value);
+        let envs = &*ENVIRONMENTS;
         Ok(Renderer {
-            path,
-            tera: environment(),
-            shell,
-            sql,
+            path: &envs.path,
+            tera: &envs.plain,
+            shell: &envs.shell,
+            sql: &envs.sql,
             context,
             available,
         })
@@ -147,7 +167,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok((text.to_owned(), Vec::new()));
         }
-        let (rendered, values) = self.render_collecting(&self.shell, text)?;
+        let (rendered, values) = self.render_collecting(self.shell, text)?;
         let values = values
             .into_iter()
             .enumerate()
@@ -175,7 +195,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        let (rendered, values) = self.render_collecting(&self.sql, text)?;
+        let (rendered, values) = self.render_collecting(self.sql, text)?;
         Ok(crate::sql::place_values(dialect, &rendered, &values)?)
     }
 
@@ -189,7 +209,7 @@ impl Renderer {
         if !is_template(text) {
             return Ok(text.to_owned());
         }
-        let (mut out, values) = self.render_collecting(&self.path, text)?;
+        let (mut out, values) = self.render_collecting(self.path, text)?;
         for (i, value) in values.iter().enumerate().rev() {
             let (crate::sql::Value::Text(v) | crate::sql::Value::Name(v)) = value;
             if v.contains('\0') || v.split(['/', '\\']).any(|part| part == "..") {
