@@ -502,6 +502,33 @@ impl Store {
         rows.into_iter().map(RunRow::try_from).collect()
     }
 
+    /// A DAG's runs whose logical dates lie in `[from, to]`, oldest first: as many rows read as
+    /// runs in the span (the `(dag_id, logical_date)` index), however long the history.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn runs_between(
+        &self,
+        dag_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<RunRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM weir_runs
+             WHERE dag_id = $1 AND logical_date >= $2 AND logical_date <= $3
+             ORDER BY logical_date, run_id"
+        );
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, RawRun>(sqlx::AssertSqlSafe(sql))
+                .bind(dag_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(RunRow::try_from).collect()
+    }
+
     /// Unfinished (queued or running) runs per DAG id.
     ///
     /// # Errors

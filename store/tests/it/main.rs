@@ -170,6 +170,47 @@ per_backend!(
     }
 );
 
+per_backend!(
+    runs_between_reads_the_runs_of_a_span_of_logical_dates,
+    |db: TestDb| {
+        let v = version(&db.store).await;
+        let now = t("2024-02-01T00:00:00Z");
+        for day in ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"] {
+            db.store
+                .create_run(&new_run(v, &format!("{day}T00:00:00Z"), 1), now)
+                .await
+                .expect("create")
+                .expect("new");
+        }
+        let runs = db
+            .store
+            .runs_between("d", t("2024-01-02T00:00:00Z"), t("2024-01-03T00:00:00Z"))
+            .await
+            .expect("runs");
+        let dates: Vec<String> = runs
+            .iter()
+            .map(|r| r.logical_date.format("%F").to_string())
+            .collect();
+        assert_eq!(
+            dates,
+            ["2024-01-02", "2024-01-03"],
+            "both ends included, oldest first"
+        );
+        assert!(
+            db.store
+                .runs_between(
+                    "other",
+                    t("2024-01-01T00:00:00Z"),
+                    t("2024-01-04T00:00:00Z")
+                )
+                .await
+                .expect("runs")
+                .is_empty(),
+            "another DAG's span"
+        );
+    }
+);
+
 per_backend!(a_run_is_created_once_per_logical_date, |db: TestDb| {
     let v = version(&db.store).await;
     let now = t("2024-01-02T00:00:00Z");

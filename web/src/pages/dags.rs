@@ -403,14 +403,16 @@ async fn interval_strip(state: &AppState, dag: &Dag) -> Result<(Vec<Value>, usiz
     }
     let first = planned.len().saturating_sub(SHOWN);
     let planned = &planned[first..];
-    let runs = state
-        .store
-        .list_runs(&weir_store::RunFilter {
-            dag_id: Some(dag.id().to_owned()),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await?;
+    // The runs at those intervals only (not the newest N, which manual runs could crowd out).
+    let runs = match (planned.first(), planned.last()) {
+        (Some(first), Some(last)) => {
+            state
+                .store
+                .runs_between(dag.id(), first.start, last.start)
+                .await?
+        }
+        _ => Vec::new(),
+    };
     let mut missing = 0;
     let cells = planned
         .iter()
