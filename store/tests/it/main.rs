@@ -56,6 +56,21 @@ fn new_run(version_id: i64, logical: &str, tasks: usize) -> NewRun {
     }
 }
 
+/// Queues every instance of a run (what the scheduler does when they are ready).
+async fn queue_all(store: &Store, run_id: &str, now: DateTime<Utc>) {
+    let ids: Vec<i64> = store
+        .task_instances(run_id)
+        .await
+        .expect("tis")
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    store
+        .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
+        .await
+        .expect("queue");
+}
+
 /// Four workers claiming from the `default` queue at the same time, three at a time, each until
 /// a claim takes nothing; every instance they took.
 async fn claim_at_once(store: &Store, now: DateTime<Utc>) -> Vec<TaskInstanceRow> {
@@ -123,18 +138,7 @@ per_backend!(
             );
         }
         for run in &runs {
-            let ids: Vec<i64> = db
-                .store
-                .task_instances(&run.run_id)
-                .await
-                .expect("tis")
-                .iter()
-                .map(|t| t.id)
-                .collect();
-            db.store
-                .transition_tasks(&ids, TaskState::Scheduled, TaskState::Queued, now)
-                .await
-                .expect("queue");
+            queue_all(&db.store, &run.run_id, now).await;
         }
         let mut taken = Vec::new();
         let mut claims = 0;
@@ -926,23 +930,7 @@ async fn postgres_hot_path_stays_index_driven_after_100k_runs() {
         .await
         .expect("create")
         .expect("new");
-    let ids: Vec<i64> = db
-        .store
-        .task_instances(&run.run_id)
-        .await
-        .expect("tis")
-        .iter()
-        .map(|t| t.id)
-        .collect();
-    db.store
-        .transition_tasks(
-            &ids,
-            TaskState::Scheduled,
-            TaskState::Queued,
-            t("2040-01-01T00:00:00Z"),
-        )
-        .await
-        .expect("queue");
+    queue_all(&db.store, &run.run_id, t("2040-01-01T00:00:00Z")).await;
     sqlx::query("ANALYZE")
         .execute(&pool)
         .await
