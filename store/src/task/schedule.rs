@@ -32,29 +32,32 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        const SET: &str = "UPDATE weir_task_instances SET state = $3,
-                 queued_at = CASE WHEN $3 = 'queued' THEN $4 ELSE queued_at END,
-                 ended_at = CASE WHEN $3 IN ('skipped', 'upstream_failed', 'removed', 'success', 'failed') THEN $4 ELSE ended_at END,
-                 due_at = NULL";
+        // `from` is written into the statement (one of a few fixed words), not bound: SQLite
+        // compares a bound state with its partial indexes' conditions when it prepares the
+        // statement, and then prepares it again whenever the value is bound anew.
+        let set = format!(
+            "UPDATE weir_task_instances SET state = $2,
+                 queued_at = CASE WHEN $2 = 'queued' THEN $3 ELSE queued_at END,
+                 ended_at = CASE WHEN $2 IN ('skipped', 'upstream_failed', 'removed', 'success', 'failed') THEN $3 ELSE ended_at END,
+                 due_at = NULL
+             WHERE state = '{}' AND ",
+            from.as_str()
+        );
         // One statement for the whole set: a fan-out queues a thousand instances at once.
         let moved = match &self.db {
-            Db::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SET} WHERE id = ANY($1) AND state = $2"
-            )))
-            .bind(ids)
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+            Db::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(format!("{set} id = ANY($1)")))
+                .bind(ids)
+                .bind(to.as_str())
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected(),
             Db::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 let n = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{SET} WHERE id IN (SELECT value FROM json_each($1)) AND state = $2"
+                    "{set} id IN (SELECT value FROM json_each($1))"
                 )))
                 .bind(serde_json::to_string(ids)?)
-                .bind(from.as_str())
                 .bind(to.as_str())
                 .bind(now)
                 .execute(&mut *tx)
