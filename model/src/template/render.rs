@@ -70,8 +70,8 @@ impl tera::Filter<String, String> for SqlName {
 }
 
 /// The environments of every renderer: built once per process, because building one registers
-/// all of tera's filters, functions and tests (four per try were a fifth of the CPU of a try
-/// with nothing to run; docs/benchmarks.md). Rendering only reads them.
+/// all of tera's filters, functions and tests (four per try were 8 % of the CPU of a fan-out of
+/// tries with nothing to run; docs/benchmarks.md). Rendering only reads them.
 struct Environments {
     plain: tera::Tera,
     shell: tera::Tera,
