@@ -26,7 +26,7 @@ use crate::outcome::TaskOutcome;
 /// this process's folder), or `name` itself when it is not found there (starting it then fails
 /// with the usual error). Rust's standard library starts a process with `posix_spawn` (a vfork:
 /// nothing of this process's memory map is copied) only when it need not look the program up
-/// in a PATH the command sets; otherwise it forks, which cost a busy worker ~0.5 ms of kernel
+/// in a PATH the command sets; otherwise it forks, which cost a busy worker ~1.3 ms of kernel
 /// time per task (docs/benchmarks.md). Commands that set their environment name their program
 /// by its path, found here.
 pub fn program(name: &str, path: Option<&str>, cwd: Option<&str>) -> PathBuf {
