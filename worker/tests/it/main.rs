@@ -1,6 +1,7 @@
 //! The worker's behaviour with a real scheduler, on SQLite and Postgres: a timeout kills the
 //! whole process group, templates, params and upstream outputs reach the script (as data,
-//! never code), and heartbeats extend only the tries the worker runs. Time is a manual clock
+//! never code), a task's own PATH chooses the `bash` it runs, and heartbeats extend only the
+//! tries the worker runs. Time is a manual clock
 //! and the test drives the claims (`weir_testkit::engine`).
 
 use std::time::Duration;
@@ -229,4 +230,38 @@ per_backend!(values_in_shell_scripts_are_data_never_code, |db: TestDb| {
     assert!(seen.contains("item:plain|"), "{seen}");
     // Bare, the value is split into words like any expansion, and still runs nothing.
     assert!(seen.contains("bare:a$(touch"), "{seen}");
+});
+
+// The shell step looks `bash` up itself (so that the task starts without a fork of the
+// worker): in the PATH the task gets, its own `env` first.
+per_backend!(a_tasks_own_path_chooses_the_bash_it_runs, |db: TestDb| {
+    let mut engine = Engine::new(&db, &[]).await;
+    let bin = engine.path("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let marker = engine.path("wrapped");
+    let wrapper = bin.join("bash");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$WEIR_TASK_ID\" >> '{}'\nexec /bin/bash \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let dag = format!(
+        "id: paths\ntasks:\n  own:\n    kind: shell\n    env: {{PATH: \"{}:/usr/bin:/bin\"}}\n    run: \"true\"\n  inherited:\n    kind: shell\n    run: \"true\"\n",
+        bin.display()
+    );
+    std::fs::write(engine.path("dags/paths.yaml"), dag).expect("dag");
+    engine.scheduler.sync_folder_once().await.expect("sync");
+    let run = engine.trigger("paths", serde_json::json!({})).await;
+    let done = engine.drive(&run.run_id).await;
+    assert_eq!(done.state, RunState::Success);
+    let wrapped = std::fs::read_to_string(&marker).expect("the task's own bash ran");
+    assert_eq!(wrapped.trim(), "own", "only the task whose PATH names it");
 });
