@@ -21,11 +21,16 @@ fn t(s: &str) -> DateTime<Utc> {
 const DAG: &str = "id: d\ntasks:\n  a: {kind: noop}\n  b: {kind: noop, depends_on: a}\n";
 
 async fn version(store: &Store) -> i64 {
+    sync(store, "d", DAG).await
+}
+
+/// Stores the DAG `spec` as the file `dags/<file>.yaml` (on 2024-01-01); returns its version.
+async fn sync(store: &Store, file: &str, spec: &str) -> i64 {
     store
         .sync_dag(
-            "dags/d.yaml",
-            &dag(DAG).spec,
-            DAG,
+            &format!("dags/{file}.yaml"),
+            &dag(spec).spec,
+            spec,
             &Default::default(),
             t("2024-01-01T00:00:00Z"),
         )
@@ -113,17 +118,7 @@ per_backend!(
         let mut runs = Vec::new();
         for (id, extra, priority) in [("d", "max_active_tasks: 1\n", 10), ("e", "", 0)] {
             let spec = format!("{}{extra}", DAG.replace("id: d", &format!("id: {id}")));
-            let v = db
-                .store
-                .sync_dag(
-                    &format!("dags/{id}.yaml"),
-                    &dag(&spec).spec,
-                    &spec,
-                    &Default::default(),
-                    now,
-                )
-                .await
-                .expect("sync");
+            let v = sync(&db.store, id, &spec).await;
             let mut new = new_run(v, "2024-01-01T00:00:00Z", if id == "d" { 40 } else { 10 });
             new.dag_id = id.into();
             for ti in &mut new.tasks {
@@ -288,17 +283,7 @@ per_backend!(
     |db: TestDb| {
         // Room for all 40 at once: limits are the next test's subject.
         let wide = format!("{DAG}max_active_tasks: 100\n");
-        let v = db
-            .store
-            .sync_dag(
-                "dags/d.yaml",
-                &dag(&wide).spec,
-                &wide,
-                &Default::default(),
-                t("2024-01-01T00:00:00Z"),
-            )
-            .await
-            .expect("sync");
+        let v = sync(&db.store, "d", &wide).await;
         let now = t("2024-01-02T00:00:00Z");
         let run = db
             .store
@@ -334,17 +319,7 @@ per_backend!(
     claims_stay_within_the_dags_and_pools_limits_however_many_claim_at_once,
     |db: TestDb| {
         let spec = format!("{DAG}max_active_tasks: 5\n");
-        let v = db
-            .store
-            .sync_dag(
-                "dags/d.yaml",
-                &dag(&spec).spec,
-                &spec,
-                &Default::default(),
-                t("2024-01-01T00:00:00Z"),
-            )
-            .await
-            .expect("sync");
+        let v = sync(&db.store, "d", &spec).await;
         db.store
             .set_pools(&[("small".to_owned(), 1)].into_iter().collect())
             .await
