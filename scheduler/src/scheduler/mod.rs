@@ -214,16 +214,14 @@ impl Scheduler {
         let started = self.start_queued_runs(&active, now).await?;
         let next_deadline = self.check_deadlines(&active, now).await?;
         pass.next_due = [pass.next_due, next_deadline].into_iter().flatten().min();
-        for a in active
+        let deciding: Vec<&RunRow> = active
             .iter()
             .filter(|a| a.run.state == RunState::Running || started.contains(&a.run.run_id))
-        {
             // Everything left queued, running or waiting to retry: nothing to decide.
-            if !a.any_scheduled && a.any_unfinished {
-                continue;
-            }
-            self.advance_run(&a.run, now, &mut pass).await?;
-        }
+            .filter(|a| a.any_scheduled || !a.any_unfinished)
+            .map(|a| &a.run)
+            .collect();
+        self.advance_runs(&deciding, now, &mut pass).await?;
         let retry_due = if requeued {
             self.store.next_retry_due().await?
         } else {

@@ -68,19 +68,81 @@ impl Scheduler {
         Ok(started)
     }
 
-    /// Evaluates a run until nothing more changes in this pass (so skips and upstream
-    /// failures propagate through the whole graph at once), then finishes it if it is done.
+    /// Advances the runs a pass decides for, in a few statements however many they are: their
+    /// instances are read at once, and the instances that are simply ready (no `when`, a
+    /// known pool) are queued at once, all runs together. A run with more to decide (skips,
+    /// upstream failures, `foreach`, `when`, a missing pool, its end) goes on through
+    /// [`Scheduler::advance_run`], which needs another look after each change.
+    pub(super) async fn advance_runs(
+        &mut self,
+        runs: &[&RunRow],
+        now: DateTime<Utc>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        let mut by_run: HashMap<String, Vec<TaskInstanceRow>> = HashMap::new();
+        for ti in self.store.task_instances_of_runs(&ids).await? {
+            by_run.entry(ti.run_id.clone()).or_default().push(ti);
+        }
+        let mut to_queue = Vec::new();
+        for run in runs {
+            let tis = by_run.remove(&run.run_id).unwrap_or_default();
+            let version = self.dag_version(run.version_id).await?;
+            let dag = &version.dag;
+            let plan = plan_run(dag, &tis);
+            let simple = plan.skip.is_empty()
+                && plan.upstream_failed.is_empty()
+                && plan.expand.is_empty()
+                && plan.finished.is_none()
+                && plan.ready.iter().all(|id| {
+                    tis.iter()
+                        .find(|t| t.id == *id)
+                        .and_then(|ti| Some((ti, dag.tasks.get(&ti.task_id)?)))
+                        .is_some_and(|(ti, task)| {
+                            task.when.is_none()
+                                && ti
+                                    .pool
+                                    .as_deref()
+                                    .is_none_or(|p| self.cfg.pools.contains_key(p))
+                        })
+                });
+            if simple {
+                // Queued instances decide nothing further in this pass: no other look needed.
+                to_queue.extend(plan.ready);
+            } else {
+                self.advance_run(run, tis, now, pass).await?;
+            }
+        }
+        let queued = self
+            .store
+            .transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now)
+            .await?;
+        if queued > 0 {
+            tracing::debug!(queued, runs = runs.len(), "tasks queued");
+        }
+        pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
+        Ok(())
+    }
+
+    /// Evaluates a run (its instances `tis` as just read) until nothing more changes in this
+    /// pass (so skips and upstream failures propagate through the whole graph at once), then
+    /// finishes it if it is done.
     #[tracing::instrument(name = "run", skip_all, fields(dag_id = %run.dag_id, run_id = %run.run_id))]
     pub(super) async fn advance_run(
         &mut self,
         run: &RunRow,
+        tis: Vec<TaskInstanceRow>,
         now: DateTime<Utc>,
         pass: &mut Pass,
     ) -> Result<()> {
         let version = self.dag_version(run.version_id).await?;
         let dag = &version.dag;
+        let mut read = Some(tis);
         for _ in 0..dag.tasks.len() + 2 {
-            let tis = self.store.task_instances(&run.run_id).await?;
+            let tis = match read.take() {
+                Some(tis) => tis,
+                None => self.store.task_instances(&run.run_id).await?,
+            };
             let plan = plan_run(dag, &tis);
             let mut changed = 0;
             changed += self

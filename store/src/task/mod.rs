@@ -240,6 +240,38 @@ impl Store {
         rows.into_iter().map(TaskInstanceRow::try_from).collect()
     }
 
+    /// The task instances of several runs in one statement (the scheduler's pass reads every
+    /// run it decides for at once), ordered by run, task id and map index.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn task_instances_of_runs(&self, run_ids: &[&str]) -> Result<Vec<TaskInstanceRow>> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let select = format!("SELECT {TASK_COLUMNS} FROM weir_task_instances WHERE run_id ");
+        let order = " ORDER BY run_id, task_id, map_index";
+        let rows = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(format!(
+                    "{select}= ANY($1){order}"
+                )))
+                .bind(run_ids)
+                .fetch_all(pool)
+                .await?
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(format!(
+                    "{select}IN (SELECT value FROM json_each($1)){order}"
+                )))
+                .bind(serde_json::to_string(run_ids)?)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        rows.into_iter().map(TaskInstanceRow::try_from).collect()
+    }
+
     /// One task instance.
     ///
     /// # Errors

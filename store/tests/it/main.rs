@@ -210,6 +210,51 @@ per_backend!(
     }
 );
 
+per_backend!(
+    task_instances_of_runs_reads_the_named_runs_only_in_run_and_task_order,
+    |db: TestDb| {
+        let v = version(&db.store).await;
+        let now = t("2024-02-01T00:00:00Z");
+        let mut ids = Vec::new();
+        for (day, tasks) in [("2024-01-03", 3), ("2024-01-01", 2), ("2024-01-02", 4)] {
+            let run = db
+                .store
+                .create_run(&new_run(v, &format!("{day}T00:00:00Z"), tasks), now)
+                .await
+                .expect("create")
+                .expect("new");
+            ids.push(run.run_id);
+        }
+        // The first and the second run created; the third is not asked for.
+        let rows = db
+            .store
+            .task_instances_of_runs(&[ids[0].as_str(), ids[1].as_str()])
+            .await
+            .expect("instances");
+        let got: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {}", &r.run_id[3..13], r.task_id))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "2024-01-01 t00",
+                "2024-01-01 t01",
+                "2024-01-03 t00",
+                "2024-01-03 t01",
+                "2024-01-03 t02"
+            ]
+        );
+        assert!(
+            db.store
+                .task_instances_of_runs(&[])
+                .await
+                .expect("none")
+                .is_empty()
+        );
+    }
+);
+
 per_backend!(a_run_is_created_once_per_logical_date, |db: TestDb| {
     let v = version(&db.store).await;
     let now = t("2024-01-02T00:00:00Z");
