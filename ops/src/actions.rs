@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use weir_model::{Dag, DataInterval, RunType, TaskState};
-use weir_store::{RunRow, Store, StoreError, TaskInstanceRow};
+use weir_store::{DagRow, RunRow, Store, StoreError, TaskInstanceRow};
 
 use crate::error::{OpsError, Result};
 use crate::runs::new_run;
@@ -18,6 +18,12 @@ use crate::runs::new_run;
 /// # Errors
 /// Unknown DAG, invalid stored version, database failures.
 pub async fn latest_dag(store: &Store, dag_id: &str) -> Result<(i64, Dag)> {
+    let (row, dag) = latest_dag_and_row(store, dag_id).await?;
+    Ok((row.version_id, dag))
+}
+
+/// [`latest_dag`] with the DAG's row.
+async fn latest_dag_and_row(store: &Store, dag_id: &str) -> Result<(DagRow, Dag)> {
     let row = match store.dag(dag_id).await {
         Ok(r) => r,
         Err(StoreError::NotFound(_)) => {
@@ -34,7 +40,8 @@ pub async fn latest_dag(store: &Store, dag_id: &str) -> Result<(i64, Dag)> {
         }
         Err(e) => return Err(e.into()),
     };
-    Ok((row.version_id, version_dag(store, row.version_id).await?))
+    let dag = version_dag(store, row.version_id).await?;
+    Ok((row, dag))
 }
 
 /// Refuses to start runs of a DAG that no file defines any more ([`OpsError::Conflict`],
@@ -43,7 +50,11 @@ pub async fn latest_dag(store: &Store, dag_id: &str) -> Result<(i64, Dag)> {
 /// # Errors
 /// A removed or unknown DAG, database failures.
 pub async fn ensure_active(store: &Store, dag_id: &str) -> Result<()> {
-    let row = store.dag(dag_id).await?;
+    refuse_removed(&store.dag(dag_id).await?)
+}
+
+fn refuse_removed(row: &DagRow) -> Result<()> {
+    let dag_id = &row.dag_id;
     match row.removed_at {
         Some(at) => Err(OpsError::Conflict(format!(
             "DAG `{dag_id}` was removed at {}: no file in the dags folder defines it any more (it was read from {}); \
@@ -95,8 +106,9 @@ pub async fn trigger(
     rerun: bool,
     now: DateTime<Utc>,
 ) -> Result<Triggered> {
-    let (version_id, dag) = latest_dag(store, dag_id).await?;
-    ensure_active(store, dag_id).await?;
+    let (row, dag) = latest_dag_and_row(store, dag_id).await?;
+    let version_id = row.version_id;
+    refuse_removed(&row)?;
     let logical_date = logical_date.unwrap_or(now);
     match store.run_at(dag.id(), logical_date).await? {
         Some(existing) if rerun => {

@@ -37,13 +37,16 @@ pub(crate) async fn do_trigger(
     dag_id: &str,
     body: &TriggerBody,
 ) -> Result<RunJson, WebError> {
-    let (_, dag) = ops::latest_dag(&state.store, dag_id).await?;
     let logical_date = match &body.logical_date {
-        Some(text) if !text.trim().is_empty() => Some(
-            weir_model::date::parse_date(text.trim())
-                .map(|d| d.resolve(dag.timezone))
-                .map_err(|e| WebError::bad_request(format!("logical_date: {e}")))?,
-        ),
+        Some(text) if !text.trim().is_empty() => {
+            // A date without a zone is in the DAG's (read only then: the trigger reads it too).
+            let (_, dag) = ops::latest_dag(&state.store, dag_id).await?;
+            Some(
+                weir_model::date::parse_date(text.trim())
+                    .map(|d| d.resolve(dag.timezone))
+                    .map_err(|e| WebError::bad_request(format!("logical_date: {e}")))?,
+            )
+        }
         _ => None,
     };
     let now = state.clock.now();

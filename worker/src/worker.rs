@@ -607,11 +607,23 @@ pub async fn run(
         ))
     };
 
+    // Whether the last claim filled every free slot (or may have left claimable instances
+    // behind): only then can a freed slot find work no wake-up will announce. After a claim
+    // that took less, every instance queued later comes with a wake-up of its own, so a
+    // try's end need not cost a claim that finds nothing.
+    let saturated = Arc::new(std::sync::atomic::AtomicBool::new(true));
     while !shutdown.is_cancelled() {
         let free = slots.available_permits();
         let mut claimed_all = false;
         if free > 0 {
-            match worker.claim_saying_more(free).await {
+            let claim = worker.claim_saying_more(free).await;
+            saturated.store(
+                claim
+                    .as_ref()
+                    .map_or(true, |c| c.tasks.len() >= free || c.more),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            match claim {
                 Ok(claim) => {
                     // All it asked for, or fewer with more maybe there: claim again at once.
                     claimed_all =
@@ -624,13 +636,16 @@ pub async fn run(
                         worker.track(ti.id, token.clone());
                         let w = worker.clone();
                         let freed = Arc::clone(&slot_freed);
+                        let saturated = Arc::clone(&saturated);
                         tracker.spawn(async move {
                             let id = ti.id;
                             // The slot frees when the step ends; the try stays in `running`
                             // (heartbeats keep its lease) until its outcome is recorded.
                             let release = || {
                                 drop(permit);
-                                freed.notify_one();
+                                if saturated.load(std::sync::atomic::Ordering::Relaxed) {
+                                    freed.notify_one();
+                                }
                             };
                             if let Err(e) = w.run_try_then(ti, token, release).await {
                                 tracing::error!(ti_id = id, error = %e, "recording a try failed");

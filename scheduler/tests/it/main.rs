@@ -870,3 +870,48 @@ per_backend!(
         assert_eq!(most_at_once(&pooled), (1, 8), "the pool's one slot");
     }
 );
+
+per_backend!(
+    a_worker_with_one_slot_claims_the_next_queued_try_when_its_slot_frees_without_a_poll,
+    |db: TestDb| {
+        // Four independent tasks queued at once, one slot, and no poll within the test: each
+        // try after the first is claimed because the slot freed while instances waited (the
+        // queueing's wake-up is spent on the first claim).
+        let mut dag = String::from("id: one_slot\ntasks:\n");
+        for i in 0..4 {
+            dag.push_str(&format!("  t{i}: {{kind: shell, run: \"true\"}}\n"));
+        }
+        let dir = weir_testkit::engine::dags_folder(&[("one_slot.yaml", &dag)]);
+        let clock: Arc<dyn Clock> = Arc::new(weir_model::clock::SystemClock);
+        let mut wcfg = weir_testkit::engine::worker_config();
+        wcfg.concurrency = 1;
+        wcfg.poll_interval = std::time::Duration::from_secs(3600);
+        let services = weir_testkit::engine::Services::start(
+            &db.store,
+            scheduler_config(dir.path()),
+            wcfg,
+            &clock,
+        );
+        let started = std::time::Instant::now();
+        while db.store.dag("one_slot").await.is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let run =
+            weir_testkit::engine::trigger(&db.store, "one_slot", &Default::default(), clock.now())
+                .await;
+        let done = loop {
+            let r = db.store.run(&run.run_id).await.expect("run");
+            if r.state.is_finished() || started.elapsed() > std::time::Duration::from_secs(30) {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let _ = services.stop().await;
+        assert_eq!(
+            done.state,
+            RunState::Success,
+            "four one-slot tries ran back to back within 30 s"
+        );
+    }
+);
