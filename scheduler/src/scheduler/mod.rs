@@ -153,8 +153,12 @@ impl Scheduler {
     /// A pass. Woken by every finished try, it must stay cheap: the folder, cron schedules and
     /// expired leases (second-scale concerns) are looked at on full passes, at most every
     /// `scan_interval`; runs with nothing waiting for a decision cost nothing beyond the one
-    /// active-runs statement (limits are the workers' claims' business).
-    async fn pass(&mut self, full: bool) -> Result<Pass> {
+    /// active-runs statement (limits are the workers' claims' business). `full` forces the
+    /// second-scale concerns; [`run`]'s loop asks for it on its first pass only.
+    ///
+    /// # Errors
+    /// Store failures (the pass can be retried).
+    pub async fn pass(&mut self, full: bool) -> Result<Pass> {
         let result = self.pass_inner(full).await;
         match &result {
             Err(SchedulerError::Store(_)) => self.db_ok_since = None,
@@ -197,7 +201,13 @@ impl Scheduler {
             self.check_freshness(now).await?;
             self.reap_expired(now, &mut pass).await?;
             self.apply_retention(now).await?;
-            self.next_scan = Some(weir_model::duration::later(now, self.cfg.scan_interval));
+            // The next cron interval's end (or file check) is full-pass work: the pass that
+            // wakes for it must be a full one, or a cron run would wait for the next scan.
+            let next_scan = weir_model::duration::later(now, self.cfg.scan_interval);
+            self.next_scan = [Some(next_scan), pass.next_due.filter(|due| *due > now)]
+                .into_iter()
+                .flatten()
+                .min();
         }
         self.create_asset_runs(now, &mut pass).await?;
         let active = self.store.active_runs().await?;

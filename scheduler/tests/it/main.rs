@@ -915,3 +915,32 @@ per_backend!(
         );
     }
 );
+
+per_backend!(
+    the_pass_woken_at_a_cron_intervals_end_creates_its_run_without_waiting_for_a_scan,
+    |db: TestDb| {
+        let dag = "id: minutely\nschedule: \"* * * * *\"\nstart_date: 2024-03-01\ntasks:\n  a: {kind: noop}\n";
+        let dir = weir_testkit::engine::dags_folder(&[("minutely.yaml", dag)]);
+        let clock = Arc::new(weir_model::clock::ManualClock::new(t(
+            "2024-03-01T12:00:10Z",
+        )));
+        let mut cfg = scheduler_config(dir.path());
+        // Scans far apart: only the interval's end can bring the next run in time.
+        cfg.scan_interval = std::time::Duration::from_secs(3600);
+        let mut scheduler =
+            Scheduler::new(db.store.clone(), cfg, Arc::clone(&clock) as Arc<dyn Clock>);
+        let first = scheduler.run_once().await.expect("first pass");
+        assert_eq!(first.runs_created, 1, "the interval that ended at 12:00");
+        assert_eq!(
+            first.next_due,
+            Some(t("2024-03-01T12:01:00Z")),
+            "the next interval's end"
+        );
+        clock.set(t("2024-03-01T12:01:00Z"));
+        let woken = scheduler.pass(false).await.expect("woken pass");
+        assert_eq!(
+            woken.runs_created, 1,
+            "the pass at the interval's end creates its run (it waited for the hourly scan)"
+        );
+    }
+);
