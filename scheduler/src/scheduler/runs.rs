@@ -108,6 +108,12 @@ impl Scheduler {
                 });
             if simple {
                 // Queued instances decide nothing further in this pass: no other look needed.
+                if !plan.ready.is_empty() {
+                    let _run =
+                        tracing::debug_span!("run", dag_id = %run.dag_id, run_id = %run.run_id)
+                            .entered();
+                    tracing::debug!(ready = plan.ready.len(), "tasks queued");
+                }
                 to_queue.extend(plan.ready);
             } else {
                 self.advance_run(run, tis, now, pass).await?;
@@ -118,7 +124,11 @@ impl Scheduler {
             .transition_tasks(&to_queue, TaskState::Scheduled, TaskState::Queued, now)
             .await?;
         if queued > 0 {
-            tracing::debug!(queued, runs = runs.len(), "tasks queued");
+            tracing::debug!(
+                queued,
+                runs = runs.len(),
+                "the ready instances of the runs queued at once"
+            );
         }
         pass.queued += usize::try_from(queued).unwrap_or(usize::MAX);
         Ok(())
