@@ -90,14 +90,15 @@ impl Scheduler {
             let version = self.dag_version(run.version_id).await?;
             let dag = &version.dag;
             let plan = plan_run(dag, &tis);
+            let by_id: HashMap<i64, &TaskInstanceRow> = tis.iter().map(|t| (t.id, t)).collect();
             let simple = plan.skip.is_empty()
                 && plan.upstream_failed.is_empty()
                 && plan.expand.is_empty()
                 && plan.finished.is_none()
                 && plan.ready.iter().all(|id| {
-                    tis.iter()
-                        .find(|t| t.id == *id)
-                        .and_then(|ti| Some((ti, dag.tasks.get(&ti.task_id)?)))
+                    by_id
+                        .get(id)
+                        .and_then(|ti| Some((*ti, dag.tasks.get(&ti.task_id)?)))
                         .is_some_and(|(ti, task)| {
                             task.when.is_none()
                                 && ti
