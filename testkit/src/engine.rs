@@ -14,7 +14,8 @@ use weir_model::TaskState;
 use weir_model::clock::{Clock, ManualClock};
 use weir_scheduler::{Scheduler, SchedulerConfig, SchedulerError};
 use weir_store::{RunRow, Store, TaskInstanceRow};
-use weir_worker::{Worker, WorkerConfig};
+use weir_worker::Worker;
+pub use weir_worker::WorkerConfig;
 
 use crate::TestDb;
 

@@ -827,35 +827,9 @@ per_backend!(
             ));
         }
         std::fs::write(dir.path().join("dags/limited.yaml"), &dag).expect("dag");
-        let clock: Arc<dyn Clock> = Arc::new(weir_model::clock::SystemClock);
         let mut wcfg = weir_testkit::engine::worker_config();
         wcfg.concurrency = 8;
-        let services = weir_testkit::engine::Services::start(
-            &db.store,
-            scheduler_config(dir.path()),
-            wcfg,
-            &clock,
-        );
-        let started = std::time::Instant::now();
-        while db.store.dag("limited").await.is_err() {
-            assert!(started.elapsed() < std::time::Duration::from_secs(20));
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let run =
-            weir_testkit::engine::trigger(&db.store, "limited", &Default::default(), clock.now())
-                .await;
-        let done = loop {
-            let r = db.store.run(&run.run_id).await.expect("run");
-            if r.state.is_finished() {
-                break r;
-            }
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(60),
-                "the run did not finish"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        let _ = services.stop().await;
+        let done = run_under_the_loops(&db, dir.path(), wcfg, "limited", 60).await;
         assert_eq!(done.state, RunState::Success);
         let most_at_once = |log: &Path| {
             let text = std::fs::read_to_string(log).expect("log");
@@ -882,32 +856,10 @@ per_backend!(
             dag.push_str(&format!("  t{i}: {{kind: shell, run: \"true\"}}\n"));
         }
         let dir = weir_testkit::engine::dags_folder(&[("one_slot.yaml", &dag)]);
-        let clock: Arc<dyn Clock> = Arc::new(weir_model::clock::SystemClock);
         let mut wcfg = weir_testkit::engine::worker_config();
         wcfg.concurrency = 1;
         wcfg.poll_interval = std::time::Duration::from_secs(3600);
-        let services = weir_testkit::engine::Services::start(
-            &db.store,
-            scheduler_config(dir.path()),
-            wcfg,
-            &clock,
-        );
-        let started = std::time::Instant::now();
-        while db.store.dag("one_slot").await.is_err() {
-            assert!(started.elapsed() < std::time::Duration::from_secs(20));
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        let run =
-            weir_testkit::engine::trigger(&db.store, "one_slot", &Default::default(), clock.now())
-                .await;
-        let done = loop {
-            let r = db.store.run(&run.run_id).await.expect("run");
-            if r.state.is_finished() || started.elapsed() > std::time::Duration::from_secs(30) {
-                break r;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        let _ = services.stop().await;
+        let done = run_under_the_loops(&db, dir.path(), wcfg, "one_slot", 30).await;
         assert_eq!(
             done.state,
             RunState::Success,
@@ -944,3 +896,34 @@ per_backend!(
         );
     }
 );
+
+/// Starts the scheduler's and the worker's loops over the folder `dir` (its `dags/`), waits for
+/// `dag_id` to be stored, triggers it and returns the run once it finished, or as it is after
+/// `seconds` (the caller's assertion on its state says what went wrong); the loops stopped.
+async fn run_under_the_loops(
+    db: &weir_testkit::TestDb,
+    dir: &Path,
+    wcfg: weir_testkit::engine::WorkerConfig,
+    dag_id: &str,
+    seconds: u64,
+) -> weir_store::RunRow {
+    let clock: Arc<dyn Clock> = Arc::new(weir_model::clock::SystemClock);
+    let services =
+        weir_testkit::engine::Services::start(&db.store, scheduler_config(dir), wcfg, &clock);
+    let started = std::time::Instant::now();
+    while db.store.dag(dag_id).await.is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let run =
+        weir_testkit::engine::trigger(&db.store, dag_id, &Default::default(), clock.now()).await;
+    let done = loop {
+        let r = db.store.run(&run.run_id).await.expect("run");
+        if r.state.is_finished() || started.elapsed() > std::time::Duration::from_secs(seconds) {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = services.stop().await;
+    done
+}
