@@ -610,33 +610,29 @@ impl Store {
         notify: &[Notification],
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        const SET: &str = "UPDATE weir_runs SET state = $3,
-                     started_at = CASE WHEN $3 = 'running' AND started_at IS NULL THEN $4 ELSE started_at END,
-                     ended_at = CASE WHEN $3 IN ('success', 'failed', 'cancelled') THEN $4 ELSE NULL END
-                 WHERE run_id = $1 AND state = $2";
+        // The same statement on either backend, in or out of a transaction.
+        macro_rules! set {
+            () => {
+                sqlx::query(
+                    "UPDATE weir_runs SET state = $3,
+                         started_at = CASE WHEN $3 = 'running' AND started_at IS NULL THEN $4 ELSE started_at END,
+                         ended_at = CASE WHEN $3 IN ('success', 'failed', 'cancelled') THEN $4 ELSE NULL END
+                     WHERE run_id = $1 AND state = $2",
+                )
+                .bind(run_id)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(now)
+            };
+        }
         // Nothing to write beside it: one statement on Postgres, not a transaction's three
         // round trips (a scheduler starts and ends every run this way).
         if let (Db::Postgres(pool), true) = (&self.db, notify.is_empty()) {
-            let changed = sqlx::query(SET)
-                .bind(run_id)
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            return Ok(changed == 1);
+            return Ok(set!().execute(pool).await?.rows_affected() == 1);
         }
         let changed = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let changed = sqlx::query(SET)
-                .bind(run_id)
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let changed = set!().execute(&mut *tx).await?.rows_affected();
             if changed == 1 {
                 insert_notifications!(tx, notify, now);
             }

@@ -100,11 +100,7 @@ impl Scheduler {
                         .get(id)
                         .and_then(|ti| Some((*ti, dag.tasks.get(&ti.task_id)?)))
                         .is_some_and(|(ti, task)| {
-                            task.when.is_none()
-                                && ti
-                                    .pool
-                                    .as_deref()
-                                    .is_none_or(|p| self.cfg.pools.contains_key(p))
+                            task.when.is_none() && self.unknown_pool(ti).is_none()
                         })
                 });
             if simple {
@@ -205,11 +201,7 @@ impl Scheduler {
                             }
                         }
                     }
-                    if let Some(pool) = ti
-                        .pool
-                        .as_deref()
-                        .filter(|p| !self.cfg.pools.contains_key(*p))
-                    {
+                    if let Some(pool) = self.unknown_pool(ti) {
                         let message = format!(
                             "pool `{pool}` is not in the configuration (add it under [pools])"
                         );
@@ -247,6 +239,13 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// The instance's pool when the configuration has no such pool (it cannot run).
+    fn unknown_pool<'t>(&self, ti: &'t TaskInstanceRow) -> Option<&'t str> {
+        ti.pool
+            .as_deref()
+            .filter(|p| !self.cfg.pools.contains_key(*p))
     }
 
     pub(super) fn renderer(&self, run: &RunRow, tis: &[TaskInstanceRow]) -> Result<RunRenderer> {
