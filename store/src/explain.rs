@@ -6,10 +6,12 @@ use sqlx::Row;
 
 use crate::db::Db;
 use crate::run::{ACTIVE_RUNS_SQL, LAST_SCHEDULED_SQL};
-use crate::task::{
-    DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL, claim_pick, claim_queue_test,
-};
+use crate::task::{CLAIM_WINDOW, DUE_RETRIES_WHERE, EXPIRED_LEASES_WHERE, NEXT_RETRY_DUE_SQL};
 use crate::{Result, Store};
+
+/// The candidates of a claim (`weir_claim` reads them twice); the planner inlines the function,
+/// so its `EXPLAIN` is the plan of the statement inside.
+const CLAIM_CANDIDATES_SQL: &str = "SELECT * FROM weir_claim_candidates($1, $2, $3, $4, $5)";
 
 impl Store {
     /// Postgres only (empty on SQLite): `(statement, EXPLAIN output)` for each statement the
@@ -22,16 +24,14 @@ impl Store {
             return Ok(Vec::new());
         };
         let now = Utc::now();
-        let queues = vec!["default".to_owned()];
         let mut out = Vec::new();
         let plans: Vec<(&'static str, String)> = vec![
             ("active runs", ACTIVE_RUNS_SQL.to_owned()),
             ("last scheduled run", LAST_SCHEDULED_SQL.to_owned()),
-            ("claim", claim_pick(&claim_queue_test(true, 1, 1), "$2", "")),
-            (
-                "claim (queues)",
-                claim_pick(&claim_queue_test(true, 1, 2), "$2", ""),
-            ),
+            // The claim's reads (`weir_claim`): before the locks, and under them.
+            ("claim", CLAIM_CANDIDATES_SQL.to_owned()),
+            ("claim (queues)", CLAIM_CANDIDATES_SQL.to_owned()),
+            ("claim (locked)", CLAIM_CANDIDATES_SQL.to_owned()),
             (
                 "expired leases",
                 format!(
@@ -48,10 +48,17 @@ impl Store {
         ];
         for (name, sql) in plans {
             let rows = if name.starts_with("claim") {
-                let sql = sqlx::AssertSqlSafe(format!("EXPLAIN {sql}"));
-                sqlx::query(sql)
+                let queues = match name {
+                    "claim (queues)" => vec!["default".to_owned(), "other".to_owned()],
+                    _ => vec!["default".to_owned()],
+                };
+                let locked = (name == "claim (locked)").then(|| vec!["d".to_owned()]);
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
                     .bind(&queues)
                     .bind(16_i64)
+                    .bind(16 * CLAIM_WINDOW)
+                    .bind(&locked)
+                    .bind(locked.as_ref().map(|_| Vec::<String>::new()))
                     .fetch_all(pool)
                     .await?
             } else {

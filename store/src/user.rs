@@ -184,24 +184,47 @@ impl Store {
         Ok(())
     }
 
-    /// The user a token (by its SHA-256) belongs to, recording its use.
+    /// The user a token (by its SHA-256) belongs to, recording its use to the minute: a
+    /// request reads, and writes the token's `last_used_at` only when the stored time is a
+    /// minute old or more (every API call was a write, and a commit, before).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown token; database failures.
     pub async fn user_by_token(&self, token_sha256: &str, now: DateTime<Utc>) -> Result<UserRow> {
-        let name: Option<String> = with_pool!(self, |pool| {
-            sqlx::query_scalar(
-                "UPDATE weir_api_tokens SET last_used_at = $2 WHERE token_sha256 = $1 RETURNING user_name",
-            )
-            .bind(token_sha256)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?
+        let sql = format!(
+            "SELECT x.*, t.last_used_at FROM ({USERS_SQL}) x
+             JOIN weir_api_tokens t ON t.user_name = x.name WHERE t.token_sha256 = $1"
+        );
+        let row: Option<(RawUser, Option<DateTime<Utc>>)> = with_pool!(self, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(token_sha256)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| {
+                    use sqlx::{FromRow, Row};
+                    Ok::<_, sqlx::Error>((RawUser::from_row(&r)?, r.try_get("last_used_at")?))
+                })
+                .transpose()?
         });
-        let name = name.ok_or_else(|| StoreError::NotFound("API token".to_owned()))?;
-        self.user(&name).await
+        let (user, last_used) = row.ok_or_else(|| StoreError::NotFound("API token".to_owned()))?;
+        if last_used.is_none_or(|at| now - at >= TOKEN_USE_GRANULARITY) {
+            with_pool!(self, |pool| {
+                sqlx::query(
+                    "UPDATE weir_api_tokens SET last_used_at = $2
+                     WHERE token_sha256 = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                )
+                .bind(token_sha256)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            });
+        }
+        user.try_into()
     }
 }
+
+/// How exactly a token's `last_used_at` is kept.
+const TOKEN_USE_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// A login's place in the rate limit (see [`Store::begin_login`]).
 #[derive(Debug)]

@@ -103,8 +103,8 @@ pub struct Completion {
     pub lineage: Vec<String>,
 }
 
-/// What a claim sets on each row it takes (`$1` worker, `$2` now, `$3` lease expiry): the
-/// instance's next try starts, on the version its run is on.
+/// What a SQLite claim sets on each row it takes (`$1` worker, `$2` now, `$3` lease expiry):
+/// the instance's next try starts, on the version its run is on (Postgres: `weir_claim`).
 const CLAIM_SET: &str = "state = 'running', worker_id = $1, try_number = try_number + 1,
      started_at = $2, ended_at = NULL, lease_expires_at = $3, error = NULL,
      version_id = (SELECT r.version_id FROM weir_runs r WHERE r.run_id = weir_task_instances.run_id)";
@@ -122,10 +122,6 @@ pub struct Claim {
     /// try's recorded end may make room for them.
     pub held_back: bool,
 }
-
-/// Whether instances of the queues `$1` are queued (Postgres).
-const ANY_QUEUED_PG: &str =
-    "SELECT EXISTS (SELECT 1 FROM weir_task_instances WHERE state = 'queued' AND queue = ANY($1))";
 
 impl Store {
     /// Claims up to `limit` queued instances of `queues` for `worker_id`, best priority first,
@@ -164,101 +160,50 @@ impl Store {
             return Ok(Claim::default());
         }
         let (rows, more, held_back) = match &self.db {
+            // One call of `weir_claim` (migrations/postgres/0017_claim_function.sql): the
+            // candidates, their DAGs' and pools' limit rows locked, the candidates again under
+            // the locks, the claim; then, on the same connection (so after its commit), the
+            // rows it took, unless something took them away since.
             Db::Postgres(pool) => {
-                // The DAGs and pools this claim could take from (one statement, outside any
-                // transaction: most claims that find nothing end here), then their limit rows
-                // locked (in one order, so claims never deadlock): claims of the same DAG or
-                // pool take turns until the commit, and each counts running instances after the
-                // one before it committed, so two workers never both take a last slot. Claims
-                // of other DAGs go on side by side.
-                let candidates: Vec<(i64, String, Option<String>, bool)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(claim_pick(
-                        &claim_queue_test(true, 1, queues.len()),
-                        "$2",
-                        "",
-                    )))
-                    .bind(queues)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
-                if candidates.is_empty() {
-                    let waiting = sqlx::query_scalar::<_, bool>(ANY_QUEUED_PG)
-                        .bind(queues)
-                        .fetch_one(pool)
-                        .await?;
-                    return Ok(Claim {
-                        held_back: waiting,
-                        ..Claim::default()
-                    });
-                }
-                let full = candidates.iter().any(|c| c.3);
-                let mut tx = pool.begin().await?;
-                let mut dags: Vec<&str> = candidates.iter().map(|c| c.1.as_str()).collect();
-                dags.sort_unstable();
-                dags.dedup();
-                let mut pools: Vec<&str> =
-                    candidates.iter().filter_map(|c| c.2.as_deref()).collect();
-                pools.sort_unstable();
-                pools.dedup();
-                sqlx::query(
-                    "SELECT 1 FROM weir_limits WHERE (kind = 'dag' AND name = ANY($1)) OR (kind = 'pool' AND name = ANY($2))
-                     ORDER BY kind, name FOR NO KEY UPDATE",
+                let mut conn = pool.acquire().await?;
+                let (ids, more, held_back): (Vec<i64>, bool, bool) = sqlx::query_as(
+                    "SELECT ids, more, held_back FROM weir_claim($1, $2, $3, $4, $5, $6)",
                 )
-                .bind(&dags)
-                .bind(&pools)
-                .fetch_all(&mut *tx)
+                .bind(worker_id)
+                .bind(queues)
+                .bind(limit)
+                .bind(limit.saturating_mul(CLAIM_WINDOW))
+                .bind(now)
+                .bind(lease_until)
+                .fetch_one(&mut *conn)
                 .await?;
-                // The rows again, now under the locks, from the locked DAGs and pools only. The
-                // MATERIALIZED CTE locks each picked row once, skipping rows another statement
-                // holds (a plain `id IN (… FOR UPDATE SKIP LOCKED)` may be re-scanned by the
-                // planner and return more rows than the limit); the outer `state = 'queued'`
-                // re-check keeps the claim safe under READ COMMITTED.
-                let pick = claim_pick(
-                    &claim_queue_test(true, 4, queues.len()),
-                    "$5",
-                    "AND t.dag_id = ANY($6) AND (t.pool IS NULL OR p.name IS NULL OR t.pool = ANY($7))",
-                );
-                let sql = format!(
-                    "WITH picked AS MATERIALIZED (
-                         SELECT id FROM weir_task_instances WHERE id IN (SELECT id FROM ({pick}) c)
-                         FOR UPDATE SKIP LOCKED)
-                     UPDATE weir_task_instances SET {CLAIM_SET}
-                     FROM picked
-                     WHERE weir_task_instances.id = picked.id AND weir_task_instances.state = 'queued'
-                     RETURNING {}",
-                    TASK_COLUMNS.split(", ").map(|c| format!("weir_task_instances.{c}")).collect::<Vec<_>>().join(", ")
-                );
-                let rows = sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(sql))
+                let rows = if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query_as::<_, RawTask>(sqlx::AssertSqlSafe(format!(
+                        "SELECT {TASK_COLUMNS} FROM weir_task_instances
+                         WHERE id = ANY($1) AND state = 'running' AND worker_id = $2
+                         ORDER BY priority DESC, id"
+                    )))
+                    .bind(&ids)
                     .bind(worker_id)
-                    .bind(now)
-                    .bind(lease_until)
-                    .bind(queues)
-                    .bind(limit)
-                    .bind(&dags)
-                    .bind(&pools)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let waiting = rows.is_empty()
-                    && sqlx::query_scalar::<_, bool>(ANY_QUEUED_PG)
-                        .bind(queues)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                tx.commit().await?;
-                (rows, full, waiting)
+                    .fetch_all(&mut *conn)
+                    .await?
+                };
+                (rows, more, held_back)
             }
             // SQLite has one writer at a time (BEGIN IMMEDIATE): the pick, its counts included,
             // and the update that follows it in the transaction are atomic.
             Db::Sqlite(pool) => {
+                let queue_count = queues.len();
                 let queues = serde_json::to_string(queues)?;
                 let mut tx = pool.begin_write().await?;
-                let picked: Vec<(i64, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT id, window_full FROM ({})",
-                    claim_pick(&claim_queue_test(false, 1, queues.len()), "$2", "")
-                )))
-                .bind(&queues)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
+                let picked: Vec<(i64, bool)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(claim_pick_sqlite(queue_count)))
+                        .bind(&queues)
+                        .bind(limit)
+                        .fetch_all(&mut *tx)
+                        .await?;
                 let rows = if picked.is_empty() {
                     Vec::new()
                 } else {

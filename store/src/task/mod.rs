@@ -37,28 +37,21 @@ pub(crate) const SET_LIMIT_SQL: &str =
 /// DAGs or pools with less room than `limit`), never more, and then says so ([`Claim::more`]).
 pub(crate) const CLAIM_WINDOW: i64 = 8;
 
-/// A claim's test of `t.queue` against the worker's queues, bound as parameter `$n` (Postgres:
-/// an array; SQLite: a JSON list of `count` names). One queue, the usual case, is an equality:
-/// the pick then reads that queue's index in priority order and stops after its window, where
-/// a list of queues makes it read and sort every queued row.
-pub(crate) fn claim_queue_test(postgres: bool, n: u8, count: usize) -> String {
-    match (postgres, count == 1) {
-        (true, true) => format!("t.queue = (${n})[1]"),
-        (true, false) => format!("t.queue = ANY(${n})"),
-        (false, true) => format!("t.queue = json_extract(${n}, '$[0]')"),
-        (false, false) => format!("t.queue IN (SELECT value FROM json_each(${n}))"),
-    }
-}
-
-/// A claim's choice of rows: queued instances whose queue passes `queues` (the backend's test
-/// of `t.queue`), best priority first, at most `limit` (a placeholder), and no more of a DAG
-/// or a pool than its limit leaves room for: `slots` in `weir_limits` less its running
-/// instances (a DAG's `max_active_tasks`, a pool's size; no row, no limit). Only the first
-/// `limit` × [`CLAIM_WINDOW`] rows in priority order are read: their ranks within their DAG and
-/// pool are the same as among all rows, so the limits hold. `only` narrows the rows further (a
-/// Postgres claim: to the limits it locked). Returns `id, dag_id, pool` and `window_full`: whether
+/// A SQLite claim's choice of rows (Postgres: `weir_claim_candidates`, the same choice in
+/// migrations/postgres/0017_claim_function.sql): queued instances of the queues in `$1` (a JSON
+/// list of `queue_count` names), best priority first, at most `$2`, and no more of a DAG or a
+/// pool than its limit leaves room for: `slots` in `weir_limits` less its running instances (a
+/// DAG's `max_active_tasks`, a pool's size; no row, no limit). Only the first `$2` ×
+/// [`CLAIM_WINDOW`] rows in priority order are read: their ranks within their DAG and pool are
+/// the same as among all rows, so the limits hold. One queue, the usual case, is an equality,
+/// read through that queue's index in priority order. Returns `id` and `window_full`: whether
 /// the claim read as many rows as it may (rows past them may fit).
-pub(crate) fn claim_pick(queues: &str, limit: &str, only: &str) -> String {
+pub(crate) fn claim_pick_sqlite(queue_count: usize) -> String {
+    let queues = if queue_count == 1 {
+        "t.queue = json_extract($1, '$[0]')"
+    } else {
+        "t.queue IN (SELECT value FROM json_each($1))"
+    };
     format!(
         "WITH busy AS (SELECT dag_id, pool FROM weir_task_instances WHERE state = 'running'),
          dag_busy AS (SELECT dag_id, COUNT(*) AS n FROM busy GROUP BY dag_id),
@@ -71,20 +64,20 @@ pub(crate) fn claim_pick(queues: &str, limit: &str, only: &str) -> String {
              LEFT JOIN dag_busy db ON db.dag_id = t.dag_id
              LEFT JOIN weir_limits p ON p.kind = 'pool' AND p.name = t.pool
              LEFT JOIN pool_busy pb ON pb.pool = t.pool
-             WHERE t.state = 'queued' AND {queues} {only}
+             WHERE t.state = 'queued' AND {queues}
                  AND (d.slots IS NULL OR d.slots > COALESCE(db.n, 0))
                  AND (p.slots IS NULL OR p.slots > COALESCE(pb.n, 0))
              ORDER BY t.priority DESC, t.id
-             LIMIT {limit} * {CLAIM_WINDOW}),
+             LIMIT $2 * {CLAIM_WINDOW}),
          ranked AS (
              SELECT id, priority, dag_id, pool, dag_room, pool_room,
                  row_number() OVER (PARTITION BY dag_id ORDER BY priority DESC, id) AS dag_rank,
                  row_number() OVER (PARTITION BY pool ORDER BY priority DESC, id) AS pool_rank,
                  COUNT(*) OVER () AS seen
              FROM eligible)
-         SELECT id, dag_id, pool, seen >= {limit} * {CLAIM_WINDOW} AS window_full FROM ranked
+         SELECT id, seen >= $2 * {CLAIM_WINDOW} AS window_full FROM ranked
          WHERE (dag_room IS NULL OR dag_rank <= dag_room) AND (pool_room IS NULL OR pool_rank <= pool_room)
-         ORDER BY priority DESC, id LIMIT {limit}"
+         ORDER BY priority DESC, id LIMIT $2"
     )
 }
 
