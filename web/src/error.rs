@@ -192,3 +192,15 @@ pub(crate) fn escape(s: &str) -> String {
     let _ = tera::escape_html(s, &mut out);
     String::from_utf8(out).unwrap_or_default()
 }
+
+/// [`escape`], appended to `out`; text with nothing to escape (most ids and states) is copied
+/// as it is.
+pub(crate) fn escape_into(out: &mut String, s: &str) {
+    if s.bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+    {
+        out.push_str(&escape(s));
+    } else {
+        out.push_str(s);
+    }
+}

@@ -21,6 +21,7 @@ mod api;
 pub mod auth;
 mod error;
 mod graph;
+mod grid;
 mod hub;
 mod live;
 mod ops_metrics;
