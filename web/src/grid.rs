@@ -1,23 +1,51 @@
-//! The grid's table as HTML, written here rather than by a template: a 100-run grid of a
-//! 30-task DAG is 3,000 cells, and tera spent most of the DAG page's time on them (each cell's
-//! fields converted into tera values, then looked up, cloned and escaped one by one). The
-//! frame around it (legend, empty state) stays in `grid.html`.
+//! The grid as HTML (the DAG page's and its live updates'), written here rather than by a
+//! template: a 100-run grid of a 30-task DAG is 3,000 cells, and tera spent most of the DAG
+//! page's time on them (each cell's fields converted into tera values, then looked up, cloned
+//! and escaped one by one), and copied the page-sized result twice more.
 
 use std::fmt::Write;
 
 use crate::error::escape_into;
 use crate::view::{Grid, GridCellView, GridRun};
 
-/// The `<table>` of `grid` (empty when it has no runs).
-pub(crate) fn grid_table(grid: &Grid) -> String {
+/// The states the legend explains, in its order.
+const LEGEND: [&str; 8] = [
+    "success",
+    "failed",
+    "running",
+    "queued",
+    "scheduled",
+    "up_for_retry",
+    "upstream_failed",
+    "skipped",
+];
+
+/// `grid` as the DAG page shows it: the table, scrolling sideways, and the legend of its
+/// colours; a line saying so when the DAG has no runs.
+pub(crate) fn grid_html(grid: &Grid) -> String {
     if grid.runs.is_empty() {
-        return String::new();
+        return "<p class=\"muted\">No runs yet.</p>\n".to_owned();
     }
     let cells: usize = grid.rows.iter().map(|r| r.cells.len()).sum();
-    let mut out = String::with_capacity(512 + grid.runs.len() * 400 + cells * 300);
+    let mut out = String::with_capacity(1024 + grid.runs.len() * 400 + cells * 300);
+    out.push_str("<div class=\"grid-scroll\">\n");
+    table(&mut out, grid);
+    out.push_str("\n</div>\n<ul class=\"legend\">");
+    for state in LEGEND {
+        let _ = write!(
+            out,
+            "<li><span class=\"cell state-{state}\"></span>{state}</li>"
+        );
+    }
+    out.push_str("</ul>\n");
+    out
+}
+
+/// The `<table>` of `grid`: a header of runs, a row per task.
+fn table(out: &mut String, grid: &Grid) {
     out.push_str("<table class=\"grid\">\n<thead><tr><th class=\"task-col\">Task</th>\n");
     for run in &grid.runs {
-        run_header(&mut out, run);
+        run_header(out, run);
     }
     out.push_str("\n</tr></thead>\n<tbody>\n");
     for row in &grid.rows {
@@ -26,15 +54,14 @@ pub(crate) fn grid_table(grid: &Grid) -> String {
             "<tr><th class=\"task-col\" data-level=\"{}\">",
             row.level
         );
-        escape_into(&mut out, &row.task_id);
+        escape_into(out, &row.task_id);
         out.push_str("</th>\n");
         for cell in &row.cells {
-            cell_markup(&mut out, &row.task_id, cell);
+            cell_markup(out, &row.task_id, cell);
         }
         out.push_str("\n</tr>\n");
     }
     out.push_str("</tbody>\n</table>");
-    out
 }
 
 /// A run's column header: its date and its state as a bar linking to the run.
@@ -143,7 +170,7 @@ mod tests {
                 },
             ],
         };
-        let html = grid_table(&grid);
+        let html = grid_html(&grid);
         assert!(!html.contains("<x>") && !html.contains("a&b"), "{html}");
         assert!(
             html.contains(
@@ -158,12 +185,15 @@ mod tests {
         ));
         assert!(html.contains("<th class=\"task-col\" data-level=\"1\">c</th>"));
         assert!(html.contains("<td><span class=\"cell state-none\"></span></td>"));
+        assert!(html.contains(
+            "<li><span class=\"cell state-upstream_failed\"></span>upstream_failed</li>"
+        ));
         assert_eq!(
-            grid_table(&Grid {
+            grid_html(&Grid {
                 runs: vec![],
                 rows: vec![]
             }),
-            ""
+            "<p class=\"muted\">No runs yet.</p>\n"
         );
     }
 }

@@ -66,9 +66,7 @@ pub(crate) const GRID_RUNS: i64 = 25;
 /// The grid's HTML (the DAG page's and the live update's).
 pub(crate) async fn grid_html(state: &AppState, dag: &Dag, runs: i64) -> Result<String, WebError> {
     let grid = view::grid(&state.store, dag, runs, state.clock.now()).await?;
-    let mut ctx = tera::Context::new();
-    ctx.insert("table", &crate::grid::grid_table(&grid));
-    Ok(state.templates.render("grid.html", &ctx)?)
+    Ok(crate::grid::grid_html(&grid))
 }
 
 pub(super) async fn dag_page(

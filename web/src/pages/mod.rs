@@ -39,7 +39,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("login.html", include_str!("../../templates/login.html")),
     ("dags.html", include_str!("../../templates/dags.html")),
     ("dag.html", include_str!("../../templates/dag.html")),
-    ("grid.html", include_str!("../../templates/grid.html")),
     ("run.html", include_str!("../../templates/run.html")),
     (
         "run_body.html",
