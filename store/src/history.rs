@@ -23,7 +23,7 @@ pub struct RunBrief {
 }
 
 /// One task instance as the grid shows it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct GridCell {
     /// Run id.
     pub run_id: String,
@@ -70,8 +70,19 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn grid_cells(&self, dag_id: &str, limit: i64) -> Result<Vec<GridCell>> {
-        Ok(with_pool!(self, |pool| {
-            sqlx::query_as::<_, GridCell>(
+        // Columns by position (a grid reads thousands of rows; by name, each column of each
+        // row was a lookup).
+        type Raw = (
+            String,
+            String,
+            i32,
+            String,
+            i32,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        let rows: Vec<Raw> = with_pool!(self, |pool| {
+            sqlx::query_as(
                 "SELECT t.run_id, t.task_id, t.map_index, t.state, t.try_number, t.started_at, t.ended_at
                  FROM (SELECT run_id FROM weir_runs WHERE dag_id = $1 ORDER BY logical_date DESC LIMIT $2) r
                  JOIN weir_task_instances t ON t.run_id = r.run_id",
@@ -80,6 +91,20 @@ impl Store {
             .bind(limit)
             .fetch_all(pool)
             .await?
-        }))
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(run_id, task_id, map_index, state, try_number, started_at, ended_at)| GridCell {
+                    run_id,
+                    task_id,
+                    map_index,
+                    state,
+                    try_number,
+                    started_at,
+                    ended_at,
+                },
+            )
+            .collect())
     }
 }

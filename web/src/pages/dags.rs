@@ -145,11 +145,19 @@ pub(super) async fn dag_page(
             ctx.insert("more", &more);
         }
         _ => {
-            ctx.insert("grid_html", &grid_html(&state, &dag, runs).await?);
+            // Spliced in after rendering: a page-sized fragment passed through tera is copied
+            // into its values and out again.
+            let grid = grid_html(&state, &dag, runs).await?;
+            ctx.insert("grid_html", GRID_SLOT);
+            return render_spliced(&state, Some(&caller), "dag.html", ctx, (GRID_SLOT, &grid));
         }
     }
     render(&state, Some(&caller), "dag.html", ctx)
 }
+
+/// Where the grid goes in the rendered DAG page (the template writes it unescaped; any text
+/// from a DAG or a user is escaped, so it cannot hold this).
+const GRID_SLOT: &str = "<!--weir:grid-->";
 
 /// A param's form field, typed by its declaration.
 #[derive(Serialize)]

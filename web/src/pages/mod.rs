@@ -170,6 +170,23 @@ fn render(
     Ok(Html(html).into_response())
 }
 
+/// [`render`], then the first `slot.0` in the page replaced by `slot.1` (HTML).
+fn render_spliced(
+    state: &AppState,
+    caller: Option<&Caller>,
+    name: &str,
+    mut ctx: tera::Context,
+    slot: (&str, &str),
+) -> PageResult {
+    ctx.insert("layout", &caller.map(|c| layout(state, c)));
+    let html = state.templates.render(name, &ctx)?;
+    let html = match html.split_once(slot.0) {
+        Some((before, after)) => [before, slot.1, after].concat(),
+        None => html,
+    };
+    Ok(Html(html).into_response())
+}
+
 /// A page for a logged-in caller; others go to the login page, then back here.
 async fn page_caller(
     state: &AppState,

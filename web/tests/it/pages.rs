@@ -54,6 +54,18 @@ async fn pages_show_each_role_what_it_may_do() {
             );
         }
     }
+    // The grid sits in the DAG page's live region, a cell per task of the run.
+    let (_, html) = server.page(&viewer, "/dags/web_demo").await;
+    let region = html
+        .split_once("<div id=\"grid\"")
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    assert!(
+        region.contains("<div class=\"grid-scroll\">")
+            && region.contains("class=\"run-bar state-")
+            && region.contains(&format!("data-task=\"extract\" data-run=\"{run}\"")),
+        "no grid in the DAG page's live region: {html}"
+    );
     let (_, html) = server.page(&viewer, "/").await;
     assert!(
         html.contains("web_demo") && html.contains("every day at 06:00"),
