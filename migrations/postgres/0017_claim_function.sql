@@ -61,10 +61,14 @@ $$;
 -- there); then their DAGs' and pools' limit rows are locked in one order (claims never
 -- deadlock; claims of other DAGs go on side by side), and the candidates are read again under
 -- the locks, each row locked once and skipped when another claim holds it.
+-- Its statements run on generic plans: left to choose, Postgres kept planning the large
+-- candidates statement afresh on every call (custom plans), 0.5 ms of a 0.6 ms claim that
+-- found nothing, and 1.9 ms against 0.5 ms for a claim over 100,000 queued rows.
 create function weir_claim(p_worker text, p_queues text[], p_limit bigint, p_window bigint,
                            p_now timestamptz, p_lease timestamptz,
                            out ids bigint[], out more boolean, out held_back boolean)
 language plpgsql volatile
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_dags text[];
