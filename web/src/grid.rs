@@ -70,27 +70,23 @@ fn run_header(out: &mut String, r: &GridRun) {
     escape_into(out, &r.logical_date);
     out.push_str("\">");
     escape_into(out, &r.label);
-    out.push_str("</span><a class=\"run-bar state-");
-    escape_into(out, &r.state);
-    out.push_str("\" href=\"/runs/");
-    escape_into(out, &r.run_id);
-    out.push_str("\" title=\"");
-    escape_into(out, &r.run_id);
-    out.push_str(" · ");
-    escape_into(out, &r.state);
-    out.push_str(" · ");
-    escape_into(out, &r.run_type);
-    if let Some(d) = &r.duration {
-        out.push_str(" · ");
-        escape_into(out, d);
-    }
-    out.push_str("\" data-run=\"");
-    escape_into(out, &r.run_id);
-    out.push_str("\" data-state=\"");
-    escape_into(out, &r.state);
-    out.push_str("\"><span class=\"sr\">");
-    escape_into(out, &r.state);
-    out.push_str("</span></a></th>");
+    out.push_str("</span>");
+    state_link(
+        out,
+        ("run-bar", &r.state),
+        &["/runs/", &r.run_id],
+        |out| {
+            for part in [r.run_id.as_str(), " · ", &r.state, " · ", &r.run_type] {
+                escape_into(out, part);
+            }
+            if let Some(d) = &r.duration {
+                out.push_str(" · ");
+                escape_into(out, d);
+            }
+        },
+        &[("run", &r.run_id)],
+    );
+    out.push_str("</th>");
 }
 
 /// One cell: the task's state in a run, linking to the task instance; an empty square when the
@@ -100,33 +96,57 @@ fn cell_markup(out: &mut String, task_id: &str, c: &GridCellView) {
         out.push_str("<td><span class=\"cell state-none\"></span></td>");
         return;
     }
-    out.push_str("<td><a class=\"cell state-");
-    escape_into(out, &c.state);
-    out.push_str("\" href=\"/runs/");
-    escape_into(out, &c.run_id);
-    out.push_str("/tasks/");
-    escape_into(out, task_id);
+    out.push_str("<td>");
+    state_link(
+        out,
+        ("cell", &c.state),
+        &["/runs/", &c.run_id, "/tasks/", task_id],
+        |out| {
+            for part in [task_id, " · ", &c.state] {
+                escape_into(out, part);
+            }
+            let _ = write!(out, " · try {}", c.try_number);
+            if c.instances > 1 {
+                let _ = write!(out, " · {} instances", c.instances);
+            }
+            if let Some(d) = &c.duration {
+                out.push_str(" · ");
+                escape_into(out, d);
+            }
+        },
+        &[("task", task_id), ("run", &c.run_id)],
+    );
+    out.push_str("</td>");
+}
+
+/// A link coloured by a state (`class` and `state`: `class="{class} state-{state}"`), its
+/// `href` from `href`'s pieces, its tooltip written by `title`, a `data-` attribute for each
+/// of `data` and for the state, and the state as its text for screen readers. Every value is
+/// escaped.
+fn state_link(
+    out: &mut String,
+    (class, state): (&str, &str),
+    href: &[&str],
+    title: impl FnOnce(&mut String),
+    data: &[(&str, &str)],
+) {
+    let _ = write!(out, "<a class=\"{class} state-");
+    escape_into(out, state);
+    out.push_str("\" href=\"");
+    for part in href {
+        escape_into(out, part);
+    }
     out.push_str("\" title=\"");
-    escape_into(out, task_id);
-    out.push_str(" · ");
-    escape_into(out, &c.state);
-    let _ = write!(out, " · try {}", c.try_number);
-    if c.instances > 1 {
-        let _ = write!(out, " · {} instances", c.instances);
+    title(out);
+    out.push('"');
+    for (name, value) in data.iter().chain([&("state", state)]) {
+        let _ = write!(out, " data-{name}=\"");
+        escape_into(out, value);
+        out.push('"');
     }
-    if let Some(d) = &c.duration {
-        out.push_str(" · ");
-        escape_into(out, d);
-    }
-    out.push_str("\" data-task=\"");
-    escape_into(out, task_id);
-    out.push_str("\" data-run=\"");
-    escape_into(out, &c.run_id);
-    out.push_str("\" data-state=\"");
-    escape_into(out, &c.state);
-    out.push_str("\"><span class=\"sr\">");
-    escape_into(out, &c.state);
-    out.push_str("</span></a></td>");
+    out.push_str("><span class=\"sr\">");
+    escape_into(out, state);
+    out.push_str("</span></a>");
 }
 
 #[cfg(test)]
