@@ -617,17 +617,16 @@ pub async fn run(
         let mut claimed_all = false;
         if free > 0 {
             let claim = worker.claim_saying_more(free).await;
-            saturated.store(
-                claim
-                    .as_ref()
-                    .map_or(true, |c| c.tasks.len() >= free || c.more),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            // All it asked for, or fewer with more maybe there (a failed claim may have left
+            // anything behind).
+            let full = claim
+                .as_ref()
+                .map_or(true, |c| c.tasks.len() >= free || c.more);
+            saturated.store(full, std::sync::atomic::Ordering::Relaxed);
             match claim {
                 Ok(claim) => {
-                    // All it asked for, or fewer with more maybe there: claim again at once.
-                    claimed_all =
-                        !claim.tasks.is_empty() && (claim.tasks.len() == free || claim.more);
+                    // Full and not empty: claim again at once.
+                    claimed_all = full && !claim.tasks.is_empty();
                     for ti in claim.tasks {
                         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                             break;

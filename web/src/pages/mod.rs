@@ -159,15 +159,19 @@ fn layout<'a>(state: &AppState, c: &'a Caller) -> Layout<'a> {
     }
 }
 
-fn render(
+/// The page `name` in the site's layout.
+fn page_html(
     state: &AppState,
     caller: Option<&Caller>,
     name: &str,
     mut ctx: tera::Context,
-) -> PageResult {
+) -> Result<String, PageError> {
     ctx.insert("layout", &caller.map(|c| layout(state, c)));
-    let html = state.templates.render(name, &ctx)?;
-    Ok(Html(html).into_response())
+    Ok(state.templates.render(name, &ctx)?)
+}
+
+fn render(state: &AppState, caller: Option<&Caller>, name: &str, ctx: tera::Context) -> PageResult {
+    Ok(Html(page_html(state, caller, name, ctx)?).into_response())
 }
 
 /// [`render`], then the first `slot.0` in the page replaced by `slot.1` (HTML).
@@ -175,11 +179,10 @@ fn render_spliced(
     state: &AppState,
     caller: Option<&Caller>,
     name: &str,
-    mut ctx: tera::Context,
+    ctx: tera::Context,
     slot: (&str, &str),
 ) -> PageResult {
-    ctx.insert("layout", &caller.map(|c| layout(state, c)));
-    let html = state.templates.render(name, &ctx)?;
+    let html = page_html(state, caller, name, ctx)?;
     let html = match html.split_once(slot.0) {
         Some((before, after)) => [before, slot.1, after].concat(),
         None => html,
