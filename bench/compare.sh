@@ -20,10 +20,14 @@ fi
 git -C "$worktree" checkout -q --detach "$base"
 echo "base: $(git -C "$worktree" log --oneline -1)"
 echo "head: $(git log --oneline -1)$(git diff --quiet || echo ' (with uncommitted changes)')"
-CARGO_TARGET_DIR=$base_target \
-  cargo build --release -q -p weir -p weir-bench --manifest-path "$worktree/Cargo.toml"
+# BASE_BIN: a folder holding the base's `weir` and benchmark binaries built earlier (the
+# base's build is then skipped).
+if [ -z "${BASE_BIN:-}" ]; then
+  CARGO_TARGET_DIR=$base_target \
+    cargo build --release -q -p weir -p weir-bench --manifest-path "$worktree/Cargo.toml"
+fi
 cargo build --release -q -p weir -p weir-bench
-base_bin=$base_target/release
+base_bin=${BASE_BIN:-$base_target/release}
 head_bin=$PWD/target/release
 
 for script in $scripts; do

@@ -88,14 +88,7 @@ RUST_LOG=weir::access=info WEIR_WEB_BIND=127.0.0.1:$port "$weir" web 2>"$tmp/acc
 server=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 
-cat > "$tmp/report.lua" <<'LUA'
-done = function(summary, latency, requests)
-  io.write(string.format("  wrk: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, %.0f req/s, %d errors\n",
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000,
-    summary.requests / (summary.duration / 1e6),
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
-end
-LUA
+. bench/lib/web.sh
 
 # The run whose t01 has the 100 MB log (the newest run).
 run=$(psql -qAt "$pg/$db" -c "select t.run_id from weir_task_logs l join weir_task_instances t on t.id = l.ti_id limit 1")
@@ -111,19 +104,8 @@ pages=(
   "/api/v1/runs/$run/tasks/t01/logs?tail=500"
 )
 for page in "${pages[@]}"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port$page")
-  [ "$code" = 200 ] || { echo "$page answered $code" >&2; exit 1; }
-  : > "$tmp/access.log"
   echo "$page"
-  wrk -t1 -c"$conns" -d"${duration}s" -s "$tmp/report.lua" -H "Authorization: Bearer $token" \
-    "http://127.0.0.1:$port$page" | grep "wrk:"
-  python3 - "$tmp/access.log" <<'PY'
-import re, statistics, sys
-ms = sorted(float(m) for m in re.findall(r"\bms=([0-9.]+)", open(sys.argv[1]).read()))
-if ms:
-    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
-    print(f"  server: p50 {statistics.median(ms):.1f} ms, p95 {p95:.1f} ms, max {ms[-1]:.1f} ms over {len(ms)} requests")
-PY
+  bench_page "http://127.0.0.1:$port" "$page" "$token" "$tmp/access.log" "$conns" "$duration"
 done
 
 echo "whole 100 MB log, streamed once:"

@@ -72,6 +72,14 @@ fn duration(text: &str, key: &str) -> Result<Duration> {
         .map_err(|e| anyhow::anyhow!("weir.toml: {key}: {e}"))
 }
 
+/// A `[retention]` age: a duration, or `forever` (`None`: nothing is deleted).
+fn retention_age(text: &str, key: &str) -> Result<Option<Duration>> {
+    match text {
+        "forever" => Ok(None),
+        text => duration(text, key).map(Some),
+    }
+}
+
 /// `scheduler.leader_lease`, between one second (renewals every fifth of it must fit in a
 /// database's round trips) and ten minutes (a standby waits that long for a cut-off leader).
 fn leader_lease(config: &Config) -> Result<Duration> {
@@ -108,10 +116,7 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
         // Also the longest a run created by another process waits to be noticed with SQLite.
         scan_interval: Duration::from_secs(1),
         watch_folder: config.scheduler.watch_dags,
-        keep_runs: Some(duration(
-            &config.retention.keep_runs,
-            "retention.keep_runs",
-        )?),
+        keep_runs: retention_age(&config.retention.keep_runs, "retention.keep_runs")?,
         notify: notify_config(config),
         stores: weir_storage::Stores::new(config.store_conns()),
         lineage: config
@@ -225,10 +230,7 @@ pub(crate) fn worker_config(
             .url
             .as_ref()
             .map(|_| config.openlineage.namespace.clone()),
-        keep_rejects: match config.retention.keep_rejects.as_str() {
-            "forever" => None,
-            text => Some(duration(text, "retention.keep_rejects")?),
-        },
+        keep_rejects: retention_age(&config.retention.keep_rejects, "retention.keep_rejects")?,
     })
 }
 
@@ -269,4 +271,23 @@ pub(crate) fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_for_a_duration_or_forever() {
+        assert_eq!(
+            retention_age("30d", "retention.keep_runs").expect("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            retention_age("forever", "retention.keep_runs").expect("forever"),
+            None
+        );
+        let e = retention_age("100y", "retention.keep_runs").expect_err("100y");
+        assert!(e.to_string().contains("retention.keep_runs: `100y`"), "{e}");
+    }
 }

@@ -65,7 +65,8 @@ pub struct SchedulerConfig {
     /// Watch the dags folder (inotify on Linux): a changed file is read within milliseconds
     /// instead of at the next scan; the scan stays, as the fallback.
     pub watch_folder: bool,
-    /// Finished runs older than this are deleted (once a day), with their instances and logs.
+    /// Finished runs older than this are deleted (at start and once a day, beside the passes),
+    /// with their instances and logs.
     pub keep_runs: Option<Duration>,
     /// Notifiers, the SMTP relay and the web UI's address for links.
     pub notify: NotifyConfig,
@@ -99,8 +100,6 @@ pub struct Scheduler {
     scanner: FolderScanner,
     versions: Versions,
     next_scan: Option<DateTime<Utc>>,
-    /// When retention last ran (a hint: a restarted scheduler runs it again, harmlessly).
-    last_retention: Option<DateTime<Utc>>,
     /// The dags folder's last read error, said once until it changes.
     folder_problem: Option<String>,
     /// Since when this scheduler has reached the database without a failure (`None` right
@@ -130,7 +129,6 @@ impl Scheduler {
             scanner: FolderScanner::default(),
             versions: Versions::default(),
             next_scan: None,
-            last_retention: None,
             folder_problem: None,
             db_ok_since: Some(clock.now()),
             sessions_ended: HashMap::new(),
@@ -200,7 +198,6 @@ impl Scheduler {
             self.create_file_runs(now, &mut pass).await?;
             self.check_freshness(now).await?;
             self.reap_expired(now, &mut pass).await?;
-            self.apply_retention(now).await?;
             // The next cron interval's end (or file check) is full-pass work: the pass that
             // wakes for it must be a full one, or a cron run would wait for the next scan.
             let next_scan = weir_model::duration::later(now, self.cfg.scan_interval);

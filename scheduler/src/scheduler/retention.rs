@@ -1,10 +1,16 @@
-//! Retention: runs older than `[scheduler] retention` deleted with their task instances and
-//! logs, in batches.
+//! Retention: runs older than `[retention] keep_runs` deleted with their task instances and
+//! logs, in batches, by a task of its own beside the active scheduler's passes.
 
 use super::*;
 
 /// Runs deleted per retention transaction.
 pub const RETENTION_BATCH: i64 = 200;
+
+/// How often the active scheduler looks for runs past `keep_runs`.
+const RETENTION_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// After a failed cleanup, how long until the next attempt.
+const RETENTION_RETRY: Duration = Duration::from_secs(60);
 
 /// Deletes finished runs that ended before `cutoff`, in batches, and the settled
 /// notifications and OpenLineage events written before it; returns how many runs went. (Asset
@@ -32,24 +38,36 @@ pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64
     }
 }
 
-impl Scheduler {
-    /// Once a day, deletes finished runs older than `keep_runs`.
-    pub(super) async fn apply_retention(&mut self, now: DateTime<Utc>) -> Result<()> {
-        let Some(keep) = self.cfg.keep_runs else {
-            return Ok(());
+/// Retention while this scheduler leads (cancelled through `stop` when it stops leading):
+/// at once, then once a day, deletes the finished runs older than `keep`. A first cleanup of
+/// millions of old instances takes minutes; in a task of its own it holds up no pass (each
+/// batch is a short transaction of its own, between the passes' statements).
+pub(super) async fn keep_deleting(
+    store: Store,
+    keep: Duration,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    loop {
+        let cutoff = weir_model::duration::earlier(clock.now(), keep);
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            deleted = delete_old_runs(&store, cutoff) => match deleted {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(deleted = n, cutoff = %cutoff, "retention: old runs deleted");
+                    }
+                    RETENTION_EVERY
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention: cannot delete old runs; retrying");
+                    RETENTION_RETRY
+                }
+            },
         };
-        if self
-            .last_retention
-            .is_some_and(|t| now - t < chrono::Duration::days(1))
-        {
-            return Ok(());
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(next) => {}
         }
-        self.last_retention = Some(now);
-        let cutoff = weir_model::duration::earlier(now, keep);
-        let deleted = delete_old_runs(&self.store, cutoff).await?;
-        if deleted > 0 {
-            tracing::info!(deleted, cutoff = %cutoff, "retention: old runs deleted");
-        }
-        Ok(())
     }
 }

@@ -91,6 +91,17 @@ pub(super) async fn lead_and_schedule(
         );
         announced_standby = false;
         let mut scheduler = Scheduler::new(store.clone(), cfg.clone(), Arc::clone(&clock));
+        // Stopped when this scheduler stops leading (the guard dropped) or shuts down.
+        let _retention = cfg.keep_runs.map(|keep| {
+            let stop = shutdown.child_token();
+            tokio::spawn(super::retention::keep_deleting(
+                store.clone(),
+                keep,
+                Arc::clone(&clock),
+                stop.clone(),
+            ));
+            stop.drop_guard()
+        });
         let watch = if cfg.watch_folder {
             super::watch::watch(&cfg.dags_folder)
         } else {
@@ -106,6 +117,7 @@ pub(super) async fn lead_and_schedule(
                 pass = scheduler.pass(full) => pass,
             };
             let loop_ms = started.elapsed().as_secs_f64() * 1000.0;
+            tracing::debug!(target: "weir::pass", ms = loop_ms, full, "pass");
             beat.maybe(store, true, loop_ms, clock.now()).await;
             let next_due = match pass {
                 Ok(pass) => {

@@ -927,3 +927,106 @@ async fn run_under_the_loops(
     let _ = services.stop().await;
     done
 }
+
+/// Retention runs beside the passes: while its delete waits for a row another session holds
+/// (as a long cleanup of millions of instances keeps it busy), a new run is still started at
+/// once; when the row is free, the old runs go. (Postgres: SQLite has one writer, so a held
+/// row there holds every write.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_waiting_for_a_locked_row_holds_up_no_pass() {
+    use sqlx::Connection;
+    let db = weir_testkit::TestDb::postgres().await;
+    let dir = weir_testkit::engine::dags_folder(&[
+        ("old.yaml", "id: old\ntasks:\n  t:\n    kind: noop\n"),
+        ("probe.yaml", "id: probe\ntasks:\n  t:\n    kind: noop\n"),
+    ]);
+    let mut cfg = scheduler_config(dir.path());
+    cfg.keep_runs = Some(std::time::Duration::from_secs(30 * 24 * 3600));
+    let clock: Arc<dyn Clock> = Arc::new(weir_model::clock::SystemClock);
+    Scheduler::new(db.store.clone(), cfg.clone(), Arc::clone(&clock))
+        .sync_folder_once()
+        .await
+        .expect("sync");
+    // Three runs that finished a year ago.
+    let long_ago = Utc::now() - chrono::Duration::days(365);
+    let mut old = Vec::new();
+    for i in 0..3 {
+        let at = long_ago + chrono::Duration::minutes(i);
+        let run = weir_testkit::engine::trigger(&db.store, "old", &Default::default(), at).await;
+        old.push(run.run_id);
+    }
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::query(
+        "UPDATE weir_runs SET state = 'success', started_at = created_at, ended_at = created_at
+         WHERE dag_id = 'old'",
+    )
+    .execute(&mut holder)
+    .await
+    .expect("finish the old runs");
+    let mut held = holder.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM weir_runs WHERE run_id = $1 FOR UPDATE")
+        .bind(&old[0])
+        .execute(&mut *held)
+        .await
+        .expect("hold the oldest run's row");
+
+    let shutdown = CancellationToken::new();
+    let scheduler = tokio::spawn(weir_scheduler::run(
+        db.store.clone(),
+        cfg,
+        clock,
+        shutdown.clone(),
+    ));
+    // The cleanup has begun and waits for the held row.
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'
+                     AND query LIKE 'DELETE FROM weir_runs%'";
+    let since = std::time::Instant::now();
+    while sqlx::query_scalar::<_, i64>(waiting)
+        .fetch_one(&mut watch)
+        .await
+        .expect("pg_stat_activity")
+        == 0
+    {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(20),
+            "retention never reached the old runs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let probe =
+        weir_testkit::engine::trigger(&db.store, "probe", &Default::default(), Utc::now()).await;
+    let since = std::time::Instant::now();
+    loop {
+        let tis = db.store.task_instances(&probe.run_id).await.expect("tis");
+        if tis.iter().any(|t| t.state == TaskState::Queued) {
+            break;
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(20),
+            "a run triggered during retention was not started: {tis:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The delete still waits: the probe was started beside it, not after it.
+    for id in &old {
+        assert!(
+            db.store.run(id).await.is_ok(),
+            "{id} deleted under a held row"
+        );
+    }
+    held.rollback().await.expect("release the row");
+    let since = std::time::Instant::now();
+    for id in &old {
+        while db.store.run(id).await.is_ok() {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(20),
+                "{id} outlived retention"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    shutdown.cancel();
+    scheduler.await.expect("join").expect("scheduler");
+}

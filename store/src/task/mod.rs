@@ -24,7 +24,11 @@ use crate::{Result, Store, StoreError};
 pub(crate) const NEXT_RETRY_DUE_SQL: &str =
     "SELECT MIN(due_at) FROM weir_task_instances WHERE state = 'up_for_retry'";
 pub(crate) const EXPIRED_LEASES_WHERE: &str = "state = 'running' AND lease_expires_at < $1";
+/// In the order of the partial index the filter reads (ordered by `id` alone, SQLite walks the
+/// whole table in row order instead: 1.6 s a pass over 10 M finished instances).
+pub(crate) const EXPIRED_LEASES_ORDER: &str = "lease_expires_at, id";
 pub(crate) const DUE_RETRIES_WHERE: &str = "state = 'up_for_retry' AND due_at <= $1";
+pub(crate) const DUE_RETRIES_ORDER: &str = "due_at, id";
 
 /// Writes one limit (`$1` kind, `$2` name, `$3` slots); an unchanged row is not rewritten.
 pub(crate) const SET_LIMIT_SQL: &str =

@@ -207,7 +207,8 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn expired_leases(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
-        self.task_rows_at(EXPIRED_LEASES_WHERE, "id", now).await
+        self.task_rows_at(EXPIRED_LEASES_WHERE, EXPIRED_LEASES_ORDER, now)
+            .await
     }
 
     /// Task instances matching `filter` (whose `$1` is `now`), in `order`.
@@ -332,7 +333,7 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn due_retries(&self, now: DateTime<Utc>) -> Result<Vec<TaskInstanceRow>> {
-        self.task_rows_at(DUE_RETRIES_WHERE, "due_at, id", now)
+        self.task_rows_at(DUE_RETRIES_WHERE, DUE_RETRIES_ORDER, now)
             .await
     }
 
