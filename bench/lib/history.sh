@@ -102,11 +102,11 @@ keep_history() {
   fi
 }
 
-# A fresh copy of the kept history of $2 instances: Postgres database $3 (prints its URL).
+# A fresh copy of the kept history of $1 instances: the Postgres database $2 (prints its URL).
 copy_history_pg() {
-  psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $3 WITH (FORCE)" \
-    -c "CREATE DATABASE $3 TEMPLATE weir_bench_history_$2 STRATEGY FILE_COPY" >/dev/null
-  pg_url "$3"
+  psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $2 WITH (FORCE)" \
+    -c "CREATE DATABASE $2 TEMPLATE weir_bench_history_$1 STRATEGY FILE_COPY" >/dev/null
+  pg_url "$2"
 }
 
 # A fresh copy of the kept history of $1 instances: the SQLite file $2 (prints its URL).

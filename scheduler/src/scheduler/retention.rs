@@ -20,6 +20,16 @@ const RETENTION_RETRY: Duration = Duration::from_secs(60);
 /// # Errors
 /// Store failures (what was deleted before stays deleted).
 pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64> {
+    delete_paced(store, cutoff, 0).await
+}
+
+/// After each batch of runs, the scheduler's retention waits this many times as long as the
+/// batch took: it takes at most a quarter of the database's time, and a pass's statements
+/// (which queue behind a batch for SQLite's one connection) mostly find it free.
+const RETENTION_REST: u32 = 3;
+
+/// [`delete_old_runs`], waiting `rest` times as long as each batch of runs took before the next.
+async fn delete_paced(store: &Store, cutoff: DateTime<Utc>, rest: u32) -> Result<u64> {
     while store
         .delete_notifications_before(cutoff, RETENTION_BATCH)
         .await?
@@ -28,6 +38,7 @@ pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64
     while store.delete_lineage_before(cutoff, RETENTION_BATCH).await? > 0 {}
     let mut total = 0;
     loop {
+        let started = std::time::Instant::now();
         let n = store
             .delete_runs_ended_before(cutoff, RETENTION_BATCH)
             .await?;
@@ -35,13 +46,16 @@ pub async fn delete_old_runs(store: &Store, cutoff: DateTime<Utc>) -> Result<u64
         if n == 0 {
             return Ok(total);
         }
+        if rest > 0 {
+            tokio::time::sleep(started.elapsed() * rest).await;
+        }
     }
 }
 
 /// Retention while this scheduler leads (cancelled through `stop` when it stops leading):
 /// at once, then once a day, deletes the finished runs older than `keep`. A first cleanup of
-/// millions of old instances takes minutes; in a task of its own it holds up no pass (each
-/// batch is a short transaction of its own, between the passes' statements).
+/// millions of old instances takes minutes; in a task of its own, resting between its short
+/// batches, it holds up no pass.
 pub(super) async fn keep_deleting(
     store: Store,
     keep: Duration,
@@ -52,7 +66,7 @@ pub(super) async fn keep_deleting(
         let cutoff = weir_model::duration::earlier(clock.now(), keep);
         let next = tokio::select! {
             () = stop.cancelled() => return,
-            deleted = delete_old_runs(&store, cutoff) => match deleted {
+            deleted = delete_paced(&store, cutoff, RETENTION_REST) => match deleted {
                 Ok(n) => {
                     if n > 0 {
                         tracing::info!(deleted = n, cutoff = %cutoff, "retention: old runs deleted");
