@@ -117,7 +117,7 @@ pub(super) async fn lead_and_schedule(
                 pass = scheduler.pass(full) => pass,
             };
             let loop_ms = started.elapsed().as_secs_f64() * 1000.0;
-            tracing::debug!(target: "weir::pass", ms = loop_ms, full, "pass");
+            tracing::debug!(target: "weir::pass", ms = loop_ms, "pass");
             beat.maybe(store, true, loop_ms, clock.now()).await;
             let next_due = match pass {
                 Ok(pass) => {
