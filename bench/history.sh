@@ -16,12 +16,6 @@ bin=$(realpath "${BIN:-target/release}")
 history=${HISTORY:-10000000}
 rounds=${ROUNDS:-2}
 benches=${BENCHES:-web chain fanout fanout-noop}
-pg_admin=${PGURL:-postgres://postgres@localhost/postgres?host=/var/run/postgresql}
-# psql: no NOTICE for the DROP DATABASE IF EXISTS of a database not there.
-export PGOPTIONS="-c client_min_messages=warning"
-tmp=$(mktemp -d)
-server=
-trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 . bench/lib/history.sh
 . bench/lib/web.sh
 history_dag "$tmp/dags"

@@ -19,11 +19,6 @@ runs=$((history / 10))
 window=${WINDOW:-60}
 every=${PROBE_EVERY:-0.5}
 backends=${BACKENDS:-sqlite postgres}
-pg_admin=${PGURL:-postgres://postgres@localhost/postgres?host=/var/run/postgresql}
-export PGOPTIONS="-c client_min_messages=warning"
-tmp=$(mktemp -d)
-server=
-trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 . bench/lib/history.sh
 history_dag "$tmp/dags"
 printf 'id: probe\ntasks:\n  t: {kind: noop}\n' >"$tmp/dags/probe.yaml"

@@ -4,8 +4,16 @@
 # run is years old), stored after `weir db migrate` and `weir dags list` stored the DAG.
 # The filled databases are kept between calls (a Postgres template database, a file under
 # target/bench-history; KEEP=0 rebuilds them): the benchmarks work on copies.
-# Needs: $bin (a folder holding `weir`), $pg_admin (a Postgres URL of the `postgres` database
-# with `?host=…`), psql, sqlite3.
+# Needs: $bin (a folder holding `weir`), psql, sqlite3. Sets: $pg_admin (PGURL, default the
+# local server's `postgres` database over its Unix socket), $tmp (a scratch folder, removed on
+# exit with the server whose pid the script keeps in $server).
+
+pg_admin=${PGURL:-postgres://postgres@localhost/postgres?host=/var/run/postgresql}
+# psql: no NOTICE for the DROP DATABASE IF EXISTS of a database not there.
+export PGOPTIONS="-c client_min_messages=warning"
+tmp=$(mktemp -d)
+server=
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 # The history's DAG file, in the folder $1.
 history_dag() {
