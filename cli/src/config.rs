@@ -33,6 +33,10 @@ pub(crate) struct Config {
     /// The file the configuration was read from (none: defaults and the environment only).
     #[serde(skip)]
     pub(crate) origin: Option<PathBuf>,
+    /// The keys the environment set, each with its variable (`retention.keep_runs` →
+    /// `WEIR_RETENTION_KEEP_RUNS`), for messages about their values.
+    #[serde(skip)]
+    pub(crate) from_env: BTreeMap<String, String>,
 }
 
 /// `[openlineage]`: an HTTP endpoint taking OpenLineage events (Marquez, DataHub,
@@ -116,6 +120,7 @@ impl Default for Config {
             openlineage: OpenLineageConfig::default(),
             python: PythonConfig::default(),
             origin: None,
+            from_env: BTreeMap::new(),
         }
     }
 }
@@ -295,6 +300,22 @@ impl Config {
         config
     }
 
+    /// Where the value of `key` (`retention.keep_runs`) came from, to begin a message about
+    /// it: `WEIR_RETENTION_KEEP_RUNS (retention.keep_runs)` when a variable set it, else
+    /// `weir.toml: retention.keep_runs` (the file read, or the default's name).
+    pub(crate) fn place_of(&self, key: &str) -> String {
+        match self.from_env.get(key) {
+            Some(var) => format!("{var} ({key})"),
+            None => format!(
+                "{}: {key}",
+                self.origin
+                    .as_deref()
+                    .unwrap_or(Path::new("weir.toml"))
+                    .display()
+            ),
+        }
+    }
+
     /// Where the database setting came from, for messages: ` from /srv/weir/weir.toml`.
     pub(crate) fn origin_note(&self) -> String {
         if std::env::var_os("WEIR_DATABASE_URL").is_some() {
@@ -331,6 +352,13 @@ impl Config {
                 _ => layer_error(e, origin),
             }
         })?;
+        config.from_env = env
+            .keys()
+            .filter_map(|name| {
+                let path = name.strip_prefix("WEIR_").and_then(env_key)?;
+                Some((path.join("."), name.clone()))
+            })
+            .collect();
         let from_env = |key: &str| {
             layers
                 .find_metadata(key)
@@ -584,21 +612,20 @@ impl EnvLayer {
     }
 }
 
-/// Figment's errors as weir's: each names the key, and the environment variable when the
-/// value came from one (`weir.toml: WEIR_WORKER_CONCURRENCY (worker.concurrency): invalid
-/// type: ...`).
+/// Figment's errors as weir's: each names the key, and the environment variable instead of
+/// the file when the value came from one (`WEIR_WORKER_CONCURRENCY (worker.concurrency):
+/// invalid type: ...`).
 fn layer_error(errors: figment::Error, origin: &Path) -> anyhow::Error {
     let lines: Vec<String> = errors
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
             let from_env = e.metadata.as_ref().is_some_and(|m| m.name == ENV_LAYER);
-            let place = match (from_env, key.is_empty()) {
-                (true, _) => format!("WEIR_{} ({key}): ", e.path.join("_").to_uppercase()),
-                (false, false) => format!("`{key}`: "),
-                (false, true) => String::new(),
-            };
-            format!("{}: {place}{}", origin.display(), e.kind)
+            match (from_env, key.is_empty()) {
+                (true, _) => format!("WEIR_{} ({key}): {}", e.path.join("_").to_uppercase(), e.kind),
+                (false, false) => format!("{}: `{key}`: {}", origin.display(), e.kind),
+                (false, true) => format!("{}: {}", origin.display(), e.kind),
+            }
         })
         .collect();
     anyhow::anyhow!("{}", lines.join("\n"))

@@ -66,27 +66,30 @@ pub(crate) fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
-fn duration(text: &str, key: &str) -> Result<Duration> {
+/// The duration `text` of the configuration's `key`; an error names where it was set.
+fn duration(config: &Config, text: &str, key: &str) -> Result<Duration> {
     weir_model::duration::parse_duration(text)
         .map(|d| d.0)
-        .map_err(|e| anyhow::anyhow!("weir.toml: {key}: {e}"))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.place_of(key)))
 }
 
 /// A `[retention]` age: a duration, or `forever` (`None`: nothing is deleted).
-fn retention_age(text: &str, key: &str) -> Result<Option<Duration>> {
+fn retention_age(config: &Config, text: &str, key: &str) -> Result<Option<Duration>> {
     match text {
         "forever" => Ok(None),
-        text => duration(text, key).map(Some),
+        text => duration(config, text, key).map(Some),
     }
 }
 
 /// `scheduler.leader_lease`, between one second (renewals every fifth of it must fit in a
 /// database's round trips) and ten minutes (a standby waits that long for a cut-off leader).
 fn leader_lease(config: &Config) -> Result<Duration> {
-    let lease = duration(&config.scheduler.leader_lease, "scheduler.leader_lease")?;
+    const KEY: &str = "scheduler.leader_lease";
+    let lease = duration(config, &config.scheduler.leader_lease, KEY)?;
     if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lease) {
         anyhow::bail!(
-            "weir.toml: scheduler.leader_lease: `{}` is outside 1s..10m",
+            "{}: `{}` is outside 1s..10m",
+            config.place_of(KEY),
             config.scheduler.leader_lease
         );
     }
@@ -106,6 +109,7 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
     Ok(SchedulerConfig {
         dags_folder: config.dags_folder.clone(),
         heartbeat_timeout: duration(
+            config,
             &config.scheduler.heartbeat_timeout,
             "scheduler.heartbeat_timeout",
         )?,
@@ -116,7 +120,7 @@ pub(crate) fn scheduler_config(config: &Config) -> Result<SchedulerConfig> {
         // Also the longest a run created by another process waits to be noticed with SQLite.
         scan_interval: Duration::from_secs(1),
         watch_folder: config.scheduler.watch_dags,
-        keep_runs: retention_age(&config.retention.keep_runs, "retention.keep_runs")?,
+        keep_runs: retention_age(config, &config.retention.keep_runs, "retention.keep_runs")?,
         notify: notify_config(config),
         stores: weir_storage::Stores::new(config.store_conns()),
         lineage: config
@@ -212,6 +216,7 @@ pub(crate) fn worker_config(
         },
         concurrency: concurrency.unwrap_or(config.worker.concurrency).max(1),
         heartbeat_timeout: duration(
+            config,
             &config.scheduler.heartbeat_timeout,
             "scheduler.heartbeat_timeout",
         )?,
@@ -230,7 +235,11 @@ pub(crate) fn worker_config(
             .url
             .as_ref()
             .map(|_| config.openlineage.namespace.clone()),
-        keep_rejects: retention_age(&config.retention.keep_rejects, "retention.keep_rejects")?,
+        keep_rejects: retention_age(
+            config,
+            &config.retention.keep_rejects,
+            "retention.keep_rejects",
+        )?,
     })
 }
 
@@ -279,15 +288,45 @@ mod tests {
 
     #[test]
     fn retention_keeps_for_a_duration_or_forever() {
-        assert_eq!(
-            retention_age("30d", "retention.keep_runs").expect("30d"),
-            Some(Duration::from_secs(30 * 86_400))
+        let config = Config::default();
+        let age = |text| retention_age(&config, text, "retention.keep_runs");
+        assert_eq!(age("30d").expect("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(age("forever").expect("forever"), None);
+        let e = age("100y").expect_err("100y");
+        assert!(
+            e.to_string()
+                .starts_with("weir.toml: retention.keep_runs: `100y`"),
+            "{e}"
         );
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_variable_that_set_it() {
+        let env = BTreeMap::from([
+            ("WEIR_RETENTION_KEEP_RUNS".to_owned(), "100y".to_owned()),
+            ("WEIR_SCHEDULER_LEADER_LEASE".to_owned(), "1h".to_owned()),
+        ]);
+        let file = std::path::Path::new("/srv/weir/weir.toml");
+        let mut config = Config::parse("[retention]\nkeep_rejects = \"soon\"\n", file, &env)
+            .expect("parse");
+        config.origin = Some(file.to_path_buf());
+        let e = scheduler_config(&config).expect_err("a lease of an hour");
         assert_eq!(
-            retention_age("forever", "retention.keep_runs").expect("forever"),
-            None
+            e.to_string(),
+            "WEIR_SCHEDULER_LEADER_LEASE (scheduler.leader_lease): `1h` is outside 1s..10m"
         );
-        let e = retention_age("100y", "retention.keep_runs").expect_err("100y");
-        assert!(e.to_string().contains("retention.keep_runs: `100y`"), "{e}");
+        config.scheduler.leader_lease = "15s".to_owned();
+        let e = scheduler_config(&config).expect_err("100 years");
+        assert!(
+            e.to_string()
+                .starts_with("WEIR_RETENTION_KEEP_RUNS (retention.keep_runs): `100y`"),
+            "{e}"
+        );
+        let e = worker_config(&config, &[], None).expect_err("soon");
+        assert!(
+            e.to_string()
+                .starts_with("/srv/weir/weir.toml: retention.keep_rejects: `soon`"),
+            "{e}"
+        );
     }
 }

@@ -38,6 +38,22 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Like [`with_pool`], for the reads the pages make of history (a DAG's runs, its grid, a
+/// task's log): on SQLite they run on read-only connections of their own, beside the one that
+/// writes (WAL lets readers see the last commit while a write goes on), so a page does not
+/// queue behind the engine's statements nor eight pages behind each other. Only for a read
+/// that stands alone: it does not see a transaction this process has not committed.
+macro_rules! with_read_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match (&$store.db, &$store.sqlite_reads) {
+            ($crate::db::Db::Postgres($pool), _) => $body,
+            (_, Some($pool)) => $body,
+            ($crate::db::Db::Sqlite($pool), None) => $body,
+        }
+    };
+}
+pub(crate) use with_read_pool;
+
 /// Begins a write transaction. SQLite's default deferred transaction fails at once with
 /// `database is locked` when it upgrades to a write while another connection writes; an
 /// immediate one waits for the lock (busy timeout) instead.
@@ -97,6 +113,10 @@ impl Default for Wakeups {
 /// A pooled Postgres connection idle this long is checked before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
+/// SQLite: the most read-only connections [`with_read_pool`] opens (on first use; closed
+/// when idle). Pages are mostly CPU, and the machines weir runs on have a few cores.
+const SQLITE_READERS: u32 = 4;
+
 /// Postgres notification channels.
 pub(crate) const SCHEDULER_CHANNEL: &str = "weir_scheduler";
 const WORKER_CHANNEL: &str = "weir_workers";
@@ -105,6 +125,8 @@ const WORKER_CHANNEL: &str = "weir_workers";
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    /// SQLite: read-only connections for [`with_read_pool`]'s reads.
+    pub(crate) sqlite_reads: Option<SqlitePool>,
     url: Arc<str>,
     wakeups: Arc<Wakeups>,
     /// SQLite: the other processes on the same file, woken through local sockets.
@@ -134,6 +156,7 @@ impl Store {
     /// An unsupported URL or an unreachable database.
     pub async fn connect_without_migrating(url: &str) -> Result<Store> {
         let session_name = session_name(url);
+        let mut sqlite_reads = None;
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
@@ -177,8 +200,13 @@ impl Store {
             // may hold a connection while it acquires another.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
+            sqlite_reads = Some(
+                SqlitePoolOptions::new()
+                    .max_connections(SQLITE_READERS)
+                    .connect_lazy_with(options.read_only(true).create_if_missing(false)),
+            );
             Db::Sqlite(pool)
         } else {
             return Err(StoreError::Config(format!(
@@ -191,6 +219,7 @@ impl Store {
             .map(|file| Arc::new(crate::wake::LocalPeers::for_sqlite(&file, &wakeups.origin)));
         Ok(Store {
             db,
+            sqlite_reads,
             url: Arc::from(url),
             wakeups,
             peers,
@@ -269,6 +298,7 @@ impl Store {
         let other = Store::connect_without_migrating(&self.url).await?;
         Ok(Store {
             db: other.db,
+            sqlite_reads: other.sqlite_reads,
             url: Arc::clone(&self.url),
             wakeups: Arc::clone(&self.wakeups),
             peers: self.peers.clone(),
@@ -368,8 +398,11 @@ impl Store {
         }))
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
+        if let Some(reads) = &self.sqlite_reads {
+            reads.close().await;
+        }
         with_pool!(self, |pool| pool.close().await);
     }
 }

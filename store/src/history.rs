@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::with_pool;
+use crate::db::with_read_pool;
 use crate::{Result, Store};
 
 /// A run in a short list (the DAG list's dots, the grid's columns).
@@ -52,7 +52,7 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<RunBrief>> {
-        Ok(with_pool!(self, |pool| {
+        Ok(with_read_pool!(self, |pool| {
             sqlx::query_as::<_, RunBrief>(
                 "SELECT run_id, state, logical_date, run_type, started_at, ended_at FROM weir_runs WHERE dag_id = $1
                  ORDER BY logical_date DESC LIMIT $2 OFFSET $3",
@@ -81,7 +81,7 @@ impl Store {
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
         );
-        let rows: Vec<Raw> = with_pool!(self, |pool| {
+        let rows: Vec<Raw> = with_read_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT t.run_id, t.task_id, t.map_index, t.state, t.try_number, t.started_at, t.ended_at
                  FROM (SELECT run_id FROM weir_runs WHERE dag_id = $1 ORDER BY logical_date DESC LIMIT $2) r

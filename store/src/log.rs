@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{BeginWrite, with_pool};
+use crate::db::{BeginWrite, with_pool, with_read_pool};
 use crate::{Result, Store};
 
 /// One line of a task's log.
@@ -97,7 +97,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LogLine>> {
         const SQL: &str = "SELECT id, stream, line, at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 AND id > $3 ORDER BY id LIMIT $4";
-        Ok(with_pool!(self, |pool| {
+        Ok(with_read_pool!(self, |pool| {
             sqlx::query_as::<_, LogLine>(SQL)
                 .bind(ti_id)
                 .bind(try_number)
@@ -121,7 +121,7 @@ impl Store {
         try_number: i32,
         limit: i64,
     ) -> Result<Vec<crate::LogLine>> {
-        let mut lines = with_pool!(self, |pool| {
+        let mut lines = with_read_pool!(self, |pool| {
             sqlx::query_as::<_, crate::LogLine>(
                 "SELECT id, stream, line, at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id DESC LIMIT $3",
             )
@@ -143,7 +143,7 @@ impl Store {
     pub async fn try_spans(&self, ti_id: i64, tries: i32) -> Result<Vec<TrySpan>> {
         let mut spans = Vec::new();
         for try_number in 1..=tries {
-            let (first, last) = with_pool!(self, |pool| {
+            let (first, last) = with_read_pool!(self, |pool| {
                 let first: Option<DateTime<Utc>> = sqlx::query_scalar(
                     "SELECT at FROM weir_task_logs WHERE ti_id = $1 AND try_number = $2 ORDER BY id LIMIT 1",
                 )

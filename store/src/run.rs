@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use weir_model::{RunState, RunType};
 
-use crate::db::{BeginWrite, Db, with_pool};
+use crate::db::{BeginWrite, Db, with_pool, with_read_pool};
 use crate::notify::{Notification, insert_notifications};
 use crate::{Result, Store, StoreError};
 
@@ -490,7 +490,7 @@ impl Store {
              ORDER BY logical_date DESC, run_id LIMIT $3 OFFSET $4"
         );
         let limit = if filter.limit > 0 { filter.limit } else { 100 };
-        let rows = with_pool!(self, |pool| {
+        let rows = with_read_pool!(self, |pool| {
             sqlx::query_as::<_, RawRun>(sqlx::AssertSqlSafe(sql))
                 .bind(filter.dag_id.as_deref())
                 .bind(filter.state.map(RunState::as_str))

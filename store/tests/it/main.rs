@@ -1,6 +1,7 @@
 //! The store's behaviour, on SQLite and Postgres with the same test bodies.
 
 mod migrations;
+mod reads;
 
 use std::collections::HashSet;
 
