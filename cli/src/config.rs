@@ -622,7 +622,11 @@ fn layer_error(errors: figment::Error, origin: &Path) -> anyhow::Error {
             let key = e.path.join(".");
             let from_env = e.metadata.as_ref().is_some_and(|m| m.name == ENV_LAYER);
             match (from_env, key.is_empty()) {
-                (true, _) => format!("WEIR_{} ({key}): {}", e.path.join("_").to_uppercase(), e.kind),
+                (true, _) => format!(
+                    "WEIR_{} ({key}): {}",
+                    e.path.join("_").to_uppercase(),
+                    e.kind
+                ),
                 (false, false) => format!("{}: `{key}`: {}", origin.display(), e.kind),
                 (false, true) => format!("{}: {}", origin.display(), e.kind),
             }

@@ -290,7 +290,10 @@ mod tests {
     fn retention_keeps_for_a_duration_or_forever() {
         let config = Config::default();
         let age = |text| retention_age(&config, text, "retention.keep_runs");
-        assert_eq!(age("30d").expect("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            age("30d").expect("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
         assert_eq!(age("forever").expect("forever"), None);
         let e = age("100y").expect_err("100y");
         assert!(
@@ -307,8 +310,8 @@ mod tests {
             ("WEIR_SCHEDULER_LEADER_LEASE".to_owned(), "1h".to_owned()),
         ]);
         let file = std::path::Path::new("/srv/weir/weir.toml");
-        let mut config = Config::parse("[retention]\nkeep_rejects = \"soon\"\n", file, &env)
-            .expect("parse");
+        let mut config =
+            Config::parse("[retention]\nkeep_rejects = \"soon\"\n", file, &env).expect("parse");
         config.origin = Some(file.to_path_buf());
         let e = scheduler_config(&config).expect_err("a lease of an hour");
         assert_eq!(
