@@ -36,7 +36,7 @@ pub(crate) struct Config {
     /// The keys the environment set, each with its variable (`retention.keep_runs` →
     /// `WEIR_RETENTION_KEEP_RUNS`), for messages about their values.
     #[serde(skip)]
-    pub(crate) from_env: BTreeMap<String, String>,
+    pub(crate) set_by_env: BTreeMap<String, String>,
 }
 
 /// `[openlineage]`: an HTTP endpoint taking OpenLineage events (Marquez, DataHub,
@@ -120,7 +120,7 @@ impl Default for Config {
             openlineage: OpenLineageConfig::default(),
             python: PythonConfig::default(),
             origin: None,
-            from_env: BTreeMap::new(),
+            set_by_env: BTreeMap::new(),
         }
     }
 }
@@ -304,7 +304,7 @@ impl Config {
     /// it: `WEIR_RETENTION_KEEP_RUNS (retention.keep_runs)` when a variable set it, else
     /// `weir.toml: retention.keep_runs` (the file read, or the default's name).
     pub(crate) fn place_of(&self, key: &str) -> String {
-        match self.from_env.get(key) {
+        match self.set_by_env.get(key) {
             Some(var) => format!("{var} ({key})"),
             None => format!(
                 "{}: {key}",
@@ -352,7 +352,7 @@ impl Config {
                 _ => layer_error(e, origin),
             }
         })?;
-        config.from_env = env
+        config.set_by_env = env
             .keys()
             .filter_map(|name| {
                 let path = name.strip_prefix("WEIR_").and_then(env_key)?;
