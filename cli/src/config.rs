@@ -352,18 +352,15 @@ impl Config {
                 _ => layer_error(e, origin),
             }
         })?;
-        config.set_by_env = env
+        // The keys the environment set (the values EnvLayer gave), each with its variable.
+        let set_by_env: BTreeMap<String, String> = env
             .keys()
             .filter_map(|name| {
                 let path = name.strip_prefix("WEIR_").and_then(env_key)?;
                 Some((path.join("."), name.clone()))
             })
             .collect();
-        let from_env = |key: &str| {
-            layers
-                .find_metadata(key)
-                .is_some_and(|m| m.name == ENV_LAYER)
-        };
+        let from_env = |key: &str| set_by_env.contains_key(key);
         // Relative paths written in (or implied by) a configuration file are relative to its
         // folder, wherever weir runs from; the environment's are relative to the working
         // directory.
@@ -471,6 +468,7 @@ impl Config {
                 origin.display()
             );
         }
+        config.set_by_env = set_by_env;
         Ok(config)
     }
 
