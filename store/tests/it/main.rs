@@ -77,6 +77,25 @@ async fn queue_all(store: &Store, run_id: &str, now: DateTime<Utc>) {
         .expect("queue");
 }
 
+/// The first try of instance `ti_id`, claimed by `worker`, ended in success and nothing else.
+fn succeeded(ti_id: i64, worker: &str) -> Completion {
+    Completion {
+        ti_id,
+        worker_id: worker.to_owned(),
+        try_number: 1,
+        state: TaskState::Success,
+        outputs: None,
+        error: None,
+        due_at: None,
+        log: Vec::new(),
+        give_back_try: false,
+        notify: Vec::new(),
+        wake: false,
+        assets: Vec::new(),
+        lineage: Vec::new(),
+    }
+}
+
 /// Four workers claiming from the `default` queue at the same time, three at a time, each until
 /// a claim takes nothing; every instance they took.
 async fn claim_at_once(store: &Store, now: DateTime<Utc>) -> Vec<TaskInstanceRow> {
@@ -418,24 +437,7 @@ per_backend!(
             .expect("other");
         for (id, worker) in [(pooled_id, pooled_worker), (other_id, other_worker)] {
             db.store
-                .complete_task(
-                    &Completion {
-                        ti_id: id,
-                        worker_id: worker.expect("claimed by a worker"),
-                        try_number: 1,
-                        state: TaskState::Success,
-                        outputs: None,
-                        error: None,
-                        due_at: None,
-                        log: Vec::new(),
-                        give_back_try: false,
-                        notify: Vec::new(),
-                        wake: false,
-                        assets: Vec::new(),
-                        lineage: Vec::new(),
-                    },
-                    now,
-                )
+                .complete_task(&succeeded(id, &worker.expect("claimed by a worker")), now)
                 .await
                 .expect("complete");
         }
