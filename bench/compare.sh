@@ -12,6 +12,9 @@ base=${1:-9b27a46^}
 scripts=${SCRIPTS:-engine load web}
 rounds=${ROUNDS:-3}
 # BASE_WORKTREE, BASE_TARGET: where the base is checked out and built (kept between runs).
+# The default worktree sits inside this checkout, so cargo reads this checkout's
+# .cargo/config.toml for the base too (its build settings, e.g. SQLite's compile flags): to
+# measure a change of that file, set BASE_WORKTREE to a folder outside it.
 worktree=${BASE_WORKTREE:-target/compare/base}
 base_target=${BASE_TARGET:-$PWD/target/compare/base-target}
 if [ ! -d "$worktree" ]; then
