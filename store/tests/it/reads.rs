@@ -9,7 +9,7 @@ use sqlx::Connection;
 use weir_store::RunFilter;
 use weir_testkit::{TestDb, per_backend};
 
-use super::{line, new_run, queue_all, succeeded, t, version};
+use super::{execute_raw, line, new_run, queue_all, succeeded, t, version};
 
 per_backend!(
     the_grid_reads_every_instance_of_the_newest_runs_as_stored,
@@ -175,8 +175,7 @@ async fn sqlite_pages_read_while_the_writer_waits_for_the_lock() {
 /// connections above queued on it behind each other and behind the threads freeing their rows.
 #[tokio::test]
 async fn sqlite_allocations_take_no_process_wide_lock() {
-    let db = TestDb::sqlite().await;
-    let mut conn = sqlx::SqliteConnection::connect(&db.url)
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
         .await
         .expect("connect");
     let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
@@ -204,13 +203,12 @@ async fn a_grid_time_that_is_not_rfc_3339_is_named_with_its_run() {
         .await
         .expect("create")
         .expect("new");
-    let mut conn = sqlx::SqliteConnection::connect(&db.url)
-        .await
-        .expect("connect");
-    sqlx::query("UPDATE weir_task_instances SET started_at = 'yesterday noon'")
-        .execute(&mut conn)
-        .await
-        .expect("write by hand");
+    execute_raw(
+        &db,
+        "UPDATE weir_task_instances SET started_at = 'yesterday noon'",
+        None,
+    )
+    .await;
     let error = store
         .grid_cells("d", 25)
         .await
